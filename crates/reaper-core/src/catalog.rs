@@ -1,0 +1,165 @@
+//! The catalog: the only tables and columns a job can ever touch.
+//!
+//! A [`Catalog`] is built from configuration ([`crate::config`]) and is immutable afterwards.
+//! Identifiers in SQL come exclusively from here; producers only name targets and columns,
+//! which are looked up in the catalog and rejected when absent.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::KeyValue;
+
+/// How a job removes rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `DELETE` the rows.
+    Hard,
+    /// Set the target's soft-delete column to the current time, leaving rows already
+    /// soft-deleted alone.
+    Soft,
+}
+
+impl Mode {
+    /// The lowercase name used on the wire, in config and in audit rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Hard => "hard",
+            Mode::Soft => "soft",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type of a filterable column, which decides which values and operators a filter accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// Integer of any width.
+    Int,
+    /// Text / varchar.
+    Text,
+    /// Boolean.
+    Bool,
+    /// UUID (native on PostgreSQL; canonical text on SQLite).
+    Uuid,
+    /// Timestamp (timestamptz on PostgreSQL; UTC text `YYYY-MM-DD HH:MM:SS` on SQLite).
+    Timestamp,
+}
+
+impl ColumnType {
+    /// The lowercase name used in config and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Int => "int",
+            ColumnType::Text => "text",
+            ColumnType::Bool => "bool",
+            ColumnType::Uuid => "uuid",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type of a primary key. Keyset pagination needs a total order, so only these three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// Integer key (serial, bigserial, INTEGER PRIMARY KEY, …).
+    Int,
+    /// Text key.
+    Text,
+    /// UUID key.
+    Uuid,
+}
+
+impl KeyType {
+    /// The lowercase name used in config and error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Int => "int",
+            KeyType::Text => "text",
+            KeyType::Uuid => "uuid",
+        }
+    }
+
+    /// Parses a checkpoint stored as text back into a key of this type.
+    pub fn parse_key(self, text: &str) -> Option<KeyValue> {
+        match self {
+            KeyType::Int => text.parse().ok().map(KeyValue::Int),
+            KeyType::Text => Some(KeyValue::Text(text.to_owned())),
+            KeyType::Uuid => uuid::Uuid::parse_str(text)
+                .ok()
+                .map(|id| KeyValue::Text(id.hyphenated().to_string())),
+        }
+    }
+}
+
+/// One table that reaper may delete from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The name jobs use to refer to this target.
+    pub name: String,
+    /// Optional schema (PostgreSQL) or database (MySQL) qualifying the table.
+    pub schema: Option<String>,
+    /// The table name.
+    pub table: String,
+    /// The primary-key column, the keyset for batching.
+    pub primary_key: String,
+    /// The primary key's type.
+    pub key_type: KeyType,
+    /// Filterable columns and their types. Filters may use no other column.
+    pub columns: BTreeMap<String, ColumnType>,
+    /// Mode used when a job does not say.
+    pub default_mode: Mode,
+    /// Batch size used when a job does not say.
+    pub batch_size: u32,
+    /// The largest batch size a job may ask for.
+    pub max_batch_size: u32,
+    /// The column soft deletes set; soft mode is refused without one.
+    pub soft_delete_column: Option<String>,
+    /// The most rows one job may delete from this target.
+    pub max_rows: u64,
+}
+
+/// All targets of one deployment, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    targets: BTreeMap<String, Target>,
+}
+
+impl Catalog {
+    /// A catalog of the given targets (keyed by their names).
+    pub fn new(targets: impl IntoIterator<Item = Target>) -> Self {
+        Self {
+            targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        }
+    }
+
+    /// The target with this name, if the catalog declares it.
+    pub fn get(&self, name: &str) -> Option<&Target> {
+        self.targets.get(name)
+    }
+
+    /// All targets, ordered by name.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.values()
+    }
+
+    /// Names of all targets, for error messages.
+    pub fn names(&self) -> Vec<&str> {
+        self.targets.keys().map(String::as_str).collect()
+    }
+}

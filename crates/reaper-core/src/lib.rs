@@ -1,0 +1,22 @@
+//! reaper's pure core.
+//!
+//! This crate owns the *words* of reaper and every decision that can be made without touching
+//! the outside world:
+//!
+//! - [`catalog`]: the targets a deployment allows jobs to delete from;
+//! - [`job`]: the public JSON wire format of a deletion job (what producers send);
+//! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
+//! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
+//! - [`sql`]: the SQL text and bound parameters of every statement family, per backend.
+//!
+//! Architecture invariant: this crate performs no I/O and depends on no database, queue or
+//! runtime crate. Its functions fail only through validation errors. Time is an input (`as_of`),
+//! never read from the clock here.
+
+pub mod catalog;
+pub mod config;
+pub mod job;
+pub mod span;
+pub mod sql;
+pub mod validate;
+pub mod value;

@@ -1,0 +1,286 @@
+//! Statements on reaper's own ledger table `reaper_jobs` (the truth about every job) and the
+//! read side of `reaper_audit`.
+//!
+//! These are portable between PostgreSQL and SQLite (both have `ON CONFLICT` and `RETURNING`);
+//! the writer renders each backend's placeholders and value encodings. Every transition of a
+//! running job is guarded by its lease token, so a worker that lost its lease changes nothing.
+//! All are primary-key or unique-index lookups; the claim also checks the lease expiry.
+
+use chrono::{DateTime, Utc};
+
+use crate::sql::{Backend, SqlWriter, Statement};
+use crate::value::SqlValue;
+
+/// Columns every job read returns, in this order.
+pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
+     batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
+     updated_at, started_at, finished_at";
+
+/// Columns every audit read returns, in this order.
+pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at";
+
+/// A job as first written to the ledger.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Ledger id.
+    pub id: &'a str,
+    /// Unique; the id when the producer gave none.
+    pub idempotency_key: &'a str,
+    /// Target name (for listing without parsing the request).
+    pub target: &'a str,
+    /// The request as JSON, exactly as accepted.
+    pub request_json: &'a str,
+    /// Runs allowed before the job is dead.
+    pub max_attempts: u32,
+    /// Acceptance time, also the reference time of `older_than`.
+    pub now: DateTime<Utc>,
+}
+
+fn text(value: &str) -> SqlValue {
+    SqlValue::Text(value.to_owned())
+}
+
+/// `INSERT … ON CONFLICT (idempotency_key) DO NOTHING`: a repeated key inserts nothing and the
+/// caller reads the existing job instead.
+pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push(
+        "INSERT INTO reaper_jobs (id, idempotency_key, target, request, state, passes, rows_deleted, batches, \
+         attempts, max_attempts, created_at, updated_at) VALUES (",
+    )
+    .param(text(job.id))
+    .push(", ")
+    .param(text(job.idempotency_key))
+    .push(", ")
+    .param(text(job.target))
+    .push(", ")
+    .param(text(job.request_json))
+    .push(", 'pending', 1, 0, 0, 0, ")
+    .param(SqlValue::Int(i64::from(job.max_attempts)))
+    .push(", ")
+    .param(SqlValue::Timestamp(job.now))
+    .push(", ")
+    .param(SqlValue::Timestamp(job.now))
+    .push(") ON CONFLICT (idempotency_key) DO NOTHING");
+    w.finish()
+}
+
+/// One job by id.
+pub fn get_job(backend: Backend, id: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE id = ")
+        .param(text(id));
+    w.finish()
+}
+
+/// One job by idempotency key.
+pub fn get_job_by_key(backend: Backend, key: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE idempotency_key = ")
+        .param(text(key));
+    w.finish()
+}
+
+/// Jobs not yet finished (`pending` or `running`), oldest first.
+pub fn unfinished_jobs(backend: Backend, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE state IN ('pending', 'running') ORDER BY created_at, id LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// Claims the job: `pending`, or `running` under an expired lease (its worker died). Counts the
+/// attempt here, at claim, so a job that kills its worker every time still runs out of
+/// attempts. No row returned: somebody else holds it, or it is finished.
+pub fn claim(
+    backend: Backend,
+    id: &str,
+    owner: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET state = 'running', lease_owner = ")
+        .param(text(owner))
+        .push(", lease_token = ")
+        .param(text(token))
+        .push(", lease_expires_at = ")
+        .param(SqlValue::Timestamp(lease_until))
+        .push(", attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, ")
+        .param(SqlValue::Timestamp(now))
+        .push("), updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND (state = 'pending' OR (state = 'running' AND lease_expires_at < ")
+        .param(SqlValue::Timestamp(now))
+        .push(")) RETURNING ")
+        .push(JOB_COLUMNS);
+    w.finish()
+}
+
+/// The end state of one run of a job, written under its lease.
+#[derive(Debug, Clone)]
+pub enum Transition<'a> {
+    /// The slice ended cleanly with work left: back to `pending`. The claim's attempt is given
+    /// back, because a continuation is not a failure.
+    Continue,
+    /// A transient failure: back to `pending`, not before `run_after`, keeping the attempt.
+    RetryLater {
+        /// The error, kept for status.
+        error: &'a str,
+        /// Earliest next run.
+        run_after: DateTime<Utc>,
+    },
+    /// Finished: `done`, with its result (a JSON summary or dry-run report).
+    Done {
+        /// JSON text.
+        result: &'a str,
+    },
+    /// Permanent failure or attempts exhausted: `dead`, keeping the error.
+    Dead {
+        /// The error, kept for status.
+        error: &'a str,
+    },
+}
+
+/// Applies a [`Transition`], only if `token` still holds the lease. Zero rows affected means
+/// the lease was lost; the caller must not act as if the transition happened.
+pub fn transition(
+    backend: Backend,
+    id: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    to: &Transition<'_>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ")
+        .param(SqlValue::Timestamp(now));
+    match to {
+        Transition::Continue => {
+            w.push(", state = 'pending', attempts = attempts - 1");
+        }
+        Transition::RetryLater { error, run_after } => {
+            w.push(", state = 'pending', last_error = ")
+                .param(text(error))
+                .push(", run_after = ")
+                .param(SqlValue::Timestamp(*run_after));
+        }
+        Transition::Done { result } => {
+            w.push(", state = 'done', result = ")
+                .param(text(result))
+                .push(", finished_at = ")
+                .param(SqlValue::Timestamp(now));
+        }
+        Transition::Dead { error } => {
+            w.push(", state = 'dead', last_error = ")
+                .param(text(error))
+                .push(", finished_at = ")
+                .param(SqlValue::Timestamp(now));
+        }
+    }
+    w.push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND lease_token = ")
+        .param(text(token))
+        .push(" AND state = 'running'");
+    w.finish()
+}
+
+/// Starts another keyset pass from the beginning (after a pass that skipped locked rows).
+pub fn restart_pass(backend: Backend, id: &str, token: &str, now: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET checkpoint = NULL, passes = passes + 1, updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND lease_token = ")
+        .param(text(token))
+        .push(" AND state = 'running'");
+    w.finish()
+}
+
+/// Marks a job `dead` that never reached a worker's lease (its request no longer validates,
+/// or it is unreadable). Only from `pending`, so it cannot race a running worker.
+pub fn reject_pending(backend: Backend, id: &str, error: &str, now: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET state = 'dead', last_error = ")
+        .param(text(error))
+        .push(", finished_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(", updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND state = 'pending'");
+    w.finish()
+}
+
+/// The audit entries of one job, in batch order.
+pub fn audit_of_job(backend: Backend, job_id: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(AUDIT_COLUMNS)
+        .push(" FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" ORDER BY batch_no");
+    w.finish()
+}
+
+/// The newest audit entries of the whole deployment.
+pub fn recent_audit(backend: Backend, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(AUDIT_COLUMNS)
+        .push(" FROM reaper_audit ORDER BY id DESC LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
+        expect![[r#"
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at
+            -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
+        .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at()).to_string());
+    }
+
+    #[test]
+    fn transitions_are_guarded_by_the_lease() {
+        let dead = transition(
+            Backend::Sqlite,
+            "j1",
+            "tok",
+            at(),
+            &Transition::Dead { error: "boom" },
+        );
+        expect![[r#"UPDATE reaper_jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?, state = 'dead', last_error = ?, finished_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'"#]]
+            .assert_eq(&dead.sql);
+        let cont = transition(Backend::Postgres, "j1", "tok", at(), &Transition::Continue);
+        assert!(
+            cont.sql
+                .contains("state = 'pending', attempts = attempts - 1"),
+            "{}",
+            cont.sql
+        );
+    }
+}

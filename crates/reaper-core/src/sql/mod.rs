@@ -1,0 +1,357 @@
+//! SQL planning: the text and bound parameters of every statement reaper runs.
+//!
+//! Statement families live in named places, one module per backend for the batch family
+//! ([`postgres`], [`sqlite`]) and one for reaper's own tables ([`ledger`]). Each function's doc
+//! says the plan it expects. Identifiers come only from the catalog and are quoted here; values
+//! are always bound parameters, never spliced into SQL text.
+//!
+//! This module builds strings; it never runs them.
+
+pub mod ledger;
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+
+use crate::catalog::{KeyType, Mode, Target};
+use crate::validate::{Predicate, ValidatedJob};
+use crate::value::{KeyValue, SqlValue};
+
+/// The database dialects reaper plans for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL 13+.
+    Postgres,
+    /// SQLite 3.35+ (RETURNING).
+    Sqlite,
+}
+
+impl Backend {
+    /// Whether `SELECT … FOR UPDATE SKIP LOCKED` exists, which decides whether a keyset pass
+    /// can leave locked rows behind (see the engine's end-of-pass sweep).
+    pub fn skips_locked_rows(self) -> bool {
+        match self {
+            Backend::Postgres => true,
+            Backend::Sqlite => false,
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// SQL text with its parameters, in placeholder order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The SQL, with `$n` (PostgreSQL) or `?` (SQLite) placeholders.
+    pub sql: String,
+    /// The values bound to the placeholders, in order.
+    pub params: Vec<SqlValue>,
+}
+
+impl fmt::Display for Statement {
+    /// The SQL followed by its parameters, for dry-run reports and logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.sql)?;
+        if !self.params.is_empty() {
+            f.write_str("\n-- parameters: ")?;
+            for (index, param) in self.params.iter().enumerate() {
+                if index > 0 {
+                    f.write_str(", ")?;
+                }
+                match param {
+                    SqlValue::Int(v) => write!(f, "{v}")?,
+                    SqlValue::Text(v) => write!(f, "'{}'", v.replace('\'', "''"))?,
+                    SqlValue::Bool(v) => write!(f, "{v}")?,
+                    SqlValue::Uuid(v) => write!(f, "'{v}'")?,
+                    SqlValue::Timestamp(v) => write!(f, "'{}'", v.to_rfc3339())?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds one statement: quotes identifiers, numbers placeholders, encodes values per backend.
+#[derive(Debug)]
+pub(crate) struct SqlWriter {
+    backend: Backend,
+    sql: String,
+    params: Vec<SqlValue>,
+}
+
+impl SqlWriter {
+    pub(crate) fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            sql: String::with_capacity(512),
+            params: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+        self.sql.push_str(text);
+        self
+    }
+
+    /// A quoted identifier: `"name"` with embedded quotes doubled.
+    pub(crate) fn ident(&mut self, name: &str) -> &mut Self {
+        self.sql.push('"');
+        self.sql.push_str(&name.replace('"', "\"\""));
+        self.sql.push('"');
+        self
+    }
+
+    /// The target's table, schema-qualified when configured.
+    pub(crate) fn table(&mut self, target: &Target) -> &mut Self {
+        if let Some(schema) = &target.schema {
+            self.ident(schema).push(".");
+        }
+        self.ident(&target.table)
+    }
+
+    /// A bound parameter, encoded the way this backend stores the type.
+    pub(crate) fn param(&mut self, value: SqlValue) -> &mut Self {
+        let value = match (self.backend, value) {
+            // SQLite has no uuid or timestamp type; reaper documents the text forms it compares.
+            (Backend::Sqlite, SqlValue::Uuid(id)) => SqlValue::Text(id.hyphenated().to_string()),
+            (Backend::Sqlite, SqlValue::Timestamp(at)) => {
+                SqlValue::Text(at.format(SQLITE_TIMESTAMP_FORMAT).to_string())
+            }
+            (_, value) => value,
+        };
+        self.params.push(value);
+        match self.backend {
+            Backend::Postgres => {
+                let index = self.params.len();
+                self.sql.push('$');
+                self.sql.push_str(&index.to_string());
+            }
+            Backend::Sqlite => self.sql.push('?'),
+        }
+        self
+    }
+
+    pub(crate) fn finish(self) -> Statement {
+        Statement {
+            sql: self.sql,
+            params: self.params,
+        }
+    }
+}
+
+/// How timestamps are compared and written on SQLite: UTC text, the format of SQLite's own
+/// `CURRENT_TIMESTAMP` (plus fractional seconds when present), so text order is time order.
+pub const SQLITE_TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
+
+/// The checkpoint as a parameter of the key's type (native uuid on PostgreSQL).
+pub(crate) fn key_param(key_type: KeyType, key: &KeyValue) -> SqlValue {
+    match (key_type, key) {
+        (_, KeyValue::Int(value)) => SqlValue::Int(*value),
+        (KeyType::Uuid, KeyValue::Text(text)) => match uuid::Uuid::parse_str(text) {
+            Ok(id) => SqlValue::Uuid(id),
+            Err(_) => SqlValue::Text(text.clone()),
+        },
+        (_, KeyValue::Text(text)) => SqlValue::Text(text.clone()),
+    }
+}
+
+/// Writes the job's row condition: its predicates, plus `soft_delete_column IS NULL` in soft
+/// mode so rows already soft-deleted are neither touched nor counted. `TRUE` when empty
+/// (an explicit `all_rows` purge).
+pub(crate) fn write_filter(w: &mut SqlWriter, job: &ValidatedJob) {
+    let mut first = true;
+    let mut and = |w: &mut SqlWriter| {
+        if !first {
+            w.push(" AND ");
+        }
+        first = false;
+    };
+    for predicate in &job.predicates {
+        and(w);
+        match predicate {
+            Predicate::Compare { column, op, value } => {
+                w.ident(column)
+                    .push(" ")
+                    .push(op.sql())
+                    .push(" ")
+                    .param(value.clone());
+            }
+            Predicate::In { column, values } => {
+                w.ident(column).push(" IN (");
+                for (index, value) in values.iter().enumerate() {
+                    if index > 0 {
+                        w.push(", ");
+                    }
+                    w.param(value.clone());
+                }
+                w.push(")");
+            }
+            Predicate::IsNull { column } => {
+                w.ident(column).push(" IS NULL");
+            }
+            Predicate::NotNull { column } => {
+                w.ident(column).push(" IS NOT NULL");
+            }
+        }
+    }
+    if let (Mode::Soft, Some(column)) = (job.mode, &job.target.soft_delete_column) {
+        and(w);
+        w.ident(column).push(" IS NULL");
+    }
+    if first {
+        w.push("TRUE");
+    }
+}
+
+/// `SELECT pk FROM t WHERE <filter> [AND pk > $after] ORDER BY pk LIMIT $n`: the keys a batch
+/// starting at `after` would take. Used by dry runs (sample keys), without locking.
+///
+/// Expected plan: an index scan on the primary key from `after`, filtering, stopping at LIMIT.
+pub fn select_keys(
+    backend: Backend,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+) -> Statement {
+    let target = &job.target;
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .ident(&target.primary_key)
+        .push(" FROM ")
+        .table(target)
+        .push(" WHERE ");
+    write_keyset_and_filter(&mut w, job, after);
+    w.push(" ORDER BY ")
+        .ident(&target.primary_key)
+        .push(" LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// `SELECT count(*) FROM (SELECT 1 FROM t WHERE <filter> LIMIT $cap) AS matching`: how many
+/// rows match, counting no further than `cap` (so the `max_rows` pre-check never scans more
+/// than it must). Without a cap, a plain count (dry runs).
+///
+/// Expected plan: whatever index serves the filter best; no ORDER BY, so the planner is free.
+pub fn count_matching(backend: Backend, job: &ValidatedJob, cap: Option<u64>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    match cap {
+        Some(cap) => {
+            w.push("SELECT count(*) FROM (SELECT 1 FROM ")
+                .table(&job.target)
+                .push(" WHERE ");
+            write_filter(&mut w, job);
+            w.push(" LIMIT ")
+                .param(SqlValue::Int(i64::try_from(cap).unwrap_or(i64::MAX)))
+                .push(") AS matching");
+        }
+        None => {
+            w.push("SELECT count(*) FROM ")
+                .table(&job.target)
+                .push(" WHERE ");
+            write_filter(&mut w, job);
+        }
+    }
+    w.finish()
+}
+
+/// `[pk > $after AND] (<filter>)`
+pub(crate) fn write_keyset_and_filter(
+    w: &mut SqlWriter,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+) {
+    if let Some(after) = after {
+        w.ident(&job.target.primary_key)
+            .push(" > ")
+            .param(key_param(job.target.key_type, after))
+            .push(" AND ");
+    }
+    w.push("(");
+    write_filter(w, job);
+    w.push(")");
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, Utc};
+
+    use crate::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
+    use crate::job::JobRequest;
+    use crate::validate::{ValidatedJob, validate};
+
+    pub(crate) fn job(json: serde_json::Value) -> ValidatedJob {
+        let catalog = Catalog::new([Target {
+            name: "events".into(),
+            schema: Some("app".into()),
+            table: "events".into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Int,
+            columns: BTreeMap::from([
+                ("tenant_id".into(), ColumnType::Int),
+                ("created_at".into(), ColumnType::Timestamp),
+                ("kind".into(), ColumnType::Text),
+            ]),
+            default_mode: Mode::Hard,
+            batch_size: 500,
+            max_batch_size: 5_000,
+            soft_delete_column: Some("deleted_at".into()),
+            max_rows: 1_000_000,
+        }]);
+        let mut base =
+            serde_json::json!({"target": "events", "requested_by": "svc", "reason": "test"});
+        if let (Some(base), Some(extra)) = (base.as_object_mut(), json.as_object()) {
+            base.extend(extra.clone());
+        }
+        let request: JobRequest = serde_json::from_value(base).unwrap();
+        let as_of: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
+            .unwrap()
+            .into();
+        validate(&request, &catalog, as_of).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::test_support::job;
+    use super::*;
+
+    #[test]
+    fn select_keys_quotes_identifiers_and_binds_values() {
+        let job = job(serde_json::json!({"filter": {"all": [
+            {"column": "kind", "op": "in", "value": ["a", "b'; DROP TABLE x; --"]},
+            {"column": "created_at", "op": "older_than", "value": "30d"}
+        ]}}));
+        let pg = select_keys(Backend::Postgres, &job, Some(&KeyValue::Int(41)), 10);
+        expect![[r#"
+            SELECT "id" FROM "app"."events" WHERE "id" > $1 AND ("kind" IN ($2, $3) AND "created_at" < $4) ORDER BY "id" LIMIT $5
+            -- parameters: 41, 'a', 'b''; DROP TABLE x; --', '2026-10-26T00:00:00+00:00', 10"#]]
+        .assert_eq(&pg.to_string());
+        let lite = select_keys(Backend::Sqlite, &job, None, 10);
+        expect![[r#"
+            SELECT "id" FROM "app"."events" WHERE ("kind" IN (?, ?) AND "created_at" < ?) ORDER BY "id" LIMIT ?
+            -- parameters: 'a', 'b''; DROP TABLE x; --', '2026-10-26 00:00:00', 10"#]]
+        .assert_eq(&lite.to_string());
+    }
+
+    #[test]
+    fn soft_mode_skips_rows_already_soft_deleted_and_all_rows_is_explicit() {
+        let soft = job(serde_json::json!({"mode": "soft", "all_rows": true}));
+        expect![[r#"SELECT count(*) FROM (SELECT 1 FROM "app"."events" WHERE "deleted_at" IS NULL LIMIT $1) AS matching"#]]
+            .assert_eq(&count_matching(Backend::Postgres, &soft, Some(100)).sql);
+        let hard = job(serde_json::json!({"all_rows": true}));
+        expect![[r#"SELECT count(*) FROM "app"."events" WHERE TRUE"#]]
+            .assert_eq(&count_matching(Backend::Sqlite, &hard, None).sql);
+    }
+}

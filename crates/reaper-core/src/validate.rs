@@ -1,0 +1,611 @@
+//! Validation of a [`JobRequest`] against the [`Catalog`].
+//!
+//! Runs when a job is accepted and again when a worker runs it (the catalog may have changed in
+//! between). It reports every problem at once, each naming the offending field and what is
+//! allowed, and produces a [`ValidatedJob`] whose predicates carry typed values. Nothing can be
+//! deleted by a job that did not pass here.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+
+use crate::catalog::{Catalog, ColumnType, Mode, Target};
+use crate::job::{Condition, JobRequest, Op};
+use crate::span::Span;
+use crate::value::SqlValue;
+
+/// The most values one `in` condition may list.
+pub const MAX_IN_VALUES: usize = 1_000;
+
+/// One problem with one field of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, e.g. `filter.all[1].value`.
+    pub field: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A rejected job: every field error found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    /// The problems, in field order.
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid job: ")?;
+        for (index, error) in self.errors.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Comparison operators with one operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `=`
+    Eq,
+    /// `<>`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Comparison {
+    /// The SQL operator.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Comparison::Eq => "=",
+            Comparison::Ne => "<>",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+        }
+    }
+}
+
+/// A condition with its operand typed for the column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicate {
+    /// `column <op> value`
+    Compare {
+        /// Catalog column.
+        column: String,
+        /// Operator.
+        op: Comparison,
+        /// Typed operand.
+        value: SqlValue,
+    },
+    /// `column IN (values…)`
+    In {
+        /// Catalog column.
+        column: String,
+        /// Typed operands (non-empty).
+        values: Vec<SqlValue>,
+    },
+    /// `column IS NULL`
+    IsNull {
+        /// Catalog column.
+        column: String,
+    },
+    /// `column IS NOT NULL`
+    NotNull {
+        /// Catalog column.
+        column: String,
+    },
+}
+
+/// A job that passed validation: every name resolved in the catalog, every value typed,
+/// every limit inside the target's caps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedJob {
+    /// The target, as declared in the catalog.
+    pub target: Target,
+    /// Conditions combined with AND (empty only for an explicit `all_rows` purge).
+    pub predicates: Vec<Predicate>,
+    /// Hard or soft.
+    pub mode: Mode,
+    /// Rows per batch.
+    pub batch_size: u32,
+    /// The most rows this job may delete.
+    pub max_rows: u64,
+    /// Select only.
+    pub dry_run: bool,
+    /// Who asked.
+    pub requested_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Checks `request` against `catalog`. `as_of` is the job's reference time: `older_than`
+/// conditions become `column < as_of - age`, so a retried job keeps the same cutoff.
+pub fn validate(
+    request: &JobRequest,
+    catalog: &Catalog,
+    as_of: DateTime<Utc>,
+) -> Result<ValidatedJob, ValidationError> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_owned(),
+            message,
+        })
+    };
+
+    if request.requested_by.trim().is_empty() {
+        fail(
+            "requested_by",
+            "must name who asked for this deletion".into(),
+        );
+    }
+    if request.reason.trim().is_empty() {
+        fail("reason", "must say why these rows are deleted".into());
+    }
+    if let Some(key) = &request.idempotency_key
+        && (key.trim().is_empty() || key.len() > 200)
+    {
+        fail("idempotency_key", "must be 1 to 200 characters".into());
+    }
+
+    let Some(target) = catalog.get(&request.target) else {
+        fail(
+            "target",
+            format!(
+                "unknown target `{}`; the catalog has: {}",
+                request.target,
+                catalog.names().join(", ")
+            ),
+        );
+        return Err(ValidationError { errors });
+    };
+
+    let mode = request.mode.unwrap_or(target.default_mode);
+    if mode == Mode::Soft && target.soft_delete_column.is_none() {
+        fail(
+            "mode",
+            format!(
+                "target `{}` has no soft_delete_column, so only `hard` is allowed",
+                target.name
+            ),
+        );
+    }
+
+    let batch_size = request.batch_size.unwrap_or(target.batch_size);
+    if batch_size == 0 || batch_size > target.max_batch_size {
+        fail(
+            "batch_size",
+            format!(
+                "{batch_size} is not allowed for target `{}`; allowed: 1 to {}",
+                target.name, target.max_batch_size
+            ),
+        );
+    }
+
+    let max_rows = request.max_rows.unwrap_or(target.max_rows);
+    if max_rows == 0 || max_rows > target.max_rows {
+        fail(
+            "max_rows",
+            format!(
+                "{max_rows} is not allowed for target `{}`; allowed: 1 to {}",
+                target.name, target.max_rows
+            ),
+        );
+    }
+
+    if request.filter.is_empty() && !request.all_rows {
+        fail(
+            "filter",
+            format!(
+                "is empty, which would delete every row of `{}`; add conditions, or set \
+                 \"all_rows\": true to purge the whole table on purpose",
+                target.name
+            ),
+        );
+    }
+    if !request.filter.is_empty() && request.all_rows {
+        fail(
+            "all_rows",
+            "is true but the filter has conditions; use one or the other".into(),
+        );
+    }
+
+    let mut predicates = Vec::with_capacity(request.filter.all.len());
+    for (index, condition) in request.filter.all.iter().enumerate() {
+        match predicate(condition, target, as_of) {
+            Ok(predicate) => predicates.push(predicate),
+            Err((suffix, message)) => fail(&format!("filter.all[{index}]{suffix}"), message),
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(ValidationError { errors });
+    }
+    Ok(ValidatedJob {
+        target: target.clone(),
+        predicates,
+        mode,
+        batch_size,
+        max_rows,
+        dry_run: request.dry_run,
+        requested_by: request.requested_by.clone(),
+        reason: request.reason.clone(),
+    })
+}
+
+/// A field suffix (`.column`, `.op`, `.value`) and the message.
+type ConditionError = (&'static str, String);
+
+fn predicate(
+    condition: &Condition,
+    target: &Target,
+    as_of: DateTime<Utc>,
+) -> Result<Predicate, ConditionError> {
+    let column = condition.column.clone();
+    let Some(&column_type) = target.columns.get(&condition.column) else {
+        let filterable: Vec<&str> = target.columns.keys().map(String::as_str).collect();
+        return Err((
+            ".column",
+            format!(
+                "`{}` is not a filterable column of target `{}`; filterable: {}",
+                condition.column,
+                target.name,
+                filterable.join(", ")
+            ),
+        ));
+    };
+    let value = condition.value.as_ref();
+    let comparison = match condition.op {
+        Op::Eq => Comparison::Eq,
+        Op::Ne => Comparison::Ne,
+        Op::Lt => Comparison::Lt,
+        Op::Le => Comparison::Le,
+        Op::Gt => Comparison::Gt,
+        Op::Ge => Comparison::Ge,
+        Op::IsNull | Op::NotNull => {
+            if value.is_some() {
+                return Err((
+                    ".value",
+                    format!("`{}` takes no value", condition.op.as_str()),
+                ));
+            }
+            return Ok(if condition.op == Op::IsNull {
+                Predicate::IsNull { column }
+            } else {
+                Predicate::NotNull { column }
+            });
+        }
+        Op::In => {
+            let Some(Json::Array(items)) = value else {
+                return Err((".value", "`in` takes a non-empty JSON array".into()));
+            };
+            if items.is_empty() || items.len() > MAX_IN_VALUES {
+                return Err((
+                    ".value",
+                    format!(
+                        "`in` takes 1 to {MAX_IN_VALUES} values, got {}",
+                        items.len()
+                    ),
+                ));
+            }
+            let values = items
+                .iter()
+                .map(|item| typed(item, column_type, &column))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| (".value", message))?;
+            return Ok(Predicate::In { column, values });
+        }
+        Op::OlderThan => {
+            if column_type != ColumnType::Timestamp {
+                return Err((
+                    ".op",
+                    format!("`older_than` needs a timestamp column; `{column}` is {column_type}"),
+                ));
+            }
+            let Some(Json::String(text)) = value else {
+                return Err((
+                    ".value",
+                    "`older_than` takes a duration such as \"30d\"".into(),
+                ));
+            };
+            let age = Span::parse(text).map_err(|message| (".value", message))?;
+            let cutoff = chrono::Duration::from_std(age.as_duration())
+                .ok()
+                .and_then(|age| as_of.checked_sub_signed(age))
+                .ok_or((".value", format!("`{text}` reaches before the year 0")))?;
+            return Ok(Predicate::Compare {
+                column,
+                op: Comparison::Lt,
+                value: SqlValue::Timestamp(cutoff),
+            });
+        }
+    };
+    let ordered = matches!(
+        comparison,
+        Comparison::Lt | Comparison::Le | Comparison::Gt | Comparison::Ge
+    );
+    if ordered && matches!(column_type, ColumnType::Bool | ColumnType::Uuid) {
+        return Err((
+            ".op",
+            format!(
+                "`{}` is not defined on {column_type} column `{column}`; use eq, ne or in",
+                condition.op.as_str()
+            ),
+        ));
+    }
+    let Some(value) = value else {
+        return Err((
+            ".value",
+            format!("`{}` needs a {column_type} value", condition.op.as_str()),
+        ));
+    };
+    let value = typed(value, column_type, &column).map_err(|message| (".value", message))?;
+    Ok(Predicate::Compare {
+        column,
+        op: comparison,
+        value,
+    })
+}
+
+/// Converts a JSON operand to the column's type, strictly (no string-to-number coercion).
+fn typed(value: &Json, column_type: ColumnType, column: &str) -> Result<SqlValue, String> {
+    let converted = match (column_type, value) {
+        (ColumnType::Int, Json::Number(number)) => number.as_i64().map(SqlValue::Int),
+        (ColumnType::Text, Json::String(text)) => Some(SqlValue::Text(text.clone())),
+        (ColumnType::Bool, Json::Bool(flag)) => Some(SqlValue::Bool(*flag)),
+        (ColumnType::Uuid, Json::String(text)) => {
+            uuid::Uuid::parse_str(text).ok().map(SqlValue::Uuid)
+        }
+        (ColumnType::Timestamp, Json::String(text)) => DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|instant| SqlValue::Timestamp(instant.with_timezone(&Utc))),
+        _ => None,
+    };
+    converted.ok_or_else(|| {
+        let expected = match column_type {
+            ColumnType::Int => "an integer",
+            ColumnType::Text => "a string",
+            ColumnType::Bool => "true or false",
+            ColumnType::Uuid => "a uuid string",
+            ColumnType::Timestamp => "an RFC 3339 timestamp string like \"2026-01-31T00:00:00Z\"",
+        };
+        format!("column `{column}` is {column_type}, so the value must be {expected}; got {value}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::catalog::KeyType;
+
+    fn catalog() -> Catalog {
+        Catalog::new([Target {
+            name: "sessions".into(),
+            schema: None,
+            table: "sessions".into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Int,
+            columns: BTreeMap::from([
+                ("user_id".into(), ColumnType::Int),
+                ("created_at".into(), ColumnType::Timestamp),
+                ("active".into(), ColumnType::Bool),
+                ("token".into(), ColumnType::Uuid),
+            ]),
+            default_mode: Mode::Hard,
+            batch_size: 500,
+            max_batch_size: 5_000,
+            soft_delete_column: None,
+            max_rows: 1_000_000,
+        }])
+    }
+
+    fn as_of() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn check(job: serde_json::Value) -> Result<ValidatedJob, String> {
+        let request: JobRequest = serde_json::from_value(job).unwrap();
+        validate(&request, &catalog(), as_of()).map_err(|error| error.to_string())
+    }
+
+    fn job(extra: serde_json::Value) -> serde_json::Value {
+        let mut base =
+            serde_json::json!({"target": "sessions", "requested_by": "svc", "reason": "test"});
+        if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        base
+    }
+
+    fn filter(conditions: serde_json::Value) -> serde_json::Value {
+        job(serde_json::json!({ "filter": { "all": conditions } }))
+    }
+
+    #[test]
+    fn accepts_a_typed_filter_and_fills_defaults() {
+        let valid = check(filter(serde_json::json!([
+            {"column": "user_id", "op": "in", "value": [1, 2]},
+            {"column": "created_at", "op": "older_than", "value": "30d"},
+            {"column": "active", "op": "eq", "value": false},
+            {"column": "token", "op": "not_null"}
+        ])))
+        .unwrap();
+        assert_eq!(valid.batch_size, 500);
+        assert_eq!(valid.max_rows, 1_000_000);
+        assert_eq!(valid.mode, Mode::Hard);
+        let cutoff = as_of() - chrono::Duration::days(30);
+        assert_eq!(
+            valid.predicates[1],
+            Predicate::Compare {
+                column: "created_at".into(),
+                op: Comparison::Lt,
+                value: SqlValue::Timestamp(cutoff)
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_target_lists_the_catalog() {
+        let error = check(serde_json::json!({"target": "users", "requested_by": "a", "reason": "b", "all_rows": true})).unwrap_err();
+        assert_eq!(
+            error,
+            "invalid job: target: unknown target `users`; the catalog has: sessions"
+        );
+    }
+
+    #[test]
+    fn empty_filter_needs_all_rows_by_name() {
+        let error = check(job(serde_json::json!({}))).unwrap_err();
+        assert!(
+            error.contains("filter: is empty") && error.contains("\"all_rows\": true"),
+            "{error}"
+        );
+        assert!(check(job(serde_json::json!({"all_rows": true}))).is_ok());
+        let both = check(job(
+            serde_json::json!({"all_rows": true, "filter": {"all": [{"column": "user_id", "op": "eq", "value": 1}]}}),
+        ));
+        assert!(
+            both.unwrap_err()
+                .contains("all_rows: is true but the filter has conditions")
+        );
+    }
+
+    #[test]
+    fn batch_size_over_the_cap_names_the_allowed_range() {
+        let error = check(job(
+            serde_json::json!({"all_rows": true, "batch_size": 5_001}),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            error,
+            "invalid job: batch_size: 5001 is not allowed for target `sessions`; allowed: 1 to 5000"
+        );
+        assert!(
+            check(job(
+                serde_json::json!({"all_rows": true, "batch_size": 5_000})
+            ))
+            .is_ok()
+        );
+        assert!(check(job(serde_json::json!({"all_rows": true, "batch_size": 0}))).is_err());
+    }
+
+    #[test]
+    fn max_rows_over_the_target_cap_is_refused() {
+        let error = check(job(
+            serde_json::json!({"all_rows": true, "max_rows": 1_000_001}),
+        ))
+        .unwrap_err();
+        assert!(
+            error.contains("max_rows: 1000001 is not allowed"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn column_errors_name_the_condition() {
+        let unknown = check(filter(
+            serde_json::json!([{"column": "email", "op": "eq", "value": "x"}]),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            unknown,
+            "invalid job: filter.all[0].column: `email` is not a filterable column of target `sessions`; filterable: active, created_at, token, user_id"
+        );
+        let wrong_type = check(filter(
+            serde_json::json!([{"column": "user_id", "op": "eq", "value": "42"}]),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            wrong_type,
+            "invalid job: filter.all[0].value: column `user_id` is int, so the value must be an integer; got \"42\""
+        );
+        let bad_time = check(filter(
+            serde_json::json!([{"column": "created_at", "op": "lt", "value": "yesterday"}]),
+        ))
+        .unwrap_err();
+        assert!(bad_time.contains("RFC 3339"), "{bad_time}");
+        let older_on_int = check(filter(
+            serde_json::json!([{"column": "user_id", "op": "older_than", "value": "30d"}]),
+        ))
+        .unwrap_err();
+        assert!(
+            older_on_int.contains("filter.all[0].op: `older_than` needs a timestamp column"),
+            "{older_on_int}"
+        );
+        let ordered_bool = check(filter(
+            serde_json::json!([{"column": "active", "op": "lt", "value": true}]),
+        ))
+        .unwrap_err();
+        assert!(
+            ordered_bool.contains("not defined on bool"),
+            "{ordered_bool}"
+        );
+        let null_with_value = check(filter(
+            serde_json::json!([{"column": "token", "op": "is_null", "value": 1}]),
+        ))
+        .unwrap_err();
+        assert!(
+            null_with_value.contains("takes no value"),
+            "{null_with_value}"
+        );
+        let empty_in = check(filter(
+            serde_json::json!([{"column": "user_id", "op": "in", "value": []}]),
+        ))
+        .unwrap_err();
+        assert!(empty_in.contains("1 to 1000 values"), "{empty_in}");
+        let bad_age = check(filter(
+            serde_json::json!([{"column": "created_at", "op": "older_than", "value": "30"}]),
+        ))
+        .unwrap_err();
+        assert!(bad_age.contains("no unit"), "{bad_age}");
+    }
+
+    #[test]
+    fn soft_mode_needs_a_soft_delete_column() {
+        let error = check(job(serde_json::json!({"all_rows": true, "mode": "soft"}))).unwrap_err();
+        assert!(
+            error.contains("mode: target `sessions` has no soft_delete_column"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let error = check(serde_json::json!({
+            "target": "sessions", "requested_by": " ", "reason": "", "batch_size": 9999,
+            "filter": {"all": [{"column": "nope", "op": "eq", "value": 1}]}
+        }))
+        .unwrap_err();
+        for field in [
+            "requested_by:",
+            "reason:",
+            "batch_size:",
+            "filter.all[0].column:",
+        ] {
+            assert!(error.contains(field), "{field} missing in {error}");
+        }
+    }
+}
