@@ -1,1 +1,20 @@
-//! placeholder
+//! reaper's deletion engine.
+//!
+//! Owns everything that talks to the target database: connecting ([`database`]), reaper's own
+//! tables ([`migration`]), the job ledger ([`ledger`]), checking the catalog against the real
+//! schema ([`schema_check`]), one batch transaction ([`batch`]) and running a job batch by batch
+//! under its lease ([`runner`]).
+//!
+//! It must not know about queues, HTTP, signals or configuration files: the binary wires those.
+//! SQL text comes from `reaper_core::sql`; this crate only executes it.
+
+pub mod batch;
+pub mod database;
+pub mod error;
+pub mod ledger;
+pub mod migration;
+pub mod runner;
+pub mod schema_check;
+
+pub use database::Database;
+pub use error::{EngineError, ErrorClass};

@@ -222,11 +222,9 @@ pub fn select_keys(
 ) -> Statement {
     let target = &job.target;
     let mut w = SqlWriter::new(backend);
-    w.push("SELECT ")
-        .ident(&target.primary_key)
-        .push(" FROM ")
-        .table(target)
-        .push(" WHERE ");
+    w.push("SELECT ");
+    write_key_projection(&mut w, target);
+    w.push(" FROM ").table(target).push(" WHERE ");
     write_keyset_and_filter(&mut w, job, after);
     w.push(" ORDER BY ")
         .ident(&target.primary_key)
@@ -260,6 +258,18 @@ pub fn count_matching(backend: Backend, job: &ValidatedJob, cap: Option<u64>) ->
         }
     }
     w.finish()
+}
+
+/// The primary key as the engine reads it back: `int8` or text on PostgreSQL (whatever the
+/// column's width or type), the column itself on SQLite (integers are 64-bit, uuids text).
+pub(crate) fn write_key_projection(w: &mut SqlWriter, target: &Target) {
+    w.ident(&target.primary_key);
+    if w.backend == Backend::Postgres {
+        w.push(match target.key_type {
+            KeyType::Int => "::int8",
+            KeyType::Text | KeyType::Uuid => "::text",
+        });
+    }
 }
 
 /// `[pk > $after AND] (<filter>)`
@@ -335,7 +345,7 @@ mod tests {
         ]}}));
         let pg = select_keys(Backend::Postgres, &job, Some(&KeyValue::Int(41)), 10);
         expect![[r#"
-            SELECT "id" FROM "app"."events" WHERE "id" > $1 AND ("kind" IN ($2, $3) AND "created_at" < $4) ORDER BY "id" LIMIT $5
+            SELECT "id"::int8 FROM "app"."events" WHERE "id" > $1 AND ("kind" IN ($2, $3) AND "created_at" < $4) ORDER BY "id" LIMIT $5
             -- parameters: 41, 'a', 'b''; DROP TABLE x; --', '2026-10-26T00:00:00+00:00', 10"#]]
         .assert_eq(&pg.to_string());
         let lite = select_keys(Backend::Sqlite, &job, None, 10);

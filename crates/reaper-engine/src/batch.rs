@@ -1,0 +1,238 @@
+//! One batch transaction: select the next keys after the checkpoint, delete (or soft-delete)
+//! them, write the audit entry and advance the checkpoint under the lease — all committed
+//! together or not at all.
+//!
+//! A crash, kill or lost connection anywhere before COMMIT rolls the whole batch back: rows,
+//! audit and checkpoint stay as they were, and the job resumes from the committed checkpoint.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reaper_core::catalog::KeyType;
+use reaper_core::sql::{self, Backend, postgres, sqlite};
+use reaper_core::validate::ValidatedJob;
+use reaper_core::value::KeyValue;
+use sea_orm::{DatabaseTransaction, DbErr, QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait};
+
+use crate::database::{Database, execute, query_all};
+use crate::error::EngineError;
+
+/// Who may write the batch: the job and the lease token its worker claimed it with.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseHolder<'a> {
+    /// Ledger id of the job.
+    pub job_id: &'a str,
+    /// The lease token.
+    pub token: &'a str,
+    /// How far each committed batch pushes the lease expiry.
+    pub lease: Duration,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchResult {
+    /// Committed `rows` rows (0: nothing left after the checkpoint in this pass).
+    Committed {
+        /// Rows deleted or soft-deleted.
+        rows: u64,
+        /// The new checkpoint (`None` when `rows == 0`).
+        last_key: Option<KeyValue>,
+        /// BEGIN to COMMIT.
+        elapsed: Duration,
+    },
+    /// Another worker holds the job now; the batch was rolled back and changed nothing.
+    LeaseLost,
+}
+
+/// Runs one batch of at most `limit` rows after `after`.
+pub async fn run_batch(
+    db: &Database,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    holder: LeaseHolder<'_>,
+    now: DateTime<Utc>,
+) -> Result<BatchResult, EngineError> {
+    let started = Instant::now();
+    let txn = match db.backend() {
+        Backend::Postgres => db.connection().begin().await?,
+        // IMMEDIATE takes the write lock up front instead of failing to upgrade mid-batch.
+        Backend::Sqlite => {
+            db.connection()
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?
+        }
+    };
+    let written = match db.backend() {
+        Backend::Postgres => postgres_batch(&txn, job, after, limit, holder, now).await,
+        Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
+    };
+    let written = written.and_then(|outcome| {
+        fail::fail_point!("batch::before_commit", |_| Err(EngineError::Injected("batch::before_commit")));
+        Ok(outcome)
+    });
+    match written {
+        Ok(Some((rows, last_key))) => {
+            txn.commit().await?;
+            Ok(BatchResult::Committed {
+                rows,
+                last_key,
+                elapsed: started.elapsed(),
+            })
+        }
+        Ok(None) => {
+            txn.rollback().await?;
+            Ok(BatchResult::LeaseLost)
+        }
+        Err(error) => {
+            // The rollback result is secondary: the batch failed either way.
+            if let Err(rollback_error) = txn.rollback().await {
+                tracing::warn!(message = "Rollback after a failed batch failed.", error = %rollback_error);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// `Some((rows, last_key))`, or `None` when the lease is lost.
+type Written = Option<(u64, Option<KeyValue>)>;
+
+async fn postgres_batch(
+    txn: &DatabaseTransaction,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    holder: LeaseHolder<'_>,
+    now: DateTime<Utc>,
+) -> Result<Written, EngineError> {
+    let context = postgres::BatchContext {
+        job_id: holder.job_id,
+        lease_token: holder.token,
+        now,
+        lease_until: lease_until(now, holder.lease),
+    };
+    let rows = query_all(txn, Backend::Postgres, &postgres::delete_batch(job, after, limit, &context)).await?;
+    let row = rows.first().ok_or_else(|| EngineError::Corrupt("the batch statement returned no summary row".into()))?;
+    let lease_held: i64 = row.try_get_by_index(0)?;
+    if lease_held == 0 {
+        return Ok(None);
+    }
+    let count: i64 = row.try_get_by_index(1)?;
+    let last_key: Option<String> = row.try_get_by_index(3)?;
+    let last_key = match last_key {
+        Some(text) => Some(parse_key(job.target.key_type, &text)?),
+        None => None,
+    };
+    Ok(Some((u64::try_from(count).unwrap_or(0), last_key)))
+}
+
+async fn sqlite_batch(
+    txn: &DatabaseTransaction,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    holder: LeaseHolder<'_>,
+    now: DateTime<Utc>,
+) -> Result<Written, EngineError> {
+    let rows = query_all(txn, Backend::Sqlite, &sqlite::delete_batch(job, after, limit, now)).await?;
+    let mut keys = rows
+        .iter()
+        .map(|row| read_key(row, job.target.key_type))
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    keys.sort();
+    let Some(last_key) = keys.last().cloned() else {
+        return Ok(Some((0, None)));
+    };
+    let count = keys.len() as u64;
+    let advanced = query_all(
+        txn,
+        Backend::Sqlite,
+        &sqlite::advance_checkpoint(holder.job_id, holder.token, &last_key, count, now, lease_until(now, holder.lease)),
+    )
+    .await?;
+    let Some(progress) = advanced.first() else {
+        return Ok(None);
+    };
+    let batch_no: i64 = progress.try_get_by_index(0)?;
+    execute(
+        txn,
+        Backend::Sqlite,
+        &sqlite::insert_audit(
+            job,
+            &sqlite::AuditEntry {
+                job_id: holder.job_id,
+                batch_no,
+                keys: &keys,
+                at: now,
+            },
+        ),
+    )
+    .await?;
+    Ok(Some((count, Some(last_key))))
+}
+
+/// Reads a key selected by `write_key_projection` (PostgreSQL) or `RETURNING pk` (SQLite).
+fn read_key(row: &QueryResult, key_type: KeyType) -> Result<KeyValue, DbErr> {
+    match key_type {
+        KeyType::Int => row.try_get_by_index::<i64>(0).map(KeyValue::Int),
+        KeyType::Text | KeyType::Uuid => row.try_get_by_index::<String>(0).map(KeyValue::Text),
+    }
+}
+
+/// Parses a key the database returned as text (checkpoints, PostgreSQL batch summaries).
+pub fn parse_key(key_type: KeyType, text: &str) -> Result<KeyValue, EngineError> {
+    key_type
+        .parse_key(text)
+        .ok_or_else(|| EngineError::Corrupt(format!("`{text}` is not a valid {} key", key_type.as_str())))
+}
+
+/// `now + lease`, saturating.
+pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_add_signed(lease))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The statements one batch runs, rendered for a dry-run report (lease values are
+/// placeholders; they are bound per batch when the job really runs).
+pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) -> String {
+    let limit = job.batch_size;
+    match backend {
+        Backend::Postgres => {
+            let context = postgres::BatchContext {
+                job_id: "<job id>",
+                lease_token: "<lease token>",
+                now,
+                lease_until: now,
+            };
+            postgres::delete_batch(job, None, limit, &context).to_string()
+        }
+        Backend::Sqlite => {
+            let delete = sqlite::delete_batch(job, None, limit, now);
+            let checkpoint = sqlite::advance_checkpoint("<job id>", "<lease token>", &KeyValue::Text("<last key>".into()), 0, now, now);
+            let audit = sqlite::insert_audit(job, &sqlite::AuditEntry { job_id: "<job id>", batch_no: 1, keys: &[], at: now });
+            format!("BEGIN IMMEDIATE;\n{delete};\n{checkpoint};\n{audit};\nCOMMIT;")
+        }
+    }
+}
+
+/// Counts matching rows, stopping at `cap` when given.
+pub async fn count_matching(db: &Database, job: &ValidatedJob, cap: Option<u64>) -> Result<u64, EngineError> {
+    let rows = db.query_all(&sql::count_matching(db.backend(), job, cap)).await?;
+    let count: i64 = match rows.first() {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    };
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// The first `limit` matching keys after `after`, without locking or writing.
+pub async fn sample_keys(db: &Database, job: &ValidatedJob, after: Option<&KeyValue>, limit: u32) -> Result<Vec<KeyValue>, EngineError> {
+    let rows = db.query_all(&sql::select_keys(db.backend(), job, after, limit)).await?;
+    let key_type = job.target.key_type;
+    Ok(rows.iter().map(|row| read_key(row, key_type)).collect::<Result<Vec<_>, DbErr>>()?)
+}

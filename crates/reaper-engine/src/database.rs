@@ -1,0 +1,165 @@
+//! Connecting to the target database and executing planned statements.
+//!
+//! The only place that turns `reaper_core::sql::Statement`s into sea-orm statements and
+//! decodes rows that differ per backend (timestamps).
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use reaper_core::config::DatabaseConfig;
+use reaper_core::sql::{Backend, SQLITE_TIMESTAMP_FORMAT, Statement};
+use reaper_core::value::SqlValue;
+use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Value};
+
+use crate::error::EngineError;
+
+/// A connection pool to the target database, with its dialect.
+#[derive(Debug, Clone)]
+pub struct Database {
+    connection: DatabaseConnection,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects with pool and timeout settings suited to short batch transactions.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, EngineError> {
+        let backend = backend_of_url(&config.url).ok_or_else(|| {
+            EngineError::Refused(format!(
+                "database.url: unsupported scheme in `{}`; use postgres:// or sqlite://",
+                redact_url(&config.url)
+            ))
+        })?;
+        let mut options = ConnectOptions::new(config.url.clone());
+        options
+            .max_connections(config.max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        match backend {
+            Backend::Postgres => {
+                options.statement_timeout(config.statement_timeout.as_duration());
+                options.map_sqlx_postgres_opts(|pg| pg.application_name("reaper"));
+            }
+            Backend::Sqlite => {
+                options.map_sqlx_sqlite_opts(|lite| {
+                    lite.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .foreign_keys(true)
+                });
+            }
+        }
+        let connection = sea_orm::Database::connect(options).await?;
+        Ok(Self { connection, backend })
+    }
+
+    /// The dialect.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The sea-orm connection (for migrations and transactions).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.connection
+    }
+
+    /// Runs a statement returning rows.
+    pub async fn query_all(&self, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+        query_all(&self.connection, self.backend, statement).await
+    }
+
+    /// Runs a statement, returning the rows it affected.
+    pub async fn execute(&self, statement: &Statement) -> Result<u64, DbErr> {
+        execute(&self.connection, self.backend, statement).await
+    }
+}
+
+/// The backend a URL points at.
+pub fn backend_of_url(url: &str) -> Option<Backend> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Some(Backend::Sqlite)
+    } else {
+        None
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn db_backend(backend: Backend) -> DbBackend {
+    match backend {
+        Backend::Postgres => DbBackend::Postgres,
+        Backend::Sqlite => DbBackend::Sqlite,
+    }
+}
+
+fn to_value(value: &SqlValue) -> Value {
+    match value {
+        SqlValue::Int(v) => Value::BigInt(Some(*v)),
+        SqlValue::Text(v) => Value::String(Some(v.clone())),
+        SqlValue::Bool(v) => Value::Bool(Some(*v)),
+        SqlValue::Uuid(v) => Value::Uuid(Some(*v)),
+        SqlValue::Timestamp(v) => Value::ChronoDateTimeUtc(Some(*v)),
+    }
+}
+
+/// The sea-orm form of a planned statement.
+pub fn to_sea(backend: Backend, statement: &Statement) -> sea_orm::Statement {
+    sea_orm::Statement::from_sql_and_values(
+        db_backend(backend),
+        statement.sql.clone(),
+        statement.params.iter().map(to_value),
+    )
+}
+
+/// Runs a statement returning rows on any connection or transaction.
+pub async fn query_all<C: ConnectionTrait>(conn: &C, backend: Backend, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+    conn.query_all_raw(to_sea(backend, statement)).await
+}
+
+/// Runs a statement on any connection or transaction, returning the rows it affected.
+pub async fn execute<C: ConnectionTrait>(conn: &C, backend: Backend, statement: &Statement) -> Result<u64, DbErr> {
+    Ok(conn.execute_raw(to_sea(backend, statement)).await?.rows_affected())
+}
+
+/// Reads a timestamp column written by reaper: native on PostgreSQL, text on SQLite.
+pub fn get_time(row: &QueryResult, backend: Backend, index: usize) -> Result<Option<DateTime<Utc>>, DbErr> {
+    match backend {
+        Backend::Postgres => row.try_get_by_index::<Option<DateTime<Utc>>>(index),
+        Backend::Sqlite => {
+            let Some(text) = row.try_get_by_index::<Option<String>>(index)? else {
+                return Ok(None);
+            };
+            NaiveDateTime::parse_from_str(&text, SQLITE_TIMESTAMP_FORMAT)
+                .map(|naive| Some(naive.and_utc()))
+                .or_else(|_| DateTime::parse_from_rfc3339(&text).map(|at| Some(at.with_timezone(&Utc))))
+                .map_err(|error| DbErr::Custom(format!("unreadable timestamp `{text}`: {error}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://reaper:s3cret@db:5432/app"), "postgres://reaper:***@db:5432/app");
+        assert_eq!(redact_url("postgres://reaper@db/app"), "postgres://reaper@db/app");
+        assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+}

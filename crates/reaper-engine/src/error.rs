@@ -1,0 +1,140 @@
+//! Engine errors and the one place that decides whether a database error is worth retrying.
+
+use reaper_core::validate::ValidationError;
+use sea_orm::{DbErr, RuntimeErr};
+
+/// What to do about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry with backoff: the same work may well succeed later.
+    Transient,
+    /// Do not retry: the job is dead until a human changes something.
+    Permanent,
+}
+
+/// An engine failure, carrying its intent.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The job does not pass validation against the catalog. Nothing was deleted.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A database error, with its class decided once by [`classify`].
+    #[error("{class_name} database error: {source}", class_name = match .class { ErrorClass::Transient => "transient", ErrorClass::Permanent => "permanent" })]
+    Database {
+        /// Retry or not.
+        class: ErrorClass,
+        /// The driver's error.
+        #[source]
+        source: DbErr,
+    },
+    /// A safety rail stopped the job (e.g. `max_rows`); permanent.
+    #[error("{0}")]
+    Refused(String),
+    /// Something in the database is not as reaper wrote it (corrupt checkpoint, unreadable
+    /// request); permanent.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A fault injected by a test (`failpoints` feature); transient, like the crash it stands for.
+    #[error("injected fault at {0}")]
+    Injected(&'static str),
+}
+
+impl EngineError {
+    /// Retry or not.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::Database { class, .. } => *class,
+            EngineError::Injected(_) => ErrorClass::Transient,
+            EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => ErrorClass::Permanent,
+        }
+    }
+}
+
+impl From<DbErr> for EngineError {
+    fn from(source: DbErr) -> Self {
+        EngineError::Database {
+            class: classify(&source),
+            source,
+        }
+    }
+}
+
+/// SQLSTATEs (PostgreSQL) that mean "try again": serialization failure, deadlock, lock not
+/// available, statement timeout / cancel, admin shutdown or terminated backend, crash
+/// recovery, too many connections, read-only transaction (failover in progress), and the whole
+/// connection-exception class `08`.
+const TRANSIENT_SQLSTATES: &[&str] = &["40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "25006"];
+
+/// Classifies a database error. Driver-level failures (I/O, pool, TLS, protocol) are transient;
+/// database errors are transient only for the codes above and SQLite's busy/locked family;
+/// everything else (permission denied, missing table or column, constraint, type mismatch) is
+/// permanent.
+pub fn classify(error: &DbErr) -> ErrorClass {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ErrorClass::Transient,
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error)) | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => {
+            classify_sqlx(sqlx_error)
+        }
+        _ => ErrorClass::Permanent,
+    }
+}
+
+fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Database(database_error) => classify_code(database_error.code().as_deref().unwrap_or("")),
+        Error::Io(_) | Error::Tls(_) | Error::Protocol(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
+            ErrorClass::Transient
+        }
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// SQLSTATE (PostgreSQL) or extended result code (SQLite, as decimal text).
+pub fn classify_code(code: &str) -> ErrorClass {
+    if TRANSIENT_SQLSTATES.contains(&code) || code.starts_with("08") {
+        return ErrorClass::Transient;
+    }
+    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) with their extended codes (code & 0xff).
+    if let Ok(sqlite_code) = code.parse::<u32>()
+        && matches!(sqlite_code & 0xff, 5 | 6)
+    {
+        return ErrorClass::Transient;
+    }
+    ErrorClass::Permanent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_and_sqlite_codes_are_classified() {
+        let cases = [
+            ("40001", ErrorClass::Transient), // serialization_failure
+            ("40P01", ErrorClass::Transient), // deadlock_detected
+            ("55P03", ErrorClass::Transient), // lock_not_available (lock_timeout)
+            ("57014", ErrorClass::Transient), // query_canceled (statement_timeout)
+            ("57P01", ErrorClass::Transient), // admin_shutdown (pg_terminate_backend)
+            ("08006", ErrorClass::Transient), // connection_failure
+            ("42501", ErrorClass::Permanent), // insufficient_privilege
+            ("42P01", ErrorClass::Permanent), // undefined_table
+            ("42703", ErrorClass::Permanent), // undefined_column
+            ("23503", ErrorClass::Permanent), // foreign_key_violation
+            ("5", ErrorClass::Transient),     // SQLITE_BUSY
+            ("517", ErrorClass::Transient),   // SQLITE_BUSY_SNAPSHOT
+            ("6", ErrorClass::Transient),     // SQLITE_LOCKED
+            ("1", ErrorClass::Permanent),     // SQLITE_ERROR (no such table, …)
+            ("787", ErrorClass::Permanent),   // SQLITE_CONSTRAINT_FOREIGNKEY
+        ];
+        for (code, expected) in cases {
+            assert_eq!(classify_code(code), expected, "{code}");
+        }
+    }
+
+    #[test]
+    fn pool_and_connection_errors_are_transient() {
+        assert_eq!(classify(&DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)), ErrorClass::Transient);
+        assert_eq!(classify(&DbErr::RecordNotFound("x".into())), ErrorClass::Permanent);
+    }
+}

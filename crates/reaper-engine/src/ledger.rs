@@ -1,0 +1,252 @@
+//! The job ledger (`reaper_jobs`): accepting jobs idempotently, reading them, claiming them
+//! under a lease and recording how each run ended.
+//!
+//! Architecture invariant: a job exists for reaper once it is a row here; queues only carry
+//! its id. Every transition of a running job is conditioned on its lease token.
+
+use chrono::{DateTime, Utc};
+use reaper_core::catalog::Catalog;
+use reaper_core::job::JobRequest;
+use reaper_core::sql::{Backend, ledger};
+use reaper_core::validate::validate;
+use sea_orm::{DbErr, QueryResult};
+use serde::Serialize;
+
+use crate::database::{Database, get_time};
+use crate::error::EngineError;
+
+pub use reaper_core::sql::ledger::Transition;
+
+/// A job's row in the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    /// Ledger id.
+    pub id: String,
+    /// Unique key (the id when the producer gave none).
+    pub idempotency_key: String,
+    /// Target name.
+    pub target: String,
+    /// The accepted request, as JSON text.
+    pub request: String,
+    /// `pending`, `running`, `done` or `dead`.
+    pub state: String,
+    /// Last key of the last committed batch of the current pass.
+    pub checkpoint: Option<String>,
+    /// Keyset passes started (more than one only when rows were locked during a pass).
+    pub passes: i64,
+    /// Rows deleted (or soft-deleted) so far.
+    pub rows_deleted: i64,
+    /// Batches committed so far.
+    pub batches: i64,
+    /// Claims that did not end cleanly, including the current one.
+    pub attempts: i64,
+    /// The job is dead when a claim would exceed this.
+    pub max_attempts: i64,
+    /// The worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When that lease expires.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Not to run before (after a transient failure).
+    pub run_after: Option<DateTime<Utc>>,
+    /// The last error, kept for status.
+    pub last_error: Option<String>,
+    /// JSON summary (done jobs) or dry-run report.
+    pub result: Option<String>,
+    /// Acceptance time; the reference time of `older_than`.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// First claim.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached `done` or `dead`.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRecord {
+    fn from_row(row: &QueryResult, backend: Backend) -> Result<Self, DbErr> {
+        let required_time = |index: usize| {
+            get_time(row, backend, index)?.ok_or_else(|| DbErr::Custom(format!("reaper_jobs column {index} is NULL")))
+        };
+        Ok(Self {
+            id: row.try_get_by_index(0)?,
+            idempotency_key: row.try_get_by_index(1)?,
+            target: row.try_get_by_index(2)?,
+            request: row.try_get_by_index(3)?,
+            state: row.try_get_by_index(4)?,
+            checkpoint: row.try_get_by_index(5)?,
+            passes: row.try_get_by_index(6)?,
+            rows_deleted: row.try_get_by_index(7)?,
+            batches: row.try_get_by_index(8)?,
+            attempts: row.try_get_by_index(9)?,
+            max_attempts: row.try_get_by_index(10)?,
+            lease_owner: row.try_get_by_index(11)?,
+            lease_expires_at: get_time(row, backend, 12)?,
+            run_after: get_time(row, backend, 13)?,
+            last_error: row.try_get_by_index(14)?,
+            result: row.try_get_by_index(15)?,
+            created_at: required_time(16)?,
+            updated_at: required_time(17)?,
+            started_at: get_time(row, backend, 18)?,
+            finished_at: get_time(row, backend, 19)?,
+        })
+    }
+
+    /// True for `done` and `dead`.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "done" | "dead")
+    }
+}
+
+/// One committed batch, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Audit row id.
+    pub id: i64,
+    /// Ledger id of the job.
+    pub job_id: String,
+    /// 1-based batch number within the job.
+    pub batch_no: i64,
+    /// Target name.
+    pub target: String,
+    /// `hard` or `soft`.
+    pub mode: String,
+    /// Rows in the batch.
+    pub row_count: i64,
+    /// Smallest key of the batch.
+    pub first_key: String,
+    /// Largest key of the batch.
+    pub last_key: String,
+    /// Every key of the batch, as a JSON array.
+    pub keys: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// Why.
+    pub reason: String,
+    /// Commit time of the batch.
+    pub created_at: DateTime<Utc>,
+}
+
+impl AuditRecord {
+    fn from_row(row: &QueryResult, backend: Backend) -> Result<Self, DbErr> {
+        Ok(Self {
+            id: row.try_get_by_index(0)?,
+            job_id: row.try_get_by_index(1)?,
+            batch_no: row.try_get_by_index(2)?,
+            target: row.try_get_by_index(3)?,
+            mode: row.try_get_by_index(4)?,
+            row_count: row.try_get_by_index(5)?,
+            first_key: row.try_get_by_index(6)?,
+            last_key: row.try_get_by_index(7)?,
+            keys: row.try_get_by_index(8)?,
+            requested_by: row.try_get_by_index(9)?,
+            reason: row.try_get_by_index(10)?,
+            created_at: get_time(row, backend, 11)?.ok_or_else(|| DbErr::Custom("reaper_audit.created_at is NULL".into()))?,
+        })
+    }
+}
+
+/// The result of submitting a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The job in the ledger (the existing one for a repeated idempotency key).
+    pub job: JobRecord,
+    /// False when the idempotency key was already known and nothing new was created.
+    pub created: bool,
+}
+
+/// Validates `request` against `catalog` and writes it to the ledger as `pending`. A repeated
+/// idempotency key returns the existing job. An invalid job is refused and never written.
+pub async fn submit(
+    db: &Database,
+    catalog: &Catalog,
+    request: &JobRequest,
+    max_attempts: u32,
+    now: DateTime<Utc>,
+) -> Result<Submitted, EngineError> {
+    validate(request, catalog, now)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let key = request.idempotency_key.clone().unwrap_or_else(|| id.clone());
+    let request_json =
+        serde_json::to_string(request).map_err(|error| EngineError::Corrupt(format!("cannot encode the job request: {error}")))?;
+    let statement = ledger::insert_job(
+        db.backend(),
+        &ledger::NewJob {
+            id: &id,
+            idempotency_key: &key,
+            target: &request.target,
+            request_json: &request_json,
+            max_attempts,
+            now,
+        },
+    );
+    let created = db.execute(&statement).await? == 1;
+    let job = get_by_key(db, &key)
+        .await?
+        .ok_or_else(|| EngineError::Corrupt(format!("job with idempotency key `{key}` vanished after insert")))?;
+    Ok(Submitted { job, created })
+}
+
+/// One job by id.
+pub async fn get(db: &Database, id: &str) -> Result<Option<JobRecord>, EngineError> {
+    first_job(db, &ledger::get_job(db.backend(), id)).await
+}
+
+/// One job by idempotency key.
+pub async fn get_by_key(db: &Database, key: &str) -> Result<Option<JobRecord>, EngineError> {
+    first_job(db, &ledger::get_job_by_key(db.backend(), key)).await
+}
+
+/// Jobs still `pending` or `running`, oldest first.
+pub async fn unfinished(db: &Database, limit: u32) -> Result<Vec<JobRecord>, EngineError> {
+    let rows = db.query_all(&ledger::unfinished_jobs(db.backend(), limit)).await?;
+    rows.iter().map(|row| Ok(JobRecord::from_row(row, db.backend())?)).collect()
+}
+
+/// Claims a job for `owner` with a fresh lease token until `lease_until`. `None` when the job
+/// is finished, unknown, or held by a live lease.
+pub async fn claim(
+    db: &Database,
+    id: &str,
+    owner: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Option<JobRecord>, EngineError> {
+    first_job(db, &ledger::claim(db.backend(), id, owner, token, now, lease_until)).await
+}
+
+/// Applies a transition under the lease. False when the lease was lost (nothing changed).
+pub async fn transition(
+    db: &Database,
+    id: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    to: &Transition<'_>,
+) -> Result<bool, EngineError> {
+    Ok(db.execute(&ledger::transition(db.backend(), id, token, now, to)).await? == 1)
+}
+
+/// Marks a never-claimed pending job dead (its request no longer validates).
+pub async fn reject_pending(db: &Database, id: &str, error: &str, now: DateTime<Utc>) -> Result<bool, EngineError> {
+    Ok(db.execute(&ledger::reject_pending(db.backend(), id, error, now)).await? == 1)
+}
+
+/// The audit entries of one job, in batch order.
+pub async fn audit_of_job(db: &Database, job_id: &str) -> Result<Vec<AuditRecord>, EngineError> {
+    let rows = db.query_all(&ledger::audit_of_job(db.backend(), job_id)).await?;
+    rows.iter().map(|row| Ok(AuditRecord::from_row(row, db.backend())?)).collect()
+}
+
+/// The newest audit entries, newest first.
+pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>, EngineError> {
+    let rows = db.query_all(&ledger::recent_audit(db.backend(), limit)).await?;
+    rows.iter().map(|row| Ok(AuditRecord::from_row(row, db.backend())?)).collect()
+}
+
+async fn first_job(db: &Database, statement: &reaper_core::sql::Statement) -> Result<Option<JobRecord>, EngineError> {
+    let rows = db.query_all(statement).await?;
+    match rows.first() {
+        Some(row) => Ok(Some(JobRecord::from_row(row, db.backend())?)),
+        None => Ok(None),
+    }
+}

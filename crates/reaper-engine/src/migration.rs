@@ -1,0 +1,117 @@
+//! reaper's own tables, created by `reaper migrate`, in the target database (only there can the
+//! audit entry and the checkpoint commit atomically with the delete).
+//!
+//! - `reaper_jobs`: the ledger, one row per job (the truth; queues only carry work).
+//! - `reaper_audit`: one row per committed batch; unique `(job_id, batch_no)` makes a second
+//!   entry for the same batch impossible.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// All migrations, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateLedgerAndAudit)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "reaper_migrations".into_iden()
+    }
+}
+
+#[derive(Debug)]
+struct CreateLedgerAndAudit;
+
+impl MigrationName for CreateLedgerAndAudit {
+    fn name(&self) -> &str {
+        "m20261125_000001_create_ledger_and_audit"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLedgerAndAudit {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_jobs")
+                    .if_not_exists()
+                    .col(string_len("id", 64).primary_key())
+                    .col(string_len_uniq("idempotency_key", 200))
+                    .col(string_len("target", 63))
+                    .col(text("request"))
+                    .col(string_len("state", 16))
+                    .col(text_null("checkpoint"))
+                    .col(big_integer("passes"))
+                    .col(big_integer("rows_deleted"))
+                    .col(big_integer("batches"))
+                    .col(big_integer("attempts"))
+                    .col(big_integer("max_attempts"))
+                    .col(string_len_null("lease_owner", 200))
+                    .col(string_len_null("lease_token", 64))
+                    .col(timestamp_with_time_zone_null("lease_expires_at"))
+                    .col(timestamp_with_time_zone_null("run_after"))
+                    .col(text_null("last_error"))
+                    .col(text_null("result"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .col(timestamp_with_time_zone_null("started_at"))
+                    .col(timestamp_with_time_zone_null("finished_at"))
+                    .to_owned(),
+            )
+            .await?;
+        // The reconciler and listings look for unfinished jobs by state.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("reaper_jobs_state_created")
+                    .table("reaper_jobs")
+                    .col("state")
+                    .col("created_at")
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_audit")
+                    .if_not_exists()
+                    .col(big_pk_auto("id"))
+                    .col(string_len("job_id", 64))
+                    .col(big_integer("batch_no"))
+                    .col(string_len("target", 63))
+                    .col(string_len("mode", 8))
+                    .col(big_integer("row_count"))
+                    .col(text("first_key"))
+                    .col(text("last_key"))
+                    .col(text("keys"))
+                    .col(text("requested_by"))
+                    .col(text("reason"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("reaper_audit_job_batch")
+                    .table("reaper_audit")
+                    .col("job_id")
+                    .col("batch_no")
+                    .unique()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("reaper_audit").if_exists().to_owned()).await?;
+        manager.drop_table(Table::drop().table("reaper_jobs").if_exists().to_owned()).await
+    }
+}

@@ -1,0 +1,348 @@
+//! Running one job: claim it under a lease, re-validate it, then run batches until it is done,
+//! its slice is used up, it is asked to stop, or it fails — and record which in the ledger.
+//!
+//! Lifecycle of a run:
+//! 1. **Claim** (`pending` → `running`, attempt counted). Nothing to do if someone else holds
+//!    a live lease or the job is finished.
+//! 2. **Re-validate** against the current catalog with the job's own reference time (an
+//!    `older_than` cutoff never moves between retries). Invalid → `dead`, nothing deleted.
+//! 3. **Dry run**: count, sample keys, the SQL; writes nothing to the target → `done`.
+//! 4. **`max_rows` pre-check** on a fresh job: more matching rows than the cap → `dead`,
+//!    nothing deleted.
+//! 5. **Batches** from the committed checkpoint. Each batch is capped so the job can never
+//!    pass `max_rows`. A batch that finds nothing ends the keyset pass; on backends with
+//!    `SKIP LOCKED` one cheap probe checks whether rows were passed over because other
+//!    transactions held them, and if so a new pass starts (bounded).
+//! 6. **Slices**: after `slice` of wall time, or when asked to stop (shutdown), the job goes
+//!    back to `pending` and the caller re-enqueues its continuation. The batch in flight always
+//!    commits or rolls back first.
+//! 7. **Failures**: transient → `pending` with `run_after` (exponential backoff with jitter)
+//!    while attempts remain, else `dead`; permanent → `dead` at once. The error is kept.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use reaper_core::catalog::Catalog;
+use reaper_core::job::JobRequest;
+use reaper_core::validate::{ValidatedJob, validate};
+use reaper_core::value::KeyValue;
+use serde::Serialize;
+
+use crate::batch::{self, BatchResult, LeaseHolder};
+use crate::database::Database;
+use crate::error::{EngineError, ErrorClass};
+use crate::ledger::{self, JobRecord, Transition};
+
+/// Keyset passes one job may make before rows still locked by others count as a transient
+/// failure (and the job is retried later).
+pub const MAX_PASSES: i64 = 3;
+
+/// Sample keys in a dry-run report.
+pub const DRY_RUN_SAMPLE: u32 = 10;
+
+/// How a worker runs jobs.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// This worker's unique name (recorded as the lease owner).
+    pub owner: String,
+    /// Lease length; renewed by every batch.
+    pub lease: Duration,
+    /// Wall time one run may take before it hands the job back as a continuation.
+    pub slice: Duration,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Finished: every matching row is gone (or the dry run is reported).
+    Done,
+    /// Slice used up or stop requested; the job is `pending` again and must be re-enqueued.
+    Continue,
+    /// Transient failure; `pending` again, to be re-enqueued not before `run_after`.
+    RetryLater {
+        /// The error.
+        error: String,
+        /// Earliest next run.
+        run_after: DateTime<Utc>,
+    },
+    /// Permanent failure or attempts exhausted.
+    Dead {
+        /// The error.
+        error: String,
+    },
+    /// Finished already, unknown, or held by another worker's live lease: nothing done.
+    NotClaimed,
+    /// The lease was lost mid-run (another worker took over); nothing more was written.
+    LeaseLost,
+}
+
+/// What one run did, for logs, metrics and benchmarks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Batches committed in this run.
+    pub batches: u64,
+    /// Rows deleted in this run.
+    pub rows: u64,
+    /// The longest batch transaction of this run.
+    pub longest_batch: Duration,
+    /// The ledger row as claimed (None when not claimed).
+    pub job: Option<JobRecord>,
+}
+
+/// Summary stored as the result of a finished job.
+#[derive(Debug, Clone, Serialize)]
+struct DoneSummary {
+    rows_deleted: u64,
+    batches: i64,
+    passes: i64,
+}
+
+/// What a dry run reports (stored as the job's result).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DryRunReport {
+    /// Always true; tells readers of the result what it is.
+    pub dry_run: bool,
+    /// Rows the job would delete now.
+    pub matching_rows: u64,
+    /// The first matching keys.
+    pub sample_keys: Vec<KeyValue>,
+    /// Rows per batch.
+    pub batch_size: u32,
+    /// Batch transactions the job would run.
+    pub batches: u64,
+    /// The statements of one batch.
+    pub sql: String,
+}
+
+/// Runs job `id` once, as described in the module docs. `should_stop` is polled between
+/// batches. Errors are returned only when the ledger itself cannot be written; the job then
+/// stays claimed until its lease expires and is retried from its checkpoint.
+pub async fn run_job(
+    db: &Database,
+    catalog: &Catalog,
+    id: &str,
+    settings: &RunSettings,
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<RunReport, EngineError> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let now = Utc::now();
+    let Some(job) = ledger::claim(db, id, &settings.owner, &token, now, batch::lease_until(now, settings.lease)).await? else {
+        return Ok(RunReport { outcome: RunOutcome::NotClaimed, batches: 0, rows: 0, longest_batch: Duration::ZERO, job: None });
+    };
+    let span = tracing::info_span!("job", job_id = %job.id, target = %job.target, attempt = job.attempts);
+    let _entered = span.enter();
+    let mut run = Run { db, settings, job: &job, token: &token, batches: 0, rows: 0, longest_batch: Duration::ZERO };
+
+    let outcome = if job.attempts > job.max_attempts {
+        let error = format!(
+            "gave up after {} attempts; last error: {}",
+            job.max_attempts,
+            job.last_error.as_deref().unwrap_or("none recorded (the worker stopped without reporting)")
+        );
+        Err(EngineError::Refused(error))
+    } else {
+        match prepare(&job, catalog) {
+            Ok(validated) => run.execute(&validated, should_stop).await,
+            Err(error) => Err(error),
+        }
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => run.fail(&error).await?,
+    };
+    match &outcome {
+        RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
+        RunOutcome::RetryLater { error, run_after } => tracing::warn!(message = "Job will be retried.", %error, %run_after),
+        RunOutcome::LeaseLost => tracing::warn!(message = "Lost the job's lease; another worker has it."),
+        other => tracing::info!(message = "Job run ended.", outcome = ?other, rows = run.rows, batches = run.batches),
+    }
+    Ok(RunReport { outcome, batches: run.batches, rows: run.rows, longest_batch: run.longest_batch, job: Some(job.clone()) })
+}
+
+/// Parses and validates the stored request with the job's reference time.
+fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineError> {
+    let request: JobRequest = serde_json::from_str(&job.request)
+        .map_err(|error| EngineError::Corrupt(format!("the stored job request is unreadable: {error}")))?;
+    Ok(validate(&request, catalog, job.created_at)?)
+}
+
+struct Run<'a> {
+    db: &'a Database,
+    settings: &'a RunSettings,
+    job: &'a JobRecord,
+    token: &'a str,
+    batches: u64,
+    rows: u64,
+    longest_batch: Duration,
+}
+
+impl Run<'_> {
+    async fn execute(&mut self, job: &ValidatedJob, should_stop: &(dyn Fn() -> bool + Sync)) -> Result<RunOutcome, EngineError> {
+        if job.dry_run {
+            let report = dry_run(self.db, job).await?;
+            let result = serde_json::to_string(&report).map_err(|error| EngineError::Corrupt(error.to_string()))?;
+            return self.finish(&Transition::Done { result: &result }, RunOutcome::Done).await;
+        }
+        let key_type = job.target.key_type;
+        let mut checkpoint = match &self.job.checkpoint {
+            Some(text) => Some(batch::parse_key(key_type, text)?),
+            None => None,
+        };
+        let mut rows_deleted = u64::try_from(self.job.rows_deleted).unwrap_or(0);
+        let mut passes = self.job.passes;
+        let fresh = checkpoint.is_none() && rows_deleted == 0 && passes == 1;
+        if fresh {
+            let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
+            if matching > job.max_rows {
+                return Err(EngineError::Refused(format!(
+                    "more than max_rows ({}) rows match the filter of this job; nothing was deleted. \
+                     Narrow the filter or raise max_rows (target `{}` allows up to {})",
+                    job.max_rows, job.target.name, job.target.max_rows
+                )));
+            }
+        }
+        let started = Instant::now();
+        loop {
+            if should_stop() || started.elapsed() >= self.settings.slice {
+                return self.finish(&Transition::Continue, RunOutcome::Continue).await;
+            }
+            let remaining = job.max_rows.saturating_sub(rows_deleted);
+            if remaining == 0 {
+                if batch::count_matching(self.db, job, Some(1)).await? > 0 {
+                    return Err(EngineError::Refused(format!(
+                        "stopped at max_rows ({}): {rows_deleted} rows deleted and more rows still match; \
+                         raise max_rows or narrow the filter to continue",
+                        job.max_rows
+                    )));
+                }
+                return self.done(rows_deleted, passes).await;
+            }
+            let limit = u32::try_from(remaining.min(u64::from(job.batch_size))).unwrap_or(job.batch_size);
+            let holder = LeaseHolder { job_id: &self.job.id, token: self.token, lease: self.settings.lease };
+            let batch_span = tracing::debug_span!("batch", batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1);
+            let result = {
+                let _entered = batch_span.enter();
+                batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, Utc::now()).await?
+            };
+            match result {
+                BatchResult::LeaseLost => return Ok(RunOutcome::LeaseLost),
+                BatchResult::Committed { rows: 0, .. } => {
+                    // End of a keyset pass. Rows that SKIP LOCKED passed over are still there.
+                    if self.db.backend().skips_locked_rows() && batch::count_matching(self.db, job, Some(1)).await? > 0 {
+                        if passes >= MAX_PASSES {
+                            return Err(EngineError::Database {
+                                class: ErrorClass::Transient,
+                                source: sea_orm::DbErr::Custom(format!(
+                                    "matching rows stayed locked by other transactions through {MAX_PASSES} passes"
+                                )),
+                            });
+                        }
+                        let restarted = self
+                            .db
+                            .execute(&reaper_core::sql::ledger::restart_pass(self.db.backend(), &self.job.id, self.token, Utc::now()))
+                            .await?;
+                        if restarted == 0 {
+                            return Ok(RunOutcome::LeaseLost);
+                        }
+                        passes += 1;
+                        checkpoint = None;
+                        tracing::info!(message = "Starting another pass for rows that were locked.", pass = passes);
+                        continue;
+                    }
+                    return self.done(rows_deleted, passes).await;
+                }
+                BatchResult::Committed { rows, last_key, elapsed } => {
+                    tracing::debug!(message = "Committed batch.", rows, elapsed_ms = elapsed.as_secs_f64() * 1e3);
+                    self.batches += 1;
+                    self.rows += rows;
+                    self.longest_batch = self.longest_batch.max(elapsed);
+                    rows_deleted += rows;
+                    checkpoint = last_key;
+                }
+            }
+        }
+    }
+
+    async fn done(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
+        let summary = DoneSummary { rows_deleted, batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0), passes };
+        let result = serde_json::to_string(&summary).map_err(|error| EngineError::Corrupt(error.to_string()))?;
+        self.finish(&Transition::Done { result: &result }, RunOutcome::Done).await
+    }
+
+    async fn finish(&self, transition: &Transition<'_>, outcome: RunOutcome) -> Result<RunOutcome, EngineError> {
+        if ledger::transition(self.db, &self.job.id, self.token, Utc::now(), transition).await? {
+            Ok(outcome)
+        } else {
+            Ok(RunOutcome::LeaseLost)
+        }
+    }
+
+    /// Records a failure: retry later while attempts remain for transient errors, else dead.
+    async fn fail(&self, error: &EngineError) -> Result<RunOutcome, EngineError> {
+        let message = error.to_string();
+        if error.class() == ErrorClass::Transient && self.job.attempts < self.job.max_attempts {
+            let delay = retry_delay(
+                u32::try_from(self.job.attempts).unwrap_or(u32::MAX),
+                self.settings.retry_base,
+                self.settings.retry_max,
+                rand::rng().random_range(0.5..=1.0),
+            );
+            let run_after = batch::lease_until(Utc::now(), delay);
+            return self
+                .finish(&Transition::RetryLater { error: &message, run_after }, RunOutcome::RetryLater { error: message.clone(), run_after })
+                .await;
+        }
+        let message = if error.class() == ErrorClass::Transient {
+            format!("gave up after {} attempts; last error: {message}", self.job.attempts)
+        } else {
+            message
+        };
+        self.finish(&Transition::Dead { error: &message }, RunOutcome::Dead { error: message.clone() }).await
+    }
+}
+
+/// Builds the dry-run report: selects only, in a read-only transaction where the backend has one.
+pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, EngineError> {
+    let matching_rows = batch::count_matching(db, job, None).await?;
+    let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
+    Ok(DryRunReport {
+        dry_run: true,
+        matching_rows,
+        sample_keys,
+        batch_size: job.batch_size,
+        batches: matching_rows.div_ceil(u64::from(job.batch_size)),
+        sql: batch::describe_batch(db.backend(), job, Utc::now()),
+    })
+}
+
+/// Exponential backoff: `base × 2^(attempt−1)`, capped at `max`, scaled by `jitter` (drawn
+/// from 0.5..=1.0 by the caller, so retries of many jobs spread out instead of stampeding).
+pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let raw = base.saturating_mul(1u32 << exponent).min(max);
+    raw.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(retry_delay(1, base, max, 1.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(2, base, max, 1.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(4, base, max, 1.0), Duration::from_secs(8));
+        assert_eq!(retry_delay(7, base, max, 1.0), Duration::from_secs(60));
+        assert_eq!(retry_delay(40, base, max, 1.0), Duration::from_secs(60));
+        assert_eq!(retry_delay(4, base, max, 0.5), Duration::from_secs(4));
+    }
+}
