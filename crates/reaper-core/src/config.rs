@@ -111,6 +111,10 @@ pub struct WorkerConfig {
     /// Longest retry delay.
     #[serde(default = "default_retry_max")]
     pub retry_max: Span,
+    /// After SIGTERM/SIGINT, how long the batch in flight may take to commit or roll back
+    /// before the process exits anyway (the database rolls back what did not commit).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Span,
 }
 
 impl Default for WorkerConfig {
@@ -122,6 +126,7 @@ impl Default for WorkerConfig {
             slice: default_slice(),
             retry_base: default_retry_base(),
             retry_max: default_retry_max(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -143,6 +148,9 @@ fn default_retry_base() -> Span {
 }
 fn default_retry_max() -> Span {
     Span::from_secs(300)
+}
+fn default_shutdown_grace() -> Span {
+    Span::from_secs(30)
 }
 
 /// `[targets.NAME]`

@@ -12,7 +12,10 @@ use reaper_core::catalog::KeyType;
 use reaper_core::sql::{self, Backend, postgres, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
-use sea_orm::{DatabaseTransaction, DbErr, QueryResult, SqliteTransactionMode, TransactionOptions, TransactionTrait};
+use sea_orm::{
+    DatabaseTransaction, DbErr, QueryResult, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
+};
 
 use crate::database::{Database, execute, query_all};
 use crate::error::EngineError;
@@ -71,7 +74,9 @@ pub async fn run_batch(
         Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
     };
     let written = written.and_then(|outcome| {
-        fail::fail_point!("batch::before_commit", |_| Err(EngineError::Injected("batch::before_commit")));
+        fail::fail_point!("batch::before_commit", |_| Err(EngineError::Injected(
+            "batch::before_commit"
+        )));
         Ok(outcome)
     });
     match written {
@@ -114,8 +119,15 @@ async fn postgres_batch(
         now,
         lease_until: lease_until(now, holder.lease),
     };
-    let rows = query_all(txn, Backend::Postgres, &postgres::delete_batch(job, after, limit, &context)).await?;
-    let row = rows.first().ok_or_else(|| EngineError::Corrupt("the batch statement returned no summary row".into()))?;
+    let rows = query_all(
+        txn,
+        Backend::Postgres,
+        &postgres::delete_batch(job, after, limit, &context),
+    )
+    .await?;
+    let row = rows.first().ok_or_else(|| {
+        EngineError::Corrupt("the batch statement returned no summary row".into())
+    })?;
     let lease_held: i64 = row.try_get_by_index(0)?;
     if lease_held == 0 {
         return Ok(None);
@@ -137,7 +149,12 @@ async fn sqlite_batch(
     holder: LeaseHolder<'_>,
     now: DateTime<Utc>,
 ) -> Result<Written, EngineError> {
-    let rows = query_all(txn, Backend::Sqlite, &sqlite::delete_batch(job, after, limit, now)).await?;
+    let rows = query_all(
+        txn,
+        Backend::Sqlite,
+        &sqlite::delete_batch(job, after, limit, now),
+    )
+    .await?;
     let mut keys = rows
         .iter()
         .map(|row| read_key(row, job.target.key_type))
@@ -150,7 +167,14 @@ async fn sqlite_batch(
     let advanced = query_all(
         txn,
         Backend::Sqlite,
-        &sqlite::advance_checkpoint(holder.job_id, holder.token, &last_key, count, now, lease_until(now, holder.lease)),
+        &sqlite::advance_checkpoint(
+            holder.job_id,
+            holder.token,
+            &last_key,
+            count,
+            now,
+            lease_until(now, holder.lease),
+        ),
     )
     .await?;
     let Some(progress) = advanced.first() else {
@@ -184,9 +208,9 @@ fn read_key(row: &QueryResult, key_type: KeyType) -> Result<KeyValue, DbErr> {
 
 /// Parses a key the database returned as text (checkpoints, PostgreSQL batch summaries).
 pub fn parse_key(key_type: KeyType, text: &str) -> Result<KeyValue, EngineError> {
-    key_type
-        .parse_key(text)
-        .ok_or_else(|| EngineError::Corrupt(format!("`{text}` is not a valid {} key", key_type.as_str())))
+    key_type.parse_key(text).ok_or_else(|| {
+        EngineError::Corrupt(format!("`{text}` is not a valid {} key", key_type.as_str()))
+    })
 }
 
 /// `now + lease`, saturating.
@@ -213,16 +237,37 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
         }
         Backend::Sqlite => {
             let delete = sqlite::delete_batch(job, None, limit, now);
-            let checkpoint = sqlite::advance_checkpoint("<job id>", "<lease token>", &KeyValue::Text("<last key>".into()), 0, now, now);
-            let audit = sqlite::insert_audit(job, &sqlite::AuditEntry { job_id: "<job id>", batch_no: 1, keys: &[], at: now });
+            let checkpoint = sqlite::advance_checkpoint(
+                "<job id>",
+                "<lease token>",
+                &KeyValue::Text("<last key>".into()),
+                0,
+                now,
+                now,
+            );
+            let audit = sqlite::insert_audit(
+                job,
+                &sqlite::AuditEntry {
+                    job_id: "<job id>",
+                    batch_no: 1,
+                    keys: &[],
+                    at: now,
+                },
+            );
             format!("BEGIN IMMEDIATE;\n{delete};\n{checkpoint};\n{audit};\nCOMMIT;")
         }
     }
 }
 
 /// Counts matching rows, stopping at `cap` when given.
-pub async fn count_matching(db: &Database, job: &ValidatedJob, cap: Option<u64>) -> Result<u64, EngineError> {
-    let rows = db.query_all(&sql::count_matching(db.backend(), job, cap)).await?;
+pub async fn count_matching(
+    db: &Database,
+    job: &ValidatedJob,
+    cap: Option<u64>,
+) -> Result<u64, EngineError> {
+    let rows = db
+        .query_all(&sql::count_matching(db.backend(), job, cap))
+        .await?;
     let count: i64 = match rows.first() {
         Some(row) => row.try_get_by_index(0)?,
         None => 0,
@@ -231,8 +276,18 @@ pub async fn count_matching(db: &Database, job: &ValidatedJob, cap: Option<u64>)
 }
 
 /// The first `limit` matching keys after `after`, without locking or writing.
-pub async fn sample_keys(db: &Database, job: &ValidatedJob, after: Option<&KeyValue>, limit: u32) -> Result<Vec<KeyValue>, EngineError> {
-    let rows = db.query_all(&sql::select_keys(db.backend(), job, after, limit)).await?;
+pub async fn sample_keys(
+    db: &Database,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+) -> Result<Vec<KeyValue>, EngineError> {
+    let rows = db
+        .query_all(&sql::select_keys(db.backend(), job, after, limit))
+        .await?;
     let key_type = job.target.key_type;
-    Ok(rows.iter().map(|row| read_key(row, key_type)).collect::<Result<Vec<_>, DbErr>>()?)
+    Ok(rows
+        .iter()
+        .map(|row| read_key(row, key_type))
+        .collect::<Result<Vec<_>, DbErr>>()?)
 }

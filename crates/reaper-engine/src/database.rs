@@ -9,7 +9,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use reaper_core::config::DatabaseConfig;
 use reaper_core::sql::{Backend, SQLITE_TIMESTAMP_FORMAT, Statement};
 use reaper_core::value::SqlValue;
-use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Value};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Value,
+};
 
 use crate::error::EngineError;
 
@@ -51,7 +53,10 @@ impl Database {
             }
         }
         let connection = sea_orm::Database::connect(options).await?;
-        Ok(Self { connection, backend })
+        Ok(Self {
+            connection,
+            backend,
+        })
     }
 
     /// The dialect.
@@ -92,7 +97,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -127,17 +137,32 @@ pub fn to_sea(backend: Backend, statement: &Statement) -> sea_orm::Statement {
 }
 
 /// Runs a statement returning rows on any connection or transaction.
-pub async fn query_all<C: ConnectionTrait>(conn: &C, backend: Backend, statement: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+pub async fn query_all<C: ConnectionTrait>(
+    conn: &C,
+    backend: Backend,
+    statement: &Statement,
+) -> Result<Vec<QueryResult>, DbErr> {
     conn.query_all_raw(to_sea(backend, statement)).await
 }
 
 /// Runs a statement on any connection or transaction, returning the rows it affected.
-pub async fn execute<C: ConnectionTrait>(conn: &C, backend: Backend, statement: &Statement) -> Result<u64, DbErr> {
-    Ok(conn.execute_raw(to_sea(backend, statement)).await?.rows_affected())
+pub async fn execute<C: ConnectionTrait>(
+    conn: &C,
+    backend: Backend,
+    statement: &Statement,
+) -> Result<u64, DbErr> {
+    Ok(conn
+        .execute_raw(to_sea(backend, statement))
+        .await?
+        .rows_affected())
 }
 
 /// Reads a timestamp column written by reaper: native on PostgreSQL, text on SQLite.
-pub fn get_time(row: &QueryResult, backend: Backend, index: usize) -> Result<Option<DateTime<Utc>>, DbErr> {
+pub fn get_time(
+    row: &QueryResult,
+    backend: Backend,
+    index: usize,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
     match backend {
         Backend::Postgres => row.try_get_by_index::<Option<DateTime<Utc>>>(index),
         Backend::Sqlite => {
@@ -146,7 +171,9 @@ pub fn get_time(row: &QueryResult, backend: Backend, index: usize) -> Result<Opt
             };
             NaiveDateTime::parse_from_str(&text, SQLITE_TIMESTAMP_FORMAT)
                 .map(|naive| Some(naive.and_utc()))
-                .or_else(|_| DateTime::parse_from_rfc3339(&text).map(|at| Some(at.with_timezone(&Utc))))
+                .or_else(|_| {
+                    DateTime::parse_from_rfc3339(&text).map(|at| Some(at.with_timezone(&Utc)))
+                })
                 .map_err(|error| DbErr::Custom(format!("unreadable timestamp `{text}`: {error}")))
         }
     }
@@ -158,8 +185,17 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://reaper:s3cret@db:5432/app"), "postgres://reaper:***@db:5432/app");
-        assert_eq!(redact_url("postgres://reaper@db/app"), "postgres://reaper@db/app");
-        assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+        assert_eq!(
+            redact_url("postgres://reaper:s3cret@db:5432/app"),
+            "postgres://reaper:***@db:5432/app"
+        );
+        assert_eq!(
+            redact_url("postgres://reaper@db/app"),
+            "postgres://reaper@db/app"
+        );
+        assert_eq!(
+            redact_url("sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
     }
 }

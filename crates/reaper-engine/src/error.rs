@@ -45,7 +45,9 @@ impl EngineError {
         match self {
             EngineError::Database { class, .. } => *class,
             EngineError::Injected(_) => ErrorClass::Transient,
-            EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => ErrorClass::Permanent,
+            EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 }
@@ -63,7 +65,9 @@ impl From<DbErr> for EngineError {
 /// available, statement timeout / cancel, admin shutdown or terminated backend, crash
 /// recovery, too many connections, read-only transaction (failover in progress), and the whole
 /// connection-exception class `08`.
-const TRANSIENT_SQLSTATES: &[&str] = &["40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "25006"];
+const TRANSIENT_SQLSTATES: &[&str] = &[
+    "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "25006",
+];
 
 /// Classifies a database error. Driver-level failures (I/O, pool, TLS, protocol) are transient;
 /// database errors are transient only for the codes above and SQLite's busy/locked family;
@@ -72,9 +76,8 @@ const TRANSIENT_SQLSTATES: &[&str] = &["40001", "40P01", "55P03", "57014", "57P0
 pub fn classify(error: &DbErr) -> ErrorClass {
     match error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ErrorClass::Transient,
-        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error)) | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => {
-            classify_sqlx(sqlx_error)
-        }
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => classify_sqlx(sqlx_error),
         _ => ErrorClass::Permanent,
     }
 }
@@ -82,10 +85,15 @@ pub fn classify(error: &DbErr) -> ErrorClass {
 fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
     use sea_orm::sqlx::Error;
     match error {
-        Error::Database(database_error) => classify_code(database_error.code().as_deref().unwrap_or("")),
-        Error::Io(_) | Error::Tls(_) | Error::Protocol(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => {
-            ErrorClass::Transient
+        Error::Database(database_error) => {
+            classify_code(database_error.code().as_deref().unwrap_or(""))
         }
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }
@@ -134,7 +142,15 @@ mod tests {
 
     #[test]
     fn pool_and_connection_errors_are_transient() {
-        assert_eq!(classify(&DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout)), ErrorClass::Transient);
-        assert_eq!(classify(&DbErr::RecordNotFound("x".into())), ErrorClass::Permanent);
+        assert_eq!(
+            classify(&DbErr::ConnectionAcquire(
+                sea_orm::error::ConnAcquireErr::Timeout
+            )),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(&DbErr::RecordNotFound("x".into())),
+            ErrorClass::Permanent
+        );
     }
 }

@@ -65,7 +65,8 @@ pub struct JobRecord {
 impl JobRecord {
     fn from_row(row: &QueryResult, backend: Backend) -> Result<Self, DbErr> {
         let required_time = |index: usize| {
-            get_time(row, backend, index)?.ok_or_else(|| DbErr::Custom(format!("reaper_jobs column {index} is NULL")))
+            get_time(row, backend, index)?
+                .ok_or_else(|| DbErr::Custom(format!("reaper_jobs column {index} is NULL")))
         };
         Ok(Self {
             id: row.try_get_by_index(0)?,
@@ -140,7 +141,8 @@ impl AuditRecord {
             keys: row.try_get_by_index(8)?,
             requested_by: row.try_get_by_index(9)?,
             reason: row.try_get_by_index(10)?,
-            created_at: get_time(row, backend, 11)?.ok_or_else(|| DbErr::Custom("reaper_audit.created_at is NULL".into()))?,
+            created_at: get_time(row, backend, 11)?
+                .ok_or_else(|| DbErr::Custom("reaper_audit.created_at is NULL".into()))?,
         })
     }
 }
@@ -165,9 +167,12 @@ pub async fn submit(
 ) -> Result<Submitted, EngineError> {
     validate(request, catalog, now)?;
     let id = uuid::Uuid::now_v7().to_string();
-    let key = request.idempotency_key.clone().unwrap_or_else(|| id.clone());
-    let request_json =
-        serde_json::to_string(request).map_err(|error| EngineError::Corrupt(format!("cannot encode the job request: {error}")))?;
+    let key = request
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| id.clone());
+    let request_json = serde_json::to_string(request)
+        .map_err(|error| EngineError::Corrupt(format!("cannot encode the job request: {error}")))?;
     let statement = ledger::insert_job(
         db.backend(),
         &ledger::NewJob {
@@ -180,9 +185,11 @@ pub async fn submit(
         },
     );
     let created = db.execute(&statement).await? == 1;
-    let job = get_by_key(db, &key)
-        .await?
-        .ok_or_else(|| EngineError::Corrupt(format!("job with idempotency key `{key}` vanished after insert")))?;
+    let job = get_by_key(db, &key).await?.ok_or_else(|| {
+        EngineError::Corrupt(format!(
+            "job with idempotency key `{key}` vanished after insert"
+        ))
+    })?;
     Ok(Submitted { job, created })
 }
 
@@ -198,8 +205,12 @@ pub async fn get_by_key(db: &Database, key: &str) -> Result<Option<JobRecord>, E
 
 /// Jobs still `pending` or `running`, oldest first.
 pub async fn unfinished(db: &Database, limit: u32) -> Result<Vec<JobRecord>, EngineError> {
-    let rows = db.query_all(&ledger::unfinished_jobs(db.backend(), limit)).await?;
-    rows.iter().map(|row| Ok(JobRecord::from_row(row, db.backend())?)).collect()
+    let rows = db
+        .query_all(&ledger::unfinished_jobs(db.backend(), limit))
+        .await?;
+    rows.iter()
+        .map(|row| Ok(JobRecord::from_row(row, db.backend())?))
+        .collect()
 }
 
 /// Claims a job for `owner` with a fresh lease token until `lease_until`. `None` when the job
@@ -212,7 +223,11 @@ pub async fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<JobRecord>, EngineError> {
-    first_job(db, &ledger::claim(db.backend(), id, owner, token, now, lease_until)).await
+    first_job(
+        db,
+        &ledger::claim(db.backend(), id, owner, token, now, lease_until),
+    )
+    .await
 }
 
 /// Applies a transition under the lease. False when the lease was lost (nothing changed).
@@ -223,27 +238,49 @@ pub async fn transition(
     now: DateTime<Utc>,
     to: &Transition<'_>,
 ) -> Result<bool, EngineError> {
-    Ok(db.execute(&ledger::transition(db.backend(), id, token, now, to)).await? == 1)
+    Ok(db
+        .execute(&ledger::transition(db.backend(), id, token, now, to))
+        .await?
+        == 1)
 }
 
 /// Marks a never-claimed pending job dead (its request no longer validates).
-pub async fn reject_pending(db: &Database, id: &str, error: &str, now: DateTime<Utc>) -> Result<bool, EngineError> {
-    Ok(db.execute(&ledger::reject_pending(db.backend(), id, error, now)).await? == 1)
+pub async fn reject_pending(
+    db: &Database,
+    id: &str,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, EngineError> {
+    Ok(db
+        .execute(&ledger::reject_pending(db.backend(), id, error, now))
+        .await?
+        == 1)
 }
 
 /// The audit entries of one job, in batch order.
 pub async fn audit_of_job(db: &Database, job_id: &str) -> Result<Vec<AuditRecord>, EngineError> {
-    let rows = db.query_all(&ledger::audit_of_job(db.backend(), job_id)).await?;
-    rows.iter().map(|row| Ok(AuditRecord::from_row(row, db.backend())?)).collect()
+    let rows = db
+        .query_all(&ledger::audit_of_job(db.backend(), job_id))
+        .await?;
+    rows.iter()
+        .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))
+        .collect()
 }
 
 /// The newest audit entries, newest first.
 pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>, EngineError> {
-    let rows = db.query_all(&ledger::recent_audit(db.backend(), limit)).await?;
-    rows.iter().map(|row| Ok(AuditRecord::from_row(row, db.backend())?)).collect()
+    let rows = db
+        .query_all(&ledger::recent_audit(db.backend(), limit))
+        .await?;
+    rows.iter()
+        .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))
+        .collect()
 }
 
-async fn first_job(db: &Database, statement: &reaper_core::sql::Statement) -> Result<Option<JobRecord>, EngineError> {
+async fn first_job(
+    db: &Database,
+    statement: &reaper_core::sql::Statement,
+) -> Result<Option<JobRecord>, EngineError> {
     let rows = db.query_all(statement).await?;
     match rows.first() {
         Some(row) => Ok(Some(JobRecord::from_row(row, db.backend())?)),

@@ -111,7 +111,11 @@ impl MigrationTrait for CreateLedgerAndAudit {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("reaper_audit").if_exists().to_owned()).await?;
-        manager.drop_table(Table::drop().table("reaper_jobs").if_exists().to_owned()).await
+        manager
+            .drop_table(Table::drop().table("reaper_audit").if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table("reaper_jobs").if_exists().to_owned())
+            .await
     }
 }

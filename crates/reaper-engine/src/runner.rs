@@ -28,6 +28,7 @@ use reaper_core::job::JobRequest;
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_core::value::KeyValue;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::batch::{self, BatchResult, LeaseHolder};
 use crate::database::Database;
@@ -133,22 +134,60 @@ pub async fn run_job(
 ) -> Result<RunReport, EngineError> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let now = Utc::now();
-    let Some(job) = ledger::claim(db, id, &settings.owner, &token, now, batch::lease_until(now, settings.lease)).await? else {
-        return Ok(RunReport { outcome: RunOutcome::NotClaimed, batches: 0, rows: 0, longest_batch: Duration::ZERO, job: None });
+    let Some(job) = ledger::claim(
+        db,
+        id,
+        &settings.owner,
+        &token,
+        now,
+        batch::lease_until(now, settings.lease),
+    )
+    .await?
+    else {
+        return Ok(RunReport {
+            outcome: RunOutcome::NotClaimed,
+            batches: 0,
+            rows: 0,
+            longest_batch: Duration::ZERO,
+            job: None,
+        });
     };
-    let span = tracing::info_span!("job", job_id = %job.id, target = %job.target, attempt = job.attempts);
-    let _entered = span.enter();
-    let mut run = Run { db, settings, job: &job, token: &token, batches: 0, rows: 0, longest_batch: Duration::ZERO };
+    let span =
+        tracing::info_span!("job", job_id = %job.id, target = %job.target, attempt = job.attempts);
+    run_claimed(db, catalog, &job, &token, settings, should_stop)
+        .instrument(span)
+        .await
+}
+
+async fn run_claimed(
+    db: &Database,
+    catalog: &Catalog,
+    job: &JobRecord,
+    token: &str,
+    settings: &RunSettings,
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> Result<RunReport, EngineError> {
+    let mut run = Run {
+        db,
+        settings,
+        job,
+        token,
+        batches: 0,
+        rows: 0,
+        longest_batch: Duration::ZERO,
+    };
 
     let outcome = if job.attempts > job.max_attempts {
         let error = format!(
             "gave up after {} attempts; last error: {}",
             job.max_attempts,
-            job.last_error.as_deref().unwrap_or("none recorded (the worker stopped without reporting)")
+            job.last_error
+                .as_deref()
+                .unwrap_or("none recorded (the worker stopped without reporting)")
         );
         Err(EngineError::Refused(error))
     } else {
-        match prepare(&job, catalog) {
+        match prepare(job, catalog) {
             Ok(validated) => run.execute(&validated, should_stop).await,
             Err(error) => Err(error),
         }
@@ -159,17 +198,30 @@ pub async fn run_job(
     };
     match &outcome {
         RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
-        RunOutcome::RetryLater { error, run_after } => tracing::warn!(message = "Job will be retried.", %error, %run_after),
-        RunOutcome::LeaseLost => tracing::warn!(message = "Lost the job's lease; another worker has it."),
-        other => tracing::info!(message = "Job run ended.", outcome = ?other, rows = run.rows, batches = run.batches),
+        RunOutcome::RetryLater { error, run_after } => {
+            tracing::warn!(message = "Job will be retried.", %error, %run_after)
+        }
+        RunOutcome::LeaseLost => {
+            tracing::warn!(message = "Lost the job's lease; another worker has it.")
+        }
+        other => {
+            tracing::info!(message = "Job run ended.", outcome = ?other, rows = run.rows, batches = run.batches)
+        }
     }
-    Ok(RunReport { outcome, batches: run.batches, rows: run.rows, longest_batch: run.longest_batch, job: Some(job.clone()) })
+    Ok(RunReport {
+        outcome,
+        batches: run.batches,
+        rows: run.rows,
+        longest_batch: run.longest_batch,
+        job: Some(job.clone()),
+    })
 }
 
 /// Parses and validates the stored request with the job's reference time.
 fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineError> {
-    let request: JobRequest = serde_json::from_str(&job.request)
-        .map_err(|error| EngineError::Corrupt(format!("the stored job request is unreadable: {error}")))?;
+    let request: JobRequest = serde_json::from_str(&job.request).map_err(|error| {
+        EngineError::Corrupt(format!("the stored job request is unreadable: {error}"))
+    })?;
     Ok(validate(&request, catalog, job.created_at)?)
 }
 
@@ -184,11 +236,18 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    async fn execute(&mut self, job: &ValidatedJob, should_stop: &(dyn Fn() -> bool + Sync)) -> Result<RunOutcome, EngineError> {
+    async fn execute(
+        &mut self,
+        job: &ValidatedJob,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<RunOutcome, EngineError> {
         if job.dry_run {
             let report = dry_run(self.db, job).await?;
-            let result = serde_json::to_string(&report).map_err(|error| EngineError::Corrupt(error.to_string()))?;
-            return self.finish(&Transition::Done { result: &result }, RunOutcome::Done).await;
+            let result = serde_json::to_string(&report)
+                .map_err(|error| EngineError::Corrupt(error.to_string()))?;
+            return self
+                .finish(&Transition::Done { result: &result }, RunOutcome::Done)
+                .await;
         }
         let key_type = job.target.key_type;
         let mut checkpoint = match &self.job.checkpoint {
@@ -211,7 +270,9 @@ impl Run<'_> {
         let started = Instant::now();
         loop {
             if should_stop() || started.elapsed() >= self.settings.slice {
-                return self.finish(&Transition::Continue, RunOutcome::Continue).await;
+                return self
+                    .finish(&Transition::Continue, RunOutcome::Continue)
+                    .await;
             }
             let remaining = job.max_rows.saturating_sub(rows_deleted);
             if remaining == 0 {
@@ -224,18 +285,28 @@ impl Run<'_> {
                 }
                 return self.done(rows_deleted, passes).await;
             }
-            let limit = u32::try_from(remaining.min(u64::from(job.batch_size))).unwrap_or(job.batch_size);
-            let holder = LeaseHolder { job_id: &self.job.id, token: self.token, lease: self.settings.lease };
-            let batch_span = tracing::debug_span!("batch", batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1);
-            let result = {
-                let _entered = batch_span.enter();
-                batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, Utc::now()).await?
+            let limit =
+                u32::try_from(remaining.min(u64::from(job.batch_size))).unwrap_or(job.batch_size);
+            let holder = LeaseHolder {
+                job_id: &self.job.id,
+                token: self.token,
+                lease: self.settings.lease,
             };
+            let batch_span = tracing::debug_span!(
+                "batch",
+                batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
+            );
+            let result =
+                batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, Utc::now())
+                    .instrument(batch_span)
+                    .await?;
             match result {
                 BatchResult::LeaseLost => return Ok(RunOutcome::LeaseLost),
                 BatchResult::Committed { rows: 0, .. } => {
                     // End of a keyset pass. Rows that SKIP LOCKED passed over are still there.
-                    if self.db.backend().skips_locked_rows() && batch::count_matching(self.db, job, Some(1)).await? > 0 {
+                    if self.db.backend().skips_locked_rows()
+                        && batch::count_matching(self.db, job, Some(1)).await? > 0
+                    {
                         if passes >= MAX_PASSES {
                             return Err(EngineError::Database {
                                 class: ErrorClass::Transient,
@@ -246,20 +317,36 @@ impl Run<'_> {
                         }
                         let restarted = self
                             .db
-                            .execute(&reaper_core::sql::ledger::restart_pass(self.db.backend(), &self.job.id, self.token, Utc::now()))
+                            .execute(&reaper_core::sql::ledger::restart_pass(
+                                self.db.backend(),
+                                &self.job.id,
+                                self.token,
+                                Utc::now(),
+                            ))
                             .await?;
                         if restarted == 0 {
                             return Ok(RunOutcome::LeaseLost);
                         }
                         passes += 1;
                         checkpoint = None;
-                        tracing::info!(message = "Starting another pass for rows that were locked.", pass = passes);
+                        tracing::info!(
+                            message = "Starting another pass for rows that were locked.",
+                            pass = passes
+                        );
                         continue;
                     }
                     return self.done(rows_deleted, passes).await;
                 }
-                BatchResult::Committed { rows, last_key, elapsed } => {
-                    tracing::debug!(message = "Committed batch.", rows, elapsed_ms = elapsed.as_secs_f64() * 1e3);
+                BatchResult::Committed {
+                    rows,
+                    last_key,
+                    elapsed,
+                } => {
+                    tracing::debug!(
+                        message = "Committed batch.",
+                        rows,
+                        elapsed_ms = elapsed.as_secs_f64() * 1e3
+                    );
                     self.batches += 1;
                     self.rows += rows;
                     self.longest_batch = self.longest_batch.max(elapsed);
@@ -271,12 +358,22 @@ impl Run<'_> {
     }
 
     async fn done(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
-        let summary = DoneSummary { rows_deleted, batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0), passes };
-        let result = serde_json::to_string(&summary).map_err(|error| EngineError::Corrupt(error.to_string()))?;
-        self.finish(&Transition::Done { result: &result }, RunOutcome::Done).await
+        let summary = DoneSummary {
+            rows_deleted,
+            batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
+            passes,
+        };
+        let result = serde_json::to_string(&summary)
+            .map_err(|error| EngineError::Corrupt(error.to_string()))?;
+        self.finish(&Transition::Done { result: &result }, RunOutcome::Done)
+            .await
     }
 
-    async fn finish(&self, transition: &Transition<'_>, outcome: RunOutcome) -> Result<RunOutcome, EngineError> {
+    async fn finish(
+        &self,
+        transition: &Transition<'_>,
+        outcome: RunOutcome,
+    ) -> Result<RunOutcome, EngineError> {
         if ledger::transition(self.db, &self.job.id, self.token, Utc::now(), transition).await? {
             Ok(outcome)
         } else {
@@ -296,15 +393,33 @@ impl Run<'_> {
             );
             let run_after = batch::lease_until(Utc::now(), delay);
             return self
-                .finish(&Transition::RetryLater { error: &message, run_after }, RunOutcome::RetryLater { error: message.clone(), run_after })
+                .finish(
+                    &Transition::RetryLater {
+                        error: &message,
+                        run_after,
+                    },
+                    RunOutcome::RetryLater {
+                        error: message.clone(),
+                        run_after,
+                    },
+                )
                 .await;
         }
         let message = if error.class() == ErrorClass::Transient {
-            format!("gave up after {} attempts; last error: {message}", self.job.attempts)
+            format!(
+                "gave up after {} attempts; last error: {message}",
+                self.job.attempts
+            )
         } else {
             message
         };
-        self.finish(&Transition::Dead { error: &message }, RunOutcome::Dead { error: message.clone() }).await
+        self.finish(
+            &Transition::Dead { error: &message },
+            RunOutcome::Dead {
+                error: message.clone(),
+            },
+        )
+        .await
     }
 }
 

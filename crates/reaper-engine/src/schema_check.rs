@@ -25,12 +25,21 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
                 Some(schema) => format!("{schema}.{}", target.table),
                 None => target.table.clone(),
             };
-            problems.push(ConfigProblem { key: key("table"), message: format!("table `{table}` does not exist in the database") });
+            problems.push(ConfigProblem {
+                key: key("table"),
+                message: format!("table `{table}` does not exist in the database"),
+            });
             continue;
         }
         let mut expect = |field: String, column: &str| {
             if !columns.contains(column) {
-                problems.push(ConfigProblem { key: key(&field), message: format!("column `{column}` does not exist in table `{}`", target.table) });
+                problems.push(ConfigProblem {
+                    key: key(&field),
+                    message: format!(
+                        "column `{column}` does not exist in table `{}`",
+                        target.table
+                    ),
+                });
             }
         };
         expect("primary_key".into(), &target.primary_key);
@@ -41,7 +50,11 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
             expect("soft_delete_column".into(), column);
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(CheckError::Config(ConfigError { problems })) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckError::Config(ConfigError { problems }))
+    }
 }
 
 /// Why the check failed.
@@ -73,5 +86,7 @@ async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String
         },
     };
     let rows = db.query_all(&statement).await.map_err(EngineError::from)?;
-    rows.iter().map(|row| row.try_get_by_index::<String>(0).map_err(EngineError::from)).collect()
+    rows.iter()
+        .map(|row| row.try_get_by_index::<String>(0).map_err(EngineError::from))
+        .collect()
 }

@@ -1,0 +1,137 @@
+//! Loading the configuration: a TOML file (or the embedded defaults), then environment
+//! overrides, then validation into the catalog. Errors name the offending key.
+//!
+//! Environment: `REAPER_<SECTION>__<KEY>` overrides any key (`REAPER_WORKER__CONCURRENCY=4`);
+//! `REAPER_DATABASE_URL` and `REAPER_QUEUE_URL` are shortcuts for the two URLs.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use reaper_core::catalog::Catalog;
+use reaper_core::config::Config;
+
+/// The embedded defaults (`config/reaper.toml`).
+pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/reaper.toml");
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) config: Config,
+    pub(crate) catalog: Catalog,
+}
+
+/// Loads `path` (or the embedded defaults) with environment overrides and validates it.
+pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
+    let figment = match path {
+        Some(path) => {
+            if !path.exists() {
+                return Err(format!("config file `{}` does not exist", path.display()));
+            }
+            Figment::from(Toml::file(path))
+        }
+        None => Figment::from(Toml::string(DEFAULT_CONFIG)),
+    };
+    let figment = figment
+        .merge(
+            Env::prefixed("REAPER_")
+                .split("__")
+                .ignore(&["DATABASE_URL", "QUEUE_URL"]),
+        )
+        .merge(
+            Env::raw()
+                .only(&["REAPER_DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        )
+        .merge(
+            Env::raw()
+                .only(&["REAPER_QUEUE_URL"])
+                .map(|_| "queue.url".into()),
+        );
+    let config: Config = figment
+        .extract()
+        .map_err(|error| describe_figment_error(&error))?;
+    let catalog = config.catalog().map_err(|error| error.to_string())?;
+    Ok(Settings { config, catalog })
+}
+
+/// One line per problem: `key.path: what is wrong (where it came from)`.
+fn describe_figment_error(error: &figment::Error) -> String {
+    let mut text = String::from("invalid configuration:");
+    for problem in error.clone() {
+        let key = if problem.path.is_empty() {
+            "(top level)".to_owned()
+        } else {
+            problem.path.join(".")
+        };
+        let origin = problem.metadata.as_ref().map(|meta| match &meta.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", meta.name),
+        });
+        text.push_str(&format!(
+            "\n  {key}: {}{}",
+            problem.kind,
+            origin.unwrap_or_default()
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let settings =
+            figment::Jail::expect_with(|_| Ok(load(None).map_err(figment::Error::from)?));
+        assert_eq!(
+            settings.catalog.names(),
+            vec!["events", "sessions", "users"]
+        );
+    }
+
+    #[test]
+    fn environment_overrides_and_shortcuts_apply() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REAPER_WORKER__CONCURRENCY", "7");
+            jail.set_env("REAPER_DATABASE_URL", "postgres://127.0.0.1/x");
+            let settings = load(None).map_err(figment::Error::from)?;
+            assert_eq!(settings.config.worker.concurrency, 7);
+            assert_eq!(settings.config.database.url, "postgres://127.0.0.1/x");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                &DEFAULT_CONFIG
+                    .replace("batch_size = 200", "batch_size = \"lots\"")
+                    .replace("[worker]", "[worker]\nthreads = 3"),
+            )?;
+            let error = load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(
+                error.contains(
+                    "targets.users.batch_size: invalid type: found string \"lots\", expected u32"
+                ),
+                "{error}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "unknown.toml",
+                &DEFAULT_CONFIG.replace("[worker]", "[worker]\nthreads = 3"),
+            )?;
+            let error = load(Some(Path::new("unknown.toml"))).unwrap_err();
+            assert!(
+                error.contains("worker: unknown field: found `threads`"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+}
