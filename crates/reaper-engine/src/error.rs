@@ -86,7 +86,15 @@ fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
     use sea_orm::sqlx::Error;
     match error {
         Error::Database(database_error) => {
-            classify_code(database_error.code().as_deref().unwrap_or(""))
+            let code = database_error.code().unwrap_or_default();
+            if database_error
+                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                classify_sqlite_code(&code)
+            } else {
+                classify_sqlstate(&code)
+            }
         }
         Error::Io(_)
         | Error::Tls(_)
@@ -98,18 +106,22 @@ fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
     }
 }
 
-/// SQLSTATE (PostgreSQL) or extended result code (SQLite, as decimal text).
-pub fn classify_code(code: &str) -> ErrorClass {
+/// A PostgreSQL SQLSTATE.
+pub fn classify_sqlstate(code: &str) -> ErrorClass {
     if TRANSIENT_SQLSTATES.contains(&code) || code.starts_with("08") {
-        return ErrorClass::Transient;
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
     }
-    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) with their extended codes (code & 0xff).
-    if let Ok(sqlite_code) = code.parse::<u32>()
-        && matches!(sqlite_code & 0xff, 5 | 6)
-    {
-        return ErrorClass::Transient;
+}
+
+/// A SQLite extended result code (decimal text): SQLITE_BUSY (5) and SQLITE_LOCKED (6) with
+/// their extended codes (`code & 0xff`) are transient.
+pub fn classify_sqlite_code(code: &str) -> ErrorClass {
+    match code.parse::<u32>() {
+        Ok(sqlite_code) if matches!(sqlite_code & 0xff, 5 | 6) => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
     }
-    ErrorClass::Permanent
 }
 
 #[cfg(test)]
@@ -118,25 +130,30 @@ mod tests {
 
     #[test]
     fn sqlstates_and_sqlite_codes_are_classified() {
-        let cases = [
+        let sqlstates = [
             ("40001", ErrorClass::Transient), // serialization_failure
             ("40P01", ErrorClass::Transient), // deadlock_detected
             ("55P03", ErrorClass::Transient), // lock_not_available (lock_timeout)
             ("57014", ErrorClass::Transient), // query_canceled (statement_timeout)
             ("57P01", ErrorClass::Transient), // admin_shutdown (pg_terminate_backend)
             ("08006", ErrorClass::Transient), // connection_failure
-            ("42501", ErrorClass::Permanent), // insufficient_privilege
+            ("42501", ErrorClass::Permanent), // insufficient_privilege (digits only, low byte 5)
             ("42P01", ErrorClass::Permanent), // undefined_table
             ("42703", ErrorClass::Permanent), // undefined_column
             ("23503", ErrorClass::Permanent), // foreign_key_violation
-            ("5", ErrorClass::Transient),     // SQLITE_BUSY
-            ("517", ErrorClass::Transient),   // SQLITE_BUSY_SNAPSHOT
-            ("6", ErrorClass::Transient),     // SQLITE_LOCKED
-            ("1", ErrorClass::Permanent),     // SQLITE_ERROR (no such table, …)
-            ("787", ErrorClass::Permanent),   // SQLITE_CONSTRAINT_FOREIGNKEY
         ];
-        for (code, expected) in cases {
-            assert_eq!(classify_code(code), expected, "{code}");
+        for (code, expected) in sqlstates {
+            assert_eq!(classify_sqlstate(code), expected, "{code}");
+        }
+        let sqlite_codes = [
+            ("5", ErrorClass::Transient),   // SQLITE_BUSY
+            ("517", ErrorClass::Transient), // SQLITE_BUSY_SNAPSHOT
+            ("6", ErrorClass::Transient),   // SQLITE_LOCKED
+            ("1", ErrorClass::Permanent),   // SQLITE_ERROR (no such table, …)
+            ("787", ErrorClass::Permanent), // SQLITE_CONSTRAINT_FOREIGNKEY
+        ];
+        for (code, expected) in sqlite_codes {
+            assert_eq!(classify_sqlite_code(code), expected, "{code}");
         }
     }
 

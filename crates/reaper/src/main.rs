@@ -107,8 +107,9 @@ async fn main() -> ExitCode {
         Command::Configured(_) => "warn,reaper=info,reaper_engine=info",
     };
     init_logging(cli.log_format, default_filter);
-    #[cfg(feature = "failpoints")]
-    let _failpoints = fail::FailScenario::setup();
+    // Fault injection for the crash tests: only test builds compile the fault points, and
+    // only the FAILPOINTS variable configures them.
+    let _failpoints = std::env::var_os("FAILPOINTS").map(|_| fail::FailScenario::setup());
     match dispatch(cli).await {
         Ok(code) => code,
         Err(error) => {

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::Mode;
+use crate::catalog::{KeyType, Mode};
 use crate::sql::{Backend, SqlWriter, Statement, write_keyset_and_filter};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
@@ -86,10 +86,18 @@ pub fn delete_batch(
                 .push(" = batch.k RETURNING batch.k)");
         }
     }
+    // PostgreSQL (before 16) has no min/max for uuid; a uuid's order is its canonical text's.
+    let (first, last) = match target.key_type {
+        KeyType::Uuid => ("min(k::text)", "max(k::text)"),
+        KeyType::Int | KeyType::Text => ("min(k)::text", "max(k)::text"),
+    };
+    w.push(", summary AS (SELECT count(*) AS n, ")
+        .push(first)
+        .push(" AS first_key, ")
+        .push(last)
+        .push(" AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed)");
     w.push(
-        ", summary AS (SELECT count(*) AS n, min(k)::text AS first_key, max(k)::text AS last_key, \
-         COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed)\
-         , progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, \
+        ", progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, \
          rows_deleted = j.rows_deleted + s.n, lease_expires_at = ",
     )
     .param(SqlValue::Timestamp(ctx.lease_until))

@@ -1,0 +1,671 @@
+//! The engine against real SQLite and PostgreSQL: every deletion test checks the invariants
+//! (each matching row deleted once and audited once, rows outside the filter untouched, audit
+//! rows = batches, audited counts = rows deleted = the job's counter, no batch over its size).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
+use reaper_core::config::DatabaseConfig;
+use reaper_core::job::JobRequest;
+use reaper_core::span::Span;
+use reaper_core::sql::Backend;
+use reaper_engine::Database;
+use reaper_engine::batch::{self, BatchResult, LeaseHolder};
+use reaper_engine::ledger;
+use reaper_engine::migration::Migrator;
+use reaper_engine::runner::{self, RunOutcome, RunSettings};
+use reaper_engine::schema_check;
+use reaper_testkit::TestDatabase;
+use sea_orm_migration::MigratorTrait;
+
+fn catalog() -> Catalog {
+    Catalog::new([
+        Target {
+            name: "events".into(),
+            schema: None,
+            table: "events".into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Int,
+            columns: BTreeMap::from([
+                ("tenant_id".into(), ColumnType::Int),
+                ("kind".into(), ColumnType::Text),
+                ("created_at".into(), ColumnType::Timestamp),
+            ]),
+            default_mode: Mode::Hard,
+            batch_size: 100,
+            max_batch_size: 1_000,
+            soft_delete_column: Some("deleted_at".into()),
+            max_rows: 1_000_000,
+        },
+        Target {
+            name: "tokens".into(),
+            schema: None,
+            table: "tokens".into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Uuid,
+            columns: BTreeMap::from([("user_id".into(), ColumnType::Int)]),
+            default_mode: Mode::Hard,
+            batch_size: 100,
+            max_batch_size: 1_000,
+            soft_delete_column: None,
+            max_rows: 1_000_000,
+        },
+    ])
+}
+
+fn settings() -> RunSettings {
+    RunSettings {
+        owner: "test-worker".into(),
+        lease: Duration::from_secs(60),
+        slice: Duration::from_secs(60),
+        retry_base: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+    }
+}
+
+struct Setup {
+    test: TestDatabase,
+    db: Database,
+    catalog: Catalog,
+}
+
+async fn setup(backend: Backend, events: u32) -> Setup {
+    let test = TestDatabase::new(backend).await;
+    test.seed_events(events).await;
+    test.seed_tokens(500).await;
+    let db = Database::connect(&DatabaseConfig {
+        url: test.url.clone(),
+        max_connections: 4,
+        statement_timeout: Span::from_secs(30),
+    })
+    .await
+    .unwrap();
+    Migrator::up(db.connection(), None).await.unwrap();
+    Setup {
+        test,
+        db,
+        catalog: catalog(),
+    }
+}
+
+impl Setup {
+    async fn submit(&self, job: serde_json::Value, max_attempts: u32) -> String {
+        let request: JobRequest = serde_json::from_value(job).unwrap();
+        ledger::submit(&self.db, &self.catalog, &request, max_attempts, Utc::now())
+            .await
+            .unwrap()
+            .job
+            .id
+    }
+
+    async fn run_once(&self, id: &str) -> RunOutcome {
+        runner::run_job(&self.db, &self.catalog, id, &settings(), &|| false)
+            .await
+            .unwrap()
+            .outcome
+    }
+
+    /// Runs until done or dead, as a queue would (continuations and retries at once).
+    async fn run_to_end(&self, id: &str) -> RunOutcome {
+        for _ in 0..50 {
+            match self.run_once(id).await {
+                RunOutcome::Continue | RunOutcome::RetryLater { .. } => continue,
+                other => return other,
+            }
+        }
+        panic!("job {id} did not finish in 50 runs");
+    }
+
+    /// Timestamp literal for the test's own SQL, in the backend's storage form.
+    fn ts(&self, iso: &str) -> String {
+        match self.test.backend {
+            Backend::Postgres => format!("TIMESTAMPTZ '{iso}+00'"),
+            Backend::Sqlite => format!("'{iso}'"),
+        }
+    }
+}
+
+fn job(target: &str, conditions: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    let mut job = serde_json::json!({
+        "target": target, "filter": {"all": conditions}, "requested_by": "engine-test", "reason": "invariants"
+    });
+    job.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    job
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    hard_delete_removes_every_matching_row_exactly_once,
+    a_failure_before_commit_changes_nothing_and_the_rerun_is_exactly_once,
+    soft_delete_run_twice_changes_nothing_the_second_time,
+    dry_run_writes_nothing,
+    max_rows_refuses_before_deleting_anything,
+    uuid_keys_are_paged_exactly_once,
+    a_lost_lease_rolls_the_batch_back,
+    a_job_invalid_at_run_time_is_dead_and_deletes_nothing,
+    transient_failures_end_dead_after_max_attempts,
+    a_repeated_idempotency_key_yields_one_job,
+    schema_check_names_missing_tables_and_columns,
+);
+
+async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
+    let s = setup(backend, 5_000).await;
+    let matching = format!(
+        "tenant_id IN (1, 3) AND created_at < {}",
+        s.ts("2025-11-15 00:00:00")
+    );
+    let expected = s.test.ids("events", &matching).await;
+    assert!(
+        expected.len() > 300,
+        "fixture too small: {}",
+        expected.len()
+    );
+    let untouched = s
+        .test
+        .checksum("events", &format!("NOT ({matching})"))
+        .await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([
+                    {"column": "tenant_id", "op": "in", "value": [1, 3]},
+                    {"column": "created_at", "op": "lt", "value": "2025-11-15T00:00:00Z"}
+                ]),
+                serde_json::json!({"batch_size": 97}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert!(
+        s.test.ids("events", &matching).await.is_empty(),
+        "matching rows remain"
+    );
+    assert_eq!(
+        s.test
+            .checksum("events", &format!("NOT ({matching})"))
+            .await,
+        untouched,
+        "rows outside the filter changed"
+    );
+    s.test.assert_exactly_once(&id, &expected, 97).await;
+    assert_eq!(
+        s.test
+            .int(&format!(
+                "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
+            ))
+            .await,
+        expected.len().div_ceil(97) as i64
+    );
+}
+
+async fn a_failure_before_commit_changes_nothing_and_the_rerun_is_exactly_once(backend: Backend) {
+    let scenario = fail::FailScenario::setup();
+    let s = setup(backend, 3_000).await;
+    let matching = "tenant_id = 4";
+    let expected = s.test.ids("events", matching).await;
+    let untouched = s
+        .test
+        .checksum("events", &format!("NOT ({matching})"))
+        .await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 4}]),
+                serde_json::json!({"batch_size": 50}),
+            ),
+            5,
+        )
+        .await;
+    // Batches 1–3 commit; batch 4 deletes, audits and advances, then fails before COMMIT.
+    fail::cfg("batch::before_commit", "3*off->return").unwrap();
+    let outcome = s.run_once(&id).await;
+    assert!(
+        matches!(&outcome, RunOutcome::RetryLater { error, .. } if error.contains("injected fault")),
+        "{outcome:?}"
+    );
+    let remaining = s.test.ids("events", matching).await;
+    assert_eq!(
+        remaining.len(),
+        expected.len() - 150,
+        "exactly three batches committed"
+    );
+    let accounting = s.test.accounting(&id).await;
+    assert_eq!(
+        (
+            accounting.audit_rows,
+            accounting.ledger_batches,
+            accounting.ledger_rows
+        ),
+        (3, 3, 150)
+    );
+    let checkpoint = s
+        .test
+        .strings(&format!(
+            "SELECT checkpoint FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await;
+    let third_batch_last = s
+        .test
+        .strings(&format!(
+            "SELECT last_key FROM reaper_audit WHERE job_id = '{id}' AND batch_no = 3"
+        ))
+        .await;
+    assert_eq!(
+        checkpoint, third_batch_last,
+        "checkpoint is the last committed batch's"
+    );
+    let last_error = s
+        .test
+        .strings(&format!(
+            "SELECT last_error FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await;
+    assert!(
+        last_error[0].contains("injected fault at batch::before_commit"),
+        "{last_error:?}"
+    );
+
+    fail::cfg("batch::before_commit", "off").unwrap();
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert!(s.test.ids("events", matching).await.is_empty());
+    assert_eq!(
+        s.test
+            .checksum("events", &format!("NOT ({matching})"))
+            .await,
+        untouched
+    );
+    s.test.assert_exactly_once(&id, &expected, 50).await;
+    scenario.teardown();
+}
+
+async fn soft_delete_run_twice_changes_nothing_the_second_time(backend: Backend) {
+    let s = setup(backend, 2_000).await;
+    let filter = serde_json::json!([{"column": "kind", "op": "eq", "value": "login"}]);
+    let expected = s.test.ids("events", "kind = 'login'").await;
+    let outside = s.test.checksum("events", "kind <> 'login'").await;
+    let first = s
+        .submit(
+            job(
+                "events",
+                filter.clone(),
+                serde_json::json!({"mode": "soft", "batch_size": 64}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&first).await, RunOutcome::Done);
+    assert_eq!(
+        s.test
+            .ids("events", "kind = 'login' AND deleted_at IS NOT NULL")
+            .await,
+        expected,
+        "every matching row soft-deleted"
+    );
+    assert_eq!(
+        s.test.int("SELECT count(*) FROM events").await,
+        2_000,
+        "soft delete keeps rows"
+    );
+    assert_eq!(s.test.checksum("events", "kind <> 'login'").await, outside);
+    s.test.assert_exactly_once(&first, &expected, 64).await;
+
+    let everything = s.test.checksum("events", "1 = 1").await;
+    let audit_before = s.test.int("SELECT count(*) FROM reaper_audit").await;
+    let second = s
+        .submit(
+            job(
+                "events",
+                filter,
+                serde_json::json!({"mode": "soft", "batch_size": 64}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&second).await, RunOutcome::Done);
+    assert_eq!(
+        s.test.checksum("events", "1 = 1").await,
+        everything,
+        "the second soft delete changed rows"
+    );
+    assert_eq!(
+        s.test.int("SELECT count(*) FROM reaper_audit").await,
+        audit_before,
+        "the second soft delete wrote audit entries"
+    );
+    s.test
+        .assert_exactly_once(&second, &BTreeSet::new(), 64)
+        .await;
+}
+
+async fn dry_run_writes_nothing(backend: Backend) {
+    let s = setup(backend, 2_000).await;
+    let everything = s.test.checksum("events", "1 = 1").await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "ge", "value": 7}]),
+                serde_json::json!({"dry_run": true, "batch_size": 150}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    assert_eq!(s.test.int("SELECT count(*) FROM reaper_audit").await, 0);
+    let result: serde_json::Value = serde_json::from_str(
+        &s.test
+            .strings(&format!("SELECT result FROM reaper_jobs WHERE id = '{id}'"))
+            .await[0],
+    )
+    .unwrap();
+    assert_eq!(result["matching_rows"], 600);
+    assert_eq!(result["batches"], 4);
+    assert_eq!(
+        result["sample_keys"],
+        serde_json::json!([7, 8, 9, 17, 18, 19, 27, 28, 29, 37])
+    );
+    assert!(
+        result["sql"]
+            .as_str()
+            .unwrap()
+            .contains("\"tenant_id\" >= "),
+        "{result}"
+    );
+}
+
+async fn max_rows_refuses_before_deleting_anything(backend: Backend) {
+    let s = setup(backend, 1_000).await;
+    let everything = s.test.checksum("events", "1 = 1").await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
+                serde_json::json!({"max_rows": 99}),
+            ),
+            5,
+        )
+        .await;
+    match s.run_to_end(&id).await {
+        RunOutcome::Dead { error } => assert!(
+            error.contains("more than max_rows (99) rows match")
+                && error.contains("nothing was deleted"),
+            "{error}"
+        ),
+        other => panic!("expected dead, got {other:?}"),
+    }
+    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    // Exactly at the cap is allowed.
+    let at_cap = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
+                serde_json::json!({"max_rows": 100, "batch_size": 30}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&at_cap).await, RunOutcome::Done);
+    assert_eq!(
+        s.test
+            .int("SELECT count(*) FROM events WHERE tenant_id = 2")
+            .await,
+        0
+    );
+}
+
+async fn uuid_keys_are_paged_exactly_once(backend: Backend) {
+    let s = setup(backend, 10).await;
+    let expected = s.test.ids("tokens", "user_id = 2").await;
+    let untouched = s.test.checksum("tokens", "user_id <> 2").await;
+    let id = s
+        .submit(
+            job(
+                "tokens",
+                serde_json::json!([{"column": "user_id", "op": "eq", "value": 2}]),
+                serde_json::json!({"batch_size": 7}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert!(s.test.ids("tokens", "user_id = 2").await.is_empty());
+    assert_eq!(s.test.checksum("tokens", "user_id <> 2").await, untouched);
+    s.test.assert_exactly_once(&id, &expected, 7).await;
+}
+
+async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
+    let s = setup(backend, 500).await;
+    let everything = s.test.checksum("events", "1 = 1").await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
+                serde_json::json!({}),
+            ),
+            5,
+        )
+        .await;
+    let now = Utc::now();
+    ledger::claim(
+        &s.db,
+        &id,
+        "worker-a",
+        "token-a",
+        now,
+        batch::lease_until(now, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // A second claim while the lease is live gets nothing.
+    assert!(
+        ledger::claim(&s.db, &id, "worker-b", "token-b", now, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let request: JobRequest =
+        serde_json::from_str(&ledger::get(&s.db, &id).await.unwrap().unwrap().request).unwrap();
+    let validated = reaper_core::validate::validate(&request, &s.catalog, now).unwrap();
+    let stale = LeaseHolder {
+        job_id: &id,
+        token: "token-b",
+        lease: Duration::from_secs(60),
+    };
+    assert_eq!(
+        batch::run_batch(&s.db, &validated, None, 100, stale, Utc::now())
+            .await
+            .unwrap(),
+        BatchResult::LeaseLost
+    );
+    assert_eq!(
+        s.test.checksum("events", "1 = 1").await,
+        everything,
+        "a batch without the lease changed rows"
+    );
+    assert_eq!(s.test.int("SELECT count(*) FROM reaper_audit").await, 0);
+    let holder = LeaseHolder {
+        job_id: &id,
+        token: "token-a",
+        lease: Duration::from_secs(60),
+    };
+    assert!(matches!(
+        batch::run_batch(&s.db, &validated, None, 100, holder, Utc::now())
+            .await
+            .unwrap(),
+        BatchResult::Committed { rows: 50, .. }
+    ));
+}
+
+async fn a_job_invalid_at_run_time_is_dead_and_deletes_nothing(backend: Backend) {
+    let mut s = setup(backend, 500).await;
+    let everything = s.test.checksum("events", "1 = 1").await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "kind", "op": "eq", "value": "view"}]),
+                serde_json::json!({}),
+            ),
+            5,
+        )
+        .await;
+    // The operator removed `kind` from the filterable columns before the job ran.
+    let mut targets: Vec<Target> = s.catalog.targets().cloned().collect();
+    targets[0].columns.remove("kind");
+    s.catalog = Catalog::new(targets);
+    match s.run_to_end(&id).await {
+        RunOutcome::Dead { error } => assert!(
+            error.contains("filter.all[0].column: `kind` is not a filterable column"),
+            "{error}"
+        ),
+        other => panic!("expected dead, got {other:?}"),
+    }
+    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+}
+
+async fn transient_failures_end_dead_after_max_attempts(backend: Backend) {
+    let scenario = fail::FailScenario::setup();
+    let s = setup(backend, 500).await;
+    let everything = s.test.checksum("events", "1 = 1").await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
+                serde_json::json!({}),
+            ),
+            3,
+        )
+        .await;
+    fail::cfg("batch::before_commit", "return").unwrap();
+    for attempt in 1..=2 {
+        assert!(
+            matches!(s.run_once(&id).await, RunOutcome::RetryLater { .. }),
+            "attempt {attempt}"
+        );
+    }
+    match s.run_once(&id).await {
+        RunOutcome::Dead { error } => assert!(
+            error.contains("gave up after 3 attempts; last error: injected fault"),
+            "{error}"
+        ),
+        other => panic!("expected dead, got {other:?}"),
+    }
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("dead", 3));
+    assert!(job.last_error.unwrap().contains("injected fault"));
+    assert_eq!(
+        s.run_once(&id).await,
+        RunOutcome::NotClaimed,
+        "a dead job is never claimed again"
+    );
+    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    scenario.teardown();
+}
+
+async fn a_repeated_idempotency_key_yields_one_job(backend: Backend) {
+    let s = setup(backend, 10).await;
+    let request: JobRequest = serde_json::from_value(job(
+        "events",
+        serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
+        serde_json::json!({"idempotency_key": "erase-1"}),
+    ))
+    .unwrap();
+    let first = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now())
+        .await
+        .unwrap();
+    let second = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now())
+        .await
+        .unwrap();
+    assert!(first.created && !second.created);
+    assert_eq!(first.job.id, second.job.id);
+    assert_eq!(s.test.int("SELECT count(*) FROM reaper_jobs").await, 1);
+}
+
+async fn schema_check_names_missing_tables_and_columns(backend: Backend) {
+    let s = setup(backend, 10).await;
+    schema_check::check_catalog(&s.db, &s.catalog)
+        .await
+        .unwrap();
+    let mut targets: Vec<Target> = s.catalog.targets().cloned().collect();
+    targets[0].columns.insert("colour".into(), ColumnType::Text);
+    targets[1].table = "tokenz".into();
+    let error = schema_check::check_catalog(&s.db, &Catalog::new(targets))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(
+            "targets.events.columns.colour: column `colour` does not exist in table `events`"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("targets.tokens.table: table `tokenz` does not exist in the database"),
+        "{error}"
+    );
+}
+
+/// PostgreSQL only: `SKIP LOCKED` passes over rows other transactions hold; the end-of-pass
+/// probe finds them, and the job retries until it can take them — never skipping them for good.
+#[tokio::test]
+async fn postgres_rows_locked_by_others_are_deleted_once_released() {
+    let s = setup(Backend::Postgres, 2_000).await;
+    let expected = s.test.ids("events", "tenant_id = 5").await;
+    let locker = sea_orm::Database::connect(&s.test.url).await.unwrap();
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let held = locker.begin().await.unwrap();
+    held.execute_unprepared("SELECT id FROM events WHERE tenant_id = 5 AND id < 600 FOR UPDATE")
+        .await
+        .unwrap();
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 5}]),
+                serde_json::json!({"batch_size": 40}),
+            ),
+            5,
+        )
+        .await;
+    match s.run_once(&id).await {
+        RunOutcome::RetryLater { error, .. } => assert!(
+            error.contains("stayed locked by other transactions through 3 passes"),
+            "{error}"
+        ),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    assert_eq!(
+        s.test.ids("events", "tenant_id = 5").await.len(),
+        60,
+        "only the 60 locked rows remain"
+    );
+    held.rollback().await.unwrap();
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert!(s.test.ids("events", "tenant_id = 5").await.is_empty());
+    s.test.assert_exactly_once(&id, &expected, 40).await;
+}
