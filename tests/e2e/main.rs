@@ -1,1 +1,131 @@
+//! End-to-end tests: the real `reaper` binary, as a user runs it, against real SQLite and
+//! PostgreSQL (one fresh database per test; see reaper-testkit).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cli;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use reaper_core::sql::Backend;
+use reaper_testkit::TestDatabase;
+
+/// The binary under test, with no inherited `REAPER_*` configuration.
+pub(crate) fn reaper(config: Option<&Path>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reaper"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("REAPER_") || key == "FAILPOINTS" {
+            command.env_remove(key);
+        }
+    }
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+}
+
+pub(crate) fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("cannot start the reaper binary");
+    eprintln!(
+        "--- {:?}\nstatus: {}\nstdout:\n{}\nstderr:\n{}",
+        command,
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub(crate) fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub(crate) fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A test database seeded with the `events` fixture, a temp dir for the queue, and a config
+/// file whose catalog declares `events`.
+pub(crate) struct Deployment {
+    pub(crate) test: TestDatabase,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
+}
+
+impl Deployment {
+    pub(crate) async fn new(backend: Backend, rows: u32) -> Self {
+        let test = TestDatabase::new(backend).await;
+        test.seed_events(rows).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("reaper.toml");
+        std::fs::write(&config, config_text(&test.url, dir.path(), "")).unwrap();
+        Self { test, dir, config }
+    }
+
+    pub(crate) fn reaper(&self) -> Command {
+        reaper(Some(&self.config))
+    }
+
+    pub(crate) fn migrate(&self) {
+        let output = run(self.reaper().arg("migrate"));
+        assert!(output.status.success());
+    }
+
+    /// `reaper enqueue --json …`, returning the job id.
+    pub(crate) fn enqueue(&self, job: &serde_json::Value) -> String {
+        let output = run(self.reaper().args(["enqueue", "--json", &job.to_string()]));
+        assert!(
+            output.status.success(),
+            "enqueue failed: {}",
+            stderr(&output)
+        );
+        stdout(&output).trim().to_owned()
+    }
+
+    pub(crate) fn run_until_idle(&self, extra_env: &[(&str, &str)]) {
+        let mut command = self.reaper();
+        command
+            .args(["run", "--until-idle"])
+            .envs(extra_env.iter().copied());
+        let output = run(&mut command);
+        assert!(output.status.success(), "run failed: {}", stderr(&output));
+    }
+}
+
+pub(crate) fn config_text(database_url: &str, dir: &Path, extra_target_keys: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{database_url}"
+max_connections = 4
+
+[queue]
+backend = "sqlite"
+url = "sqlite://{queue}?mode=rwc"
+poll_interval = "50ms"
+
+[worker]
+concurrency = 2
+lease = "10s"
+slice = "5s"
+retry_base = "100ms"
+retry_max = "500ms"
+
+[targets.events]
+table = "events"
+primary_key = "id"
+key_type = "int"
+soft_delete_column = "deleted_at"
+batch_size = 100
+max_batch_size = 1000
+{extra_target_keys}
+[targets.events.columns]
+tenant_id = "int"
+kind = "text"
+created_at = "timestamp"
+"#,
+        queue = dir.join("queue.db").display()
+    )
+}

@@ -1,1 +1,338 @@
-fn main() {}
+//! `reaper-bench`: measures reaper's engine against the two ways people delete by hand, on
+//! PostgreSQL, and prints figures and ratios (not a test: nothing here passes or fails).
+//!
+//! ```text
+//! cargo run --release -p reaper-bench -- engine            # 1,000,000 rows (and 100,000 for memory)
+//! cargo run --release -p reaper-bench -- engine --rows 200000
+//! ```
+//!
+//! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
+//! ~200 bytes)` with indexes on `created_at` and `tenant_id`; `created_at` is spread so that
+//! `created_at < cutoff` matches exactly 50% of the rows, scattered over the whole id range.
+//! Each variant gets a freshly loaded, vacuumed and analyzed table.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
+use reaper_core::config::DatabaseConfig;
+use reaper_core::job::JobRequest;
+use reaper_core::span::Span;
+use reaper_engine::runner::{self, RunOutcome, RunSettings};
+use reaper_engine::{Database, ledger, migration::Migrator};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm_migration::MigratorTrait;
+
+#[derive(Debug, Parser)]
+#[command(about = "reaper benchmarks; prints figures and ratios")]
+enum Bench {
+    /// PostgreSQL: unbounded DELETE vs a hand-written keyset loop vs reaper's engine with audit.
+    Engine {
+        /// Rows in the table (half of them match).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Rows per batch for the loop and the engine.
+        #[arg(long, default_value_t = 5_000)]
+        batch: u32,
+        /// Also measure the engine's peak memory on a table this size, to compare with `rows`.
+        #[arg(long, default_value_t = 100_000)]
+        small_rows: u64,
+        /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+        #[arg(
+            long,
+            env = "REAPER_BENCH_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres_url: String,
+    },
+}
+
+/// Fixed reference time, so the cutoff and the data agree on every run.
+const BASE: &str = "2026-01-01 00:00:00+00";
+/// `created_at = BASE - bucket * 1 hour` with `bucket` in 0..1000; `< CUTOFF` ⇔ bucket ≥ 500.
+const CUTOFF: &str = "2025-12-11T04:00:01Z";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Bench::parse() {
+        Bench::Engine {
+            rows,
+            batch,
+            small_rows,
+            postgres_url,
+        } => engine(rows, batch, small_rows, &postgres_url).await,
+    }
+}
+
+struct Figures {
+    rows: u64,
+    total: Duration,
+    longest: Duration,
+    batches: u64,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.total.as_secs_f64()
+    }
+}
+
+async fn engine(rows: u64, batch: u32, small_rows: u64, admin_url: &str) -> anyhow::Result<()> {
+    let url = create_database(admin_url).await?;
+    let conn = sea_orm::Database::connect(&url).await?;
+    let version: String = query_one(&conn, "SHOW server_version").await?;
+    println!(
+        "reaper engine benchmark — PostgreSQL {version}, {rows} rows, 50% matching spread over the id range, batch {batch}"
+    );
+    println!("(a fresh, vacuumed, analyzed table for every variant; loading is not timed)\n");
+
+    load(&conn, rows).await?;
+    let unbounded = unbounded_delete(&conn).await?;
+    report("unbounded DELETE (one transaction)", &unbounded);
+
+    load(&conn, rows).await?;
+    let loop_figures = keyset_loop(&conn, batch).await?;
+    report(
+        &format!("hand-written keyset loop, {batch}/batch"),
+        &loop_figures,
+    );
+
+    load(&conn, rows).await?;
+    let (reaper, peak_large) = reaper_engine(&url, batch).await?;
+    report(&format!("reaper engine, {batch}/batch + audit"), &reaper);
+
+    load(&conn, small_rows).await?;
+    let (_, peak_small) = reaper_engine(&url, batch).await?;
+
+    println!();
+    println!(
+        "reaper / unbounded DELETE     = {:.2}×   (target ≥ 0.30×)",
+        reaper.rate() / unbounded.rate()
+    );
+    println!(
+        "reaper / hand-written loop    = {:.2}×   (target ≥ 0.90×)",
+        reaper.rate() / loop_figures.rate()
+    );
+    println!(
+        "reaper longest batch txn      = {:.1} ms (target ≤ 50 ms)",
+        reaper.longest.as_secs_f64() * 1e3
+    );
+    println!(
+        "reaper peak RSS during the run: {:.1} MiB at {small_rows} rows, {:.1} MiB at {rows} rows (target: the same)",
+        peak_small as f64 / 1024.0,
+        peak_large as f64 / 1024.0
+    );
+    conn.close().await.ok();
+    drop_database(admin_url).await?;
+    Ok(())
+}
+
+fn report(name: &str, figures: &Figures) {
+    println!(
+        "{name:<40} {:>9} rows {:>8.0} rows/s  total {:>7.2} s  batches {:>4}  longest txn {:>8.1} ms",
+        figures.rows,
+        figures.rate(),
+        figures.total.as_secs_f64(),
+        figures.batches,
+        figures.longest.as_secs_f64() * 1e3
+    );
+}
+
+async fn create_database(admin_url: &str) -> anyhow::Result<String> {
+    let admin = sea_orm::Database::connect(admin_url)
+        .await
+        .with_context(|| format!("PostgreSQL is needed at {admin_url}"))?;
+    admin
+        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench WITH (FORCE)")
+        .await?;
+    admin
+        .execute_unprepared("CREATE DATABASE reaper_bench")
+        .await?;
+    admin.close().await.ok();
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url, |(base, _)| base);
+    Ok(format!("{base}/reaper_bench"))
+}
+
+async fn drop_database(admin_url: &str) -> anyhow::Result<()> {
+    let admin = sea_orm::Database::connect(admin_url).await?;
+    admin
+        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench WITH (FORCE)")
+        .await?;
+    Ok(())
+}
+
+async fn query_one<T: sea_orm::TryGetable>(
+    conn: &DatabaseConnection,
+    sql: &str,
+) -> anyhow::Result<T> {
+    let row = conn
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .await?
+        .context("no row")?;
+    Ok(row.try_get_by_index(0)?)
+}
+
+/// (Re)creates `events` with `rows` rows; `created_at` buckets come from a multiplicative hash
+/// of the id, so the matching half is scattered over the id range.
+async fn load(conn: &DatabaseConnection, rows: u64) -> anyhow::Result<()> {
+    conn.execute_unprepared(&format!(
+        "DROP TABLE IF EXISTS events;
+         DROP TABLE IF EXISTS reaper_audit; DROP TABLE IF EXISTS reaper_jobs; DROP TABLE IF EXISTS reaper_migrations;
+         CREATE TABLE events (id bigserial PRIMARY KEY, tenant_id int NOT NULL, created_at timestamptz NOT NULL, payload text NOT NULL);
+         INSERT INTO events (tenant_id, created_at, payload)
+         SELECT i % 100, TIMESTAMPTZ '{BASE}' - ((i * 2654435761) % 1000) * INTERVAL '1 hour', repeat(md5(i::text), 6) || 'xxxxxxxx'
+           FROM generate_series(1, {rows}) AS i;
+         CREATE INDEX events_created_at ON events (created_at);
+         CREATE INDEX events_tenant_id ON events (tenant_id);"
+    ))
+    .await?;
+    conn.execute_unprepared("VACUUM ANALYZE events").await?;
+    conn.execute_unprepared("CHECKPOINT").await?;
+    Ok(())
+}
+
+fn cutoff() -> anyhow::Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(CUTOFF)?.with_timezone(&Utc))
+}
+
+async fn unbounded_delete(conn: &DatabaseConnection) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    let result = conn
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM events WHERE created_at < $1",
+            [cutoff()?.into()],
+        ))
+        .await?;
+    let total = started.elapsed();
+    Ok(Figures {
+        rows: result.rows_affected(),
+        total,
+        longest: total,
+        batches: 1,
+    })
+}
+
+/// What a careful engineer writes by hand: keyset on the primary key, one autocommitted
+/// statement per batch, returning only the count and the last key.
+async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Figures> {
+    let sql = "WITH d AS (DELETE FROM events WHERE id IN \
+                 (SELECT id FROM events WHERE created_at < $1 AND id > $2 ORDER BY id LIMIT $3) RETURNING id) \
+               SELECT count(*), max(id) FROM d";
+    let cutoff = cutoff()?;
+    let (mut last, mut rows, mut batches, mut longest) = (0_i64, 0_u64, 0_u64, Duration::ZERO);
+    let started = Instant::now();
+    loop {
+        let statement_started = Instant::now();
+        let row = conn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                [cutoff.into(), last.into(), i64::from(batch).into()],
+            ))
+            .await?
+            .context("no row")?;
+        longest = longest.max(statement_started.elapsed());
+        let count: i64 = row.try_get_by_index(0)?;
+        if count == 0 {
+            break;
+        }
+        last = row.try_get_by_index::<i64>(1)?;
+        rows += count as u64;
+        batches += 1;
+    }
+    Ok(Figures {
+        rows,
+        total: started.elapsed(),
+        longest,
+        batches,
+    })
+}
+
+/// The engine as the daemon runs it: ledger, lease, one transaction per batch with the audit
+/// entry and the checkpoint. Returns the figures and the peak RSS (KiB) of the run.
+async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
+    let db = Database::connect(&DatabaseConfig {
+        url: url.to_owned(),
+        max_connections: 4,
+        statement_timeout: Span::from_secs(60),
+    })
+    .await?;
+    Migrator::up(db.connection(), None).await?;
+    let catalog = Catalog::new([Target {
+        name: "events".into(),
+        schema: None,
+        table: "events".into(),
+        primary_key: "id".into(),
+        key_type: KeyType::Int,
+        columns: BTreeMap::from([
+            ("created_at".into(), ColumnType::Timestamp),
+            ("tenant_id".into(), ColumnType::Int),
+        ]),
+        default_mode: Mode::Hard,
+        batch_size: batch,
+        max_batch_size: batch,
+        soft_delete_column: None,
+        max_rows: 10_000_000,
+    }]);
+    let request: JobRequest = serde_json::from_value(serde_json::json!({
+        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
+        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
+    }))?;
+    let id = ledger::submit(&db, &catalog, &request, 3, Utc::now())
+        .await?
+        .job
+        .id;
+    let settings = RunSettings {
+        owner: "reaper-bench".into(),
+        lease: Duration::from_secs(300),
+        slice: Duration::from_secs(3_600),
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(1),
+    };
+    reset_peak_rss();
+    let started = Instant::now();
+    let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
+    let total = started.elapsed();
+    let peak = peak_rss_kib();
+    anyhow::ensure!(
+        report.outcome == RunOutcome::Done,
+        "the engine did not finish: {:?}",
+        report.outcome
+    );
+    Ok((
+        Figures {
+            rows: report.rows,
+            total,
+            longest: report.longest_batch,
+            batches: report.batches,
+        },
+        peak,
+    ))
+}
+
+/// Resets the kernel's high-water mark of this process's RSS (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("cannot reset the peak RSS ({error}); memory figures include earlier work");
+    }
+}
+
+/// `VmHWM` from `/proc/self/status`, in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -431,7 +431,7 @@ mod tests {
         validate(&request, &catalog(), as_of()).map_err(|error| error.to_string())
     }
 
-    fn job(extra: serde_json::Value) -> serde_json::Value {
+    fn job(extra: &serde_json::Value) -> serde_json::Value {
         let mut base =
             serde_json::json!({"target": "sessions", "requested_by": "svc", "reason": "test"});
         if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
@@ -440,13 +440,13 @@ mod tests {
         base
     }
 
-    fn filter(conditions: serde_json::Value) -> serde_json::Value {
-        job(serde_json::json!({ "filter": { "all": conditions } }))
+    fn filter(conditions: &serde_json::Value) -> serde_json::Value {
+        job(&serde_json::json!({ "filter": { "all": conditions } }))
     }
 
     #[test]
     fn accepts_a_typed_filter_and_fills_defaults() {
-        let valid = check(filter(serde_json::json!([
+        let valid = check(filter(&serde_json::json!([
             {"column": "user_id", "op": "in", "value": [1, 2]},
             {"column": "created_at", "op": "older_than", "value": "30d"},
             {"column": "active", "op": "eq", "value": false},
@@ -478,14 +478,14 @@ mod tests {
 
     #[test]
     fn empty_filter_needs_all_rows_by_name() {
-        let error = check(job(serde_json::json!({}))).unwrap_err();
+        let error = check(job(&serde_json::json!({}))).unwrap_err();
         assert!(
             error.contains("filter: is empty") && error.contains("\"all_rows\": true"),
             "{error}"
         );
-        assert!(check(job(serde_json::json!({"all_rows": true}))).is_ok());
+        assert!(check(job(&serde_json::json!({"all_rows": true}))).is_ok());
         let both = check(job(
-            serde_json::json!({"all_rows": true, "filter": {"all": [{"column": "user_id", "op": "eq", "value": 1}]}}),
+            &serde_json::json!({"all_rows": true, "filter": {"all": [{"column": "user_id", "op": "eq", "value": 1}]}}),
         ));
         assert!(
             both.unwrap_err()
@@ -496,7 +496,7 @@ mod tests {
     #[test]
     fn batch_size_over_the_cap_names_the_allowed_range() {
         let error = check(job(
-            serde_json::json!({"all_rows": true, "batch_size": 5_001}),
+            &serde_json::json!({"all_rows": true, "batch_size": 5_001}),
         ))
         .unwrap_err();
         assert_eq!(
@@ -505,17 +505,17 @@ mod tests {
         );
         assert!(
             check(job(
-                serde_json::json!({"all_rows": true, "batch_size": 5_000})
+                &serde_json::json!({"all_rows": true, "batch_size": 5_000})
             ))
             .is_ok()
         );
-        assert!(check(job(serde_json::json!({"all_rows": true, "batch_size": 0}))).is_err());
+        assert!(check(job(&serde_json::json!({"all_rows": true, "batch_size": 0}))).is_err());
     }
 
     #[test]
     fn max_rows_over_the_target_cap_is_refused() {
         let error = check(job(
-            serde_json::json!({"all_rows": true, "max_rows": 1_000_001}),
+            &serde_json::json!({"all_rows": true, "max_rows": 1_000_001}),
         ))
         .unwrap_err();
         assert!(
@@ -527,7 +527,7 @@ mod tests {
     #[test]
     fn column_errors_name_the_condition() {
         let unknown = check(filter(
-            serde_json::json!([{"column": "email", "op": "eq", "value": "x"}]),
+            &serde_json::json!([{"column": "email", "op": "eq", "value": "x"}]),
         ))
         .unwrap_err();
         assert_eq!(
@@ -535,7 +535,7 @@ mod tests {
             "invalid job: filter.all[0].column: `email` is not a filterable column of target `sessions`; filterable: active, created_at, token, user_id"
         );
         let wrong_type = check(filter(
-            serde_json::json!([{"column": "user_id", "op": "eq", "value": "42"}]),
+            &serde_json::json!([{"column": "user_id", "op": "eq", "value": "42"}]),
         ))
         .unwrap_err();
         assert_eq!(
@@ -543,12 +543,12 @@ mod tests {
             "invalid job: filter.all[0].value: column `user_id` is int, so the value must be an integer; got \"42\""
         );
         let bad_time = check(filter(
-            serde_json::json!([{"column": "created_at", "op": "lt", "value": "yesterday"}]),
+            &serde_json::json!([{"column": "created_at", "op": "lt", "value": "yesterday"}]),
         ))
         .unwrap_err();
         assert!(bad_time.contains("RFC 3339"), "{bad_time}");
         let older_on_int = check(filter(
-            serde_json::json!([{"column": "user_id", "op": "older_than", "value": "30d"}]),
+            &serde_json::json!([{"column": "user_id", "op": "older_than", "value": "30d"}]),
         ))
         .unwrap_err();
         assert!(
@@ -556,7 +556,7 @@ mod tests {
             "{older_on_int}"
         );
         let ordered_bool = check(filter(
-            serde_json::json!([{"column": "active", "op": "lt", "value": true}]),
+            &serde_json::json!([{"column": "active", "op": "lt", "value": true}]),
         ))
         .unwrap_err();
         assert!(
@@ -564,7 +564,7 @@ mod tests {
             "{ordered_bool}"
         );
         let null_with_value = check(filter(
-            serde_json::json!([{"column": "token", "op": "is_null", "value": 1}]),
+            &serde_json::json!([{"column": "token", "op": "is_null", "value": 1}]),
         ))
         .unwrap_err();
         assert!(
@@ -572,12 +572,12 @@ mod tests {
             "{null_with_value}"
         );
         let empty_in = check(filter(
-            serde_json::json!([{"column": "user_id", "op": "in", "value": []}]),
+            &serde_json::json!([{"column": "user_id", "op": "in", "value": []}]),
         ))
         .unwrap_err();
         assert!(empty_in.contains("1 to 1000 values"), "{empty_in}");
         let bad_age = check(filter(
-            serde_json::json!([{"column": "created_at", "op": "older_than", "value": "30"}]),
+            &serde_json::json!([{"column": "created_at", "op": "older_than", "value": "30"}]),
         ))
         .unwrap_err();
         assert!(bad_age.contains("no unit"), "{bad_age}");
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn soft_mode_needs_a_soft_delete_column() {
-        let error = check(job(serde_json::json!({"all_rows": true, "mode": "soft"}))).unwrap_err();
+        let error = check(job(&serde_json::json!({"all_rows": true, "mode": "soft"}))).unwrap_err();
         assert!(
             error.contains("mode: target `sessions` has no soft_delete_column"),
             "{error}"

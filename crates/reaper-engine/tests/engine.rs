@@ -130,13 +130,18 @@ impl Setup {
 }
 
 fn job(target: &str, conditions: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
-    let mut job = serde_json::json!({
-        "target": target, "filter": {"all": conditions}, "requested_by": "engine-test", "reason": "invariants"
-    });
-    job.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    job
+    let mut job = serde_json::Map::new();
+    job.insert("target".into(), target.into());
+    job.insert(
+        "filter".into(),
+        serde_json::Value::Object(serde_json::Map::from_iter([("all".to_owned(), conditions)])),
+    );
+    job.insert("requested_by".into(), "engine-test".into());
+    job.insert("reason".into(), "invariants".into());
+    if let serde_json::Value::Object(extra) = extra {
+        job.extend(extra);
+    }
+    serde_json::Value::Object(job)
 }
 
 macro_rules! on_both_backends {

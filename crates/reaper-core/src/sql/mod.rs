@@ -299,7 +299,7 @@ pub(crate) mod test_support {
     use crate::job::JobRequest;
     use crate::validate::{ValidatedJob, validate};
 
-    pub(crate) fn job(json: serde_json::Value) -> ValidatedJob {
+    pub(crate) fn job(json: &serde_json::Value) -> ValidatedJob {
         let catalog = Catalog::new([Target {
             name: "events".into(),
             schema: Some("app".into()),
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn select_keys_quotes_identifiers_and_binds_values() {
-        let job = job(serde_json::json!({"filter": {"all": [
+        let job = job(&serde_json::json!({"filter": {"all": [
             {"column": "kind", "op": "in", "value": ["a", "b'; DROP TABLE x; --"]},
             {"column": "created_at", "op": "older_than", "value": "30d"}
         ]}}));
@@ -357,10 +357,10 @@ mod tests {
 
     #[test]
     fn soft_mode_skips_rows_already_soft_deleted_and_all_rows_is_explicit() {
-        let soft = job(serde_json::json!({"mode": "soft", "all_rows": true}));
+        let soft = job(&serde_json::json!({"mode": "soft", "all_rows": true}));
         expect![[r#"SELECT count(*) FROM (SELECT 1 FROM "app"."events" WHERE "deleted_at" IS NULL LIMIT $1) AS matching"#]]
             .assert_eq(&count_matching(Backend::Postgres, &soft, Some(100)).sql);
-        let hard = job(serde_json::json!({"all_rows": true}));
+        let hard = job(&serde_json::json!({"all_rows": true}));
         expect![[r#"SELECT count(*) FROM "app"."events" WHERE TRUE"#]]
             .assert_eq(&count_matching(Backend::Sqlite, &hard, None).sql);
     }

@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn hard_batch_is_one_statement_with_lease_keyset_delete_audit_and_checkpoint() {
         let job = job(
-            serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
+            &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
         expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS k FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5 FOR UPDATE SKIP LOCKED), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.k RETURNING batch.k), summary AS (SELECT count(*) AS n, min(k)::text AS first_key, max(k)::text AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, rows_deleted = j.rows_deleted + s.n, lease_expires_at = $6, updated_at = $7 FROM summary AS s WHERE j.id = $8 AND s.n > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT $9, p.batches, $10, $11, s.n, s.first_key, s.last_key, s.keys, $12, $13, $14 FROM summary AS s, progress AS p) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn soft_batch_sets_the_column_only_where_still_null() {
-        let job = job(serde_json::json!({"mode": "soft", "all_rows": true}));
+        let job = job(&serde_json::json!({"mode": "soft", "all_rows": true}));
         let sql = delete_batch(&job, None, 100, &ctx()).sql;
         assert!(sql.contains(r#"WHERE EXISTS (SELECT 1 FROM lease) AND ("deleted_at" IS NULL) ORDER BY "id" LIMIT $3"#), "{sql}");
         assert!(sql.contains(r#"removed AS (UPDATE "app"."events" AS t SET "deleted_at" = $4 FROM batch WHERE t."id" = batch.k AND t."deleted_at" IS NULL RETURNING batch.k)"#), "{sql}");

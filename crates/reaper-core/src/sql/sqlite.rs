@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn hard_batch_deletes_a_keyset_window_returning_keys() {
         let job = job(
-            serde_json::json!({"filter": {"all": [{"column": "created_at", "op": "older_than", "value": "1d"}]}}),
+            &serde_json::json!({"filter": {"all": [{"column": "created_at", "op": "older_than", "value": "1d"}]}}),
         );
         expect![[r#"
             DELETE FROM "app"."events" WHERE "id" IN (SELECT "id" FROM "app"."events" WHERE "id" > ? AND ("created_at" < ?) ORDER BY "id" LIMIT ?) RETURNING "id"
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn soft_batch_sets_the_soft_delete_column_in_sqlite_text_form() {
         let job = job(
-            serde_json::json!({"mode": "soft", "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 3}]}}),
+            &serde_json::json!({"mode": "soft", "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 3}]}}),
         );
         expect![[r#"
             UPDATE "app"."events" SET "deleted_at" = ? WHERE "id" IN (SELECT "id" FROM "app"."events" WHERE ("tenant_id" = ? AND "deleted_at" IS NULL) ORDER BY "id" LIMIT ?) RETURNING "id"
@@ -177,7 +177,7 @@ mod tests {
         let checkpoint = advance_checkpoint("j1", "tok", &KeyValue::Int(42), 3, at(), at());
         expect![[r#"UPDATE reaper_jobs SET checkpoint = ?, batches = batches + 1, rows_deleted = rows_deleted + ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING batches"#]]
             .assert_eq(&checkpoint.sql);
-        let job = job(serde_json::json!({"all_rows": true}));
+        let job = job(&serde_json::json!({"all_rows": true}));
         let keys = [KeyValue::Int(40), KeyValue::Int(41), KeyValue::Int(42)];
         let audit = insert_audit(
             &job,

@@ -1,0 +1,269 @@
+//! The CLI against real databases: migrate, enqueue, run, status, config check.
+
+use reaper_core::sql::Backend;
+
+use crate::{Deployment, config_text, reaper, run, stderr, stdout};
+
+fn erase_tenant(tenant: i64, extra: serde_json::Value) -> serde_json::Value {
+    let mut job = serde_json::json!({
+        "target": "events",
+        "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": tenant}]},
+        "requested_by": "e2e", "reason": "erase tenant"
+    });
+    if let (Some(job), serde_json::Value::Object(extra)) = (job.as_object_mut(), extra) {
+        job.extend(extra);
+    }
+    job
+}
+
+async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
+    let deployment = Deployment::new(backend, 3_000).await;
+    deployment.migrate();
+    let matching = "tenant_id = 3";
+    let expected = deployment.test.ids("events", matching).await;
+    let untouched = deployment.test.checksum("events", "tenant_id <> 3").await;
+    let id = deployment.enqueue(&erase_tenant(3, serde_json::json!({"batch_size": 70})));
+    deployment.run_until_idle(&[]);
+    assert!(deployment.test.ids("events", matching).await.is_empty());
+    assert_eq!(
+        deployment.test.checksum("events", "tenant_id <> 3").await,
+        untouched
+    );
+    deployment
+        .test
+        .assert_exactly_once(&id, &expected, 70)
+        .await;
+
+    let status = run(deployment.reaper().args(["status", &id, "--audit"]));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(shown["state"], "done");
+    assert_eq!(shown["rows_deleted"], 300);
+    assert_eq!(shown["audit"].as_array().unwrap().len(), 5);
+}
+
+async fn a_failure_before_commit_is_retried_and_accounted_exactly_once(backend: Backend) {
+    let deployment = Deployment::new(backend, 3_000).await;
+    deployment.migrate();
+    let expected = deployment.test.ids("events", "tenant_id = 7").await;
+    let id = deployment.enqueue(&erase_tenant(7, serde_json::json!({"batch_size": 40})));
+    // Batches 1 and 2 commit; batch 3 fails after its delete, before COMMIT; the retry resumes.
+    deployment.run_until_idle(&[("FAILPOINTS", "batch::before_commit=2*off->1*return->off")]);
+    assert!(
+        deployment
+            .test
+            .ids("events", "tenant_id = 7")
+            .await
+            .is_empty()
+    );
+    deployment
+        .test
+        .assert_exactly_once(&id, &expected, 40)
+        .await;
+    let attempts = deployment
+        .test
+        .int(&format!(
+            "SELECT attempts FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(attempts, 2, "one failed attempt, one that finished");
+    let error = deployment
+        .test
+        .strings(&format!(
+            "SELECT last_error FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await;
+    assert!(
+        error[0].contains("injected fault at batch::before_commit"),
+        "{error:?}"
+    );
+}
+
+async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend: Backend) {
+    let deployment = Deployment::new(backend, 500).await;
+    deployment.migrate();
+    let everything = deployment.test.checksum("events", "1 = 1").await;
+    let cases = [
+        (
+            serde_json::json!({"target": "events", "requested_by": "e2e", "reason": "x"}),
+            "filter: is empty",
+        ),
+        (
+            erase_tenant(1, serde_json::json!({"batch_size": 5000})),
+            "batch_size: 5000 is not allowed for target `events`; allowed: 1 to 1000",
+        ),
+        (
+            serde_json::json!({"target": "events", "filter": {"all": [{"column": "payload", "op": "eq", "value": "x"}]}, "requested_by": "e2e", "reason": "x"}),
+            "filter.all[0].column: `payload` is not a filterable column",
+        ),
+        (
+            serde_json::json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": "1"}]}, "requested_by": "e2e", "reason": "x"}),
+            "filter.all[0].value: column `tenant_id` is int",
+        ),
+        (
+            serde_json::json!({"target": "orders", "all_rows": true, "requested_by": "e2e", "reason": "x"}),
+            "target: unknown target `orders`",
+        ),
+        (
+            serde_json::json!({"target": "events", "all_rows": true, "requested_by": "e2e", "reason": "x", "sql": "1=1"}),
+            "unknown field `sql`",
+        ),
+    ];
+    for (job, message) in cases {
+        let output = run(deployment
+            .reaper()
+            .args(["enqueue", "--json", &job.to_string()]));
+        assert_eq!(output.status.code(), Some(2), "{job}");
+        assert!(
+            stderr(&output).contains(message),
+            "expected `{message}` in: {}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(
+        deployment
+            .test
+            .int("SELECT count(*) FROM reaper_jobs")
+            .await,
+        0
+    );
+    deployment.run_until_idle(&[]);
+    assert_eq!(
+        deployment.test.checksum("events", "1 = 1").await,
+        everything
+    );
+}
+
+async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
+    let deployment = Deployment::new(backend, 1_000).await;
+    deployment.migrate();
+    let everything = deployment.test.checksum("events", "1 = 1").await;
+    let job = erase_tenant(
+        2,
+        serde_json::json!({"dry_run": true, "idempotency_key": "look-first"}),
+    );
+    let first = deployment.enqueue(&job);
+    let second = deployment.enqueue(&job);
+    assert_eq!(
+        first, second,
+        "a repeated idempotency key yields the same job"
+    );
+    deployment.run_until_idle(&[]);
+    assert_eq!(
+        deployment.test.checksum("events", "1 = 1").await,
+        everything
+    );
+    assert_eq!(
+        deployment
+            .test
+            .int("SELECT count(*) FROM reaper_audit")
+            .await,
+        0
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&run(deployment.reaper().args(["status", &first])))).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(status["result"].as_str().unwrap()).unwrap();
+    assert_eq!(report["matching_rows"], 100);
+    assert!(report["sql"].as_str().unwrap().contains("\"tenant_id\" = "));
+}
+
+async fn start_up_names_a_target_missing_from_the_database(backend: Backend) {
+    let deployment = Deployment::new(backend, 10).await;
+    deployment.migrate();
+    std::fs::write(
+        &deployment.config,
+        config_text(&deployment.test.url, deployment.dir.path(), "")
+            .replace("table = \"events\"", "table = \"event\""),
+    )
+    .unwrap();
+    for args in [&["run", "--until-idle"][..], &["config", "check"][..]] {
+        let output = run(deployment.reaper().args(args));
+        assert_eq!(output.status.code(), Some(2));
+        assert!(
+            stderr(&output)
+                .contains("targets.events.table: table `event` does not exist in the database"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
+        }
+    };
+}
+
+on_both_backends!(
+    enqueue_and_run_deletes_exactly_once,
+    a_failure_before_commit_is_retried_and_accounted_exactly_once,
+    an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted,
+    dry_run_and_repeated_keys_through_the_cli,
+    start_up_names_a_target_missing_from_the_database,
+);
+
+#[test]
+fn config_errors_name_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = config_text("sqlite://x.db", dir.path(), "batchsize = 5\n")
+        .replace("concurrency = 2", "concurrency = \"many\"");
+    std::fs::write(&path, text).unwrap();
+    let output = run(reaper(Some(&path)).args(["config", "check"]));
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("targets.events.batchsize: unknown field: found `batchsize`, expected `one of `schema`, `table`"), "{message}");
+
+    std::fs::write(
+        &path,
+        config_text("sqlite://x.db", dir.path(), "")
+            .replace("concurrency = 2", "concurrency = \"many\""),
+    )
+    .unwrap();
+    let output = run(reaper(Some(&path)).args(["config", "check"]));
+    assert!(
+        stderr(&output)
+            .contains("worker.concurrency: invalid type: found string \"many\", expected u32"),
+        "{}",
+        stderr(&output)
+    );
+
+    std::fs::write(
+        &path,
+        config_text("sqlite://x.db", dir.path(), "")
+            .replace("max_batch_size = 1000", "max_batch_size = 50"),
+    )
+    .unwrap();
+    let output = run(reaper(Some(&path)).args(["config", "check"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(
+            "targets.events.batch_size: 100 is not allowed; allowed: 1 to max_batch_size (50)"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn config_check_redacts_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reaper.toml");
+    std::fs::write(&path, config_text("sqlite://x.db", dir.path(), "")).unwrap();
+    let output = run(reaper(Some(&path))
+        .env(
+            "REAPER_DATABASE_URL",
+            "postgres://reaper:hunter2@127.0.0.1:1/none",
+        )
+        .args(["config", "check"]));
+    assert!(
+        !stdout(&output).contains("hunter2") && !stderr(&output).contains("hunter2"),
+        "the password leaked"
+    );
+    assert!(!output.status.success(), "nothing listens on port 1");
+}
