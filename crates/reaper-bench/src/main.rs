@@ -300,6 +300,11 @@ async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> 
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
     let total = started.elapsed();
     let peak = peak_rss_kib();
+    println!(
+        "  (engine: {:.2} s inside batch transactions, {:.2} s outside them: claim, max_rows pre-check, end-of-pass probe, finish)",
+        report.batch_time.as_secs_f64(),
+        (total - report.batch_time).as_secs_f64()
+    );
     anyhow::ensure!(
         report.outcome == RunOutcome::Done,
         "the engine did not finish: {:?}",

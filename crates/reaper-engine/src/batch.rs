@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::KeyType;
+use reaper_core::sql::postgres::RowLocking;
 use reaper_core::sql::{self, Backend, postgres, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
@@ -18,7 +19,7 @@ use sea_orm::{
 };
 
 use crate::database::{Database, execute, query_all};
-use crate::error::EngineError;
+use crate::error::{EngineError, database_code};
 
 /// Who may write the batch: the job and the lease token its worker claimed it with.
 #[derive(Debug, Clone, Copy)]
@@ -42,20 +43,49 @@ pub enum BatchResult {
         last_key: Option<KeyValue>,
         /// BEGIN to COMMIT.
         elapsed: Duration,
+        /// The batch ran with `SKIP LOCKED`, so it may have passed over rows.
+        skipped_locked: bool,
     },
     /// Another worker holds the job now; the batch was rolled back and changed nothing.
     LeaseLost,
 }
 
-/// Runs one batch of at most `limit` rows after `after`.
+/// Runs one batch of at most `limit` rows after `after`. With [`RowLocking::NoWait`], a lock
+/// conflict (SQLSTATE 55P03) rolls the attempt back at once and the batch reruns with
+/// `SKIP LOCKED`; the result says which ran.
 pub async fn run_batch(
     db: &Database,
     job: &ValidatedJob,
     after: Option<&KeyValue>,
     limit: u32,
     holder: LeaseHolder<'_>,
-    now: DateTime<Utc>,
+    locking: RowLocking,
 ) -> Result<BatchResult, EngineError> {
+    match run_transaction(db, job, after, limit, holder, locking).await {
+        Err(error) if locking == RowLocking::NoWait && is_lock_conflict(&error) => {
+            tracing::debug!(
+                message =
+                    "Rows are locked by other transactions; taking the others with SKIP LOCKED."
+            );
+            run_transaction(db, job, after, limit, holder, RowLocking::SkipLocked).await
+        }
+        other => other,
+    }
+}
+
+fn is_lock_conflict(error: &EngineError) -> bool {
+    matches!(error, EngineError::Database { source, .. } if database_code(source).as_deref() == Some("55P03"))
+}
+
+async fn run_transaction(
+    db: &Database,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    holder: LeaseHolder<'_>,
+    locking: RowLocking,
+) -> Result<BatchResult, EngineError> {
+    let now = Utc::now();
     let started = Instant::now();
     let txn = match db.backend() {
         Backend::Postgres => db.connection().begin().await?,
@@ -70,7 +100,7 @@ pub async fn run_batch(
         }
     };
     let written = match db.backend() {
-        Backend::Postgres => postgres_batch(&txn, job, after, limit, holder, now).await,
+        Backend::Postgres => postgres_batch(&txn, job, after, limit, holder, now, locking).await,
         Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
     };
     let written = written.and_then(|outcome| {
@@ -86,6 +116,8 @@ pub async fn run_batch(
                 rows,
                 last_key,
                 elapsed: started.elapsed(),
+                skipped_locked: db.backend() == Backend::Postgres
+                    && locking == RowLocking::SkipLocked,
             })
         }
         Ok(None) => {
@@ -112,12 +144,14 @@ async fn postgres_batch(
     limit: u32,
     holder: LeaseHolder<'_>,
     now: DateTime<Utc>,
+    locking: RowLocking,
 ) -> Result<Written, EngineError> {
     let context = postgres::BatchContext {
         job_id: holder.job_id,
         lease_token: holder.token,
         now,
         lease_until: lease_until(now, holder.lease),
+        locking,
     };
     let rows = query_all(
         txn,
@@ -232,6 +266,7 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
                 lease_token: "<lease token>",
                 now,
                 lease_until: now,
+                locking: RowLocking::NoWait,
             };
             postgres::delete_batch(job, None, limit, &context).to_string()
         }

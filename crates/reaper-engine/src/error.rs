@@ -106,6 +106,20 @@ fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
     }
 }
 
+/// The SQLSTATE (PostgreSQL) or result code (SQLite) of a database error, if it is one.
+pub fn database_code(error: &DbErr) -> Option<String> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => match &**sqlx_error {
+            sea_orm::sqlx::Error::Database(database_error) => {
+                database_error.code().map(|code| code.into_owned())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A PostgreSQL SQLSTATE.
 pub fn classify_sqlstate(code: &str) -> ErrorClass {
     if TRANSIENT_SQLSTATES.contains(&code) || code.starts_with("08") {

@@ -60,6 +60,9 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// Reached `done` or `dead`.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The current keyset pass may have passed over rows other transactions held (PostgreSQL),
+    /// so its end must look for them.
+    pub locked_rows_skipped: bool,
 }
 
 impl JobRecord {
@@ -89,6 +92,7 @@ impl JobRecord {
             updated_at: required_time(17)?,
             started_at: get_time(row, backend, 18)?,
             finished_at: get_time(row, backend, 19)?,
+            locked_rows_skipped: row.try_get_by_index(20)?,
         })
     }
 

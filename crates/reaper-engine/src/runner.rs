@@ -10,9 +10,11 @@
 //! 4. **`max_rows` pre-check** on a fresh job: more matching rows than the cap → `dead`,
 //!    nothing deleted.
 //! 5. **Batches** from the committed checkpoint. Each batch is capped so the job can never
-//!    pass `max_rows`. A batch that finds nothing ends the keyset pass; on backends with
-//!    `SKIP LOCKED` one cheap probe checks whether rows were passed over because other
-//!    transactions held them, and if so a new pass starts (bounded).
+//!    pass `max_rows`. On PostgreSQL a pass takes its row locks with `NOWAIT`; a conflict with
+//!    another transaction reruns that batch with `SKIP LOCKED` and marks the pass. A batch that
+//!    finds nothing ends the pass; only a marked pass can have left rows behind, so only then
+//!    one probe looks for them, and if there are any a new pass starts (at most
+//!    [`MAX_PASSES`], then the job retries later).
 //! 6. **Slices**: after `slice` of wall time, or when asked to stop (shutdown), the job goes
 //!    back to `pending` and the caller re-enqueues its continuation. The batch in flight always
 //!    commits or rolls back first.
@@ -25,6 +27,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
+use reaper_core::sql::postgres::RowLocking;
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_core::value::KeyValue;
 use serde::Serialize;
@@ -93,6 +96,8 @@ pub struct RunReport {
     pub rows: u64,
     /// The longest batch transaction of this run.
     pub longest_batch: Duration,
+    /// Time spent inside batch transactions (BEGIN to COMMIT) in this run.
+    pub batch_time: Duration,
     /// The ledger row as claimed (None when not claimed).
     pub job: Option<JobRecord>,
 }
@@ -149,6 +154,7 @@ pub async fn run_job(
             batches: 0,
             rows: 0,
             longest_batch: Duration::ZERO,
+            batch_time: Duration::ZERO,
             job: None,
         });
     };
@@ -175,6 +181,7 @@ async fn run_claimed(
         batches: 0,
         rows: 0,
         longest_batch: Duration::ZERO,
+        batch_time: Duration::ZERO,
     };
 
     let outcome = if job.attempts > job.max_attempts {
@@ -213,6 +220,7 @@ async fn run_claimed(
         batches: run.batches,
         rows: run.rows,
         longest_batch: run.longest_batch,
+        batch_time: run.batch_time,
         job: Some(job.clone()),
     })
 }
@@ -233,6 +241,7 @@ struct Run<'a> {
     batches: u64,
     rows: u64,
     longest_batch: Duration,
+    batch_time: Duration,
 }
 
 impl Run<'_> {
@@ -256,6 +265,7 @@ impl Run<'_> {
         };
         let mut rows_deleted = u64::try_from(self.job.rows_deleted).unwrap_or(0);
         let mut passes = self.job.passes;
+        let mut pass_skipped_rows = self.job.locked_rows_skipped;
         let fresh = checkpoint.is_none() && rows_deleted == 0 && passes == 1;
         if fresh {
             let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
@@ -296,16 +306,26 @@ impl Run<'_> {
                 "batch",
                 batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
             );
+            let locking = if pass_skipped_rows {
+                RowLocking::SkipLocked
+            } else {
+                RowLocking::NoWait
+            };
             let result =
-                batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, Utc::now())
+                batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, locking)
                     .instrument(batch_span)
                     .await?;
             match result {
                 BatchResult::LeaseLost => return Ok(RunOutcome::LeaseLost),
-                BatchResult::Committed { rows: 0, .. } => {
-                    // End of a keyset pass. Rows that SKIP LOCKED passed over are still there.
-                    if self.db.backend().skips_locked_rows()
-                        && batch::count_matching(self.db, job, Some(1)).await? > 0
+                BatchResult::Committed {
+                    rows: 0,
+                    skipped_locked,
+                    ..
+                } => {
+                    // End of a keyset pass. Only a pass that used SKIP LOCKED can have left
+                    // matching rows behind; one probe tells whether it did.
+                    pass_skipped_rows |= skipped_locked;
+                    if pass_skipped_rows && batch::count_matching(self.db, job, Some(1)).await? > 0
                     {
                         if passes >= MAX_PASSES {
                             return Err(EngineError::Database {
@@ -329,6 +349,7 @@ impl Run<'_> {
                         }
                         passes += 1;
                         checkpoint = None;
+                        pass_skipped_rows = false;
                         tracing::info!(
                             message = "Starting another pass for rows that were locked.",
                             pass = passes
@@ -341,7 +362,9 @@ impl Run<'_> {
                     rows,
                     last_key,
                     elapsed,
+                    skipped_locked,
                 } => {
+                    pass_skipped_rows |= skipped_locked;
                     tracing::debug!(
                         message = "Committed batch.",
                         rows,
@@ -350,6 +373,7 @@ impl Run<'_> {
                     self.batches += 1;
                     self.rows += rows;
                     self.longest_batch = self.longest_batch.max(elapsed);
+                    self.batch_time += elapsed;
                     rows_deleted += rows;
                     checkpoint = last_key;
                 }

@@ -13,6 +13,7 @@ use reaper_core::config::DatabaseConfig;
 use reaper_core::job::JobRequest;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
+use reaper_core::sql::postgres::RowLocking;
 use reaper_engine::Database;
 use reaper_engine::batch::{self, BatchResult, LeaseHolder};
 use reaper_engine::ledger;
@@ -211,6 +212,12 @@ async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
         "rows outside the filter changed"
     );
     s.test.assert_exactly_once(&id, &expected, 97).await;
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.passes, job.locked_rows_skipped),
+        (1, false),
+        "an uncontended job makes one clean pass"
+    );
     assert_eq!(
         s.test
             .int(&format!(
@@ -501,7 +508,7 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         lease: Duration::from_secs(60),
     };
     assert_eq!(
-        batch::run_batch(&s.db, &validated, None, 100, stale, Utc::now())
+        batch::run_batch(&s.db, &validated, None, 100, stale, RowLocking::NoWait)
             .await
             .unwrap(),
         BatchResult::LeaseLost
@@ -518,7 +525,7 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         lease: Duration::from_secs(60),
     };
     assert!(matches!(
-        batch::run_batch(&s.db, &validated, None, 100, holder, Utc::now())
+        batch::run_batch(&s.db, &validated, None, 100, holder, RowLocking::NoWait)
             .await
             .unwrap(),
         BatchResult::Committed { rows: 50, .. }

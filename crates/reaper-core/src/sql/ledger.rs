@@ -14,7 +14,7 @@ use crate::value::SqlValue;
 /// Columns every job read returns, in this order.
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
      batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at";
+     updated_at, started_at, finished_at, locked_rows_skipped";
 
 /// Columns every audit read returns, in this order.
 pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at";
@@ -194,10 +194,11 @@ pub fn transition(
     w.finish()
 }
 
-/// Starts another keyset pass from the beginning (after a pass that skipped locked rows).
+/// Starts another keyset pass from the beginning (after a pass that skipped locked rows),
+/// with the pass's skipped-rows mark cleared.
 pub fn restart_pass(backend: Backend, id: &str, token: &str, now: DateTime<Utc>) -> Statement {
     let mut w = SqlWriter::new(backend);
-    w.push("UPDATE reaper_jobs SET checkpoint = NULL, passes = passes + 1, updated_at = ")
+    w.push("UPDATE reaper_jobs SET checkpoint = NULL, passes = passes + 1, locked_rows_skipped = FALSE, updated_at = ")
         .param(SqlValue::Timestamp(now))
         .push(" WHERE id = ")
         .param(text(id))
@@ -259,7 +260,7 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at()).to_string());
     }

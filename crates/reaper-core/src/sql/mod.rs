@@ -26,17 +26,6 @@ pub enum Backend {
     Sqlite,
 }
 
-impl Backend {
-    /// Whether `SELECT … FOR UPDATE SKIP LOCKED` exists, which decides whether a keyset pass
-    /// can leave locked rows behind (see the engine's end-of-pass sweep).
-    pub fn skips_locked_rows(self) -> bool {
-        match self {
-            Backend::Postgres => true,
-            Backend::Sqlite => false,
-        }
-    }
-}
-
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -11,6 +11,22 @@ use crate::sql::{Backend, SqlWriter, Statement, write_keyset_and_filter};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
 
+/// How the batch takes its row locks.
+///
+/// A pass starts with `NoWait`: if no matching row is locked by another transaction (the usual
+/// case) the batch takes every row of its key window, so the pass provably skips nothing and
+/// needs no end-of-pass sweep. A lock conflict fails the statement at once (SQLSTATE 55P03,
+/// nothing waits, nothing is written); the engine then reruns the batch with `SkipLocked`,
+/// marks the pass as having skipped rows (`locked_rows_skipped`), and keeps `SkipLocked` for
+/// the rest of the pass, whose end then runs the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLocking {
+    /// `FOR UPDATE NOWAIT`
+    NoWait,
+    /// `FOR UPDATE SKIP LOCKED`, and the pass is marked as having skipped rows.
+    SkipLocked,
+}
+
 /// What a batch statement needs from the ledger side.
 #[derive(Debug, Clone)]
 pub struct BatchContext<'a> {
@@ -22,6 +38,8 @@ pub struct BatchContext<'a> {
     pub now: DateTime<Utc>,
     /// The renewed lease expiry.
     pub lease_until: DateTime<Utc>,
+    /// How row locks are taken.
+    pub locking: RowLocking,
 }
 
 /// The batch: one statement returning one row `(lease_held, row_count, first_key, last_key)`.
@@ -30,8 +48,9 @@ pub struct BatchContext<'a> {
 ///   otherwise every later CTE sees no rows and nothing happens (`lease_held = 0`).
 /// - `batch`: the next `limit` keys after the checkpoint. Expected plan: Index Scan on the
 ///   primary key starting at `after`, the filter applied as a row filter, stopping at LIMIT
-///   (no sort, no full scan); `FOR UPDATE SKIP LOCKED` locks exactly those rows and passes over
-///   rows other transactions hold (the engine's end-of-pass sweep picks them up).
+///   (no sort, no full scan); `FOR UPDATE` locks exactly those rows, `NOWAIT` or
+///   `SKIP LOCKED` as [`RowLocking`] says. Locking (not only deleting) matters: under READ
+///   COMMITTED a row updated concurrently is re-checked against the filter before it is taken.
 ///   `MATERIALIZED` is the optimization fence that stops the planner from re-evaluating the
 ///   LIMIT subquery per deleted row.
 /// - `removed`: `DELETE … USING batch` (hard) or `UPDATE … SET soft_delete_column = now`
@@ -63,7 +82,10 @@ pub fn delete_batch(
         .ident(pk)
         .push(" LIMIT ")
         .param(SqlValue::Int(i64::from(limit)))
-        .push(" FOR UPDATE SKIP LOCKED), removed AS (");
+        .push(match ctx.locking {
+            RowLocking::NoWait => " FOR UPDATE NOWAIT), removed AS (",
+            RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED), removed AS (",
+        });
     match (job.mode, &target.soft_delete_column) {
         (Mode::Soft, Some(column)) => {
             w.push("UPDATE ")
@@ -98,7 +120,14 @@ pub fn delete_batch(
         .push(" AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed)");
     w.push(
         ", progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, \
-         rows_deleted = j.rows_deleted + s.n, lease_expires_at = ",
+         rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = ",
+    )
+    .push(match ctx.locking {
+        RowLocking::NoWait => "j.locked_rows_skipped",
+        RowLocking::SkipLocked => "TRUE",
+    })
+    .push(
+        ", lease_expires_at = ",
     )
     .param(SqlValue::Timestamp(ctx.lease_until))
     .push(", updated_at = ")
@@ -143,6 +172,7 @@ mod tests {
             lease_token: "tok",
             now: at,
             lease_until: at,
+            locking: RowLocking::NoWait,
         }
     }
 
@@ -151,8 +181,29 @@ mod tests {
         let job = job(
             &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS k FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5 FOR UPDATE SKIP LOCKED), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.k RETURNING batch.k), summary AS (SELECT count(*) AS n, min(k)::text AS first_key, max(k)::text AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, rows_deleted = j.rows_deleted + s.n, lease_expires_at = $6, updated_at = $7 FROM summary AS s WHERE j.id = $8 AND s.n > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT $9, p.batches, $10, $11, s.n, s.first_key, s.last_key, s.keys, $12, $13, $14 FROM summary AS s, progress AS p) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS k FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5 FOR UPDATE NOWAIT), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.k RETURNING batch.k), summary AS (SELECT count(*) AS n, min(k)::text AS first_key, max(k)::text AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $6, updated_at = $7 FROM summary AS s WHERE j.id = $8 AND s.n > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT $9, p.batches, $10, $11, s.n, s.first_key, s.last_key, s.keys, $12, $13, $14 FROM summary AS s, progress AS p) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
+    }
+
+    #[test]
+    fn skip_locked_batches_mark_the_pass() {
+        let job = job(&serde_json::json!({"all_rows": true}));
+        let context = BatchContext {
+            locking: RowLocking::SkipLocked,
+            ..ctx()
+        };
+        let sql = delete_batch(&job, None, 100, &context).sql;
+        assert!(
+            sql.contains("LIMIT $3 FOR UPDATE SKIP LOCKED), removed AS"),
+            "{sql}"
+        );
+        assert!(sql.contains("locked_rows_skipped = TRUE"), "{sql}");
+        let nowait = delete_batch(&job, None, 100, &ctx()).sql;
+        assert!(
+            nowait.contains("FOR UPDATE NOWAIT")
+                && nowait.contains("locked_rows_skipped = j.locked_rows_skipped"),
+            "{nowait}"
+        );
     }
 
     #[test]
