@@ -46,6 +46,10 @@ pub struct DatabaseConfig {
     /// locks for long.
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout: Span,
+    /// How long a batch waits for a row another transaction holds before it passes over held
+    /// rows instead (PostgreSQL `lock_timeout`, set on reaper's own sessions only).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Span,
 }
 
 fn default_max_connections() -> u32 {
@@ -54,6 +58,10 @@ fn default_max_connections() -> u32 {
 
 fn default_statement_timeout() -> Span {
     Span::from_secs(30)
+}
+
+fn default_lock_timeout() -> Span {
+    Span::from_millis(50)
 }
 
 /// Queue backends.

@@ -35,11 +35,14 @@ pub struct LeaseHolder<'a> {
 /// What one batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchResult {
-    /// Committed `rows` rows (0: nothing left after the checkpoint in this pass).
+    /// Committed. `selected == 0` means the pass is over (no key left after the checkpoint).
     Committed {
         /// Rows deleted or soft-deleted.
         rows: u64,
-        /// The new checkpoint (`None` when `rows == 0`).
+        /// Keys the batch's window held; more than `rows` when concurrent changes removed or
+        /// changed some of them first.
+        selected: u64,
+        /// The new checkpoint: the end of the key window (`None` when `selected == 0`).
         last_key: Option<KeyValue>,
         /// BEGIN to COMMIT.
         elapsed: Duration,
@@ -50,9 +53,9 @@ pub enum BatchResult {
     LeaseLost,
 }
 
-/// Runs one batch of at most `limit` rows after `after`. With [`RowLocking::NoWait`], a lock
-/// conflict (SQLSTATE 55P03) rolls the attempt back at once and the batch reruns with
-/// `SKIP LOCKED`; the result says which ran.
+/// Runs one batch of at most `limit` rows after `after`. With [`RowLocking::Direct`], a row
+/// held by another transaction past `lock_timeout` (SQLSTATE 55P03) rolls the attempt back and
+/// the batch reruns with `SKIP LOCKED`; the result says which ran.
 pub async fn run_batch(
     db: &Database,
     job: &ValidatedJob,
@@ -62,7 +65,7 @@ pub async fn run_batch(
     locking: RowLocking,
 ) -> Result<BatchResult, EngineError> {
     match run_transaction(db, job, after, limit, holder, locking).await {
-        Err(error) if locking == RowLocking::NoWait && is_lock_conflict(&error) => {
+        Err(error) if locking == RowLocking::Direct && is_lock_conflict(&error) => {
             tracing::debug!(
                 message =
                     "Rows are locked by other transactions; taking the others with SKIP LOCKED."
@@ -110,10 +113,15 @@ async fn run_transaction(
         Ok(outcome)
     });
     match written {
-        Ok(Some((rows, last_key))) => {
+        Ok(Some(Window {
+            rows,
+            selected,
+            last_key,
+        })) => {
             txn.commit().await?;
             Ok(BatchResult::Committed {
                 rows,
+                selected,
                 last_key,
                 elapsed: started.elapsed(),
                 skipped_locked: db.backend() == Backend::Postgres
@@ -134,8 +142,15 @@ async fn run_transaction(
     }
 }
 
-/// `Some((rows, last_key))`, or `None` when the lease is lost.
-type Written = Option<(u64, Option<KeyValue>)>;
+/// What a batch wrote: rows removed, keys in its window, the window's last key.
+struct Window {
+    rows: u64,
+    selected: u64,
+    last_key: Option<KeyValue>,
+}
+
+/// `None` when the lease is lost.
+type Written = Option<Window>;
 
 async fn postgres_batch(
     txn: &DatabaseTransaction,
@@ -167,12 +182,17 @@ async fn postgres_batch(
         return Ok(None);
     }
     let count: i64 = row.try_get_by_index(1)?;
-    let last_key: Option<String> = row.try_get_by_index(3)?;
-    let last_key = match last_key {
+    let selected: i64 = row.try_get_by_index(4)?;
+    let window_end: Option<String> = row.try_get_by_index(5)?;
+    let last_key = match window_end {
         Some(text) => Some(parse_key(job.target.key_type, &text)?),
         None => None,
     };
-    Ok(Some((u64::try_from(count).unwrap_or(0), last_key)))
+    Ok(Some(Window {
+        rows: u64::try_from(count).unwrap_or(0),
+        selected: u64::try_from(selected).unwrap_or(0),
+        last_key,
+    }))
 }
 
 async fn sqlite_batch(
@@ -194,8 +214,13 @@ async fn sqlite_batch(
         .map(|row| read_key(row, job.target.key_type))
         .collect::<Result<Vec<_>, DbErr>>()?;
     keys.sort();
+    // One writer at a time on SQLite: every key of the window is removed.
     let Some(last_key) = keys.last().cloned() else {
-        return Ok(Some((0, None)));
+        return Ok(Some(Window {
+            rows: 0,
+            selected: 0,
+            last_key: None,
+        }));
     };
     let count = keys.len() as u64;
     let advanced = query_all(
@@ -229,7 +254,11 @@ async fn sqlite_batch(
         ),
     )
     .await?;
-    Ok(Some((count, Some(last_key))))
+    Ok(Some(Window {
+        rows: count,
+        selected: count,
+        last_key: Some(last_key),
+    }))
 }
 
 /// Reads a key selected by `write_key_projection` (PostgreSQL) or `RETURNING pk` (SQLite).
@@ -266,7 +295,7 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
                 lease_token: "<lease token>",
                 now,
                 lease_until: now,
-                locking: RowLocking::NoWait,
+                locking: RowLocking::Direct,
             };
             postgres::delete_batch(job, None, limit, &context).to_string()
         }

@@ -41,7 +41,11 @@ impl Database {
         match backend {
             Backend::Postgres => {
                 options.statement_timeout(config.statement_timeout.as_duration());
-                options.map_sqlx_postgres_opts(|pg| pg.application_name("reaper"));
+                let lock_timeout = config.lock_timeout.as_duration().as_millis().to_string();
+                options.map_sqlx_postgres_opts(move |pg| {
+                    pg.application_name("reaper")
+                        .options([("lock_timeout", lock_timeout.clone())])
+                });
             }
             Backend::Sqlite => {
                 options.map_sqlx_sqlite_opts(|lite| {

@@ -10,10 +10,10 @@
 //! 4. **`max_rows` pre-check** on a fresh job: more matching rows than the cap → `dead`,
 //!    nothing deleted.
 //! 5. **Batches** from the committed checkpoint. Each batch is capped so the job can never
-//!    pass `max_rows`. On PostgreSQL a pass takes its row locks with `NOWAIT`; a conflict with
-//!    another transaction reruns that batch with `SKIP LOCKED` and marks the pass. A batch that
-//!    finds nothing ends the pass; only a marked pass can have left rows behind, so only then
-//!    one probe looks for them, and if there are any a new pass starts (at most
+//!    pass `max_rows`. On PostgreSQL a batch waits at most `lock_timeout` for a row another
+//!    transaction holds; past that it reruns with `SKIP LOCKED` and the pass is marked. A batch
+//!    whose key window is empty ends the pass; only a marked pass can have left rows behind, so
+//!    only then one probe looks for them, and if there are any a new pass starts (at most
 //!    [`MAX_PASSES`], then the job retries later).
 //! 6. **Slices**: after `slice` of wall time, or when asked to stop (shutdown), the job goes
 //!    back to `pending` and the caller re-enqueues its continuation. The batch in flight always
@@ -309,7 +309,7 @@ impl Run<'_> {
             let locking = if pass_skipped_rows {
                 RowLocking::SkipLocked
             } else {
-                RowLocking::NoWait
+                RowLocking::Direct
             };
             let result =
                 batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, locking)
@@ -318,7 +318,7 @@ impl Run<'_> {
             match result {
                 BatchResult::LeaseLost => return Ok(RunOutcome::LeaseLost),
                 BatchResult::Committed {
-                    rows: 0,
+                    selected: 0,
                     skipped_locked,
                     ..
                 } => {
@@ -363,6 +363,7 @@ impl Run<'_> {
                     last_key,
                     elapsed,
                     skipped_locked,
+                    ..
                 } => {
                     pass_skipped_rows |= skipped_locked;
                     tracing::debug!(

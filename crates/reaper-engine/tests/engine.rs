@@ -75,6 +75,10 @@ struct Setup {
 }
 
 async fn setup(backend: Backend, events: u32) -> Setup {
+    setup_with_lock_timeout(backend, events, Span::from_millis(50)).await
+}
+
+async fn setup_with_lock_timeout(backend: Backend, events: u32, lock_timeout: Span) -> Setup {
     let test = TestDatabase::new(backend).await;
     test.seed_events(events).await;
     test.seed_tokens(500).await;
@@ -82,6 +86,7 @@ async fn setup(backend: Backend, events: u32) -> Setup {
         url: test.url.clone(),
         max_connections: 4,
         statement_timeout: Span::from_secs(30),
+        lock_timeout,
     })
     .await
     .unwrap();
@@ -508,7 +513,7 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         lease: Duration::from_secs(60),
     };
     assert_eq!(
-        batch::run_batch(&s.db, &validated, None, 100, stale, RowLocking::NoWait)
+        batch::run_batch(&s.db, &validated, None, 100, stale, RowLocking::Direct)
             .await
             .unwrap(),
         BatchResult::LeaseLost
@@ -525,7 +530,7 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         lease: Duration::from_secs(60),
     };
     assert!(matches!(
-        batch::run_batch(&s.db, &validated, None, 100, holder, RowLocking::NoWait)
+        batch::run_batch(&s.db, &validated, None, 100, holder, RowLocking::Direct)
             .await
             .unwrap(),
         BatchResult::Committed { rows: 50, .. }
@@ -680,4 +685,56 @@ async fn postgres_rows_locked_by_others_are_deleted_once_released() {
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     assert!(s.test.ids("events", "tenant_id = 5").await.is_empty());
     s.test.assert_exactly_once(&id, &expected, 40).await;
+}
+
+/// PostgreSQL only: a batch takes no row locks up front, so its DELETE re-checks the filter. A row
+/// another transaction changes so that it no longer matches — committing while the batch waits
+/// for it — must survive, and the pass must end complete and unmarked.
+#[tokio::test]
+async fn postgres_rows_changed_to_no_longer_match_while_the_batch_waits_are_kept() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let s = setup_with_lock_timeout(Backend::Postgres, 2_000, Span::from_secs(5)).await;
+    let changed = s.test.ids("events", "tenant_id = 5 AND id < 300").await;
+    let expected: BTreeSet<String> = s
+        .test
+        .ids("events", "tenant_id = 5")
+        .await
+        .difference(&changed)
+        .cloned()
+        .collect();
+    let other = sea_orm::Database::connect(&s.test.url).await.unwrap();
+    let moving = other.begin().await.unwrap();
+    moving
+        .execute_unprepared("UPDATE events SET tenant_id = 99 WHERE tenant_id = 5 AND id < 300")
+        .await
+        .unwrap();
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 5}]),
+                serde_json::json!({"batch_size": 40}),
+            ),
+            5,
+        )
+        .await;
+    let committer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        moving.commit().await.unwrap();
+    });
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    committer.await.unwrap();
+    assert_eq!(
+        s.test.ids("events", "tenant_id = 99").await,
+        changed,
+        "rows that stopped matching were deleted"
+    );
+    assert!(s.test.ids("events", "tenant_id = 5").await.is_empty());
+    s.test.assert_exactly_once(&id, &expected, 40).await;
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.passes, job.locked_rows_skipped),
+        (1, false),
+        "waiting within lock_timeout needs no second pass"
+    );
 }

@@ -7,23 +7,28 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{KeyType, Mode};
-use crate::sql::{Backend, SqlWriter, Statement, write_keyset_and_filter};
+use crate::sql::{Backend, SqlWriter, Statement, write_filter, write_keyset_and_filter};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
 
-/// How the batch takes its row locks.
+/// How a batch deals with rows other transactions hold.
 ///
-/// A pass starts with `NoWait`: if no matching row is locked by another transaction (the usual
-/// case) the batch takes every row of its key window, so the pass provably skips nothing and
-/// needs no end-of-pass sweep. A lock conflict fails the statement at once (SQLSTATE 55P03,
-/// nothing waits, nothing is written); the engine then reruns the batch with `SkipLocked`,
-/// marks the pass as having skipped rows (`locked_rows_skipped`), and keeps `SkipLocked` for
-/// the rest of the pass, whose end then runs the sweep.
+/// A pass starts `Direct`: the batch takes no row locks up front; its DELETE (or soft-delete
+/// UPDATE) locks each row as it removes it, re-checking the filter — under READ COMMITTED a row
+/// another transaction changed meanwhile is re-evaluated on its new version, so a row that no
+/// longer matches is never removed. A row held by another transaction is waited for at most the
+/// session's `lock_timeout` (`database.lock_timeout`); past that the statement fails with
+/// SQLSTATE 55P03 and nothing is written. The engine then reruns the batch `SkipLocked`, marks the
+/// pass (`locked_rows_skipped`) and keeps `SkipLocked` for the rest of it; only a marked pass
+/// ends with a probe for rows it passed over.
+///
+/// Why not lock up front always: `FOR UPDATE` writes a lock record per row before the delete
+/// writes its own — measured at +10% WAL and +8–10% time per 5,000-row batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowLocking {
-    /// `FOR UPDATE NOWAIT`
-    NoWait,
-    /// `FOR UPDATE SKIP LOCKED`, and the pass is marked as having skipped rows.
+    /// No up-front locks; wait at most `lock_timeout` for a held row.
+    Direct,
+    /// `FOR UPDATE SKIP LOCKED`; the pass is marked as having skipped rows.
     SkipLocked,
 }
 
@@ -38,27 +43,26 @@ pub struct BatchContext<'a> {
     pub now: DateTime<Utc>,
     /// The renewed lease expiry.
     pub lease_until: DateTime<Utc>,
-    /// How row locks are taken.
+    /// How rows held by other transactions are dealt with.
     pub locking: RowLocking,
 }
 
-/// The batch: one statement returning one row `(lease_held, row_count, first_key, last_key)`.
+/// The batch: one statement returning one row
+/// `(lease_held, row_count, first_key, last_key, selected, window_end)`.
 ///
 /// - `lease`: locks the job's ledger row if and only if this worker still holds the lease;
 ///   otherwise every later CTE sees no rows and nothing happens (`lease_held = 0`).
-/// - `batch`: the next `limit` keys after the checkpoint. Expected plan: Index Scan on the
-///   primary key starting at `after`, the filter applied as a row filter, stopping at LIMIT
-///   (no sort, no full scan); `FOR UPDATE` locks exactly those rows, `NOWAIT` or
-///   `SKIP LOCKED` as [`RowLocking`] says. Locking (not only deleting) matters: under READ
-///   COMMITTED a row updated concurrently is re-checked against the filter before it is taken.
-///   `MATERIALIZED` is the optimization fence that stops the planner from re-evaluating the
-///   LIMIT subquery per deleted row.
+/// - `batch`: the next `limit` keys after the checkpoint (the key window). Expected plan: Index
+///   Scan on the primary key starting at `after`, the filter applied as a row filter, stopping
+///   at LIMIT (no sort, no full scan). `MATERIALIZED` is the optimization fence that stops the
+///   planner from re-evaluating the LIMIT subquery per removed row.
 /// - `removed`: `DELETE … USING batch` (hard) or `UPDATE … SET soft_delete_column = now`
-///   (soft; rows already soft-deleted were excluded by the filter and are re-checked here).
-/// - `summary` → `progress` (checkpoint, counters, lease renewal; `RETURNING` the new batch
-///   number) → `audit` (one row per batch with the deleted keys as a JSON array).
+///   (soft), both re-checking the filter (see [`RowLocking`]).
+/// - `summary` → `progress`: the checkpoint moves to the end of the window (even when
+///   concurrent changes left nothing to remove in it), counters and lease are renewed, the batch
+///   number is returned → `audit`: one row per batch that removed rows, with every key.
 ///
-/// An empty batch writes nothing: `progress` and `audit` are conditioned on `n > 0`.
+/// A window with no keys (`selected = 0`) is the end of the pass and writes nothing.
 pub fn delete_batch(
     job: &ValidatedJob,
     after: Option<&KeyValue>,
@@ -74,18 +78,18 @@ pub fn delete_batch(
         .param(SqlValue::Text(ctx.lease_token.to_owned()))
         .push(" AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT ")
         .ident(pk)
-        .push(" AS k FROM ")
+        .push(" AS reaper_key FROM ")
         .table(target)
         .push(" WHERE EXISTS (SELECT 1 FROM lease) AND ");
     write_keyset_and_filter(&mut w, job, after);
     w.push(" ORDER BY ")
         .ident(pk)
         .push(" LIMIT ")
-        .param(SqlValue::Int(i64::from(limit)))
-        .push(match ctx.locking {
-            RowLocking::NoWait => " FOR UPDATE NOWAIT), removed AS (",
-            RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED), removed AS (",
-        });
+        .param(SqlValue::Int(i64::from(limit)));
+    w.push(match ctx.locking {
+        RowLocking::Direct => "), removed AS (",
+        RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED), removed AS (",
+    });
     match (job.mode, &target.soft_delete_column) {
         (Mode::Soft, Some(column)) => {
             w.push("UPDATE ")
@@ -93,50 +97,52 @@ pub fn delete_batch(
                 .push(" AS t SET ")
                 .ident(column)
                 .push(" = ")
-                .param(SqlValue::Timestamp(ctx.now))
-                .push(" FROM batch WHERE t.")
+                .param(SqlValue::Timestamp(ctx.now));
+            w.push(" FROM batch WHERE t.")
                 .ident(pk)
-                .push(" = batch.k AND t.")
-                .ident(column)
-                .push(" IS NULL RETURNING batch.k)");
+                .push(" = batch.reaper_key AND (");
         }
         _ => {
             w.push("DELETE FROM ")
                 .table(target)
                 .push(" AS t USING batch WHERE t.")
                 .ident(pk)
-                .push(" = batch.k RETURNING batch.k)");
+                .push(" = batch.reaper_key AND (");
         }
     }
+    write_filter(&mut w, job);
+    w.push(") RETURNING batch.reaper_key)");
     // PostgreSQL (before 16) has no min/max for uuid; a uuid's order is its canonical text's.
-    let (first, last) = match target.key_type {
-        KeyType::Uuid => ("min(k::text)", "max(k::text)"),
-        KeyType::Int | KeyType::Text => ("min(k)::text", "max(k)::text"),
+    let (min, max) = match target.key_type {
+        KeyType::Uuid => ("min(reaper_key::text)", "max(reaper_key::text)"),
+        KeyType::Int | KeyType::Text => ("min(reaper_key)::text", "max(reaper_key)::text"),
     };
     w.push(", summary AS (SELECT count(*) AS n, ")
-        .push(first)
+        .push(min)
         .push(" AS first_key, ")
-        .push(last)
-        .push(" AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed)");
+        .push(max)
+        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS keys, ")
+        .push("(SELECT count(*) FROM batch) AS selected, (SELECT ")
+        .push(max)
+        .push(" FROM batch) AS window_end FROM removed)");
     w.push(
-        ", progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, \
-         rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = ",
+        ", progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, \
+         batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, \
+         locked_rows_skipped = ",
     )
     .push(match ctx.locking {
-        RowLocking::NoWait => "j.locked_rows_skipped",
+        RowLocking::Direct => "j.locked_rows_skipped",
         RowLocking::SkipLocked => "TRUE",
     })
-    .push(
-        ", lease_expires_at = ",
-    )
+    .push(", lease_expires_at = ")
     .param(SqlValue::Timestamp(ctx.lease_until))
     .push(", updated_at = ")
     .param(SqlValue::Timestamp(ctx.now))
     .push(" FROM summary AS s WHERE j.id = ")
     .param(SqlValue::Text(ctx.job_id.to_owned()))
     .push(
-        " AND s.n > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, \
-         row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT ",
+        " AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, \
+         mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT ",
     )
     .param(SqlValue::Text(ctx.job_id.to_owned()))
     .push(", p.batches, ")
@@ -150,8 +156,9 @@ pub fn delete_batch(
     .push(", ")
     .param(SqlValue::Timestamp(ctx.now))
     .push(
-        " FROM summary AS s, progress AS p) \
-         SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key FROM summary AS s",
+        " FROM summary AS s, progress AS p WHERE s.n > 0) \
+         SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, \
+         s.selected, s.window_end FROM summary AS s",
     );
     w.finish()
 }
@@ -172,7 +179,7 @@ mod tests {
             lease_token: "tok",
             now: at,
             lease_until: at,
-            locking: RowLocking::NoWait,
+            locking: RowLocking::Direct,
         }
     }
 
@@ -181,12 +188,12 @@ mod tests {
         let job = job(
             &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS k FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5 FOR UPDATE NOWAIT), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.k RETURNING batch.k), summary AS (SELECT count(*) AS n, min(k)::text AS first_key, max(k)::text AS last_key, COALESCE(json_agg(k ORDER BY k), '[]')::text AS keys FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.last_key, batches = j.batches + 1, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $6, updated_at = $7 FROM summary AS s WHERE j.id = $8 AND s.n > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT $9, p.batches, $10, $11, s.n, s.first_key, s.last_key, s.keys, $12, $13, $14 FROM summary AS s, progress AS p) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS keys, (SELECT count(*) FROM batch) AS selected, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.first_key, s.last_key, s.keys, $13, $14, $15 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
     }
 
     #[test]
-    fn skip_locked_batches_mark_the_pass() {
+    fn only_skip_locked_batches_lock_up_front_and_mark_the_pass() {
         let job = job(&serde_json::json!({"all_rows": true}));
         let context = BatchContext {
             locking: RowLocking::SkipLocked,
@@ -198,11 +205,11 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("locked_rows_skipped = TRUE"), "{sql}");
-        let nowait = delete_batch(&job, None, 100, &ctx()).sql;
+        let direct = delete_batch(&job, None, 100, &ctx()).sql;
         assert!(
-            nowait.contains("FOR UPDATE NOWAIT")
-                && nowait.contains("locked_rows_skipped = j.locked_rows_skipped"),
-            "{nowait}"
+            direct.contains("LIMIT $3), removed AS")
+                && direct.contains("locked_rows_skipped = j.locked_rows_skipped"),
+            "{direct}"
         );
     }
 
@@ -211,7 +218,7 @@ mod tests {
         let job = job(&serde_json::json!({"mode": "soft", "all_rows": true}));
         let sql = delete_batch(&job, None, 100, &ctx()).sql;
         assert!(sql.contains(r#"WHERE EXISTS (SELECT 1 FROM lease) AND ("deleted_at" IS NULL) ORDER BY "id" LIMIT $3"#), "{sql}");
-        assert!(sql.contains(r#"removed AS (UPDATE "app"."events" AS t SET "deleted_at" = $4 FROM batch WHERE t."id" = batch.k AND t."deleted_at" IS NULL RETURNING batch.k)"#), "{sql}");
+        assert!(sql.contains(r#"removed AS (UPDATE "app"."events" AS t SET "deleted_at" = $4 FROM batch WHERE t."id" = batch.reaper_key AND ("deleted_at" IS NULL) RETURNING batch.reaper_key)"#), "{sql}");
         assert!(!sql.contains("DELETE FROM \"app\""), "{sql}");
     }
 }
