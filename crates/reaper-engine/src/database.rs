@@ -37,6 +37,10 @@ impl Database {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30))
+            // Every batch takes a connection from the pool; a health ping on each take would be
+            // one more round trip per batch. A dead connection fails its first statement with a
+            // transient error instead, and the batch is retried.
+            .test_before_acquire(false)
             .sqlx_logging(false);
         match backend {
             Backend::Postgres => {
