@@ -258,12 +258,32 @@ fn config_check_redacts_the_database_password() {
     let output = run(reaper(Some(&path))
         .env(
             "REAPER_DATABASE_URL",
-            "postgres://reaper:hunter2@127.0.0.1:1/none",
+            format!("{}/reaper_no_such_database", pg_base()).replace("://", "://reaper:hunter2@"),
         )
         .args(["config", "check"]));
     assert!(
         !stdout(&output).contains("hunter2") && !stderr(&output).contains("hunter2"),
         "the password leaked"
     );
-    assert!(!output.status.success(), "nothing listens on port 1");
+    assert!(!output.status.success(), "the database does not exist");
+    assert!(
+        stderr(&output).contains("reaper:***@"),
+        "the redacted URL should name the user: {}",
+        stderr(&output)
+    );
+}
+
+/// The test PostgreSQL server's base URL (no credentials, no database).
+fn pg_base() -> String {
+    let admin = reaper_testkit::postgres_admin_url();
+    let without_db = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base)
+        .to_owned();
+    match (without_db.find("://"), without_db.rfind('@')) {
+        (Some(scheme), Some(at)) => {
+            format!("{}{}", &without_db[..scheme + 3], &without_db[at + 1..])
+        }
+        _ => without_db,
+    }
 }

@@ -77,7 +77,7 @@ pub async fn run_batch(
 }
 
 fn is_lock_conflict(error: &EngineError) -> bool {
-    matches!(error, EngineError::Database { source, .. } if database_code(source).as_deref() == Some("55P03"))
+    matches!(error, EngineError::Database { error, .. } if database_code(error).as_deref() == Some("55P03"))
 }
 
 async fn run_transaction(

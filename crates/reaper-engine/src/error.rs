@@ -19,13 +19,15 @@ pub enum EngineError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     /// A database error, with its class decided once by [`classify`].
-    #[error("{class_name} database error: {source}", class_name = match .class { ErrorClass::Transient => "transient", ErrorClass::Permanent => "permanent" })]
+    ///
+    /// The driver's error is part of the message, deliberately not an error `source`: sea-orm's
+    /// errors repeat their own causes, and a chain printer would print each one again.
+    #[error("{class_name} database error: {error}", class_name = match .class { ErrorClass::Transient => "transient", ErrorClass::Permanent => "permanent" })]
     Database {
         /// Retry or not.
         class: ErrorClass,
         /// The driver's error.
-        #[source]
-        source: DbErr,
+        error: DbErr,
     },
     /// A safety rail stopped the job (e.g. `max_rows`); permanent.
     #[error("{0}")]
@@ -53,10 +55,10 @@ impl EngineError {
 }
 
 impl From<DbErr> for EngineError {
-    fn from(source: DbErr) -> Self {
+    fn from(error: DbErr) -> Self {
         EngineError::Database {
-            class: classify(&source),
-            source,
+            class: classify(&error),
+            error,
         }
     }
 }

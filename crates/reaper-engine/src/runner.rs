@@ -330,7 +330,7 @@ impl Run<'_> {
                         if passes >= MAX_PASSES {
                             return Err(EngineError::Database {
                                 class: ErrorClass::Transient,
-                                source: sea_orm::DbErr::Custom(format!(
+                                error: sea_orm::DbErr::Custom(format!(
                                     "matching rows stayed locked by other transactions through {MAX_PASSES} passes"
                                 )),
                             });
