@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::KeyType;
-use reaper_core::sql::postgres::RowLocking;
-use reaper_core::sql::{self, Backend, postgres, sqlite};
+use reaper_core::sql::{self, Backend, RowLocking, ledger, mysql, postgres, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
 use sea_orm::{
@@ -76,8 +75,11 @@ pub async fn run_batch(
     }
 }
 
+/// PostgreSQL `lock_not_available` (55P03, from `lock_timeout`); MySQL `NOWAIT` conflicts (3572;
+/// MariaDB answers `NOWAIT` with 1205).
 fn is_lock_conflict(error: &EngineError) -> bool {
-    matches!(error, EngineError::Database { error, .. } if database_code(error).as_deref() == Some("55P03"))
+    matches!(error, EngineError::Database { error, .. }
+        if matches!(database_code(error).as_deref(), Some("55P03" | "3572" | "1205")))
 }
 
 async fn run_transaction(
@@ -92,6 +94,7 @@ async fn run_transaction(
     let started = Instant::now();
     let txn = match db.backend() {
         Backend::Postgres => db.connection().begin().await?,
+        Backend::MySql => db.connection().begin().await?,
         // IMMEDIATE takes the write lock up front instead of failing to upgrade mid-batch.
         Backend::Sqlite => {
             db.connection()
@@ -105,6 +108,7 @@ async fn run_transaction(
     let written = match db.backend() {
         Backend::Postgres => postgres_batch(&txn, job, after, limit, holder, now, locking).await,
         Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
+        Backend::MySql => mysql_batch(&txn, job, after, limit, holder, now, locking).await,
     };
     let written = written.and_then(|outcome| {
         fail::fail_point!("batch::before_commit", |_| Err(EngineError::Injected(
@@ -124,7 +128,8 @@ async fn run_transaction(
                 selected,
                 last_key,
                 elapsed: started.elapsed(),
-                skipped_locked: db.backend() == Backend::Postgres
+                // SQLite has one writer at a time: nothing is ever passed over there.
+                skipped_locked: db.backend() != Backend::Sqlite
                     && locking == RowLocking::SkipLocked,
             })
         }
@@ -203,6 +208,9 @@ async fn sqlite_batch(
     holder: LeaseHolder<'_>,
     now: DateTime<Utc>,
 ) -> Result<Written, EngineError> {
+    let Some(batches) = lock_job(txn, Backend::Sqlite, holder).await? else {
+        return Ok(None);
+    };
     let rows = query_all(
         txn,
         Backend::Sqlite,
@@ -215,6 +223,80 @@ async fn sqlite_batch(
         .collect::<Result<Vec<_>, DbErr>>()?;
     keys.sort();
     // One writer at a time on SQLite: every key of the window is removed.
+    record(txn, Backend::Sqlite, job, holder, batches, keys, false, now).await
+}
+
+async fn mysql_batch(
+    txn: &DatabaseTransaction,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    holder: LeaseHolder<'_>,
+    now: DateTime<Utc>,
+    locking: RowLocking,
+) -> Result<Written, EngineError> {
+    let Some(batches) = lock_job(txn, Backend::MySql, holder).await? else {
+        return Ok(None);
+    };
+    let rows = query_all(
+        txn,
+        Backend::MySql,
+        &mysql::lock_batch(job, after, limit, locking),
+    )
+    .await?;
+    let keys = rows
+        .iter()
+        .map(|row| read_key(row, job.target.key_type))
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    if !keys.is_empty() {
+        // The keys are locked by this transaction, so every one of them is removed.
+        execute(txn, Backend::MySql, &mysql::delete_keys(job, &keys, now)).await?;
+    }
+    record(
+        txn,
+        Backend::MySql,
+        job,
+        holder,
+        batches,
+        keys,
+        locking == RowLocking::SkipLocked,
+        now,
+    )
+    .await
+}
+
+/// The lease check of the multi-statement batches: the job's `batches`, or `None` when the
+/// lease is lost.
+async fn lock_job(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    holder: LeaseHolder<'_>,
+) -> Result<Option<i64>, EngineError> {
+    let rows = query_all(
+        txn,
+        backend,
+        &ledger::lock_job(backend, holder.job_id, holder.token),
+    )
+    .await?;
+    match rows.first() {
+        Some(row) => Ok(Some(row.try_get_by_index(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the audit entry and advances the checkpoint for `keys` (ascending), in the batch's
+/// transaction. An empty window writes nothing: it is the end of the pass.
+#[allow(clippy::too_many_arguments)] // The batch's context, passed through once.
+async fn record(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    holder: LeaseHolder<'_>,
+    batches: i64,
+    keys: Vec<KeyValue>,
+    skipped_locked: bool,
+    now: DateTime<Utc>,
+) -> Result<Written, EngineError> {
     let Some(last_key) = keys.last().cloned() else {
         return Ok(Some(Window {
             rows: 0,
@@ -223,37 +305,29 @@ async fn sqlite_batch(
         }));
     };
     let count = keys.len() as u64;
-    let advanced = query_all(
-        txn,
-        Backend::Sqlite,
-        &sqlite::advance_checkpoint(
-            holder.job_id,
-            holder.token,
-            &last_key,
-            count,
-            now,
-            lease_until(now, holder.lease),
-        ),
-    )
-    .await?;
-    let Some(progress) = advanced.first() else {
-        return Ok(None);
+    let entry = ledger::AuditEntry {
+        job_id: holder.job_id,
+        batch_no: batches + 1,
+        keys: &keys,
+        at: now,
     };
-    let batch_no: i64 = progress.try_get_by_index(0)?;
-    execute(
-        txn,
-        Backend::Sqlite,
-        &sqlite::insert_audit(
-            job,
-            &sqlite::AuditEntry {
-                job_id: holder.job_id,
-                batch_no,
-                keys: &keys,
-                at: now,
-            },
-        ),
-    )
-    .await?;
+    execute(txn, backend, &ledger::insert_audit(backend, job, &entry)).await?;
+    let advance = ledger::advance_checkpoint(
+        backend,
+        holder.job_id,
+        holder.token,
+        &last_key,
+        count,
+        skipped_locked,
+        now,
+        lease_until(now, holder.lease),
+    );
+    if execute(txn, backend, &advance).await? != 1 {
+        return Err(EngineError::Corrupt(format!(
+            "job {} changed under its own lease",
+            holder.job_id
+        )));
+    }
     Ok(Some(Window {
         rows: count,
         selected: count,
@@ -300,27 +374,51 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
             postgres::delete_batch(job, None, limit, &context).to_string()
         }
         Backend::Sqlite => {
+            let lease = ledger::lock_job(backend, "<job id>", "<lease token>");
             let delete = sqlite::delete_batch(job, None, limit, now);
-            let checkpoint = sqlite::advance_checkpoint(
-                "<job id>",
-                "<lease token>",
-                &KeyValue::Text("<last key>".into()),
-                0,
-                now,
-                now,
-            );
-            let audit = sqlite::insert_audit(
-                job,
-                &sqlite::AuditEntry {
-                    job_id: "<job id>",
-                    batch_no: 1,
-                    keys: &[],
-                    at: now,
-                },
-            );
-            format!("BEGIN IMMEDIATE;\n{delete};\n{checkpoint};\n{audit};\nCOMMIT;")
+            format!(
+                "BEGIN IMMEDIATE;\n{lease};\n{delete};\n{};\n{};\nCOMMIT;",
+                audit_placeholder(backend, job, now),
+                checkpoint_placeholder(backend, now)
+            )
+        }
+        Backend::MySql => {
+            let lease = ledger::lock_job(backend, "<job id>", "<lease token>");
+            let lock = mysql::lock_batch(job, None, limit, RowLocking::Direct);
+            let delete = mysql::delete_keys(job, &[KeyValue::Text("<locked keys>".into())], now);
+            format!(
+                "BEGIN;\n{lease};\n{lock};\n{delete};\n{};\n{};\nCOMMIT;",
+                audit_placeholder(backend, job, now),
+                checkpoint_placeholder(backend, now)
+            )
         }
     }
+}
+
+fn audit_placeholder(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) -> sql::Statement {
+    ledger::insert_audit(
+        backend,
+        job,
+        &ledger::AuditEntry {
+            job_id: "<job id>",
+            batch_no: 1,
+            keys: &[],
+            at: now,
+        },
+    )
+}
+
+fn checkpoint_placeholder(backend: Backend, now: DateTime<Utc>) -> sql::Statement {
+    ledger::advance_checkpoint(
+        backend,
+        "<job id>",
+        "<lease token>",
+        &KeyValue::Text("<last key>".into()),
+        0,
+        false,
+        now,
+        now,
+    )
 }
 
 /// Counts matching rows, stopping at `cap` when given.

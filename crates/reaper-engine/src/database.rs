@@ -27,7 +27,7 @@ impl Database {
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, EngineError> {
         let backend = backend_of_url(&config.url).ok_or_else(|| {
             EngineError::Refused(format!(
-                "database.url: unsupported scheme in `{}`; use postgres:// or sqlite://",
+                "database.url: unsupported scheme in `{}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://",
                 redact_url(&config.url)
             ))
         })?;
@@ -49,6 +49,31 @@ impl Database {
                 options.map_sqlx_postgres_opts(move |pg| {
                     pg.application_name("reaper")
                         .options([("lock_timeout", lock_timeout.clone())])
+                });
+            }
+            Backend::MySql => {
+                // Whole seconds: InnoDB's lock wait timeout has no finer unit (minimum 1 s).
+                let lock_wait = config.lock_timeout.as_duration().as_secs().max(1);
+                options.map_sqlx_mysql_opts(|my| my.timezone(Some("+00:00".to_owned())));
+                options.map_sqlx_mysql_pool_opts(move |pool| {
+                    pool.after_connect(move |conn, _meta| {
+                        Box::pin(async move {
+                            use sea_orm::sqlx::Executor;
+                            // READ COMMITTED: a locking scan keeps locks only on rows that match,
+                            // not on every row the primary-key range passes (REPEATABLE READ would,
+                            // gaps included).
+                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                                .await?;
+                            // An integer of ours, not input: safe to format into the statement.
+                            let lock_wait =
+                                format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}");
+                            conn.execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(
+                                lock_wait,
+                            )))
+                            .await?;
+                            Ok(())
+                        })
+                    })
                 });
             }
             Backend::Sqlite => {
@@ -94,6 +119,8 @@ pub fn backend_of_url(url: &str) -> Option<Backend> {
         Some(Backend::Postgres)
     } else if url.starts_with("sqlite:") {
         Some(Backend::Sqlite)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Some(Backend::MySql)
     } else {
         None
     }
@@ -122,6 +149,7 @@ fn db_backend(backend: Backend) -> DbBackend {
     match backend {
         Backend::Postgres => DbBackend::Postgres,
         Backend::Sqlite => DbBackend::Sqlite,
+        Backend::MySql => DbBackend::MySql,
     }
 }
 
@@ -165,14 +193,15 @@ pub async fn execute<C: ConnectionTrait>(
         .rows_affected())
 }
 
-/// Reads a timestamp column written by reaper: native on PostgreSQL, text on SQLite.
+/// Reads a timestamp column written by reaper: native on PostgreSQL and MySQL (sessions run in
+/// UTC), text on SQLite.
 pub fn get_time(
     row: &QueryResult,
     backend: Backend,
     index: usize,
 ) -> Result<Option<DateTime<Utc>>, DbErr> {
     match backend {
-        Backend::Postgres => row.try_get_by_index::<Option<DateTime<Utc>>>(index),
+        Backend::Postgres | Backend::MySql => row.try_get_by_index::<Option<DateTime<Utc>>>(index),
         Backend::Sqlite => {
             let Some(text) = row.try_get_by_index::<Option<String>>(index)? else {
                 return Ok(None);

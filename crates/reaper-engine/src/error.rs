@@ -88,6 +88,11 @@ fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
     use sea_orm::sqlx::Error;
     match error {
         Error::Database(database_error) => {
+            if let Some(mysql) =
+                database_error.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+            {
+                return classify_mysql_error(mysql.number());
+            }
             let code = database_error.code().unwrap_or_default();
             if database_error
                 .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
@@ -108,17 +113,40 @@ fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {
     }
 }
 
-/// The SQLSTATE (PostgreSQL) or result code (SQLite) of a database error, if it is one.
+/// The SQLSTATE (PostgreSQL), error number (MySQL, as decimal text) or result code (SQLite) of a
+/// database error, if it is one.
 pub fn database_code(error: &DbErr) -> Option<String> {
     match error {
         DbErr::Exec(RuntimeErr::SqlxError(sqlx_error))
         | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => match &**sqlx_error {
             sea_orm::sqlx::Error::Database(database_error) => {
-                database_error.code().map(|code| code.into_owned())
+                match database_error.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                {
+                    Some(mysql) => Some(mysql.number().to_string()),
+                    None => database_error.code().map(|code| code.into_owned()),
+                }
             }
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// MySQL/MariaDB error numbers that mean "try again": lock wait timeout (1205, also MariaDB's
+/// answer to `NOWAIT`), deadlock (1213), `NOWAIT` conflict (3572, MySQL), too many connections
+/// (1040), server shutting down (1053), read-only server (1290, 1836: failover), query
+/// interrupted or killed (1317, 1927), statement time limits (3024 MySQL, 1969 MariaDB), and the
+/// client-side lost-connection family (2002, 2006, 2013).
+const TRANSIENT_MYSQL_ERRORS: &[u16] = &[
+    1205, 1213, 3572, 1040, 1053, 1290, 1836, 1317, 1927, 3024, 1969, 2002, 2006, 2013,
+];
+
+/// A MySQL/MariaDB error number.
+pub fn classify_mysql_error(number: u16) -> ErrorClass {
+    if TRANSIENT_MYSQL_ERRORS.contains(&number) {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
     }
 }
 
@@ -170,6 +198,19 @@ mod tests {
         ];
         for (code, expected) in sqlite_codes {
             assert_eq!(classify_sqlite_code(code), expected, "{code}");
+        }
+        let mysql_errors = [
+            (1205, ErrorClass::Transient), // ER_LOCK_WAIT_TIMEOUT (and MariaDB NOWAIT)
+            (1213, ErrorClass::Transient), // ER_LOCK_DEADLOCK
+            (3572, ErrorClass::Transient), // ER_LOCK_NOWAIT
+            (2013, ErrorClass::Transient), // CR_SERVER_LOST
+            (1142, ErrorClass::Permanent), // ER_TABLEACCESS_DENIED_ERROR
+            (1146, ErrorClass::Permanent), // ER_NO_SUCH_TABLE
+            (1054, ErrorClass::Permanent), // ER_BAD_FIELD_ERROR
+            (1451, ErrorClass::Permanent), // ER_ROW_IS_REFERENCED_2 (foreign key)
+        ];
+        for (number, expected) in mysql_errors {
+            assert_eq!(classify_mysql_error(number), expected, "{number}");
         }
     }
 

@@ -122,7 +122,7 @@ pub struct AuditRecord {
     /// Largest key of the batch.
     pub last_key: String,
     /// Every key of the batch, as a JSON array.
-    pub keys: String,
+    pub deleted_keys: String,
     /// Who asked.
     pub requested_by: String,
     /// Why.
@@ -142,7 +142,7 @@ impl AuditRecord {
             row_count: row.try_get_by_index(5)?,
             first_key: row.try_get_by_index(6)?,
             last_key: row.try_get_by_index(7)?,
-            keys: row.try_get_by_index(8)?,
+            deleted_keys: row.try_get_by_index(8)?,
             requested_by: row.try_get_by_index(9)?,
             reason: row.try_get_by_index(10)?,
             created_at: get_time(row, backend, 11)?
@@ -188,12 +188,14 @@ pub async fn submit(
             now,
         },
     );
-    let created = db.execute(&statement).await? == 1;
+    db.execute(&statement).await?;
     let job = get_by_key(db, &key).await?.ok_or_else(|| {
         EngineError::Corrupt(format!(
             "job with idempotency key `{key}` vanished after insert"
         ))
     })?;
+    // Affected-row counts of an upsert differ per backend; whose id the key maps to does not.
+    let created = job.id == id;
     Ok(Submitted { job, created })
 }
 
@@ -227,11 +229,18 @@ pub async fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Result<Option<JobRecord>, EngineError> {
-    first_job(
-        db,
-        &ledger::claim(db.backend(), id, owner, token, now, lease_until),
-    )
-    .await
+    let statement = ledger::claim(db.backend(), id, owner, token, now, lease_until);
+    match db.backend() {
+        // No UPDATE … RETURNING on MySQL: the update's match count decides, then a read.
+        Backend::MySql => {
+            if db.execute(&statement).await? == 1 {
+                get(db, id).await
+            } else {
+                Ok(None)
+            }
+        }
+        Backend::Postgres | Backend::Sqlite => first_job(db, &statement).await,
+    }
 }
 
 /// Applies a transition under the lease. False when the lease was lost (nothing changed).

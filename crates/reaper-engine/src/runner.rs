@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
-use reaper_core::sql::postgres::RowLocking;
+use reaper_core::sql::RowLocking;
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_core::value::KeyValue;
 use serde::Serialize;

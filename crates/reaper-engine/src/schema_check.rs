@@ -1,7 +1,7 @@
 //! Start-up check of the catalog against the real database: every target's table, primary key,
 //! filterable columns and soft-delete column must exist. Reported with the config key path.
 //!
-//! Read-only: it queries the catalog views (`information_schema` on PostgreSQL,
+//! Read-only: it queries the catalog views (`information_schema` on PostgreSQL and MySQL,
 //! `pragma_table_info` on SQLite) and changes nothing.
 
 use std::collections::BTreeSet;
@@ -83,6 +83,13 @@ async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String
         Backend::Sqlite => reaper_core::sql::Statement {
             sql: "SELECT name FROM pragma_table_info(?)".into(),
             params: vec![SqlValue::Text(target.table.clone())],
+        },
+        // `schema` is the MySQL database; the connection's when absent.
+        Backend::MySql => reaper_core::sql::Statement {
+            sql: "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+                  WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?"
+                .into(),
+            params: vec![SqlValue::Text(target.schema.clone().unwrap_or_default()), SqlValue::Text(target.table.clone())],
         },
     };
     let rows = db.query_all(&statement).await.map_err(EngineError::from)?;

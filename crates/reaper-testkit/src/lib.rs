@@ -1,10 +1,10 @@
 //! Test harness: isolated real databases, a fixture table and the invariant checker that every
 //! deletion test runs after a job.
 //!
-//! PostgreSQL: one fresh database per test on `REAPER_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the handle drops. A missing
-//! server fails the test loudly; nothing is skipped. SQLite: a file in a fresh temp directory.
-//! Loopback only.
+//! PostgreSQL and MariaDB: one fresh database per test, on `REAPER_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `REAPER_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306/mysql`), dropped when the handle drops. A missing server fails
+//! the test loudly; nothing is skipped. SQLite: a file in a fresh temp directory. Loopback only.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +18,12 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statemen
 pub fn postgres_admin_url() -> String {
     std::env::var("REAPER_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Where the test MariaDB/MySQL server is (an admin connection, used to create databases).
+pub fn mysql_admin_url() -> String {
+    std::env::var("REAPER_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
 }
 
 /// An isolated database for one test.
@@ -34,6 +40,7 @@ pub struct TestDatabase {
 #[derive(Debug)]
 enum Cleanup {
     Postgres { admin_url: String, name: String },
+    MySql { admin_url: String, name: String },
     Sqlite { _dir: tempfile::TempDir },
 }
 
@@ -42,6 +49,38 @@ impl TestDatabase {
         match backend {
             Backend::Postgres => Self::postgres().await,
             Backend::Sqlite => Self::sqlite().await,
+            Backend::MySql => Self::mysql().await,
+        }
+    }
+
+    pub async fn mysql() -> Self {
+        let admin_url = mysql_admin_url();
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
+            panic!("MariaDB/MySQL is required at {admin_url} (REAPER_TEST_MYSQL_URL): {error}")
+        });
+        let name = format!(
+            "reaper_test_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base)
+            .to_owned();
+        let url = format!("{base}/{name}");
+        let conn = Database::connect(&url).await.unwrap();
+        conn.execute_unprepared("SET SESSION time_zone = '+00:00'")
+            .await
+            .unwrap();
+        Self {
+            backend: Backend::MySql,
+            url,
+            conn,
+            cleanup: Cleanup::MySql { admin_url, name },
         }
     }
 
@@ -92,6 +131,7 @@ impl TestDatabase {
         match self.backend {
             Backend::Postgres => DbBackend::Postgres,
             Backend::Sqlite => DbBackend::Sqlite,
+            Backend::MySql => DbBackend::MySql,
         }
     }
 
@@ -151,8 +191,33 @@ impl TestDatabase {
                         datetime('2026-01-01 00:00:00', '-' || ((i * 7919) % 100) || ' days'),
                         'payload-' || i FROM n;"
             ),
+            // MariaDB's Sequence engine (`seq_1_to_N`) generates the rows.
+            Backend::MySql => format!(
+                "CREATE TABLE events (id BIGINT AUTO_INCREMENT PRIMARY KEY, tenant_id INT NOT NULL, kind VARCHAR(16) NOT NULL, \
+                 created_at DATETIME(6) NOT NULL, payload TEXT NOT NULL, deleted_at DATETIME(6) NULL, KEY events_tenant (tenant_id));
+                 INSERT INTO events (id, tenant_id, kind, created_at, payload)
+                 SELECT seq, seq % 10, ELT(1 + seq % 4, 'view', 'click', 'login', 'buy'),
+                        TIMESTAMP '2026-01-01 00:00:00' - INTERVAL ((seq * 7919) % 100) DAY, CONCAT('payload-', seq)
+                   FROM seq_1_to_{rows};"
+            ),
         };
         self.exec(&sql).await;
+    }
+
+    /// `CAST(expr AS <text>)` in this backend's spelling (PostgreSQL's `CHAR` is one character).
+    pub fn as_text(&self, expr: &str) -> String {
+        match self.backend {
+            Backend::MySql => format!("CAST({expr} AS CHAR)"),
+            Backend::Postgres | Backend::Sqlite => format!("CAST({expr} AS TEXT)"),
+        }
+    }
+
+    /// `CAST(expr AS <64-bit integer>)` in this backend's spelling.
+    pub fn as_int(&self, expr: &str) -> String {
+        match self.backend {
+            Backend::MySql => format!("CAST({expr} AS SIGNED)"),
+            Backend::Postgres | Backend::Sqlite => format!("CAST({expr} AS BIGINT)"),
+        }
     }
 
     /// Creates `tokens` (uuid primary key) with `rows` rows, `user_id = n % 5`.
@@ -168,6 +233,10 @@ impl TestDatabase {
                  INSERT INTO tokens SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2)
                    || '-a' || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))), i % 5 FROM n;"
             ),
+            Backend::MySql => format!(
+                "CREATE TABLE tokens (id CHAR(36) PRIMARY KEY, user_id INT NOT NULL);
+                 INSERT INTO tokens SELECT UUID(), seq % 5 FROM seq_1_to_{rows};"
+            ),
         };
         self.exec(&sql).await;
     }
@@ -179,10 +248,10 @@ impl TestDatabase {
             Backend::Postgres => format!(
                 "SELECT row_to_json(t)::text FROM {table} AS t WHERE {condition} ORDER BY id"
             ),
-            Backend::Sqlite => {
-                format!("SELECT json_array(t.*) FROM {table} AS t WHERE {condition} ORDER BY id")
-                    .replace("json_array(t.*)", &sqlite_row_json(table))
-            }
+            Backend::Sqlite | Backend::MySql => format!(
+                "SELECT CAST({} AS CHAR) FROM {table} AS t WHERE {condition} ORDER BY id",
+                row_json(table)
+            ),
         };
         let rows = self.strings(&sql).await;
         let mut hasher = DefaultHasher::new();
@@ -193,7 +262,8 @@ impl TestDatabase {
     /// Ids (as text) matching `condition` in `table`.
     pub async fn ids(&self, table: &str, condition: &str) -> BTreeSet<String> {
         self.strings(&format!(
-            "SELECT CAST(id AS TEXT) FROM {table} WHERE {condition}"
+            "SELECT {} FROM {table} WHERE {condition}",
+            self.as_text("id")
         ))
         .await
         .into_iter()
@@ -201,7 +271,8 @@ impl TestDatabase {
     }
 }
 
-fn sqlite_row_json(table: &str) -> String {
+/// The row as a JSON array (SQLite and MySQL have no `row_to_json`).
+fn row_json(table: &str) -> String {
     match table {
         "events" => "json_array(id, tenant_id, kind, created_at, payload, deleted_at)".into(),
         "tokens" => "json_array(id, user_id)".into(),
@@ -211,8 +282,20 @@ fn sqlite_row_json(table: &str) -> String {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
+        let (admin_url, drop) = match &self.cleanup {
+            Cleanup::Postgres { admin_url, name } => (
+                admin_url.clone(),
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ),
+            // A failed test may leave a transaction open on the database; wait for its metadata
+            // lock 10 s at most (default: a year) and leave the database behind instead.
+            Cleanup::MySql { admin_url, name } => (
+                admin_url.clone(),
+                format!("SET SESSION lock_wait_timeout = 10; DROP DATABASE IF EXISTS {name}"),
+            ),
+            Cleanup::Sqlite { .. } => return,
+        };
+        {
             // Drop runs inside the test's runtime; the cleanup gets a runtime of its own.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -221,11 +304,7 @@ impl Drop for TestDatabase {
                     .unwrap();
                 runtime.block_on(async move {
                     if let Ok(admin) = Database::connect(&admin_url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .await;
+                        let _ = admin.execute_unprepared(&drop).await;
                     }
                 });
             })
@@ -263,7 +342,12 @@ impl TestDatabase {
                 "SELECT count(*) FROM reaper_audit WHERE job_id = '{job_id}'"
             ))
             .await;
-        let audit_row_sum = self.int(&format!("SELECT CAST(COALESCE(sum(row_count), 0) AS BIGINT) FROM reaper_audit WHERE job_id = '{job_id}'")).await;
+        let audit_row_sum = self
+            .int(&format!(
+                "SELECT {} FROM reaper_audit WHERE job_id = '{job_id}'",
+                self.as_int("COALESCE(sum(row_count), 0)")
+            ))
+            .await;
         let audit_max_batch = self
             .int(&format!(
                 "SELECT COALESCE(max(row_count), 0) FROM reaper_audit WHERE job_id = '{job_id}'"
@@ -272,7 +356,7 @@ impl TestDatabase {
         let mut audited_keys = Vec::new();
         for keys in self
             .strings(&format!(
-                "SELECT keys FROM reaper_audit WHERE job_id = '{job_id}' ORDER BY batch_no"
+                "SELECT deleted_keys FROM reaper_audit WHERE job_id = '{job_id}' ORDER BY batch_no"
             ))
             .await
         {

@@ -34,9 +34,14 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
     };
     let figment = figment
         .merge(
-            Env::prefixed("REAPER_")
-                .split("__")
-                .ignore(&["DATABASE_URL", "QUEUE_URL"]),
+            // REAPER_LOG and REAPER_CONFIG belong to the binary, not the file; the URL
+            // shortcuts are mapped below.
+            Env::prefixed("REAPER_").split("__").ignore(&[
+                "DATABASE_URL",
+                "QUEUE_URL",
+                "LOG",
+                "CONFIG",
+            ]),
         )
         .merge(
             Env::raw()
@@ -98,6 +103,10 @@ mod tests {
     fn environment_overrides_and_shortcuts_apply() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("REAPER_WORKER__CONCURRENCY", "7");
+            jail.set_env("REAPER_LOG", "debug");
+            jail.set_env("REAPER_CONFIG", "elsewhere.toml");
+            jail.set_env("REAPER_LOG", "debug");
+            jail.set_env("REAPER_CONFIG", "elsewhere.toml");
             jail.set_env("REAPER_DATABASE_URL", "postgres://127.0.0.1/x");
             let settings = load(None).map_err(figment::Error::from)?;
             assert_eq!(settings.config.worker.concurrency, 7);

@@ -1,15 +1,17 @@
 //! Statements on reaper's own ledger table `reaper_jobs` (the truth about every job) and the
 //! read side of `reaper_audit`.
 //!
-//! These are portable between PostgreSQL and SQLite (both have `ON CONFLICT` and `RETURNING`);
-//! the writer renders each backend's placeholders and value encodings. Every transition of a
-//! running job is guarded by its lease token, so a worker that lost its lease changes nothing.
-//! All are primary-key or unique-index lookups; the claim also checks the lease expiry.
+//! Mostly portable; the writer renders each backend's placeholders and value encodings, and the
+//! differences are explicit here: MySQL has neither `ON CONFLICT` (it has `ON DUPLICATE KEY`) nor
+//! `RETURNING`, SQLite has no `FOR UPDATE`. Every transition of a running job is guarded by its
+//! lease token, so a worker that lost its lease changes nothing. All are primary-key or
+//! unique-index lookups; the claim also checks the lease expiry.
 
 use chrono::{DateTime, Utc};
 
 use crate::sql::{Backend, SqlWriter, Statement};
-use crate::value::SqlValue;
+use crate::validate::ValidatedJob;
+use crate::value::{KeyValue, SqlValue};
 
 /// Columns every job read returns, in this order.
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
@@ -17,7 +19,7 @@ pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, chec
      updated_at, started_at, finished_at, locked_rows_skipped";
 
 /// Columns every audit read returns, in this order.
-pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at";
+pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
 
 /// A job as first written to the ledger.
 #[derive(Debug, Clone)]
@@ -40,8 +42,8 @@ fn text(value: &str) -> SqlValue {
     SqlValue::Text(value.to_owned())
 }
 
-/// `INSERT … ON CONFLICT (idempotency_key) DO NOTHING`: a repeated key inserts nothing and the
-/// caller reads the existing job instead.
+/// `INSERT … ON CONFLICT (idempotency_key) DO NOTHING` (MySQL: `ON DUPLICATE KEY UPDATE id = id`,
+/// a no-op): a repeated key inserts nothing and the caller reads the existing job instead.
 pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push(
@@ -61,7 +63,10 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     .param(SqlValue::Timestamp(job.now))
     .push(", ")
     .param(SqlValue::Timestamp(job.now))
-    .push(") ON CONFLICT (idempotency_key) DO NOTHING");
+    .push(match backend {
+        Backend::MySql => ") ON DUPLICATE KEY UPDATE id = id",
+        Backend::Postgres | Backend::Sqlite => ") ON CONFLICT (idempotency_key) DO NOTHING",
+    });
     w.finish()
 }
 
@@ -97,7 +102,8 @@ pub fn unfinished_jobs(backend: Backend, limit: u32) -> Statement {
 
 /// Claims the job: `pending`, or `running` under an expired lease (its worker died). Counts the
 /// attempt here, at claim, so a job that kills its worker every time still runs out of
-/// attempts. No row returned: somebody else holds it, or it is finished.
+/// attempts. No row returned: somebody else holds it, or it is finished. On MySQL (no
+/// `RETURNING`) the caller checks the affected rows and reads the job back.
 pub fn claim(
     backend: Backend,
     id: &str,
@@ -121,8 +127,112 @@ pub fn claim(
         .param(text(id))
         .push(" AND (state = 'pending' OR (state = 'running' AND lease_expires_at < ")
         .param(SqlValue::Timestamp(now))
-        .push(")) RETURNING ")
-        .push(JOB_COLUMNS);
+        .push("))");
+    if backend != Backend::MySql {
+        w.push(" RETURNING ").push(JOB_COLUMNS);
+    }
+    w.finish()
+}
+
+/// Locks the job's ledger row if and only if this worker holds its lease, returning `batches`
+/// (the batch being written is number `batches + 1`). No row: the lease is lost. Used by the
+/// SQLite and MySQL batches (PostgreSQL does this inside its single statement); SQLite has no
+/// `FOR UPDATE` and needs none, its `BEGIN IMMEDIATE` already holds the database's write lock.
+pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT batches FROM reaper_jobs WHERE id = ")
+        .param(text(job_id))
+        .push(" AND lease_token = ")
+        .param(text(token))
+        .push(" AND state = 'running'");
+    if backend != Backend::Sqlite {
+        w.push(" FOR UPDATE");
+    }
+    w.finish()
+}
+
+/// Advances the checkpoint and counters and renews the lease, in the batch's transaction, after
+/// [`lock_job`] (so exactly one row is affected). `skipped_locked` marks the pass.
+#[allow(clippy::too_many_arguments)] // One statement's bound values; a struct would only rename them.
+pub fn advance_checkpoint(
+    backend: Backend,
+    job_id: &str,
+    token: &str,
+    last_key: &KeyValue,
+    rows: u64,
+    skipped_locked: bool,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET checkpoint = ")
+        .param(SqlValue::Text(last_key.to_text()))
+        .push(", batches = batches + 1, rows_deleted = rows_deleted + ")
+        .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)));
+    if skipped_locked {
+        w.push(", locked_rows_skipped = TRUE");
+    }
+    w.push(", lease_expires_at = ")
+        .param(SqlValue::Timestamp(lease_until))
+        .push(", updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(" WHERE id = ")
+        .param(text(job_id))
+        .push(" AND lease_token = ")
+        .param(text(token))
+        .push(" AND state = 'running'");
+    w.finish()
+}
+
+/// One audit row for one committed batch.
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    /// Ledger id of the job.
+    pub job_id: &'a str,
+    /// 1-based batch number.
+    pub batch_no: i64,
+    /// The keys the batch removed, ascending.
+    pub keys: &'a [KeyValue],
+    /// Batch time.
+    pub at: DateTime<Utc>,
+}
+
+/// `INSERT INTO reaper_audit …` for one batch (SQLite and MySQL; PostgreSQL writes it inside its
+/// batch statement). Expected plan: a single-row insert plus the unique `(job_id, batch_no)`
+/// check.
+pub fn insert_audit(backend: Backend, job: &ValidatedJob, entry: &AuditEntry<'_>) -> Statement {
+    let keys_json = serde_json::to_string(entry.keys).unwrap_or_else(|_| "[]".into());
+    let first = entry
+        .keys
+        .first()
+        .map(KeyValue::to_text)
+        .unwrap_or_default();
+    let last = entry.keys.last().map(KeyValue::to_text).unwrap_or_default();
+    let mut w = SqlWriter::new(backend);
+    w.push(
+        "INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, \
+         requested_by, reason, created_at) VALUES (",
+    );
+    let values = [
+        text(entry.job_id),
+        SqlValue::Int(entry.batch_no),
+        SqlValue::Text(job.target.name.clone()),
+        SqlValue::Text(job.mode.as_str().to_owned()),
+        SqlValue::Int(i64::try_from(entry.keys.len()).unwrap_or(i64::MAX)),
+        SqlValue::Text(first),
+        SqlValue::Text(last),
+        SqlValue::Text(keys_json),
+        SqlValue::Text(job.requested_by.clone()),
+        SqlValue::Text(job.reason.clone()),
+        SqlValue::Timestamp(entry.at),
+    ];
+    for (index, value) in values.into_iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(value);
+    }
+    w.push(")");
     w.finish()
 }
 
@@ -263,6 +373,84 @@ mod tests {
             UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at()).to_string());
+    }
+
+    #[test]
+    fn mysql_claims_without_returning_and_inserts_without_on_conflict() {
+        let claim = claim(Backend::MySql, "j1", "w1", "tok", at(), at()).sql;
+        assert!(claim.ends_with("lease_expires_at < ?))"), "{claim}");
+        let insert = insert_job(
+            Backend::MySql,
+            &NewJob {
+                id: "j1",
+                idempotency_key: "k",
+                target: "t",
+                request_json: "{}",
+                max_attempts: 3,
+                now: at(),
+            },
+        )
+        .sql;
+        assert!(
+            insert.ends_with("ON DUPLICATE KEY UPDATE id = id"),
+            "{insert}"
+        );
+        assert_eq!(
+            lock_job(Backend::MySql, "j1", "tok").sql,
+            "SELECT batches FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' FOR UPDATE"
+        );
+        assert!(
+            !lock_job(Backend::Sqlite, "j1", "tok")
+                .sql
+                .contains("FOR UPDATE")
+        );
+    }
+
+    #[test]
+    fn checkpoint_is_guarded_by_the_lease_and_audit_lists_keys() {
+        let checkpoint = advance_checkpoint(
+            Backend::Sqlite,
+            "j1",
+            "tok",
+            &KeyValue::Int(42),
+            3,
+            false,
+            at(),
+            at(),
+        );
+        expect![[r#"UPDATE reaper_jobs SET checkpoint = ?, batches = batches + 1, rows_deleted = rows_deleted + ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'"#]]
+            .assert_eq(&checkpoint.sql);
+        let marked = advance_checkpoint(
+            Backend::MySql,
+            "j1",
+            "tok",
+            &KeyValue::Int(42),
+            3,
+            true,
+            at(),
+            at(),
+        );
+        assert!(
+            marked.sql.contains("locked_rows_skipped = TRUE"),
+            "{}",
+            marked.sql
+        );
+        let job = crate::sql::test_support::job(&serde_json::json!({"all_rows": true}));
+        let keys = [KeyValue::Int(40), KeyValue::Int(41), KeyValue::Int(42)];
+        let audit = insert_audit(
+            Backend::Sqlite,
+            &job,
+            &AuditEntry {
+                job_id: "j1",
+                batch_no: 2,
+                keys: &keys,
+                at: at(),
+            },
+        );
+        expect![[r#"
+            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            -- parameters: 'j1', 2, 'events', 'hard', 3, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00'"#]]
+        .assert_eq(&audit.to_string());
     }
 
     #[test]

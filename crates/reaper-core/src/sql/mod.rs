@@ -8,6 +8,7 @@
 //! This module builds strings; it never runs them.
 
 pub mod ledger;
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -24,6 +25,31 @@ pub enum Backend {
     Postgres,
     /// SQLite 3.35+ (RETURNING).
     Sqlite,
+    /// MySQL 8.0+ and MariaDB 10.6+ (InnoDB; `SKIP LOCKED`). The statements reaper sends are the
+    /// syntax both accept: no `RETURNING` (MySQL lacks it), no `IN (SELECT … LIMIT)` (both reject
+    /// it), no `DELETE … ORDER BY … LIMIT` (no keys for the audit without `RETURNING`).
+    MySql,
+}
+
+/// How a batch deals with rows other transactions hold (PostgreSQL and MySQL; SQLite has one
+/// writer at a time and ignores it).
+///
+/// Every pass starts `Direct`. On PostgreSQL that means no up-front row locks: the DELETE (or
+/// soft-delete UPDATE) re-checks the filter — under READ COMMITTED a row another transaction
+/// changed meanwhile is judged on its new version — and waits at most the session's
+/// `lock_timeout` for a held row; `FOR UPDATE` in the selection would write a lock record per row
+/// to the WAL (measured +10% WAL and +8–10% time per 5,000-row batch). On MySQL it means
+/// `FOR UPDATE NOWAIT`: InnoDB row locks live in memory, so locking the window up front is cheap,
+/// and NOWAIT fails at once instead of waiting. Either way a conflict fails the statement,
+/// nothing is written, and the engine reruns the batch `SkipLocked`, marks the pass
+/// (`locked_rows_skipped`) and keeps `SkipLocked` for the rest of it; only a marked pass ends with
+/// a probe for rows it passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLocking {
+    /// PostgreSQL: no up-front locks, wait at most `lock_timeout`. MySQL: `FOR UPDATE NOWAIT`.
+    Direct,
+    /// `FOR UPDATE SKIP LOCKED`; the pass is marked as having skipped rows.
+    SkipLocked,
 }
 
 impl fmt::Display for Backend {
@@ -31,6 +57,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
         })
     }
 }
@@ -89,11 +116,16 @@ impl SqlWriter {
         self
     }
 
-    /// A quoted identifier: `"name"` with embedded quotes doubled.
+    /// A quoted identifier: `"name"` (backticks on MySQL) with embedded quotes doubled.
     pub(crate) fn ident(&mut self, name: &str) -> &mut Self {
-        self.sql.push('"');
-        self.sql.push_str(&name.replace('"', "\"\""));
-        self.sql.push('"');
+        let quote = match self.backend {
+            Backend::MySql => '`',
+            Backend::Postgres | Backend::Sqlite => '"',
+        };
+        self.sql.push(quote);
+        self.sql
+            .push_str(&name.replace(quote, &format!("{quote}{quote}")));
+        self.sql.push(quote);
         self
     }
 
@@ -109,7 +141,10 @@ impl SqlWriter {
     pub(crate) fn param(&mut self, value: SqlValue) -> &mut Self {
         let value = match (self.backend, value) {
             // SQLite has no uuid or timestamp type; reaper documents the text forms it compares.
-            (Backend::Sqlite, SqlValue::Uuid(id)) => SqlValue::Text(id.hyphenated().to_string()),
+            // MySQL has no uuid type either: uuids are CHAR(36) text there.
+            (Backend::Sqlite | Backend::MySql, SqlValue::Uuid(id)) => {
+                SqlValue::Text(id.hyphenated().to_string())
+            }
             (Backend::Sqlite, SqlValue::Timestamp(at)) => {
                 SqlValue::Text(at.format(SQLITE_TIMESTAMP_FORMAT).to_string())
             }
@@ -122,7 +157,7 @@ impl SqlWriter {
                 self.sql.push('$');
                 self.sql.push_str(&index.to_string());
             }
-            Backend::Sqlite => self.sql.push('?'),
+            Backend::Sqlite | Backend::MySql => self.sql.push('?'),
         }
         self
     }
@@ -249,15 +284,25 @@ pub fn count_matching(backend: Backend, job: &ValidatedJob, cap: Option<u64>) ->
     w.finish()
 }
 
-/// The primary key as the engine reads it back: `int8` or text on PostgreSQL (whatever the
-/// column's width or type), the column itself on SQLite (integers are 64-bit, uuids text).
+/// The primary key as the engine reads it back: a 64-bit integer or text whatever the column's
+/// width or type (`::int8`/`::text` on PostgreSQL, `CAST(… AS SIGNED)` on MySQL; SQLite integers
+/// are 64-bit and its uuids text already).
 pub(crate) fn write_key_projection(w: &mut SqlWriter, target: &Target) {
-    w.ident(&target.primary_key);
-    if w.backend == Backend::Postgres {
-        w.push(match target.key_type {
-            KeyType::Int => "::int8",
-            KeyType::Text | KeyType::Uuid => "::text",
-        });
+    match (w.backend, target.key_type) {
+        (Backend::Postgres, KeyType::Int) => {
+            w.ident(&target.primary_key).push("::int8");
+        }
+        (Backend::Postgres, KeyType::Text | KeyType::Uuid) => {
+            w.ident(&target.primary_key).push("::text");
+        }
+        (Backend::MySql, KeyType::Int) => {
+            w.push("CAST(")
+                .ident(&target.primary_key)
+                .push(" AS SIGNED)");
+        }
+        (Backend::MySql, KeyType::Text | KeyType::Uuid) | (Backend::Sqlite, _) => {
+            w.ident(&target.primary_key);
+        }
     }
 }
 

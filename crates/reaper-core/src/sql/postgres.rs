@@ -7,30 +7,11 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{KeyType, Mode};
-use crate::sql::{Backend, SqlWriter, Statement, write_filter, write_keyset_and_filter};
+use crate::sql::{
+    Backend, RowLocking, SqlWriter, Statement, write_filter, write_keyset_and_filter,
+};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
-
-/// How a batch deals with rows other transactions hold.
-///
-/// A pass starts `Direct`: the batch takes no row locks up front; its DELETE (or soft-delete
-/// UPDATE) locks each row as it removes it, re-checking the filter — under READ COMMITTED a row
-/// another transaction changed meanwhile is re-evaluated on its new version, so a row that no
-/// longer matches is never removed. A row held by another transaction is waited for at most the
-/// session's `lock_timeout` (`database.lock_timeout`); past that the statement fails with
-/// SQLSTATE 55P03 and nothing is written. The engine then reruns the batch `SkipLocked`, marks the
-/// pass (`locked_rows_skipped`) and keeps `SkipLocked` for the rest of it; only a marked pass
-/// ends with a probe for rows it passed over.
-///
-/// Why not lock up front always: `FOR UPDATE` writes a lock record per row before the delete
-/// writes its own — measured at +10% WAL and +8–10% time per 5,000-row batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowLocking {
-    /// No up-front locks; wait at most `lock_timeout` for a held row.
-    Direct,
-    /// `FOR UPDATE SKIP LOCKED`; the pass is marked as having skipped rows.
-    SkipLocked,
-}
 
 /// What a batch statement needs from the ledger side.
 #[derive(Debug, Clone)]
@@ -43,7 +24,7 @@ pub struct BatchContext<'a> {
     pub now: DateTime<Utc>,
     /// The renewed lease expiry.
     pub lease_until: DateTime<Utc>,
-    /// How rows held by other transactions are dealt with.
+    /// How rows held by other transactions are dealt with ([`RowLocking`]).
     pub locking: RowLocking,
 }
 
@@ -57,7 +38,8 @@ pub struct BatchContext<'a> {
 ///   at LIMIT (no sort, no full scan). `MATERIALIZED` is the optimization fence that stops the
 ///   planner from re-evaluating the LIMIT subquery per removed row.
 /// - `removed`: `DELETE … USING batch` (hard) or `UPDATE … SET soft_delete_column = now`
-///   (soft), both re-checking the filter (see [`RowLocking`]).
+///   (soft), both re-checking the filter: no up-front row locks in `Direct` mode (see
+///   [`RowLocking`]).
 /// - `summary` → `progress`: the checkpoint moves to the end of the window (even when
 ///   concurrent changes left nothing to remove in it), counters and lease are renewed, the batch
 ///   number is returned → `audit`: one row per batch that removed rows, with every key.
@@ -121,7 +103,7 @@ pub fn delete_batch(
         .push(min)
         .push(" AS first_key, ")
         .push(max)
-        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS keys, ")
+        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ")
         .push("(SELECT count(*) FROM batch) AS selected, (SELECT ")
         .push(max)
         .push(" FROM batch) AS window_end FROM removed)");
@@ -142,14 +124,14 @@ pub fn delete_batch(
     .param(SqlValue::Text(ctx.job_id.to_owned()))
     .push(
         " AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, \
-         mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT ",
+         mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT ",
     )
     .param(SqlValue::Text(ctx.job_id.to_owned()))
     .push(", p.batches, ")
     .param(SqlValue::Text(target.name.clone()))
     .push(", ")
     .param(SqlValue::Text(job.mode.as_str().to_owned()))
-    .push(", s.n, s.first_key, s.last_key, s.keys, ")
+    .push(", s.n, s.first_key, s.last_key, s.deleted_keys, ")
     .param(SqlValue::Text(job.requested_by.clone()))
     .push(", ")
     .param(SqlValue::Text(job.reason.clone()))
@@ -188,7 +170,7 @@ mod tests {
         let job = job(
             &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS keys, (SELECT count(*) FROM batch) AS selected, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.first_key, s.last_key, s.keys, $13, $14, $15 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.first_key, s.last_key, s.deleted_keys, $13, $14, $15 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
     }
 

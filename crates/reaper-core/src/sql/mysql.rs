@@ -1,0 +1,122 @@
+//! MySQL and MariaDB statements of the batch family.
+//!
+//! Neither has data-modifying CTEs; MySQL has no `RETURNING` and rejects `IN (SELECT … LIMIT)`.
+//! So a batch is, in one transaction: the lease check ([`crate::sql::ledger::lock_job`]),
+//! [`lock_batch`] (the key window, locked `NOWAIT` or `SKIP LOCKED`, keys returned to the
+//! engine), [`delete_keys`] (by primary key, the locked keys bound as parameters), the audit
+//! entry and the checkpoint ([`crate::sql::ledger::insert_audit`],
+//! [`crate::sql::ledger::advance_checkpoint`]). Sessions run READ COMMITTED, so InnoDB locks only
+//! the rows that match, not every row the primary-key scan passes.
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::Mode;
+use crate::sql::{
+    Backend, RowLocking, SqlWriter, Statement, key_param, write_key_projection,
+    write_keyset_and_filter,
+};
+use crate::validate::ValidatedJob;
+use crate::value::{KeyValue, SqlValue};
+
+/// `SELECT pk FROM t WHERE pk > ? AND (<filter>) ORDER BY pk LIMIT ? FOR UPDATE NOWAIT` (or
+/// `SKIP LOCKED`): the batch's key window, locked. Expected plan: a range scan on `PRIMARY` from
+/// the checkpoint, the filter applied per row, stopping at LIMIT (`type: range`, `key: PRIMARY`,
+/// no filesort).
+pub fn lock_batch(
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    locking: RowLocking,
+) -> Statement {
+    let target = &job.target;
+    let mut w = SqlWriter::new(Backend::MySql);
+    w.push("SELECT ");
+    write_key_projection(&mut w, target);
+    w.push(" FROM ").table(target).push(" WHERE ");
+    write_keyset_and_filter(&mut w, job, after);
+    w.push(" ORDER BY ")
+        .ident(&target.primary_key)
+        .push(" LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)))
+        .push(match locking {
+            RowLocking::Direct => " FOR UPDATE NOWAIT",
+            RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED",
+        });
+    w.finish()
+}
+
+/// `DELETE FROM t WHERE pk IN (?, …)` or the soft `UPDATE t SET soft_delete_column = ? WHERE pk
+/// IN (…) AND soft_delete_column IS NULL`, for keys this transaction holds locked. Expected plan:
+/// `PRIMARY` lookups (`type: range` on the IN list).
+pub fn delete_keys(job: &ValidatedJob, keys: &[KeyValue], now: DateTime<Utc>) -> Statement {
+    let target = &job.target;
+    let mut w = SqlWriter::new(Backend::MySql);
+    match (job.mode, &target.soft_delete_column) {
+        (Mode::Soft, Some(column)) => {
+            w.push("UPDATE ")
+                .table(target)
+                .push(" SET ")
+                .ident(column)
+                .push(" = ")
+                .param(SqlValue::Timestamp(now));
+        }
+        _ => {
+            w.push("DELETE FROM ").table(target);
+        }
+    }
+    w.push(" WHERE ").ident(&target.primary_key).push(" IN (");
+    for (index, key) in keys.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(key_param(target.key_type, key));
+    }
+    w.push(")");
+    if let (Mode::Soft, Some(column)) = (job.mode, &target.soft_delete_column) {
+        w.push(" AND ").ident(column).push(" IS NULL");
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::sql::test_support::job;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn the_window_is_locked_nowait_first_then_skip_locked() {
+        let job = job(
+            &serde_json::json!({"filter": {"all": [{"column": "kind", "op": "eq", "value": "a`b"}]}}),
+        );
+        expect![[r#"
+            SELECT CAST(`id` AS SIGNED) FROM `app`.`events` WHERE `id` > ? AND (`kind` = ?) ORDER BY `id` LIMIT ? FOR UPDATE NOWAIT
+            -- parameters: 7, 'a`b', 500"#]]
+        .assert_eq(&lock_batch(&job, Some(&KeyValue::Int(7)), 500, RowLocking::Direct).to_string());
+        assert!(
+            lock_batch(&job, None, 5, RowLocking::SkipLocked)
+                .sql
+                .ends_with("LIMIT ? FOR UPDATE SKIP LOCKED")
+        );
+    }
+
+    #[test]
+    fn keys_are_deleted_by_primary_key_and_soft_deletes_skip_rows_already_deleted() {
+        let hard = job(&serde_json::json!({"all_rows": true}));
+        let keys = [KeyValue::Int(3), KeyValue::Int(9)];
+        expect![[r#"DELETE FROM `app`.`events` WHERE `id` IN (?, ?)"#]]
+            .assert_eq(&delete_keys(&hard, &keys, at()).sql);
+        let soft = job(&serde_json::json!({"all_rows": true, "mode": "soft"}));
+        expect![[r#"
+            UPDATE `app`.`events` SET `deleted_at` = ? WHERE `id` IN (?, ?) AND `deleted_at` IS NULL
+            -- parameters: '2026-11-25T08:30:00+00:00', 3, 9"#]]
+        .assert_eq(&delete_keys(&soft, &keys, at()).to_string());
+    }
+}
