@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p reaper-bench -- engine            # 1,000,000 rows (and 100,000 for memory)
 //! cargo run --release -p reaper-bench -- engine --rows 200000 --repeat 1
+//! cargo run --release -p reaper-bench -- mariadb           # vs pt-archiver (percona-toolkit)
 //! ```
 //!
 //! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
@@ -25,6 +26,8 @@ use reaper_engine::runner::{self, RunOutcome, RunSettings};
 use reaper_engine::{Database, ledger, migration::Migrator};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
+
+mod mariadb;
 
 #[derive(Debug, Parser)]
 #[command(about = "reaper benchmarks; prints figures and ratios")]
@@ -52,12 +55,29 @@ enum Bench {
         )]
         postgres_url: String,
     },
+    /// MariaDB/MySQL: unbounded DELETE vs pt-archiver (with and without --bulk-delete) vs
+    /// reaper's engine with audit.
+    Mariadb {
+        /// Rows in the table (half of them match).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Rows per chunk for pt-archiver and per batch for the engine.
+        #[arg(long, default_value_t = 5_000)]
+        batch: u32,
+        /// Runs of each variant, interleaved; medians are reported.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Host and port of the server (root, no password), for reaper and pt-archiver alike;
+        /// the benchmark creates (and drops) its own database `reaper_bench`.
+        #[arg(long, default_value = "127.0.0.1:3306")]
+        mysql_host: String,
+    },
 }
 
 /// Fixed reference time, so the cutoff and the data agree on every run.
 const BASE: &str = "2026-01-01 00:00:00+00";
 /// `created_at = BASE - bucket * 1 hour` with `bucket` in 0..1000; `< CUTOFF` ⇔ bucket ≥ 500.
-const CUTOFF: &str = "2025-12-11T04:00:01Z";
+pub(crate) const CUTOFF: &str = "2025-12-11T04:00:01Z";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -69,18 +89,25 @@ async fn main() -> anyhow::Result<()> {
             repeat,
             postgres_url,
         } => engine(rows, batch, small_rows, repeat.max(1), &postgres_url).await,
+        Bench::Mariadb {
+            rows,
+            batch,
+            repeat,
+            mysql_host,
+        } => mariadb::run(rows, batch, repeat.max(1), &mysql_host).await,
     }
 }
 
-struct Figures {
-    rows: u64,
-    total: Duration,
-    longest: Duration,
-    batches: u64,
+/// What one variant did.
+pub(crate) struct Figures {
+    pub(crate) rows: u64,
+    pub(crate) total: Duration,
+    pub(crate) longest: Duration,
+    pub(crate) batches: u64,
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.rows as f64 / self.total.as_secs_f64()
     }
 }
@@ -158,7 +185,7 @@ async fn engine(
 }
 
 /// The run with the median rate, carrying the worst longest transaction of all runs.
-fn median(mut runs: Vec<Figures>) -> Figures {
+pub(crate) fn median(mut runs: Vec<Figures>) -> Figures {
     let longest = runs.iter().map(|run| run.longest).max().unwrap_or_default();
     runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     let mut middle = runs.swap_remove(runs.len() / 2);
@@ -166,7 +193,7 @@ fn median(mut runs: Vec<Figures>) -> Figures {
     middle
 }
 
-fn report(name: &str, figures: &Figures) {
+pub(crate) fn report(name: &str, figures: &Figures) {
     println!(
         "{name:<40} {:>9} rows {:>8.0} rows/s  total {:>7.2} s  batches {:>4}  longest txn {:>8.1} ms",
         figures.rows,
@@ -292,7 +319,7 @@ async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Fi
 
 /// The engine as the daemon runs it: ledger, lease, one transaction per batch with the audit
 /// entry and the checkpoint. Returns the figures and the peak RSS (KiB) of the run.
-async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
+pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
     let db = Database::connect(&DatabaseConfig {
         url: url.to_owned(),
         max_connections: 4,
