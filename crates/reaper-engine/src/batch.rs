@@ -53,8 +53,9 @@ pub enum BatchResult {
 }
 
 /// Runs one batch of at most `limit` rows after `after`. With [`RowLocking::Direct`], a row
-/// held by another transaction past `lock_timeout` (SQLSTATE 55P03) rolls the attempt back and
-/// the batch reruns with `SKIP LOCKED`; the result says which ran.
+/// held by another transaction (PostgreSQL: past `lock_timeout`, SQLSTATE 55P03; MySQL: `NOWAIT`)
+/// or a row inserted into the key window meanwhile (MySQL) rolls the attempt back and the batch
+/// reruns with `SKIP LOCKED`, deleting by key; the result says which ran.
 pub async fn run_batch(
     db: &Database,
     job: &ValidatedJob,
@@ -64,7 +65,10 @@ pub async fn run_batch(
     locking: RowLocking,
 ) -> Result<BatchResult, EngineError> {
     match run_transaction(db, job, after, limit, holder, locking).await {
-        Err(error) if locking == RowLocking::Direct && is_lock_conflict(&error) => {
+        Err(error)
+            if locking == RowLocking::Direct
+                && (is_lock_conflict(&error) || matches!(error, EngineError::WindowChanged)) =>
+        {
             tracing::debug!(
                 message =
                     "Rows are locked by other transactions; taking the others with SKIP LOCKED."
@@ -248,9 +252,27 @@ async fn mysql_batch(
         .iter()
         .map(|row| read_key(row, job.target.key_type))
         .collect::<Result<Vec<_>, DbErr>>()?;
-    if !keys.is_empty() {
-        // The keys are locked by this transaction, so every one of them is removed.
-        execute(txn, Backend::MySql, &mysql::delete_keys(job, &keys, now)).await?;
+    // Tests insert into the locked window here, as a concurrent writer could.
+    fail::fail_point!("batch::window_locked");
+    // Every key is locked by this transaction, so every one of them is removed.
+    if let Some(last) = keys.last() {
+        match locking {
+            // NOWAIT locked every matching row of the window: one range pass removes them.
+            RowLocking::Direct => {
+                let removed = execute(
+                    txn,
+                    Backend::MySql,
+                    &mysql::delete_window(job, after, last, now),
+                )
+                .await?;
+                if removed != keys.len() as u64 {
+                    return Err(EngineError::WindowChanged);
+                }
+            }
+            RowLocking::SkipLocked => {
+                execute(txn, Backend::MySql, &mysql::delete_keys(job, &keys, now)).await?;
+            }
+        }
     }
     record(
         txn,

@@ -36,6 +36,10 @@ pub enum EngineError {
     /// request); permanent.
     #[error("{0}")]
     Corrupt(String),
+    /// A row was inserted into a batch's key window while the batch ran (MySQL, which takes no
+    /// gap locks under READ COMMITTED); the batch is rolled back and rerun by key. Transient.
+    #[error("a row was inserted into the batch's key window while it ran")]
+    WindowChanged,
     /// A fault injected by a test (`failpoints` feature); transient, like the crash it stands for.
     #[error("injected fault at {0}")]
     Injected(&'static str),
@@ -46,7 +50,7 @@ impl EngineError {
     pub fn class(&self) -> ErrorClass {
         match self {
             EngineError::Database { class, .. } => *class,
-            EngineError::Injected(_) => ErrorClass::Transient,
+            EngineError::Injected(_) | EngineError::WindowChanged => ErrorClass::Transient,
             EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => {
                 ErrorClass::Permanent
             }

@@ -757,3 +757,60 @@ async fn postgres_rows_changed_to_no_longer_match_while_the_batch_waits_are_kept
         "waiting within lock_timeout needs no second pass"
     );
 }
+
+/// MariaDB: a batch deletes its locked key window as one primary-key range. A matching row
+/// inserted into that window while the batch runs (READ COMMITTED takes no gap locks) must not be
+/// deleted unaudited: the batch notices, rolls back, and reruns by key, auditing the new row.
+#[tokio::test]
+async fn mariadb_a_row_inserted_into_the_locked_window_is_never_deleted_unaudited() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let scenario = fail::FailScenario::setup();
+    let s = setup(Backend::MySql, 1_000).await;
+    s.test.exec("DELETE FROM events WHERE id = 13").await;
+    let mut expected = s.test.ids("events", "tenant_id = 3").await;
+    expected.insert("13".into());
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 3}]),
+                serde_json::json!({"batch_size": 50}),
+            ),
+            5,
+        )
+        .await;
+    let url = s.test.url.clone();
+    let inserted = Arc::new(AtomicBool::new(false));
+    let once = inserted.clone();
+    fail::cfg_callback("batch::window_locked", move || {
+        if once.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let url = url.clone();
+        // The batch is mid-transaction on the runtime's threads; the insert gets its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                use sea_orm::ConnectionTrait;
+                let writer = sea_orm::Database::connect(&url).await.unwrap();
+                writer
+                    .execute_unprepared("INSERT INTO events (id, tenant_id, kind, created_at, payload) VALUES (13, 3, 'view', '2025-12-01', 'late')")
+                    .await
+                    .unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+    })
+    .unwrap();
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert!(inserted.load(Ordering::SeqCst), "the fault point never ran");
+    assert!(s.test.ids("events", "tenant_id = 3").await.is_empty());
+    s.test.assert_exactly_once(&id, &expected, 50).await;
+    // The range delete saw one row too many, rolled back, and the rerun by key re-selected the
+    // window, new row included: one pass, marked by the rerun.
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!((job.passes, job.locked_rows_skipped), (1, true));
+    scenario.teardown();
+}

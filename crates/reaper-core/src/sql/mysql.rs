@@ -3,7 +3,7 @@
 //! Neither has data-modifying CTEs; MySQL has no `RETURNING` and rejects `IN (SELECT … LIMIT)`.
 //! So a batch is, in one transaction: the lease check ([`crate::sql::ledger::lock_job`]),
 //! [`lock_batch`] (the key window, locked `NOWAIT` or `SKIP LOCKED`, keys returned to the
-//! engine), [`delete_keys`] (by primary key, the locked keys bound as parameters), the audit
+//! engine), [`delete_window`] (one primary-key range) or [`delete_keys`] (by key), the audit
 //! entry and the checkpoint ([`crate::sql::ledger::insert_audit`],
 //! [`crate::sql::ledger::advance_checkpoint`]). Sessions run READ COMMITTED, so InnoDB locks only
 //! the rows that match, not every row the primary-key scan passes.
@@ -45,9 +45,46 @@ pub fn lock_batch(
     w.finish()
 }
 
+/// `DELETE FROM t WHERE pk > ? AND pk <= ? AND (<filter>)` (or the soft `UPDATE`): the whole key
+/// window in one primary-key range pass, as pt-archiver's `--bulk-delete` does. Exact only when
+/// this transaction locked every matching row of the window (`NOWAIT`): the engine compares the
+/// affected rows with the locked keys and, if a row was inserted into the window meanwhile
+/// (READ COMMITTED takes no gap locks), rolls back and uses [`delete_keys`] instead. Expected
+/// plan: `type: range`, `key: PRIMARY`.
+pub fn delete_window(
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    last: &KeyValue,
+    now: DateTime<Utc>,
+) -> Statement {
+    let target = &job.target;
+    let mut w = SqlWriter::new(Backend::MySql);
+    match (job.mode, &target.soft_delete_column) {
+        (Mode::Soft, Some(column)) => {
+            w.push("UPDATE ")
+                .table(target)
+                .push(" SET ")
+                .ident(column)
+                .push(" = ")
+                .param(SqlValue::Timestamp(now));
+        }
+        _ => {
+            w.push("DELETE FROM ").table(target);
+        }
+    }
+    w.push(" WHERE ")
+        .ident(&target.primary_key)
+        .push(" <= ")
+        .param(key_param(target.key_type, last))
+        .push(" AND ");
+    write_keyset_and_filter(&mut w, job, after);
+    w.finish()
+}
+
 /// `DELETE FROM t WHERE pk IN (?, …)` or the soft `UPDATE t SET soft_delete_column = ? WHERE pk
-/// IN (…) AND soft_delete_column IS NULL`, for keys this transaction holds locked. Expected plan:
-/// `PRIMARY` lookups (`type: range` on the IN list).
+/// IN (…) AND soft_delete_column IS NULL`, for keys this transaction holds locked: after
+/// `SKIP LOCKED` (the window has holes) or when [`delete_window`] found the window changed.
+/// Expected plan: `PRIMARY` lookups (`type: range` on the IN list).
 pub fn delete_keys(job: &ValidatedJob, keys: &[KeyValue], now: DateTime<Utc>) -> Statement {
     let target = &job.target;
     let mut w = SqlWriter::new(Backend::MySql);
@@ -104,6 +141,25 @@ mod tests {
             lock_batch(&job, None, 5, RowLocking::SkipLocked)
                 .sql
                 .ends_with("LIMIT ? FOR UPDATE SKIP LOCKED")
+        );
+    }
+
+    #[test]
+    fn a_fully_locked_window_is_deleted_as_one_range() {
+        let hard = job(
+            &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 3}]}}),
+        );
+        expect![[r#"
+            DELETE FROM `app`.`events` WHERE `id` <= ? AND `id` > ? AND (`tenant_id` = ?)
+            -- parameters: 90, 10, 3"#]]
+        .assert_eq(
+            &delete_window(&hard, Some(&KeyValue::Int(10)), &KeyValue::Int(90), at()).to_string(),
+        );
+        let soft = job(&serde_json::json!({"all_rows": true, "mode": "soft"}));
+        let sql = delete_window(&soft, None, &KeyValue::Int(90), at()).sql;
+        assert_eq!(
+            sql,
+            "UPDATE `app`.`events` SET `deleted_at` = ? WHERE `id` <= ? AND (`deleted_at` IS NULL)"
         );
     }
 
