@@ -37,7 +37,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `postgres://…`, `sqlite://path?mode=rwc` (MySQL/MariaDB: not yet).
+    /// `postgres://…`, `mysql://…` (MySQL or MariaDB), `sqlite://path?mode=rwc`.
     pub url: String,
     /// Pool size.
     #[serde(default = "default_max_connections")]

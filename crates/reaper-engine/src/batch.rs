@@ -221,10 +221,7 @@ async fn sqlite_batch(
         &sqlite::delete_batch(job, after, limit, now),
     )
     .await?;
-    let mut keys = rows
-        .iter()
-        .map(|row| read_key(row, job.target.key_type))
-        .collect::<Result<Vec<_>, DbErr>>()?;
+    let mut keys = read_keys(&rows, job.target.key_type)?;
     keys.sort();
     // One writer at a time on SQLite: every key of the window is removed.
     record(txn, Backend::Sqlite, job, holder, batches, keys, false, now).await
@@ -248,10 +245,7 @@ async fn mysql_batch(
         &mysql::lock_batch(job, after, limit, locking),
     )
     .await?;
-    let keys = rows
-        .iter()
-        .map(|row| read_key(row, job.target.key_type))
-        .collect::<Result<Vec<_>, DbErr>>()?;
+    let keys = read_keys(&rows, job.target.key_type)?;
     // Tests insert into the locked window here, as a concurrent writer could.
     fail::fail_point!("batch::window_locked");
     // Every key is locked by this transaction, so every one of them is removed.
@@ -355,6 +349,11 @@ async fn record(
         selected: count,
         last_key: Some(last_key),
     }))
+}
+
+/// Reads every key of a key-selecting statement's rows.
+fn read_keys(rows: &[QueryResult], key_type: KeyType) -> Result<Vec<KeyValue>, DbErr> {
+    rows.iter().map(|row| read_key(row, key_type)).collect()
 }
 
 /// Reads a key selected by `write_key_projection` (PostgreSQL) or `RETURNING pk` (SQLite).
@@ -470,8 +469,5 @@ pub async fn sample_keys(
         .query_all(&sql::select_keys(db.backend(), job, after, limit))
         .await?;
     let key_type = job.target.key_type;
-    Ok(rows
-        .iter()
-        .map(|row| read_key(row, key_type))
-        .collect::<Result<Vec<_>, DbErr>>()?)
+    Ok(read_keys(&rows, key_type)?)
 }

@@ -26,6 +26,32 @@ pub fn mysql_admin_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
 }
 
+/// Creates a uniquely named database through `admin_url`; returns the admin URL, the name and
+/// the new database's URL. A missing server fails the test loudly, naming the variable to set.
+async fn create_database(
+    admin_url: String,
+    server: &str,
+    variable: &str,
+) -> (String, String, String) {
+    let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
+        panic!("{server} is required at {admin_url} ({variable}): {error}")
+    });
+    let name = format!(
+        "reaper_test_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
+    let url = format!("{base}/{name}");
+    (admin_url, name, url)
+}
+
 /// An isolated database for one test.
 #[derive(Debug)]
 pub struct TestDatabase {
@@ -54,24 +80,8 @@ impl TestDatabase {
     }
 
     pub async fn mysql() -> Self {
-        let admin_url = mysql_admin_url();
-        let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("MariaDB/MySQL is required at {admin_url} (REAPER_TEST_MYSQL_URL): {error}")
-        });
-        let name = format!(
-            "reaper_test_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await.ok();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(base, _)| base)
-            .to_owned();
-        let url = format!("{base}/{name}");
+        let (admin_url, name, url) =
+            create_database(mysql_admin_url(), "MariaDB/MySQL", "REAPER_TEST_MYSQL_URL").await;
         let conn = Database::connect(&url).await.unwrap();
         conn.execute_unprepared("SET SESSION time_zone = '+00:00'")
             .await
@@ -85,24 +95,12 @@ impl TestDatabase {
     }
 
     pub async fn postgres() -> Self {
-        let admin_url = postgres_admin_url();
-        let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("PostgreSQL is required at {admin_url} (REAPER_TEST_POSTGRES_URL): {error}")
-        });
-        let name = format!(
-            "reaper_test_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await.ok();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(base, _)| base)
-            .to_owned();
-        let url = format!("{base}/{name}");
+        let (admin_url, name, url) = create_database(
+            postgres_admin_url(),
+            "PostgreSQL",
+            "REAPER_TEST_POSTGRES_URL",
+        )
+        .await;
         let conn = Database::connect(&url).await.unwrap();
         Self {
             backend: Backend::Postgres,

@@ -306,6 +306,29 @@ pub(crate) fn write_key_projection(w: &mut SqlWriter, target: &Target) {
     }
 }
 
+/// `DELETE FROM t` (hard) or `UPDATE t SET soft_delete_column = $now` (soft): the head of every
+/// removal statement that names the table once (SQLite, MySQL; PostgreSQL aliases its own).
+pub(crate) fn write_removal_head(
+    w: &mut SqlWriter,
+    job: &ValidatedJob,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let target = &job.target;
+    match (job.mode, &target.soft_delete_column) {
+        (Mode::Soft, Some(column)) => {
+            w.push("UPDATE ")
+                .table(target)
+                .push(" SET ")
+                .ident(column)
+                .push(" = ")
+                .param(SqlValue::Timestamp(now));
+        }
+        _ => {
+            w.push("DELETE FROM ").table(target);
+        }
+    }
+}
+
 /// `[pk > $after AND] (<filter>)`
 pub(crate) fn write_keyset_and_filter(
     w: &mut SqlWriter,

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::catalog::Mode;
 use crate::sql::{
     Backend, RowLocking, SqlWriter, Statement, key_param, write_key_projection,
-    write_keyset_and_filter,
+    write_keyset_and_filter, write_removal_head,
 };
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
@@ -59,19 +59,7 @@ pub fn delete_window(
 ) -> Statement {
     let target = &job.target;
     let mut w = SqlWriter::new(Backend::MySql);
-    match (job.mode, &target.soft_delete_column) {
-        (Mode::Soft, Some(column)) => {
-            w.push("UPDATE ")
-                .table(target)
-                .push(" SET ")
-                .ident(column)
-                .push(" = ")
-                .param(SqlValue::Timestamp(now));
-        }
-        _ => {
-            w.push("DELETE FROM ").table(target);
-        }
-    }
+    write_removal_head(&mut w, job, now);
     w.push(" WHERE ")
         .ident(&target.primary_key)
         .push(" <= ")
@@ -88,19 +76,7 @@ pub fn delete_window(
 pub fn delete_keys(job: &ValidatedJob, keys: &[KeyValue], now: DateTime<Utc>) -> Statement {
     let target = &job.target;
     let mut w = SqlWriter::new(Backend::MySql);
-    match (job.mode, &target.soft_delete_column) {
-        (Mode::Soft, Some(column)) => {
-            w.push("UPDATE ")
-                .table(target)
-                .push(" SET ")
-                .ident(column)
-                .push(" = ")
-                .param(SqlValue::Timestamp(now));
-        }
-        _ => {
-            w.push("DELETE FROM ").table(target);
-        }
-    }
+    write_removal_head(&mut w, job, now);
     w.push(" WHERE ").ident(&target.primary_key).push(" IN (");
     for (index, key) in keys.iter().enumerate() {
         if index > 0 {

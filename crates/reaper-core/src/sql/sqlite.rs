@@ -9,8 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::Mode;
-use crate::sql::{Backend, SqlWriter, Statement, write_keyset_and_filter};
+use crate::sql::{Backend, SqlWriter, Statement, write_keyset_and_filter, write_removal_head};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
 
@@ -29,19 +28,7 @@ pub fn delete_batch(
     let target = &job.target;
     let pk = &target.primary_key;
     let mut w = SqlWriter::new(Backend::Sqlite);
-    match (job.mode, &target.soft_delete_column) {
-        (Mode::Soft, Some(column)) => {
-            w.push("UPDATE ")
-                .table(target)
-                .push(" SET ")
-                .ident(column)
-                .push(" = ")
-                .param(SqlValue::Timestamp(now));
-        }
-        _ => {
-            w.push("DELETE FROM ").table(target);
-        }
-    }
+    write_removal_head(&mut w, job, now);
     w.push(" WHERE ")
         .ident(pk)
         .push(" IN (SELECT ")
