@@ -6,9 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use reaper_core::catalog::{Catalog, Target};
+use chrono::NaiveDateTime;
+use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::config::{ConfigError, ConfigProblem};
-use reaper_core::sql::Backend;
+use reaper_core::sql::{self, Backend, SQLITE_TIMESTAMP_FORMAT};
 use reaper_core::value::SqlValue;
 
 use crate::database::Database;
@@ -49,12 +50,59 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
         if let Some(column) = &target.soft_delete_column {
             expect("soft_delete_column".into(), column);
         }
+        if db.backend() == Backend::Sqlite {
+            for (column, _) in target
+                .columns
+                .iter()
+                .filter(|(name, kind)| **kind == ColumnType::Timestamp && columns.contains(*name))
+            {
+                if let Some(found) = sqlite_timestamp_mismatch(db, target, column).await? {
+                    problems.push(ConfigProblem {
+                        key: key(&format!("columns.{column}")),
+                        message: format!(
+                            "SQLite timestamps must be UTC text like `2026-01-31 08:00:00` (what CURRENT_TIMESTAMP writes) \
+                             for reaper to compare them; found {found}"
+                        ),
+                    });
+                }
+            }
+        }
     }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(CheckError::Config(ConfigError { problems }))
     }
+}
+
+/// Rows sampled per SQLite timestamp column at start-up.
+const TIMESTAMP_SAMPLE: u32 = 1_000;
+
+/// SQLite has no timestamp type, so reaper compares timestamps as text; a column holding another
+/// format (ISO `T`, a zone suffix, unix seconds) would compare wrongly — `gt` filters would match
+/// rows they should not. Looks at a sample of stored values; `Some(description)` of the first
+/// value that is not in [`SQLITE_TIMESTAMP_FORMAT`].
+async fn sqlite_timestamp_mismatch(
+    db: &Database,
+    target: &Target,
+    column: &str,
+) -> Result<Option<String>, EngineError> {
+    let rows = db
+        .query_all(&sql::sample_column(
+            Backend::Sqlite,
+            target,
+            column,
+            TIMESTAMP_SAMPLE,
+        ))
+        .await?;
+    for row in &rows {
+        match row.try_get_by_index::<String>(0) {
+            Ok(text) if NaiveDateTime::parse_from_str(&text, SQLITE_TIMESTAMP_FORMAT).is_ok() => {}
+            Ok(text) => return Ok(Some(format!("`{text}`"))),
+            Err(_) => return Ok(Some("a value that is not text (unix seconds?)".into())),
+        }
+    }
+    Ok(None)
 }
 
 /// Why the check failed.

@@ -814,3 +814,25 @@ async fn mariadb_a_row_inserted_into_the_locked_window_is_never_deleted_unaudite
     assert_eq!((job.passes, job.locked_rows_skipped), (1, true));
     scenario.teardown();
 }
+
+/// SQLite compares timestamps as text: a column in another format is refused at start-up, with
+/// its key and the offending value, before any job could match the wrong rows.
+#[tokio::test]
+async fn sqlite_timestamps_in_another_format_are_refused_at_start_up() {
+    let s = setup(Backend::Sqlite, 10).await;
+    schema_check::check_catalog(&s.db, &s.catalog)
+        .await
+        .unwrap();
+    s.test
+        .exec("UPDATE events SET created_at = '2025-12-01T10:00:00Z' WHERE id = 7")
+        .await;
+    let error = schema_check::check_catalog(&s.db, &s.catalog)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("targets.events.columns.created_at: SQLite timestamps must be UTC text like `2026-01-31 08:00:00`")
+            && error.contains("found `2025-12-01T10:00:00Z`"),
+        "{error}"
+    );
+}

@@ -329,6 +329,22 @@ pub(crate) fn write_removal_head(
     }
 }
 
+/// `SELECT column FROM t WHERE column IS NOT NULL LIMIT $n`: a sample of stored values, for the
+/// start-up check that SQLite timestamps are in the text form reaper compares (see
+/// [`SQLITE_TIMESTAMP_FORMAT`]). Read-only; the first rows the table yields.
+pub fn sample_column(backend: Backend, target: &Target, column: &str, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .ident(column)
+        .push(" FROM ")
+        .table(target)
+        .push(" WHERE ")
+        .ident(column)
+        .push(" IS NOT NULL LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
 /// `[pk > $after AND] (<filter>)`
 pub(crate) fn write_keyset_and_filter(
     w: &mut SqlWriter,
