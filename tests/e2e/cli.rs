@@ -78,6 +78,36 @@ async fn a_failure_before_commit_is_retried_and_accounted_exactly_once(backend: 
     );
 }
 
+/// The ledger is the truth: a job whose queue message is gone (the queue lost its data, or the
+/// process died between the ledger and the queue) is re-enqueued from the ledger and finishes
+/// with exactly-once accounting.
+async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
+    let deployment = Deployment::new(backend, 1_000).await;
+    deployment.migrate();
+    let expected = deployment.test.ids("events", "tenant_id = 6").await;
+    let id = deployment.enqueue(&erase_tenant(6, serde_json::json!({"batch_size": 30})));
+    for file in ["queue.db", "queue.db-wal", "queue.db-shm"] {
+        let path = deployment.dir.path().join(file);
+        if path.exists() {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    // Past `stranded_after` (1 s in the test config), the pending job counts as lost.
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    deployment.run_until_idle(&[]);
+    assert!(
+        deployment
+            .test
+            .ids("events", "tenant_id = 6")
+            .await
+            .is_empty()
+    );
+    deployment
+        .test
+        .assert_exactly_once(&id, &expected, 30)
+        .await;
+}
+
 async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend: Backend) {
     let deployment = Deployment::new(backend, 500).await;
     deployment.migrate();
@@ -205,6 +235,7 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     enqueue_and_run_deletes_exactly_once,
+    a_job_the_queue_lost_is_re_enqueued_from_the_ledger,
     a_failure_before_commit_is_retried_and_accounted_exactly_once,
     an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted,
     dry_run_and_repeated_keys_through_the_cli,

@@ -112,6 +112,8 @@ lease = "10s"
 slice = "5s"
 retry_base = "100ms"
 retry_max = "500ms"
+reconcile_every = "300ms"
+stranded_after = "1s"
 
 [targets.events]
 table = "events"

@@ -123,6 +123,14 @@ pub struct WorkerConfig {
     /// before the process exits anyway (the database rolls back what did not commit).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Span,
+    /// How often the daemon compares the ledger with the queue and re-enqueues jobs the queue
+    /// lost (a crash between the ledger and the queue, a queue that lost its data).
+    #[serde(default = "default_reconcile_every")]
+    pub reconcile_every: Span,
+    /// How long a due `pending` job may go untouched before its queue message counts as lost.
+    /// Longer than the queue ever takes to deliver; a duplicate delivery is harmless anyway.
+    #[serde(default = "default_stranded_after")]
+    pub stranded_after: Span,
 }
 
 impl Default for WorkerConfig {
@@ -135,6 +143,8 @@ impl Default for WorkerConfig {
             retry_base: default_retry_base(),
             retry_max: default_retry_max(),
             shutdown_grace: default_shutdown_grace(),
+            reconcile_every: default_reconcile_every(),
+            stranded_after: default_stranded_after(),
         }
     }
 }
@@ -156,6 +166,12 @@ fn default_retry_base() -> Span {
 }
 fn default_retry_max() -> Span {
     Span::from_secs(300)
+}
+fn default_reconcile_every() -> Span {
+    Span::from_secs(30)
+}
+fn default_stranded_after() -> Span {
+    Span::from_secs(120)
 }
 fn default_shutdown_grace() -> Span {
     Span::from_secs(30)

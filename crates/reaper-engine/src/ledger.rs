@@ -219,6 +219,46 @@ pub async fn unfinished(db: &Database, limit: u32) -> Result<Vec<JobRecord>, Eng
         .collect()
 }
 
+/// Jobs the queue may have lost (see `reaper_core::sql::ledger::stranded_jobs`), each marked
+/// as re-enqueued now so the next pass leaves it alone for `quiet` again. The caller enqueues
+/// them; a job another worker takes meanwhile is simply not claimed twice.
+pub async fn take_stranded(
+    db: &Database,
+    now: DateTime<Utc>,
+    quiet: std::time::Duration,
+    limit: u32,
+) -> Result<Vec<JobRecord>, EngineError> {
+    let quiet_since = chrono::Duration::from_std(quiet)
+        .ok()
+        .and_then(|quiet| now.checked_sub_signed(quiet))
+        .unwrap_or(now);
+    let rows = db
+        .query_all(&ledger::stranded_jobs(
+            db.backend(),
+            now,
+            quiet_since,
+            limit,
+        ))
+        .await?;
+    let mut stranded = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let job = JobRecord::from_row(row, db.backend())?;
+        if db
+            .execute(&ledger::touch_stranded(
+                db.backend(),
+                &job.id,
+                &job.state,
+                now,
+            ))
+            .await?
+            == 1
+        {
+            stranded.push(job);
+        }
+    }
+    Ok(stranded)
+}
+
 /// Claims a job for `owner` with a fresh lease token until `lease_until`. `None` when the job
 /// is finished, unknown, or held by a live lease.
 pub async fn claim(

@@ -166,6 +166,7 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    stranded_jobs_are_found_on_both_sides_of_each_threshold,
     hard_delete_removes_every_matching_row_exactly_once,
     a_failure_before_commit_changes_nothing_and_the_rerun_is_exactly_once,
     soft_delete_run_twice_changes_nothing_the_second_time,
@@ -834,5 +835,78 @@ async fn sqlite_timestamps_in_another_format_are_refused_at_start_up() {
         error.contains("targets.events.columns.created_at: SQLite timestamps must be UTC text like `2026-01-31 08:00:00`")
             && error.contains("found `2025-12-01T10:00:00Z`"),
         "{error}"
+    );
+}
+
+async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backend) {
+    let s = setup(backend, 10).await;
+    let quiet = Duration::from_secs(60);
+    let pending = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
+                serde_json::json!({}),
+            ),
+            5,
+        )
+        .await;
+    let running = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
+                serde_json::json!({}),
+            ),
+            5,
+        )
+        .await;
+    let now = Utc::now();
+    ledger::claim(
+        &s.db,
+        &running,
+        "w",
+        "t",
+        now,
+        now + chrono::Duration::seconds(600),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ids = |jobs: Vec<ledger::JobRecord>| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>();
+    // Just enqueued: its message is in the queue; the live lease is respected.
+    assert!(
+        ids(
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(59), quiet, 10)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    // Untouched past `quiet`: the pending job is taken, once; the lease is still live.
+    assert_eq!(
+        ids(
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(120), quiet, 10)
+                .await
+                .unwrap()
+        ),
+        vec![pending.clone()]
+    );
+    assert!(
+        ids(
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(121), quiet, 10)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    // The worker died: past its lease (and `quiet`), the running job is taken too.
+    assert_eq!(
+        ids(
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(700), quiet, 10)
+                .await
+                .unwrap()
+        ),
+        vec![pending, running]
     );
 }

@@ -312,14 +312,21 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
             shutdown_signal().await
         }
     };
-    worker::run_workers(
+    let reconciler = tokio::spawn(worker::reconcile(
+        state.clone(),
+        worker_config.reconcile_every.as_duration(),
+        worker_config.stranded_after.as_duration(),
+    ));
+    let stopped = worker::run_workers(
         state,
         worker_config.concurrency,
         settings.config.queue.poll_interval.as_duration(),
         worker_config.shutdown_grace.as_duration(),
         stop,
     )
-    .await?;
+    .await;
+    reconciler.abort();
+    stopped?;
     tracing::info!(message = "Workers stopped.");
     Ok(ExitCode::SUCCESS)
 }

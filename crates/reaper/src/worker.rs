@@ -11,8 +11,8 @@ use std::time::Duration;
 use apalis::prelude::BackendExt;
 use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt, WorkerContext};
 use reaper_core::catalog::Catalog;
-use reaper_engine::Database;
 use reaper_engine::runner::{self, RunOutcome, RunSettings};
+use reaper_engine::{Database, ledger};
 
 use crate::queue::{JobMessage, JobQueue};
 
@@ -76,6 +76,43 @@ async fn handle(
         state.queue.push(&message.job_id, not_before).await?;
     }
     Ok(())
+}
+
+/// Jobs re-enqueued per reconciliation pass, at most (the rest wait for the next pass).
+const RECONCILE_BATCH: u32 = 500;
+
+/// Compares the ledger with the queue every `every`, starting at once, and re-enqueues the jobs
+/// the queue lost: due `pending` jobs untouched for `stranded_after`, and `running` jobs whose
+/// worker's lease expired. The ledger is the truth; a duplicate message is harmless because a
+/// claim is a compare-and-set. Runs until the task is dropped.
+pub(crate) async fn reconcile(state: Arc<WorkerState>, every: Duration, stranded_after: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match ledger::take_stranded(
+            &state.db,
+            chrono::Utc::now(),
+            stranded_after,
+            RECONCILE_BATCH,
+        )
+        .await
+        {
+            Ok(jobs) => {
+                for job in jobs {
+                    match state.queue.push(&job.id, None).await {
+                        Ok(()) => {
+                            tracing::warn!(message = "Re-enqueued a job the queue had lost.", job_id = %job.id, state = %job.state)
+                        }
+                        Err(error) => {
+                            tracing::error!(message = "Could not re-enqueue a stranded job.", job_id = %job.id, %error)
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(message = "Cannot read the ledger to reconcile.", %error),
+        }
+    }
 }
 
 /// Runs `concurrency` job slots until `shutdown` resolves; the batch in flight commits or rolls

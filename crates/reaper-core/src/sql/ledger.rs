@@ -100,6 +100,45 @@ pub fn unfinished_jobs(backend: Backend, limit: u32) -> Statement {
     w.finish()
 }
 
+/// Jobs the queue may have lost, untouched since `quiet_since`: `pending` and due (its message
+/// should have been taken long ago), or `running` under a lease that expired before `now` (its
+/// worker died). "Untouched" also spaces out re-enqueues of the same job. Oldest first.
+/// Expected plan: the `(state, created_at)` index.
+pub fn stranded_jobs(
+    backend: Backend,
+    now: DateTime<Utc>,
+    quiet_since: DateTime<Utc>,
+    limit: u32,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE (state = 'pending' AND (run_after IS NULL OR run_after <= ")
+        .param(SqlValue::Timestamp(now))
+        .push(") AND updated_at < ")
+        .param(SqlValue::Timestamp(quiet_since))
+        .push(") OR (state = 'running' AND lease_expires_at < ")
+        .param(SqlValue::Timestamp(now))
+        .push(" AND updated_at < ")
+        .param(SqlValue::Timestamp(quiet_since))
+        .push(") ORDER BY created_at, id LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// Marks a stranded job as re-enqueued now, so the next reconciliation leaves it alone for a
+/// while instead of enqueueing it again on every pass. Only while it is still as found.
+pub fn touch_stranded(backend: Backend, id: &str, state: &str, now: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND state = ")
+        .param(text(state));
+    w.finish()
+}
+
 /// Claims the job: `pending`, or `running` under an expired lease (its worker died). Counts the
 /// attempt here, at claim, so a job that kills its worker every time still runs out of
 /// attempts. No row returned: somebody else holds it, or it is finished. On MySQL (no
