@@ -108,6 +108,92 @@ async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
         .await;
 }
 
+/// SIGTERM mid-job: the batch in flight commits, no new batch starts, the job goes back to
+/// `pending` as a continuation, and the daemon exits 0 within its grace period; a new daemon
+/// finishes the job with exactly-once accounting.
+async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend: Backend) {
+    let deployment = Deployment::new(backend, 2_000).await;
+    deployment.migrate();
+    let expected = deployment.test.ids("events", "tenant_id = 8").await;
+    let id = deployment.enqueue(&erase_tenant(8, serde_json::json!({"batch_size": 10})));
+    // 20 batches of 200 ms each: the signal lands mid-job.
+    let mut daemon = deployment
+        .reaper()
+        .arg("run")
+        .env("FAILPOINTS", "batch::before_commit=sleep(200)")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while deployment
+        .test
+        .int(&format!(
+            "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await
+        < 2
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+        assert!(waited < 400, "the daemon never committed two batches");
+    }
+    let signalled = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = daemon.wait().unwrap();
+    let took = signalled.elapsed();
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit status {status}: {log}");
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "took {took:?} to stop (grace 30 s, one batch 200 ms)"
+    );
+    let (state, batches) = (
+        deployment
+            .test
+            .strings(&format!("SELECT state FROM reaper_jobs WHERE id = '{id}'"))
+            .await,
+        deployment
+            .test
+            .int(&format!(
+                "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
+            ))
+            .await,
+    );
+    assert_eq!(state, vec!["pending".to_owned()], "{log}");
+    assert!(
+        (2..20).contains(&batches),
+        "stopped after {batches} batches"
+    );
+    deployment.run_until_idle(&[]);
+    assert!(
+        deployment
+            .test
+            .ids("events", "tenant_id = 8")
+            .await
+            .is_empty()
+    );
+    deployment
+        .test
+        .assert_exactly_once(&id, &expected, 10)
+        .await;
+    assert_eq!(
+        deployment
+            .test
+            .int(&format!(
+                "SELECT attempts FROM reaper_jobs WHERE id = '{id}'"
+            ))
+            .await,
+        1,
+        "a clean stop is not a failed attempt"
+    );
+}
+
 async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend: Backend) {
     let deployment = Deployment::new(backend, 500).await;
     deployment.migrate();
@@ -236,6 +322,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     enqueue_and_run_deletes_exactly_once,
     a_job_the_queue_lost_is_re_enqueued_from_the_ledger,
+    sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job,
     a_failure_before_commit_is_retried_and_accounted_exactly_once,
     an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted,
     dry_run_and_repeated_keys_through_the_cli,
