@@ -151,7 +151,7 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend
     assert!(status.success(), "exit status {status}: {log}");
     assert!(
         took < std::time::Duration::from_secs(5),
-        "took {took:?} to stop (grace 30 s, one batch 200 ms)"
+        "took {took:?} to stop (grace 30 s, one batch 200 ms): {log}"
     );
     let (state, batches) = (
         deployment

@@ -55,6 +55,13 @@ async fn handle(
     .await;
     let requeue_at = match report {
         Ok(report) => match report.outcome {
+            // Stopping: the job is `pending` in the ledger and the next daemon's reconciler
+            // re-enqueues it. Pushing now could wait on the queue's write lock, which apalis
+            // holds while it shuts down (measured: SQLite's full 10 s busy timeout).
+            RunOutcome::Continue if worker.is_shutting_down() => {
+                tracing::info!(message = "Stopping; the job stays pending for the reconciler.", job_id = %message.job_id);
+                None
+            }
             RunOutcome::Continue => Some(None),
             RunOutcome::RetryLater { run_after, .. } => Some(Some(run_after)),
             RunOutcome::Done
