@@ -113,6 +113,7 @@ slice = "5s"
 retry_base = "100ms"
 retry_max = "500ms"
 reconcile_every = "300ms"
+shutdown_grace = "5s"
 stranded_after = "1s"
 
 [targets.events]
