@@ -391,6 +391,11 @@ fn config_check_redacts_the_database_password() {
     );
     assert!(!output.status.success(), "the database does not exist");
     assert!(
+        stderr(&output).contains("permanent database error"),
+        "a missing role is not worth retrying: {}",
+        stderr(&output)
+    );
+    assert!(
         stderr(&output).contains("reaper:***@"),
         "the redacted URL should name the user: {}",
         stderr(&output)

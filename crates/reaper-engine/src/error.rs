@@ -75,15 +75,19 @@ const TRANSIENT_SQLSTATES: &[&str] = &[
     "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "25006",
 ];
 
-/// Classifies a database error. Driver-level failures (I/O, pool, TLS, protocol) are transient;
+/// Classifies a database error, connection errors included. Driver-level failures (I/O, pool,
+/// TLS, protocol) are transient;
 /// database errors are transient only for the codes above and SQLite's busy/locked family;
 /// everything else (permission denied, missing table or column, constraint, type mismatch) is
 /// permanent.
 pub fn classify(error: &DbErr) -> ErrorClass {
     match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ErrorClass::Transient,
-        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error))
+        // A connection error is judged by its cause like any other: a refused or dropped
+        // connection is transient, a wrong password or unknown database is not.
+        DbErr::Conn(RuntimeErr::SqlxError(sqlx_error))
+        | DbErr::Exec(RuntimeErr::SqlxError(sqlx_error))
         | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => classify_sqlx(sqlx_error),
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }

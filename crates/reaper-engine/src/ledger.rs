@@ -297,19 +297,6 @@ pub async fn transition(
         == 1)
 }
 
-/// Marks a never-claimed pending job dead (its request no longer validates).
-pub async fn reject_pending(
-    db: &Database,
-    id: &str,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, EngineError> {
-    Ok(db
-        .execute(&ledger::reject_pending(db.backend(), id, error, now))
-        .await?
-        == 1)
-}
-
 /// The audit entries of one job, in batch order.
 pub async fn audit_of_job(db: &Database, job_id: &str) -> Result<Vec<AuditRecord>, EngineError> {
     let rows = db

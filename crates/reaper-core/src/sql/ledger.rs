@@ -357,22 +357,6 @@ pub fn restart_pass(backend: Backend, id: &str, token: &str, now: DateTime<Utc>)
     w.finish()
 }
 
-/// Marks a job `dead` that never reached a worker's lease (its request no longer validates,
-/// or it is unreadable). Only from `pending`, so it cannot race a running worker.
-pub fn reject_pending(backend: Backend, id: &str, error: &str, now: DateTime<Utc>) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("UPDATE reaper_jobs SET state = 'dead', last_error = ")
-        .param(text(error))
-        .push(", finished_at = ")
-        .param(SqlValue::Timestamp(now))
-        .push(", updated_at = ")
-        .param(SqlValue::Timestamp(now))
-        .push(" WHERE id = ")
-        .param(text(id))
-        .push(" AND state = 'pending'");
-    w.finish()
-}
-
 /// The audit entries of one job, in batch order.
 pub fn audit_of_job(backend: Backend, job_id: &str) -> Statement {
     let mut w = SqlWriter::new(backend);
