@@ -40,6 +40,13 @@ pub enum EngineError {
     /// gap locks under READ COMMITTED); the batch is rolled back and rerun by key. Transient.
     #[error("a row was inserted into the batch's key window while it ran")]
     WindowChanged,
+    /// Rows matching the filter stayed held by other transactions through every pass the job
+    /// may make; transient: the job retries later and takes them then.
+    #[error("matching rows stayed locked by other transactions through {passes} passes")]
+    RowsHeld {
+        /// Passes made.
+        passes: i64,
+    },
     /// A fault injected by a test (`failpoints` feature); transient, like the crash it stands for.
     #[error("injected fault at {0}")]
     Injected(&'static str),
@@ -50,7 +57,9 @@ impl EngineError {
     pub fn class(&self) -> ErrorClass {
         match self {
             EngineError::Database { class, .. } => *class,
-            EngineError::Injected(_) | EngineError::WindowChanged => ErrorClass::Transient,
+            EngineError::Injected(_)
+            | EngineError::WindowChanged
+            | EngineError::RowsHeld { .. } => ErrorClass::Transient,
             EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => {
                 ErrorClass::Permanent
             }

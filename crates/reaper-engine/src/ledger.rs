@@ -297,6 +297,19 @@ pub async fn transition(
         == 1)
 }
 
+/// Starts another keyset pass under the lease. False when the lease was lost.
+pub async fn restart_pass(
+    db: &Database,
+    id: &str,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, EngineError> {
+    Ok(db
+        .execute(&ledger::restart_pass(db.backend(), id, token, now))
+        .await?
+        == 1)
+}
+
 /// The audit entries of one job, in batch order.
 pub async fn audit_of_job(db: &Database, job_id: &str) -> Result<Vec<AuditRecord>, EngineError> {
     let rows = db

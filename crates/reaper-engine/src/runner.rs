@@ -328,23 +328,11 @@ impl Run<'_> {
                     if pass_skipped_rows && batch::count_matching(self.db, job, Some(1)).await? > 0
                     {
                         if passes >= MAX_PASSES {
-                            return Err(EngineError::Database {
-                                class: ErrorClass::Transient,
-                                error: sea_orm::DbErr::Custom(format!(
-                                    "matching rows stayed locked by other transactions through {MAX_PASSES} passes"
-                                )),
-                            });
+                            return Err(EngineError::RowsHeld { passes: MAX_PASSES });
                         }
-                        let restarted = self
-                            .db
-                            .execute(&reaper_core::sql::ledger::restart_pass(
-                                self.db.backend(),
-                                &self.job.id,
-                                self.token,
-                                Utc::now(),
-                            ))
-                            .await?;
-                        if restarted == 0 {
+                        if !ledger::restart_pass(self.db, &self.job.id, self.token, Utc::now())
+                            .await?
+                        {
                             return Ok(RunOutcome::LeaseLost);
                         }
                         passes += 1;
