@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::Mode;
 use crate::sql::{
-    Backend, RowLocking, SqlWriter, Statement, key_param, write_key_projection,
-    write_keyset_and_filter, write_removal_head,
+    Backend, RowLocking, SqlWriter, Statement, key_param, select_keys, write_keyset_and_filter,
+    write_removal_head,
 };
 use crate::validate::ValidatedJob;
-use crate::value::{KeyValue, SqlValue};
+use crate::value::KeyValue;
 
 /// `SELECT pk FROM t WHERE pk > ? AND (<filter>) ORDER BY pk LIMIT ? FOR UPDATE NOWAIT` (or
 /// `SKIP LOCKED`): the batch's key window, locked. Expected plan: a range scan on `PRIMARY` from
@@ -28,21 +28,13 @@ pub fn lock_batch(
     limit: u32,
     locking: RowLocking,
 ) -> Statement {
-    let target = &job.target;
-    let mut w = SqlWriter::new(Backend::MySql);
-    w.push("SELECT ");
-    write_key_projection(&mut w, target);
-    w.push(" FROM ").table(target).push(" WHERE ");
-    write_keyset_and_filter(&mut w, job, after);
-    w.push(" ORDER BY ")
-        .ident(&target.primary_key)
-        .push(" LIMIT ")
-        .param(SqlValue::Int(i64::from(limit)))
-        .push(match locking {
-            RowLocking::Direct => " FOR UPDATE NOWAIT",
-            RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED",
-        });
-    w.finish()
+    // The keys `select_keys` returns, locked: the clause adds no parameter.
+    let mut statement = select_keys(Backend::MySql, job, after, limit);
+    statement.sql.push_str(match locking {
+        RowLocking::Direct => " FOR UPDATE NOWAIT",
+        RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED",
+    });
+    statement
 }
 
 /// `DELETE FROM t WHERE pk > ? AND pk <= ? AND (<filter>)` (or the soft `UPDATE`): the whole key
