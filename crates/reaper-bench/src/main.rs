@@ -343,6 +343,7 @@ pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figu
         max_batch_size: batch,
         soft_delete_column: None,
         max_rows: 10_000_000,
+        max_attempts: None,
     }]);
     let request: JobRequest = serde_json::from_value(serde_json::json!({
         "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",

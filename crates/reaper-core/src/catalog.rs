@@ -132,6 +132,9 @@ pub struct Target {
     pub soft_delete_column: Option<String>,
     /// The most rows one job may delete from this target.
     pub max_rows: u64,
+    /// Runs before a job on this target that keeps failing transiently is dead; the worker's
+    /// `max_attempts` when absent.
+    pub max_attempts: Option<u32>,
 }
 
 /// All targets of one deployment, by name.

@@ -208,6 +208,9 @@ pub struct TargetConfig {
     /// The most rows one job may delete.
     #[serde(default = "default_max_rows")]
     pub max_rows: u64,
+    /// Overrides `worker.max_attempts` for jobs on this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
 }
 
 fn default_mode() -> Mode {
@@ -346,6 +349,11 @@ impl Config {
                 "max_rows",
                 "must be at least 1".into(),
             );
+            check(
+                target.max_attempts != Some(0),
+                "max_attempts",
+                "must be at least 1".into(),
+            );
             match &target.soft_delete_column {
                 Some(column) => check(
                     valid_identifier(column),
@@ -371,6 +379,7 @@ impl Config {
                     max_batch_size: target.max_batch_size,
                     soft_delete_column: target.soft_delete_column.clone(),
                     max_rows: target.max_rows,
+                    max_attempts: target.max_attempts,
                 });
             }
         }

@@ -417,6 +417,7 @@ mod tests {
             max_batch_size: 5_000,
             soft_delete_column: None,
             max_rows: 1_000_000,
+            max_attempts: None,
         }])
     }
 

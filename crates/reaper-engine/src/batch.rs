@@ -48,7 +48,8 @@ pub enum BatchResult {
         /// The batch ran with `SKIP LOCKED`, so it may have passed over rows.
         skipped_locked: bool,
     },
-    /// Another worker holds the job now; the batch was rolled back and changed nothing.
+    /// The lease is lost (another worker holds the job) or somebody asked to cancel the job;
+    /// the batch was rolled back and changed nothing.
     LeaseLost,
 }
 

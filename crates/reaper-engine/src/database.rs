@@ -77,6 +77,12 @@ impl Database {
                 });
             }
             Backend::Sqlite => {
+                // SQLite has one writer. A second connection of ours would only wait in SQLite's
+                // busy handler, which polls with growing sleeps and keeps losing to a job that
+                // commits a batch and begins the next at once (measured: a cancel request
+                // starved through a whole 300-batch job). One connection lets the pool's fair
+                // queue take turns instead.
+                options.max_connections(1);
                 options.map_sqlx_sqlite_opts(|lite| {
                     lite.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                         .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)

@@ -28,7 +28,7 @@ pub struct JobRecord {
     pub target: String,
     /// The accepted request, as JSON text.
     pub request: String,
-    /// `pending`, `running`, `done` or `dead`.
+    /// `pending`, `running`, `done`, `dead` or `cancelled`.
     pub state: String,
     /// Last key of the last committed batch of the current pass.
     pub checkpoint: Option<String>,
@@ -63,6 +63,8 @@ pub struct JobRecord {
     /// The current keyset pass may have passed over rows other transactions held (PostgreSQL),
     /// so its end must look for them.
     pub locked_rows_skipped: bool,
+    /// When somebody asked the job to stop (it stops at the next batch boundary).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl JobRecord {
@@ -93,12 +95,13 @@ impl JobRecord {
             started_at: get_time(row, backend, 18)?,
             finished_at: get_time(row, backend, 19)?,
             locked_rows_skipped: row.try_get_by_index(20)?,
+            cancel_requested_at: get_time(row, backend, 21)?,
         })
     }
 
-    /// True for `done` and `dead`.
+    /// True for `done`, `dead` and `cancelled`.
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "done" | "dead")
+        matches!(self.state.as_str(), "done" | "dead" | "cancelled")
     }
 }
 
@@ -162,14 +165,19 @@ pub struct Submitted {
 
 /// Validates `request` against `catalog` and writes it to the ledger as `pending`. A repeated
 /// idempotency key returns the existing job. An invalid job is refused and never written.
+/// `default_max_attempts` applies unless the target sets its own.
 pub async fn submit(
     db: &Database,
     catalog: &Catalog,
     request: &JobRequest,
-    max_attempts: u32,
+    default_max_attempts: u32,
     now: DateTime<Utc>,
 ) -> Result<Submitted, EngineError> {
-    validate(request, catalog, now)?;
+    let validated = validate(request, catalog, now)?;
+    let max_attempts = validated
+        .target
+        .max_attempts
+        .unwrap_or(default_max_attempts);
     let id = uuid::Uuid::now_v7().to_string();
     let key = request
         .idempotency_key
@@ -211,12 +219,7 @@ pub async fn get_by_key(db: &Database, key: &str) -> Result<Option<JobRecord>, E
 
 /// Jobs still `pending` or `running`, oldest first.
 pub async fn unfinished(db: &Database, limit: u32) -> Result<Vec<JobRecord>, EngineError> {
-    let rows = db
-        .query_all(&ledger::unfinished_jobs(db.backend(), limit))
-        .await?;
-    rows.iter()
-        .map(|row| Ok(JobRecord::from_row(row, db.backend())?))
-        .collect()
+    all_jobs(db, &ledger::unfinished_jobs(db.backend(), limit)).await
 }
 
 /// Jobs the queue may have lost (see `reaper_core::sql::ledger::stranded_jobs`), each marked
@@ -297,6 +300,73 @@ pub async fn transition(
         == 1)
 }
 
+/// What a cancel request found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The job was `pending` and is `cancelled` now.
+    Cancelled(JobRecord),
+    /// The job is running; it stops at its next batch boundary.
+    Stopping(JobRecord),
+    /// The job had finished already; nothing changed.
+    Finished(JobRecord),
+}
+
+/// Asks job `id` to stop (see `reaper_core::sql::ledger::request_cancel`). `None` for an
+/// unknown id.
+pub async fn request_cancel(
+    db: &Database,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<CancelOutcome>, EngineError> {
+    match get(db, id).await? {
+        None => return Ok(None),
+        Some(job) if job.is_finished() => return Ok(Some(CancelOutcome::Finished(job))),
+        Some(_) => {}
+    }
+    db.execute(&ledger::request_cancel(db.backend(), id, now))
+        .await?;
+    Ok(get(db, id).await?.map(|job| match job.state.as_str() {
+        "cancelled" => CancelOutcome::Cancelled(job),
+        "pending" | "running" => CancelOutcome::Stopping(job),
+        // It finished on its own between the two reads.
+        _ => CancelOutcome::Finished(job),
+    }))
+}
+
+/// One page of jobs, newest first (see `reaper_core::sql::ledger::list_jobs`).
+pub async fn list(
+    db: &Database,
+    state: Option<&str>,
+    target: Option<&str>,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<JobRecord>, EngineError> {
+    all_jobs(
+        db,
+        &ledger::list_jobs(db.backend(), state, target, before_id, limit),
+    )
+    .await
+}
+
+/// Unfinished jobs by state: `(pending, running)`.
+pub async fn unfinished_counts(db: &Database) -> Result<(u64, u64), EngineError> {
+    let rows = db
+        .query_all(&ledger::count_unfinished_by_state(db.backend()))
+        .await?;
+    let (mut pending, mut running) = (0, 0);
+    for row in &rows {
+        let state: String = row.try_get_by_index(0)?;
+        let count: i64 = row.try_get_by_index(1)?;
+        let count = u64::try_from(count).unwrap_or(0);
+        match state.as_str() {
+            "pending" => pending = count,
+            "running" => running = count,
+            _ => {}
+        }
+    }
+    Ok((pending, running))
+}
+
 /// Starts another keyset pass under the lease. False when the lease was lost.
 pub async fn restart_pass(
     db: &Database,
@@ -327,6 +397,16 @@ pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>,
         .await?;
     rows.iter()
         .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))
+        .collect()
+}
+
+async fn all_jobs(
+    db: &Database,
+    statement: &reaper_core::sql::Statement,
+) -> Result<Vec<JobRecord>, EngineError> {
+    let rows = db.query_all(statement).await?;
+    rows.iter()
+        .map(|row| Ok(JobRecord::from_row(row, db.backend())?))
         .collect()
 }
 

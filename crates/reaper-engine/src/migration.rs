@@ -16,7 +16,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateLedgerAndAudit)]
+        vec![Box::new(CreateLedgerAndAudit), Box::new(AddCancelRequest)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -42,6 +42,48 @@ fn audit_keys_column(backend: sea_orm::DbBackend) -> ColumnDef {
             .not_null()
             .to_owned(),
         _ => text("deleted_keys"),
+    }
+}
+
+/// `POST /v1/jobs/{id}/cancel` and `reaper cancel`: when somebody asked a running job to stop.
+/// Batch transactions refuse to run once it is set.
+#[derive(Debug)]
+struct AddCancelRequest;
+
+impl MigrationName for AddCancelRequest {
+    fn name(&self) -> &str {
+        "m20261125_000002_add_cancel_request"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCancelRequest {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager
+            .has_column("reaper_jobs", "cancel_requested_at")
+            .await?
+        {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("reaper_jobs")
+                    .add_column(timestamp_with_time_zone_null("cancel_requested_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("reaper_jobs")
+                    .drop_column("cancel_requested_at")
+                    .to_owned(),
+            )
+            .await
     }
 }
 

@@ -20,6 +20,8 @@
 //!    commits or rolls back first.
 //! 7. **Failures**: transient → `pending` with `run_after` (exponential backoff with jitter)
 //!    while attempts remain, else `dead`; permanent → `dead` at once. The error is kept.
+//! 8. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
+//!    check sees the request), and the job ends `cancelled` with what it had deleted.
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,8 @@ pub enum RunOutcome {
         /// The error.
         error: String,
     },
+    /// Stopped at a batch boundary because somebody asked.
+    Cancelled,
     /// Finished already, unknown, or held by another worker's live lease: nothing done.
     NotClaimed,
     /// The lease was lost mid-run (another worker took over); nothing more was written.
@@ -184,7 +188,9 @@ async fn run_claimed(
         batch_time: Duration::ZERO,
     };
 
-    let outcome = if job.attempts > job.max_attempts {
+    let outcome = if job.cancel_requested_at.is_some() {
+        Ok(run.cancelled(job.rows_deleted, job.passes).await?)
+    } else if job.attempts > job.max_attempts {
         let error = format!(
             "gave up after {} attempts; last error: {}",
             job.max_attempts,
@@ -316,7 +322,12 @@ impl Run<'_> {
                     .instrument(batch_span)
                     .await?;
             match result {
-                BatchResult::LeaseLost => return Ok(RunOutcome::LeaseLost),
+                // Still holding the lease means the batch refused because of a cancel request.
+                BatchResult::LeaseLost => {
+                    return self
+                        .cancelled(i64::try_from(rows_deleted).unwrap_or(i64::MAX), passes)
+                        .await;
+                }
                 BatchResult::Committed {
                     selected: 0,
                     skipped_locked,
@@ -380,6 +391,22 @@ impl Run<'_> {
             .map_err(|error| EngineError::Corrupt(error.to_string()))?;
         self.finish(&Transition::Done { result: &result }, RunOutcome::Done)
             .await
+    }
+
+    /// Records `cancelled` with what was deleted; `LeaseLost` if the lease is gone instead.
+    async fn cancelled(&self, rows_deleted: i64, passes: i64) -> Result<RunOutcome, EngineError> {
+        let summary = DoneSummary {
+            rows_deleted: u64::try_from(rows_deleted).unwrap_or(0),
+            batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
+            passes,
+        };
+        let result = serde_json::to_string(&summary)
+            .map_err(|error| EngineError::Corrupt(error.to_string()))?;
+        self.finish(
+            &Transition::Cancelled { result: &result },
+            RunOutcome::Cancelled,
+        )
+        .await
     }
 
     async fn finish(

@@ -41,6 +41,7 @@ fn catalog() -> Catalog {
             max_batch_size: 1_000,
             soft_delete_column: Some("deleted_at".into()),
             max_rows: 1_000_000,
+            max_attempts: None,
         },
         Target {
             name: "tokens".into(),
@@ -54,6 +55,7 @@ fn catalog() -> Catalog {
             max_batch_size: 1_000,
             soft_delete_column: None,
             max_rows: 1_000_000,
+            max_attempts: None,
         },
     ])
 }
@@ -178,6 +180,9 @@ on_every_backend!(
     transient_failures_end_dead_after_max_attempts,
     a_repeated_idempotency_key_yields_one_job,
     schema_check_names_missing_tables_and_columns,
+    cancel_stops_a_running_job_at_a_batch_boundary,
+    cancel_of_a_pending_job_is_immediate_and_deletes_nothing,
+    jobs_are_listed_newest_first_by_state_and_target_in_pages,
 );
 
 async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
@@ -909,4 +914,181 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
         ),
         vec![pending, running]
     );
+}
+
+async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
+    let _scenario = fail::FailScenario::setup();
+    let s = setup(backend, 3_000).await;
+    // Each of the 300 batches takes at least 5 ms, so the request lands long before the end.
+    fail::cfg("batch::before_commit", "sleep(5)").unwrap();
+    let matching = "tenant_id IN (1, 2, 3)";
+    let before = s.test.ids("events", matching).await;
+    let untouched = s
+        .test
+        .checksum("events", "tenant_id NOT IN (1, 2, 3)")
+        .await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "in", "value": [1, 2, 3]}]),
+                serde_json::json!({"batch_size": 3}),
+            ),
+            5,
+        )
+        .await;
+    let canceller = async {
+        loop {
+            let batches = s
+                .test
+                .int(&format!(
+                    "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
+                ))
+                .await;
+            if batches >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        ledger::request_cancel(&s.db, &id, Utc::now())
+            .await
+            .unwrap()
+    };
+    let run_settings = settings();
+    let (report, cancel) = tokio::join!(
+        runner::run_job(&s.db, &s.catalog, &id, &run_settings, &|| false),
+        canceller
+    );
+    // The worker may record `cancelled` before the request reads the job back.
+    assert!(
+        matches!(
+            cancel,
+            Some(ledger::CancelOutcome::Stopping(_) | ledger::CancelOutcome::Cancelled(_))
+        ),
+        "{cancel:?}"
+    );
+    assert_eq!(report.unwrap().outcome, RunOutcome::Cancelled);
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!(job.state, "cancelled");
+    assert!(job.finished_at.is_some() && job.lease_owner.is_none());
+    let after = s.test.ids("events", matching).await;
+    let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
+    assert!(
+        deleted.len() >= 6 && !after.is_empty(),
+        "cancel should stop mid-job: {} deleted, {} left",
+        deleted.len(),
+        after.len()
+    );
+    s.test.assert_exactly_once(&id, &deleted, 3).await;
+    assert_eq!(
+        s.test
+            .checksum("events", "tenant_id NOT IN (1, 2, 3)")
+            .await,
+        untouched
+    );
+    // Cancelled is final: another run claims nothing.
+    assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
+    assert!(matches!(
+        ledger::request_cancel(&s.db, &id, Utc::now())
+            .await
+            .unwrap(),
+        Some(ledger::CancelOutcome::Finished(_))
+    ));
+}
+
+async fn cancel_of_a_pending_job_is_immediate_and_deletes_nothing(backend: Backend) {
+    let s = setup(backend, 200).await;
+    let untouched = s.test.checksum("events", "1 = 1").await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
+                serde_json::json!({}),
+            ),
+            5,
+        )
+        .await;
+    let outcome = ledger::request_cancel(&s.db, &id, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, Some(ledger::CancelOutcome::Cancelled(job)) if job.state == "cancelled"),
+        "{outcome:?}"
+    );
+    assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
+    assert_eq!(s.test.checksum("events", "1 = 1").await, untouched);
+    assert_eq!(
+        ledger::request_cancel(&s.db, "no-such-job", Utc::now())
+            .await
+            .unwrap(),
+        None
+    );
+    // A running job whose worker died with a cancel request pending ends cancelled when it is
+    // next claimed, without another batch.
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
+                serde_json::json!({}),
+            ),
+            5,
+        )
+        .await;
+    let now = Utc::now();
+    ledger::claim(&s.db, &id, "dead-worker", "tok", now, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        ledger::request_cancel(&s.db, &id, now).await.unwrap(),
+        Some(ledger::CancelOutcome::Stopping(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.run_once(&id).await, RunOutcome::Cancelled);
+    assert_eq!(s.test.checksum("events", "1 = 1").await, untouched);
+}
+
+async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Backend) {
+    let s = setup(backend, 10).await;
+    let mut ids = Vec::new();
+    for tenant in 0..5 {
+        ids.push(
+            s.submit(
+                job(
+                    "events",
+                    serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
+                    serde_json::json!({}),
+                ),
+                5,
+            )
+            .await,
+        );
+    }
+    assert_eq!(s.run_to_end(&ids[0]).await, RunOutcome::Done);
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let page = ledger::list(&s.db, None, None, None, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        newest_first[..3]
+    );
+    let next = ledger::list(&s.db, None, None, Some(&page[2].id), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        newest_first[3..]
+    );
+    let pending = ledger::list(&s.db, Some("pending"), Some("events"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 4);
+    assert!(
+        ledger::list(&s.db, None, Some("tokens"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ledger::unfinished_counts(&s.db).await.unwrap(), (4, 0));
 }

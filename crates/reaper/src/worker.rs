@@ -67,6 +67,7 @@ async fn handle(
             RunOutcome::Done
             | RunOutcome::Dead { .. }
             | RunOutcome::NotClaimed
+            | RunOutcome::Cancelled
             | RunOutcome::LeaseLost => None,
         },
         Err(error) => {

@@ -16,7 +16,7 @@ use crate::value::{KeyValue, SqlValue};
 /// Columns every job read returns, in this order.
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
      batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped";
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at";
 
 /// Columns every audit read returns, in this order.
 pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
@@ -173,8 +173,9 @@ pub fn claim(
     w.finish()
 }
 
-/// Locks the job's ledger row if and only if this worker holds its lease, returning `batches`
-/// (the batch being written is number `batches + 1`). No row: the lease is lost. Used by the
+/// Locks the job's ledger row if and only if this worker holds its lease and nobody asked to
+/// cancel the job, returning `batches` (the batch being written is number `batches + 1`). No
+/// row: the lease is lost or the job is being cancelled (the caller reads which). Used by the
 /// SQLite and MySQL batches (PostgreSQL does this inside its single statement); SQLite has no
 /// `FOR UPDATE` and needs none, its `BEGIN IMMEDIATE` already holds the database's write lock.
 pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
@@ -183,7 +184,7 @@ pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
         .param(text(job_id))
         .push(" AND lease_token = ")
         .param(text(token))
-        .push(" AND state = 'running'");
+        .push(" AND state = 'running' AND cancel_requested_at IS NULL");
     if backend != Backend::Sqlite {
         w.push(" FOR UPDATE");
     }
@@ -298,6 +299,11 @@ pub enum Transition<'a> {
         /// The error, kept for status.
         error: &'a str,
     },
+    /// Stopped at a batch boundary because somebody asked: `cancelled`, with what was done.
+    Cancelled {
+        /// JSON summary of what the job deleted before it stopped.
+        result: &'a str,
+    },
 }
 
 /// Applies a [`Transition`], only if `token` still holds the lease. Zero rows affected means
@@ -334,12 +340,74 @@ pub fn transition(
                 .push(", finished_at = ")
                 .param(SqlValue::Timestamp(now));
         }
+        Transition::Cancelled { result } => {
+            w.push(", state = 'cancelled', result = ")
+                .param(text(result))
+                .push(", finished_at = ")
+                .param(SqlValue::Timestamp(now));
+        }
     }
     w.push(" WHERE id = ")
         .param(text(id))
         .push(" AND lease_token = ")
         .param(text(token))
         .push(" AND state = 'running'");
+    w.finish()
+}
+
+/// Asks a job to stop. A `pending` job is `cancelled` at once; a `running` one is marked, and
+/// its next batch transaction refuses to run (the lease checks look at the mark), so it stops
+/// at a batch boundary and its worker records `cancelled`. Finished jobs are left alone.
+/// Assignments are ordered so MySQL, which evaluates them left to right with the new values,
+/// still sees the old `state` in each `CASE`.
+pub fn request_cancel(backend: Backend, id: &str, now: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ")
+        .param(SqlValue::Timestamp(now))
+        .push("), finished_at = CASE WHEN state = 'pending' THEN ")
+        .param(SqlValue::Timestamp(now))
+        .push(" ELSE finished_at END, updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(", state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END WHERE id = ")
+        .param(text(id))
+        .push(" AND state IN ('pending', 'running')");
+    w.finish()
+}
+
+/// One page of jobs, newest first, optionally of one state and one target, after the cursor
+/// `before_id` (ids are UUIDv7, so their order is their creation order). Expected plan: the
+/// primary key backwards, filtered; the `(state, created_at)` index when a state is given and
+/// rare.
+pub fn list_jobs(
+    backend: Backend,
+    state: Option<&str>,
+    target: Option<&str>,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE 1 = 1");
+    if let Some(state) = state {
+        w.push(" AND state = ").param(text(state));
+    }
+    if let Some(target) = target {
+        w.push(" AND target = ").param(text(target));
+    }
+    if let Some(before) = before_id {
+        w.push(" AND id < ").param(text(before));
+    }
+    w.push(" ORDER BY id DESC LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// Unfinished jobs per state (`pending`, `running`): the work waiting in and taken from the
+/// queue, as the ledger counts it. Expected plan: an index-only scan of `(state, created_at)`.
+pub fn count_unfinished_by_state(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT state, COUNT(*) FROM reaper_jobs WHERE state IN ('pending', 'running') GROUP BY state");
     w.finish()
 }
 
@@ -393,7 +461,7 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at()).to_string());
     }
@@ -420,7 +488,7 @@ mod tests {
         );
         assert_eq!(
             lock_job(Backend::MySql, "j1", "tok").sql,
-            "SELECT batches FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' FOR UPDATE"
+            "SELECT batches FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE"
         );
         assert!(
             !lock_job(Backend::Sqlite, "j1", "tok")

@@ -389,6 +389,7 @@ pub(crate) mod test_support {
             max_batch_size: 5_000,
             soft_delete_column: Some("deleted_at".into()),
             max_rows: 1_000_000,
+            max_attempts: None,
         }]);
         let mut base =
             serde_json::json!({"target": "events", "requested_by": "svc", "reason": "test"});

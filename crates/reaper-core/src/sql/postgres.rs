@@ -31,8 +31,9 @@ pub struct BatchContext<'a> {
 /// The batch: one statement returning one row
 /// `(lease_held, row_count, first_key, last_key, selected, window_end)`.
 ///
-/// - `lease`: locks the job's ledger row if and only if this worker still holds the lease;
-///   otherwise every later CTE sees no rows and nothing happens (`lease_held = 0`).
+/// - `lease`: locks the job's ledger row if and only if this worker still holds the lease and
+///   nobody asked to cancel the job; otherwise every later CTE sees no rows and nothing happens
+///   (`lease_held = 0`).
 /// - `batch`: the next `limit` keys after the checkpoint (the key window). Expected plan: Index
 ///   Scan on the primary key starting at `after`, the filter applied as a row filter, stopping
 ///   at LIMIT (no sort, no full scan). `MATERIALIZED` is the optimization fence that stops the
@@ -58,7 +59,7 @@ pub fn delete_batch(
         .param(SqlValue::Text(ctx.job_id.to_owned()))
         .push(" AND lease_token = ")
         .param(SqlValue::Text(ctx.lease_token.to_owned()))
-        .push(" AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT ")
+        .push(" AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT ")
         .ident(pk)
         .push(" AS reaper_key FROM ")
         .table(target)
@@ -170,7 +171,7 @@ mod tests {
         let job = job(
             &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.first_key, s.last_key, s.deleted_keys, $13, $14, $15 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.first_key, s.last_key, s.deleted_keys, $13, $14, $15 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
     }
 
