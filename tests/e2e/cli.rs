@@ -279,8 +279,7 @@ async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
     );
     let status: serde_json::Value =
         serde_json::from_str(&stdout(&run(deployment.reaper().args(["status", &first])))).unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(status["result"].as_str().unwrap()).unwrap();
+    let report = &status["result"];
     assert_eq!(report["matching_rows"], 100);
     let sql = report["sql"].as_str().unwrap();
     assert!(sql.contains("tenant_id") && sql.contains(" = "), "{sql}");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod cli;
+mod daemon;
 mod demo;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,9 @@ pub struct Config {
     /// How workers run jobs.
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// The HTTP API (jobs, health, metrics); off unless `listen` is set.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// The catalog: every table jobs may delete from, by target name.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
@@ -70,6 +73,8 @@ fn default_lock_timeout() -> Span {
 pub enum QueueBackend {
     /// The embedded apalis-sqlite queue, in its own SQLite file.
     Sqlite,
+    /// apalis-redis, for production: several daemons share it.
+    Redis,
 }
 
 /// `[queue]`
@@ -86,10 +91,38 @@ pub struct QueueConfig {
     /// How often an idle worker looks for work.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Span,
+    /// Redis: how often each worker proves it is alive. A worker silent for three heartbeats is
+    /// dead, and a live daemon hands its jobs to other workers.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: Span,
+    /// Redis: jobs one fetch moves to a worker (they wait there for a free slot).
+    #[serde(default = "default_fetch_batch")]
+    pub fetch_batch: u32,
 }
 
 fn default_queue_name() -> String {
     "reaper-jobs".into()
+}
+
+fn default_heartbeat() -> Span {
+    Span::from_secs(10)
+}
+
+fn default_fetch_batch() -> u32 {
+    10
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// `host:port` to serve the HTTP API on; no API when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The bearer token every `/v1` request must carry. Required with `listen`; best given
+    /// through the environment (`REAPER_API_TOKEN`) rather than a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 fn default_poll_interval() -> Span {
@@ -156,10 +189,10 @@ fn default_max_attempts() -> u32 {
     5
 }
 fn default_lease() -> Span {
-    Span::from_secs(60)
+    Span::from_secs(15)
 }
 fn default_slice() -> Span {
-    Span::from_secs(20)
+    Span::from_secs(10)
 }
 fn default_retry_base() -> Span {
     Span::from_secs(1)
@@ -168,7 +201,7 @@ fn default_retry_max() -> Span {
     Span::from_secs(300)
 }
 fn default_reconcile_every() -> Span {
-    Span::from_secs(30)
+    Span::from_secs(10)
 }
 fn default_stranded_after() -> Span {
     Span::from_secs(120)
@@ -266,6 +299,41 @@ impl Config {
         }
         if self.queue.name.trim().is_empty() {
             fail("queue.name".into(), "must not be empty".into());
+        }
+        let (backend, scheme) = match self.queue.backend {
+            QueueBackend::Sqlite => ("sqlite", "sqlite:"),
+            QueueBackend::Redis => ("redis", "redis"),
+        };
+        if !self.queue.url.starts_with(scheme) {
+            fail(
+                "queue.url".into(),
+                format!("a `{backend}` queue needs a `{scheme}…` URL"),
+            );
+        }
+        if self.queue.fetch_batch == 0 {
+            fail("queue.fetch_batch".into(), "must be at least 1".into());
+        }
+        if self.queue.heartbeat.as_duration().is_zero() {
+            fail("queue.heartbeat".into(), "must be longer than zero".into());
+        }
+        if let Some(listen) = &self.api.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                fail(
+                    "api.listen".into(),
+                    format!("`{listen}` is not an address such as 127.0.0.1:8080"),
+                );
+            }
+            match &self.api.token {
+                None => fail(
+                    "api.token".into(),
+                    "required when api.listen is set (set REAPER_API_TOKEN)".into(),
+                ),
+                Some(token) if token.len() < 16 => fail(
+                    "api.token".into(),
+                    "must be at least 16 characters".into(),
+                ),
+                Some(_) => {}
+            }
         }
         if self.worker.concurrency == 0 {
             fail("worker.concurrency".into(), "must be at least 1".into());

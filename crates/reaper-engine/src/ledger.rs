@@ -223,23 +223,29 @@ pub async fn unfinished(db: &Database, limit: u32) -> Result<Vec<JobRecord>, Eng
 }
 
 /// Jobs the queue may have lost (see `reaper_core::sql::ledger::stranded_jobs`), each marked
-/// as re-enqueued now so the next pass leaves it alone for `quiet` again. The caller enqueues
-/// them; a job another worker takes meanwhile is simply not claimed twice.
+/// as re-enqueued now. A `pending` job counts as lost once untouched for `pending_quiet`; a
+/// `running` one as soon as its lease expired (its worker is dead), then again every `lease`
+/// while nobody claims it. The caller enqueues them; a job another worker takes meanwhile is
+/// simply not claimed twice.
 pub async fn take_stranded(
     db: &Database,
     now: DateTime<Utc>,
-    quiet: std::time::Duration,
+    pending_quiet: std::time::Duration,
+    lease: std::time::Duration,
     limit: u32,
 ) -> Result<Vec<JobRecord>, EngineError> {
-    let quiet_since = chrono::Duration::from_std(quiet)
-        .ok()
-        .and_then(|quiet| now.checked_sub_signed(quiet))
-        .unwrap_or(now);
+    let before = |quiet: std::time::Duration| {
+        chrono::Duration::from_std(quiet)
+            .ok()
+            .and_then(|quiet| now.checked_sub_signed(quiet))
+            .unwrap_or(now)
+    };
     let rows = db
         .query_all(&ledger::stranded_jobs(
             db.backend(),
             now,
-            quiet_since,
+            before(pending_quiet),
+            before(lease.min(pending_quiet)),
             limit,
         ))
         .await?;
@@ -323,8 +329,22 @@ pub async fn request_cancel(
         Some(job) if job.is_finished() => return Ok(Some(CancelOutcome::Finished(job))),
         Some(_) => {}
     }
-    db.execute(&ledger::request_cancel(db.backend(), id, now))
-        .await?;
+    let statement = ledger::request_cancel(db.backend(), id, now);
+    match db.backend() {
+        // A running job's batch holds its ledger row for the batch's duration; the cancel waits
+        // for it rather than give up after reaper's short per-session lock_timeout.
+        Backend::Postgres => {
+            use sea_orm::TransactionTrait;
+            let txn = db.connection().begin().await?;
+            sea_orm::ConnectionTrait::execute_unprepared(&txn, "SET LOCAL lock_timeout = '10s'")
+                .await?;
+            crate::database::execute(&txn, Backend::Postgres, &statement).await?;
+            txn.commit().await?;
+        }
+        Backend::MySql | Backend::Sqlite => {
+            db.execute(&statement).await?;
+        }
+    }
     Ok(get(db, id).await?.map(|job| match job.state.as_str() {
         "cancelled" => CancelOutcome::Cancelled(job),
         "pending" | "running" => CancelOutcome::Stopping(job),
@@ -380,10 +400,16 @@ pub async fn restart_pass(
         == 1)
 }
 
-/// The audit entries of one job, in batch order.
-pub async fn audit_of_job(db: &Database, job_id: &str) -> Result<Vec<AuditRecord>, EngineError> {
+/// One page of a job's audit entries, in batch order, after batch `after_batch` (0: from the
+/// start).
+pub async fn audit_of_job(
+    db: &Database,
+    job_id: &str,
+    after_batch: i64,
+    limit: u32,
+) -> Result<Vec<AuditRecord>, EngineError> {
     let rows = db
-        .query_all(&ledger::audit_of_job(db.backend(), job_id))
+        .query_all(&ledger::audit_of_job(db.backend(), job_id, after_batch, limit))
         .await?;
     rows.iter()
         .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))

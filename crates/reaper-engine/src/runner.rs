@@ -210,6 +210,13 @@ async fn run_claimed(
         Err(error) => run.fail(&error).await?,
     };
     match &outcome {
+        RunOutcome::Done => crate::instruments::job_finished(&job.target, "done"),
+        RunOutcome::Cancelled => crate::instruments::job_finished(&job.target, "cancelled"),
+        RunOutcome::Dead { .. } => crate::instruments::job_finished(&job.target, "dead"),
+        RunOutcome::RetryLater { .. } => crate::instruments::job_retried(&job.target),
+        RunOutcome::Continue | RunOutcome::NotClaimed | RunOutcome::LeaseLost => {}
+    }
+    match &outcome {
         RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
         RunOutcome::RetryLater { error, run_after } => {
             tracing::warn!(message = "Job will be retried.", %error, %run_after)
@@ -369,6 +376,12 @@ impl Run<'_> {
                         message = "Committed batch.",
                         rows,
                         elapsed_ms = elapsed.as_secs_f64() * 1e3
+                    );
+                    crate::instruments::batch_committed(
+                        &job.target.name,
+                        job.mode.as_str(),
+                        rows,
+                        elapsed,
                     );
                     self.batches += 1;
                     self.rows += rows;

@@ -867,6 +867,7 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
         )
         .await;
     let now = Utc::now();
+    let lease = Duration::from_secs(600);
     ledger::claim(
         &s.db,
         &running,
@@ -882,7 +883,7 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
     // Just enqueued: its message is in the queue; the live lease is respected.
     assert!(
         ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(59), quiet, 10)
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(59), quiet, lease, 10)
                 .await
                 .unwrap()
         )
@@ -891,7 +892,7 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
     // Untouched past `quiet`: the pending job is taken, once; the lease is still live.
     assert_eq!(
         ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(120), quiet, 10)
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(120), quiet, lease, 10)
                 .await
                 .unwrap()
         ),
@@ -899,20 +900,29 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
     );
     assert!(
         ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(121), quiet, 10)
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(121), quiet, lease, 10)
                 .await
                 .unwrap()
         )
         .is_empty()
     );
-    // The worker died: past its lease (and `quiet`), the running job is taken too.
+    // The worker died: just past its lease, the running job is taken too (and the pending one
+    // again, untouched for `quiet` since it was last taken).
     assert_eq!(
         ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(700), quiet, 10)
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(601), quiet, lease, 10)
                 .await
                 .unwrap()
         ),
         vec![pending, running]
+    );
+    assert!(
+        ids(
+            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(602), quiet, lease, 10)
+                .await
+                .unwrap()
+        )
+        .is_empty()
     );
 }
 

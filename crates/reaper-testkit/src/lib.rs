@@ -8,6 +8,9 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod redis_queue;
+pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
+
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 

@@ -14,7 +14,6 @@ use figment::providers::{Format, Toml};
 use reaper_core::config::Config;
 use reaper_core::job::JobRequest;
 use reaper_engine::ledger::{self, JobRecord};
-use reaper_engine::runner::RunSettings;
 use reaper_engine::{Database, migration::Migrator};
 use sea_orm::ConnectionTrait;
 use sea_orm_migration::MigratorTrait;
@@ -159,30 +158,24 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
         ids.push((job.title, submitted.job.id));
     }
 
-    let state = Arc::new(WorkerState {
-        db: db.clone(),
+    let state = Arc::new(WorkerState::new(
+        db.clone(),
         catalog,
         queue,
-        settings: RunSettings {
-            owner: worker::unique_worker_name(),
-            lease: config.worker.lease.as_duration(),
-            slice: config.worker.slice.as_duration(),
-            retry_base: config.worker.retry_base.as_duration(),
-            retry_max: config.worker.retry_max.as_duration(),
-        },
-    });
+        &config.worker,
+    ));
     println!(
         "\nrunning one worker process ({} slots) on the embedded queue…",
         config.worker.concurrency
     );
     let watched: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
     let watch_db = db.clone();
-    let all_finished = async move {
+    let (all_finished, _watcher) = worker::stop_when(async move {
         tokio::select! {
-            result = crate::shutdown_signal() => result,
-            () = wait_finished(&watch_db, &watched) => Ok(()),
+            _ = crate::shutdown_signal() => {}
+            () = wait_finished(&watch_db, &watched) => {}
         }
-    };
+    });
     worker::run_workers(
         state,
         config.worker.concurrency,

@@ -1,7 +1,12 @@
 //! The `reaper` binary: the one place that wires configuration, database, queue, workers and
 //! signals. Everything it calls is a library; errors become `anyhow` only here.
 
+mod api;
 mod demo;
+mod enqueue_flags;
+mod intake;
+mod job_view;
+mod producer;
 mod queue;
 mod settings;
 mod worker;
@@ -15,7 +20,6 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 use reaper_core::job::JobRequest;
-use reaper_engine::runner::RunSettings;
 use reaper_engine::schema_check::{self, CheckError};
 use reaper_engine::{Database, EngineError, ledger};
 use sea_orm_migration::MigratorTrait;
@@ -62,22 +66,46 @@ enum Command {
 enum ConfiguredCommand {
     /// Create or upgrade reaper's own tables (reaper_jobs, reaper_audit) in the target database.
     Migrate,
-    /// Submit a job (JSON, see README) to the ledger and the queue; prints its id.
+    /// Submit a job to the ledger and the queue, from flags or as JSON (see README); prints
+    /// its id.
     Enqueue {
         /// A file holding the job's JSON; `-` reads standard input.
-        #[arg(long, conflicts_with = "json")]
+        #[arg(long, conflicts_with_all = ["json", "target"])]
         file: Option<PathBuf>,
         /// The job's JSON inline.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "target")]
         json: Option<String>,
+        #[command(flatten)]
+        flags: enqueue_flags::EnqueueFlags,
     },
-    /// Show a job: state, rows, batches, attempts, last error, result.
+    /// Show a job: state, rows, batches, attempts, last error, progress, result.
     Status {
         /// The job id.
         job: String,
         /// Also print the job's audit entries.
         #[arg(long)]
         audit: bool,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        /// Only jobs in this state (pending, running, done, dead, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs on this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a job to stop: a pending job is cancelled at once, a running one at its next batch
+    /// boundary. What it deleted stays deleted (and audited).
+    Cancel {
+        /// The job id.
+        job: String,
     },
     /// Run workers until SIGTERM/SIGINT (or, with --until-idle, until no job is unfinished).
     Run {
@@ -161,8 +189,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         ConfiguredCommand::Config {
             command: ConfigCommand::Check,
         } => config_check(&settings).await,
-        ConfiguredCommand::Enqueue { file, json } => enqueue(&settings, file, json).await,
+        ConfiguredCommand::Enqueue { file, json, flags } => {
+            enqueue(&settings, file, json, flags).await
+        }
         ConfiguredCommand::Status { job, audit } => status(&settings, &job, audit).await,
+        ConfiguredCommand::Jobs {
+            state,
+            target,
+            limit,
+            json,
+        } => jobs(&settings, state, target, limit, json).await,
+        ConfiguredCommand::Cancel { job } => cancel(&settings, &job).await,
         ConfiguredCommand::Run { until_idle } => run(&settings, until_idle).await,
     }
 }
@@ -193,6 +230,9 @@ async fn config_check(settings: &Settings) -> anyhow::Result<ExitCode> {
     let mut shown = settings.config.clone();
     shown.database.url = reaper_engine::database::redact_url(&shown.database.url);
     shown.queue.url = reaper_engine::database::redact_url(&shown.queue.url);
+    if shown.api.token.is_some() {
+        shown.api.token = Some("<redacted>".into());
+    }
     match connect_checked(settings).await? {
         Ok(_) => {
             println!("{}", toml_like(&shown)?);
@@ -215,28 +255,37 @@ async fn enqueue(
     settings: &Settings,
     file: Option<PathBuf>,
     json: Option<String>,
+    flags: enqueue_flags::EnqueueFlags,
 ) -> anyhow::Result<ExitCode> {
     let text = match (file, json) {
-        (Some(path), None) if path.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
-        (Some(path), None) => std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-        (None, Some(json)) => json,
-        _ => anyhow::bail!("give the job with --file FILE or --json '{{…}}'"),
+        (Some(path), None) if path.as_os_str() == "-" => Some(std::io::read_to_string(std::io::stdin())?),
+        (Some(path), None) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        (None, Some(json)) => Some(json),
+        _ => None,
     };
-    let request: JobRequest = match serde_json::from_str(&text) {
+    let parsed = match text {
+        Some(text) => serde_json::from_str::<JobRequest>(&text).map_err(|error| format!("invalid job: {error}")),
+        None => flags.into_request(&settings.catalog),
+    };
+    let request = match parsed {
         Ok(request) => request,
-        Err(error) => {
-            eprintln!("invalid job: {error}");
+        Err(message) => {
+            eprintln!("{message}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
     let db = connect(settings).await?;
-    let submitted = match ledger::submit(
+    let queue = JobQueue::open(&settings.config.queue).await?;
+    let submitted = match producer::accept(
         &db,
         &settings.catalog,
+        &queue,
         &request,
         settings.config.worker.max_attempts,
-        Utc::now(),
+        "cli",
     )
     .await
     {
@@ -247,12 +296,7 @@ async fn enqueue(
         }
         Err(error) => return Err(error.into()),
     };
-    if submitted.created {
-        JobQueue::open(&settings.config.queue)
-            .await?
-            .push(&submitted.job.id, None)
-            .await?;
-    } else {
+    if !submitted.created {
         eprintln!(
             "a job with idempotency key `{}` exists already",
             submitted.job.idempotency_key
@@ -268,12 +312,87 @@ async fn status(settings: &Settings, id: &str, with_audit: bool) -> anyhow::Resu
         eprintln!("no job `{id}`");
         return Ok(ExitCode::FAILURE);
     };
-    let mut shown = serde_json::to_value(&job)?;
+    let mut shown = serde_json::to_value(job_view::JobView::from(job))?;
     if with_audit {
-        shown["audit"] = serde_json::to_value(ledger::audit_of_job(&db, id).await?)?;
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = ledger::audit_of_job(&db, id, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.batch_no;
+            entries.extend(page.into_iter().map(job_view::AuditView::from));
+        }
+        shown["audit"] = serde_json::to_value(entries)?;
     }
     println!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn jobs(
+    settings: &Settings,
+    state: Option<String>,
+    target: Option<String>,
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(wanted) = &state
+        && !job_view::STATES.contains(&wanted.as_str())
+    {
+        eprintln!(
+            "--state: `{wanted}` is not one of {}",
+            job_view::STATES.join(", ")
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let db = connect(settings).await?;
+    let jobs = ledger::list(&db, state.as_deref(), target.as_deref(), None, limit).await?;
+    if as_json {
+        let views: Vec<job_view::JobView> = jobs.into_iter().map(Into::into).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36}  {:<10} {:<16} {:>10} {:>8} {:>8}  created",
+        "id", "state", "target", "rows", "batches", "attempts"
+    );
+    for job in jobs {
+        println!(
+            "{:<36}  {:<10} {:<16} {:>10} {:>8} {:>8}  {}",
+            job.id,
+            job.state,
+            job.target,
+            job.rows_deleted,
+            job.batches,
+            job.attempts,
+            job.created_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    match ledger::request_cancel(&db, id, Utc::now()).await? {
+        Some(ledger::CancelOutcome::Cancelled(job)) => {
+            println!("{}: cancelled ({} rows deleted before)", job.id, job.rows_deleted);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(ledger::CancelOutcome::Stopping(job)) => {
+            println!(
+                "{}: stopping at its next batch boundary ({} rows deleted so far)",
+                job.id, job.rows_deleted
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(ledger::CancelOutcome::Finished(job)) => {
+            eprintln!("{}: already {}; nothing to cancel", job.id, job.state);
+            Ok(ExitCode::FAILURE)
+        }
+        None => {
+            eprintln!("no job `{id}`");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> {
@@ -287,48 +406,118 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
     ledger::unfinished(&db, 1)
         .await
         .context("cannot read the ledger; did you run `reaper migrate`?")?;
-    let queue = JobQueue::open(&settings.config.queue).await?;
-    let worker_config = &settings.config.worker;
-    let state = Arc::new(WorkerState {
-        db: db.clone(),
-        catalog: settings.catalog.clone(),
-        queue,
-        settings: RunSettings {
-            owner: worker::unique_worker_name(),
-            lease: worker_config.lease.as_duration(),
-            slice: worker_config.slice.as_duration(),
-            retry_base: worker_config.retry_base.as_duration(),
-            retry_max: worker_config.retry_max.as_duration(),
-        },
-    });
-    tracing::info!(message = "Starting workers.", worker = %state.settings.owner, concurrency = worker_config.concurrency);
-    let stop = async move {
+    let metrics = install_metrics(&settings.catalog)?;
+    let config = &settings.config;
+    let queue = JobQueue::open(&config.queue).await?;
+    let state = Arc::new(WorkerState::new(
+        db.clone(),
+        settings.catalog.clone(),
+        queue.clone(),
+        &config.worker,
+    ));
+    // Bind before anything runs, so a taken port stops start-up with a clear message.
+    let listener = match &config.api.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(message = "Starting workers.", worker = %state.settings.owner, concurrency = config.worker.concurrency, queue = ?config.queue.backend, api = ?config.api.listen);
+
+    let idle_db = db.clone();
+    let (stop, _signals) = worker::stop_when(async move {
         if until_idle {
             tokio::select! {
-                result = shutdown_signal() => result,
-                () = wait_until_idle(&db) => Ok(()),
+                _ = shutdown_signal() => {}
+                () = wait_until_idle(&idle_db) => {}
             }
         } else {
-            shutdown_signal().await
+            let _ = shutdown_signal().await;
         }
+        tracing::info!(message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once.");
+        // The second signal: exit now. The batch in flight rolls back in the database.
+        tokio::spawn(async {
+            let _ = shutdown_signal().await;
+            eprintln!("second signal: exiting at once; the batch in flight rolls back");
+            std::process::exit(130);
+        });
+    });
+
+    let api = listener.map(|listener| {
+        let api_state = Arc::new(api::ApiState {
+            db: db.clone(),
+            catalog: settings.catalog.clone(),
+            queue: queue.clone(),
+            token: config.api.token.clone().unwrap_or_default(),
+            default_max_attempts: config.worker.max_attempts,
+            metrics,
+            workers_alive: state.workers_alive.clone(),
+        });
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(error) = api::serve(listener, api_state, stop).await {
+                tracing::error!(message = "The HTTP API stopped.", %error);
+            }
+        })
+    });
+    let intake = match config.queue.backend {
+        reaper_core::config::QueueBackend::Redis => {
+            let intake = Arc::new(intake::Intake {
+                keys: intake::IntakeKeys::new(&config.queue.name),
+                daemon: state.settings.owner.clone(),
+                redis_url: config.queue.url.clone(),
+                heartbeat: config.queue.heartbeat.as_duration(),
+                db: db.clone(),
+                catalog: settings.catalog.clone(),
+                queue: queue.clone(),
+                default_max_attempts: config.worker.max_attempts,
+            });
+            Some(tokio::spawn(intake.run(stop.clone())))
+        }
+        reaper_core::config::QueueBackend::Sqlite => None,
     };
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
-        worker_config.reconcile_every.as_duration(),
-        worker_config.stranded_after.as_duration(),
+        config.worker.reconcile_every.as_duration(),
+        config.worker.stranded_after.as_duration(),
     ));
     let stopped = worker::run_workers(
         state,
-        worker_config.concurrency,
-        settings.config.queue.poll_interval.as_duration(),
-        worker_config.shutdown_grace.as_duration(),
+        config.worker.concurrency,
+        config.queue.poll_interval.as_duration(),
+        config.worker.shutdown_grace.as_duration(),
         stop,
     )
     .await;
     reconciler.abort();
+    for task in [intake, api].into_iter().flatten() {
+        // Both stop on the same flag; neither holds a transaction.
+        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            tracing::warn!(message = "A background task did not stop in time.");
+        }
+    }
     stopped?;
     tracing::info!(message = "Workers stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Prometheus recorder behind `/metrics`, with batch-duration buckets.
+fn install_metrics(
+    catalog: &reaper_core::catalog::Catalog,
+) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                reaper_engine::instruments::BATCH_DURATION.to_owned(),
+            ),
+            reaper_engine::instruments::BATCH_DURATION_BUCKETS,
+        )?
+        .install_recorder()?;
+    reaper_engine::instruments::describe();
+    reaper_engine::instruments::register_targets(catalog.names());
+    Ok(handle)
 }
 
 /// Resolves when the ledger has had no pending or running job for two polls in a row.

@@ -1,17 +1,28 @@
 //! The job queue as transport: messages carry only a ledger job id (the ledger is the truth).
 //!
-//! Today the embedded apalis-sqlite queue, in its own SQLite file (it creates `Jobs`/`Workers`
-//! tables and competes for SQLite's single writer lock, so it never shares the target database).
+//! Two backends, chosen by `queue.backend`:
+//! - `sqlite`: the embedded apalis-sqlite queue, in its own SQLite file (it creates `Jobs`/
+//!   `Workers` tables and competes for SQLite's single writer lock, so it never shares the target
+//!   database).
+//! - `redis`: apalis-redis, for production. Its keys start with the queue name; heartbeats every
+//!   `queue.heartbeat`, a worker silent for three of them is dead and a live one re-enqueues its
+//!   messages. apalis' idempotency keys are not used: the ledger deduplicates.
+//!
 //! Queue names are explicit; apalis' default (the Rust type name) would change with a refactor.
+//! This module must not decide anything about jobs: it moves ids.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use chrono::{DateTime, Utc};
 use reaper_core::config::{QueueBackend, QueueConfig};
 use serde::{Deserialize, Serialize};
+
+/// A worker silent for this many heartbeats is dead; its messages go to live workers.
+pub(crate) const MISSED_HEARTBEATS: usize = 3;
 
 /// What travels on the queue: the id of a job in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +33,12 @@ pub(crate) struct JobMessage {
 /// The queue backend, as configured.
 #[derive(Debug, Clone)]
 pub(crate) enum JobQueue {
-    Sqlite(SqliteStorage<JobMessage>),
+    Sqlite {
+        storage: SqliteStorage<JobMessage>,
+        /// apalis-sqlite's `job_type` column holds the queue name.
+        queue_name: String,
+    },
+    Redis(RedisStorage<JobMessage>),
 }
 
 impl JobQueue {
@@ -57,7 +73,57 @@ impl JobQueue {
                     .map_err(cannot_open)?;
                 let storage = SqliteStorage::new(&pool)
                     .with_config(apalis_sqlite::Config::default().queue(&config.name));
-                Ok(JobQueue::Sqlite(storage))
+                Ok(JobQueue::Sqlite {
+                    storage,
+                    queue_name: config.name.clone(),
+                })
+            }
+            QueueBackend::Redis => {
+                let connection = connect_redis(&config.url).await?;
+                let heartbeat = config.heartbeat.as_duration();
+                let redis_config = apalis_redis::Config::default()
+                    .queue(&config.name)
+                    .heartbeat_interval(heartbeat)
+                    .missed_heartbeats(MISSED_HEARTBEATS)
+                    .batch_size(usize::try_from(config.fetch_batch).unwrap_or(10));
+                Ok(JobQueue::Redis(
+                    RedisStorage::new(connection).with_config(redis_config),
+                ))
+            }
+        }
+    }
+
+    /// Pushing while apalis shuts down is quick on Redis; on SQLite it can wait for the
+    /// queue's write lock, which apalis holds while it stops (measured: the full 10 s busy
+    /// timeout), so a stopping SQLite worker leaves the job to the reconciler instead.
+    pub(crate) fn push_during_shutdown_is_safe(&self) -> bool {
+        matches!(self, JobQueue::Redis(_))
+    }
+
+    /// Messages waiting in the transport, ready or scheduled (not the ones a worker holds).
+    pub(crate) async fn depth(&self) -> anyhow::Result<u64> {
+        match self {
+            JobQueue::Sqlite {
+                storage,
+                queue_name,
+            } => {
+                let (count,): (i64,) = sea_orm::sqlx::query_as(
+                    "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
+                )
+                .bind(queue_name)
+                .fetch_one(storage.pool())
+                .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+            JobQueue::Redis(storage) => {
+                let config = storage.get_config().clone();
+                let mut connection = storage.clone();
+                let (active, scheduled): (u64, u64) = redis::pipe()
+                    .llen(config.active_jobs_list())
+                    .zcard(config.scheduled_jobs_set())
+                    .query_async(connection.get_connection())
+                    .await?;
+                Ok(active + scheduled)
             }
         }
     }
@@ -76,16 +142,36 @@ impl JobQueue {
             let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             builder = builder.run_after(delay);
         }
+        let cannot = |error: &dyn std::fmt::Display| anyhow::anyhow!("cannot enqueue job {job_id}: {error}");
         match self {
-            JobQueue::Sqlite(storage) => {
-                let mut storage = storage.clone();
-                storage
-                    .push_task(builder.build())
-                    .await
-                    .map_err(|error| anyhow::anyhow!("cannot enqueue job {job_id}: {error}"))
-            }
+            JobQueue::Sqlite { storage, .. } => storage
+                .clone()
+                .push_task(builder.build())
+                .await
+                .map_err(|error| cannot(&error)),
+            JobQueue::Redis(storage) => storage
+                .clone()
+                .push_task(builder.build())
+                .await
+                .map_err(|error| cannot(&error)),
         }
     }
+}
+
+/// Connects to Redis, failing within seconds (not the client's default ~10 s of silent retries)
+/// with a message naming `queue.url`. The connection manager reconnects after later outages.
+pub(crate) async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let shown = reaper_engine::database::redact_url(url);
+    let client = redis::Client::open(url)
+        .map_err(|error| anyhow::anyhow!("queue.url: `{shown}` is not a Redis URL: {error}"))?;
+    let settings = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    client
+        .get_connection_manager_with_config(settings)
+        .await
+        .map_err(|error| anyhow::anyhow!("queue.url: cannot reach Redis at `{shown}`: {error}"))
 }
 
 /// `sqlite://.reaper/queue.db?mode=rwc` → creates `.reaper/` so a fresh clone just works.

@@ -2,7 +2,9 @@
 //! overrides, then validation into the catalog. Errors name the offending key.
 //!
 //! Environment: `REAPER_<SECTION>__<KEY>` overrides any key (`REAPER_WORKER__CONCURRENCY=4`);
-//! `REAPER_DATABASE_URL` and `REAPER_QUEUE_URL` are shortcuts for the two URLs.
+//! `REAPER_DATABASE_URL`, `REAPER_QUEUE_URL` and `REAPER_API_TOKEN` are shortcuts. Secrets (the
+//! API token, passwords inside the URLs) can thus stay out of files entirely. Other `REAPER_*`
+//! variables without `__` (`REAPER_LOG`, `REAPER_CONFIG`, test settings) are not config keys.
 
 use std::path::Path;
 
@@ -34,14 +36,9 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
     };
     let figment = figment
         .merge(
-            // REAPER_LOG and REAPER_CONFIG belong to the binary, not the file; the URL
-            // shortcuts are mapped below.
-            Env::prefixed("REAPER_").split("__").ignore(&[
-                "DATABASE_URL",
-                "QUEUE_URL",
-                "LOG",
-                "CONFIG",
-            ]),
+            Env::prefixed("REAPER_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
         )
         .merge(
             Env::raw()
@@ -52,6 +49,11 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
             Env::raw()
                 .only(&["REAPER_QUEUE_URL"])
                 .map(|_| "queue.url".into()),
+        )
+        .merge(
+            Env::raw()
+                .only(&["REAPER_API_TOKEN"])
+                .map(|_| "api.token".into()),
         );
     let config: Config = figment
         .extract()
@@ -105,12 +107,18 @@ mod tests {
             jail.set_env("REAPER_WORKER__CONCURRENCY", "7");
             jail.set_env("REAPER_LOG", "debug");
             jail.set_env("REAPER_CONFIG", "elsewhere.toml");
-            jail.set_env("REAPER_LOG", "debug");
-            jail.set_env("REAPER_CONFIG", "elsewhere.toml");
+            jail.set_env("REAPER_TEST_POSTGRES_URL", "postgres://127.0.0.1/t");
             jail.set_env("REAPER_DATABASE_URL", "postgres://127.0.0.1/x");
+            jail.set_env("REAPER_API__LISTEN", "127.0.0.1:9999");
+            jail.set_env("REAPER_API_TOKEN", "a-token-of-enough-length");
             let settings = load(None).map_err(figment::Error::from)?;
             assert_eq!(settings.config.worker.concurrency, 7);
             assert_eq!(settings.config.database.url, "postgres://127.0.0.1/x");
+            assert_eq!(
+                settings.config.api.token.as_deref(),
+                Some("a-token-of-enough-length")
+            );
+            assert_eq!(settings.config.api.listen.as_deref(), Some("127.0.0.1:9999"));
             Ok(())
         });
     }

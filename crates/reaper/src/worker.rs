@@ -6,13 +6,15 @@
 //! inside the handler (apalis' timeout layer would leave tasks marked running).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use apalis::prelude::BackendExt;
+use apalis::prelude::{BackendExt, PollSnapshot, PollStrategy};
 use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt, WorkerContext};
 use reaper_core::catalog::Catalog;
+use reaper_core::config::WorkerConfig;
 use reaper_engine::runner::{self, RunOutcome, RunSettings};
-use reaper_engine::{Database, ledger};
+use reaper_engine::{Database, instruments, ledger};
 
 use crate::queue::{JobMessage, JobQueue};
 
@@ -23,6 +25,79 @@ pub(crate) struct WorkerState {
     pub(crate) catalog: Catalog,
     pub(crate) queue: JobQueue,
     pub(crate) settings: RunSettings,
+    /// True while workers poll the queue (`/readyz`).
+    pub(crate) workers_alive: Arc<AtomicBool>,
+}
+
+impl WorkerState {
+    pub(crate) fn new(db: Database, catalog: Catalog, queue: JobQueue, config: &WorkerConfig) -> Self {
+        Self {
+            db,
+            catalog,
+            queue,
+            settings: RunSettings {
+                owner: unique_worker_name(),
+                lease: config.lease.as_duration(),
+                slice: config.slice.as_duration(),
+                retry_base: config.retry_base.as_duration(),
+                retry_max: config.retry_max.as_duration(),
+            },
+            workers_alive: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// A stop flag that turns true once `trigger` resolves (or its task is dropped).
+pub(crate) fn stop_when(
+    trigger: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (tokio::sync::watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        trigger.await;
+        let _ = sender.send(true);
+    });
+    (receiver, task)
+}
+
+/// Wakes an idle worker every `every`. apalis 1.0's own interval strategy replaces its timer
+/// without polling the new one, so no waker is registered; when that coincides with an empty
+/// fetch, the worker sleeps until its next heartbeat (measured: 3 of 30 restarted daemons
+/// picked their job up after ~30 s instead of ~0.2 s). This one polls the timer it arms;
+/// measured 0 stalls in 150 runs.
+struct ArmedInterval {
+    every: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl ArmedInterval {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            sleep: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl PollStrategy for ArmedInterval {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _snapshot: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        use std::future::Future;
+        let mut fired = false;
+        // Re-arm and poll again until the timer is pending: that poll registers the waker.
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            fired = true;
+            let next = tokio::time::Instant::now() + self.every;
+            self.sleep.as_mut().reset(next);
+        }
+        if fired {
+            std::task::Poll::Ready(Some(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 /// A worker name unique per process start: apalis refuses a name seen within a heartbeat, and
@@ -58,7 +133,9 @@ async fn handle(
             // Stopping: the job is `pending` in the ledger and the next daemon's reconciler
             // re-enqueues it. Pushing now could wait on the queue's write lock, which apalis
             // holds while it shuts down (measured: SQLite's full 10 s busy timeout).
-            RunOutcome::Continue if worker.is_shutting_down() => {
+            RunOutcome::Continue
+                if worker.is_shutting_down() && !state.queue.push_during_shutdown_is_safe() =>
+            {
                 tracing::info!(message = "Stopping; the job stays pending for the reconciler.", job_id = %message.job_id);
                 None
             }
@@ -93,7 +170,11 @@ const RECONCILE_BATCH: u32 = 500;
 /// the queue lost: due `pending` jobs untouched for `stranded_after`, and `running` jobs whose
 /// worker's lease expired. The ledger is the truth; a duplicate message is harmless because a
 /// claim is a compare-and-set. Runs until the task is dropped.
-pub(crate) async fn reconcile(state: Arc<WorkerState>, every: Duration, stranded_after: Duration) {
+pub(crate) async fn reconcile(
+    state: Arc<WorkerState>,
+    every: Duration,
+    stranded_after: Duration,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -102,6 +183,7 @@ pub(crate) async fn reconcile(state: Arc<WorkerState>, every: Duration, stranded
             &state.db,
             chrono::Utc::now(),
             stranded_after,
+            state.settings.lease,
             RECONCILE_BATCH,
         )
         .await
@@ -123,26 +205,84 @@ pub(crate) async fn reconcile(state: Arc<WorkerState>, every: Duration, stranded
     }
 }
 
-/// Runs `concurrency` job slots until `shutdown` resolves; the batch in flight commits or rolls
-/// back and its job is handed back as a continuation before this returns.
+/// Runs `concurrency` job slots until `stop` turns true; the batch in flight commits or rolls
+/// back before this returns (or `grace` runs out, and the database rolls it back).
+///
+/// apalis ends a worker on any queue error (Redis restarted or flushed, a connection reset),
+/// dropping the runs in flight: their batches roll back and their jobs wait for the lease to
+/// expire and the reconciler. Workers are then rebuilt under a new name (apalis refuses a name
+/// seen within a heartbeat), after a growing pause, until `stop`.
 pub(crate) async fn run_workers(
     state: Arc<WorkerState>,
     concurrency: u32,
     poll_interval: Duration,
     grace: Duration,
-    shutdown: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let name = state.settings.owner.clone();
-    let JobQueue::Sqlite(storage) = state.queue.clone();
-    let monitor = Monitor::new()
-        .register(move |_restarts| {
-            WorkerBuilder::new(name.clone())
-                .backend(storage.clone().poll_with_interval(poll_interval))
-                .data(state.clone())
-                .concurrency(concurrency as usize)
-                .build(handle)
-        })
-        .shutdown_timeout(grace);
-    monitor.run_with_signal(shutdown).await?;
-    Ok(())
+    let mut restarts = 0u32;
+    loop {
+        let name = if restarts == 0 {
+            state.settings.owner.clone()
+        } else {
+            format!("{}-r{restarts}", state.settings.owner)
+        };
+        let mut signal = stop.clone();
+        let shutdown = async move {
+            // A dropped sender means the process is going down: stop too.
+            let _ = signal.wait_for(|stopping| *stopping).await;
+            Ok(())
+        };
+        metrics::gauge!(instruments::WORKERS_ALIVE).set(f64::from(concurrency));
+        state.workers_alive.store(true, Ordering::Relaxed);
+        let state_for_workers = state.clone();
+        let slots = concurrency as usize;
+        // One macro, not a generic function: apalis' backend trait bounds differ per storage.
+        macro_rules! monitor {
+            ($storage:expr) => {{
+                let storage = $storage;
+                Monitor::new()
+                    .register(move |_runs| {
+                        WorkerBuilder::new(name.clone())
+                            .backend(
+                                storage
+                                    .clone()
+                                    .poll_with_strategy(ArmedInterval::new(poll_interval)),
+                            )
+                            .data(state_for_workers.clone())
+                            .concurrency(slots)
+                            .build(handle)
+                    })
+                    .shutdown_timeout(grace)
+                    .run_with_signal(shutdown)
+                    .await
+            }};
+        }
+        let ended = match state.queue.clone() {
+            JobQueue::Sqlite { storage, .. } => monitor!(storage),
+            JobQueue::Redis(storage) => monitor!(storage),
+        };
+        metrics::gauge!(instruments::WORKERS_ALIVE).set(0.0);
+        state.workers_alive.store(false, Ordering::Relaxed);
+        if *stop.borrow() {
+            if let Err(error) = ended {
+                tracing::warn!(message = "Workers ended with an error while stopping.", %error);
+            }
+            return Ok(());
+        }
+        restarts += 1;
+        let pause = Duration::from_millis(250 * u64::from(restarts.min(20)));
+        match ended {
+            Err(error) => {
+                tracing::error!(message = "Workers stopped on a queue error; restarting.", %error, restarts, pause_ms = pause.as_millis() as u64)
+            }
+            Ok(()) => {
+                tracing::error!(message = "Workers stopped unexpectedly; restarting.", restarts, pause_ms = pause.as_millis() as u64)
+            }
+        }
+        let mut signal = stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = signal.wait_for(|stopping| *stopping) => return Ok(()),
+        }
+    }
 }

@@ -100,14 +100,15 @@ pub fn unfinished_jobs(backend: Backend, limit: u32) -> Statement {
     w.finish()
 }
 
-/// Jobs the queue may have lost, untouched since `quiet_since`: `pending` and due (its message
-/// should have been taken long ago), or `running` under a lease that expired before `now` (its
-/// worker died). "Untouched" also spaces out re-enqueues of the same job. Oldest first.
-/// Expected plan: the `(state, created_at)` index.
+/// Jobs the queue may have lost: `pending`, due and untouched since `pending_quiet_since` (its
+/// message should have been taken long ago), or `running` under a lease that expired before
+/// `now` (its worker died) and untouched since `running_quiet_since`. "Untouched" also spaces
+/// out re-enqueues of the same job. Oldest first. Expected plan: the `(state, created_at)` index.
 pub fn stranded_jobs(
     backend: Backend,
     now: DateTime<Utc>,
-    quiet_since: DateTime<Utc>,
+    pending_quiet_since: DateTime<Utc>,
+    running_quiet_since: DateTime<Utc>,
     limit: u32,
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
@@ -116,11 +117,11 @@ pub fn stranded_jobs(
         .push(" FROM reaper_jobs WHERE (state = 'pending' AND (run_after IS NULL OR run_after <= ")
         .param(SqlValue::Timestamp(now))
         .push(") AND updated_at < ")
-        .param(SqlValue::Timestamp(quiet_since))
+        .param(SqlValue::Timestamp(pending_quiet_since))
         .push(") OR (state = 'running' AND lease_expires_at < ")
         .param(SqlValue::Timestamp(now))
         .push(" AND updated_at < ")
-        .param(SqlValue::Timestamp(quiet_since))
+        .param(SqlValue::Timestamp(running_quiet_since))
         .push(") ORDER BY created_at, id LIMIT ")
         .param(SqlValue::Int(i64::from(limit)));
     w.finish()
@@ -425,14 +426,18 @@ pub fn restart_pass(backend: Backend, id: &str, token: &str, now: DateTime<Utc>)
     w.finish()
 }
 
-/// The audit entries of one job, in batch order.
-pub fn audit_of_job(backend: Backend, job_id: &str) -> Statement {
+/// One page of a job's audit entries in batch order, after batch `after_batch`. Expected plan:
+/// the unique `(job_id, batch_no)` index, in order, stopping at LIMIT.
+pub fn audit_of_job(backend: Backend, job_id: &str, after_batch: i64, limit: u32) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
         .push(AUDIT_COLUMNS)
         .push(" FROM reaper_audit WHERE job_id = ")
         .param(text(job_id))
-        .push(" ORDER BY batch_no");
+        .push(" AND batch_no > ")
+        .param(SqlValue::Int(after_batch))
+        .push(" ORDER BY batch_no LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
     w.finish()
 }
 

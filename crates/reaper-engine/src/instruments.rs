@@ -1,0 +1,126 @@
+//! Every metric reaper exports: its name, labels and meaning, and the functions that record it.
+//!
+//! Recording goes through the `metrics` facade and costs nothing without an installed recorder
+//! (the binary installs a Prometheus one). Dashboards and alert rules may use only the names
+//! listed in [`ALL`]; a test scrapes a running daemon to hold them to it. Label values are
+//! catalog target names and fixed words, never job input, so cardinality stays bounded.
+
+use std::time::Duration;
+
+/// Counter, labels `target`, `mode`: rows deleted (hard) or marked (soft).
+pub const ROWS_DELETED: &str = "reaper_rows_deleted_total";
+/// Counter, label `target`: committed batch transactions.
+pub const BATCHES: &str = "reaper_batches_total";
+/// Histogram (seconds), label `target`: batch transaction time, BEGIN to COMMIT.
+pub const BATCH_DURATION: &str = "reaper_batch_duration_seconds";
+/// Counter, labels `target`, `outcome` (`done`, `dead`, `cancelled`): jobs that finished.
+pub const JOBS_FINISHED: &str = "reaper_jobs_finished_total";
+/// Counter, label `target`: runs that failed transiently and were scheduled to retry.
+pub const JOB_RETRIES: &str = "reaper_job_retries_total";
+/// Gauge: jobs `pending` in the ledger (accepted, waiting for a worker).
+pub const JOBS_PENDING: &str = "reaper_jobs_pending";
+/// Gauge: jobs `running` in the ledger (claimed under a lease).
+pub const JOBS_RUNNING: &str = "reaper_jobs_running";
+/// Gauge: messages waiting in the queue transport (ready or scheduled).
+pub const QUEUE_DEPTH: &str = "reaper_queue_depth";
+/// Gauge: this daemon's workers that are polling the queue (0 while they restart).
+pub const WORKERS_ALIVE: &str = "reaper_workers_alive";
+/// Counter, label `source` (`api`, `cli`, `redis`): jobs accepted into the ledger.
+pub const JOBS_ACCEPTED: &str = "reaper_jobs_accepted_total";
+/// Counter, label `source`: job requests refused as invalid (nothing deleted).
+pub const JOBS_REJECTED: &str = "reaper_jobs_rejected_total";
+
+/// Every exported metric name.
+pub const ALL: &[&str] = &[
+    ROWS_DELETED,
+    BATCHES,
+    BATCH_DURATION,
+    JOBS_FINISHED,
+    JOB_RETRIES,
+    JOBS_PENDING,
+    JOBS_RUNNING,
+    QUEUE_DEPTH,
+    WORKERS_ALIVE,
+    JOBS_ACCEPTED,
+    JOBS_REJECTED,
+];
+
+/// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
+/// upper buckets show the ones that did not.
+pub const BATCH_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Registers help texts (shown by `/metrics`).
+pub fn describe() {
+    metrics::describe_counter!(ROWS_DELETED, "Rows deleted (hard) or marked deleted (soft).");
+    metrics::describe_counter!(BATCHES, "Committed batch transactions.");
+    metrics::describe_histogram!(
+        BATCH_DURATION,
+        metrics::Unit::Seconds,
+        "Batch transaction time, BEGIN to COMMIT."
+    );
+    metrics::describe_counter!(JOBS_FINISHED, "Jobs that finished, by outcome.");
+    metrics::describe_counter!(JOB_RETRIES, "Job runs that failed transiently and will retry.");
+    metrics::describe_gauge!(JOBS_PENDING, "Jobs pending in the ledger.");
+    metrics::describe_gauge!(JOBS_RUNNING, "Jobs running under a lease, per the ledger.");
+    metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting in the queue transport.");
+    metrics::describe_gauge!(WORKERS_ALIVE, "Workers of this daemon polling the queue.");
+    metrics::describe_counter!(JOBS_ACCEPTED, "Jobs accepted into the ledger, by source.");
+    metrics::describe_counter!(JOBS_REJECTED, "Job requests refused as invalid, by source.");
+}
+
+/// Creates every series at zero for the catalog's targets, so dashboards and alerts see a
+/// metric before its first event (a counter that appears only on its first increment hides the
+/// first increase from `rate()`).
+pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
+    for target in targets {
+        for mode in ["hard", "soft"] {
+            metrics::counter!(ROWS_DELETED, "target" => target.to_owned(), "mode" => mode)
+                .increment(0);
+        }
+        metrics::counter!(BATCHES, "target" => target.to_owned()).increment(0);
+        let _ = metrics::histogram!(BATCH_DURATION, "target" => target.to_owned());
+        for outcome in ["done", "dead", "cancelled"] {
+            metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
+    }
+    for source in ["api", "cli", "redis"] {
+        metrics::counter!(JOBS_ACCEPTED, "source" => source).increment(0);
+        metrics::counter!(JOBS_REJECTED, "source" => source).increment(0);
+    }
+    for gauge in [JOBS_PENDING, JOBS_RUNNING, QUEUE_DEPTH, WORKERS_ALIVE] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
+}
+
+/// One committed batch.
+pub fn batch_committed(target: &str, mode: &'static str, rows: u64, elapsed: Duration) {
+    metrics::counter!(ROWS_DELETED, "target" => target.to_owned(), "mode" => mode).increment(rows);
+    metrics::counter!(BATCHES, "target" => target.to_owned()).increment(1);
+    metrics::histogram!(BATCH_DURATION, "target" => target.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A job reached a final state.
+pub fn job_finished(target: &str, outcome: &'static str) {
+    metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A run failed transiently and the job will run again.
+pub fn job_retried(target: &str) {
+    metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(1);
+}
+
+/// A job request was accepted into the ledger (`created`) or refused as invalid.
+pub fn job_submitted(source: &'static str, accepted: bool) {
+    let name = if accepted {
+        JOBS_ACCEPTED
+    } else {
+        JOBS_REJECTED
+    };
+    metrics::counter!(name, "source" => source).increment(1);
+}

@@ -1,0 +1,125 @@
+//! Redis for tests: each test gets its own queue name (every key reaper and apalis write starts
+//! with it) on `REAPER_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`), and its keys are
+//! deleted when the handle drops. Destructive tests (FLUSHALL, restarts) get a private
+//! `redis-server` on a free loopback port instead, so they never touch other tests' keys.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shared test Redis URL.
+pub fn redis_url() -> String {
+    std::env::var("REAPER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A queue name of one's own on the shared test Redis.
+#[derive(Debug)]
+pub struct TestQueue {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestQueue {
+    /// Fails loudly when Redis is not reachable.
+    pub async fn new() -> Self {
+        let url = redis_url();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|error| {
+                panic!("Redis is required at {url} (REAPER_TEST_REDIS_URL): {error}")
+            });
+        let _: String = redis::cmd("PING").query_async(&mut connection).await.unwrap();
+        let name = format!("reaper-test-{}", uuid::Uuid::new_v4().simple());
+        Self { url, name }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let pattern = format!("{}*", self.name);
+        // Drop runs inside the test's runtime: clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                return;
+            };
+            let Ok(mut connection) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut connection)
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut connection);
+            }
+        })
+        .join();
+    }
+}
+
+/// A private `redis-server` on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    pub url: String,
+    child: Child,
+}
+
+impl PrivateRedis {
+    /// Fails loudly when `redis-server` is not installed.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("redis-server is required for this test: {error}"));
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let started = Instant::now();
+        loop {
+            let ready = redis::Client::open(url.as_str())
+                .and_then(|client| client.get_connection())
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+                .is_ok();
+            if ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "private redis-server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { url, child }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,374 @@
+//! The daemon's HTTP API (axum): jobs under `/v1` behind a bearer token, and the operational
+//! endpoints `/healthz`, `/readyz` and `/metrics` without one (probes and scrapers carry no
+//! secrets; keep the port off the public network).
+//!
+//! Documented in `docs/openapi.json`; [`ROUTES`] lists every route, and a test holds the
+//! document, this list and the router to each other. Handlers translate; every decision about
+//! jobs is the engine's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use metrics_exporter_prometheus::PrometheusHandle;
+use reaper_core::catalog::Catalog;
+use reaper_core::job::JobRequest;
+use reaper_engine::ledger::{self, CancelOutcome};
+use reaper_engine::{Database, EngineError, instruments};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::job_view::{AuditView, JobView, STATES};
+use crate::queue::JobQueue;
+
+/// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these.
+pub(crate) const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("post", "/v1/jobs/{id}/cancel"),
+    ("get", "/v1/jobs/{id}/audit"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
+
+/// Largest page of a listing.
+const MAX_PAGE: u32 = 500;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct ApiState {
+    pub(crate) db: Database,
+    pub(crate) catalog: Catalog,
+    pub(crate) queue: JobQueue,
+    pub(crate) token: String,
+    pub(crate) default_max_attempts: u32,
+    pub(crate) metrics: PrometheusHandle,
+    /// Set by the worker supervisor while workers poll the queue.
+    pub(crate) workers_alive: Arc<AtomicBool>,
+}
+
+/// The whole API.
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
+    let jobs = Router::new()
+        .route("/v1/jobs", post(create_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/audit", get(job_audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(jobs)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route".into()) })
+        .with_state(state)
+}
+
+/// Serves the API until `stop` turns true.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        })
+        .await
+}
+
+/// An error body: `{"error": "…"}`, plus `fields` for an invalid job.
+fn problem(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+fn engine_problem(error: &EngineError) -> Response {
+    match error {
+        EngineError::Invalid(invalid) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "error": invalid.to_string(),
+                "fields": invalid.errors.iter().map(|field| json!({
+                    "field": field.field,
+                    "message": field.message,
+                })).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        other => {
+            tracing::error!(message = "API request failed.", error = %other);
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the ledger is unavailable: {other}"),
+            )
+        }
+    }
+}
+
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time, so response timing does not reveal how much of a guess was right.
+    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
+        next.run(request).await
+    } else {
+        let mut response = problem(
+            StatusCode::UNAUTHORIZED,
+            "a valid `Authorization: Bearer <token>` header is required".into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    }
+}
+
+async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
+    let request: JobRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            instruments::job_submitted("api", false);
+            return problem(StatusCode::BAD_REQUEST, format!("invalid job: {error}"));
+        }
+    };
+    match crate::producer::accept(
+        &state.db,
+        &state.catalog,
+        &state.queue,
+        &request,
+        state.default_max_attempts,
+        "api",
+    )
+    .await
+    {
+        Ok(submitted) => {
+            let status = if submitted.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let location = format!("/v1/jobs/{}", submitted.job.id);
+            let mut response = (
+                status,
+                axum::Json(json!({
+                    "id": submitted.job.id,
+                    "created": submitted.created,
+                    "job": JobView::from(submitted.job),
+                })),
+            )
+                .into_response();
+            if let Ok(value) = location.parse() {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response
+        }
+        Err(error) => engine_problem(&error),
+    }
+}
+
+async fn get_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match ledger::get(&state.db, &id).await {
+        Ok(Some(job)) => axum::Json(JobView::from(job)).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    target: Option<String>,
+    idempotency_key: Option<String>,
+    /// Cursor: the `next` of the previous page.
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if let Some(wanted) = &query.state
+        && !STATES.contains(&wanted.as_str())
+    {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("state: `{wanted}` is not one of {}", STATES.join(", ")),
+        );
+    }
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("limit: {limit} is not allowed; allowed: 1 to {MAX_PAGE}"),
+        );
+    }
+    let jobs = match &query.idempotency_key {
+        Some(key) => ledger::get_by_key(&state.db, key)
+            .await
+            .map(|job| job.into_iter().collect()),
+        None => {
+            ledger::list(
+                &state.db,
+                query.state.as_deref(),
+                query.target.as_deref(),
+                query.before.as_deref(),
+                limit,
+            )
+            .await
+        }
+    };
+    match jobs {
+        Ok(jobs) => {
+            let next = (jobs.len() == limit as usize)
+                .then(|| jobs.last().map(|job| job.id.clone()))
+                .flatten();
+            let jobs: Vec<JobView> = jobs.into_iter().map(JobView::from).collect();
+            axum::Json(json!({ "jobs": jobs, "next": next })).into_response()
+        }
+        Err(error) => engine_problem(&error),
+    }
+}
+
+async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match ledger::request_cancel(&state.db, &id, Utc::now()).await {
+        Ok(Some(CancelOutcome::Cancelled(job))) => (
+            StatusCode::OK,
+            axum::Json(json!({ "cancel": "cancelled", "job": JobView::from(job) })),
+        )
+            .into_response(),
+        Ok(Some(CancelOutcome::Stopping(job))) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "cancel": "stopping", "job": JobView::from(job) })),
+        )
+            .into_response(),
+        Ok(Some(CancelOutcome::Finished(job))) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "error": format!("job `{id}` is {} already", job.state),
+                "job": JobView::from(job),
+            })),
+        )
+            .into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Cursor: entries after this batch number.
+    after_batch: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn job_audit(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("limit: {limit} is not allowed; allowed: 1 to {MAX_PAGE}"),
+        );
+    }
+    match ledger::get(&state.db, &id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => return engine_problem(&error),
+    }
+    match ledger::audit_of_job(&state.db, &id, query.after_batch.unwrap_or(0), limit).await {
+        Ok(entries) => {
+            let next = (entries.len() == limit as usize)
+                .then(|| entries.last().map(|entry| entry.batch_no))
+                .flatten();
+            let entries: Vec<AuditView> = entries.into_iter().map(AuditView::from).collect();
+            axum::Json(json!({ "entries": entries, "next_after_batch": next })).into_response()
+        }
+        Err(error) => engine_problem(&error),
+    }
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the database and the queue answer and the workers poll.
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let database = match ledger::unfinished_counts(&state.db).await {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => format!("unavailable: {error}"),
+    };
+    let queue = match state.queue.depth().await {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => format!("unavailable: {error}"),
+    };
+    let workers = if state.workers_alive.load(Ordering::Relaxed) {
+        "ok".to_owned()
+    } else {
+        "not polling (restarting or stopping)".to_owned()
+    };
+    let ready = [&database, &queue, &workers]
+        .iter()
+        .all(|status| status.as_str() == "ok");
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "database": database, "queue": queue, "workers": workers })),
+    )
+        .into_response()
+}
+
+/// Prometheus text format. The ledger and queue gauges are read at scrape time.
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    match ledger::unfinished_counts(&state.db).await {
+        Ok((pending, running)) => {
+            metrics::gauge!(instruments::JOBS_PENDING).set(pending as f64);
+            metrics::gauge!(instruments::JOBS_RUNNING).set(running as f64);
+        }
+        Err(error) => tracing::warn!(message = "Cannot count jobs for /metrics.", %error),
+    }
+    match state.queue.depth().await {
+        Ok(depth) => metrics::gauge!(instruments::QUEUE_DEPTH).set(depth as f64),
+        Err(error) => tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error),
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,226 @@
+//! `reaper enqueue` from flags: builds the same `JobRequest` a JSON file would hold, typing each
+//! value by its column's type in the catalog (so `--where plan=007` stays the text `007`).
+//! Validation proper (targets, columns, operators, limits) is the core's, as for every producer.
+
+use clap::Args;
+use reaper_core::catalog::{Catalog, ColumnType, Mode};
+use reaper_core::job::{Condition, Filter, JobRequest, Op};
+
+/// The flags of `reaper enqueue` when no JSON is given.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct EnqueueFlags {
+    /// The catalog target to delete from.
+    #[arg(long)]
+    target: Option<String>,
+    /// `COLUMN=VALUE`: rows whose column equals the value (repeatable; all must hold).
+    #[arg(long = "where", value_name = "COLUMN=VALUE")]
+    equals: Vec<String>,
+    /// `COLUMN=V1,V2,…`: rows whose column is one of the values.
+    #[arg(long = "in", value_name = "COLUMN=V1,V2")]
+    one_of: Vec<String>,
+    /// `COLUMN=AGE` (e.g. `created_at=30d`): rows whose timestamp is older than the age.
+    #[arg(long, value_name = "COLUMN=AGE")]
+    older_than: Vec<String>,
+    /// Rows whose column is NULL.
+    #[arg(long, value_name = "COLUMN")]
+    is_null: Vec<String>,
+    /// Delete every row of the target (required when no condition is given).
+    #[arg(long)]
+    all_rows: bool,
+    /// `hard` or `soft`; the target's default when absent.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Rows per batch.
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Refuse to delete more rows than this.
+    #[arg(long)]
+    max_rows: Option<u64>,
+    /// Only count, sample and show the SQL; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Why (recorded in every audit entry).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who asks; `$USER` (or `cli`) when absent.
+    #[arg(long)]
+    requested_by: Option<String>,
+    /// Submitting the same key twice yields one job.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+impl EnqueueFlags {
+    /// The request the flags describe, or a message naming the flag that is wrong.
+    pub(crate) fn into_request(self, catalog: &Catalog) -> Result<JobRequest, String> {
+        let target_name = self
+            .target
+            .ok_or("give the job as --file FILE, --json '{…}', or with --target and conditions")?;
+        let reason = self
+            .reason
+            .ok_or("--reason is required: it is recorded in every audit entry")?;
+        // An unknown target or column passes as text here; validation then names it.
+        let column_type = |column: &str| {
+            catalog
+                .get(&target_name)
+                .and_then(|target| target.columns.get(column).copied())
+                .unwrap_or(ColumnType::Text)
+        };
+        let mut all = Vec::new();
+        for (flag, raw, op) in self
+            .equals
+            .iter()
+            .map(|raw| ("--where", raw, Op::Eq))
+            .chain(self.one_of.iter().map(|raw| ("--in", raw, Op::In)))
+            .chain(
+                self.older_than
+                    .iter()
+                    .map(|raw| ("--older-than", raw, Op::OlderThan)),
+            )
+        {
+            let (column, value) = raw
+                .split_once('=')
+                .ok_or_else(|| format!("{flag} {raw}: expected COLUMN=VALUE"))?;
+            let value = match op {
+                Op::In => serde_json::Value::Array(
+                    value
+                        .split(',')
+                        .map(|item| typed(column_type(column), item, flag, raw))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Op::OlderThan => serde_json::Value::String(value.to_owned()),
+                _ => typed(column_type(column), value, flag, raw)?,
+            };
+            all.push(Condition {
+                column: column.to_owned(),
+                op,
+                value: Some(value),
+            });
+        }
+        for column in self.is_null {
+            all.push(Condition {
+                column,
+                op: Op::IsNull,
+                value: None,
+            });
+        }
+        let mode = match self.mode.as_deref() {
+            None => None,
+            Some("hard") => Some(Mode::Hard),
+            Some("soft") => Some(Mode::Soft),
+            Some(other) => return Err(format!("--mode: `{other}` is not `hard` or `soft`")),
+        };
+        Ok(JobRequest {
+            target: target_name,
+            filter: Filter { all },
+            all_rows: self.all_rows,
+            mode,
+            batch_size: self.batch_size,
+            max_rows: self.max_rows,
+            dry_run: self.dry_run,
+            requested_by: self.requested_by.unwrap_or_else(|| {
+                std::env::var("USER")
+                    .ok()
+                    .filter(|user| !user.is_empty())
+                    .unwrap_or_else(|| "cli".into())
+            }),
+            reason,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+/// A flag's text as the JSON value its column type expects.
+fn typed(kind: ColumnType, text: &str, flag: &str, raw: &str) -> Result<serde_json::Value, String> {
+    match kind {
+        ColumnType::Int => text
+            .parse::<i64>()
+            .map(Into::into)
+            .map_err(|_| format!("{flag} {raw}: `{text}` is not an integer")),
+        ColumnType::Bool => text
+            .parse::<bool>()
+            .map(Into::into)
+            .map_err(|_| format!("{flag} {raw}: `{text}` is not true or false")),
+        _ => Ok(serde_json::Value::String(text.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use reaper_core::catalog::{KeyType, Target};
+
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::new([Target {
+            name: "users".into(),
+            schema: None,
+            table: "users".into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Int,
+            columns: BTreeMap::from([
+                ("id".into(), ColumnType::Int),
+                ("plan".into(), ColumnType::Text),
+                ("last_seen_at".into(), ColumnType::Timestamp),
+            ]),
+            default_mode: Mode::Hard,
+            batch_size: 100,
+            max_batch_size: 1000,
+            soft_delete_column: None,
+            max_rows: 1000,
+            max_attempts: None,
+        }])
+    }
+
+    #[test]
+    fn values_take_their_column_type() {
+        let flags = EnqueueFlags {
+            target: Some("users".into()),
+            equals: vec!["plan=007".into()],
+            one_of: vec!["id=1,2,3".into()],
+            older_than: vec!["last_seen_at=30d".into()],
+            reason: Some("cleanup".into()),
+            requested_by: Some("ops".into()),
+            ..EnqueueFlags::default()
+        };
+        let request = flags.into_request(&catalog()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&request.filter).unwrap(),
+            serde_json::json!({"all": [
+                {"column": "plan", "op": "eq", "value": "007"},
+                {"column": "id", "op": "in", "value": [1, 2, 3]},
+                {"column": "last_seen_at", "op": "older_than", "value": "30d"},
+            ]})
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let flags = |equals: &str| EnqueueFlags {
+            target: Some("users".into()),
+            equals: vec![equals.into()],
+            reason: Some("r".into()),
+            ..EnqueueFlags::default()
+        };
+        assert_eq!(
+            flags("id=abc").into_request(&catalog()).unwrap_err(),
+            "--where id=abc: `abc` is not an integer"
+        );
+        assert_eq!(
+            flags("id").into_request(&catalog()).unwrap_err(),
+            "--where id: expected COLUMN=VALUE"
+        );
+        let no_reason = EnqueueFlags {
+            target: Some("users".into()),
+            ..EnqueueFlags::default()
+        };
+        assert!(
+            no_reason
+                .into_request(&catalog())
+                .unwrap_err()
+                .starts_with("--reason is required")
+        );
+    }
+}
