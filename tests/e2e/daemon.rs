@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use reaper_core::sql::Backend;
 use reaper_testkit::{PrivateRedis, TestQueue};
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::{Deployment, config_text, reaper};
@@ -74,7 +74,12 @@ impl RedisDeployment {
     }
 
     fn start(&self, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start(&self.deployment.config, self.deployment.dir.path(), self.port, env)
+        Daemon::start(
+            &self.deployment.config,
+            self.deployment.dir.path(),
+            self.port,
+            env,
+        )
     }
 
     fn api(&self) -> Api {
@@ -180,7 +185,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- daemon log {}:\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- daemon log {}:\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -191,7 +200,12 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -202,11 +216,16 @@ impl Api {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn submit(&self, job: &Value) -> String {
-        let (status, body) = self.call(reqwest::Method::POST, "/v1/jobs", Some(job)).await;
+        let (status, body) = self
+            .call(reqwest::Method::POST, "/v1/jobs", Some(job))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -284,7 +303,11 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["fields"][0]["field"], "filter.all[0].column", "{body}");
     let (status, body) = api
-        .call(reqwest::Method::POST, "/v1/jobs", Some(&json!({"target": "events", "oops": 1})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/jobs",
+            Some(&json!({"target": "events", "oops": 1})),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("oops"), "{body}");
@@ -295,7 +318,9 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
     let expected = test.ids("events", "tenant_id = 3").await;
     let job = erase_tenant(3, json!({"idempotency_key": "erase-3", "batch_size": 50}));
     let id = api.submit(&job).await;
-    let (status, again) = api.call(reqwest::Method::POST, "/v1/jobs", Some(&job)).await;
+    let (status, again) = api
+        .call(reqwest::Method::POST, "/v1/jobs", Some(&job))
+        .await;
     assert_eq!((status, again["id"].as_str()), (200, Some(id.as_str())));
     let done = api.wait_for(&id, "done", Duration::from_secs(20)).await;
     assert_eq!(done["rows_deleted"], expected.len());
@@ -303,14 +328,22 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 1);
 
     let (status, audit) = api
-        .call(reqwest::Method::GET, &format!("/v1/jobs/{id}/audit?limit=2"), None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{id}/audit?limit=2"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{audit}");
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
     assert_eq!(audit["entries"][0]["batch_no"], 1);
     assert_eq!(audit["next_after_batch"], 2);
     let (status, listed) = api
-        .call(reqwest::Method::GET, "/v1/jobs?state=done&target=events", None)
+        .call(
+            reqwest::Method::GET,
+            "/v1/jobs?state=done&target=events",
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(listed["jobs"][0]["id"], id.as_str());
@@ -325,7 +358,11 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
 
     // Operational endpoints.
     let client = reqwest::Client::new();
-    let ready = client.get(format!("{}/readyz", api.base)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let metrics = client
         .get(format!("{}/metrics", api.base))
@@ -360,7 +397,10 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
     let _: i64 = redis.lpush(&intake, job.to_string()).await.unwrap();
     let _: i64 = redis.lpush(&intake, "{not json").await.unwrap();
     let _: i64 = redis
-        .lpush(&intake, json!({"target": "nope", "requested_by": "x", "reason": "y"}).to_string())
+        .lpush(
+            &intake,
+            json!({"target": "nope", "requested_by": "x", "reason": "y"}).to_string(),
+        )
         .await
         .unwrap();
 
@@ -368,12 +408,19 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
     let started = Instant::now();
     let id = loop {
         let (_, listed) = api
-            .call(reqwest::Method::GET, "/v1/jobs?idempotency_key=from-redis-2", None)
+            .call(
+                reqwest::Method::GET,
+                "/v1/jobs?idempotency_key=from-redis-2",
+                None,
+            )
             .await;
         if let Some(id) = listed["jobs"][0]["id"].as_str() {
             break id.to_owned();
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "not accepted: {listed}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not accepted: {listed}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     api.wait_for(&id, "done", Duration::from_secs(20)).await;
@@ -391,10 +438,25 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
     };
     let errors: Vec<String> = rejected
         .iter()
-        .map(|entry| serde_json::from_str::<Value>(entry).unwrap()["error"].as_str().unwrap().to_owned())
+        .map(|entry| {
+            serde_json::from_str::<Value>(entry).unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert!(errors.iter().any(|e| e.starts_with("invalid job: key must be a string")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("target: unknown target `nope`")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("invalid job: key must be a string")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("target: unknown target `nope`")),
+        "{errors:?}"
+    );
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 1);
     let left: i64 = redis.llen(&intake).await.unwrap();
     assert_eq!(left, 0);
@@ -418,18 +480,28 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (status, body) = api
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            None,
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["cancel"], "stopping");
-    let cancelled = api.wait_for(&id, "cancelled", Duration::from_secs(10)).await;
+    let cancelled = api
+        .wait_for(&id, "cancelled", Duration::from_secs(10))
+        .await;
     let after = test.ids("events", "tenant_id IN (1, 2)").await;
     let deleted: std::collections::BTreeSet<String> = before.difference(&after).cloned().collect();
     assert!(!after.is_empty() && !deleted.is_empty(), "{cancelled}");
     assert_eq!(cancelled["rows_deleted"], deleted.len());
     test.assert_exactly_once(&id, &deleted, 20).await;
     let (status, _) = api
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            None,
+        )
         .await;
     assert_eq!(status, 409);
 }
@@ -451,8 +523,15 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_exactly_once() 
     let (status, took) = daemon.wait(Duration::from_secs(10));
     assert!(status.success(), "{status}:\n{}", daemon.log_text());
     assert!(took < Duration::from_secs(5), "took {took:?} (grace 5 s)");
-    let stopped = test.int(&format!("SELECT rows_deleted FROM reaper_jobs WHERE id = '{id}'")).await;
-    assert!((stopped as usize) < expected.len(), "the job finished before the signal");
+    let stopped = test
+        .int(&format!(
+            "SELECT rows_deleted FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await;
+    assert!(
+        (stopped as usize) < expected.len(),
+        "the job finished before the signal"
+    );
     drop(daemon);
 
     let _second = d.start(&[]);
@@ -479,7 +558,10 @@ async fn sigkill_mid_job_another_daemon_finishes_exactly_once() {
     let killed = Instant::now();
     let _second = d.start(&[]);
     let done = api.wait_for(&id, "done", Duration::from_secs(30)).await;
-    eprintln!("recovered and finished {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "recovered and finished {:?} after the kill",
+        killed.elapsed()
+    );
     assert_eq!(done["rows_deleted"], expected.len());
     test.assert_exactly_once(&id, &expected, 20).await;
 }
@@ -500,7 +582,10 @@ async fn flushall_mid_run_loses_no_job() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut redis = d.redis().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut redis).await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     let done = api.wait_for(&id, "done", Duration::from_secs(40)).await;
     assert_eq!(done["rows_deleted"], expected.len());
     test.assert_exactly_once(&id, &expected, 20).await;
@@ -521,7 +606,9 @@ async fn a_killed_database_connection_is_retried_and_the_job_completes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let database = test.url.rsplit('/').next().unwrap().to_owned();
-    let admin = sea_orm::Database::connect(reaper_testkit::postgres_admin_url()).await.unwrap();
+    let admin = sea_orm::Database::connect(reaper_testkit::postgres_admin_url())
+        .await
+        .unwrap();
     use sea_orm::ConnectionTrait;
     let killed = admin
         .execute_unprepared(&format!(
@@ -529,7 +616,10 @@ async fn a_killed_database_connection_is_retried_and_the_job_completes() {
         ))
         .await
         .unwrap();
-    assert!(killed.rows_affected() >= 1, "no busy reaper connection to kill");
+    assert!(
+        killed.rows_affected() >= 1,
+        "no busy reaper connection to kill"
+    );
     let done = api.wait_for(&id, "done", Duration::from_secs(30)).await;
     assert_eq!(done["rows_deleted"], expected.len());
     assert!(done["attempts"].as_i64().unwrap() >= 2, "{done}");
@@ -548,6 +638,69 @@ async fn a_job_failing_transiently_every_time_is_dead_after_max_attempts() {
     let dead = api.wait_for(&id, "dead", Duration::from_secs(30)).await;
     assert_eq!(dead["attempts"], 5, "{dead}");
     let error = dead["last_error"].as_str().unwrap();
-    assert!(error.starts_with("gave up after 5 attempts") && error.contains("injected fault"), "{error}");
+    assert!(
+        error.starts_with("gave up after 5 attempts") && error.contains("injected fault"),
+        "{error}"
+    );
     assert_eq!(test.checksum("events", "1 = 1").await, everything);
+}
+
+/// The Rust client crate, as another service would use it.
+#[tokio::test]
+async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
+    let d = RedisDeployment::new(1_000, None).await;
+    let test = &d.deployment.test;
+    let expected = test.ids("events", "tenant_id = 4").await;
+    let _daemon = d.start(&[]);
+    let client = reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), TOKEN).unwrap();
+
+    let request: reaper_client::JobRequest = serde_json::from_value(erase_tenant(
+        4,
+        json!({"idempotency_key": "client-4", "batch_size": 30}),
+    ))
+    .unwrap();
+    let submitted = client.enqueue(&request).await.unwrap();
+    assert!(submitted.created);
+    assert!(!client.enqueue(&request).await.unwrap().created);
+    let started = Instant::now();
+    let job = loop {
+        let job = client.status(&submitted.id).await.unwrap();
+        if job.is_finished() {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (job.state.as_str(), job.rows_deleted as usize),
+        ("done", expected.len())
+    );
+    let audit = client.audit(&submitted.id).await.unwrap();
+    assert_eq!(audit.len(), expected.len().div_ceil(30));
+    assert_eq!(
+        audit
+            .iter()
+            .map(|entry| entry.row_count as usize)
+            .sum::<usize>(),
+        expected.len()
+    );
+    assert!(matches!(
+        client.cancel(&submitted.id).await,
+        Err(reaper_client::ClientError::Conflict(_))
+    ));
+
+    let invalid: reaper_client::JobRequest =
+        serde_json::from_value(json!({"target": "events", "requested_by": "c", "reason": "r"}))
+            .unwrap();
+    match client.enqueue(&invalid).await {
+        Err(reaper_client::ClientError::Invalid { fields, .. }) => {
+            assert_eq!(fields[0].field, "filter", "{fields:?}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let wrong = reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), "nope").unwrap();
+    assert!(matches!(
+        wrong.status(&submitted.id).await,
+        Err(reaper_client::ClientError::Unauthorized(_))
+    ));
 }

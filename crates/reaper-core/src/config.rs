@@ -328,10 +328,9 @@ impl Config {
                     "api.token".into(),
                     "required when api.listen is set (set REAPER_API_TOKEN)".into(),
                 ),
-                Some(token) if token.len() < 16 => fail(
-                    "api.token".into(),
-                    "must be at least 16 characters".into(),
-                ),
+                Some(token) if token.len() < 16 => {
+                    fail("api.token".into(), "must be at least 16 characters".into())
+                }
                 Some(_) => {}
             }
         }
@@ -542,8 +541,39 @@ mod tests {
         config.worker.slice = Span::from_secs(120);
         let error = config.catalog().unwrap_err().to_string();
         assert!(
-            error.contains("worker.slice: 2m must be shorter than worker.lease (1m)"),
+            error.contains("worker.slice: 2m must be shorter than worker.lease (15s)"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn queue_urls_must_fit_the_backend_and_the_api_needs_a_token() {
+        let mut config = parse(&base(
+            r#"{"table": "events", "primary_key": "id", "key_type": "int"}"#,
+        ));
+        config.queue.backend = QueueBackend::Redis;
+        config.api.listen = Some("127.0.0.1:8080".into());
+        let error = config.catalog().unwrap_err().to_string();
+        assert!(
+            error.contains("queue.url: a `redis` queue needs a `redis…` URL"),
+            "{error}"
+        );
+        assert!(
+            error.contains("api.token: required when api.listen is set (set REAPER_API_TOKEN)"),
+            "{error}"
+        );
+        config.queue.url = "redis://127.0.0.1:6379/0".into();
+        config.api.token = Some("short".into());
+        config.api.listen = Some("localhost".into());
+        let error = config.catalog().unwrap_err().to_string();
+        assert!(
+            error.contains("api.token: must be at least 16 characters"),
+            "{error}"
+        );
+        assert!(
+            error.contains("api.listen: `localhost` is not an address"),
+            "{error}"
+        );
+        assert!(!error.contains("queue.url"), "{error}");
     }
 }

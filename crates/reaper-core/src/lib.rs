@@ -7,7 +7,8 @@
 //! - [`job`]: the public JSON wire format of a deletion job (what producers send);
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
-//! - [`sql`]: the SQL text and bound parameters of every statement family, per backend.
+//! - [`sql`]: the SQL text and bound parameters of every statement family, per backend;
+//! - [`views`]: how jobs and audit entries are shown (API bodies, CLI output, client crate).
 //!
 //! Architecture invariant: this crate performs no I/O and depends on no database, queue or
 //! runtime crate. Its functions fail only through validation errors. Time is an input (`as_of`),
@@ -20,3 +21,4 @@ pub mod span;
 pub mod sql;
 pub mod validate;
 pub mod value;
+pub mod views;

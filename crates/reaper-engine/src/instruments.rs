@@ -53,7 +53,10 @@ pub const BATCH_DURATION_BUCKETS: &[f64] = &[
 
 /// Registers help texts (shown by `/metrics`).
 pub fn describe() {
-    metrics::describe_counter!(ROWS_DELETED, "Rows deleted (hard) or marked deleted (soft).");
+    metrics::describe_counter!(
+        ROWS_DELETED,
+        "Rows deleted (hard) or marked deleted (soft)."
+    );
     metrics::describe_counter!(BATCHES, "Committed batch transactions.");
     metrics::describe_histogram!(
         BATCH_DURATION,
@@ -61,7 +64,10 @@ pub fn describe() {
         "Batch transaction time, BEGIN to COMMIT."
     );
     metrics::describe_counter!(JOBS_FINISHED, "Jobs that finished, by outcome.");
-    metrics::describe_counter!(JOB_RETRIES, "Job runs that failed transiently and will retry.");
+    metrics::describe_counter!(
+        JOB_RETRIES,
+        "Job runs that failed transiently and will retry."
+    );
     metrics::describe_gauge!(JOBS_PENDING, "Jobs pending in the ledger.");
     metrics::describe_gauge!(JOBS_RUNNING, "Jobs running under a lease, per the ledger.");
     metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting in the queue transport.");

@@ -409,7 +409,12 @@ pub async fn audit_of_job(
     limit: u32,
 ) -> Result<Vec<AuditRecord>, EngineError> {
     let rows = db
-        .query_all(&ledger::audit_of_job(db.backend(), job_id, after_batch, limit))
+        .query_all(&ledger::audit_of_job(
+            db.backend(),
+            job_id,
+            after_batch,
+            limit,
+        ))
         .await?;
     rows.iter()
         .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))

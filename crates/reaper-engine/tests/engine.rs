@@ -891,37 +891,53 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
     );
     // Untouched past `quiet`: the pending job is taken, once; the lease is still live.
     assert_eq!(
-        ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(120), quiet, lease, 10)
-                .await
-                .unwrap()
-        ),
+        ids(ledger::take_stranded(
+            &s.db,
+            now + chrono::Duration::seconds(120),
+            quiet,
+            lease,
+            10
+        )
+        .await
+        .unwrap()),
         vec![pending.clone()]
     );
     assert!(
-        ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(121), quiet, lease, 10)
-                .await
-                .unwrap()
+        ids(ledger::take_stranded(
+            &s.db,
+            now + chrono::Duration::seconds(121),
+            quiet,
+            lease,
+            10
         )
+        .await
+        .unwrap())
         .is_empty()
     );
     // The worker died: just past its lease, the running job is taken too (and the pending one
     // again, untouched for `quiet` since it was last taken).
     assert_eq!(
-        ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(601), quiet, lease, 10)
-                .await
-                .unwrap()
-        ),
+        ids(ledger::take_stranded(
+            &s.db,
+            now + chrono::Duration::seconds(601),
+            quiet,
+            lease,
+            10
+        )
+        .await
+        .unwrap()),
         vec![pending, running]
     );
     assert!(
-        ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(602), quiet, lease, 10)
-                .await
-                .unwrap()
+        ids(ledger::take_stranded(
+            &s.db,
+            now + chrono::Duration::seconds(602),
+            quiet,
+            lease,
+            10
         )
+        .await
+        .unwrap())
         .is_empty()
     );
 }

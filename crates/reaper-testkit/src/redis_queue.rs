@@ -29,7 +29,10 @@ impl TestQueue {
             .unwrap_or_else(|error| {
                 panic!("Redis is required at {url} (REAPER_TEST_REDIS_URL): {error}")
             });
-        let _: String = redis::cmd("PING").query_async(&mut connection).await.unwrap();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
         let name = format!("reaper-test-{}", uuid::Uuid::new_v4().simple());
         Self { url, name }
     }

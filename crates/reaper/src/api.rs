@@ -26,10 +26,13 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::job_view::{AuditView, JobView, STATES};
+use crate::job_view::{STATES, audit_view, job_view};
 use crate::queue::JobQueue;
+use reaper_core::views::{AuditView, JobView};
 
-/// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these.
+/// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these (a test
+/// checks the document against this list and this list against the router).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs"),
     ("get", "/v1/jobs"),
@@ -89,7 +92,11 @@ pub(crate) async fn serve(
 
 /// An error body: `{"error": "…"}`, plus `fields` for an invalid job.
 fn problem(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
+    let body = serde_json::Value::Object(serde_json::Map::from_iter([(
+        "error".to_owned(),
+        serde_json::Value::String(message),
+    )]));
+    (status, axum::Json(body)).into_response()
 }
 
 fn engine_problem(error: &EngineError) -> Response {
@@ -166,13 +173,14 @@ async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response
                 StatusCode::OK
             };
             let location = format!("/v1/jobs/{}", submitted.job.id);
+            let id = submitted.job.id.clone();
+            let job = match job_view(submitted.job) {
+                Ok(job) => job,
+                Err(error) => return engine_problem(&error),
+            };
             let mut response = (
                 status,
-                axum::Json(json!({
-                    "id": submitted.job.id,
-                    "created": submitted.created,
-                    "job": JobView::from(submitted.job),
-                })),
+                axum::Json(json!({ "id": id, "created": submitted.created, "job": job })),
             )
                 .into_response();
             if let Ok(value) = location.parse() {
@@ -186,7 +194,10 @@ async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response
 
 async fn get_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     match ledger::get(&state.db, &id).await {
-        Ok(Some(job)) => axum::Json(JobView::from(job)).into_response(),
+        Ok(Some(job)) => match job_view(job) {
+            Ok(job) => axum::Json(job).into_response(),
+            Err(error) => engine_problem(&error),
+        },
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(error) => engine_problem(&error),
     }
@@ -246,34 +257,34 @@ async fn list_jobs(
             let next = (jobs.len() == limit as usize)
                 .then(|| jobs.last().map(|job| job.id.clone()))
                 .flatten();
-            let jobs: Vec<JobView> = jobs.into_iter().map(JobView::from).collect();
-            axum::Json(json!({ "jobs": jobs, "next": next })).into_response()
+            match jobs
+                .into_iter()
+                .map(job_view)
+                .collect::<Result<Vec<JobView>, _>>()
+            {
+                Ok(jobs) => axum::Json(json!({ "jobs": jobs, "next": next })).into_response(),
+                Err(error) => engine_problem(&error),
+            }
         }
         Err(error) => engine_problem(&error),
     }
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    match ledger::request_cancel(&state.db, &id, Utc::now()).await {
-        Ok(Some(CancelOutcome::Cancelled(job))) => (
-            StatusCode::OK,
-            axum::Json(json!({ "cancel": "cancelled", "job": JobView::from(job) })),
-        )
-            .into_response(),
-        Ok(Some(CancelOutcome::Stopping(job))) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "cancel": "stopping", "job": JobView::from(job) })),
-        )
-            .into_response(),
-        Ok(Some(CancelOutcome::Finished(job))) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({
-                "error": format!("job `{id}` is {} already", job.state),
-                "job": JobView::from(job),
-            })),
-        )
-            .into_response(),
-        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+    let (status, word, job) = match ledger::request_cancel(&state.db, &id, Utc::now()).await {
+        Ok(Some(CancelOutcome::Cancelled(job))) => (StatusCode::OK, "cancelled", job),
+        Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
+        Ok(Some(CancelOutcome::Finished(job))) => {
+            return problem(
+                StatusCode::CONFLICT,
+                format!("job `{id}` is {} already; nothing to cancel", job.state),
+            );
+        }
+        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => return engine_problem(&error),
+    };
+    match job_view(job) {
+        Ok(job) => (status, axum::Json(json!({ "cancel": word, "job": job }))).into_response(),
         Err(error) => engine_problem(&error),
     }
 }
@@ -312,7 +323,7 @@ async fn job_audit(
             let next = (entries.len() == limit as usize)
                 .then(|| entries.last().map(|entry| entry.batch_no))
                 .flatten();
-            let entries: Vec<AuditView> = entries.into_iter().map(AuditView::from).collect();
+            let entries: Vec<AuditView> = entries.into_iter().map(audit_view).collect();
             axum::Json(json!({ "entries": entries, "next_after_batch": next })).into_response()
         }
         Err(error) => engine_problem(&error),
@@ -371,4 +382,142 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use reaper_core::config::{DatabaseConfig, QueueBackend, QueueConfig};
+    use reaper_core::span::Span;
+    use sea_orm_migration::MigratorTrait;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const TOKEN: &str = "unit-test-token-0123456789";
+
+    async fn state(dir: &std::path::Path) -> Arc<ApiState> {
+        let db = Database::connect(&DatabaseConfig {
+            url: format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display()),
+            max_connections: 1,
+            statement_timeout: Span::from_secs(5),
+            lock_timeout: Span::from_millis(50),
+        })
+        .await
+        .unwrap();
+        reaper_engine::migration::Migrator::up(db.connection(), None)
+            .await
+            .unwrap();
+        let queue = JobQueue::open(&QueueConfig {
+            backend: QueueBackend::Sqlite,
+            url: format!("sqlite://{}?mode=rwc", dir.join("queue.sqlite").display()),
+            name: "api-test".into(),
+            poll_interval: Span::from_millis(100),
+            heartbeat: Span::from_secs(10),
+            fetch_batch: 10,
+        })
+        .await
+        .unwrap();
+        Arc::new(ApiState {
+            db,
+            catalog: Catalog::default(),
+            queue,
+            token: TOKEN.into(),
+            default_max_attempts: 3,
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            workers_alive: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    async fn call(router: &Router, method: &str, path: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+        let document: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let listed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+            .collect();
+        assert_eq!(
+            documented, listed,
+            "docs/openapi.json and api::ROUTES differ"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(state(dir.path()).await);
+        for (method, path) in ROUTES {
+            let (status, body) = call(&router, method, &path.replace("{id}", "some-job")).await;
+            assert_ne!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {body}"
+            );
+            assert!(
+                !body.contains("no such route"),
+                "{method} {path} is documented but not served"
+            );
+        }
+        let (status, body) = call(&router, "get", "/v1/undocumented").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("no such route"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn jobs_need_the_token_and_health_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(state(dir.path()).await);
+        for (token, expected) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("Bearer wrong"), StatusCode::UNAUTHORIZED),
+            (Some("Basic dXNlcjpwYXNz"), StatusCode::UNAUTHORIZED),
+            (Some(&*format!("Bearer {TOKEN}")), StatusCode::OK),
+        ] {
+            let mut request = Request::builder().uri("/v1/jobs");
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, token);
+            }
+            let response = router
+                .clone()
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), expected, "{token:?}");
+        }
+        let response = router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/healthz")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

@@ -158,12 +158,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
         ids.push((job.title, submitted.job.id));
     }
 
-    let state = Arc::new(WorkerState::new(
-        db.clone(),
-        catalog,
-        queue,
-        &config.worker,
-    ));
+    let state = Arc::new(WorkerState::new(db.clone(), catalog, queue, &config.worker));
     println!(
         "\nrunning one worker process ({} slots) on the embedded queue…",
         config.worker.concurrency

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use redis::AsyncCommands;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
 use reaper_engine::{Database, EngineError, instruments};
+use redis::AsyncCommands;
 use serde::Serialize;
 
 use crate::queue::{JobQueue, MISSED_HEARTBEATS};
@@ -286,7 +286,9 @@ impl Intake {
         connection: &mut redis::aio::ConnectionManager,
     ) -> anyhow::Result<()> {
         let now = Utc::now().timestamp();
-        let _: i64 = connection.zadd(&self.keys.daemons, &self.daemon, now).await?;
+        let _: i64 = connection
+            .zadd(&self.keys.daemons, &self.daemon, now)
+            .await?;
         let silence = i64::try_from(self.heartbeat.as_secs().max(1))
             .unwrap_or(i64::MAX)
             .saturating_mul(MISSED_HEARTBEATS as i64);

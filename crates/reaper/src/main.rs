@@ -49,6 +49,7 @@ enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing would buy nothing.
 enum Command {
     /// Zero set-up tour: a SQLite database with sample rows, the embedded queue, one worker;
     /// runs a hard delete, a soft delete and a dry run, then prints a summary and the audit log.
@@ -63,6 +64,7 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing would buy nothing.
 enum ConfiguredCommand {
     /// Create or upgrade reaper's own tables (reaper_jobs, reaper_audit) in the target database.
     Migrate,
@@ -258,7 +260,9 @@ async fn enqueue(
     flags: enqueue_flags::EnqueueFlags,
 ) -> anyhow::Result<ExitCode> {
     let text = match (file, json) {
-        (Some(path), None) if path.as_os_str() == "-" => Some(std::io::read_to_string(std::io::stdin())?),
+        (Some(path), None) if path.as_os_str() == "-" => {
+            Some(std::io::read_to_string(std::io::stdin())?)
+        }
         (Some(path), None) => Some(
             std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?,
@@ -267,7 +271,8 @@ async fn enqueue(
         _ => None,
     };
     let parsed = match text {
-        Some(text) => serde_json::from_str::<JobRequest>(&text).map_err(|error| format!("invalid job: {error}")),
+        Some(text) => serde_json::from_str::<JobRequest>(&text)
+            .map_err(|error| format!("invalid job: {error}")),
         None => flags.into_request(&settings.catalog),
     };
     let request = match parsed {
@@ -312,7 +317,7 @@ async fn status(settings: &Settings, id: &str, with_audit: bool) -> anyhow::Resu
         eprintln!("no job `{id}`");
         return Ok(ExitCode::FAILURE);
     };
-    let mut shown = serde_json::to_value(job_view::JobView::from(job))?;
+    let mut shown = serde_json::to_value(job_view::job_view(job)?)?;
     if with_audit {
         let mut entries = Vec::new();
         let mut after = 0;
@@ -320,7 +325,7 @@ async fn status(settings: &Settings, id: &str, with_audit: bool) -> anyhow::Resu
             let page = ledger::audit_of_job(&db, id, after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.batch_no;
-            entries.extend(page.into_iter().map(job_view::AuditView::from));
+            entries.extend(page.into_iter().map(job_view::audit_view));
         }
         shown["audit"] = serde_json::to_value(entries)?;
     }
@@ -347,7 +352,10 @@ async fn jobs(
     let db = connect(settings).await?;
     let jobs = ledger::list(&db, state.as_deref(), target.as_deref(), None, limit).await?;
     if as_json {
-        let views: Vec<job_view::JobView> = jobs.into_iter().map(Into::into).collect();
+        let views = jobs
+            .into_iter()
+            .map(job_view::job_view)
+            .collect::<Result<Vec<_>, _>>()?;
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -374,7 +382,10 @@ async fn cancel(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
     let db = connect(settings).await?;
     match ledger::request_cancel(&db, id, Utc::now()).await? {
         Some(ledger::CancelOutcome::Cancelled(job)) => {
-            println!("{}: cancelled ({} rows deleted before)", job.id, job.rows_deleted);
+            println!(
+                "{}: cancelled ({} rows deleted before)",
+                job.id, job.rows_deleted
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(ledger::CancelOutcome::Stopping(job)) => {
@@ -436,7 +447,9 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
         } else {
             let _ = shutdown_signal().await;
         }
-        tracing::info!(message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once.");
+        tracing::info!(
+            message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once."
+        );
         // The second signal: exit now. The batch in flight rolls back in the database.
         tokio::spawn(async {
             let _ = shutdown_signal().await;
@@ -494,7 +507,10 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
     reconciler.abort();
     for task in [intake, api].into_iter().flatten() {
         // Both stop on the same flag; neither holds a transaction.
-        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
             tracing::warn!(message = "A background task did not stop in time.");
         }
     }

@@ -142,7 +142,8 @@ impl JobQueue {
             let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             builder = builder.run_after(delay);
         }
-        let cannot = |error: &dyn std::fmt::Display| anyhow::anyhow!("cannot enqueue job {job_id}: {error}");
+        let cannot =
+            |error: &dyn std::fmt::Display| anyhow::anyhow!("cannot enqueue job {job_id}: {error}");
         match self {
             JobQueue::Sqlite { storage, .. } => storage
                 .clone()

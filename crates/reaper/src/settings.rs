@@ -118,7 +118,10 @@ mod tests {
                 settings.config.api.token.as_deref(),
                 Some("a-token-of-enough-length")
             );
-            assert_eq!(settings.config.api.listen.as_deref(), Some("127.0.0.1:9999"));
+            assert_eq!(
+                settings.config.api.listen.as_deref(),
+                Some("127.0.0.1:9999")
+            );
             Ok(())
         });
     }

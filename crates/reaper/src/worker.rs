@@ -30,7 +30,12 @@ pub(crate) struct WorkerState {
 }
 
 impl WorkerState {
-    pub(crate) fn new(db: Database, catalog: Catalog, queue: JobQueue, config: &WorkerConfig) -> Self {
+    pub(crate) fn new(
+        db: Database,
+        catalog: Catalog,
+        queue: JobQueue,
+        config: &WorkerConfig,
+    ) -> Self {
         Self {
             db,
             catalog,
@@ -50,7 +55,10 @@ impl WorkerState {
 /// A stop flag that turns true once `trigger` resolves (or its task is dropped).
 pub(crate) fn stop_when(
     trigger: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (tokio::sync::watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let (sender, receiver) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         trigger.await;
@@ -170,11 +178,7 @@ const RECONCILE_BATCH: u32 = 500;
 /// the queue lost: due `pending` jobs untouched for `stranded_after`, and `running` jobs whose
 /// worker's lease expired. The ledger is the truth; a duplicate message is harmless because a
 /// claim is a compare-and-set. Runs until the task is dropped.
-pub(crate) async fn reconcile(
-    state: Arc<WorkerState>,
-    every: Duration,
-    stranded_after: Duration,
-) {
+pub(crate) async fn reconcile(state: Arc<WorkerState>, every: Duration, stranded_after: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -276,7 +280,11 @@ pub(crate) async fn run_workers(
                 tracing::error!(message = "Workers stopped on a queue error; restarting.", %error, restarts, pause_ms = pause.as_millis() as u64)
             }
             Ok(()) => {
-                tracing::error!(message = "Workers stopped unexpectedly; restarting.", restarts, pause_ms = pause.as_millis() as u64)
+                tracing::error!(
+                    message = "Workers stopped unexpectedly; restarting.",
+                    restarts,
+                    pause_ms = pause.as_millis() as u64
+                )
             }
         }
         let mut signal = stop.clone();

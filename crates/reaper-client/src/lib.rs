@@ -1,0 +1,262 @@
+//! A client for reaper's HTTP API, for services that submit deletion jobs and follow them.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), reaper_client::ClientError> {
+//! use reaper_client::{Client, JobRequest};
+//!
+//! let client = Client::new("http://reaper.internal:8080", std::env::var("REAPER_TOKEN").unwrap_or_default())?;
+//! let job: JobRequest = serde_json::from_value(serde_json::json!({
+//!     "target": "sessions",
+//!     "filter": {"all": [{"column": "user_id", "op": "eq", "value": 42}]},
+//!     "requested_by": "accounts-service",
+//!     "reason": "erasure request #4521",
+//!     "idempotency_key": "erase-user-42",
+//! })).expect("a valid request");
+//! let submitted = client.enqueue(&job).await?;
+//! let status = client.status(&submitted.id).await?;
+//! println!("{} is {}", status.id, status.state);
+//! # Ok(()) }
+//! ```
+//!
+//! Dependencies stay light on purpose (reqwest, serde, and reaper's pure core for the wire
+//! types): no database driver or ORM enters a producer's build. Plain HTTP; put TLS in front
+//! (a mesh or a proxy) when the API leaves the host.
+
+use std::time::Duration;
+
+pub use reaper_core::job::{Condition, Filter, JobRequest, Op};
+pub use reaper_core::views::{AuditView, JobView, Progress};
+use serde::Deserialize;
+
+/// What went wrong, by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The job was refused; nothing was recorded or deleted. Fix the request.
+    #[error("{message}")]
+    Invalid {
+        /// The whole message.
+        message: String,
+        /// Each problem with the field it concerns (`filter.all[0].value`).
+        fields: Vec<FieldProblem>,
+    },
+    /// The token is missing or wrong.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// No such job.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request conflicts with the job's state (e.g. cancelling a finished job).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// reaper or its database is unavailable, or the network failed: retry later (with the
+    /// same idempotency key, so a retry cannot create a second job).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A response this client does not understand.
+    #[error("unexpected response {status}: {body}")]
+    Unexpected {
+        /// HTTP status.
+        status: u16,
+        /// Body text.
+        body: String,
+    },
+    /// The base URL or token cannot be used.
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// True when retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClientError::Unavailable(_))
+    }
+}
+
+/// One field-level problem of a refused job.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FieldProblem {
+    /// Path of the field, e.g. `filter.all[1].value`.
+    pub field: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Submitted {
+    /// The job's id.
+    pub id: String,
+    /// False when the idempotency key was known and the existing job is returned.
+    pub created: bool,
+    /// The job.
+    pub job: JobView,
+}
+
+/// The answer to a cancel request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Cancelled {
+    /// `cancelled` (it was pending) or `stopping` (it stops at its next batch boundary).
+    pub cancel: String,
+    /// The job.
+    pub job: JobView,
+}
+
+#[derive(Debug, Deserialize)]
+struct Problem {
+    error: String,
+    #[serde(default)]
+    fields: Vec<FieldProblem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditPage {
+    entries: Vec<AuditView>,
+    next_after_batch: Option<i64>,
+}
+
+/// A reaper API client. Cheap to clone; share one per process.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base_url` like `http://reaper.internal:8080`; `token` is the daemon's `api.token`.
+    pub fn new(base_url: impl Into<String>, token: impl Into<String>) -> Result<Self, ClientError> {
+        let base = base_url.into().trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Config(format!(
+                "base URL `{base}` must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|error| ClientError::Config(error.to_string()))?;
+        Ok(Self {
+            base,
+            token: token.into(),
+            http,
+        })
+    }
+
+    /// Submits a job. Set `idempotency_key` so that retrying after a timeout cannot create a
+    /// second job; a repeated key returns the existing job with `created: false`.
+    pub async fn enqueue(&self, job: &JobRequest) -> Result<Submitted, ClientError> {
+        self.send(self.http.post(self.url("/v1/jobs")).json(job))
+            .await
+    }
+
+    /// A job's state, counters, progress and result.
+    pub async fn status(&self, id: &str) -> Result<JobView, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/jobs/{}", segment(id)))),
+        )
+        .await
+    }
+
+    /// Asks a job to stop at its next batch boundary.
+    pub async fn cancel(&self, id: &str) -> Result<Cancelled, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/jobs/{}/cancel", segment(id)))),
+        )
+        .await
+    }
+
+    /// Every audit entry of a job, in batch order (fetched page by page).
+    pub async fn audit(&self, id: &str) -> Result<Vec<AuditView>, ClientError> {
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: AuditPage = self
+                .send(self.http.get(self.url(&format!(
+                    "/v1/jobs/{}/audit?after_batch={after}&limit=500",
+                    segment(id)
+                ))))
+                .await?;
+            entries.extend(page.entries);
+            match page.next_after_batch {
+                Some(next) => after = next,
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|error| ClientError::Unavailable(error.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .text()
+            .await
+            .map_err(|error| ClientError::Unavailable(error.to_string()))?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&body).map_err(|error| ClientError::Unexpected {
+                status,
+                body: format!("{error}: {body}"),
+            });
+        }
+        let problem = serde_json::from_str::<Problem>(&body).ok();
+        let message = problem
+            .as_ref()
+            .map(|problem| problem.error.clone())
+            .unwrap_or_else(|| body.clone());
+        Err(match status {
+            400 => ClientError::Invalid {
+                message,
+                fields: problem.map(|problem| problem.fields).unwrap_or_default(),
+            },
+            401 => ClientError::Unauthorized(message),
+            404 => ClientError::NotFound(message),
+            409 => ClientError::Conflict(message),
+            429 | 500..=599 => ClientError::Unavailable(message),
+            _ => ClientError::Unexpected { status, body },
+        })
+    }
+}
+
+/// A job id as one path segment (ids are uuids; anything else is escaped, never a new path).
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(segment("01a2-b3"), "01a2-b3");
+        assert_eq!(segment("../admin?x"), "..%2Fadmin%3Fx");
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert!(matches!(
+            Client::new("reaper:8080", "t"),
+            Err(ClientError::Config(_))
+        ));
+        assert!(Client::new("http://127.0.0.1:8080/", "t").is_ok());
+    }
+}

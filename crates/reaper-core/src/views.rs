@@ -1,0 +1,96 @@
+//! The shapes in which jobs and audit entries are shown: the JSON bodies of the HTTP API and of
+//! `reaper status` / `reaper jobs`, and what the client crate reads. Public API: changes must be
+//! additive. Stored JSON text (the request, the result, the audited keys) is JSON here, not
+//! strings holding JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::JobRequest;
+
+/// The job states.
+pub const STATES: &[&str] = &["pending", "running", "done", "dead", "cancelled"];
+
+/// A job as shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Ledger id.
+    pub id: String,
+    /// The producer's idempotency key (the id when none was given).
+    pub idempotency_key: String,
+    /// Catalog target.
+    pub target: String,
+    /// `pending`, `running`, `done`, `dead` or `cancelled`.
+    pub state: String,
+    /// Rows deleted (or soft-deleted) so far.
+    pub rows_deleted: i64,
+    /// Batches committed so far.
+    pub batches: i64,
+    /// Runs started (a clean slice hand-over does not count).
+    pub attempts: i64,
+    /// The job is dead when a run would exceed this.
+    pub max_attempts: i64,
+    /// The last error, kept after retries and for dead jobs.
+    pub last_error: Option<String>,
+    /// Where the job is in its keyset walk.
+    pub progress: Progress,
+    /// Summary of a finished job, or the report of a dry run.
+    pub result: Option<serde_json::Value>,
+    /// The request as accepted.
+    pub request: JobRequest,
+    /// Accepted at (the reference time of `older_than`).
+    pub created_at: DateTime<Utc>,
+    /// First claimed at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached `done`, `dead` or `cancelled` at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Not to run before (after a transient failure).
+    pub run_after: Option<DateTime<Utc>>,
+    /// When somebody asked the job to stop.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The worker holding the job, while it runs.
+    pub lease_owner: Option<String>,
+}
+
+impl JobView {
+    /// True for `done`, `dead` and `cancelled`.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "done" | "dead" | "cancelled")
+    }
+}
+
+/// Where a job is in its keyset walk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Last key of the last committed batch (the job resumes after it).
+    pub checkpoint: Option<String>,
+    /// Keyset passes started.
+    pub passes: i64,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One audit entry (one committed batch) as shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// 1-based batch number within the job.
+    pub batch_no: i64,
+    /// Catalog target.
+    pub target: String,
+    /// `hard` or `soft`.
+    pub mode: String,
+    /// Rows in the batch.
+    pub row_count: i64,
+    /// Smallest key of the batch.
+    pub first_key: String,
+    /// Largest key of the batch.
+    pub last_key: String,
+    /// Every key the batch deleted.
+    pub deleted_keys: serde_json::Value,
+    /// Who asked.
+    pub requested_by: String,
+    /// Why.
+    pub reason: String,
+    /// Commit time of the batch.
+    pub created_at: DateTime<Utc>,
+}
