@@ -5,6 +5,7 @@
 //! cargo run --release -p reaper-bench -- engine            # 1,000,000 rows (and 100,000 for memory)
 //! cargo run --release -p reaper-bench -- engine --rows 200000 --repeat 1
 //! cargo run --release -p reaper-bench -- mariadb           # vs pt-archiver (percona-toolkit)
+//! cargo run --release -p reaper-bench -- daemon            # jobs/s through Redis, end to end
 //! ```
 //!
 //! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
@@ -27,6 +28,7 @@ use reaper_engine::{Database, ledger, migration::Migrator};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
 
+mod daemon;
 mod mariadb;
 
 #[derive(Debug, Parser)]
@@ -72,6 +74,30 @@ enum Bench {
         #[arg(long, default_value = "127.0.0.1:3306")]
         mysql_host: String,
     },
+    /// The real daemon on Redis and PostgreSQL: single-row erase jobs through the Redis intake;
+    /// jobs/s end to end and enqueue→done latency.
+    Daemon {
+        /// Jobs (one row each).
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        /// The daemon's worker slots.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+        /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+        #[arg(
+            long,
+            env = "REAPER_BENCH_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        postgres_url: String,
+        /// Redis; the benchmark uses its own queue name and deletes its keys afterwards.
+        #[arg(
+            long,
+            env = "REAPER_BENCH_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379/0"
+        )]
+        redis_url: String,
+    },
 }
 
 /// Fixed reference time, so the cutoff and the data agree on every run.
@@ -95,6 +121,12 @@ async fn main() -> anyhow::Result<()> {
             repeat,
             mysql_host,
         } => mariadb::run(rows, batch, repeat.max(1), &mysql_host).await,
+        Bench::Daemon {
+            jobs,
+            concurrency,
+            postgres_url,
+            redis_url,
+        } => daemon::run(jobs, concurrency, &postgres_url, &redis_url).await,
     }
 }
 

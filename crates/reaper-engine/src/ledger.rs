@@ -196,12 +196,21 @@ pub async fn submit(
             now,
         },
     );
-    db.execute(&statement).await?;
-    let job = get_by_key(db, &key).await?.ok_or_else(|| {
-        EngineError::Corrupt(format!(
-            "job with idempotency key `{key}` vanished after insert"
-        ))
-    })?;
+    let inserted = match db.backend() {
+        Backend::Postgres | Backend::Sqlite => first_job(db, &statement).await?,
+        Backend::MySql => {
+            db.execute(&statement).await?;
+            None
+        }
+    };
+    let job = match inserted {
+        Some(job) => job,
+        None => get_by_key(db, &key).await?.ok_or_else(|| {
+            EngineError::Corrupt(format!(
+                "job with idempotency key `{key}` vanished after insert"
+            ))
+        })?,
+    };
     // Affected-row counts of an upsert differ per backend; whose id the key maps to does not.
     let created = job.id == id;
     Ok(Submitted { job, created })

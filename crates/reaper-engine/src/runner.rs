@@ -12,7 +12,8 @@
 //! 5. **Batches** from the committed checkpoint. Each batch is capped so the job can never
 //!    pass `max_rows`. On PostgreSQL a batch waits at most `lock_timeout` for a row another
 //!    transaction holds; past that it reruns with `SKIP LOCKED` and the pass is marked. A batch
-//!    whose key window is empty ends the pass; only a marked pass can have left rows behind, so
+//!    whose key window holds fewer keys than it asked for ends the pass (no empty batch
+//!    transaction to find out); only a marked pass can have left rows behind, so
 //!    only then one probe looks for them, and if there are any a new pass starts (at most
 //!    [`MAX_PASSES`], then the job retries later).
 //! 6. **Slices**: after `slice` of wall time, or when asked to stop (shutdown), the job goes
@@ -328,7 +329,7 @@ impl Run<'_> {
                 batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, locking)
                     .instrument(batch_span)
                     .await?;
-            match result {
+            let window_exhausted = match result {
                 // Still holding the lease means the batch refused because of a cancel request.
                 BatchResult::LeaseLost => {
                     return self
@@ -336,60 +337,57 @@ impl Run<'_> {
                         .await;
                 }
                 BatchResult::Committed {
-                    selected: 0,
-                    skipped_locked,
-                    ..
-                } => {
-                    // End of a keyset pass. Only a pass that used SKIP LOCKED can have left
-                    // matching rows behind; one probe tells whether it did.
-                    pass_skipped_rows |= skipped_locked;
-                    if pass_skipped_rows && batch::count_matching(self.db, job, Some(1)).await? > 0
-                    {
-                        if passes >= MAX_PASSES {
-                            return Err(EngineError::RowsHeld { passes: MAX_PASSES });
-                        }
-                        if !ledger::restart_pass(self.db, &self.job.id, self.token, Utc::now())
-                            .await?
-                        {
-                            return Ok(RunOutcome::LeaseLost);
-                        }
-                        passes += 1;
-                        checkpoint = None;
-                        pass_skipped_rows = false;
-                        tracing::info!(
-                            message = "Starting another pass for rows that were locked.",
-                            pass = passes
-                        );
-                        continue;
-                    }
-                    return self.done(rows_deleted, passes).await;
-                }
-                BatchResult::Committed {
                     rows,
+                    selected,
                     last_key,
                     elapsed,
                     skipped_locked,
-                    ..
                 } => {
                     pass_skipped_rows |= skipped_locked;
-                    tracing::debug!(
-                        message = "Committed batch.",
-                        rows,
-                        elapsed_ms = elapsed.as_secs_f64() * 1e3
-                    );
-                    crate::instruments::batch_committed(
-                        &job.target.name,
-                        job.mode.as_str(),
-                        rows,
-                        elapsed,
-                    );
-                    self.batches += 1;
-                    self.rows += rows;
-                    self.longest_batch = self.longest_batch.max(elapsed);
-                    self.batch_time += elapsed;
-                    rows_deleted += rows;
-                    checkpoint = last_key;
+                    if selected > 0 {
+                        tracing::debug!(
+                            message = "Committed batch.",
+                            rows,
+                            elapsed_ms = elapsed.as_secs_f64() * 1e3
+                        );
+                        crate::instruments::batch_committed(
+                            &job.target.name,
+                            job.mode.as_str(),
+                            rows,
+                            elapsed,
+                        );
+                        self.batches += 1;
+                        self.rows += rows;
+                        self.longest_batch = self.longest_batch.max(elapsed);
+                        self.batch_time += elapsed;
+                        rows_deleted += rows;
+                        checkpoint = last_key;
+                    }
+                    // A window with fewer keys than asked for reached the end of the keyset:
+                    // the pass is over without another (empty) batch transaction.
+                    selected < u64::from(limit)
                 }
+            };
+            if window_exhausted {
+                // Only a pass that used SKIP LOCKED can have left matching rows behind; one
+                // probe tells whether it did.
+                if pass_skipped_rows && batch::count_matching(self.db, job, Some(1)).await? > 0 {
+                    if passes >= MAX_PASSES {
+                        return Err(EngineError::RowsHeld { passes: MAX_PASSES });
+                    }
+                    if !ledger::restart_pass(self.db, &self.job.id, self.token, Utc::now()).await? {
+                        return Ok(RunOutcome::LeaseLost);
+                    }
+                    passes += 1;
+                    checkpoint = None;
+                    pass_skipped_rows = false;
+                    tracing::info!(
+                        message = "Starting another pass for rows that were locked.",
+                        pass = passes
+                    );
+                    continue;
+                }
+                return self.done(rows_deleted, passes).await;
             }
         }
     }

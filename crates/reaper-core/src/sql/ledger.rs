@@ -42,8 +42,9 @@ fn text(value: &str) -> SqlValue {
     SqlValue::Text(value.to_owned())
 }
 
-/// `INSERT … ON CONFLICT (idempotency_key) DO NOTHING` (MySQL: `ON DUPLICATE KEY UPDATE id = id`,
-/// a no-op): a repeated key inserts nothing and the caller reads the existing job instead.
+/// `INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING …` (MySQL: `ON DUPLICATE KEY
+/// UPDATE id = id`, a no-op, and no `RETURNING`): a new job comes back in the same round trip;
+/// for a repeated key nothing is inserted and the caller reads the existing job instead.
 pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push(
@@ -62,11 +63,16 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     .push(", ")
     .param(SqlValue::Timestamp(job.now))
     .push(", ")
-    .param(SqlValue::Timestamp(job.now))
-    .push(match backend {
-        Backend::MySql => ") ON DUPLICATE KEY UPDATE id = id",
-        Backend::Postgres | Backend::Sqlite => ") ON CONFLICT (idempotency_key) DO NOTHING",
-    });
+    .param(SqlValue::Timestamp(job.now));
+    match backend {
+        Backend::MySql => {
+            w.push(") ON DUPLICATE KEY UPDATE id = id");
+        }
+        Backend::Postgres | Backend::Sqlite => {
+            w.push(") ON CONFLICT (idempotency_key) DO NOTHING RETURNING ")
+                .push(JOB_COLUMNS);
+        }
+    }
     w.finish()
 }
 
