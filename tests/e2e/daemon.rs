@@ -704,3 +704,108 @@ async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
         Err(reaper_client::ClientError::Unauthorized(_))
     ));
 }
+
+/// The CLI against a Redis deployment: enqueue from flags, list, cancel a pending job, and
+/// `config check` hiding the token.
+#[tokio::test]
+async fn the_cli_enqueues_from_flags_lists_and_cancels() {
+    let d = RedisDeployment::new(500, None).await;
+    let test = &d.deployment.test;
+    let everything = test.checksum("events", "1 = 1").await;
+    let output = crate::run(d.deployment.reaper().args([
+        "enqueue",
+        "--target",
+        "events",
+        "--where",
+        "tenant_id=3",
+        "--older-than",
+        "created_at=1d",
+        "--reason",
+        "cli test",
+        "--idempotency-key",
+        "cli-3",
+    ]));
+    assert!(output.status.success(), "{}", crate::stderr(&output));
+    let id = crate::stdout(&output).trim().to_owned();
+    let bad = crate::run(d.deployment.reaper().args([
+        "enqueue",
+        "--target",
+        "events",
+        "--where",
+        "tenant_id=three",
+        "--reason",
+        "r",
+    ]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(crate::stderr(&bad).contains("--where tenant_id=three: `three` is not an integer"));
+
+    let listed = crate::run(
+        d.deployment
+            .reaper()
+            .args(["jobs", "--state", "pending", "--json"]),
+    );
+    let jobs: Value = serde_json::from_str(&crate::stdout(&listed)).unwrap();
+    assert_eq!(jobs[0]["id"], id.as_str());
+    assert_eq!(jobs[0]["request"]["filter"]["all"][0]["value"], 3);
+
+    let cancelled = crate::run(d.deployment.reaper().args(["cancel", &id]));
+    assert!(cancelled.status.success());
+    assert!(
+        crate::stdout(&cancelled).contains("cancelled"),
+        "{}",
+        crate::stdout(&cancelled)
+    );
+    let again = crate::run(d.deployment.reaper().args(["cancel", &id]));
+    assert!(!again.status.success());
+    assert_eq!(test.checksum("events", "1 = 1").await, everything);
+
+    let check = crate::run(d.deployment.reaper().args(["config", "check"]));
+    assert!(check.status.success(), "{}", crate::stderr(&check));
+    let shown = crate::stdout(&check);
+    assert!(
+        shown.contains("<redacted>") && !shown.contains(TOKEN),
+        "{shown}"
+    );
+}
+
+/// A second signal exits at once, mid-batch; the batch rolls back and a new daemon still
+/// finishes the job exactly once.
+#[tokio::test]
+async fn a_second_signal_exits_at_once_and_the_batch_rolls_back() {
+    let d = RedisDeployment::new(1_000, None).await;
+    let test = &d.deployment.test;
+    let expected = test.ids("events", "tenant_id = 1").await;
+    let mut daemon = d.start(&[("FAILPOINTS", "batch::before_commit=sleep(3000)")]);
+    let api = d.api();
+    let id = api
+        .submit(&erase_tenant(1, json!({"batch_size": 20})))
+        .await;
+    // Wait until the first batch is inside its transaction (the job is claimed).
+    while api.job(&id).await["state"] != "running" {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = Instant::now();
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait(Duration::from_secs(5));
+    let took = second.elapsed();
+    assert_eq!(status.code(), Some(130), "{}", daemon.log_text());
+    assert!(
+        took < Duration::from_secs(1),
+        "took {took:?} after the second signal"
+    );
+    assert_eq!(
+        test.int(&format!(
+            "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await,
+        0,
+        "the batch in flight must have rolled back"
+    );
+    drop(daemon);
+    let _second = d.start(&[]);
+    api.wait_for(&id, "done", Duration::from_secs(30)).await;
+    test.assert_exactly_once(&id, &expected, 20).await;
+}

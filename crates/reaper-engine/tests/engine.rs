@@ -629,6 +629,28 @@ async fn a_repeated_idempotency_key_yields_one_job(backend: Backend) {
     assert!(first.created && !second.created);
     assert_eq!(first.job.id, second.job.id);
     assert_eq!(s.test.int("SELECT count(*) FROM reaper_jobs").await, 1);
+    assert_eq!(first.job.max_attempts, 5, "the worker's default");
+    // A target's own max_attempts overrides the worker's.
+    let mut catalog_targets: Vec<_> = s
+        .catalog
+        .names()
+        .into_iter()
+        .map(|name| s.catalog.get(name).unwrap().clone())
+        .collect();
+    for target in &mut catalog_targets {
+        target.max_attempts = Some(2);
+    }
+    let strict = Catalog::new(catalog_targets);
+    let other: JobRequest = serde_json::from_value(job(
+        "events",
+        serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
+        serde_json::json!({}),
+    ))
+    .unwrap();
+    let submitted = ledger::submit(&s.db, &strict, &other, 5, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(submitted.job.max_attempts, 2);
 }
 
 async fn schema_check_names_missing_tables_and_columns(backend: Backend) {
