@@ -376,22 +376,23 @@ pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figu
         soft_delete_column: None,
         max_rows: 10_000_000,
         max_attempts: None,
+        throttle: Default::default(),
     }]);
     let request: JobRequest = serde_json::from_value(serde_json::json!({
         "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
         "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
     }))?;
-    let id = ledger::submit(&db, &catalog, &request, 3, Utc::now())
+    let id = ledger::submit(&db, &catalog, &request, 3, Utc::now(), None)
         .await?
         .job
         .id;
-    let settings = RunSettings {
-        owner: "reaper-bench".into(),
-        lease: Duration::from_secs(300),
-        slice: Duration::from_secs(3_600),
-        retry_base: Duration::from_secs(1),
-        retry_max: Duration::from_secs(1),
-    };
+    let settings = RunSettings::for_worker(
+        "reaper-bench".into(),
+        Duration::from_secs(300),
+        Duration::from_secs(3_600),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
     reset_peak_rss();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;

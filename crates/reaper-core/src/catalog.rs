@@ -135,6 +135,8 @@ pub struct Target {
     /// Runs before a job on this target that keeps failing transiently is dead; the worker's
     /// `max_attempts` when absent.
     pub max_attempts: Option<u32>,
+    /// How batches on this target are paced.
+    pub throttle: crate::throttle::Throttle,
 }
 
 /// All targets of one deployment, by name.

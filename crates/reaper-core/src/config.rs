@@ -11,7 +11,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
+use crate::job::Condition;
+use crate::retention::Policy;
 use crate::span::Span;
+use crate::throttle::{Adaptive, Throttle};
 
 /// The absolute ceiling for any target's `max_batch_size`: beyond it a batch transaction is no
 /// longer short on any backend we support.
@@ -34,6 +37,45 @@ pub struct Config {
     /// The catalog: every table jobs may delete from, by target name.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetConfig>,
+    /// Retention policies the daemon runs on their schedules (`[[retention]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RetentionConfig>,
+}
+
+/// `[[retention]]`: remove rows of a target once they are older than `max_age`, on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Unique name (letters, digits, `_`, `-`); used in job keys, metrics and `purge --policy`.
+    pub name: String,
+    /// The catalog target to purge.
+    pub target: String,
+    /// A `timestamp` column of the target whose age decides.
+    pub age_column: String,
+    /// Rows whose `age_column` is older than this are removed (`30d`, `12h`).
+    pub max_age: Span,
+    /// `hard` or `soft`; the target's `default_mode` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Cron expression, UTC: 5 fields (`min hour day month weekday`), or 6/7 with seconds first.
+    pub schedule: String,
+    /// Rows per batch; the target's `batch_size` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Extra conditions (same shape as a job's `filter.all`), ANDed with the age condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<Condition>,
+    /// The most rows one run removes; the rest waits for the next window. The target's
+    /// `max_rows` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_run: Option<u64>,
+    /// A disabled policy is checked and listed, never scheduled.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+fn default_enabled() -> bool {
+    true
 }
 
 /// `[database]`
@@ -244,6 +286,20 @@ pub struct TargetConfig {
     /// Overrides `worker.max_attempts` for jobs on this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// Throttle: sleep this long after every batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Span>,
+    /// Throttle: at most this many rows per second from this target, all jobs of one daemon
+    /// (or one `purge`) together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_second: Option<u32>,
+    /// Throttle: adapt the batch size so each batch takes about this long (between
+    /// `min_batch_size` and `max_batch_size`, starting from the job's batch size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_batch_duration: Option<Span>,
+    /// The smallest adaptive batch (default: 100, or `batch_size` when smaller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_batch_size: Option<u32>,
 }
 
 fn default_mode() -> Mode {
@@ -421,6 +477,48 @@ impl Config {
                 "max_attempts",
                 "must be at least 1".into(),
             );
+            let lease = self.worker.lease.as_duration();
+            if let Some(pause) = target.pause {
+                check(
+                    pause.as_duration() * 2 < lease,
+                    "pause",
+                    format!(
+                        "{pause} must be shorter than half of worker.lease ({}), or a paused job's lease expires",
+                        self.worker.lease
+                    ),
+                );
+            }
+            if let Some(rate) = target.max_rows_per_second {
+                // The longest wait the cap can impose is one largest batch's share of a second.
+                let longest_wait = f64::from(target.max_batch_size) / f64::from(rate.max(1));
+                check(
+                    rate >= 1 && longest_wait * 2.0 < lease.as_secs_f64(),
+                    "max_rows_per_second",
+                    format!(
+                        "{rate} is too low: one batch of max_batch_size ({}) would wait {longest_wait:.1}s, \
+                         more than half of worker.lease ({})",
+                        target.max_batch_size, self.worker.lease
+                    ),
+                );
+            }
+            let min_batch_size = target
+                .min_batch_size
+                .unwrap_or(100.min(target.batch_size).max(1));
+            check(
+                min_batch_size >= 1 && min_batch_size <= target.batch_size,
+                "min_batch_size",
+                format!(
+                    "{min_batch_size} is not allowed; allowed: 1 to batch_size ({})",
+                    target.batch_size
+                ),
+            );
+            if target.min_batch_size.is_some() && target.target_batch_duration.is_none() {
+                check(
+                    false,
+                    "min_batch_size",
+                    "only applies with target_batch_duration (adaptive batch size)".into(),
+                );
+            }
             match &target.soft_delete_column {
                 Some(column) => check(
                     valid_identifier(column),
@@ -447,6 +545,15 @@ impl Config {
                     soft_delete_column: target.soft_delete_column.clone(),
                     max_rows: target.max_rows,
                     max_attempts: target.max_attempts,
+                    throttle: Throttle {
+                        pause: target.pause.map(Span::as_duration).unwrap_or_default(),
+                        max_rows_per_second: target.max_rows_per_second,
+                        adaptive: target.target_batch_duration.map(|duration| Adaptive {
+                            target: duration.as_duration(),
+                            min: min_batch_size,
+                            max: target.max_batch_size,
+                        }),
+                    },
                 });
             }
         }
@@ -455,6 +562,140 @@ impl Config {
         } else {
             Err(ConfigError { problems })
         }
+    }
+}
+
+impl Config {
+    /// Checks `[[retention]]` against the catalog (built by [`Config::catalog`]): names, targets,
+    /// age columns, schedules, and the job each policy submits, validated like any job so a
+    /// policy that passes here can only submit valid jobs. `as_of` is any moment (the age cutoff
+    /// does not change validity).
+    pub fn retention_policies(
+        &self,
+        catalog: &Catalog,
+        as_of: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Policy>, ConfigError> {
+        let mut problems = Vec::new();
+        let mut policies = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (index, policy) in self.retention.iter().enumerate() {
+            let at = if valid_identifier(&policy.name) && !policy.name.contains(' ') {
+                format!("retention.{}", policy.name)
+            } else {
+                problems.push(ConfigProblem {
+                    key: format!("retention[{index}].name"),
+                    message: format!(
+                        "`{}` is not a policy name: 1 to 63 letters, digits, `_` or `-`",
+                        policy.name
+                    ),
+                });
+                format!("retention[{index}]")
+            };
+            let mut fail = |field: &str, message: String| {
+                problems.push(ConfigProblem {
+                    key: format!("{at}.{field}"),
+                    message,
+                })
+            };
+            if !seen.insert(policy.name.clone()) {
+                fail(
+                    "name",
+                    "is used by an earlier policy; names must be unique".into(),
+                );
+            }
+            let Some(target) = catalog.get(&policy.target) else {
+                fail(
+                    "target",
+                    format!(
+                        "unknown target `{}`; the catalog has: {}",
+                        policy.target,
+                        catalog.names().join(", ")
+                    ),
+                );
+                continue;
+            };
+            let timestamps: Vec<&str> = target
+                .columns
+                .iter()
+                .filter(|(_, kind)| **kind == ColumnType::Timestamp)
+                .map(|(name, _)| name.as_str())
+                .collect();
+            let age_ok = timestamps.contains(&policy.age_column.as_str());
+            if !age_ok {
+                let what = match target.columns.get(&policy.age_column) {
+                    Some(kind) => format!("is declared `{kind}`"),
+                    None => "is not a column of the target's catalog entry".into(),
+                };
+                fail(
+                    "age_column",
+                    format!(
+                        "`{}` {what}; it must be a timestamp column of target `{}` (declared: {})",
+                        policy.age_column,
+                        target.name,
+                        if timestamps.is_empty() {
+                            "none".into()
+                        } else {
+                            timestamps.join(", ")
+                        }
+                    ),
+                );
+            }
+            let built = Policy::new(
+                policy.name.clone(),
+                policy.target.clone(),
+                policy.age_column.clone(),
+                policy.max_age,
+                policy.mode,
+                policy.schedule.clone(),
+                policy.batch_size,
+                policy.filter.clone(),
+                policy.max_rows_per_run,
+                policy.enabled,
+            );
+            let built = match built {
+                Ok(built) => built,
+                Err(message) => {
+                    fail("schedule", message);
+                    continue;
+                }
+            };
+            if let Err(error) = crate::validate::validate(
+                &built.job_request(Some(as_of), crate::retention::SCHEDULER),
+                catalog,
+                as_of,
+            ) {
+                for field_error in error.errors {
+                    let field = policy_field(&field_error.field);
+                    // The age condition's problems were reported above, in the policy's words.
+                    if field != "age_column" || age_ok {
+                        fail(&field, field_error.message);
+                    }
+                }
+                continue;
+            }
+            policies.push(built);
+        }
+        if problems.is_empty() {
+            Ok(policies)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// Maps a field of a policy's generated job back to the policy key an operator wrote.
+fn policy_field(job_field: &str) -> String {
+    if let Some(rest) = job_field.strip_prefix("filter.all[") {
+        let (index, suffix) = rest.split_once(']').unwrap_or((rest, ""));
+        return match index.parse::<usize>() {
+            Ok(0) => "age_column".into(),
+            Ok(index) => format!("filter[{}]{suffix}", index - 1),
+            Err(_) => "filter".into(),
+        };
+    }
+    match job_field {
+        "max_rows" => "max_rows_per_run".into(),
+        other => other.into(),
     }
 }
 
@@ -575,5 +816,144 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("queue.url"), "{error}");
+    }
+
+    fn with_retention(policies: &str) -> Config {
+        let text = format!(
+            r#"{{"database": {{"url": "sqlite://x.db"}},
+                 "queue": {{"backend": "sqlite", "url": "sqlite://q.db"}},
+                 "targets": {{"sessions": {{"table": "sessions", "primary_key": "id", "key_type": "int",
+                    "soft_delete_column": "deleted_at",
+                    "columns": {{"created_at": "timestamp", "deleted_at": "timestamp", "user_id": "int"}}}}}},
+                 "retention": {policies}}}"#
+        );
+        parse(&text)
+    }
+
+    fn retention_error(policies: &str) -> String {
+        let config = with_retention(policies);
+        let catalog = config.catalog().unwrap();
+        config
+            .retention_policies(&catalog, chrono::Utc::now())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn soft_then_hard_after_a_grace_period_is_two_policies() {
+        let config = with_retention(
+            r#"[{"name": "expire", "target": "sessions", "age_column": "created_at", "max_age": "30d",
+                 "mode": "soft", "schedule": "0 * * * *"},
+                {"name": "purge-expired", "target": "sessions", "age_column": "deleted_at", "max_age": "7d",
+                 "mode": "hard", "schedule": "30 * * * *", "max_rows_per_run": 50000, "batch_size": 500,
+                 "filter": [{"column": "user_id", "op": "gt", "value": 0}]}]"#,
+        );
+        let catalog = config.catalog().unwrap();
+        let policies = config
+            .retention_policies(&catalog, chrono::Utc::now())
+            .unwrap();
+        assert_eq!(policies.len(), 2);
+        assert_eq!(policies[1].filter.len(), 1);
+        assert!(policies[0].enabled);
+    }
+
+    #[test]
+    fn each_policy_problem_names_its_key() {
+        let error = retention_error(
+            r#"[{"name": "a", "target": "sesions", "age_column": "created_at", "max_age": "30d", "schedule": "0 * * * *"}]"#,
+        );
+        assert!(
+            error.contains(
+                "retention.a.target: unknown target `sesions`; the catalog has: sessions"
+            ),
+            "{error}"
+        );
+        let error = retention_error(
+            r#"[{"name": "a", "target": "sessions", "age_column": "user_id", "max_age": "30d", "schedule": "0 * * * *"}]"#,
+        );
+        assert!(
+            error.contains("retention.a.age_column: `user_id` is declared `int`; it must be a timestamp column of target `sessions` (declared: created_at, deleted_at)"),
+            "{error}"
+        );
+        let error = retention_error(
+            r#"[{"name": "a", "target": "sessions", "age_column": "created_at", "max_age": "30d", "schedule": "every day"}]"#,
+        );
+        assert!(
+            error.contains("retention.a.schedule: `every day` has 2 fields"),
+            "{error}"
+        );
+        let error = retention_error(
+            r#"[{"name": "a", "target": "sessions", "age_column": "created_at", "max_age": "30d", "schedule": "0 25 * * *"}]"#,
+        );
+        assert!(
+            error.contains("retention.a.schedule: `0 25 * * *` is not a cron expression"),
+            "{error}"
+        );
+        let error = retention_error(
+            r#"[{"name": "a", "target": "sessions", "age_column": "created_at", "max_age": "30d", "schedule": "0 * * * *",
+                 "batch_size": 999999, "max_rows_per_run": 0, "filter": [{"column": "user_id", "op": "eq", "value": "x"}]},
+                {"name": "a", "target": "sessions", "age_column": "created_at", "max_age": "1d", "schedule": "0 * * * *"},
+                {"name": "b c", "target": "sessions", "age_column": "created_at", "max_age": "1d", "schedule": "0 * * * *"}]"#,
+        );
+        for expected in [
+            "retention.a.batch_size: 999999 is not allowed",
+            "retention.a.max_rows_per_run: 0 is not allowed",
+            "retention.a.filter[0].value: column `user_id` is int",
+            "retention.a.name: is used by an earlier policy",
+            "retention[2].name: `b c` is not a policy name",
+        ] {
+            assert!(error.contains(expected), "{expected} missing in {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_policy_keys_and_bad_ages_are_rejected() {
+        let error = serde_json::from_value::<Config>(toml_like(
+            r#"{"database": {"url": "sqlite://x.db"}, "queue": {"backend": "sqlite", "url": "sqlite://q.db"},
+                "retention": [{"name": "a", "target": "t", "age_column": "c", "max_age": "30d", "schedule": "0 * * * *", "cron": "x"}]}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `cron`"),
+            "{error}"
+        );
+        let error = serde_json::from_value::<Config>(toml_like(
+            r#"{"database": {"url": "sqlite://x.db"}, "queue": {"backend": "sqlite", "url": "sqlite://q.db"},
+                "retention": [{"name": "a", "target": "t", "age_column": "c", "max_age": "30", "schedule": "0 * * * *"}]}"#,
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("`30` has no unit"), "{error}");
+    }
+
+    #[test]
+    fn throttles_are_checked_against_the_lease() {
+        let config = parse(&base(
+            r#"{"table": "events", "primary_key": "id", "key_type": "int", "pause": "10s",
+                "max_rows_per_second": 100, "min_batch_size": 5000}"#,
+        ));
+        let error = config.catalog().unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "targets.events.pause: 10s must be shorter than half of worker.lease (15s)"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("targets.events.max_rows_per_second: 100 is too low: one batch of max_batch_size (10000) would wait 100.0s"), "{error}");
+        assert!(error.contains("targets.events.min_batch_size: 5000 is not allowed; allowed: 1 to batch_size (1000)"), "{error}");
+        assert!(
+            error
+                .contains("targets.events.min_batch_size: only applies with target_batch_duration"),
+            "{error}"
+        );
+        let config = parse(&base(
+            r#"{"table": "events", "primary_key": "id", "key_type": "int", "pause": "20ms",
+                "max_rows_per_second": 50000, "target_batch_duration": "100ms"}"#,
+        ));
+        let catalog = config.catalog().unwrap();
+        let throttle = &catalog.get("events").unwrap().throttle;
+        assert_eq!(throttle.pause, std::time::Duration::from_millis(20));
+        assert_eq!(throttle.max_rows_per_second, Some(50_000));
+        let adaptive = throttle.adaptive.unwrap();
+        assert_eq!((adaptive.min, adaptive.max), (100, 10_000));
     }
 }

@@ -46,6 +46,10 @@ pub struct JobRequest {
     /// Fail instead of deleting more than this many rows; the target's cap when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
+    /// With `max_rows`: delete up to the cap and finish (`done`, the rest left for a later
+    /// job) instead of refusing a job that matches more. Retention runs use this.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stop_at_max_rows: bool,
     /// Only select: report the count, a sample of keys and the SQL; write nothing.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,

@@ -7,18 +7,22 @@
 //! - [`job`]: the public JSON wire format of a deletion job (what producers send);
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
+//! - [`retention`]: retention policies and the windows of their schedules;
+//! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
 //! - [`sql`]: the SQL text and bound parameters of every statement family, per backend;
 //! - [`views`]: how jobs and audit entries are shown (API bodies, CLI output, client crate).
 //!
 //! Architecture invariant: this crate performs no I/O and depends on no database, queue or
 //! runtime crate. Its functions fail only through validation errors. Time is an input (`as_of`),
-//! never read from the clock here.
+//! never read from the clock here. `cron` is pure too (expression parsing and tick arithmetic).
 
 pub mod catalog;
 pub mod config;
 pub mod job;
+pub mod retention;
 pub mod span;
 pub mod sql;
+pub mod throttle;
 pub mod validate;
 pub mod value;
 pub mod views;

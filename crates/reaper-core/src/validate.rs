@@ -129,6 +129,8 @@ pub struct ValidatedJob {
     pub batch_size: u32,
     /// The most rows this job may delete.
     pub max_rows: u64,
+    /// Stop (done) at `max_rows` instead of refusing a job that matches more.
+    pub stop_at_max_rows: bool,
     /// Select only.
     pub dry_run: bool,
     /// Who asked.
@@ -246,6 +248,7 @@ pub fn validate(
         mode,
         batch_size,
         max_rows,
+        stop_at_max_rows: request.stop_at_max_rows,
         dry_run: request.dry_run,
         requested_by: request.requested_by.clone(),
         reason: request.reason.clone(),
@@ -418,6 +421,7 @@ mod tests {
             soft_delete_column: None,
             max_rows: 1_000_000,
             max_attempts: None,
+            throttle: Default::default(),
         }])
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::job::JobRequest;
 
 /// The job states.
-pub const STATES: &[&str] = &["pending", "running", "done", "dead", "cancelled"];
+pub const STATES: &[&str] = &["pending", "running", "paused", "done", "dead", "cancelled"];
 
 /// A job as shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,8 +20,12 @@ pub struct JobView {
     pub idempotency_key: String,
     /// Catalog target.
     pub target: String,
-    /// `pending`, `running`, `done`, `dead` or `cancelled`.
+    /// `pending`, `running`, `paused` (a foreground purge stopped by Ctrl-C), `done`, `dead`
+    /// or `cancelled`.
     pub state: String,
+    /// The retention policy that submitted the job, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Rows deleted (or soft-deleted) so far.
     pub rows_deleted: i64,
     /// Batches committed so far.
@@ -93,4 +97,52 @@ pub struct AuditView {
     pub reason: String,
     /// Commit time of the batch.
     pub created_at: DateTime<Utc>,
+}
+
+/// A retention policy and how its runs went, as shown (`reaper policies`, `GET /v1/policies`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// Policy name.
+    pub name: String,
+    /// Catalog target.
+    pub target: String,
+    /// Cron expression (UTC).
+    pub schedule: String,
+    /// False: checked and listed, never scheduled.
+    pub enabled: bool,
+    /// The timestamp column whose age decides.
+    pub age_column: String,
+    /// Rows older than this go (`30days`).
+    pub max_age: String,
+    /// `hard`, `soft`, or the target's default when absent.
+    pub mode: Option<String>,
+    /// The most rows one run removes.
+    pub max_rows_per_run: Option<u64>,
+    /// When the next window opens (none for a disabled policy).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The schedule's period, in seconds (between its next two ticks).
+    pub interval_seconds: Option<f64>,
+    /// The newest run, in any state.
+    pub last_run: Option<PolicyRunView>,
+    /// When the newest successful run finished.
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// One run of a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRunView {
+    /// The run's job id.
+    pub job_id: String,
+    /// The job's state.
+    pub state: String,
+    /// Rows removed.
+    pub rows_deleted: i64,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// Finished at (for `done`, `dead`, `cancelled`).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Submission to finish, in seconds.
+    pub duration_seconds: Option<f64>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
 }

@@ -25,10 +25,25 @@ pub const JOBS_RUNNING: &str = "reaper_jobs_running";
 pub const QUEUE_DEPTH: &str = "reaper_queue_depth";
 /// Gauge: this daemon's workers that are polling the queue (0 while they restart).
 pub const WORKERS_ALIVE: &str = "reaper_workers_alive";
-/// Counter, label `source` (`api`, `cli`, `redis`): jobs accepted into the ledger.
+/// Counter, label `source` (`api`, `cli`, `redis`, `scheduler`): jobs accepted into the ledger.
 pub const JOBS_ACCEPTED: &str = "reaper_jobs_accepted_total";
 /// Counter, label `source`: job requests refused as invalid (nothing deleted).
 pub const JOBS_REJECTED: &str = "reaper_jobs_rejected_total";
+
+/// Gauge, label `policy`: when the policy's newest finished run finished (unix seconds; 0: none).
+pub const POLICY_LAST_RUN: &str = "reaper_policy_last_run_timestamp_seconds";
+/// Gauge, label `policy`: rows its newest finished run removed.
+pub const POLICY_LAST_RUN_ROWS: &str = "reaper_policy_last_run_rows";
+/// Gauge, label `policy`: submission to finish of its newest finished run, in seconds.
+pub const POLICY_LAST_RUN_DURATION: &str = "reaper_policy_last_run_duration_seconds";
+/// Gauge, label `policy`: 1 if its newest finished run is `done`, else 0.
+pub const POLICY_LAST_RUN_SUCCESS: &str = "reaper_policy_last_run_success";
+/// Gauge, label `policy`: when its newest successful run finished (unix seconds; 0: never).
+pub const POLICY_LAST_SUCCESS: &str = "reaper_policy_last_success_timestamp_seconds";
+/// Gauge, label `policy`: the schedule's period in seconds (alert: no success for 2 periods).
+pub const POLICY_INTERVAL: &str = "reaper_policy_interval_seconds";
+/// Gauge, label `policy`: when its next window opens (unix seconds; 0: disabled).
+pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 
 /// Every exported metric name.
 pub const ALL: &[&str] = &[
@@ -43,6 +58,24 @@ pub const ALL: &[&str] = &[
     WORKERS_ALIVE,
     JOBS_ACCEPTED,
     JOBS_REJECTED,
+    POLICY_LAST_RUN,
+    POLICY_LAST_RUN_ROWS,
+    POLICY_LAST_RUN_DURATION,
+    POLICY_LAST_RUN_SUCCESS,
+    POLICY_LAST_SUCCESS,
+    POLICY_INTERVAL,
+    POLICY_NEXT_RUN,
+];
+
+/// Gauges of the per-policy series.
+const POLICY_GAUGES: &[&str] = &[
+    POLICY_LAST_RUN,
+    POLICY_LAST_RUN_ROWS,
+    POLICY_LAST_RUN_DURATION,
+    POLICY_LAST_RUN_SUCCESS,
+    POLICY_LAST_SUCCESS,
+    POLICY_INTERVAL,
+    POLICY_NEXT_RUN,
 ];
 
 /// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
@@ -74,6 +107,92 @@ pub fn describe() {
     metrics::describe_gauge!(WORKERS_ALIVE, "Workers of this daemon polling the queue.");
     metrics::describe_counter!(JOBS_ACCEPTED, "Jobs accepted into the ledger, by source.");
     metrics::describe_counter!(JOBS_REJECTED, "Job requests refused as invalid, by source.");
+    metrics::describe_gauge!(
+        POLICY_LAST_RUN,
+        "When the policy's newest finished run finished (unix seconds; 0 if none)."
+    );
+    metrics::describe_gauge!(
+        POLICY_LAST_RUN_ROWS,
+        "Rows the policy's newest finished run removed."
+    );
+    metrics::describe_gauge!(
+        POLICY_LAST_RUN_DURATION,
+        metrics::Unit::Seconds,
+        "Submission to finish of the policy's newest finished run."
+    );
+    metrics::describe_gauge!(
+        POLICY_LAST_RUN_SUCCESS,
+        "1 if the policy's newest finished run is done, else 0."
+    );
+    metrics::describe_gauge!(
+        POLICY_LAST_SUCCESS,
+        "When the policy's newest successful run finished (unix seconds; 0 if never)."
+    );
+    metrics::describe_gauge!(
+        POLICY_INTERVAL,
+        metrics::Unit::Seconds,
+        "The period of the policy's schedule."
+    );
+    metrics::describe_gauge!(
+        POLICY_NEXT_RUN,
+        "When the policy's next window opens (unix seconds; 0 if disabled)."
+    );
+}
+
+/// Creates the per-policy series at zero (the scrape fills them from the ledger).
+pub fn register_policies<'a>(policies: impl IntoIterator<Item = &'a str>) {
+    for policy in policies {
+        for gauge in POLICY_GAUGES {
+            metrics::gauge!(*gauge, "policy" => policy.to_owned()).set(0.0);
+        }
+    }
+}
+
+/// A policy's runs as the ledger shows them, for its gauges.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyStatus {
+    /// When the newest finished run finished.
+    pub last_run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rows it removed.
+    pub last_run_rows: i64,
+    /// How long it took, in seconds.
+    pub last_run_duration: Option<f64>,
+    /// Whether it ended `done`.
+    pub last_run_succeeded: bool,
+    /// When the newest successful run finished.
+    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The schedule's period.
+    pub interval: Option<Duration>,
+    /// When the next window opens.
+    pub next_run_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Sets one policy's gauges.
+pub fn policy_status(policy: &str, status: &PolicyStatus) {
+    let seconds = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.map_or(0.0, |at| at.timestamp_millis() as f64 / 1e3)
+    };
+    let set = |name: &'static str, value: f64| {
+        metrics::gauge!(name, "policy" => policy.to_owned()).set(value);
+    };
+    set(POLICY_LAST_RUN, seconds(status.last_run_at));
+    set(POLICY_LAST_RUN_ROWS, status.last_run_rows as f64);
+    set(
+        POLICY_LAST_RUN_DURATION,
+        status.last_run_duration.unwrap_or(0.0),
+    );
+    set(
+        POLICY_LAST_RUN_SUCCESS,
+        if status.last_run_succeeded { 1.0 } else { 0.0 },
+    );
+    set(POLICY_LAST_SUCCESS, seconds(status.last_success_at));
+    set(
+        POLICY_INTERVAL,
+        status
+            .interval
+            .map_or(0.0, |interval| interval.as_secs_f64()),
+    );
+    set(POLICY_NEXT_RUN, seconds(status.next_run_at));
 }
 
 /// Creates every series at zero for the catalog's targets, so dashboards and alerts see a
@@ -93,7 +212,7 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
         }
         metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
     }
-    for source in ["api", "cli", "redis"] {
+    for source in ["api", "cli", "redis", "scheduler"] {
         metrics::counter!(JOBS_ACCEPTED, "source" => source).increment(0);
         metrics::counter!(JOBS_REJECTED, "source" => source).increment(0);
     }

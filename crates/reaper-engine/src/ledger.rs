@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::database::{Database, get_time};
 use crate::error::EngineError;
 
-pub use reaper_core::sql::ledger::Transition;
+pub use reaper_core::sql::ledger::{ClaimFrom, Transition};
 
 /// A job's row in the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +65,8 @@ pub struct JobRecord {
     pub locked_rows_skipped: bool,
     /// When somebody asked the job to stop (it stops at the next batch boundary).
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The retention policy that submitted the job, if one did.
+    pub policy: Option<String>,
 }
 
 impl JobRecord {
@@ -96,6 +98,7 @@ impl JobRecord {
             finished_at: get_time(row, backend, 19)?,
             locked_rows_skipped: row.try_get_by_index(20)?,
             cancel_requested_at: get_time(row, backend, 21)?,
+            policy: row.try_get_by_index(22)?,
         })
     }
 
@@ -165,13 +168,15 @@ pub struct Submitted {
 
 /// Validates `request` against `catalog` and writes it to the ledger as `pending`. A repeated
 /// idempotency key returns the existing job. An invalid job is refused and never written.
-/// `default_max_attempts` applies unless the target sets its own.
+/// `default_max_attempts` applies unless the target sets its own. `policy` names the retention
+/// policy submitting it (none for producers).
 pub async fn submit(
     db: &Database,
     catalog: &Catalog,
     request: &JobRequest,
     default_max_attempts: u32,
     now: DateTime<Utc>,
+    policy: Option<&str>,
 ) -> Result<Submitted, EngineError> {
     let validated = validate(request, catalog, now)?;
     let max_attempts = validated
@@ -194,6 +199,7 @@ pub async fn submit(
             request_json: &request_json,
             max_attempts,
             now,
+            policy,
         },
     );
     let inserted = match db.backend() {
@@ -224,6 +230,20 @@ pub async fn get(db: &Database, id: &str) -> Result<Option<JobRecord>, EngineErr
 /// One job by idempotency key.
 pub async fn get_by_key(db: &Database, key: &str) -> Result<Option<JobRecord>, EngineError> {
     first_job(db, &ledger::get_job_by_key(db.backend(), key)).await
+}
+
+/// The newest jobs of retention policy `policy`, only those in `states` unless it is empty.
+pub async fn policy_jobs(
+    db: &Database,
+    policy: &str,
+    states: &[&str],
+    limit: u32,
+) -> Result<Vec<JobRecord>, EngineError> {
+    all_jobs(
+        db,
+        &ledger::policy_jobs(db.backend(), policy, states, limit),
+    )
+    .await
 }
 
 /// Jobs still `pending` or `running`, oldest first.
@@ -278,7 +298,7 @@ pub async fn take_stranded(
 }
 
 /// Claims a job for `owner` with a fresh lease token until `lease_until`. `None` when the job
-/// is finished, unknown, or held by a live lease.
+/// is finished, unknown, held by a live lease, or in a state `from` does not take.
 pub async fn claim(
     db: &Database,
     id: &str,
@@ -286,8 +306,9 @@ pub async fn claim(
     token: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
+    from: ClaimFrom,
 ) -> Result<Option<JobRecord>, EngineError> {
-    let statement = ledger::claim(db.backend(), id, owner, token, now, lease_until);
+    let statement = ledger::claim(db.backend(), id, owner, token, now, lease_until, from);
     match db.backend() {
         // No UPDATE … RETURNING on MySQL: the update's match count decides, then a read.
         Backend::MySql => {

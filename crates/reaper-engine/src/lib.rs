@@ -3,7 +3,7 @@
 //! Owns everything that talks to the target database: connecting ([`database`]), reaper's own
 //! tables ([`migration`]), the job ledger ([`ledger`]), checking the catalog against the real
 //! schema ([`schema_check`]), one batch transaction ([`batch`]) and running a job batch by batch
-//! under its lease ([`runner`]), and what it measures ([`instruments`]).
+//! under its lease ([`runner`]) at the pace of its target's throttle ([`pacing`]), and what it measures ([`instruments`]).
 //!
 //! It must not know about queues, HTTP, signals or configuration files: the binary wires those.
 //! SQL text comes from `reaper_core::sql`; this crate only executes it.
@@ -14,6 +14,7 @@ pub mod error;
 pub mod instruments;
 pub mod ledger;
 pub mod migration;
+pub mod pacing;
 pub mod runner;
 pub mod schema_check;
 

@@ -16,7 +16,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateLedgerAndAudit), Box::new(AddCancelRequest)]
+        vec![
+            Box::new(CreateLedgerAndAudit),
+            Box::new(AddCancelRequest),
+            Box::new(AddPolicy),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -81,6 +85,63 @@ impl MigrationTrait for AddCancelRequest {
                 Table::alter()
                     .table("reaper_jobs")
                     .drop_column("cancel_requested_at")
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Retention: which policy submitted a job, so its runs can be listed (`reaper policies`,
+/// `/v1/policies`, the per-policy metrics) without scanning the ledger.
+#[derive(Debug)]
+struct AddPolicy;
+
+impl MigrationName for AddPolicy {
+    fn name(&self) -> &str {
+        "m20261130_000003_add_policy"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddPolicy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if !manager.has_column("reaper_jobs", "policy").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("reaper_jobs")
+                        .add_column(string_len_null("policy", 63))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("reaper_jobs_policy_created")
+                    .table("reaper_jobs")
+                    .col("policy")
+                    .col("created_at")
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("reaper_jobs_policy_created")
+                    .table("reaper_jobs")
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("reaper_jobs")
+                    .drop_column("policy")
                     .to_owned(),
             )
             .await

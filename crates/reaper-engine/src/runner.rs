@@ -21,9 +21,15 @@
 //!    commits or rolls back first.
 //! 7. **Failures**: transient → `pending` with `run_after` (exponential backoff with jitter)
 //!    while attempts remain, else `dead`; permanent → `dead` at once. The error is kept.
-//! 8. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
+//! 8. **Throttle**: each batch waits for its target's rows-per-second budget (shared by the
+//!    process's jobs), sleeps the target's pause after it commits, and with an adaptive batch
+//!    size the next batch grows or shrinks toward the target duration. Sleeps end when the run
+//!    is asked to stop.
+//! 9. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
 //!    check sees the request), and the job ends `cancelled` with what it had deleted.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -39,7 +45,8 @@ use tracing::Instrument;
 use crate::batch::{self, BatchResult, LeaseHolder};
 use crate::database::Database;
 use crate::error::{EngineError, ErrorClass};
-use crate::ledger::{self, JobRecord, Transition};
+use crate::ledger::{self, ClaimFrom, JobRecord, Transition};
+use crate::pacing::{Pacer, sleep_unless_stopped};
 
 /// Keyset passes one job may make before rows still locked by others count as a transient
 /// failure (and the job is retried later).
@@ -61,6 +68,58 @@ pub struct RunSettings {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// What a stop request leaves: `pending` for the queue (a daemon), or `paused` for
+    /// `reaper purge --resume` (a foreground run).
+    pub stop_as: StopAs,
+    /// Which states a run may claim a job from.
+    pub claim_from: ClaimFrom,
+    /// Rows-per-second budgets per target, shared by every run of this process.
+    pub pacer: Arc<Pacer>,
+    /// Live figures of the current run, for progress displays.
+    pub progress: Arc<RunProgress>,
+}
+
+impl RunSettings {
+    /// Settings for a daemon's worker: slices end as continuations, stops leave jobs `pending`.
+    pub fn for_worker(
+        owner: String,
+        lease: Duration,
+        slice: Duration,
+        retry_base: Duration,
+        retry_max: Duration,
+    ) -> Self {
+        Self {
+            owner,
+            lease,
+            slice,
+            retry_base,
+            retry_max,
+            stop_as: StopAs::Pending,
+            claim_from: ClaimFrom::Queue,
+            pacer: Arc::default(),
+            progress: Arc::default(),
+        }
+    }
+}
+
+/// What a run asked to stop leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAs {
+    /// `pending`: the queue (or the reconciler) hands it to a worker again.
+    Pending,
+    /// `paused`: only an explicit resume continues it.
+    Paused,
+}
+
+/// Figures of the run in progress, updated after every batch.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    /// Rows deleted by this run so far.
+    pub rows: AtomicU64,
+    /// Batches committed by this run so far.
+    pub batches: AtomicU64,
+    /// The size the next batch asks for (changes with an adaptive batch size).
+    pub batch_size: AtomicU32,
 }
 
 /// How a run ended.
@@ -70,6 +129,8 @@ pub enum RunOutcome {
     Done,
     /// Slice used up or stop requested; the job is `pending` again and must be re-enqueued.
     Continue,
+    /// Stopped on request under [`StopAs::Paused`]: the job is `paused` until resumed.
+    Paused,
     /// Transient failure; `pending` again, to be re-enqueued not before `run_after`.
     RetryLater {
         /// The error.
@@ -113,6 +174,9 @@ struct DoneSummary {
     rows_deleted: u64,
     batches: i64,
     passes: i64,
+    /// A `stop_at_max_rows` job reached its cap with matching rows left for a later job.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stopped_at_max_rows: bool,
 }
 
 /// What a dry run reports (stored as the job's result).
@@ -151,6 +215,7 @@ pub async fn run_job(
         &token,
         now,
         batch::lease_until(now, settings.lease),
+        settings.claim_from,
     )
     .await?
     else {
@@ -215,7 +280,10 @@ async fn run_claimed(
         RunOutcome::Cancelled => crate::instruments::job_finished(&job.target, "cancelled"),
         RunOutcome::Dead { .. } => crate::instruments::job_finished(&job.target, "dead"),
         RunOutcome::RetryLater { .. } => crate::instruments::job_retried(&job.target),
-        RunOutcome::Continue | RunOutcome::NotClaimed | RunOutcome::LeaseLost => {}
+        RunOutcome::Continue
+        | RunOutcome::Paused
+        | RunOutcome::NotClaimed
+        | RunOutcome::LeaseLost => {}
     }
     match &outcome {
         RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
@@ -281,7 +349,7 @@ impl Run<'_> {
         let mut passes = self.job.passes;
         let mut pass_skipped_rows = self.job.locked_rows_skipped;
         let fresh = checkpoint.is_none() && rows_deleted == 0 && passes == 1;
-        if fresh {
+        if fresh && !job.stop_at_max_rows {
             let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
             if matching > job.max_rows {
                 return Err(EngineError::Refused(format!(
@@ -292,15 +360,26 @@ impl Run<'_> {
             }
         }
         let started = Instant::now();
+        let throttle = &job.target.throttle;
+        let mut batch_size = job.batch_size;
+        let progress = &self.settings.progress;
+        progress.batch_size.store(batch_size, Ordering::Relaxed);
         loop {
             if should_stop() || started.elapsed() >= self.settings.slice {
-                return self
-                    .finish(&Transition::Continue, RunOutcome::Continue)
-                    .await;
+                return self.stop().await;
             }
             let remaining = job.max_rows.saturating_sub(rows_deleted);
             if remaining == 0 {
-                if batch::count_matching(self.db, job, Some(1)).await? > 0 {
+                let more = batch::count_matching(self.db, job, Some(1)).await? > 0;
+                if more && job.stop_at_max_rows {
+                    tracing::info!(
+                        message =
+                            "Stopped at max_rows; the matching rows left wait for a later job.",
+                        max_rows = job.max_rows
+                    );
+                    return self.done_with(rows_deleted, passes, true).await;
+                }
+                if more {
                     return Err(EngineError::Refused(format!(
                         "stopped at max_rows ({}): {rows_deleted} rows deleted and more rows still match; \
                          raise max_rows or narrow the filter to continue",
@@ -309,8 +388,14 @@ impl Run<'_> {
                 }
                 return self.done(rows_deleted, passes).await;
             }
-            let limit =
-                u32::try_from(remaining.min(u64::from(job.batch_size))).unwrap_or(job.batch_size);
+            if throttle.max_rows_per_second.is_some() {
+                let wait = self.settings.pacer.wait(&job.target.name);
+                if !wait.is_zero() && !sleep_unless_stopped(wait, should_stop).await {
+                    return self.stop().await;
+                }
+            }
+            let limit = u32::try_from(remaining.min(u64::from(batch_size))).unwrap_or(batch_size);
+            let batch_started = Instant::now();
             let holder = LeaseHolder {
                 job_id: &self.job.id,
                 token: self.token,
@@ -362,12 +447,33 @@ impl Run<'_> {
                         self.batch_time += elapsed;
                         rows_deleted += rows;
                         checkpoint = last_key;
+                        progress.rows.fetch_add(rows, Ordering::Relaxed);
+                        progress.batches.fetch_add(1, Ordering::Relaxed);
+                        if let Some(rate) = throttle.max_rows_per_second {
+                            self.settings
+                                .pacer
+                                .book(&job.target.name, batch_started, rows, rate);
+                        }
+                        // Only a full window measures the size: a short one ends the pass.
+                        if let Some(adaptive) = throttle.adaptive
+                            && selected == u64::from(limit)
+                            && limit == batch_size
+                        {
+                            batch_size = adaptive.next_size(batch_size, elapsed);
+                            progress.batch_size.store(batch_size, Ordering::Relaxed);
+                        }
                     }
                     // A window with fewer keys than asked for reached the end of the keyset:
                     // the pass is over without another (empty) batch transaction.
                     selected < u64::from(limit)
                 }
             };
+            if !window_exhausted
+                && !throttle.pause.is_zero()
+                && !sleep_unless_stopped(throttle.pause, should_stop).await
+            {
+                return self.stop().await;
+            }
             if window_exhausted {
                 // Only a pass that used SKIP LOCKED can have left matching rows behind; one
                 // probe tells whether it did.
@@ -393,10 +499,20 @@ impl Run<'_> {
     }
 
     async fn done(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
+        self.done_with(rows_deleted, passes, false).await
+    }
+
+    async fn done_with(
+        &self,
+        rows_deleted: u64,
+        passes: i64,
+        stopped_at_max_rows: bool,
+    ) -> Result<RunOutcome, EngineError> {
         let summary = DoneSummary {
             rows_deleted,
             batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
             passes,
+            stopped_at_max_rows,
         };
         let result = serde_json::to_string(&summary)
             .map_err(|error| EngineError::Corrupt(error.to_string()))?;
@@ -410,6 +526,7 @@ impl Run<'_> {
             rows_deleted: u64::try_from(rows_deleted).unwrap_or(0),
             batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
             passes,
+            stopped_at_max_rows: false,
         };
         let result = serde_json::to_string(&summary)
             .map_err(|error| EngineError::Corrupt(error.to_string()))?;
@@ -418,6 +535,17 @@ impl Run<'_> {
             RunOutcome::Cancelled,
         )
         .await
+    }
+
+    /// Slice over or stop requested: hand the job back as the settings say.
+    async fn stop(&self) -> Result<RunOutcome, EngineError> {
+        match self.settings.stop_as {
+            StopAs::Pending => {
+                self.finish(&Transition::Continue, RunOutcome::Continue)
+                    .await
+            }
+            StopAs::Paused => self.finish(&Transition::Pause, RunOutcome::Paused).await,
+        }
     }
 
     async fn finish(

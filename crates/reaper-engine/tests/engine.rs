@@ -42,6 +42,7 @@ fn catalog() -> Catalog {
             soft_delete_column: Some("deleted_at".into()),
             max_rows: 1_000_000,
             max_attempts: None,
+            throttle: Default::default(),
         },
         Target {
             name: "tokens".into(),
@@ -56,18 +57,19 @@ fn catalog() -> Catalog {
             soft_delete_column: None,
             max_rows: 1_000_000,
             max_attempts: None,
+            throttle: Default::default(),
         },
     ])
 }
 
 fn settings() -> RunSettings {
-    RunSettings {
-        owner: "test-worker".into(),
-        lease: Duration::from_secs(60),
-        slice: Duration::from_secs(60),
-        retry_base: Duration::from_millis(10),
-        retry_max: Duration::from_millis(100),
-    }
+    RunSettings::for_worker(
+        "test-worker".into(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+    )
 }
 
 struct Setup {
@@ -103,11 +105,18 @@ async fn setup_with_lock_timeout(backend: Backend, events: u32, lock_timeout: Sp
 impl Setup {
     async fn submit(&self, job: serde_json::Value, max_attempts: u32) -> String {
         let request: JobRequest = serde_json::from_value(job).unwrap();
-        ledger::submit(&self.db, &self.catalog, &request, max_attempts, Utc::now())
-            .await
-            .unwrap()
-            .job
-            .id
+        ledger::submit(
+            &self.db,
+            &self.catalog,
+            &request,
+            max_attempts,
+            Utc::now(),
+            None,
+        )
+        .await
+        .unwrap()
+        .job
+        .id
     }
 
     async fn run_once(&self, id: &str) -> RunOutcome {
@@ -183,7 +192,235 @@ on_every_backend!(
     cancel_stops_a_running_job_at_a_batch_boundary,
     cancel_of_a_pending_job_is_immediate_and_deletes_nothing,
     jobs_are_listed_newest_first_by_state_and_target_in_pages,
+    the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow,
+    the_rows_per_second_cap_and_the_pause_pace_the_batches,
+    stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest,
+    a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once,
 );
+
+/// A catalog whose `events` target carries `throttle`.
+fn throttled(throttle: reaper_core::throttle::Throttle) -> Catalog {
+    let mut events = catalog().get("events").unwrap().clone();
+    events.max_batch_size = 1_000;
+    events.throttle = throttle;
+    Catalog::new([events])
+}
+
+/// Row counts of a job's audit entries, in batch order.
+async fn batch_sizes(s: &Setup, id: &str) -> Vec<i64> {
+    s.test
+        .strings(&format!(
+            "SELECT {} FROM reaper_audit WHERE job_id = '{id}' ORDER BY batch_no",
+            s.test.as_text("row_count")
+        ))
+        .await
+        .into_iter()
+        .map(|count| count.parse().unwrap())
+        .collect()
+}
+
+async fn the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow(backend: Backend) {
+    use reaper_core::throttle::{Adaptive, Throttle};
+    let mut s = setup(backend, 6_000).await;
+    let matching = "tenant_id IN (0, 1, 2, 3)";
+    let expected = s.test.ids("events", matching).await;
+    // A target no batch can reach (10 s): every full batch grows by half, up to the maximum.
+    s.catalog = throttled(Throttle {
+        adaptive: Some(Adaptive {
+            target: Duration::from_secs(10),
+            min: 20,
+            max: 400,
+        }),
+        ..Throttle::default()
+    });
+    let all_tenants =
+        serde_json::json!([{"column": "tenant_id", "op": "in", "value": [0, 1, 2, 3]}]);
+    let id = s
+        .submit(
+            job("events", all_tenants, serde_json::json!({"batch_size": 40})),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let sizes = batch_sizes(&s, &id).await;
+    assert_eq!(&sizes[..6], &[40, 60, 90, 135, 203, 305], "{sizes:?}");
+    assert!(
+        sizes[6..sizes.len() - 1].iter().all(|size| *size == 400),
+        "{sizes:?}"
+    );
+    s.test.assert_exactly_once(&id, &expected, 400).await;
+
+    // A target every batch misses (1 µs): each full batch halves, down to the minimum.
+    let expected = s.test.ids("events", "tenant_id IN (4, 5, 6, 7)").await;
+    s.catalog = throttled(Throttle {
+        adaptive: Some(Adaptive {
+            target: Duration::from_micros(1),
+            min: 20,
+            max: 400,
+        }),
+        ..Throttle::default()
+    });
+    let other_tenants =
+        serde_json::json!([{"column": "tenant_id", "op": "in", "value": [4, 5, 6, 7]}]);
+    let id = s
+        .submit(
+            job(
+                "events",
+                other_tenants,
+                serde_json::json!({"batch_size": 320}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let sizes = batch_sizes(&s, &id).await;
+    assert_eq!(&sizes[..5], &[320, 160, 80, 40, 20], "{sizes:?}");
+    assert!(
+        sizes[5..sizes.len() - 1].iter().all(|size| *size == 20),
+        "{sizes:?}"
+    );
+    s.test.assert_exactly_once(&id, &expected, 320).await;
+}
+
+async fn the_rows_per_second_cap_and_the_pause_pace_the_batches(backend: Backend) {
+    use reaper_core::throttle::Throttle;
+    let mut s = setup(backend, 6_000).await;
+    let matching = "tenant_id = 1";
+    let expected = s.test.ids("events", matching).await;
+    assert!(
+        expected.len() >= 500,
+        "fixture too small: {}",
+        expected.len()
+    );
+    // 4,000 rows/s in batches of 100: every batch after the first waits ~25 ms.
+    s.catalog = throttled(Throttle {
+        max_rows_per_second: Some(4_000),
+        ..Throttle::default()
+    });
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
+                serde_json::json!({"batch_size": 100}),
+            ),
+            5,
+        )
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let floor = Duration::from_secs_f64((expected.len() as f64 - 100.0) / 4_000.0);
+    assert!(
+        started.elapsed() >= floor,
+        "{} rows took {:?}, under the cap's floor {floor:?}",
+        expected.len(),
+        started.elapsed()
+    );
+    s.test.assert_exactly_once(&id, &expected, 100).await;
+
+    // A 30 ms pause after each of the full batches.
+    let matching = "tenant_id = 2";
+    let expected = s.test.ids("events", matching).await;
+    s.catalog = throttled(Throttle {
+        pause: Duration::from_millis(30),
+        ..Throttle::default()
+    });
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
+                serde_json::json!({"batch_size": 100}),
+            ),
+            5,
+        )
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let full_batches = (expected.len() / 100) as u32;
+    assert!(
+        started.elapsed() >= Duration::from_millis(30) * full_batches,
+        "{full_batches} pauses of 30 ms, but the job took {:?}",
+        started.elapsed()
+    );
+    s.test.assert_exactly_once(&id, &expected, 100).await;
+}
+
+async fn stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest(backend: Backend) {
+    let s = setup(backend, 2_000).await;
+    let before = s.test.ids("events", "tenant_id = 3").await;
+    assert!(before.len() > 150, "fixture too small: {}", before.len());
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 3}]),
+                serde_json::json!({"batch_size": 40, "max_rows": 150, "stop_at_max_rows": true}),
+            ),
+            5,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!(job.rows_deleted, 150);
+    assert!(
+        job.result
+            .as_deref()
+            .unwrap()
+            .contains("\"stopped_at_max_rows\":true"),
+        "{:?}",
+        job.result
+    );
+    let left = s.test.ids("events", "tenant_id = 3").await;
+    assert_eq!(left.len(), before.len() - 150);
+    // The lowest keys went first (keyset order), each audited once.
+    let deleted: BTreeSet<String> = before.difference(&left).cloned().collect();
+    s.test.assert_exactly_once(&id, &deleted, 40).await;
+}
+
+async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(backend: Backend) {
+    let s = setup(backend, 2_000).await;
+    let matching = "tenant_id = 0";
+    let expected = s.test.ids("events", matching).await;
+    let id = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 0}]),
+                serde_json::json!({"batch_size": 50}),
+            ),
+            5,
+        )
+        .await;
+    let mut foreground = settings();
+    foreground.stop_as = runner::StopAs::Paused;
+    foreground.claim_from = ledger::ClaimFrom::Resume;
+    // Asked to stop once the first batch committed.
+    let progress = foreground.progress.clone();
+    let stop_after_one = || progress.batches.load(std::sync::atomic::Ordering::Relaxed) >= 1;
+    let report = runner::run_job(&s.db, &s.catalog, &id, &foreground, &stop_after_one)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, RunOutcome::Paused);
+    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state.as_str(), job.rows_deleted, job.attempts),
+        ("paused", 50, 0)
+    );
+    // Neither a queue worker nor the reconciler takes a paused job.
+    assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
+    let far = Utc::now() + chrono::Duration::days(1);
+    let stranded = ledger::take_stranded(&s.db, far, Duration::ZERO, Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert!(stranded.iter().all(|job| job.id != id), "{stranded:?}");
+    // The explicit resume finishes it from its checkpoint.
+    let report = runner::run_job(&s.db, &s.catalog, &id, &foreground, &|| false)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, RunOutcome::Done);
+    s.test.assert_exactly_once(&id, &expected, 50).await;
+}
 
 async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
     let s = setup(backend, 5_000).await;
@@ -501,16 +738,25 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         "token-a",
         now,
         batch::lease_until(now, Duration::from_secs(60)),
+        ledger::ClaimFrom::Queue,
     )
     .await
     .unwrap()
     .unwrap();
     // A second claim while the lease is live gets nothing.
     assert!(
-        ledger::claim(&s.db, &id, "worker-b", "token-b", now, now)
-            .await
-            .unwrap()
-            .is_none()
+        ledger::claim(
+            &s.db,
+            &id,
+            "worker-b",
+            "token-b",
+            now,
+            now,
+            ledger::ClaimFrom::Queue
+        )
+        .await
+        .unwrap()
+        .is_none()
     );
     let request: JobRequest =
         serde_json::from_str(&ledger::get(&s.db, &id).await.unwrap().unwrap().request).unwrap();
@@ -620,10 +866,10 @@ async fn a_repeated_idempotency_key_yields_one_job(backend: Backend) {
         serde_json::json!({"idempotency_key": "erase-1"}),
     ))
     .unwrap();
-    let first = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now())
+    let first = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now(), None)
         .await
         .unwrap();
-    let second = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now())
+    let second = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now(), None)
         .await
         .unwrap();
     assert!(first.created && !second.created);
@@ -647,7 +893,7 @@ async fn a_repeated_idempotency_key_yields_one_job(backend: Backend) {
         serde_json::json!({}),
     ))
     .unwrap();
-    let submitted = ledger::submit(&s.db, &strict, &other, 5, Utc::now())
+    let submitted = ledger::submit(&s.db, &strict, &other, 5, Utc::now(), None)
         .await
         .unwrap();
     assert_eq!(submitted.job.max_attempts, 2);
@@ -897,6 +1143,7 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
         "t",
         now,
         now + chrono::Duration::seconds(600),
+        ledger::ClaimFrom::Queue,
     )
     .await
     .unwrap()
@@ -1085,10 +1332,18 @@ async fn cancel_of_a_pending_job_is_immediate_and_deletes_nothing(backend: Backe
         )
         .await;
     let now = Utc::now();
-    ledger::claim(&s.db, &id, "dead-worker", "tok", now, now)
-        .await
-        .unwrap()
-        .unwrap();
+    ledger::claim(
+        &s.db,
+        &id,
+        "dead-worker",
+        "tok",
+        now,
+        now,
+        ledger::ClaimFrom::Queue,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(matches!(
         ledger::request_cancel(&s.db, &id, now).await.unwrap(),
         Some(ledger::CancelOutcome::Stopping(_))

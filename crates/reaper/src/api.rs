@@ -39,6 +39,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("get", "/v1/jobs/{id}/audit"),
+    ("get", "/v1/policies"),
+    ("get", "/v1/policies/{name}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -58,6 +60,8 @@ pub(crate) struct ApiState {
     pub(crate) metrics: PrometheusHandle,
     /// Set by the worker supervisor while workers poll the queue.
     pub(crate) workers_alive: Arc<AtomicBool>,
+    /// The retention policies (`/v1/policies`, per-policy metrics).
+    pub(crate) policies: Vec<reaper_core::retention::Policy>,
 }
 
 /// The whole API.
@@ -67,6 +71,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/audit", get(job_audit))
+        .route("/v1/policies", get(list_policies))
+        .route("/v1/policies/{name}", get(get_policy))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)
@@ -365,7 +371,37 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// Prometheus text format. The ledger and queue gauges are read at scrape time.
+async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
+    let now = Utc::now();
+    let mut views = Vec::with_capacity(state.policies.len());
+    for policy in &state.policies {
+        match crate::policy_view::policy_view(&state.db, policy, now).await {
+            Ok(view) => views.push(view),
+            Err(error) => return engine_problem(&error),
+        }
+    }
+    axum::Json(json!({ "policies": views })).into_response()
+}
+
+async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
+    let Some(policy) = state.policies.iter().find(|policy| policy.name == name) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no retention policy `{name}`"),
+        );
+    };
+    match crate::policy_view::policy_view(&state.db, policy, Utc::now()).await {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    if let Err(error) =
+        crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await
+    {
+        tracing::warn!(message = "Cannot read the policies' runs for /metrics.", %error);
+    }
     match ledger::unfinished_counts(&state.db).await {
         Ok((pending, running)) => {
             metrics::gauge!(instruments::JOBS_PENDING).set(pending as f64);
@@ -430,6 +466,7 @@ mod tests {
                 .build_recorder()
                 .handle(),
             workers_alive: Arc::new(AtomicBool::new(true)),
+            policies: Vec::new(),
         })
     }
 

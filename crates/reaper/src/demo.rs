@@ -151,6 +151,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
             &request,
             config.worker.max_attempts,
             Utc::now(),
+            None,
         )
         .await?;
         queue.push(&submitted.job.id, None).await?;

@@ -117,6 +117,7 @@ impl EnqueueFlags {
             mode,
             batch_size: self.batch_size,
             max_rows: self.max_rows,
+            stop_at_max_rows: false,
             dry_run: self.dry_run,
             requested_by: self.requested_by.unwrap_or_else(|| {
                 std::env::var("USER")
@@ -171,6 +172,7 @@ mod tests {
             soft_delete_column: None,
             max_rows: 1000,
             max_attempts: None,
+            throttle: Default::default(),
         }])
     }
 

@@ -43,6 +43,7 @@ pub(crate) fn job_view(job: JobRecord) -> Result<JobView, EngineError> {
         run_after: job.run_after,
         cancel_requested_at: job.cancel_requested_at,
         lease_owner: job.lease_owner,
+        policy: job.policy,
     })
 }
 

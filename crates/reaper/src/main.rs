@@ -6,8 +6,11 @@ mod demo;
 mod enqueue_flags;
 mod intake;
 mod job_view;
+mod policy_view;
 mod producer;
+mod purge;
 mod queue;
+mod scheduler;
 mod settings;
 mod worker;
 
@@ -109,6 +112,20 @@ enum ConfiguredCommand {
         /// The job id.
         job: String,
     },
+    /// Run a retention purge now, in the foreground, without a daemon: a policy's
+    /// (`--policy NAME`) or ad hoc (`--target T --older-than 30d`). Shows a progress bar;
+    /// Ctrl-C stops at a batch boundary and prints how to resume.
+    Purge {
+        #[command(flatten)]
+        args: purge::PurgeArgs,
+    },
+    /// List the retention policies: schedule, next and last run, last result, and how many
+    /// rows the next run would remove.
+    Policies {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run workers until SIGTERM/SIGINT (or, with --until-idle, until no job is unfinished).
     Run {
         /// Exit once the ledger holds no pending or running job.
@@ -202,6 +219,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => jobs(&settings, state, target, limit, json).await,
         ConfiguredCommand::Cancel { job } => cancel(&settings, &job).await,
+        ConfiguredCommand::Purge { args } => purge_command(&settings, &args).await,
+        ConfiguredCommand::Policies { json } => policies(&settings, json).await,
         ConfiguredCommand::Run { until_idle } => run(&settings, until_idle).await,
     }
 }
@@ -406,6 +425,157 @@ async fn cancel(settings: &Settings, id: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn purge_command(settings: &Settings, args: &purge::PurgeArgs) -> anyhow::Result<ExitCode> {
+    let lease = settings.config.worker.lease.as_duration();
+    let end = match &args.resume {
+        Some(id) => {
+            let db = match connect_checked(settings).await? {
+                Ok(db) => db,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let Some(job) = ledger::get(&db, id).await? else {
+                eprintln!("no job `{id}`");
+                return Ok(ExitCode::FAILURE);
+            };
+            if job.is_finished() {
+                eprintln!("job {id} is already {}; nothing to resume", job.state);
+                return Ok(ExitCode::FAILURE);
+            }
+            purge::run_foreground(&db, &settings.catalog, job, lease).await?
+        }
+        None => {
+            let (request, policy) =
+                match purge::request(args, &settings.catalog, &settings.policies) {
+                    Ok(found) => found,
+                    Err(message) => {
+                        eprintln!("{message}");
+                        return Ok(ExitCode::from(EXIT_INVALID));
+                    }
+                };
+            let validated = match purge::validated(&request, &settings.catalog) {
+                Ok(validated) => validated,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let db = match connect_checked(settings).await? {
+                Ok(db) => db,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            if args.dry_run {
+                purge::dry_run(&db, &validated).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            ledger::unfinished(&db, 1)
+                .await
+                .context("cannot read the ledger; did you run `reaper migrate`?")?;
+            let submitted = ledger::submit(
+                &db,
+                &settings.catalog,
+                &request,
+                settings.config.worker.max_attempts,
+                Utc::now(),
+                policy.as_deref(),
+            )
+            .await?;
+            purge::run_foreground(&db, &settings.catalog, submitted.job, lease).await?
+        }
+    };
+    Ok(match end {
+        purge::PurgeEnd::Done => ExitCode::SUCCESS,
+        purge::PurgeEnd::Stopped => ExitCode::from(130),
+        purge::PurgeEnd::Failed => ExitCode::FAILURE,
+    })
+}
+
+async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    for policy in &settings.policies {
+        let view = policy_view::policy_view(&db, policy, now).await?;
+        let job = reaper_core::validate::validate(
+            &policy.job_request(None, reaper_core::retention::SCHEDULER),
+            &settings.catalog,
+            now,
+        )?;
+        let next_rows = reaper_engine::batch::count_matching(&db, &job, Some(job.max_rows)).await?;
+        rows.push((view, next_rows));
+    }
+    if as_json {
+        let shown: Vec<_> = rows
+            .into_iter()
+            .map(|(view, next_rows)| {
+                let mut value = serde_json::to_value(view).unwrap_or_default();
+                value["next_run_rows"] = next_rows.into();
+                value
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no retention policies are configured ([[retention]] in the config file)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let when = |at: Option<chrono::DateTime<Utc>>| {
+        at.map_or("-".to_owned(), |at| {
+            at.format("%Y-%m-%d %H:%M:%S").to_string()
+        })
+    };
+    println!(
+        "{:<20} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
+        "policy",
+        "target",
+        "schedule",
+        "next run (UTC)",
+        "last run (UTC)",
+        "result",
+        "rows",
+        "next rows"
+    );
+    for (view, next_rows) in rows {
+        let (last_at, result, last_rows) = match &view.last_run {
+            Some(run) => (
+                when(run.finished_at.or(Some(run.created_at))),
+                run.state.clone(),
+                run.rows_deleted.to_string(),
+            ),
+            None => ("never".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "{:<20} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
+            view.name,
+            view.target,
+            view.schedule,
+            if view.enabled {
+                when(view.next_run_at)
+            } else {
+                "disabled".to_owned()
+            },
+            last_at,
+            result,
+            last_rows,
+            next_rows
+        );
+        if let Some(error) = view
+            .last_run
+            .as_ref()
+            .and_then(|run| run.last_error.as_ref())
+        {
+            println!("    last error: {error}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> {
     let db = match connect_checked(settings).await? {
         Ok(db) => db,
@@ -417,7 +587,7 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
     ledger::unfinished(&db, 1)
         .await
         .context("cannot read the ledger; did you run `reaper migrate`?")?;
-    let metrics = install_metrics(&settings.catalog)?;
+    let metrics = install_metrics(&settings.catalog, &settings.policies)?;
     let config = &settings.config;
     let queue = JobQueue::open(&config.queue).await?;
     let state = Arc::new(WorkerState::new(
@@ -467,6 +637,7 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
             default_max_attempts: config.worker.max_attempts,
             metrics,
             workers_alive: state.workers_alive.clone(),
+            policies: settings.policies.clone(),
         });
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -491,6 +662,20 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
         }
         reaper_core::config::QueueBackend::Sqlite => None,
     };
+    let scheduler = settings
+        .policies
+        .iter()
+        .any(|policy| policy.enabled)
+        .then(|| {
+            let scheduler = Arc::new(scheduler::Scheduler {
+                db: db.clone(),
+                catalog: settings.catalog.clone(),
+                queue: queue.clone(),
+                policies: settings.policies.clone(),
+                default_max_attempts: config.worker.max_attempts,
+            });
+            tokio::spawn(scheduler.run(stop.clone()))
+        });
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
         config.worker.reconcile_every.as_duration(),
@@ -505,7 +690,7 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
     )
     .await;
     reconciler.abort();
-    for task in [intake, api].into_iter().flatten() {
+    for task in [intake, api, scheduler].into_iter().flatten() {
         // Both stop on the same flag; neither holds a transaction.
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await
@@ -522,6 +707,7 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
 /// The Prometheus recorder behind `/metrics`, with batch-duration buckets.
 fn install_metrics(
     catalog: &reaper_core::catalog::Catalog,
+    policies: &[reaper_core::retention::Policy],
 ) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -533,6 +719,9 @@ fn install_metrics(
         .install_recorder()?;
     reaper_engine::instruments::describe();
     reaper_engine::instruments::register_targets(catalog.names());
+    reaper_engine::instruments::register_policies(
+        policies.iter().map(|policy| policy.name.as_str()),
+    );
     Ok(handle)
 }
 

@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use reaper_core::catalog::Catalog;
 use reaper_core::config::Config;
+use reaper_core::retention::Policy;
 
 /// The embedded defaults (`config/reaper.toml`).
 pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/reaper.toml");
@@ -21,6 +22,8 @@ pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../config/reaper.tom
 pub(crate) struct Settings {
     pub(crate) config: Config,
     pub(crate) catalog: Catalog,
+    /// `[[retention]]`, validated against the catalog.
+    pub(crate) policies: Vec<Policy>,
 }
 
 /// Loads `path` (or the embedded defaults) with environment overrides and validates it.
@@ -59,7 +62,14 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
         .extract()
         .map_err(|error| describe_figment_error(&error))?;
     let catalog = config.catalog().map_err(|error| error.to_string())?;
-    Ok(Settings { config, catalog })
+    let policies = config
+        .retention_policies(&catalog, chrono::Utc::now())
+        .map_err(|error| error.to_string())?;
+    Ok(Settings {
+        config,
+        catalog,
+        policies,
+    })
 }
 
 /// One line per problem: `key.path: what is wrong (where it came from)`.

@@ -40,13 +40,13 @@ impl WorkerState {
             db,
             catalog,
             queue,
-            settings: RunSettings {
-                owner: unique_worker_name(),
-                lease: config.lease.as_duration(),
-                slice: config.slice.as_duration(),
-                retry_base: config.retry_base.as_duration(),
-                retry_max: config.retry_max.as_duration(),
-            },
+            settings: RunSettings::for_worker(
+                unique_worker_name(),
+                config.lease.as_duration(),
+                config.slice.as_duration(),
+                config.retry_base.as_duration(),
+                config.retry_max.as_duration(),
+            ),
             workers_alive: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -150,6 +150,7 @@ async fn handle(
             RunOutcome::Continue => Some(None),
             RunOutcome::RetryLater { run_after, .. } => Some(Some(run_after)),
             RunOutcome::Done
+            | RunOutcome::Paused
             | RunOutcome::Dead { .. }
             | RunOutcome::NotClaimed
             | RunOutcome::Cancelled

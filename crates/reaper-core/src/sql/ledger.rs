@@ -16,7 +16,7 @@ use crate::value::{KeyValue, SqlValue};
 /// Columns every job read returns, in this order.
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
      batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at";
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
 
 /// Columns every audit read returns, in this order.
 pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
@@ -34,6 +34,8 @@ pub struct NewJob<'a> {
     pub request_json: &'a str,
     /// Runs allowed before the job is dead.
     pub max_attempts: u32,
+    /// The retention policy that submitted the job, if one did.
+    pub policy: Option<&'a str>,
     /// Acceptance time, also the reference time of `older_than`.
     pub now: DateTime<Utc>,
 }
@@ -49,7 +51,7 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push(
         "INSERT INTO reaper_jobs (id, idempotency_key, target, request, state, passes, rows_deleted, batches, \
-         attempts, max_attempts, created_at, updated_at) VALUES (",
+         attempts, max_attempts, created_at, updated_at, policy) VALUES (",
     )
     .param(text(job.id))
     .push(", ")
@@ -63,7 +65,12 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     .push(", ")
     .param(SqlValue::Timestamp(job.now))
     .push(", ")
-    .param(SqlValue::Timestamp(job.now));
+    .param(SqlValue::Timestamp(job.now))
+    .push(", ");
+    match job.policy {
+        Some(policy) => w.param(text(policy)),
+        None => w.push("NULL"),
+    };
     match backend {
         Backend::MySql => {
             w.push(") ON DUPLICATE KEY UPDATE id = id");
@@ -146,6 +153,15 @@ pub fn touch_stranded(backend: Backend, id: &str, state: &str, now: DateTime<Utc
     w.finish()
 }
 
+/// Which states a claim may take a job from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimFrom {
+    /// A worker pulling from the queue: `pending`, or `running` under an expired lease.
+    Queue,
+    /// `reaper purge --resume`: also a `paused` job (one a foreground purge left on Ctrl-C).
+    Resume,
+}
+
 /// Claims the job: `pending`, or `running` under an expired lease (its worker died). Counts the
 /// attempt here, at claim, so a job that kills its worker every time still runs out of
 /// attempts. No row returned: somebody else holds it, or it is finished. On MySQL (no
@@ -157,6 +173,7 @@ pub fn claim(
     token: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
+    from: ClaimFrom,
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET state = 'running', lease_owner = ")
@@ -171,7 +188,11 @@ pub fn claim(
         .param(SqlValue::Timestamp(now))
         .push(" WHERE id = ")
         .param(text(id))
-        .push(" AND (state = 'pending' OR (state = 'running' AND lease_expires_at < ")
+        .push(match from {
+            ClaimFrom::Queue => " AND (state = 'pending'",
+            ClaimFrom::Resume => " AND (state IN ('pending', 'paused')",
+        })
+        .push(" OR (state = 'running' AND lease_expires_at < ")
         .param(SqlValue::Timestamp(now))
         .push("))");
     if backend != Backend::MySql {
@@ -289,6 +310,9 @@ pub enum Transition<'a> {
     /// The slice ended cleanly with work left: back to `pending`. The claim's attempt is given
     /// back, because a continuation is not a failure.
     Continue,
+    /// Stopped by its foreground runner (`reaper purge`, Ctrl-C): `paused`, which no daemon
+    /// picks up; `reaper purge --resume` continues it. The attempt is given back.
+    Pause,
     /// A transient failure: back to `pending`, not before `run_after`, keeping the attempt.
     RetryLater {
         /// The error, kept for status.
@@ -329,6 +353,9 @@ pub fn transition(
         Transition::Continue => {
             w.push(", state = 'pending', attempts = attempts - 1");
         }
+        Transition::Pause => {
+            w.push(", state = 'paused', attempts = attempts - 1");
+        }
         Transition::RetryLater { error, run_after } => {
             w.push(", state = 'pending', last_error = ")
                 .param(text(error))
@@ -362,7 +389,7 @@ pub fn transition(
     w.finish()
 }
 
-/// Asks a job to stop. A `pending` job is `cancelled` at once; a `running` one is marked, and
+/// Asks a job to stop. A `pending` or `paused` job is `cancelled` at once; a `running` one is marked, and
 /// its next batch transaction refuses to run (the lease checks look at the mark), so it stops
 /// at a batch boundary and its worker records `cancelled`. Finished jobs are left alone.
 /// Assignments are ordered so MySQL, which evaluates them left to right with the new values,
@@ -371,13 +398,13 @@ pub fn request_cancel(backend: Backend, id: &str, now: DateTime<Utc>) -> Stateme
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ")
         .param(SqlValue::Timestamp(now))
-        .push("), finished_at = CASE WHEN state = 'pending' THEN ")
+        .push("), finished_at = CASE WHEN state IN ('pending', 'paused') THEN ")
         .param(SqlValue::Timestamp(now))
         .push(" ELSE finished_at END, updated_at = ")
         .param(SqlValue::Timestamp(now))
-        .push(", state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END WHERE id = ")
+        .push(", state = CASE WHEN state IN ('pending', 'paused') THEN 'cancelled' ELSE state END WHERE id = ")
         .param(text(id))
-        .push(" AND state IN ('pending', 'running')");
+        .push(" AND state IN ('pending', 'paused', 'running')");
     w.finish()
 }
 
@@ -406,6 +433,29 @@ pub fn list_jobs(
         w.push(" AND id < ").param(text(before));
     }
     w.push(" ORDER BY id DESC LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// The newest jobs of retention policy `policy`, optionally only in one of `states`. Expected
+/// plan: the `(policy, created_at)` index backwards, stopping at LIMIT.
+pub fn policy_jobs(backend: Backend, policy: &str, states: &[&str], limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE policy = ")
+        .param(text(policy));
+    if !states.is_empty() {
+        w.push(" AND state IN (");
+        for (index, state) in states.iter().enumerate() {
+            if index > 0 {
+                w.push(", ");
+            }
+            w.param(text(state));
+        }
+        w.push(")");
+    }
+    w.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .param(SqlValue::Int(i64::from(limit)));
     w.finish()
 }
@@ -472,14 +522,37 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
-        .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at()).to_string());
+        .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at(), ClaimFrom::Queue).to_string());
+        let resume = claim(
+            Backend::Postgres,
+            "j1",
+            "w1",
+            "tok",
+            at(),
+            at(),
+            ClaimFrom::Resume,
+        )
+        .sql;
+        assert!(
+            resume.contains("AND (state IN ('pending', 'paused') OR (state = 'running'"),
+            "{resume}"
+        );
     }
 
     #[test]
     fn mysql_claims_without_returning_and_inserts_without_on_conflict() {
-        let claim = claim(Backend::MySql, "j1", "w1", "tok", at(), at()).sql;
+        let claim = claim(
+            Backend::MySql,
+            "j1",
+            "w1",
+            "tok",
+            at(),
+            at(),
+            ClaimFrom::Queue,
+        )
+        .sql;
         assert!(claim.ends_with("lease_expires_at < ?))"), "{claim}");
         let insert = insert_job(
             Backend::MySql,
@@ -490,6 +563,7 @@ mod tests {
                 request_json: "{}",
                 max_attempts: 3,
                 now: at(),
+                policy: None,
             },
         )
         .sql;

@@ -390,6 +390,7 @@ pub(crate) mod test_support {
             soft_delete_column: Some("deleted_at".into()),
             max_rows: 1_000_000,
             max_attempts: None,
+            throttle: Default::default(),
         }]);
         let mut base =
             serde_json::json!({"target": "events", "requested_by": "svc", "reason": "test"});

@@ -1,0 +1,292 @@
+//! Retention policies: the rules operators declare (`[[retention]]` in config) and the pure
+//! arithmetic of their schedules — which window a moment belongs to, when the next one starts,
+//! and the one job each window turns into.
+//!
+//! A *window* is the span between two ticks of a policy's cron schedule, named by the tick that
+//! opens it. Each window becomes at most one job, whose idempotency key
+//! (`policy:NAME:WINDOW-START`) is derived from the window alone, so any number of daemons
+//! ticking the same policy submit the same key and the ledger keeps one job. This module reads no
+//! clock: `now` is always an argument.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+
+use crate::catalog::Mode;
+use crate::job::{Condition, Filter, JobRequest, Op};
+use crate::span::Span;
+
+/// Who the audit log names as the requester of scheduled retention jobs.
+pub const SCHEDULER: &str = "reaper-scheduler";
+
+/// The prefix of every retention job's idempotency key; producers may not use it.
+pub const KEY_PREFIX: &str = "policy:";
+
+/// A validated retention policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Unique name; part of every key and metric label.
+    pub name: String,
+    /// The catalog target it purges.
+    pub target: String,
+    /// The timestamp column whose age decides.
+    pub age_column: String,
+    /// Rows whose `age_column` is older than this are removed.
+    pub max_age: Span,
+    /// `hard` or `soft`; the target's default when absent.
+    pub mode: Option<Mode>,
+    /// The schedule as written.
+    pub schedule_text: String,
+    schedule: cron::Schedule,
+    /// Rows per batch; the target's default when absent.
+    pub batch_size: Option<u32>,
+    /// Extra conditions, ANDed with the age condition.
+    pub filter: Vec<Condition>,
+    /// The most rows one run deletes; the rest waits for the next window.
+    pub max_rows_per_run: Option<u64>,
+    /// Disabled policies are validated and listed but never scheduled.
+    pub enabled: bool,
+}
+
+/// Parses a cron expression: the classic five fields (`min hour day month weekday`) or six and
+/// seven with seconds first and an optional year, as apalis-cron schedules them. UTC.
+pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
+    let fields = text.split_whitespace().count();
+    let expression = match fields {
+        5 => format!("0 {}", text.trim()),
+        6 | 7 => text.trim().to_owned(),
+        _ => {
+            return Err(format!(
+                "`{text}` has {fields} fields; write 5 (`min hour day month weekday`), or 6 or 7 \
+                 with seconds first (`sec min hour day month weekday [year]`)"
+            ));
+        }
+    };
+    cron::Schedule::from_str(&expression)
+        .map_err(|error| format!("`{text}` is not a cron expression ({error})"))
+}
+
+impl Policy {
+    /// Builds a policy; the caller has validated every field but the schedule.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        target: String,
+        age_column: String,
+        max_age: Span,
+        mode: Option<Mode>,
+        schedule_text: String,
+        batch_size: Option<u32>,
+        filter: Vec<Condition>,
+        max_rows_per_run: Option<u64>,
+        enabled: bool,
+    ) -> Result<Self, String> {
+        let schedule = parse_schedule(&schedule_text)?;
+        if schedule.upcoming(Utc).next().is_none() {
+            return Err(format!("`{schedule_text}` never fires again"));
+        }
+        Ok(Self {
+            name,
+            target,
+            age_column,
+            max_age,
+            mode,
+            schedule_text,
+            schedule,
+            batch_size,
+            filter,
+            max_rows_per_run,
+            enabled,
+        })
+    }
+
+    /// The parsed schedule (what apalis-cron ticks on).
+    pub fn schedule(&self) -> &cron::Schedule {
+        &self.schedule
+    }
+
+    /// The window `now` falls in: the latest tick at or before `now`.
+    pub fn latest_window(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // `after(t)` walks backwards from t exclusive; one second later includes a tick at `now`.
+        self.schedule
+            .after(&(now + chrono::Duration::seconds(1)))
+            .next_back()
+            .filter(|tick| *tick <= now)
+    }
+
+    /// The first tick after `now`.
+    pub fn next_window(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule.after(&now).next()
+    }
+
+    /// The distance between the next two ticks: the period an operator expects runs at.
+    pub fn interval(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let mut ticks = self.schedule.after(&now);
+        let first = ticks.next()?;
+        let second = ticks.next()?;
+        (second - first).to_std().ok()
+    }
+
+    /// The idempotency key of the job for `window`.
+    pub fn window_key(&self, window: DateTime<Utc>) -> String {
+        format!(
+            "{KEY_PREFIX}{}:{}",
+            self.name,
+            window.to_rfc3339_opts(SecondsFormat::Secs, true)
+        )
+    }
+
+    /// The job one run of this policy submits. `window` is the scheduled window (its key makes
+    /// the job unique); `None` for an on-demand purge, which is not tied to a window.
+    pub fn job_request(&self, window: Option<DateTime<Utc>>, requested_by: &str) -> JobRequest {
+        let mut all = vec![Condition {
+            column: self.age_column.clone(),
+            op: Op::OlderThan,
+            value: Some(json!(self.max_age.to_string())),
+        }];
+        all.extend(self.filter.iter().cloned());
+        let reason = match window {
+            Some(window) => format!(
+                "retention policy `{}`: {} older than {} (window {})",
+                self.name,
+                self.age_column,
+                self.max_age,
+                window.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            None => format!(
+                "retention policy `{}`: {} older than {} (on demand)",
+                self.name, self.age_column, self.max_age
+            ),
+        };
+        JobRequest {
+            target: self.target.clone(),
+            filter: Filter { all },
+            all_rows: false,
+            mode: self.mode,
+            batch_size: self.batch_size,
+            max_rows: self.max_rows_per_run,
+            stop_at_max_rows: true,
+            dry_run: false,
+            requested_by: requested_by.to_owned(),
+            reason,
+            idempotency_key: window.map(|window| self.window_key(window)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    fn policy(schedule: &str) -> Policy {
+        Policy::new(
+            "old-sessions".into(),
+            "sessions".into(),
+            "created_at".into(),
+            Span::parse("30d").unwrap(),
+            None,
+            schedule.into(),
+            None,
+            Vec::new(),
+            Some(5000),
+            true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn windows_are_named_by_the_tick_that_opens_them() {
+        let hourly = policy("0 * * * *");
+        assert_eq!(
+            hourly.latest_window(at("2026-11-30T22:59:59Z")),
+            Some(at("2026-11-30T22:00:00Z"))
+        );
+        // A tick exactly at `now` opens the window `now` is in.
+        assert_eq!(
+            hourly.latest_window(at("2026-11-30T23:00:00Z")),
+            Some(at("2026-11-30T23:00:00Z"))
+        );
+        assert_eq!(
+            hourly.next_window(at("2026-11-30T23:00:00Z")),
+            Some(at("2026-12-01T00:00:00Z"))
+        );
+        assert_eq!(
+            hourly.interval(at("2026-11-30T23:00:00Z")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            hourly.window_key(at("2026-11-30T22:00:00Z")),
+            "policy:old-sessions:2026-11-30T22:00:00Z"
+        );
+    }
+
+    #[test]
+    fn every_moment_of_a_window_maps_to_the_same_key() {
+        let every_15_s = policy("*/15 * * * * *");
+        let keys: std::collections::BTreeSet<_> = (0..15)
+            .map(|second| {
+                let now = at("2026-11-30T22:00:15Z") + chrono::Duration::seconds(second);
+                every_15_s.window_key(every_15_s.latest_window(now).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec!["policy:old-sessions:2026-11-30T22:00:15Z"]
+        );
+    }
+
+    #[test]
+    fn schedules_take_five_six_or_seven_fields_and_name_what_is_wrong() {
+        assert!(parse_schedule("*/5 * * * *").is_ok());
+        assert!(parse_schedule("0 */5 * * * *").is_ok());
+        assert!(parse_schedule("0 0 3 * * * 2030").is_ok());
+        let error = parse_schedule("daily").unwrap_err();
+        assert!(error.contains("has 1 fields"), "{error}");
+        let error = parse_schedule("0 61 * * *").unwrap_err();
+        assert!(
+            error.contains("`0 61 * * *` is not a cron expression"),
+            "{error}"
+        );
+        let error = Policy::new(
+            "p".into(),
+            "t".into(),
+            "c".into(),
+            Span::from_secs(1),
+            None,
+            "0 0 0 1 1 * 2001".into(),
+            None,
+            Vec::new(),
+            None,
+            true,
+        )
+        .unwrap_err();
+        assert!(error.contains("never fires again"), "{error}");
+    }
+
+    #[test]
+    fn the_job_of_a_window_is_keyed_capped_and_stops_at_its_cap() {
+        let job = policy("0 3 * * *").job_request(Some(at("2026-11-30T03:00:00Z")), SCHEDULER);
+        assert_eq!(
+            job.idempotency_key.as_deref(),
+            Some("policy:old-sessions:2026-11-30T03:00:00Z")
+        );
+        assert_eq!(job.filter.all[0].op, Op::OlderThan);
+        assert_eq!(job.filter.all[0].value, Some(json!("30days")));
+        assert_eq!(job.max_rows, Some(5000));
+        assert!(job.stop_at_max_rows);
+        assert!(
+            job.reason.contains("window 2026-11-30T03:00:00Z"),
+            "{}",
+            job.reason
+        );
+        let on_demand = policy("0 3 * * *").job_request(None, "alice");
+        assert_eq!(on_demand.idempotency_key, None);
+        assert_eq!(on_demand.requested_by, "alice");
+    }
+}

@@ -1,0 +1,450 @@
+//! `reaper purge`: a retention purge now, in the foreground, without a daemon — a policy's, or
+//! an ad hoc one (`--target T --older-than 30d`).
+//!
+//! The purge is a job like any other (ledger row, batches with audit and checkpoint, the
+//! target's throttle), run by this process instead of a worker. Ctrl-C stops it at a batch
+//! boundary and leaves it `paused` — no daemon picks a paused job up — and `--resume JOB`
+//! continues from its checkpoint, so a stopped purge deletes every row once. `--dry-run` only
+//! selects: it writes nothing, not even a ledger row.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use reaper_core::catalog::{Catalog, ColumnType, Mode};
+use reaper_core::job::{Condition, Filter, JobRequest, Op};
+use reaper_core::retention::Policy;
+use reaper_core::span::Span;
+use reaper_core::validate::{ValidatedJob, validate};
+use reaper_engine::ledger::{self, ClaimFrom, JobRecord};
+use reaper_engine::runner::{self, RunOutcome, RunSettings, StopAs};
+use reaper_engine::{Database, batch};
+use serde_json::json;
+
+/// What to purge.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PurgeArgs {
+    /// Run this retention policy now.
+    #[arg(long, conflicts_with_all = ["target", "resume"])]
+    pub(crate) policy: Option<String>,
+    /// Ad hoc: the catalog target to purge.
+    #[arg(long, requires = "older_than", conflicts_with = "resume")]
+    pub(crate) target: Option<String>,
+    /// Ad hoc: remove rows older than this (`30d`, `12h`).
+    #[arg(long, requires = "target")]
+    pub(crate) older_than: Option<String>,
+    /// Ad hoc: the timestamp column whose age decides (default: the target's only timestamp
+    /// column).
+    #[arg(long, requires = "target")]
+    pub(crate) age_column: Option<String>,
+    /// Ad hoc: `hard` or `soft` (default: the target's default mode).
+    #[arg(long, requires = "target")]
+    pub(crate) mode: Option<String>,
+    /// Ad hoc: rows per batch (default: the target's).
+    #[arg(long, requires = "target")]
+    pub(crate) batch_size: Option<u32>,
+    /// Ad hoc: refuse rather than delete more than this (default: the target's max_rows).
+    #[arg(long, requires = "target")]
+    pub(crate) max_rows: Option<u64>,
+    /// Continue a purge stopped by Ctrl-C (or one whose process died).
+    #[arg(long, conflicts_with_all = ["policy", "target", "dry_run"])]
+    pub(crate) resume: Option<String>,
+    /// Print the count, sample keys and the SQL; write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Recorded in the audit log (default: $USER).
+    #[arg(long)]
+    pub(crate) requested_by: Option<String>,
+}
+
+/// How a purge ended, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PurgeEnd {
+    /// Finished (or the dry run printed).
+    Done,
+    /// Stopped by a signal; resumable.
+    Stopped,
+    /// The job ended dead, cancelled, or was taken over.
+    Failed,
+}
+
+fn requester(given: Option<&str>) -> String {
+    given
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok().filter(|user| !user.is_empty()))
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// The job an ad hoc purge submits.
+fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, String> {
+    let (Some(target_name), Some(older_than)) = (&args.target, &args.older_than) else {
+        return Err("give --policy NAME, --target T --older-than AGE, or --resume JOB".into());
+    };
+    let Some(target) = catalog.get(target_name) else {
+        return Err(format!(
+            "--target: unknown target `{target_name}`; the catalog has: {}",
+            catalog.names().join(", ")
+        ));
+    };
+    let age = Span::parse(older_than).map_err(|error| format!("--older-than: {error}"))?;
+    let age_column = match &args.age_column {
+        Some(column) => column.clone(),
+        None => {
+            let timestamps: Vec<&String> = target
+                .columns
+                .iter()
+                .filter(|(_, kind)| **kind == ColumnType::Timestamp)
+                .map(|(name, _)| name)
+                .filter(|name| Some(*name) != target.soft_delete_column.as_ref())
+                .collect();
+            match timestamps.as_slice() {
+                [only] => (*only).clone(),
+                [] => {
+                    return Err(format!(
+                        "--age-column: target `{target_name}` declares no timestamp column to age rows by"
+                    ));
+                }
+                several => {
+                    return Err(format!(
+                        "--age-column: target `{target_name}` has several timestamp columns ({}); say which",
+                        several
+                            .iter()
+                            .map(|name| name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    let mode = match args.mode.as_deref() {
+        None => None,
+        Some("hard") => Some(Mode::Hard),
+        Some("soft") => Some(Mode::Soft),
+        Some(other) => return Err(format!("--mode: `{other}` is not `hard` or `soft`")),
+    };
+    Ok(JobRequest {
+        target: target_name.clone(),
+        filter: Filter {
+            all: vec![Condition {
+                column: age_column.clone(),
+                op: Op::OlderThan,
+                value: Some(json!(age.to_string())),
+            }],
+        },
+        all_rows: false,
+        mode,
+        batch_size: args.batch_size,
+        max_rows: args.max_rows,
+        stop_at_max_rows: false,
+        dry_run: false,
+        requested_by: requester(args.requested_by.as_deref()),
+        reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
+        idempotency_key: None,
+    })
+}
+
+/// The request and the policy (if any) a purge runs, or why not.
+pub(crate) fn request(
+    args: &PurgeArgs,
+    catalog: &Catalog,
+    policies: &[Policy],
+) -> Result<(JobRequest, Option<String>), String> {
+    match &args.policy {
+        Some(name) => {
+            let Some(policy) = policies.iter().find(|policy| &policy.name == name) else {
+                let known: Vec<&str> = policies.iter().map(|policy| policy.name.as_str()).collect();
+                return Err(format!(
+                    "--policy: no retention policy `{name}`; configured: {}",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            };
+            let requested_by = requester(args.requested_by.as_deref());
+            Ok((policy.job_request(None, &requested_by), Some(name.clone())))
+        }
+        None => Ok((ad_hoc_request(args, catalog)?, None)),
+    }
+}
+
+/// Prints what a purge would do; writes nothing.
+pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result<()> {
+    let report = runner::dry_run(db, job).await?;
+    println!("dry run: nothing was written");
+    println!("target:        {}", job.target.name);
+    println!("mode:          {}", job.mode);
+    println!(
+        "matching rows: {}{}",
+        report.matching_rows,
+        if report.matching_rows > job.max_rows {
+            if job.stop_at_max_rows {
+                format!(" (one run removes at most {})", job.max_rows)
+            } else {
+                format!(
+                    " (more than max_rows {}: the purge would be refused)",
+                    job.max_rows
+                )
+            }
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "batches:       {} of up to {} rows",
+        report.batches, report.batch_size
+    );
+    let sample: Vec<String> = report.sample_keys.iter().map(ToString::to_string).collect();
+    println!("sample keys:   {}", sample.join(", "));
+    println!("one batch runs:\n{}", report.sql);
+    Ok(())
+}
+
+/// Validates the request now (for the dry run and the error message), against `catalog`.
+pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<ValidatedJob, String> {
+    validate(request, catalog, Utc::now()).map_err(|error| error.to_string())
+}
+
+/// Runs job `id` in the foreground until it ends or a signal stops it.
+pub(crate) async fn run_foreground(
+    db: &Database,
+    catalog: &Catalog,
+    job: JobRecord,
+    lease: Duration,
+) -> anyhow::Result<PurgeEnd> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if crate::shutdown_signal().await.is_ok() {
+                stop.store(true, Ordering::Relaxed);
+                eprintln!(
+                    "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
+                );
+                if crate::shutdown_signal().await.is_ok() {
+                    eprintln!("second signal: exiting at once; the batch in flight rolls back");
+                    std::process::exit(130);
+                }
+            }
+        })
+    };
+    let mut settings = RunSettings::for_worker(
+        format!("purge-{}", crate::worker::unique_worker_name()),
+        lease,
+        // One run, however long: the process is the worker, there is no queue to share.
+        Duration::from_secs(365 * 24 * 3600),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    settings.stop_as = StopAs::Paused;
+    settings.claim_from = ClaimFrom::Resume;
+
+    let validated = validate(
+        &serde_json::from_str(&job.request)?,
+        catalog,
+        job.created_at,
+    )?;
+    let remaining = batch::count_matching(db, &validated, None).await?;
+    let already = u64::try_from(job.rows_deleted).unwrap_or(0);
+    let cap = validated.max_rows;
+    let total = already + remaining.min(cap.saturating_sub(already));
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_position(already);
+    let progress = settings.progress.clone();
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(already + progress.rows.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "batch {} rows",
+                    progress.batch_size.load(Ordering::Relaxed)
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    eprintln!(
+        "purging `{}` (job {}): about {remaining} matching rows{}",
+        job.target,
+        job.id,
+        if remaining > cap.saturating_sub(already) {
+            format!(", at most {} in this run", cap.saturating_sub(already))
+        } else {
+            String::new()
+        }
+    );
+
+    let should_stop = || stop.load(Ordering::Relaxed);
+    let end = loop {
+        let report = runner::run_job(db, catalog, &job.id, &settings, &should_stop).await?;
+        match report.outcome {
+            RunOutcome::Done => break PurgeEnd::Done,
+            RunOutcome::Paused => break PurgeEnd::Stopped,
+            RunOutcome::Continue => continue,
+            RunOutcome::RetryLater { error, run_after } => {
+                let wait = (run_after - Utc::now()).to_std().unwrap_or_default();
+                bar.suspend(|| {
+                    eprintln!(
+                        "transient error, retrying in {:.1}s: {error}",
+                        wait.as_secs_f64()
+                    )
+                });
+                if !reaper_engine::pacing::sleep_unless_stopped(wait, &should_stop).await {
+                    break PurgeEnd::Stopped;
+                }
+            }
+            RunOutcome::Dead { error } => {
+                bar.suspend(|| eprintln!("the purge failed: {error}"));
+                break PurgeEnd::Failed;
+            }
+            RunOutcome::Cancelled => {
+                bar.suspend(|| eprintln!("the purge was cancelled"));
+                break PurgeEnd::Failed;
+            }
+            RunOutcome::NotClaimed | RunOutcome::LeaseLost => {
+                bar.suspend(|| {
+                    eprintln!(
+                        "job {} is held by another worker or finished; see `reaper status {}`",
+                        job.id, job.id
+                    )
+                });
+                break PurgeEnd::Failed;
+            }
+        }
+    };
+    ticker.abort();
+    signals.abort();
+    bar.set_position(already + settings.progress.rows.load(Ordering::Relaxed));
+    bar.finish_and_clear();
+    let record = ledger::get(db, &job.id).await?;
+    let (rows, batches) = record
+        .as_ref()
+        .map_or((0, 0), |job| (job.rows_deleted, job.batches));
+    match end {
+        PurgeEnd::Done => {
+            let stopped_at_cap = record
+                .as_ref()
+                .and_then(|job| job.result.as_deref())
+                .is_some_and(|result| result.contains("\"stopped_at_max_rows\":true"));
+            println!(
+                "done: {rows} rows in {batches} batches (job {}){}",
+                job.id,
+                if stopped_at_cap {
+                    "; stopped at max_rows, matching rows remain for the next run"
+                } else {
+                    ""
+                }
+            );
+        }
+        PurgeEnd::Stopped => {
+            println!(
+                "stopped at a batch boundary: {rows} rows in {batches} batches so far (job {}, paused)",
+                job.id
+            );
+            println!("resume with: reaper purge --resume {}", job.id);
+        }
+        PurgeEnd::Failed => {
+            println!(
+                "{rows} rows in {batches} batches (job {}); see `reaper status {}`",
+                job.id, job.id
+            );
+        }
+    }
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reaper_core::catalog::{KeyType, Target};
+    use std::collections::BTreeMap;
+
+    fn catalog(columns: &[(&str, ColumnType)]) -> Catalog {
+        Catalog::new([Target {
+            name: "sessions".into(),
+            schema: None,
+            table: "sessions".into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Int,
+            columns: columns
+                .iter()
+                .map(|(name, kind)| ((*name).to_owned(), *kind))
+                .collect::<BTreeMap<_, _>>(),
+            default_mode: Mode::Hard,
+            batch_size: 100,
+            max_batch_size: 1000,
+            soft_delete_column: Some("deleted_at".into()),
+            max_rows: 1000,
+            max_attempts: None,
+            throttle: Default::default(),
+        }])
+    }
+
+    fn args(target: &str, older_than: &str) -> PurgeArgs {
+        PurgeArgs {
+            policy: None,
+            target: Some(target.into()),
+            older_than: Some(older_than.into()),
+            age_column: None,
+            mode: None,
+            batch_size: None,
+            max_rows: None,
+            resume: None,
+            dry_run: false,
+            requested_by: Some("alice".into()),
+        }
+    }
+
+    #[test]
+    fn an_ad_hoc_purge_ages_rows_by_the_only_timestamp_column() {
+        let catalog = catalog(&[
+            ("created_at", ColumnType::Timestamp),
+            ("deleted_at", ColumnType::Timestamp),
+            ("user_id", ColumnType::Int),
+        ]);
+        let (request, policy) = request(&args("sessions", "30d"), &catalog, &[]).unwrap();
+        assert_eq!(policy, None);
+        assert_eq!(request.filter.all[0].column, "created_at");
+        assert_eq!(request.requested_by, "alice");
+        assert!(validated(&request, &catalog).is_ok());
+    }
+
+    #[test]
+    fn ambiguous_or_unknown_inputs_are_named() {
+        let catalog = catalog(&[
+            ("created_at", ColumnType::Timestamp),
+            ("seen_at", ColumnType::Timestamp),
+        ]);
+        let error = request(&args("sessions", "30d"), &catalog, &[]).unwrap_err();
+        assert!(
+            error.contains("several timestamp columns (created_at, seen_at)"),
+            "{error}"
+        );
+        let error = request(&args("session", "30d"), &catalog, &[]).unwrap_err();
+        assert!(
+            error.contains("--target: unknown target `session`"),
+            "{error}"
+        );
+        let error = request(&args("sessions", "30"), &catalog, &[]).unwrap_err();
+        assert!(error.contains("--older-than: `30` has no unit"), "{error}");
+        let mut unknown_policy = args("sessions", "30d");
+        unknown_policy.target = None;
+        unknown_policy.policy = Some("nope".into());
+        let error = request(&unknown_policy, &catalog, &[]).unwrap_err();
+        assert!(
+            error.contains("--policy: no retention policy `nope`; configured: none"),
+            "{error}"
+        );
+    }
+}
