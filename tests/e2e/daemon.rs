@@ -13,18 +13,18 @@ use serde_json::{Value, json};
 
 use crate::{Deployment, config_text, reaper};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// A Redis-fed deployment on PostgreSQL with the API on a free port.
-struct RedisDeployment {
-    deployment: Deployment,
+pub(crate) struct RedisDeployment {
+    pub(crate) deployment: Deployment,
     queue_name: String,
     redis_url: String,
-    port: u16,
+    pub(crate) port: u16,
     _queue: Option<TestQueue>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 }
 
 impl RedisDeployment {
-    async fn new(rows: u32, private_redis: Option<&PrivateRedis>) -> Self {
+    pub(crate) async fn new(rows: u32, private_redis: Option<&PrivateRedis>) -> Self {
         let deployment = Deployment::new(Backend::Postgres, rows).await;
         let (queue, redis_url, queue_name) = match private_redis {
             Some(redis) => (None, redis.url.clone(), "reaper-private".to_owned()),
@@ -73,7 +73,7 @@ impl RedisDeployment {
         }
     }
 
-    fn start(&self, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(&self, env: &[(&str, &str)]) -> Daemon {
         Daemon::start(
             &self.deployment.config,
             self.deployment.dir.path(),
@@ -82,7 +82,7 @@ impl RedisDeployment {
         )
     }
 
-    fn api(&self) -> Api {
+    pub(crate) fn api(&self) -> Api {
         Api {
             base: format!("http://127.0.0.1:{}", self.port),
             // No pooled connections: a test may kill the daemon that served the last call.
@@ -103,13 +103,13 @@ impl RedisDeployment {
 }
 
 /// A running `reaper run`, killed on drop; its log is printed when a test fails.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     log: std::path::PathBuf,
 }
 
 impl Daemon {
-    fn start(config: &Path, dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(config: &Path, dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).unwrap();
         let child = reaper(Some(config))
@@ -139,7 +139,7 @@ impl Daemon {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -147,7 +147,7 @@ impl Daemon {
         self.child.as_ref().unwrap().id()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
@@ -156,7 +156,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit; its status and how long it took.
-    fn wait(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    pub(crate) fn wait(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
         let started = Instant::now();
         let child = self.child.as_mut().unwrap();
         loop {
@@ -194,13 +194,13 @@ impl Drop for Daemon {
     }
 }
 
-struct Api {
+pub(crate) struct Api {
     base: String,
     client: reqwest::Client,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -239,7 +239,7 @@ impl Api {
     }
 
     /// Polls until the job is in `state`, within `limit`.
-    async fn wait_for(&self, id: &str, state: &str, limit: Duration) -> Value {
+    pub(crate) async fn wait_for(&self, id: &str, state: &str, limit: Duration) -> Value {
         let started = Instant::now();
         loop {
             let job = self.job(id).await;

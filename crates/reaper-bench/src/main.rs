@@ -6,6 +6,7 @@
 //! cargo run --release -p reaper-bench -- engine --rows 200000 --repeat 1
 //! cargo run --release -p reaper-bench -- mariadb           # vs pt-archiver (percona-toolkit)
 //! cargo run --release -p reaper-bench -- daemon            # jobs/s through Redis, end to end
+//! cargo run --release -p reaper-bench -- load              # OLTP p99 during a purge
 //! ```
 //!
 //! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
@@ -23,6 +24,7 @@ use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
 use reaper_core::config::DatabaseConfig;
 use reaper_core::job::JobRequest;
 use reaper_core::span::Span;
+use reaper_core::throttle::Throttle;
 use reaper_engine::runner::{self, RunOutcome, RunSettings};
 use reaper_engine::{Database, ledger, migration::Migrator};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -30,6 +32,7 @@ use sea_orm_migration::MigratorTrait;
 
 mod daemon;
 mod mariadb;
+mod oltp;
 
 #[derive(Debug, Parser)]
 #[command(about = "reaper benchmarks; prints figures and ratios")]
@@ -98,10 +101,13 @@ enum Bench {
         )]
         redis_url: String,
     },
+    /// PostgreSQL: p50/p99 of a fixed-rate OLTP load (select, insert, update by key) on the
+    /// table without a purge, during one unbounded DELETE, and during a throttled reaper purge.
+    Load(oltp::LoadArgs),
 }
 
 /// Fixed reference time, so the cutoff and the data agree on every run.
-const BASE: &str = "2026-01-01 00:00:00+00";
+pub(crate) const BASE: &str = "2026-01-01 00:00:00+00";
 /// `created_at = BASE - bucket * 1 hour` with `bucket` in 0..1000; `< CUTOFF` ⇔ bucket ≥ 500.
 pub(crate) const CUTOFF: &str = "2025-12-11T04:00:01Z";
 
@@ -127,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             postgres_url,
             redis_url,
         } => daemon::run(jobs, concurrency, &postgres_url, &redis_url).await,
+        Bench::Load(args) => oltp::run(args).await,
     }
 }
 
@@ -352,40 +359,8 @@ async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Fi
 /// The engine as the daemon runs it: ledger, lease, one transaction per batch with the audit
 /// entry and the checkpoint. Returns the figures and the peak RSS (KiB) of the run.
 pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
-    let db = Database::connect(&DatabaseConfig {
-        url: url.to_owned(),
-        max_connections: 4,
-        statement_timeout: Span::from_secs(60),
-        lock_timeout: Span::from_millis(50),
-    })
-    .await?;
-    Migrator::up(db.connection(), None).await?;
-    let catalog = Catalog::new([Target {
-        name: "events".into(),
-        schema: None,
-        table: "events".into(),
-        primary_key: "id".into(),
-        key_type: KeyType::Int,
-        columns: BTreeMap::from([
-            ("created_at".into(), ColumnType::Timestamp),
-            ("tenant_id".into(), ColumnType::Int),
-        ]),
-        default_mode: Mode::Hard,
-        batch_size: batch,
-        max_batch_size: batch,
-        soft_delete_column: None,
-        max_rows: 10_000_000,
-        max_attempts: None,
-        throttle: Default::default(),
-    }]);
-    let request: JobRequest = serde_json::from_value(serde_json::json!({
-        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
-        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
-    }))?;
-    let id = ledger::submit(&db, &catalog, &request, 3, Utc::now(), None)
-        .await?
-        .job
-        .id;
+    let catalog = Catalog::new([events_target(batch, batch, Throttle::default())]);
+    let (db, id) = submit_purge(url, &catalog, batch).await?;
     let settings = RunSettings::for_worker(
         "reaper-bench".into(),
         Duration::from_secs(300),
@@ -417,6 +392,55 @@ pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figu
         },
         peak,
     ))
+}
+
+/// The `events` table as a catalog target: batches start at `batch_size` rows (at most
+/// `max_batch_size`), paced by `throttle`.
+pub(crate) fn events_target(batch_size: u32, max_batch_size: u32, throttle: Throttle) -> Target {
+    Target {
+        name: "events".into(),
+        schema: None,
+        table: "events".into(),
+        primary_key: "id".into(),
+        key_type: KeyType::Int,
+        columns: BTreeMap::from([
+            ("created_at".into(), ColumnType::Timestamp),
+            ("tenant_id".into(), ColumnType::Int),
+        ]),
+        default_mode: Mode::Hard,
+        batch_size,
+        max_batch_size,
+        soft_delete_column: None,
+        max_rows: 10_000_000,
+        max_attempts: None,
+        throttle,
+    }
+}
+
+/// Connects the engine (as the daemon would: 4 connections, 50 ms lock timeout), creates its
+/// tables and submits the purge of every row older than [`CUTOFF`]; returns the job's id.
+pub(crate) async fn submit_purge(
+    url: &str,
+    catalog: &Catalog,
+    batch: u32,
+) -> anyhow::Result<(Database, String)> {
+    let db = Database::connect(&DatabaseConfig {
+        url: url.to_owned(),
+        max_connections: 4,
+        statement_timeout: Span::from_secs(60),
+        lock_timeout: Span::from_millis(50),
+    })
+    .await?;
+    Migrator::up(db.connection(), None).await?;
+    let request: JobRequest = serde_json::from_value(serde_json::json!({
+        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
+        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
+    }))?;
+    let id = ledger::submit(&db, catalog, &request, 3, Utc::now(), None)
+        .await?
+        .job
+        .id;
+    Ok((db, id))
 }
 
 /// Resets the kernel's high-water mark of this process's RSS (Linux `clear_refs` 5).

@@ -109,9 +109,12 @@ impl Policy {
 
     /// The window `now` falls in: the latest tick at or before `now`.
     pub fn latest_window(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        // `after(t)` walks backwards from t exclusive; one second later includes a tick at `now`.
+        // Ticks fall on whole seconds. Walking back from a whole second `t` yields ticks before
+        // `t`, so from the next whole second the first one is at or before `now`. (From a
+        // fractional instant the walk would start at the tick it is inside of.)
+        let whole = DateTime::from_timestamp(now.timestamp(), 0)?;
         self.schedule
-            .after(&(now + chrono::Duration::seconds(1)))
+            .after(&(whole + chrono::Duration::seconds(1)))
             .next_back()
             .filter(|tick| *tick <= now)
     }
@@ -227,11 +230,28 @@ mod tests {
     }
 
     #[test]
+    fn fractional_moments_belong_to_the_window_they_are_in() {
+        let every_3_s = policy("*/3 * * * * *");
+        assert_eq!(
+            every_3_s.latest_window(at("2026-11-30T22:29:17.803776Z")),
+            Some(at("2026-11-30T22:29:15Z"))
+        );
+        assert_eq!(
+            every_3_s.latest_window(at("2026-11-30T22:29:18.000001Z")),
+            Some(at("2026-11-30T22:29:18Z"))
+        );
+        assert_eq!(
+            every_3_s.next_window(at("2026-11-30T22:29:17.9Z")),
+            Some(at("2026-11-30T22:29:18Z"))
+        );
+    }
+
+    #[test]
     fn every_moment_of_a_window_maps_to_the_same_key() {
         let every_15_s = policy("*/15 * * * * *");
-        let keys: std::collections::BTreeSet<_> = (0..15)
-            .map(|second| {
-                let now = at("2026-11-30T22:00:15Z") + chrono::Duration::seconds(second);
+        let keys: std::collections::BTreeSet<_> = (0..150)
+            .map(|tenth| {
+                let now = at("2026-11-30T22:00:15Z") + chrono::Duration::milliseconds(tenth * 100);
                 every_15_s.window_key(every_15_s.latest_window(now).unwrap())
             })
             .collect();

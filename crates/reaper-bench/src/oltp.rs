@@ -1,0 +1,691 @@
+//! `load`: what a purge does to the production traffic on the same table. A fixed-rate OLTP
+//! load (single-row SELECT by key, INSERT, UPDATE by key) runs on `events` while nothing is
+//! purged, while one unbounded `DELETE` removes the matching half, and while reaper's engine
+//! purges the same rows under a throttle; it prints p50/p99 per request type and phase.
+//!
+//! The load is open-loop: request k of a type is due at `start + k / rate`, whether or not the
+//! earlier ones have finished, and its latency runs from that due moment to its completion. A
+//! stall therefore shows in every request that was due during it (no coordinated omission).
+//! One OS thread keeps the schedule (`nanosleep` is precise to ~0.1 ms, tokio's timer only to
+//! 1 ms) and hands each request to the runtime; each type has its own pool of connections, so
+//! updates stuck behind a lock do not hold up the selects. Ids are uniform over the loaded id
+//! range (half of them are rows the purge deletes), the same sequence in every phase.
+//!
+//! Phases, each on a freshly loaded table, each after 2 s of load that is not measured:
+//! (a) no purge, `--phase-secs` long; (b) one `DELETE … WHERE created_at < cutoff` from its
+//! start until it commits, plus 1 s; (c) reaper's `runner::run_job` with the throttle from the
+//! flags, from its start until the job is done, plus 1 s. A request counts in the phase in which
+//! it was due.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reaper_core::catalog::Catalog;
+use reaper_core::throttle::{Adaptive, Throttle};
+use reaper_engine::runner::{self, RunOutcome, RunSettings};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value,
+};
+
+/// Flags of `load`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Rows in the table (half of them match).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Length of the phase without a purge; the purge phases last as long as their purge, plus
+    /// 1 s.
+    #[arg(long, default_value_t = 20)]
+    phase_secs: u64,
+    /// Requests per second of each type (select, insert, update), at fixed intervals.
+    #[arg(long, default_value_t = 300)]
+    rate: u32,
+    /// Connections per request type (the purge has its own).
+    #[arg(long, default_value_t = 4)]
+    connections: u32,
+    /// Adaptive batch size: the duration one batch transaction should take; 0 turns adaptation
+    /// off (every batch is --max-batch rows).
+    #[arg(long, default_value_t = 30)]
+    target_batch_ms: u64,
+    /// The smallest adaptive batch.
+    #[arg(long, default_value_t = 100)]
+    min_batch: u32,
+    /// The largest batch.
+    #[arg(long, default_value_t = 5_000)]
+    max_batch: u32,
+    /// The first batch's size (adaptation starts here).
+    #[arg(long, default_value_t = 1_000)]
+    start_batch: u32,
+    /// Sleep after every batch.
+    #[arg(long, default_value_t = 30)]
+    pause_ms: u64,
+    /// Cap on the purge's rows per second (none by default).
+    #[arg(long)]
+    max_rows_per_second: Option<u32>,
+    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+    #[arg(
+        long,
+        env = "REAPER_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+}
+
+/// Load before each phase's measurement, not counted.
+const WARMUP: Duration = Duration::from_secs(2);
+/// Load measured after a purge ends (the backlog it caused drains here).
+const TAIL: Duration = Duration::from_secs(1);
+/// The target: during a reaper purge the load's p99 stays within this factor of its p99
+/// without a purge, for every request type.
+const TARGET_RATIO: f64 = 1.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Select,
+    Insert,
+    Update,
+}
+
+const OPS: [Op; 3] = [Op::Select, Op::Insert, Op::Update];
+
+impl Op {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Select => "select",
+            Op::Insert => "insert",
+            Op::Update => "update",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purge {
+    None,
+    Unbounded,
+    Reaper,
+}
+
+impl Purge {
+    fn label(self) -> &'static str {
+        match self {
+            Purge::None => "(a) no purge",
+            Purge::Unbounded => "(b) unbounded DELETE",
+            Purge::Reaper => "(c) reaper, throttled",
+        }
+    }
+}
+
+/// One request as measured.
+#[derive(Debug)]
+struct Sample {
+    op: Op,
+    due: Instant,
+    /// From the due moment to the request's task starting (the generator's own delay; part of
+    /// the latency).
+    lag: Duration,
+    /// From the due moment to completion.
+    latency: Duration,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct OpStats {
+    count: usize,
+    errors: usize,
+    first_error: Option<String>,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+#[derive(Debug)]
+struct PurgeFigures {
+    rows: u64,
+    duration: Duration,
+    batches: u64,
+    longest_batch: Duration,
+    batch_time: Duration,
+    /// Rows per batch in order (reaper's audit).
+    sizes: Vec<i64>,
+}
+
+#[derive(Debug)]
+struct PhaseResult {
+    purge: Purge,
+    window: Duration,
+    ops: [OpStats; 3],
+    lag_p99: Duration,
+    purge_figures: Option<PurgeFigures>,
+}
+
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rate > 0, "--rate must be positive");
+    anyhow::ensure!(args.connections > 0, "--connections must be positive");
+    anyhow::ensure!(
+        args.min_batch >= 1 && args.min_batch <= args.max_batch,
+        "--min-batch must be between 1 and --max-batch"
+    );
+    let url = crate::create_database(&args.postgres_url).await?;
+    let result = phases(&args, &url).await;
+    crate::drop_database(&args.postgres_url).await?;
+    result
+}
+
+async fn phases(args: &LoadArgs, url: &str) -> anyhow::Result<()> {
+    let conn = sea_orm::Database::connect(url).await?;
+    let version: String = crate::query_one(&conn, "SHOW server_version").await?;
+    println!(
+        "reaper OLTP-load benchmark — PostgreSQL {version}, {} rows, 50% matching spread over the id range",
+        args.rows
+    );
+    println!(
+        "load: {} req/s each of select / insert / update by primary key, open-loop at fixed intervals, \
+         {} connections per type; latency from each request's due time",
+        args.rate, args.connections
+    );
+    println!("purge (c) throttle: {}", describe_throttle(args));
+    println!(
+        "(a fresh, vacuumed, analyzed table per phase; {} s of unmeasured load before each; (a) lasts {} s, \
+         (b) and (c) from the purge's start to its end plus {} s)\n",
+        WARMUP.as_secs(),
+        args.phase_secs,
+        TAIL.as_secs()
+    );
+    let mut results = Vec::new();
+    for purge in [Purge::None, Purge::Unbounded, Purge::Reaper] {
+        let result = phase(&conn, url, args, purge).await?;
+        println!(
+            "{} done: {:.1} s measured",
+            purge.label(),
+            result.window.as_secs_f64()
+        );
+        results.push(result);
+    }
+    conn.close().await.ok();
+    print_report(args, &results);
+    Ok(())
+}
+
+fn describe_throttle(args: &LoadArgs) -> String {
+    let adaptive = if args.target_batch_ms > 0 {
+        format!(
+            "adaptive batch toward {} ms per batch ({}..{} rows, starting at {})",
+            args.target_batch_ms,
+            args.min_batch,
+            args.max_batch,
+            args.start_batch.clamp(args.min_batch, args.max_batch)
+        )
+    } else {
+        format!("fixed batches of {} rows", args.max_batch)
+    };
+    let cap = args
+        .max_rows_per_second
+        .map_or("no rows/s cap".to_owned(), |cap| format!("≤ {cap} rows/s"));
+    format!("{adaptive}, pause {} ms, {cap}", args.pause_ms)
+}
+
+fn throttle(args: &LoadArgs) -> Throttle {
+    Throttle {
+        pause: Duration::from_millis(args.pause_ms),
+        max_rows_per_second: args.max_rows_per_second,
+        adaptive: (args.target_batch_ms > 0).then(|| Adaptive {
+            target: Duration::from_millis(args.target_batch_ms),
+            min: args.min_batch,
+            max: args.max_batch,
+        }),
+    }
+}
+
+async fn phase(
+    conn: &DatabaseConnection,
+    url: &str,
+    args: &LoadArgs,
+    purge: Purge,
+) -> anyhow::Result<PhaseResult> {
+    crate::load(conn, args.rows).await?;
+    // The engine's tables and the job exist before the load starts; only the run is measured.
+    let engine = if purge == Purge::Reaper {
+        let start = if args.target_batch_ms > 0 {
+            args.start_batch.clamp(args.min_batch, args.max_batch)
+        } else {
+            args.max_batch
+        };
+        let catalog = Catalog::new([crate::events_target(start, args.max_batch, throttle(args))]);
+        let (db, id) = crate::submit_purge(url, &catalog, start).await?;
+        Some((db, catalog, id))
+    } else {
+        None
+    };
+
+    let pools = connect_pools(url, args.connections).await?;
+    let load = Load::start(&pools, args.rate, args.rows)?;
+    tokio::time::sleep(WARMUP).await;
+
+    let window_start = Instant::now();
+    let purge_figures = match (&engine, purge) {
+        (_, Purge::None) => {
+            tokio::time::sleep(Duration::from_secs(args.phase_secs)).await;
+            None
+        }
+        (_, Purge::Unbounded) => {
+            let figures = crate::unbounded_delete(conn).await?;
+            Some(PurgeFigures {
+                rows: figures.rows,
+                duration: figures.total,
+                batches: 1,
+                longest_batch: figures.total,
+                batch_time: figures.total,
+                sizes: vec![i64::try_from(figures.rows).unwrap_or(i64::MAX)],
+            })
+        }
+        (Some((db, catalog, id)), Purge::Reaper) => {
+            let settings = RunSettings::for_worker(
+                "reaper-bench".into(),
+                Duration::from_secs(300),
+                Duration::from_secs(3_600),
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            );
+            let started = Instant::now();
+            let report = runner::run_job(db, catalog, id, &settings, &|| false).await?;
+            let duration = started.elapsed();
+            anyhow::ensure!(
+                report.outcome == RunOutcome::Done,
+                "the engine did not finish: {:?}",
+                report.outcome
+            );
+            Some(PurgeFigures {
+                rows: report.rows,
+                duration,
+                batches: report.batches,
+                longest_batch: report.longest_batch,
+                batch_time: report.batch_time,
+                sizes: Vec::new(),
+            })
+        }
+        (None, Purge::Reaper) => anyhow::bail!("the engine was not prepared"),
+    };
+    if purge != Purge::None {
+        tokio::time::sleep(TAIL).await;
+    }
+    let window_end = Instant::now();
+    let samples = load.stop().await?;
+    for pool in pools {
+        pool.close().await.ok();
+    }
+
+    let mut purge_figures = purge_figures;
+    if let (Some(figures), Some((db, _, id))) = (purge_figures.as_mut(), &engine) {
+        let rows = db
+            .connection()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT row_count FROM reaper_audit WHERE job_id = $1 ORDER BY batch_no",
+                [id.clone().into()],
+            ))
+            .await?;
+        figures.sizes = rows
+            .iter()
+            .map(|row| row.try_get_by_index::<i64>(0))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some((db, _, _)) = engine {
+        db.connection().clone().close().await.ok();
+    }
+    if let Some(figures) = &purge_figures {
+        anyhow::ensure!(
+            figures.rows == args.rows / 2,
+            "{} deleted {} rows, expected {}",
+            purge.label(),
+            figures.rows,
+            args.rows / 2
+        );
+    }
+
+    let in_window: Vec<&Sample> = samples
+        .iter()
+        .filter(|sample| sample.due >= window_start && sample.due < window_end)
+        .collect();
+    let ops = OPS.map(|op| {
+        let of_op: Vec<&Sample> = in_window
+            .iter()
+            .copied()
+            .filter(|sample| sample.op == op)
+            .collect();
+        stats(&of_op)
+    });
+    let mut lags: Vec<Duration> = in_window.iter().map(|sample| sample.lag).collect();
+    lags.sort_unstable();
+    Ok(PhaseResult {
+        purge,
+        window: window_end - window_start,
+        ops,
+        lag_p99: percentile(&lags, 0.99),
+        purge_figures,
+    })
+}
+
+/// One pool per request type, every connection opened up front.
+async fn connect_pools(url: &str, connections: u32) -> anyhow::Result<[DatabaseConnection; 3]> {
+    let mut pools = Vec::new();
+    for op in OPS {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(connections)
+            .min_connections(connections)
+            .connect_timeout(Duration::from_secs(10))
+            // Requests wait for a connection as long as a stall lasts: that wait is latency.
+            .acquire_timeout(Duration::from_secs(600))
+            .statement_timeout(Duration::from_secs(300))
+            // No ping before each request: one round trip per request would be measured too.
+            .test_before_acquire(false)
+            .sqlx_logging(false)
+            .set_application_name(format!("reaper-bench-load-{}", op.name()));
+        let pool = sea_orm::Database::connect(options).await?;
+        // Open every connection now (concurrent sleeps take one each), not in the middle of a
+        // measured stall.
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let pool = pool.clone();
+            opening.spawn(async move { pool.execute_unprepared("SELECT pg_sleep(0.05)").await });
+        }
+        while let Some(opened) = opening.join_next().await {
+            opened??;
+        }
+        pools.push(pool);
+    }
+    pools
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three pools expected"))
+}
+
+/// The running load: a scheduler thread and the requests it spawned.
+struct Load {
+    stop: Arc<AtomicBool>,
+    scheduler: std::thread::JoinHandle<()>,
+    samples: tokio::sync::mpsc::UnboundedReceiver<Sample>,
+}
+
+impl Load {
+    fn start(pools: &[DatabaseConnection; 3], rate: u32, rows: u64) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sender, samples) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Handle::current();
+        let pools = pools.clone();
+        let stopped = stop.clone();
+        let statements = Arc::new(Statements::new());
+        let scheduler = std::thread::Builder::new()
+            .name("load-scheduler".into())
+            .spawn(move || {
+                // Types interleave: select at 0, insert at 1/3, update at 2/3 of each interval.
+                let step = 1.0 / (3.0 * f64::from(rate));
+                let mut ids = SplitMix64(0x5eed);
+                let start = Instant::now();
+                let mut k: u64 = 0;
+                while !stopped.load(Ordering::Relaxed) {
+                    let due = start + Duration::from_secs_f64(k as f64 * step);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    let op = OPS[(k % 3) as usize];
+                    let id = i64::try_from(1 + ids.next() % rows.max(1)).unwrap_or(1);
+                    let pool = pools[op.index()].clone();
+                    let sender = sender.clone();
+                    let statements = statements.clone();
+                    runtime.spawn(async move {
+                        let lag = due.elapsed();
+                        let result = statements.run(&pool, op, id).await;
+                        let latency = due.elapsed();
+                        // The receiver is gone only when the phase gave up waiting.
+                        let _ = sender.send(Sample {
+                            op,
+                            due,
+                            lag,
+                            latency,
+                            error: result.err().map(|error| error.to_string()),
+                        });
+                    });
+                    k += 1;
+                }
+            })?;
+        Ok(Self {
+            stop,
+            scheduler,
+            samples,
+        })
+    }
+
+    /// Stops scheduling and waits for every request in flight.
+    async fn stop(mut self) -> anyhow::Result<Vec<Sample>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let scheduler = self.scheduler;
+        tokio::task::spawn_blocking(move || scheduler.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the load scheduler panicked"))?;
+        let mut samples = Vec::new();
+        // The channel closes once the last request's task has sent its sample.
+        let drained = tokio::time::timeout(Duration::from_secs(600), async {
+            while let Some(sample) = self.samples.recv().await {
+                samples.push(sample);
+            }
+        })
+        .await;
+        drained.context("requests still unfinished 10 minutes after the load stopped")?;
+        Ok(samples)
+    }
+}
+
+/// The three requests.
+struct Statements {
+    payload: String,
+}
+
+impl Statements {
+    fn new() -> Self {
+        Self {
+            payload: "u".repeat(200),
+        }
+    }
+
+    async fn run(&self, pool: &DatabaseConnection, op: Op, id: i64) -> Result<(), DbErr> {
+        match op {
+            Op::Select => {
+                pool.query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT id, tenant_id, created_at, payload FROM events WHERE id = $1",
+                    [id.into()],
+                ))
+                .await?;
+            }
+            Op::Insert => {
+                // Newer than the cutoff: the purge's row count stays exact.
+                pool.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    format!(
+                        "INSERT INTO events (tenant_id, created_at, payload) VALUES ($1, TIMESTAMPTZ '{}', $2)",
+                        crate::BASE
+                    ),
+                    [Value::from((id % 100) as i32), self.payload.clone().into()],
+                ))
+                .await?;
+            }
+            Op::Update => {
+                pool.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "UPDATE events SET payload = $2 WHERE id = $1",
+                    [id.into(), self.payload.clone().into()],
+                ))
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small deterministic generator (SplitMix64): the same ids in every phase and run.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+fn stats(samples: &[&Sample]) -> OpStats {
+    let mut latencies: Vec<Duration> = samples.iter().map(|sample| sample.latency).collect();
+    latencies.sort_unstable();
+    let errors: Vec<&String> = samples
+        .iter()
+        .filter_map(|sample| sample.error.as_ref())
+        .collect();
+    OpStats {
+        count: latencies.len(),
+        errors: errors.len(),
+        first_error: errors.first().map(|error| (*error).clone()),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
+    let Some(baseline) = results.iter().find(|r| r.purge == Purge::None) else {
+        return;
+    };
+    println!();
+    println!(
+        "{:<24} {:>7}  {:<6} {:>6} {:>9} {:>9} {:>9} {:>10}  errors",
+        "phase", "window", "op", "n", "p50 ms", "p99 ms", "max ms", "p99/(a)"
+    );
+    for result in results {
+        for op in OPS {
+            let stats = &result.ops[op.index()];
+            let ratio = ms(stats.p99) / ms(baseline.ops[op.index()].p99);
+            println!(
+                "{:<24} {:>6.1}s  {:<6} {:>6} {:>9.2} {:>9.2} {:>9.1} {:>9.2}×  {}",
+                result.purge.label(),
+                result.window.as_secs_f64(),
+                op.name(),
+                stats.count,
+                ms(stats.p50),
+                ms(stats.p99),
+                ms(stats.max),
+                ratio,
+                stats.errors
+            );
+        }
+    }
+    println!();
+    for result in results {
+        for op in OPS {
+            if let Some(error) = &result.ops[op.index()].first_error {
+                println!(
+                    "{} {}: {} errors, first: {error}",
+                    result.purge.label(),
+                    op.name(),
+                    result.ops[op.index()].errors
+                );
+            }
+        }
+    }
+    println!(
+        "load generator's own lag p99 (due → request started; inside the latencies): {}",
+        results
+            .iter()
+            .map(|r| format!("{} {:.2} ms", &r.purge.label()[..3], ms(r.lag_p99)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for result in results {
+        let Some(figures) = &result.purge_figures else {
+            continue;
+        };
+        let rate = figures.rows as f64 / figures.duration.as_secs_f64();
+        match result.purge {
+            Purge::Unbounded => println!(
+                "{}: {} rows in {:.2} s ({rate:.0} rows/s), one transaction",
+                result.purge.label(),
+                figures.rows,
+                figures.duration.as_secs_f64()
+            ),
+            _ => {
+                let sizes = &figures.sizes;
+                let last_half = &sizes[sizes.len() / 2..];
+                let mut sorted_tail = last_half.to_vec();
+                sorted_tail.sort_unstable();
+                let settled = sorted_tail.get(sorted_tail.len() / 2).copied().unwrap_or(0);
+                let mean_batch = if figures.batches > 0 {
+                    ms(figures.batch_time) / figures.batches as f64
+                } else {
+                    0.0
+                };
+                println!(
+                    "{}: {} rows in {:.2} s ({rate:.0} rows/s), {} batches, {:.2} s inside batch transactions \
+                     (mean {mean_batch:.1} ms, longest {:.1} ms)",
+                    result.purge.label(),
+                    figures.rows,
+                    figures.duration.as_secs_f64(),
+                    figures.batches,
+                    figures.batch_time.as_secs_f64(),
+                    ms(figures.longest_batch)
+                );
+                println!(
+                    "    batch sizes (audit row_count): first {:?}, settled at ~{settled} (median of the last half; \
+                     range there {}–{}), last {:?}",
+                    &sizes[..sizes.len().min(8)],
+                    sorted_tail.first().copied().unwrap_or(0),
+                    sorted_tail.last().copied().unwrap_or(0),
+                    &sizes[sizes.len().saturating_sub(3)..]
+                );
+            }
+        }
+    }
+    println!();
+    let mut met = true;
+    for result in results.iter().filter(|r| r.purge != Purge::None) {
+        let ratios: Vec<String> = OPS
+            .iter()
+            .map(|&op| {
+                let ratio = ms(result.ops[op.index()].p99) / ms(baseline.ops[op.index()].p99);
+                if result.purge == Purge::Reaper && ratio > TARGET_RATIO {
+                    met = false;
+                }
+                format!("{} {ratio:.2}×", op.name())
+            })
+            .collect();
+        println!(
+            "p99 {} / (a): {}",
+            &result.purge.label()[..3],
+            ratios.join(", ")
+        );
+    }
+    println!(
+        "target: during a reaper purge every request type's p99 ≤ {TARGET_RATIO}× its p99 without a purge — {}",
+        if met { "MET" } else { "NOT MET" }
+    );
+    println!("throttle used: {}", describe_throttle(args));
+}

@@ -1,0 +1,556 @@
+//! Retention through the real binary: policies on a schedule (one job per window across three
+//! daemons, catch-up after downtime), `reaper purge` (soft → grace period → hard, dry run,
+//! Ctrl-C and resume), `reaper policies`, and the policy errors a configuration can have.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reaper_core::sql::Backend;
+use serde_json::Value;
+
+use crate::daemon::{Daemon, RedisDeployment, free_port};
+use crate::{Deployment, config_text, run, stderr, stdout};
+
+/// `[[retention]]` blocks appended to a deployment's config (TOML arrays of tables may follow
+/// any table).
+fn add_to_config(deployment: &Deployment, extra: &str) {
+    let mut text = std::fs::read_to_string(&deployment.config).unwrap();
+    text = text.replace(
+        "created_at = \"timestamp\"\n",
+        "created_at = \"timestamp\"\ndeleted_at = \"timestamp\"\n",
+    );
+    text.push_str(extra);
+    std::fs::write(&deployment.config, text).unwrap();
+}
+
+/// A policy on `events` for one tenant's rows older than a day (every fixture row is).
+fn policy(name: &str, tenant: i64, schedule: &str, extra: &str) -> String {
+    format!(
+        "\n[[retention]]\nname = \"{name}\"\ntarget = \"events\"\nage_column = \"created_at\"\nmax_age = \"1d\"\n\
+         schedule = \"{schedule}\"\nfilter = [{{ column = \"tenant_id\", op = \"eq\", value = {tenant} }}]\n{extra}"
+    )
+}
+
+/// Windows of a policy's jobs, parsed from their keys (`policy:NAME:WINDOW`), oldest first.
+async fn windows(deployment: &Deployment, name: &str) -> Vec<DateTime<Utc>> {
+    let keys = deployment
+        .test
+        .strings(&format!(
+            "SELECT idempotency_key FROM reaper_jobs WHERE policy = '{name}' ORDER BY idempotency_key"
+        ))
+        .await;
+    keys.iter()
+        .map(|key| {
+            let window = key
+                .strip_prefix(&format!("policy:{name}:"))
+                .unwrap_or_else(|| panic!("unexpected key {key}"));
+            DateTime::parse_from_rfc3339(window).unwrap().to_utc()
+        })
+        .collect()
+}
+
+async fn wait_until(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "{what} not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_daemons_submit_exactly_one_job_per_window() {
+    let setup = RedisDeployment::new(3_000, None).await;
+    add_to_config(
+        &setup.deployment,
+        &policy("every-second", 7, "* * * * * *", ""),
+    );
+    let test = &setup.deployment.test;
+    let tenant = test.ids("events", "tenant_id = 7").await;
+    assert_eq!(tenant.len(), 300);
+
+    let ports = [setup.port, free_port(), free_port()];
+    let listen: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let mut daemons: Vec<Daemon> = ports
+        .iter()
+        .zip(&listen)
+        .map(|(port, listen)| {
+            Daemon::start(
+                &setup.deployment.config,
+                setup.deployment.dir.path(),
+                *port,
+                &[("REAPER_API__LISTEN", listen.as_str())],
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(20), "six windows", async || {
+        windows(&setup.deployment, "every-second").await.len() >= 6
+    })
+    .await;
+    for daemon in &daemons {
+        daemon.signal("TERM");
+    }
+    for daemon in &mut daemons {
+        let (status, _) = daemon.wait(Duration::from_secs(15));
+        assert!(status.success(), "{}", daemon.log_text());
+    }
+
+    let windows = windows(&setup.deployment, "every-second").await;
+    // No window is lost between the first and the last (three daemons ticked each one) …
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "a window is missing: {windows:?}"
+        );
+    }
+    // … each window is one job, created once, and the other daemons saw it was taken.
+    let logs: String = daemons.iter().map(Daemon::log_text).collect();
+    let created = logs.matches("Submitted a retention window.").count()
+        + logs.matches("Caught up on a window missed").count();
+    let deduplicated = logs
+        .matches("Another daemon submitted this window.")
+        .count();
+    assert_eq!(created, windows.len(), "jobs created vs windows:\n{logs}");
+    assert!(
+        deduplicated >= windows.len(),
+        "{deduplicated} ticks deduplicated for {} windows:\n{logs}",
+        windows.len()
+    );
+    assert_eq!(
+        test.int("SELECT count(*) FROM reaper_jobs WHERE policy = 'every-second'")
+            .await,
+        i64::try_from(windows.len()).unwrap()
+    );
+    // Every tenant-7 row was removed once, and audited once, across all the windows' jobs.
+    assert!(test.ids("events", "tenant_id = 7").await.is_empty());
+    let audited = test
+        .int(&format!(
+            "SELECT {} FROM reaper_audit a JOIN reaper_jobs j ON j.id = a.job_id WHERE j.policy = 'every-second'",
+            test.as_int("COALESCE(SUM(a.row_count), 0)")
+        ))
+        .await;
+    assert_eq!(audited, 300);
+    assert_eq!(
+        test.int(&format!(
+            "SELECT {} FROM reaper_jobs WHERE policy = 'every-second'",
+            test.as_int("SUM(rows_deleted)")
+        ))
+        .await,
+        300
+    );
+}
+
+#[tokio::test]
+async fn a_window_missed_while_every_daemon_was_down_runs_once_at_start_up() {
+    let setup = RedisDeployment::new(1_000, None).await;
+    add_to_config(
+        &setup.deployment,
+        &policy("every-3s", 7, "*/3 * * * * *", ""),
+    );
+    let mut first = setup.start(&[]);
+    wait_until(Duration::from_secs(10), "a first window", async || {
+        !windows(&setup.deployment, "every-3s").await.is_empty()
+    })
+    .await;
+    first.signal("TERM");
+    let (status, _) = first.wait(Duration::from_secs(15));
+    assert!(status.success(), "{}", first.log_text());
+    let before = windows(&setup.deployment, "every-3s").await;
+    let last_before = *before.last().unwrap();
+
+    // Down for more than two windows.
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    let restarted_at = Utc::now();
+    let second = setup.start(&[]);
+    let log = {
+        let started = Instant::now();
+        loop {
+            let log = second.log_text();
+            if log.contains("Caught up on a window missed") {
+                break log;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no catch-up:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let caught_up = windows(&setup.deployment, "every-3s")
+        .await
+        .into_iter()
+        .find(|window| *window > last_before)
+        .unwrap_or_else(|| panic!("no job after {last_before}:\n{log}"));
+    // The newest window at the restart (ticks fall on multiples of 3 s) …
+    let newest_at_restart = DateTime::from_timestamp(restarted_at.timestamp() / 3 * 3, 0).unwrap();
+    assert!(
+        caught_up >= newest_at_restart,
+        "the catch-up ran {caught_up}, not the newest missed window {newest_at_restart}"
+    );
+    // … after at least one older missed window.
+    assert!(
+        caught_up - last_before >= chrono::Duration::seconds(6),
+        "nothing was missed: {last_before} then {caught_up}"
+    );
+    // Exactly one job for the missed stretch: none for the older missed windows.
+    let all = windows(&setup.deployment, "every-3s").await;
+    let missed: Vec<_> = all
+        .iter()
+        .filter(|window| **window > last_before && **window < caught_up)
+        .collect();
+    assert!(missed.is_empty(), "missed windows ran: {missed:?}");
+    drop(second);
+}
+
+fn deployment_config_with(deployment: &Deployment, target_keys: &str, policies: &str) {
+    let text = config_text(&deployment.test.url, deployment.dir.path(), target_keys);
+    std::fs::write(&deployment.config, text).unwrap();
+    add_to_config(deployment, policies);
+}
+
+/// The SQL that makes tenant `tenant`'s even rows look soft-deleted ten days ago.
+fn backdate_soft_deletes(backend: Backend, tenant: i64) -> String {
+    let ten_days_ago = match backend {
+        Backend::Postgres => "now() - interval '10 days'",
+        Backend::Sqlite => "datetime('now', '-10 days')",
+        Backend::MySql => "UTC_TIMESTAMP(6) - INTERVAL 10 DAY",
+    };
+    format!(
+        "UPDATE events SET deleted_at = {ten_days_ago} WHERE tenant_id = {tenant} AND id % 2 = 0"
+    )
+}
+
+async fn soft_then_hard_after_a_grace_period(backend: Backend) {
+    let deployment = Deployment::new(backend, 2_000).await;
+    deployment_config_with(
+        &deployment,
+        "",
+        &format!(
+            "{}{}",
+            policy("expire", 5, "0 3 * * *", "mode = \"soft\"\n"),
+            "\n[[retention]]\nname = \"purge-expired\"\ntarget = \"events\"\nage_column = \"deleted_at\"\n\
+             max_age = \"7d\"\nmode = \"hard\"\nschedule = \"0 4 * * *\"\n"
+        ),
+    );
+    deployment.migrate();
+    let test = &deployment.test;
+    let others = test.checksum("events", "tenant_id <> 5").await;
+    let tenant = test.ids("events", "tenant_id = 5").await;
+
+    let output = run(deployment.reaper().args(["purge", "--policy", "expire"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        test.ids("events", "tenant_id = 5 AND deleted_at IS NOT NULL")
+            .await,
+        tenant,
+        "the soft policy marks every row of the tenant"
+    );
+    // Within the grace period the hard policy removes nothing.
+    let output = run(deployment
+        .reaper()
+        .args(["purge", "--policy", "purge-expired"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("done: 0 rows"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(test.ids("events", "tenant_id = 5").await, tenant);
+
+    // Ten days later (for half of them), the hard policy removes exactly those.
+    test.exec(&backdate_soft_deletes(backend, 5)).await;
+    let aged = test.ids("events", "tenant_id = 5 AND id % 2 = 0").await;
+    let output = run(deployment
+        .reaper()
+        .args(["purge", "--policy", "purge-expired"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let job_id = stdout(&output)
+        .split("(job ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        test.ids("events", "tenant_id = 5").await,
+        tenant.difference(&aged).cloned().collect::<BTreeSet<_>>()
+    );
+    test.assert_exactly_once(&job_id, &aged, 1_000).await;
+    assert_eq!(test.checksum("events", "tenant_id <> 5").await, others);
+
+    // `reaper policies` shows both, with their last runs and what the next run would remove.
+    let output = run(deployment.reaper().args(["policies", "--json"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(shown.len(), 2);
+    assert_eq!(shown[1]["name"], "purge-expired");
+    assert_eq!(shown[1]["last_run"]["state"], "done");
+    assert_eq!(shown[1]["last_run"]["rows_deleted"], aged.len());
+    assert_eq!(shown[1]["next_run_rows"], 0);
+    assert!(
+        shown[0]["next_run_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("03:00:00Z"),
+        "{}",
+        shown[0]
+    );
+    let output = run(deployment.reaper().arg("policies"));
+    assert!(
+        stdout(&output).contains("purge-expired"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+async fn a_dry_run_purge_writes_nothing(backend: Backend) {
+    let deployment = Deployment::new(backend, 1_000).await;
+    deployment_config_with(&deployment, "", &policy("old-tenant-4", 4, "0 3 * * *", ""));
+    deployment.migrate();
+    let test = &deployment.test;
+    let everything = test.checksum("events", "1 = 1").await;
+    let output = run(deployment
+        .reaper()
+        .args(["purge", "--policy", "old-tenant-4", "--dry-run"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("matching rows: 100"), "{text}");
+    assert!(text.contains("sample keys:   4, 14, 24"), "{text}");
+    assert!(text.contains("DELETE"), "{text}");
+    // Ad hoc, the same.
+    let output = run(deployment.reaper().args([
+        "purge",
+        "--target",
+        "events",
+        "--older-than",
+        "1d",
+        "--age-column",
+        "created_at",
+        "--dry-run",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("matching rows: 1000"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(test.checksum("events", "1 = 1").await, everything);
+    assert_eq!(test.int("SELECT count(*) FROM reaper_audit").await, 0);
+    assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 0);
+}
+
+async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend: Backend) {
+    let deployment = Deployment::new(backend, 2_000).await;
+    deployment_config_with(
+        &deployment,
+        "pause = \"150ms\"\n",
+        &policy("slow", 6, "0 3 * * *", "batch_size = 10\n"),
+    );
+    deployment.migrate();
+    let test = &deployment.test;
+    let tenant = test.ids("events", "tenant_id = 6").await;
+    assert_eq!(tenant.len(), 200);
+
+    let log = deployment.dir.path().join("purge.out");
+    let child = deployment
+        .reaper()
+        .args(["purge", "--policy", "slow"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "a first batch", async || {
+        test.int("SELECT count(*) FROM reaper_audit").await >= 2
+    })
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{printed}\n{}",
+        stderr(&output)
+    );
+    assert!(printed.contains("stopped at a batch boundary"), "{printed}");
+    let resume = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("resume with: reaper purge --resume "))
+        .unwrap_or_else(|| panic!("no resume hint in {printed}"))
+        .trim()
+        .to_owned();
+    let left = test.ids("events", "tenant_id = 6").await.len();
+    assert!(
+        left > 0 && left < 200 && left % 10 == 0,
+        "{left} rows left: a whole batch or none"
+    );
+    assert_eq!(
+        test.strings(&format!(
+            "SELECT state FROM reaper_jobs WHERE id = '{resume}'"
+        ))
+        .await,
+        vec!["paused"]
+    );
+
+    let output = run(deployment.reaper().args(["purge", "--resume", &resume]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("done: 200 rows in 20 batches"),
+        "{}",
+        stdout(&output)
+    );
+    test.assert_exactly_once(&resume, &tenant, 10).await;
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
+        }
+        mod mariadb {
+            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::MySql).await; })*
+        }
+    };
+}
+
+on_every_backend!(
+    soft_then_hard_after_a_grace_period,
+    a_dry_run_purge_writes_nothing,
+    ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it,
+);
+
+#[tokio::test]
+async fn policy_errors_stop_start_up_and_name_their_key() {
+    let deployment = Deployment::new(Backend::Sqlite, 10).await;
+    for (policy, expected) in [
+        (
+            "\n[[retention]]\nname = \"p\"\ntarget = \"event\"\nage_column = \"created_at\"\nmax_age = \"1d\"\nschedule = \"0 3 * * *\"\n",
+            "retention.p.target: unknown target `event`; the catalog has: events",
+        ),
+        (
+            "\n[[retention]]\nname = \"p\"\ntarget = \"events\"\nage_column = \"kind\"\nmax_age = \"1d\"\nschedule = \"0 3 * * *\"\n",
+            "retention.p.age_column: `kind` is declared `text`; it must be a timestamp column",
+        ),
+        (
+            "\n[[retention]]\nname = \"p\"\ntarget = \"events\"\nage_column = \"created_at\"\nmax_age = \"1d\"\nschedule = \"at 3\"\n",
+            "retention.p.schedule: `at 3` has 2 fields",
+        ),
+        (
+            "\n[[retention]]\nname = \"p\"\ntarget = \"events\"\nage_column = \"created_at\"\nmax_age = \"1d\"\nschedule = \"0 3 * * *\"\nevery = \"1d\"\n",
+            "unknown field: found `every`",
+        ),
+    ] {
+        deployment_config_with(&deployment, "", policy);
+        for command in [vec!["config", "check"], vec!["run"], vec!["policies"]] {
+            let output = run(deployment.reaper().args(&command));
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command:?}: {}",
+                stderr(&output)
+            );
+            assert!(
+                stderr(&output).contains(expected),
+                "{command:?}: {}",
+                stderr(&output)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_api_and_metrics_show_each_policy_s_last_run() {
+    let setup = RedisDeployment::new(1_000, None).await;
+    add_to_config(
+        &setup.deployment,
+        &format!(
+            "{}{}",
+            policy("every-2s", 3, "*/2 * * * * *", ""),
+            policy("never", 4, "0 0 0 1 1 * 2099", "enabled = false\n")
+        ),
+    );
+    let daemon = setup.start(&[]);
+    let api = setup.api();
+    let mut view = Value::Null;
+    wait_until(Duration::from_secs(15), "a finished run", async || {
+        let (status, body) = api
+            .call(reqwest::Method::GET, "/v1/policies/every-2s", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        view = body;
+        view["last_run"]["state"] == "done"
+    })
+    .await;
+    assert!(view["last_success_at"].is_string(), "{view}");
+    assert_eq!(
+        setup
+            .deployment
+            .test
+            .int(&format!(
+                "SELECT {} FROM reaper_jobs WHERE policy = 'every-2s'",
+                setup.deployment.test.as_int("SUM(rows_deleted)")
+            ))
+            .await,
+        100
+    );
+    assert_eq!(view["interval_seconds"], 2.0);
+    let (status, body) = api.call(reqwest::Method::GET, "/v1/policies", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["policies"][1]["name"], "never");
+    assert_eq!(body["policies"][1]["enabled"], false);
+    assert!(body["policies"][1]["next_run_at"].is_null());
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/policies/nope", None)
+        .await;
+    assert_eq!(status, 404);
+    let unauthorized = reqwest::get(format!("http://127.0.0.1:{}/v1/policies", setup.port))
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", setup.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line_start: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("reaper_policy_last_run_success{policy=\"every-2s\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("reaper_policy_interval_seconds{policy=\"every-2s\"}"),
+        2.0
+    );
+    assert!(value("reaper_policy_last_success_timestamp_seconds{policy=\"every-2s\"}") > 1.7e9);
+    assert_eq!(
+        value("reaper_policy_last_success_timestamp_seconds{policy=\"never\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("reaper_policy_next_run_timestamp_seconds{policy=\"never\"}"),
+        0.0
+    );
+    drop(daemon);
+}
