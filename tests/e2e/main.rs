@@ -6,6 +6,7 @@
 mod cli;
 mod daemon;
 mod demo;
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
