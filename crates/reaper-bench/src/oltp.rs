@@ -64,6 +64,11 @@ pub(crate) struct LoadArgs {
     /// Cap on the purge's rows per second (none by default).
     #[arg(long)]
     max_rows_per_second: Option<u32>,
+    /// Also write every request (phase, type, due ms since the phase's window start, latency ms)
+    /// and every reaper batch commit as it was seen (phase, "batch", ms, rows so far) to this
+    /// CSV file, for plots.
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
     /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
     #[arg(
         long,
@@ -161,7 +166,19 @@ struct PhaseResult {
     window: Duration,
     ops: [OpStats; 3],
     lag_p99: Duration,
+    /// WAL the whole cluster wrote during the window.
+    wal_bytes: i64,
     purge_figures: Option<PurgeFigures>,
+    trace: Trace,
+}
+
+/// What `--trace` writes.
+#[derive(Debug)]
+struct Trace {
+    start: Instant,
+    samples: Vec<Sample>,
+    /// Reaper batch commits as seen: when, and rows deleted so far.
+    commits: Vec<(Instant, u64)>,
 }
 
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
@@ -209,6 +226,10 @@ async fn phases(args: &LoadArgs, url: &str) -> anyhow::Result<()> {
     }
     conn.close().await.ok();
     print_report(args, &results);
+    if let Some(path) = &args.trace {
+        write_trace(path, &results)?;
+        println!("trace written to {}", path.display());
+    }
     Ok(())
 }
 
@@ -267,7 +288,9 @@ async fn phase(
     let load = Load::start(&pools, args.rate, args.rows)?;
     tokio::time::sleep(WARMUP).await;
 
+    let wal_start = wal_position(conn).await?;
     let window_start = Instant::now();
+    let mut commits = Vec::new();
     let purge_figures = match (&engine, purge) {
         (_, Purge::None) => {
             tokio::time::sleep(Duration::from_secs(args.phase_secs)).await;
@@ -292,9 +315,31 @@ async fn phase(
                 Duration::from_secs(1),
                 Duration::from_secs(1),
             );
+            // Watches the run's progress to time each batch commit (for --trace).
+            let progress = settings.progress.clone();
+            let watching = Arc::new(AtomicBool::new(true));
+            let watcher = tokio::spawn({
+                let watching = watching.clone();
+                async move {
+                    let mut seen = 0;
+                    let mut commits = Vec::new();
+                    while watching.load(Ordering::Relaxed) {
+                        let rows = progress.rows.load(Ordering::Relaxed);
+                        if rows != seen {
+                            seen = rows;
+                            commits.push((Instant::now(), rows));
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    commits
+                }
+            });
             let started = Instant::now();
-            let report = runner::run_job(db, catalog, id, &settings, &|| false).await?;
+            let report = runner::run_job(db, catalog, id, &settings, &|| false).await;
             let duration = started.elapsed();
+            watching.store(false, Ordering::Relaxed);
+            commits = watcher.await?;
+            let report = report?;
             anyhow::ensure!(
                 report.outcome == RunOutcome::Done,
                 "the engine did not finish: {:?}",
@@ -315,6 +360,7 @@ async fn phase(
         tokio::time::sleep(TAIL).await;
     }
     let window_end = Instant::now();
+    let wal_bytes = wal_position(conn).await? - wal_start;
     let samples = load.stop().await?;
     for pool in pools {
         pool.close().await.ok();
@@ -348,16 +394,12 @@ async fn phase(
         );
     }
 
-    let in_window: Vec<&Sample> = samples
-        .iter()
+    let in_window: Vec<Sample> = samples
+        .into_iter()
         .filter(|sample| sample.due >= window_start && sample.due < window_end)
         .collect();
     let ops = OPS.map(|op| {
-        let of_op: Vec<&Sample> = in_window
-            .iter()
-            .copied()
-            .filter(|sample| sample.op == op)
-            .collect();
+        let of_op: Vec<&Sample> = in_window.iter().filter(|sample| sample.op == op).collect();
         stats(&of_op)
     });
     let mut lags: Vec<Duration> = in_window.iter().map(|sample| sample.lag).collect();
@@ -367,8 +409,47 @@ async fn phase(
         window: window_end - window_start,
         ops,
         lag_p99: percentile(&lags, 0.99),
+        wal_bytes,
         purge_figures,
+        trace: Trace {
+            start: window_start,
+            samples: in_window,
+            commits,
+        },
     })
+}
+
+/// The cluster's WAL insert position, in bytes.
+async fn wal_position(conn: &DatabaseConnection) -> anyhow::Result<i64> {
+    crate::query_one(
+        conn,
+        "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+    )
+    .await
+}
+
+fn write_trace(path: &std::path::Path, results: &[PhaseResult]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "phase,kind,ms,value")?;
+    for result in results {
+        let phase = &result.purge.label()[1..2];
+        let since = |at: Instant| ms(at.saturating_duration_since(result.trace.start));
+        for sample in &result.trace.samples {
+            writeln!(
+                out,
+                "{phase},{},{:.3},{:.3}",
+                sample.op.name(),
+                since(sample.due),
+                ms(sample.latency)
+            )?;
+        }
+        for (at, rows) in &result.trace.commits {
+            writeln!(out, "{phase},batch,{:.3},{rows}", since(*at))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// One pool per request type, every connection opened up front.
@@ -612,6 +693,18 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
             }
         }
     }
+    println!(
+        "cluster WAL written per phase: {}",
+        results
+            .iter()
+            .map(|r| format!(
+                "{} {:.0} MB",
+                &r.purge.label()[..3],
+                r.wal_bytes as f64 / 1e6
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "load generator's own lag p99 (due → request started; inside the latencies): {}",
         results

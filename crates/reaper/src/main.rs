@@ -531,7 +531,7 @@ async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode
         })
     };
     println!(
-        "{:<20} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
+        "{:<24} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
         "policy",
         "target",
         "schedule",
@@ -551,7 +551,7 @@ async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode
             None => ("never".to_owned(), "-".to_owned(), "-".to_owned()),
         };
         println!(
-            "{:<20} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
+            "{:<24} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
             view.name,
             view.target,
             view.schedule,

@@ -199,7 +199,14 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
         report.batches, report.batch_size
     );
     let sample: Vec<String> = report.sample_keys.iter().map(ToString::to_string).collect();
-    println!("sample keys:   {}", sample.join(", "));
+    println!(
+        "sample keys:   {}",
+        if sample.is_empty() {
+            "(none)".to_owned()
+        } else {
+            sample.join(", ")
+        }
+    );
     println!("one batch runs:\n{}", report.sql);
     Ok(())
 }
