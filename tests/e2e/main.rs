@@ -6,6 +6,7 @@
 mod cli;
 mod daemon;
 mod demo;
+mod deploy;
 mod retention;
 
 use std::path::{Path, PathBuf};

@@ -67,8 +67,8 @@ pub const ALL: &[&str] = &[
     POLICY_NEXT_RUN,
 ];
 
-/// Gauges of the per-policy series.
-const POLICY_GAUGES: &[&str] = &[
+/// Gauges of the per-policy series (they exist once a policy is configured).
+pub const POLICY_GAUGES: &[&str] = &[
     POLICY_LAST_RUN,
     POLICY_LAST_RUN_ROWS,
     POLICY_LAST_RUN_DURATION,
