@@ -64,6 +64,10 @@ pub(crate) struct LoadArgs {
     /// Cap on the purge's rows per second (none by default).
     #[arg(long)]
     max_rows_per_second: Option<u32>,
+    /// Which phases to run: any of a (no purge), b (unbounded DELETE), c (reaper); (a) is needed
+    /// for the ratios. `ac` is the quick loop for trying throttle settings.
+    #[arg(long, default_value = "abc")]
+    phases: String,
     /// Also write every request (phase, type, due ms since the phase's window start, latency ms)
     /// and every reaper batch commit as it was seen (phase, "batch", ms, rows so far) to this
     /// CSV file, for plots.
@@ -168,6 +172,11 @@ struct PhaseResult {
     lag_p99: Duration,
     /// WAL the whole cluster wrote during the window.
     wal_bytes: i64,
+    /// Checkpoints the cluster made during the window: another database's DROP forces one, and
+    /// so does passing max_wal_size.
+    checkpoints: i64,
+    /// Transactions committed in other databases of the cluster during the window.
+    other_commits: i64,
     purge_figures: Option<PurgeFigures>,
     trace: Trace,
 }
@@ -182,6 +191,10 @@ struct Trace {
 }
 
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.phases.contains('a') && args.phases.chars().all(|c| "abc".contains(c)),
+        "--phases: letters from `abc`, with `a` (the baseline of every ratio)"
+    );
     anyhow::ensure!(args.rate > 0, "--rate must be positive");
     anyhow::ensure!(args.connections > 0, "--connections must be positive");
     anyhow::ensure!(
@@ -216,6 +229,9 @@ async fn phases(args: &LoadArgs, url: &str) -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     for purge in [Purge::None, Purge::Unbounded, Purge::Reaper] {
+        if !args.phases.contains(&purge.label()[1..2]) {
+            continue;
+        }
         let result = phase(&conn, url, args, purge).await?;
         println!(
             "{} done: {:.1} s measured",
@@ -289,6 +305,7 @@ async fn phase(
     tokio::time::sleep(WARMUP).await;
 
     let wal_start = wal_position(conn).await?;
+    let others_start = others(conn).await?;
     let window_start = Instant::now();
     let mut commits = Vec::new();
     let purge_figures = match (&engine, purge) {
@@ -361,6 +378,7 @@ async fn phase(
     }
     let window_end = Instant::now();
     let wal_bytes = wal_position(conn).await? - wal_start;
+    let others_end = others(conn).await?;
     let samples = load.stop().await?;
     for pool in pools {
         pool.close().await.ok();
@@ -410,6 +428,8 @@ async fn phase(
         ops,
         lag_p99: percentile(&lags, 0.99),
         wal_bytes,
+        checkpoints: others_end.0 - others_start.0,
+        other_commits: others_end.1 - others_start.1,
         purge_figures,
         trace: Trace {
             start: window_start,
@@ -426,6 +446,22 @@ async fn wal_position(conn: &DatabaseConnection) -> anyhow::Result<i64> {
         "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
     )
     .await
+}
+
+/// Checkpoints so far and commits in other databases so far: signs that something else ran on
+/// the cluster during a window (another test suite dropping databases forces checkpoints,
+/// which stall every commit for tens of milliseconds).
+async fn others(conn: &DatabaseConnection) -> anyhow::Result<(i64, i64)> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), \
+                    (SELECT coalesce(sum(xact_commit), 0)::bigint FROM pg_stat_database \
+                      WHERE datname IS NOT NULL AND datname <> current_database())",
+        ))
+        .await?
+        .context("no row")?;
+    Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
 }
 
 fn write_trace(path: &std::path::Path, results: &[PhaseResult]) -> anyhow::Result<()> {
@@ -706,6 +742,19 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
             .join(", ")
     );
     println!(
+        "other activity on the cluster per phase (checkpoints, commits in other databases): {}",
+        results
+            .iter()
+            .map(|r| format!(
+                "{} {}, {}",
+                &r.purge.label()[..3],
+                r.checkpoints,
+                r.other_commits
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    println!(
         "load generator's own lag p99 (due → request started; inside the latencies): {}",
         results
             .iter()
@@ -780,5 +829,12 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
         "target: during a reaper purge every request type's p99 ≤ {TARGET_RATIO}× its p99 without a purge — {}",
         if met { "MET" } else { "NOT MET" }
     );
+    if results.iter().any(|r| r.checkpoints > 0) {
+        println!(
+            "warning: the cluster checkpointed during a measured phase (another database's DROP, or \
+             max_wal_size); commits stall then, so that phase's p99 says more about the checkpoint \
+             than about the purge — run again on a quiet server"
+        );
+    }
     println!("throttle used: {}", describe_throttle(args));
 }

@@ -255,9 +255,15 @@ pub(crate) async fn run_foreground(
         catalog,
         job.created_at,
     )?;
-    let remaining = batch::count_matching(db, &validated, None).await?;
     let already = u64::try_from(job.rows_deleted).unwrap_or(0);
     let cap = validated.max_rows;
+    // Counted up to one past what this run may remove, so a huge table is not counted in full.
+    let remaining = batch::count_matching(
+        db,
+        &validated,
+        Some(cap.saturating_sub(already).saturating_add(1)),
+    )
+    .await?;
     let total = already + remaining.min(cap.saturating_sub(already));
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -281,16 +287,18 @@ pub(crate) async fn run_foreground(
             }
         })
     };
-    eprintln!(
-        "purging `{}` (job {}): about {remaining} matching rows{}",
-        job.target,
-        job.id,
-        if remaining > cap.saturating_sub(already) {
-            format!(", at most {} in this run", cap.saturating_sub(already))
-        } else {
-            String::new()
-        }
-    );
+    let this_run = cap.saturating_sub(already);
+    if remaining > this_run {
+        eprintln!(
+            "purging `{}` (job {}): more than {this_run} matching rows; this run removes at most {this_run}",
+            job.target, job.id
+        );
+    } else {
+        eprintln!(
+            "purging `{}` (job {}): {remaining} matching rows",
+            job.target, job.id
+        );
+    }
 
     let should_stop = || stop.load(Ordering::Relaxed);
     let end = loop {

@@ -58,41 +58,34 @@ impl Scheduler {
         .await
     }
 
-    /// Runs the newest window of every enabled policy that has run before and has no job for
-    /// that window yet (the daemons were all down at its tick). Returns the jobs it created.
-    pub(crate) async fn catch_up(&self, now: DateTime<Utc>) -> Vec<Submitted> {
-        let mut created = Vec::new();
-        for policy in self.policies.iter().filter(|policy| policy.enabled) {
-            let Some(window) = policy.latest_window(now) else {
-                continue;
-            };
-            let history = match ledger::policy_jobs(&self.db, &policy.name, &[], 1).await {
-                Ok(jobs) => jobs,
-                Err(error) => {
-                    tracing::warn!(message = "Cannot read a policy's runs; no catch-up for it now.", policy = %policy.name, %error);
-                    continue;
-                }
-            };
-            if history.is_empty() {
-                continue;
-            }
-            match self.submit_window(policy, window).await {
-                Ok(submitted) if submitted.created => {
-                    tracing::info!(message = "Caught up on a window missed while no daemon ran.", policy = %policy.name, %window, job_id = %submitted.job.id);
-                    created.push(submitted);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(message = "Cannot submit a policy's missed window.", policy = %policy.name, %window, %error)
-                }
+    /// Runs the newest window of `policy` if it has run before and has no job for that window
+    /// yet (every daemon was down at its tick). Returns the job it created.
+    pub(crate) async fn catch_up(&self, policy: &Policy, now: DateTime<Utc>) -> Option<Submitted> {
+        let window = policy.latest_window(now)?;
+        match ledger::policy_jobs(&self.db, &policy.name, &[], 1).await {
+            Ok(history) if history.is_empty() => return None,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(message = "Cannot read a policy's runs; no catch-up for it now.", policy = %policy.name, %error);
+                return None;
             }
         }
-        created
+        match self.submit_window(policy, window).await {
+            Ok(submitted) if submitted.created => {
+                tracing::info!(message = "Caught up on a window missed while no daemon ran.", policy = %policy.name, %window, job_id = %submitted.job.id);
+                Some(submitted)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::error!(message = "Cannot submit a policy's missed window.", policy = %policy.name, %window, %error);
+                None
+            }
+        }
     }
 
-    /// Catches up, then submits each enabled policy's job at each tick until `stop` turns true.
+    /// For each enabled policy: arms its schedule, catches up, then submits its job at each tick
+    /// until `stop` turns true.
     pub(crate) async fn run(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
-        self.catch_up(Utc::now()).await;
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..self.policies.len() {
             if !self.policies[index].enabled {
@@ -105,10 +98,21 @@ impl Scheduler {
                 let mut ticks = std::pin::pin!(
                     CronScheduler::new(policy.schedule().clone()).into_stream()
                 );
+                // Arm the schedule (its first poll fixes the next tick after now) before the
+                // catch-up looks back from a later now: every tick is then the stream's or the
+                // catch-up's, none falls between them.
+                let mut armed = match futures::poll!(ticks.next()) {
+                    std::task::Poll::Ready(tick) => Some(tick),
+                    std::task::Poll::Pending => None,
+                };
+                scheduler.catch_up(policy, Utc::now()).await;
                 loop {
-                    let tick = tokio::select! {
-                        tick = ticks.next() => tick,
-                        _ = stop.wait_for(|stopping| *stopping) => return,
+                    let tick = match armed.take() {
+                        Some(tick) => tick,
+                        None => tokio::select! {
+                            tick = ticks.next() => tick,
+                            _ = stop.wait_for(|stopping| *stopping) => return,
+                        },
                     };
                     let tick = match tick {
                         Some(Ok(tick)) => tick,
