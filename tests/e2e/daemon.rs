@@ -614,16 +614,27 @@ async fn a_killed_database_connection_is_retried_and_the_job_completes() {
         .await
         .unwrap();
     use sea_orm::ConnectionTrait;
-    let killed = admin
-        .execute_unprepared(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND application_name = 'reaper' AND state <> 'idle'"
-        ))
-        .await
-        .unwrap();
-    assert!(
-        killed.rows_affected() >= 1,
-        "no busy reaper connection to kill"
-    );
+    // Mid-batch: the fault point holds each batch 100 ms between its statement and COMMIT, when
+    // the worker's session is `idle in transaction` (a session merely `active` may be running
+    // the COMMIT of a batch that is then safe already).
+    let started = Instant::now();
+    loop {
+        let killed = admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' \
+                 AND application_name = 'reaper' AND state = 'idle in transaction'"
+            ))
+            .await
+            .unwrap();
+        if killed.rows_affected() >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no reaper session mid-batch to kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let done = api.wait_for(&id, "done", Duration::from_secs(30)).await;
     assert_eq!(done["rows_deleted"], expected.len());
     assert!(done["attempts"].as_i64().unwrap() >= 2, "{done}");

@@ -175,8 +175,6 @@ struct PhaseResult {
     /// Checkpoints the cluster made during the window: another database's DROP forces one, and
     /// so does passing max_wal_size.
     checkpoints: i64,
-    /// Transactions committed in other databases of the cluster during the window.
-    other_commits: i64,
     purge_figures: Option<PurgeFigures>,
     trace: Trace,
 }
@@ -305,7 +303,7 @@ async fn phase(
     tokio::time::sleep(WARMUP).await;
 
     let wal_start = wal_position(conn).await?;
-    let others_start = others(conn).await?;
+    let checkpoints_start = checkpoints(conn).await?;
     let window_start = Instant::now();
     let mut commits = Vec::new();
     let purge_figures = match (&engine, purge) {
@@ -378,7 +376,7 @@ async fn phase(
     }
     let window_end = Instant::now();
     let wal_bytes = wal_position(conn).await? - wal_start;
-    let others_end = others(conn).await?;
+    let checkpoints = checkpoints(conn).await? - checkpoints_start;
     let samples = load.stop().await?;
     for pool in pools {
         pool.close().await.ok();
@@ -428,8 +426,7 @@ async fn phase(
         ops,
         lag_p99: percentile(&lags, 0.99),
         wal_bytes,
-        checkpoints: others_end.0 - others_start.0,
-        other_commits: others_end.1 - others_start.1,
+        checkpoints,
         purge_figures,
         trace: Trace {
             start: window_start,
@@ -448,20 +445,14 @@ async fn wal_position(conn: &DatabaseConnection) -> anyhow::Result<i64> {
     .await
 }
 
-/// Checkpoints so far and commits in other databases so far: signs that something else ran on
-/// the cluster during a window (another test suite dropping databases forces checkpoints,
-/// which stall every commit for tens of milliseconds).
-async fn others(conn: &DatabaseConnection) -> anyhow::Result<(i64, i64)> {
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), \
-                    (SELECT coalesce(sum(xact_commit), 0)::bigint FROM pg_stat_database \
-                      WHERE datname IS NOT NULL AND datname <> current_database())",
-        ))
-        .await?
-        .context("no row")?;
-    Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))
+/// Checkpoints of the cluster so far. Another test suite on the same server dropping its
+/// databases forces checkpoints, which stall every commit for tens of milliseconds.
+async fn checkpoints(conn: &DatabaseConnection) -> anyhow::Result<i64> {
+    crate::query_one(
+        conn,
+        "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+    )
+    .await
 }
 
 fn write_trace(path: &std::path::Path, results: &[PhaseResult]) -> anyhow::Result<()> {
@@ -742,15 +733,10 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
             .join(", ")
     );
     println!(
-        "other activity on the cluster per phase (checkpoints, commits in other databases): {}",
+        "checkpoints of the cluster during each phase: {}",
         results
             .iter()
-            .map(|r| format!(
-                "{} {}, {}",
-                &r.purge.label()[..3],
-                r.checkpoints,
-                r.other_commits
-            ))
+            .map(|r| format!("{} {}", &r.purge.label()[..3], r.checkpoints))
             .collect::<Vec<_>>()
             .join("; ")
     );

@@ -46,9 +46,23 @@ impl Database {
             Backend::Postgres => {
                 options.statement_timeout(config.statement_timeout.as_duration());
                 let lock_timeout = config.lock_timeout.as_duration().as_millis().to_string();
+                // A session of ours idle inside a transaction this long is a bug (a batch never
+                // waits between its statements): the server ends it and releases its locks
+                // rather than let it hold a job's ledger row forever.
+                let idle_in_transaction = config
+                    .statement_timeout
+                    .as_duration()
+                    .max(Duration::from_secs(10))
+                    .as_millis()
+                    .to_string();
                 options.map_sqlx_postgres_opts(move |pg| {
-                    pg.application_name("reaper")
-                        .options([("lock_timeout", lock_timeout.clone())])
+                    pg.application_name("reaper").options([
+                        ("lock_timeout", lock_timeout.clone()),
+                        (
+                            "idle_in_transaction_session_timeout",
+                            idle_in_transaction.clone(),
+                        ),
+                    ])
                 });
             }
             Backend::MySql => {

@@ -127,6 +127,22 @@ async fn handle(
     state: Data<Arc<WorkerState>>,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
+    // The run is a task of its own. apalis drops its handlers when a worker ends on a queue
+    // error (Redis flushed or restarted); a run dropped inside a batch transaction could hand
+    // its connection back to the pool still inside that transaction, and later statements on
+    // that connection would run in it, never commit, and hold the job's row lock (seen in the
+    // FLUSHALL test). Detached, the run always reaches a batch boundary and records its outcome.
+    let state: Arc<WorkerState> = (*state).clone();
+    tokio::spawn(run_and_requeue(message, state, worker))
+        .await
+        .map_err(|error| -> BoxDynError { format!("the job's run panicked: {error}").into() })?
+}
+
+async fn run_and_requeue(
+    message: JobMessage,
+    state: Arc<WorkerState>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
     let should_stop = || worker.is_shutting_down();
     let report = runner::run_job(
         &state.db,
