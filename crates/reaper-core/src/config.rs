@@ -480,7 +480,7 @@ impl Config {
             let lease = self.worker.lease.as_duration();
             if let Some(pause) = target.pause {
                 check(
-                    pause.as_duration() * 2 < lease,
+                    pause.as_duration() < lease / 2,
                     "pause",
                     format!(
                         "{pause} must be shorter than half of worker.lease ({}), or a paused job's lease expires",
@@ -579,7 +579,7 @@ impl Config {
         let mut policies = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (index, policy) in self.retention.iter().enumerate() {
-            let at = if valid_identifier(&policy.name) && !policy.name.contains(' ') {
+            let at = if valid_policy_name(&policy.name) {
                 format!("retention.{}", policy.name)
             } else {
                 problems.push(ConfigProblem {
@@ -659,6 +659,16 @@ impl Config {
                     continue;
                 }
             };
+            if built.enabled && built.next_window(as_of).is_none() {
+                fail(
+                    "schedule",
+                    format!(
+                        "`{}` never fires again; remove the policy or set enabled = false",
+                        policy.schedule
+                    ),
+                );
+                continue;
+            }
             if let Err(error) = crate::validate::validate(
                 &built.job_request(Some(as_of), crate::retention::SCHEDULER),
                 catalog,
@@ -681,6 +691,14 @@ impl Config {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// Policy names appear in keys, metric labels and command lines: letters, digits, `_`, `-`.
+fn valid_policy_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Maps a field of a policy's generated job back to the policy key an operator wrote.

@@ -40,7 +40,8 @@ const MAX_SHRINK: f64 = 0.5;
 impl Adaptive {
     /// The size of the next batch after one of `size` rows took `elapsed`. Batch time grows
     /// roughly in proportion to rows, so the step is `size × target / elapsed`, bounded per step
-    /// and clamped to `min..=max`.
+    /// and kept within `min..=max` — except that a batch already below `min` (a job that asked
+    /// for small batches) never grows on a slow batch.
     pub fn next_size(&self, size: u32, elapsed: Duration) -> u32 {
         let target = self.target.as_secs_f64();
         let took = elapsed.as_secs_f64().max(1e-6);
@@ -54,7 +55,7 @@ impl Adaptive {
         };
         let next = (f64::from(size) * factor).round();
         // `as` saturates; the clamp keeps the bounds.
-        (next as u32).clamp(self.min, self.max)
+        (next as u32).clamp(self.min.min(size), self.max.max(self.min))
     }
 }
 
@@ -126,6 +127,9 @@ mod tests {
         assert_eq!(adaptive.next_size(1_000, Duration::from_secs(10)), 500);
         assert_eq!(adaptive.next_size(150, Duration::from_secs(10)), 100);
         assert_eq!(adaptive.next_size(19_000, Duration::from_millis(1)), 20_000);
+        // Below the minimum (the job asked for small batches): a slow batch does not grow it.
+        assert_eq!(adaptive.next_size(10, Duration::from_secs(10)), 10);
+        assert_eq!(adaptive.next_size(10, Duration::from_millis(1)), 15);
         // Inside the dead band nothing changes.
         assert_eq!(adaptive.next_size(1_000, Duration::from_millis(95)), 1_000);
         assert_eq!(adaptive.next_size(1_000, Duration::from_millis(120)), 1_000);

@@ -145,4 +145,7 @@ pub struct PolicyRunView {
     pub duration_seconds: Option<f64>,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The run stopped at `max_rows_per_run` with matching rows left for the next window.
+    #[serde(default)]
+    pub stopped_at_max_rows: bool,
 }

@@ -21,6 +21,9 @@ pub const JOB_RETRIES: &str = "reaper_job_retries_total";
 pub const JOBS_PENDING: &str = "reaper_jobs_pending";
 /// Gauge: jobs `running` in the ledger (claimed under a lease).
 pub const JOBS_RUNNING: &str = "reaper_jobs_running";
+/// Gauge: jobs `paused` in the ledger (foreground purges stopped by Ctrl-C, waiting for
+/// `reaper purge --resume`; no daemon runs them).
+pub const JOBS_PAUSED: &str = "reaper_jobs_paused";
 /// Gauge: messages waiting in the queue transport (ready or scheduled).
 pub const QUEUE_DEPTH: &str = "reaper_queue_depth";
 /// Gauge: this daemon's workers that are polling the queue (0 while they restart).
@@ -38,6 +41,9 @@ pub const POLICY_LAST_RUN_ROWS: &str = "reaper_policy_last_run_rows";
 pub const POLICY_LAST_RUN_DURATION: &str = "reaper_policy_last_run_duration_seconds";
 /// Gauge, label `policy`: 1 if its newest finished run is `done`, else 0.
 pub const POLICY_LAST_RUN_SUCCESS: &str = "reaper_policy_last_run_success";
+/// Gauge, label `policy`: 1 if its newest finished run stopped at `max_rows_per_run` with
+/// matching rows left (repeatedly 1: the policy falls behind), else 0.
+pub const POLICY_LAST_RUN_CAPPED: &str = "reaper_policy_last_run_capped";
 /// Gauge, label `policy`: when its newest successful run finished (unix seconds; 0: never).
 pub const POLICY_LAST_SUCCESS: &str = "reaper_policy_last_success_timestamp_seconds";
 /// Gauge, label `policy`: the schedule's period in seconds (alert: no success for 2 periods).
@@ -54,6 +60,7 @@ pub const ALL: &[&str] = &[
     JOB_RETRIES,
     JOBS_PENDING,
     JOBS_RUNNING,
+    JOBS_PAUSED,
     QUEUE_DEPTH,
     WORKERS_ALIVE,
     JOBS_ACCEPTED,
@@ -62,6 +69,7 @@ pub const ALL: &[&str] = &[
     POLICY_LAST_RUN_ROWS,
     POLICY_LAST_RUN_DURATION,
     POLICY_LAST_RUN_SUCCESS,
+    POLICY_LAST_RUN_CAPPED,
     POLICY_LAST_SUCCESS,
     POLICY_INTERVAL,
     POLICY_NEXT_RUN,
@@ -73,6 +81,7 @@ pub const POLICY_GAUGES: &[&str] = &[
     POLICY_LAST_RUN_ROWS,
     POLICY_LAST_RUN_DURATION,
     POLICY_LAST_RUN_SUCCESS,
+    POLICY_LAST_RUN_CAPPED,
     POLICY_LAST_SUCCESS,
     POLICY_INTERVAL,
     POLICY_NEXT_RUN,
@@ -103,6 +112,10 @@ pub fn describe() {
     );
     metrics::describe_gauge!(JOBS_PENDING, "Jobs pending in the ledger.");
     metrics::describe_gauge!(JOBS_RUNNING, "Jobs running under a lease, per the ledger.");
+    metrics::describe_gauge!(
+        JOBS_PAUSED,
+        "Foreground purges paused by Ctrl-C, waiting for reaper purge --resume."
+    );
     metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting in the queue transport.");
     metrics::describe_gauge!(WORKERS_ALIVE, "Workers of this daemon polling the queue.");
     metrics::describe_counter!(JOBS_ACCEPTED, "Jobs accepted into the ledger, by source.");
@@ -123,6 +136,10 @@ pub fn describe() {
     metrics::describe_gauge!(
         POLICY_LAST_RUN_SUCCESS,
         "1 if the policy's newest finished run is done, else 0."
+    );
+    metrics::describe_gauge!(
+        POLICY_LAST_RUN_CAPPED,
+        "1 if the policy's newest finished run stopped at max_rows_per_run with rows left, else 0."
     );
     metrics::describe_gauge!(
         POLICY_LAST_SUCCESS,
@@ -159,6 +176,8 @@ pub struct PolicyStatus {
     pub last_run_duration: Option<f64>,
     /// Whether it ended `done`.
     pub last_run_succeeded: bool,
+    /// Whether it stopped at its cap with matching rows left.
+    pub last_run_capped: bool,
     /// When the newest successful run finished.
     pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The schedule's period.
@@ -184,6 +203,10 @@ pub fn policy_status(policy: &str, status: &PolicyStatus) {
     set(
         POLICY_LAST_RUN_SUCCESS,
         if status.last_run_succeeded { 1.0 } else { 0.0 },
+    );
+    set(
+        POLICY_LAST_RUN_CAPPED,
+        if status.last_run_capped { 1.0 } else { 0.0 },
     );
     set(POLICY_LAST_SUCCESS, seconds(status.last_success_at));
     set(
@@ -216,7 +239,13 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
         metrics::counter!(JOBS_ACCEPTED, "source" => source).increment(0);
         metrics::counter!(JOBS_REJECTED, "source" => source).increment(0);
     }
-    for gauge in [JOBS_PENDING, JOBS_RUNNING, QUEUE_DEPTH, WORKERS_ALIVE] {
+    for gauge in [
+        JOBS_PENDING,
+        JOBS_RUNNING,
+        JOBS_PAUSED,
+        QUEUE_DEPTH,
+        WORKERS_ALIVE,
+    ] {
         metrics::gauge!(gauge).increment(0.0);
     }
 }

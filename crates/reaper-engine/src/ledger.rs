@@ -178,6 +178,49 @@ pub async fn submit(
     now: DateTime<Utc>,
     policy: Option<&str>,
 ) -> Result<Submitted, EngineError> {
+    insert(
+        db,
+        catalog,
+        request,
+        default_max_attempts,
+        now,
+        policy,
+        false,
+    )
+    .await
+}
+
+/// [`submit`] for a foreground run (`reaper purge`): the job is written `paused`, so no daemon
+/// takes it; the caller claims it with [`ClaimFrom::Resume`].
+pub async fn submit_paused(
+    db: &Database,
+    catalog: &Catalog,
+    request: &JobRequest,
+    default_max_attempts: u32,
+    now: DateTime<Utc>,
+    policy: Option<&str>,
+) -> Result<Submitted, EngineError> {
+    insert(
+        db,
+        catalog,
+        request,
+        default_max_attempts,
+        now,
+        policy,
+        true,
+    )
+    .await
+}
+
+async fn insert(
+    db: &Database,
+    catalog: &Catalog,
+    request: &JobRequest,
+    default_max_attempts: u32,
+    now: DateTime<Utc>,
+    policy: Option<&str>,
+    paused: bool,
+) -> Result<Submitted, EngineError> {
     let validated = validate(request, catalog, now)?;
     let max_attempts = validated
         .target
@@ -200,6 +243,7 @@ pub async fn submit(
             max_attempts,
             now,
             policy,
+            paused,
         },
     );
     let inserted = match db.backend() {
@@ -398,23 +442,56 @@ pub async fn list(
     .await
 }
 
-/// Unfinished jobs by state: `(pending, running)`.
-pub async fn unfinished_counts(db: &Database) -> Result<(u64, u64), EngineError> {
+/// Unfinished jobs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnfinishedCounts {
+    /// Waiting for a worker.
+    pub pending: u64,
+    /// Claimed under a lease.
+    pub running: u64,
+    /// Foreground purges stopped by Ctrl-C, waiting for `reaper purge --resume`.
+    pub paused: u64,
+}
+
+/// Unfinished jobs by state.
+pub async fn unfinished_counts(db: &Database) -> Result<UnfinishedCounts, EngineError> {
     let rows = db
         .query_all(&ledger::count_unfinished_by_state(db.backend()))
         .await?;
-    let (mut pending, mut running) = (0, 0);
+    let mut counts = UnfinishedCounts::default();
     for row in &rows {
         let state: String = row.try_get_by_index(0)?;
         let count: i64 = row.try_get_by_index(1)?;
         let count = u64::try_from(count).unwrap_or(0);
         match state.as_str() {
-            "pending" => pending = count,
-            "running" => running = count,
+            "pending" => counts.pending = count,
+            "running" => counts.running = count,
+            "paused" => counts.paused = count,
             _ => {}
         }
     }
-    Ok((pending, running))
+    Ok(counts)
+}
+
+/// Extends a running job's lease to `lease_until` under its token. False when the lease was
+/// lost or a cancel was requested.
+pub async fn renew_lease(
+    db: &Database,
+    id: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, EngineError> {
+    Ok(db
+        .execute(&ledger::renew_lease(
+            db.backend(),
+            id,
+            token,
+            now,
+            lease_until,
+        ))
+        .await?
+        == 1)
 }
 
 /// Starts another keyset pass under the lease. False when the lease was lost.

@@ -92,7 +92,13 @@ impl MigrationTrait for AddCancelRequest {
 }
 
 /// Retention: which policy submitted a job, so its runs can be listed (`reaper policies`,
-/// `/v1/policies`, the per-policy metrics) without scanning the ledger.
+/// `/v1/policies`, the per-policy metrics) without scanning the ledger. On MySQL/MariaDB the
+/// idempotency key also becomes case-sensitive (binary collation), as on the other backends:
+/// `Erase-1` and `erase-1` are two keys, and no producer key can stand in for a policy's.
+///
+/// Building the index locks `reaper_jobs` against writes for its duration (seconds on a ledger
+/// of millions of jobs), and batches waiting on it fail their short lock timeout and retry:
+/// migrate with the daemons stopped (docs/operations.md).
 #[derive(Debug)]
 struct AddPolicy;
 
@@ -115,17 +121,34 @@ impl MigrationTrait for AddPolicy {
                 )
                 .await?;
         }
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("reaper_jobs_policy_created")
-                    .table("reaper_jobs")
-                    .col("policy")
-                    .col("created_at")
-                    .to_owned(),
-            )
-            .await
+        // MySQL drops IF NOT EXISTS from CREATE INDEX, and its DDL is not transactional: a
+        // rerun after a partial migration must find the index instead of failing on it.
+        if !manager
+            .has_index("reaper_jobs", "reaper_jobs_policy_created")
+            .await?
+        {
+            manager
+                .create_index(
+                    Index::create()
+                        .if_not_exists()
+                        .name("reaper_jobs_policy_created")
+                        .table("reaper_jobs")
+                        .col("policy")
+                        .col("created_at")
+                        .to_owned(),
+                )
+                .await?;
+        }
+        if manager.get_database_backend() == sea_orm::DbBackend::MySql {
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "ALTER TABLE reaper_jobs MODIFY idempotency_key VARCHAR(200) \
+                     CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

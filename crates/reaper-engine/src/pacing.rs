@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use reaper_core::throttle::RateBudget;
 
-/// Rate budgets per target, shared by all jobs one process runs.
+/// Rate budgets and adapted batch sizes per target, shared by all jobs one process runs.
 #[derive(Debug)]
 pub struct Pacer {
     origin: Instant,
     budgets: Mutex<HashMap<String, RateBudget>>,
+    sizes: Mutex<HashMap<String, u32>>,
 }
 
 impl Default for Pacer {
@@ -20,29 +21,44 @@ impl Default for Pacer {
         Self {
             origin: Instant::now(),
             budgets: Mutex::new(HashMap::new()),
+            sizes: Mutex::new(HashMap::new()),
         }
     }
+}
+
+/// The state behind a lock, even if a thread panicked while holding it (the maps hold plain
+/// numbers; a half-written entry is still a number).
+fn unpoisoned<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Pacer {
     /// How long a batch on `target` must wait for the target's budget.
     pub fn wait(&self, target: &str) -> Duration {
         let now = self.origin.elapsed();
-        self.budgets
-            .lock()
-            .map(|budgets| budgets.get(target).map_or(Duration::ZERO, |b| b.wait(now)))
-            .unwrap_or(Duration::ZERO)
+        unpoisoned(&self.budgets)
+            .get(target)
+            .map_or(Duration::ZERO, |budget| budget.wait(now))
     }
 
     /// Books `rows` deleted by a batch on `target` that started at `started`.
     pub fn book(&self, target: &str, started: Instant, rows: u64, rows_per_second: u32) {
         let started = started.saturating_duration_since(self.origin);
-        if let Ok(mut budgets) = self.budgets.lock() {
-            budgets
-                .entry(target.to_owned())
-                .or_default()
-                .book(started, rows, rows_per_second);
-        }
+        unpoisoned(&self.budgets)
+            .entry(target.to_owned())
+            .or_default()
+            .book(started, rows, rows_per_second);
+    }
+
+    /// The batch size adaptive sizing last settled on for `target`.
+    pub fn adapted_size(&self, target: &str) -> Option<u32> {
+        unpoisoned(&self.sizes).get(target).copied()
+    }
+
+    /// Remembers the adapted batch size for `target`.
+    pub fn remember_size(&self, target: &str, size: u32) {
+        unpoisoned(&self.sizes).insert(target.to_owned(), size);
     }
 }
 

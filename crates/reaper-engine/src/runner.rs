@@ -361,12 +361,30 @@ impl Run<'_> {
         }
         let started = Instant::now();
         let throttle = &job.target.throttle;
-        let mut batch_size = job.batch_size;
+        // An adaptive size starts where the target's last batches left it (in this process),
+        // so a new slice or job does not pay for a bad starting size again.
+        let mut batch_size = match throttle.adaptive {
+            Some(adaptive) => self
+                .settings
+                .pacer
+                .adapted_size(&job.target.name)
+                .map_or(job.batch_size, |size| {
+                    size.clamp(adaptive.min.min(job.batch_size), adaptive.max)
+                }),
+            None => job.batch_size,
+        };
         let progress = &self.settings.progress;
         progress.batch_size.store(batch_size, Ordering::Relaxed);
         loop {
-            if should_stop() || started.elapsed() >= self.settings.slice {
+            if should_stop() {
                 return self.stop().await;
+            }
+            // A foreground run has no queue to share: its slice never ends.
+            if self.settings.stop_as == StopAs::Pending && started.elapsed() >= self.settings.slice
+            {
+                return self
+                    .finish(&Transition::Continue, RunOutcome::Continue)
+                    .await;
             }
             let remaining = job.max_rows.saturating_sub(rows_deleted);
             if remaining == 0 {
@@ -390,6 +408,19 @@ impl Run<'_> {
             }
             if throttle.max_rows_per_second.is_some() {
                 let wait = self.settings.pacer.wait(&job.target.name);
+                // Jobs sharing the target's budget can wait longer than one batch's share: keep
+                // the lease alive across the wait (a lost renewal shows in the next batch).
+                if wait >= self.settings.lease / 3 {
+                    let now = Utc::now();
+                    ledger::renew_lease(
+                        self.db,
+                        &self.job.id,
+                        self.token,
+                        now,
+                        batch::lease_until(now, self.settings.lease + wait),
+                    )
+                    .await?;
+                }
                 if !wait.is_zero() && !sleep_unless_stopped(wait, should_stop).await {
                     return self.stop().await;
                 }
@@ -461,6 +492,9 @@ impl Run<'_> {
                         {
                             batch_size = adaptive.next_size(batch_size, elapsed);
                             progress.batch_size.store(batch_size, Ordering::Relaxed);
+                            self.settings
+                                .pacer
+                                .remember_size(&job.target.name, batch_size);
                         }
                     }
                     // A window with fewer keys than asked for reached the end of the keyset:
@@ -537,7 +571,7 @@ impl Run<'_> {
         .await
     }
 
-    /// Slice over or stop requested: hand the job back as the settings say.
+    /// Stop requested: hand the job back as the settings say.
     async fn stop(&self) -> Result<RunOutcome, EngineError> {
         match self.settings.stop_as {
             StopAs::Pending => {
@@ -576,6 +610,7 @@ impl Run<'_> {
                     &Transition::RetryLater {
                         error: &message,
                         run_after,
+                        paused: self.settings.stop_as == StopAs::Paused,
                     },
                     RunOutcome::RetryLater {
                         error: message.clone(),

@@ -196,6 +196,7 @@ on_every_backend!(
     the_rows_per_second_cap_and_the_pause_pace_the_batches,
     stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest,
     a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once,
+    jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits,
 );
 
 /// A catalog whose `events` target carries `throttle`.
@@ -375,6 +376,10 @@ async fn stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest(backend: Backe
     assert_eq!(left.len(), before.len() - 150);
     // The lowest keys went first (keyset order), each audited once.
     let deleted: BTreeSet<String> = before.difference(&left).cloned().collect();
+    let mut by_key: Vec<i64> = before.iter().map(|key| key.parse().unwrap()).collect();
+    by_key.sort_unstable();
+    let lowest: BTreeSet<String> = by_key[..150].iter().map(ToString::to_string).collect();
+    assert_eq!(deleted, lowest);
     s.test.assert_exactly_once(&id, &deleted, 40).await;
 }
 
@@ -402,9 +407,9 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
         .await
         .unwrap();
     assert_eq!(report.outcome, RunOutcome::Paused);
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    let paused = ledger::get(&s.db, &id).await.unwrap().unwrap();
     assert_eq!(
-        (job.state.as_str(), job.rows_deleted, job.attempts),
+        (paused.state.as_str(), paused.rows_deleted, paused.attempts),
         ("paused", 50, 0)
     );
     // Neither a queue worker nor the reconciler takes a paused job.
@@ -420,6 +425,125 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
         .unwrap();
     assert_eq!(report.outcome, RunOutcome::Done);
     s.test.assert_exactly_once(&id, &expected, 50).await;
+
+    // A paused job can be cancelled, and is never run after that.
+    let other = s
+        .submit(
+            job(
+                "events",
+                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 9}]),
+                serde_json::json!({"batch_size": 50}),
+            ),
+            5,
+        )
+        .await;
+    let progress = foreground.progress.clone();
+    let before = progress.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let stop_after_one = || progress.batches.load(std::sync::atomic::Ordering::Relaxed) > before;
+    let report = runner::run_job(&s.db, &s.catalog, &other, &foreground, &stop_after_one)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, RunOutcome::Paused);
+    assert!(matches!(
+        ledger::request_cancel(&s.db, &other, Utc::now())
+            .await
+            .unwrap(),
+        Some(ledger::CancelOutcome::Cancelled(_))
+    ));
+    let report = runner::run_job(&s.db, &s.catalog, &other, &foreground, &|| false)
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, RunOutcome::NotClaimed);
+    let cancelled = ledger::get(&s.db, &other).await.unwrap().unwrap();
+    assert_eq!(
+        (cancelled.state.as_str(), cancelled.rows_deleted),
+        ("cancelled", 50)
+    );
+}
+
+async fn jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits(backend: Backend) {
+    use reaper_core::throttle::Throttle;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = setup(backend, 1_000).await;
+    // Four jobs share 80 rows/s in batches of 50: each waits ~2.5 s between its two batches,
+    // longer than its 2 s lease (whole seconds: MySQL stores the lease's expiry in seconds),
+    // which the wait must keep alive.
+    s.catalog = throttled(Throttle {
+        max_rows_per_second: Some(80),
+        ..Throttle::default()
+    });
+    let mut ids = Vec::new();
+    let mut expected = Vec::new();
+    for tenant in 0..4 {
+        expected.push(s.test.ids("events", &format!("tenant_id = {tenant}")).await);
+        ids.push(
+            s.submit(
+                job(
+                    "events",
+                    serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
+                    serde_json::json!({"batch_size": 50}),
+                ),
+                5,
+            )
+            .await,
+        );
+    }
+    let mut shared = settings();
+    shared.lease = Duration::from_secs(2);
+    // Another worker tries to take every job over all along: it can only if a lease lapses.
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let thief = {
+        let (db, ids, done, progress) = (
+            s.db.clone(),
+            ids.clone(),
+            done.clone(),
+            shared.progress.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stolen = Vec::new();
+            // Only once every job has been claimed by its run (a pending job is anyone's).
+            while progress.batches.load(Ordering::Relaxed) < 4 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while !done.load(Ordering::Relaxed) {
+                for id in &ids {
+                    let now = Utc::now();
+                    let lease = now + chrono::Duration::seconds(60);
+                    if let Some(job) = ledger::claim(
+                        &db,
+                        id,
+                        "thief",
+                        "thief-token",
+                        now,
+                        lease,
+                        ledger::ClaimFrom::Queue,
+                    )
+                    .await
+                    .unwrap()
+                    {
+                        stolen.push(job.id);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            stolen
+        })
+    };
+    let runs = futures::future::join_all(
+        ids.iter()
+            .map(|id| runner::run_job(&s.db, &s.catalog, id, &shared, &|| false)),
+    )
+    .await;
+    done.store(true, Ordering::Relaxed);
+    assert_eq!(
+        thief.await.unwrap(),
+        Vec::<String>::new(),
+        "a lease lapsed during a wait"
+    );
+    for ((run, id), expected) in runs.into_iter().zip(&ids).zip(&expected) {
+        assert_eq!(run.unwrap().outcome, RunOutcome::Done);
+        s.test.assert_exactly_once(id, expected, 50).await;
+    }
 }
 
 async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
@@ -1393,5 +1517,6 @@ async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Back
             .unwrap()
             .is_empty()
     );
-    assert_eq!(ledger::unfinished_counts(&s.db).await.unwrap(), (4, 0));
+    let counts = ledger::unfinished_counts(&s.db).await.unwrap();
+    assert_eq!((counts.pending, counts.running, counts.paused), (4, 0, 0));
 }

@@ -403,9 +403,10 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         tracing::warn!(message = "Cannot read the policies' runs for /metrics.", %error);
     }
     match ledger::unfinished_counts(&state.db).await {
-        Ok((pending, running)) => {
-            metrics::gauge!(instruments::JOBS_PENDING).set(pending as f64);
-            metrics::gauge!(instruments::JOBS_RUNNING).set(running as f64);
+        Ok(counts) => {
+            metrics::gauge!(instruments::JOBS_PENDING).set(counts.pending as f64);
+            metrics::gauge!(instruments::JOBS_RUNNING).set(counts.running as f64);
+            metrics::gauge!(instruments::JOBS_PAUSED).set(counts.paused as f64);
         }
         Err(error) => tracing::warn!(message = "Cannot count jobs for /metrics.", %error),
     }

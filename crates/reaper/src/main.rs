@@ -444,7 +444,7 @@ async fn purge_command(settings: &Settings, args: &purge::PurgeArgs) -> anyhow::
                 eprintln!("job {id} is already {}; nothing to resume", job.state);
                 return Ok(ExitCode::FAILURE);
             }
-            purge::run_foreground(&db, &settings.catalog, job, lease).await?
+            purge::run_foreground(&db, &settings.catalog, job, lease, None).await?
         }
         None => {
             let (request, policy) =
@@ -476,7 +476,17 @@ async fn purge_command(settings: &Settings, args: &purge::PurgeArgs) -> anyhow::
             ledger::unfinished(&db, 1)
                 .await
                 .context("cannot read the ledger; did you run `reaper migrate`?")?;
-            let submitted = ledger::submit(
+            let matching = reaper_engine::batch::count_matching(
+                &db,
+                &validated,
+                Some(validated.max_rows.saturating_add(1)),
+            )
+            .await?;
+            if let Some(message) = purge::refuse_over_cap(&validated, matching) {
+                eprintln!("{message}");
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+            let submitted = ledger::submit_paused(
                 &db,
                 &settings.catalog,
                 &request,
@@ -485,7 +495,8 @@ async fn purge_command(settings: &Settings, args: &purge::PurgeArgs) -> anyhow::
                 policy.as_deref(),
             )
             .await?;
-            purge::run_foreground(&db, &settings.catalog, submitted.job, lease).await?
+            purge::run_foreground(&db, &settings.catalog, submitted.job, lease, Some(matching))
+                .await?
         }
     };
     Ok(match end {
@@ -506,7 +517,18 @@ async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode
             &settings.catalog,
             now,
         )?;
-        let next_rows = reaper_engine::batch::count_matching(&db, &job, Some(job.max_rows)).await?;
+        // One slow or failing count must not hide the other policies.
+        let next_rows =
+            match reaper_engine::batch::count_matching(&db, &job, Some(job.max_rows)).await {
+                Ok(count) => Some(count),
+                Err(error) => {
+                    eprintln!(
+                        "{}: cannot count the rows of its next run: {error}",
+                        policy.name
+                    );
+                    None
+                }
+            };
         rows.push((view, next_rows));
     }
     if as_json {
@@ -514,7 +536,7 @@ async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode
             .into_iter()
             .map(|(view, next_rows)| {
                 let mut value = serde_json::to_value(view).unwrap_or_default();
-                value["next_run_rows"] = next_rows.into();
+                value["next_run_rows"] = next_rows.map_or(serde_json::Value::Null, Into::into);
                 value
             })
             .collect();
@@ -563,7 +585,7 @@ async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode
             last_at,
             result,
             last_rows,
-            next_rows
+            next_rows.map_or("?".to_owned(), |rows| rows.to_string())
         );
         if let Some(error) = view
             .last_run

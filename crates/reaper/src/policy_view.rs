@@ -10,8 +10,18 @@ use reaper_engine::{Database, EngineError, instruments};
 
 const FINISHED: &[&str] = &["done", "dead", "cancelled"];
 
+/// A `done` run that stopped at its `max_rows` with matching rows left (its stored summary
+/// says so).
+pub(crate) fn stopped_at_cap(job: &JobRecord) -> bool {
+    job.result
+        .as_deref()
+        .and_then(|result| serde_json::from_str::<serde_json::Value>(result).ok())
+        .is_some_and(|summary| summary["stopped_at_max_rows"] == true)
+}
+
 fn run_view(job: JobRecord) -> PolicyRunView {
     PolicyRunView {
+        stopped_at_max_rows: stopped_at_cap(&job),
         duration_seconds: job
             .finished_at
             .map(|finished| (finished - job.created_at).as_seconds_f64()),
@@ -80,6 +90,7 @@ pub(crate) async fn record_metrics(
                         .map(|finished| (finished - job.created_at).as_seconds_f64())
                 }),
                 last_run_succeeded: finished.as_ref().is_some_and(|job| job.state == "done"),
+                last_run_capped: finished.as_ref().is_some_and(stopped_at_cap),
                 last_success_at: success.and_then(|job| job.finished_at),
                 interval: policy.interval(now),
                 next_run_at: policy.enabled.then(|| policy.next_window(now)).flatten(),

@@ -24,8 +24,11 @@ pub(crate) async fn accept(
     default_max_attempts: u32,
     source: &'static str,
 ) -> Result<Submitted, EngineError> {
+    // Case-insensitively: MySQL's default collation compares keys that way.
     if let Some(key) = &request.idempotency_key
-        && key.starts_with(retention::KEY_PREFIX)
+        && key
+            .get(..retention::KEY_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(retention::KEY_PREFIX))
     {
         instruments::job_submitted(source, false);
         return Err(EngineError::Invalid(ValidationError {

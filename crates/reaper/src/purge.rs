@@ -2,10 +2,13 @@
 //! an ad hoc one (`--target T --older-than 30d`).
 //!
 //! The purge is a job like any other (ledger row, batches with audit and checkpoint, the
-//! target's throttle), run by this process instead of a worker. Ctrl-C stops it at a batch
-//! boundary and leaves it `paused` — no daemon picks a paused job up — and `--resume JOB`
-//! continues from its checkpoint, so a stopped purge deletes every row once. `--dry-run` only
-//! selects: it writes nothing, not even a ledger row.
+//! target's throttle), run by this process instead of a worker. It is written `paused`, so no
+//! daemon takes it while this process runs it. Ctrl-C (or SIGTERM, or SIGHUP when the terminal
+//! goes away) stops it at a batch boundary and leaves it `paused`, and `--resume JOB` continues
+//! from its checkpoint, so a stopped purge deletes every row once. If the process is killed
+//! outright, the job is `running` until its lease expires; then a daemon, if one runs, takes it
+//! over like any job whose worker died, or `--resume` continues it. `--dry-run` only selects:
+//! it writes nothing, not even a ledger row.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,23 +219,49 @@ pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<Valid
     validate(request, catalog, Utc::now()).map_err(|error| error.to_string())
 }
 
-/// Runs job `id` in the foreground until it ends or a signal stops it.
+/// SIGINT, SIGTERM or SIGHUP (a closed terminal should pause a purge, not kill it mid-batch).
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+        _ = hangup.recv() => Ok(()),
+    }
+}
+
+/// Refuses a purge that is not allowed to stop at its cap but matches more rows than it,
+/// before anything is written. `matching` was counted up to `max_rows + 1`.
+pub(crate) fn refuse_over_cap(job: &ValidatedJob, matching: u64) -> Option<String> {
+    (!job.stop_at_max_rows && matching > job.max_rows).then(|| {
+        format!(
+            "more than max_rows ({}) rows match; nothing was done. Narrow the purge, or raise \
+             --max-rows (target `{}` allows up to {})",
+            job.max_rows, job.target.name, job.target.max_rows
+        )
+    })
+}
+
+/// Runs `job` (written `paused`, or left paused by an earlier stop) in the foreground until it
+/// ends or a signal stops it. `matching` is the count of rows it matches, when known.
 pub(crate) async fn run_foreground(
     db: &Database,
     catalog: &Catalog,
     job: JobRecord,
     lease: Duration,
+    matching: Option<u64>,
 ) -> anyhow::Result<PurgeEnd> {
     let stop = Arc::new(AtomicBool::new(false));
     let signals = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            if crate::shutdown_signal().await.is_ok() {
+            if stop_signal().await.is_ok() {
                 stop.store(true, Ordering::Relaxed);
                 eprintln!(
                     "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
                 );
-                if crate::shutdown_signal().await.is_ok() {
+                if stop_signal().await.is_ok() {
                     eprintln!("second signal: exiting at once; the batch in flight rolls back");
                     std::process::exit(130);
                 }
@@ -257,13 +286,19 @@ pub(crate) async fn run_foreground(
     )?;
     let already = u64::try_from(job.rows_deleted).unwrap_or(0);
     let cap = validated.max_rows;
-    // Counted up to one past what this run may remove, so a huge table is not counted in full.
-    let remaining = batch::count_matching(
-        db,
-        &validated,
-        Some(cap.saturating_sub(already).saturating_add(1)),
-    )
-    .await?;
+    let remaining = match matching {
+        Some(matching) => matching,
+        // Counted up to one past what this run may remove, so a huge table is not counted in
+        // full.
+        None => {
+            batch::count_matching(
+                db,
+                &validated,
+                Some(cap.saturating_sub(already).saturating_add(1)),
+            )
+            .await?
+        }
+    };
     let total = already + remaining.min(cap.saturating_sub(already));
     let bar = ProgressBar::new(total);
     bar.set_style(

@@ -6,26 +6,46 @@
 //! deduplicate: every replica fires every tick). A window missed while every daemon was down
 //! runs once at start-up — only the newest missed window, not one job per missed tick — and
 //! only for a policy that has run before, so adding a policy never starts a purge before its
-//! first scheduled tick (`reaper purge --policy` runs one now).
+//! first scheduled tick (`reaper purge --policy` runs one now). A policy's runs never overlap:
+//! while its previous job is unfinished, a new window is skipped (and logged), so a slow or
+//! capped run is not joined by a second one on the same rows.
 //!
 //! This module submits jobs; it never deletes. The jobs run on the workers like any other.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use apalis_cron::CronScheduler;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use reaper_core::catalog::Catalog;
 use reaper_core::retention::{self, Policy};
-use reaper_engine::ledger::{self, Submitted};
+use reaper_engine::ledger::{self, JobRecord};
 use reaper_engine::{Database, EngineError, ErrorClass};
-
-/// Tries to submit one window's job (1 + 2 + 4 + 8 s apart) before leaving it to a peer or the
-/// next start's catch-up.
-const SUBMIT_ATTEMPTS: u32 = 5;
 
 use crate::producer;
 use crate::queue::JobQueue;
+
+/// Tries to submit one window's job (2, 4, 8 and 16 s apart) before leaving it to a peer or the
+/// next start's catch-up.
+const SUBMIT_ATTEMPTS: u32 = 5;
+
+/// States of a job that is not finished.
+const UNFINISHED: &[&str] = &["pending", "running", "paused"];
+
+/// What submitting a window did.
+#[derive(Debug)]
+pub(crate) enum WindowJob {
+    /// This call created the window's job.
+    Created(JobRecord),
+    /// The window's job existed already (another daemon, or an earlier tick).
+    Existing(JobRecord),
+    /// The policy's previous job is unfinished; this window is not run.
+    Skipped {
+        /// The unfinished job.
+        previous: JobRecord,
+    },
+}
 
 /// What submitting a window's job needs.
 #[derive(Debug)]
@@ -38,15 +58,22 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    /// Submits the job of `policy`'s window starting at `window` (one per window: a repeated
-    /// key returns the existing job).
+    /// Submits the job of `policy`'s window starting at `window`, unless the policy's previous
+    /// job is unfinished. One job per window: a repeated key returns the existing job.
     pub(crate) async fn submit_window(
         &self,
         policy: &Policy,
         window: DateTime<Utc>,
-    ) -> Result<Submitted, EngineError> {
+    ) -> Result<WindowJob, EngineError> {
+        let key = policy.window_key(window);
+        let unfinished = ledger::policy_jobs(&self.db, &policy.name, UNFINISHED, 1).await?;
+        if let Some(previous) = unfinished.into_iter().next()
+            && previous.idempotency_key != key
+        {
+            return Ok(WindowJob::Skipped { previous });
+        }
         let request = policy.job_request(Some(window), retention::SCHEDULER);
-        producer::accept_as(
+        let submitted = producer::accept_as(
             &self.db,
             &self.catalog,
             &self.queue,
@@ -55,12 +82,17 @@ impl Scheduler {
             "scheduler",
             Some(&policy.name),
         )
-        .await
+        .await?;
+        Ok(if submitted.created {
+            WindowJob::Created(submitted.job)
+        } else {
+            WindowJob::Existing(submitted.job)
+        })
     }
 
     /// Runs the newest window of `policy` if it has run before and has no job for that window
     /// yet (every daemon was down at its tick). Returns the job it created.
-    pub(crate) async fn catch_up(&self, policy: &Policy, now: DateTime<Utc>) -> Option<Submitted> {
+    pub(crate) async fn catch_up(&self, policy: &Policy, now: DateTime<Utc>) -> Option<JobRecord> {
         let window = policy.latest_window(now)?;
         match ledger::policy_jobs(&self.db, &policy.name, &[], 1).await {
             Ok(history) if history.is_empty() => return None,
@@ -71,11 +103,15 @@ impl Scheduler {
             }
         }
         match self.submit_window(policy, window).await {
-            Ok(submitted) if submitted.created => {
-                tracing::info!(message = "Caught up on a window missed while no daemon ran.", policy = %policy.name, %window, job_id = %submitted.job.id);
-                Some(submitted)
+            Ok(WindowJob::Created(job)) => {
+                tracing::info!(message = "Caught up on a window missed while no daemon ran.", policy = %policy.name, %window, job_id = %job.id);
+                Some(job)
             }
-            Ok(_) => None,
+            Ok(WindowJob::Skipped { previous }) => {
+                tracing::info!(message = "Skipped a window: the policy's previous run is unfinished.", policy = %policy.name, %window, previous = %previous.id, previous_state = %previous.state);
+                None
+            }
+            Ok(WindowJob::Existing(_)) => None,
             Err(error) => {
                 tracing::error!(message = "Cannot submit a policy's missed window.", policy = %policy.name, %window, %error);
                 None
@@ -83,85 +119,112 @@ impl Scheduler {
         }
     }
 
-    /// For each enabled policy: arms its schedule, catches up, then submits its job at each tick
-    /// until `stop` turns true.
+    /// Submits `policy`'s window, retrying transient errors for a while (a peer daemon
+    /// submitting the same window meanwhile is harmless).
+    async fn submit_with_retries(
+        &self,
+        policy: &Policy,
+        window: DateTime<Utc>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        for attempt in 1..=SUBMIT_ATTEMPTS {
+            match self.submit_window(policy, window).await {
+                Ok(WindowJob::Created(job)) => {
+                    tracing::info!(message = "Submitted a retention window.", policy = %policy.name, %window, job_id = %job.id);
+                    return;
+                }
+                Ok(WindowJob::Existing(job)) => {
+                    tracing::debug!(message = "Another daemon submitted this window.", policy = %policy.name, %window, job_id = %job.id);
+                    return;
+                }
+                Ok(WindowJob::Skipped { previous }) => {
+                    tracing::info!(message = "Skipped a window: the policy's previous run is unfinished.", policy = %policy.name, %window, previous = %previous.id, previous_state = %previous.state);
+                    return;
+                }
+                Err(error)
+                    if error.class() == ErrorClass::Transient && attempt < SUBMIT_ATTEMPTS =>
+                {
+                    tracing::warn!(message = "Cannot submit a retention window yet; retrying.", policy = %policy.name, %window, attempt, %error);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1 << attempt)) => {}
+                        _ = stop.wait_for(|stopping| *stopping) => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(message = "Cannot submit a retention window.", policy = %policy.name, %window, %error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// For each enabled policy: arms its schedule, catches up, then submits its window at each
+    /// tick until `stop` turns true.
     pub(crate) async fn run(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..self.policies.len() {
-            if !self.policies[index].enabled {
-                continue;
+            if self.policies[index].enabled {
+                tasks.spawn(self.clone().tick(index, stop.clone()));
             }
-            let scheduler = self.clone();
-            let mut stop = stop.clone();
-            tasks.spawn(async move {
-                let policy = &scheduler.policies[index];
-                let mut ticks = std::pin::pin!(
-                    CronScheduler::new(policy.schedule().clone()).into_stream()
-                );
-                // Arm the schedule (its first poll fixes the next tick after now) before the
-                // catch-up looks back from a later now: every tick is then the stream's or the
-                // catch-up's, none falls between them.
-                let mut armed = match futures::poll!(ticks.next()) {
-                    std::task::Poll::Ready(tick) => Some(tick),
-                    std::task::Poll::Pending => None,
-                };
-                scheduler.catch_up(policy, Utc::now()).await;
-                loop {
-                    let tick = match armed.take() {
-                        Some(tick) => tick,
-                        None => tokio::select! {
-                            tick = ticks.next() => tick,
-                            _ = stop.wait_for(|stopping| *stopping) => return,
-                        },
-                    };
-                    let tick = match tick {
-                        Some(Ok(tick)) => tick,
-                        Some(Err(error)) => {
-                            // A tick already past when its timer was set (the process stalled);
-                            // its window is caught up at the next start or taken by a peer.
-                            tracing::warn!(message = "Skipped a tick.", policy = %policy.name, %error);
-                            continue;
-                        }
-                        None => {
-                            tracing::info!(message = "The policy's schedule has no more ticks.", policy = %policy.name);
-                            return;
-                        }
-                    };
-                    let Some(window) = i64::try_from(tick.get_timestamp())
-                        .ok()
-                        .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
-                    else {
-                        continue;
-                    };
-                    // The database may be briefly unreachable at the tick: retry for a while
-                    // (a peer daemon submitting the same window meanwhile is harmless).
-                    for attempt in 1..=SUBMIT_ATTEMPTS {
-                        match scheduler.submit_window(policy, window).await {
-                            Ok(submitted) if submitted.created => {
-                                tracing::info!(message = "Submitted a retention window.", policy = %policy.name, %window, job_id = %submitted.job.id);
-                                break;
-                            }
-                            Ok(submitted) => {
-                                tracing::debug!(message = "Another daemon submitted this window.", policy = %policy.name, %window, job_id = %submitted.job.id);
-                                break;
-                            }
-                            Err(error) if error.class() == ErrorClass::Transient && attempt < SUBMIT_ATTEMPTS => {
-                                tracing::warn!(message = "Cannot submit a retention window yet; retrying.", policy = %policy.name, %window, attempt, %error);
-                                let pause = std::time::Duration::from_secs(1 << attempt);
-                                tokio::select! {
-                                    () = tokio::time::sleep(pause) => {}
-                                    _ = stop.wait_for(|stopping| *stopping) => return,
-                                }
-                            }
-                            Err(error) => {
-                                tracing::error!(message = "Cannot submit a retention window.", policy = %policy.name, %window, %error);
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
         }
         while tasks.join_next().await.is_some() {}
+    }
+
+    async fn tick(self: Arc<Self>, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let policy = &self.policies[index];
+        let schedule = || Box::pin(CronScheduler::new(policy.schedule().clone()).into_stream());
+        let mut ticks = schedule();
+        // Arm the schedule (its first poll fixes the next tick after now) before the catch-up
+        // looks back from a later now: every tick is then the stream's or the catch-up's, none
+        // falls between them.
+        let mut armed = match futures::poll!(ticks.next()) {
+            std::task::Poll::Ready(tick) => Some(tick),
+            std::task::Poll::Pending => None,
+        };
+        let mut last_window = self
+            .catch_up(policy, Utc::now())
+            .await
+            .and_then(|job| policy.latest_window(job.created_at));
+        let mut submissions = tokio::task::JoinSet::new();
+        loop {
+            let tick = match armed.take() {
+                Some(tick) => tick,
+                None => tokio::select! {
+                    tick = ticks.next() => tick,
+                    _ = stop.wait_for(|stopping| *stopping) => break,
+                },
+            };
+            let window = match tick {
+                Some(Ok(tick)) => i64::try_from(tick.get_timestamp())
+                    .ok()
+                    .and_then(|seconds| DateTime::from_timestamp(seconds, 0)),
+                Some(Err(error)) => {
+                    // The tick was already past when its timer was set (the process stalled).
+                    // apalis-cron keeps returning this tick: start the schedule afresh, and run
+                    // the window we are in now, which the late tick belonged to or followed.
+                    tracing::warn!(message = "A tick came late; running the current window.", policy = %policy.name, %error);
+                    ticks = schedule();
+                    policy.latest_window(Utc::now())
+                }
+                None => {
+                    tracing::info!(message = "The policy's schedule has no more ticks.", policy = %policy.name);
+                    break;
+                }
+            };
+            let Some(window) = window else { continue };
+            if last_window.is_some_and(|last| window <= last) {
+                continue;
+            }
+            last_window = Some(window);
+            // Submitting may wait on the database (and retry); the next tick must not.
+            let scheduler = self.clone();
+            let stop = stop.clone();
+            submissions.spawn(async move {
+                let policy = &scheduler.policies[index];
+                scheduler.submit_with_retries(policy, window, stop).await;
+            });
+            while submissions.try_join_next().is_some() {}
+        }
+        while submissions.join_next().await.is_some() {}
     }
 }

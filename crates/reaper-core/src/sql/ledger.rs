@@ -34,10 +34,13 @@ pub struct NewJob<'a> {
     pub request_json: &'a str,
     /// Runs allowed before the job is dead.
     pub max_attempts: u32,
-    /// The retention policy that submitted the job, if one did.
-    pub policy: Option<&'a str>,
     /// Acceptance time, also the reference time of `older_than`.
     pub now: DateTime<Utc>,
+    /// The retention policy that submitted the job, if one did.
+    pub policy: Option<&'a str>,
+    /// Written `paused` instead of `pending`: a foreground run (`reaper purge`) that no queue
+    /// worker or reconciler may take; its runner claims it with [`ClaimFrom::Resume`].
+    pub paused: bool,
 }
 
 fn text(value: &str) -> SqlValue {
@@ -60,7 +63,11 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     .param(text(job.target))
     .push(", ")
     .param(text(job.request_json))
-    .push(", 'pending', 1, 0, 0, 0, ")
+    .push(if job.paused {
+        ", 'paused', 1, 0, 0, 0, "
+    } else {
+        ", 'pending', 1, 0, 0, 0, "
+    })
     .param(SqlValue::Int(i64::from(job.max_attempts)))
     .push(", ")
     .param(SqlValue::Timestamp(job.now))
@@ -313,12 +320,15 @@ pub enum Transition<'a> {
     /// Stopped by its foreground runner (`reaper purge`, Ctrl-C): `paused`, which no daemon
     /// picks up; `reaper purge --resume` continues it. The attempt is given back.
     Pause,
-    /// A transient failure: back to `pending`, not before `run_after`, keeping the attempt.
+    /// A transient failure: back to `pending` (`paused` for a foreground run, which retries
+    /// it itself), not before `run_after`, keeping the attempt.
     RetryLater {
         /// The error, kept for status.
         error: &'a str,
         /// Earliest next run.
         run_after: DateTime<Utc>,
+        /// A foreground run's job: `paused`, so that no daemon adopts it meanwhile.
+        paused: bool,
     },
     /// Finished: `done`, with its result (a JSON summary or dry-run report).
     Done {
@@ -356,11 +366,19 @@ pub fn transition(
         Transition::Pause => {
             w.push(", state = 'paused', attempts = attempts - 1");
         }
-        Transition::RetryLater { error, run_after } => {
-            w.push(", state = 'pending', last_error = ")
-                .param(text(error))
-                .push(", run_after = ")
-                .param(SqlValue::Timestamp(*run_after));
+        Transition::RetryLater {
+            error,
+            run_after,
+            paused,
+        } => {
+            w.push(if *paused {
+                ", state = 'paused', last_error = "
+            } else {
+                ", state = 'pending', last_error = "
+            })
+            .param(text(error))
+            .push(", run_after = ")
+            .param(SqlValue::Timestamp(*run_after));
         }
         Transition::Done { result } => {
             w.push(", state = 'done', result = ")
@@ -460,11 +478,34 @@ pub fn policy_jobs(backend: Backend, policy: &str, states: &[&str], limit: u32) 
     w.finish()
 }
 
-/// Unfinished jobs per state (`pending`, `running`): the work waiting in and taken from the
-/// queue, as the ledger counts it. Expected plan: an index-only scan of `(state, created_at)`.
+/// Unfinished jobs per state (`pending`, `running`, `paused`): the work waiting in and taken
+/// from the queue, and foreground purges left paused, as the ledger counts them. Expected
+/// plan: an index-only scan of `(state, created_at)`.
 pub fn count_unfinished_by_state(backend: Backend) -> Statement {
     let mut w = SqlWriter::new(backend);
-    w.push("SELECT state, COUNT(*) FROM reaper_jobs WHERE state IN ('pending', 'running') GROUP BY state");
+    w.push("SELECT state, COUNT(*) FROM reaper_jobs WHERE state IN ('pending', 'running', 'paused') GROUP BY state");
+    w.finish()
+}
+
+/// Extends the lease of a running job before a long throttle wait, so that the wait cannot
+/// outlast it. Zero rows: the lease is lost (or the job is being cancelled).
+pub fn renew_lease(
+    backend: Backend,
+    id: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET lease_expires_at = ")
+        .param(SqlValue::Timestamp(lease_until))
+        .push(", updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND lease_token = ")
+        .param(text(token))
+        .push(" AND state = 'running' AND cancel_requested_at IS NULL");
     w.finish()
 }
 
@@ -564,6 +605,7 @@ mod tests {
                 max_attempts: 3,
                 now: at(),
                 policy: None,
+                paused: false,
             },
         )
         .sql;
