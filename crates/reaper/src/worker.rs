@@ -135,7 +135,9 @@ async fn handle(
     let state: Arc<WorkerState> = (*state).clone();
     tokio::spawn(run_and_requeue(message, state, worker))
         .await
-        .map_err(|error| -> BoxDynError { format!("the job's run ended abnormally: {error}").into() })?
+        .map_err(|error| -> BoxDynError {
+            format!("the job's run ended abnormally: {error}").into()
+        })?
 }
 
 async fn run_and_requeue(
