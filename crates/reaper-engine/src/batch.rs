@@ -115,6 +115,9 @@ async fn run_transaction(
         Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
         Backend::MySql => mysql_batch(&txn, job, after, limit, holder, now, locking).await,
     };
+    // Without the `failpoints` feature the fault point compiles to nothing and this closure is
+    // a plain `Ok`; with it, it can return the injected error.
+    #[allow(clippy::bind_instead_of_map)]
     let written = written.and_then(|outcome| {
         fail::fail_point!("batch::before_commit", |_| Err(EngineError::Injected(
             "batch::before_commit"
