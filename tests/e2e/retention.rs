@@ -167,8 +167,15 @@ async fn a_window_missed_while_every_daemon_was_down_runs_once_at_start_up() {
         &policy("every-3s", 7, "*/3 * * * * *", ""),
     );
     let mut first = setup.start(&[]);
-    wait_until(Duration::from_secs(10), "a first window", async || {
-        !windows(&setup.deployment, "every-3s").await.is_empty()
+    // Two windows run to their end; stopping right after the second one's job finished stops
+    // well before the next tick (an unfinished run would make the next window wait).
+    wait_until(Duration::from_secs(15), "two windows done", async || {
+        setup
+            .deployment
+            .test
+            .int("SELECT count(*) FROM reaper_jobs WHERE policy = 'every-3s' AND state = 'done'")
+            .await
+            >= 2
     })
     .await;
     first.signal("TERM");

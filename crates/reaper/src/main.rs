@@ -630,21 +630,23 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
     tracing::info!(message = "Starting workers.", worker = %state.settings.owner, concurrency = config.worker.concurrency, queue = ?config.queue.backend, api = ?config.api.listen);
 
     let idle_db = db.clone();
+    // Listening from now on, so that neither signal can arrive while nobody listens.
+    let mut signals = StopSignals::new(false)?;
     let (stop, _signals) = worker::stop_when(async move {
         if until_idle {
             tokio::select! {
-                _ = shutdown_signal() => {}
+                () = signals.recv() => {}
                 () = wait_until_idle(&idle_db) => {}
             }
         } else {
-            let _ = shutdown_signal().await;
+            signals.recv().await;
         }
         tracing::info!(
             message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once."
         );
         // The second signal: exit now. The batch in flight rolls back in the database.
-        tokio::spawn(async {
-            let _ = shutdown_signal().await;
+        tokio::spawn(async move {
+            signals.recv().await;
             eprintln!("second signal: exiting at once; the batch in flight rolls back");
             std::process::exit(130);
         });
@@ -765,9 +767,53 @@ pub(crate) async fn wait_until_idle(db: &Database) {
 
 /// SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
+    StopSignals::new(false)?.recv().await;
+    Ok(())
+}
+
+/// The signals that stop reaper (SIGINT, SIGTERM, and for a foreground purge SIGHUP), listened
+/// to from creation on: a signal delivered while no listener exists is lost, so a second
+/// signal must not depend on a listener created after the first one.
+pub(crate) struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl std::fmt::Debug for StopSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopSignals")
+            .field("hangup", &self.hangup.is_some())
+            .finish()
+    }
+}
+
+impl StopSignals {
+    pub(crate) fn new(with_hangup: bool) -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: if with_hangup {
+                Some(signal(SignalKind::hangup())?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The next stop signal.
+    pub(crate) async fn recv(&mut self) {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = hangup => {}
+        }
     }
 }

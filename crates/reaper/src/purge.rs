@@ -219,18 +219,6 @@ pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<Valid
     validate(request, catalog, Utc::now()).map_err(|error| error.to_string())
 }
 
-/// SIGINT, SIGTERM or SIGHUP (a closed terminal should pause a purge, not kill it mid-batch).
-async fn stop_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
-        _ = hangup.recv() => Ok(()),
-    }
-}
-
 /// Refuses a purge that is not allowed to stop at its cap but matches more rows than it,
 /// before anything is written. `matching` was counted up to `max_rows + 1`.
 pub(crate) fn refuse_over_cap(job: &ValidatedJob, matching: u64) -> Option<String> {
@@ -253,19 +241,19 @@ pub(crate) async fn run_foreground(
     matching: Option<u64>,
 ) -> anyhow::Result<PurgeEnd> {
     let stop = Arc::new(AtomicBool::new(false));
+    // SIGHUP too: a closed terminal should pause a purge, not kill it mid-batch.
+    let mut listening = crate::StopSignals::new(true)?;
     let signals = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            if stop_signal().await.is_ok() {
-                stop.store(true, Ordering::Relaxed);
-                eprintln!(
-                    "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
-                );
-                if stop_signal().await.is_ok() {
-                    eprintln!("second signal: exiting at once; the batch in flight rolls back");
-                    std::process::exit(130);
-                }
-            }
+            listening.recv().await;
+            stop.store(true, Ordering::Relaxed);
+            eprintln!(
+                "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
+            );
+            listening.recv().await;
+            eprintln!("second signal: exiting at once; the batch in flight rolls back");
+            std::process::exit(130);
         })
     };
     let mut settings = RunSettings::for_worker(
