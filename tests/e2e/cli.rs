@@ -306,21 +306,8 @@ async fn start_up_names_a_target_missing_from_the_database(backend: Backend) {
     }
 }
 
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
-        }
-        mod mariadb {
-            $(#[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(reaper_core::sql::Backend::MySql).await; })*
-        }
-    };
-}
-
-on_every_backend!(
+reaper_testkit::on_every_backend!(
+    multi_thread;
     enqueue_and_run_deletes_exactly_once,
     a_job_the_queue_lost_is_re_enqueued_from_the_ledger,
     sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job,

@@ -454,21 +454,7 @@ async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend
     test.assert_exactly_once(&resume, &tenant, 10).await;
 }
 
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
-        }
-        mod mariadb {
-            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::MySql).await; })*
-        }
-    };
-}
-
-on_every_backend!(
+reaper_testkit::on_every_backend!(
     soft_then_hard_after_a_grace_period,
     a_dry_run_purge_writes_nothing,
     ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it,

@@ -162,21 +162,7 @@ fn job(target: &str, conditions: serde_json::Value, extra: serde_json::Value) ->
     serde_json::Value::Object(job)
 }
 
-macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
-        }
-        mod mariadb {
-            $(#[tokio::test] async fn $name() { super::$name(reaper_core::sql::Backend::MySql).await; })*
-        }
-    };
-}
-
-on_every_backend!(
+reaper_testkit::on_every_backend!(
     stranded_jobs_are_found_on_both_sides_of_each_threshold,
     hard_delete_removes_every_matching_row_exactly_once,
     a_failure_before_commit_changes_nothing_and_the_rerun_is_exactly_once,

@@ -414,3 +414,27 @@ impl TestDatabase {
         );
     }
 }
+
+/// Declares each named `async fn(Backend)` once per backend, as tests in the modules `sqlite`,
+/// `postgres` and `mariadb`. Begin the list with `multi_thread;` for tests that need the
+/// multi-threaded runtime (a blocked worker thread must not stall the rest).
+#[macro_export]
+macro_rules! on_every_backend {
+    (multi_thread; $($name:ident),* $(,)?) => {
+        $crate::on_every_backend!(@modules (flavor = "multi_thread") $($name),*);
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::on_every_backend!(@modules () $($name),*);
+    };
+    (@modules $args:tt $($name:ident),*) => {
+        mod sqlite {
+            $(#[tokio::test $args] async fn $name() { super::$name(reaper_core::sql::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test $args] async fn $name() { super::$name(reaper_core::sql::Backend::Postgres).await; })*
+        }
+        mod mariadb {
+            $(#[tokio::test $args] async fn $name() { super::$name(reaper_core::sql::Backend::MySql).await; })*
+        }
+    };
+}
