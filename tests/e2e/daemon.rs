@@ -373,10 +373,7 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
         .await
         .unwrap();
     // Per-policy series exist once a policy is configured (tests/e2e/retention.rs).
-    for name in reaper_engine::instruments::ALL
-        .iter()
-        .filter(|name| !reaper_engine::instruments::POLICY_GAUGES.contains(name))
-    {
+    for name in reaper_engine::instruments::ALWAYS {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
     assert!(

@@ -2,7 +2,7 @@
 //!
 //! Recording goes through the `metrics` facade and costs nothing without an installed recorder
 //! (the binary installs a Prometheus one). Dashboards and alert rules may use only the names
-//! listed in [`ALL`]; a test scrapes a running daemon to hold them to it. Label values are
+//! listed by [`all`]; a test scrapes a running daemon to hold them to it. Label values are
 //! catalog target names and fixed words, never job input, so cardinality stays bounded.
 
 use std::time::Duration;
@@ -51,8 +51,8 @@ pub const POLICY_INTERVAL: &str = "reaper_policy_interval_seconds";
 /// Gauge, label `policy`: when its next window opens (unix seconds; 0: disabled).
 pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 
-/// Every exported metric name.
-pub const ALL: &[&str] = &[
+/// Every metric that exists from start-up, whatever the configuration.
+pub const ALWAYS: &[&str] = &[
     ROWS_DELETED,
     BATCHES,
     BATCH_DURATION,
@@ -65,14 +65,6 @@ pub const ALL: &[&str] = &[
     WORKERS_ALIVE,
     JOBS_ACCEPTED,
     JOBS_REJECTED,
-    POLICY_LAST_RUN,
-    POLICY_LAST_RUN_ROWS,
-    POLICY_LAST_RUN_DURATION,
-    POLICY_LAST_RUN_SUCCESS,
-    POLICY_LAST_RUN_CAPPED,
-    POLICY_LAST_SUCCESS,
-    POLICY_INTERVAL,
-    POLICY_NEXT_RUN,
 ];
 
 /// Gauges of the per-policy series (they exist once a policy is configured).
@@ -86,6 +78,11 @@ pub const POLICY_GAUGES: &[&str] = &[
     POLICY_INTERVAL,
     POLICY_NEXT_RUN,
 ];
+
+/// Every exported metric name.
+pub fn all() -> impl Iterator<Item = &'static str> {
+    ALWAYS.iter().chain(POLICY_GAUGES).copied()
+}
 
 /// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
 /// upper buckets show the ones that did not.
