@@ -642,14 +642,8 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
             signals.recv().await;
         }
         tracing::info!(
-            message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once."
+            message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once (status 130)."
         );
-        // The second signal: exit now. The batch in flight rolls back in the database.
-        tokio::spawn(async move {
-            signals.recv().await;
-            eprintln!("second signal: exiting at once; the batch in flight rolls back");
-            std::process::exit(130);
-        });
     });
 
     let api = listener.map(|listener| {
@@ -772,8 +766,9 @@ pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
 }
 
 /// The signals that stop reaper (SIGINT, SIGTERM, and for a foreground purge SIGHUP), listened
-/// to from creation on: a signal delivered while no listener exists is lost, so a second
-/// signal must not depend on a listener created after the first one.
+/// to from creation on. The first one is for the caller to act on; the second one ends the
+/// process with status 130 from inside the signal handler (the batch in flight rolls back in
+/// the database), so it works whatever the runtime's threads are busy with.
 pub(crate) struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
@@ -790,7 +785,19 @@ impl std::fmt::Debug for StopSignals {
 
 impl StopSignals {
     pub(crate) fn new(with_hangup: bool) -> std::io::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         use tokio::signal::unix::{SignalKind, signal};
+        // The exit is registered before the flag that arms it, so the first signal only arms it.
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping: &[i32] = if with_hangup {
+            &[SIGINT, SIGTERM, SIGHUP]
+        } else {
+            &[SIGINT, SIGTERM]
+        };
+        for &number in stopping {
+            signal_hook::flag::register_conditional_shutdown(number, 130, armed.clone())?;
+            signal_hook::flag::register(number, armed.clone())?;
+        }
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,

@@ -251,9 +251,6 @@ pub(crate) async fn run_foreground(
             eprintln!(
                 "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
             );
-            listening.recv().await;
-            eprintln!("second signal: exiting at once; the batch in flight rolls back");
-            std::process::exit(130);
         })
     };
     let mut settings = RunSettings::for_worker(
