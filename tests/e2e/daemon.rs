@@ -83,14 +83,7 @@ impl RedisDeployment {
     }
 
     pub(crate) fn api(&self) -> Api {
-        Api {
-            base: format!("http://127.0.0.1:{}", self.port),
-            // No pooled connections: a test may kill the daemon that served the last call.
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap(),
-        }
+        Api::at(self.port)
     }
 
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -110,13 +103,21 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(config: &Path, dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        let mut command = reaper(Some(config));
+        command
+            .env("REAPER_API_TOKEN", TOKEN)
+            .envs(env.iter().copied());
+        Self::spawn(command, dir, port)
+    }
+
+    /// `reaper run` from `command` (configured by the caller, whose API token must be
+    /// [`TOKEN`]), once its API listens on `port`.
+    pub(crate) fn spawn(mut command: std::process::Command, dir: &Path, port: u16) -> Self {
         let log = dir.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = reaper(Some(config))
+        let child = command
             .arg("run")
-            .env("REAPER_API_TOKEN", TOKEN)
             .env("REAPER_LOG", "info,reaper=debug")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -200,6 +201,30 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// The API of the daemon listening on `port`.
+    pub(crate) fn at(port: u16) -> Self {
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            // No pooled connections: a test may kill the daemon that served the last call.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// `GET path` as text, which must answer 200 (`/metrics`).
+    pub(crate) async fn text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.text().await.unwrap()
+    }
+
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
@@ -222,7 +247,7 @@ impl Api {
         )
     }
 
-    async fn submit(&self, job: &Value) -> String {
+    pub(crate) async fn submit(&self, job: &Value) -> String {
         let (status, body) = self
             .call(reqwest::Method::POST, "/v1/jobs", Some(job))
             .await;

@@ -9,16 +9,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use reaper_core::sql::Backend;
 use reaper_testkit::{TestDatabase, TestQueue};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::daemon::{Api, Daemon, TOKEN, free_port};
 use crate::{Deployment, config_text, reaper, run, stderr, stdout};
-
-const TOKEN: &str = "deploy-test-token-0123456789";
 
 /// The retention policy the metrics test configures (the `[[retention]]` syntax).
 const RETENTION_POLICY: &str = r#"
@@ -122,146 +121,6 @@ fn names_used_by_deploy_files() -> Vec<(String, String)> {
     used
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `reaper run`, killed on drop; its log is printed when a test fails.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-    base: String,
-}
-
-impl Daemon {
-    /// Starts `reaper run` from `command` (configured by the caller) and waits until `/readyz`
-    /// answers 200 on `port`.
-    async fn start(mut command: Command, dir: &Path, port: u16) -> Self {
-        let log = dir.join(format!("daemon-{}.log", uuid::Uuid::new_v4().simple()));
-        let child = command
-            .arg("run")
-            .env("REAPER_LOG", "info,reaper=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let daemon = Self {
-            child: Some(child),
-            log,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if let Ok(response) = client.get(format!("{}/readyz", daemon.base)).send().await
-                && response.status().as_u16() == 200
-            {
-                return daemon;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "daemon not ready within 30 s:\n{}",
-                daemon.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> String {
-        let response = reqwest::Client::new()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200, "GET {path}");
-        response.text().await.unwrap()
-    }
-
-    async fn submit(&self, job: &Value) -> String {
-        let response = reqwest::Client::new()
-            .post(format!("{}/v1/jobs", self.base))
-            .bearer_auth(TOKEN)
-            .json(job)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn wait_done(&self, id: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let job: Value =
-                serde_json::from_str(&self.get(&format!("/v1/jobs/{id}")).await).unwrap();
-            if job["state"] == "done" {
-                return job;
-            }
-            assert!(
-                !["dead", "cancelled"].contains(&job["state"].as_str().unwrap_or("")),
-                "job {id} ended {}:\n{}",
-                job,
-                self.log_text()
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "job {id} not done within 30 s: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM; the exit status and how long the daemon took.
-    fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
-        let child = self.child.as_mut().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return (status, started.elapsed());
-            }
-            assert!(
-                started.elapsed() < limit,
-                "daemon did not exit within {limit:?} of SIGTERM:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- daemon log {}:\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
-}
-
 /// Starts a daemon on PostgreSQL (the `events` fixture) with the API on a free loopback port
 /// and `extra_config` appended to its configuration, runs one job so that every series has
 /// been recorded, and returns `/metrics`.
@@ -274,8 +133,11 @@ async fn scrape_metrics(extra_config: &str) -> String {
     ) + extra_config;
     std::fs::write(&deployment.config, text).unwrap();
     deployment.migrate();
-    let daemon = Daemon::start(deployment.reaper(), deployment.dir.path(), port).await;
-    let id = daemon
+    let mut command = deployment.reaper();
+    command.env("REAPER_API_TOKEN", TOKEN);
+    let _daemon = Daemon::spawn(command, deployment.dir.path(), port);
+    let api = Api::at(port);
+    let id = api
         .submit(&json!({
             "target": "events",
             "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 1}]},
@@ -283,8 +145,8 @@ async fn scrape_metrics(extra_config: &str) -> String {
             "reason": "metrics",
         }))
         .await;
-    daemon.wait_done(&id).await;
-    daemon.get("/metrics").await
+    api.wait_for(&id, "done", Duration::from_secs(30)).await;
+    api.text("/metrics").await
 }
 
 #[tokio::test]
@@ -388,10 +250,11 @@ async fn the_compose_configuration_runs_a_job_and_stops_within_its_grace() {
     assert!(stdout(&output).contains("\"backend\": \"redis\""));
 
     // The `reaper` service: erase one user's sessions through the API.
-    let mut daemon = Daemon::start(compose_command(&test, &queue, port), dir.path(), port).await;
+    let mut daemon = Daemon::spawn(compose_command(&test, &queue, port), dir.path(), port);
+    let api = Api::at(port);
     let expected = test.ids("sessions", "user_id = 42").await;
     assert_eq!(expected.len(), 100);
-    let id = daemon
+    let id = api
         .submit(&json!({
             "target": "sessions",
             "filter": {"all": [{"column": "user_id", "op": "eq", "value": 42}]},
@@ -399,18 +262,19 @@ async fn the_compose_configuration_runs_a_job_and_stops_within_its_grace() {
             "reason": "erasure through the compose configuration",
         }))
         .await;
-    let job = daemon.wait_done(&id).await;
+    let job = api.wait_for(&id, "done", Duration::from_secs(30)).await;
     assert_eq!(job["rows_deleted"], 100, "{job}");
     test.assert_exactly_once(&id, &expected, 1000).await;
     assert_eq!(test.int("SELECT count(*) FROM sessions").await, 99_900);
-    let metrics = daemon.get("/metrics").await;
+    let metrics = api.text("/metrics").await;
     assert!(
         metrics.contains("reaper_rows_deleted_total{target=\"sessions\",mode=\"hard\"} 100"),
         "{metrics}"
     );
 
     // compose's stop_grace_period and Kubernetes' terminationGracePeriodSeconds are 45 s.
-    let (status, took) = daemon.terminate(Duration::from_secs(45));
+    daemon.signal("TERM");
+    let (status, took) = daemon.wait(Duration::from_secs(45));
     assert!(status.success(), "exit status {status} after SIGTERM");
     eprintln!("stopped {took:?} after SIGTERM");
 }
