@@ -370,8 +370,7 @@ pub(crate) async fn run_foreground(
         PurgeEnd::Done => {
             let stopped_at_cap = record
                 .as_ref()
-                .and_then(|job| job.result.as_deref())
-                .is_some_and(|result| result.contains("\"stopped_at_max_rows\":true"));
+                .is_some_and(crate::policy_view::stopped_at_cap);
             println!(
                 "done: {rows} rows in {batches} batches (job {}){}",
                 job.id,
