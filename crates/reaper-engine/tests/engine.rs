@@ -11,6 +11,7 @@ use chrono::Utc;
 use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
 use reaper_core::config::DatabaseConfig;
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
 use reaper_core::sql::RowLocking;
@@ -395,8 +396,8 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
     assert_eq!(report.outcome, RunOutcome::Paused);
     let paused = ledger::get(&s.db, &id).await.unwrap().unwrap();
     assert_eq!(
-        (paused.state.as_str(), paused.rows_deleted, paused.attempts),
-        ("paused", 50, 0)
+        (paused.state, paused.rows_deleted, paused.attempts),
+        (JobState::Paused, 50, 0)
     );
     // Neither a queue worker nor the reconciler takes a paused job.
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
@@ -442,8 +443,8 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
     assert_eq!(report.outcome, RunOutcome::NotClaimed);
     let cancelled = ledger::get(&s.db, &other).await.unwrap().unwrap();
     assert_eq!(
-        (cancelled.state.as_str(), cancelled.rows_deleted),
-        ("cancelled", 50)
+        (cancelled.state, cancelled.rows_deleted),
+        (JobState::Cancelled, 50)
     );
 }
 
@@ -880,7 +881,7 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         batch::run_batch(&s.db, &validated, None, 100, stale, RowLocking::Direct)
             .await
             .unwrap(),
-        BatchResult::LeaseLost
+        BatchResult::Refused
     );
     assert_eq!(
         s.test.checksum("events", "1 = 1").await,
@@ -957,7 +958,7 @@ async fn transient_failures_end_dead_after_max_attempts(backend: Backend) {
         other => panic!("expected dead, got {other:?}"),
     }
     let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.attempts), ("dead", 3));
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 3));
     assert!(job.last_error.unwrap().contains("injected fault"));
     assert_eq!(
         s.run_once(&id).await,
@@ -1374,7 +1375,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
     );
     assert_eq!(report.unwrap().outcome, RunOutcome::Cancelled);
     let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
-    assert_eq!(job.state, "cancelled");
+    assert_eq!(job.state, JobState::Cancelled);
     assert!(job.finished_at.is_some() && job.lease_owner.is_none());
     let after = s.test.ids("events", matching).await;
     let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
@@ -1418,7 +1419,7 @@ async fn cancel_of_a_pending_job_is_immediate_and_deletes_nothing(backend: Backe
         .await
         .unwrap();
     assert!(
-        matches!(&outcome, Some(ledger::CancelOutcome::Cancelled(job)) if job.state == "cancelled"),
+        matches!(&outcome, Some(ledger::CancelOutcome::Cancelled(job)) if job.state == JobState::Cancelled),
         "{outcome:?}"
     );
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
@@ -1493,7 +1494,7 @@ async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Back
         next.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         newest_first[3..]
     );
-    let pending = ledger::list(&s.db, Some("pending"), Some("events"), None, 10)
+    let pending = ledger::list(&s.db, Some(JobState::Pending), Some("events"), None, 10)
         .await
         .unwrap();
     assert_eq!(pending.len(), 4);

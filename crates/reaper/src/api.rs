@@ -20,13 +20,14 @@ use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
 use reaper_engine::ledger::{self, CancelOutcome};
 use reaper_engine::{Database, EngineError, instruments};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::job_view::{STATES, audit_view, job_view};
+use crate::job_view::{audit_view, job_view};
 use crate::queue::JobQueue;
 use reaper_core::views::{AuditView, JobView};
 
@@ -228,14 +229,15 @@ async fn list_jobs(
         Ok(query) => query,
         Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    if let Some(wanted) = &query.state
-        && !STATES.contains(&wanted.as_str())
+    let wanted_state = match query
+        .state
+        .as_deref()
+        .map(str::parse::<JobState>)
+        .transpose()
     {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            format!("state: `{wanted}` is not one of {}", STATES.join(", ")),
-        );
-    }
+        Ok(wanted) => wanted,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("state: {error}")),
+    };
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
         return problem(
@@ -250,7 +252,7 @@ async fn list_jobs(
         None => {
             ledger::list(
                 &state.db,
-                query.state.as_deref(),
+                wanted_state,
                 query.target.as_deref(),
                 query.before.as_deref(),
                 limit,
@@ -403,15 +405,11 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         tracing::warn!(message = "Cannot read the policies' runs for /metrics.", %error);
     }
     match ledger::unfinished_counts(&state.db).await {
-        Ok(counts) => {
-            metrics::gauge!(instruments::JOBS_PENDING).set(counts.pending as f64);
-            metrics::gauge!(instruments::JOBS_RUNNING).set(counts.running as f64);
-            metrics::gauge!(instruments::JOBS_PAUSED).set(counts.paused as f64);
-        }
+        Ok(counts) => instruments::ledger_counts(&counts),
         Err(error) => tracing::warn!(message = "Cannot count jobs for /metrics.", %error),
     }
     match state.queue.depth().await {
-        Ok(depth) => metrics::gauge!(instruments::QUEUE_DEPTH).set(depth as f64),
+        Ok(depth) => instruments::queue_depth(depth),
         Err(error) => tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error),
     }
     (

@@ -23,6 +23,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
 use reaper_engine::schema_check::{self, CheckError};
 use reaper_engine::{Database, EngineError, ledger};
 use sea_orm_migration::MigratorTrait;
@@ -93,7 +94,7 @@ enum ConfiguredCommand {
     },
     /// List jobs, newest first.
     Jobs {
-        /// Only jobs in this state (pending, running, done, dead, cancelled).
+        /// Only jobs in this state (pending, running, paused, done, dead, cancelled).
         #[arg(long)]
         state: Option<String>,
         /// Only jobs on this target.
@@ -359,17 +360,15 @@ async fn jobs(
     limit: u32,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(wanted) = &state
-        && !job_view::STATES.contains(&wanted.as_str())
-    {
-        eprintln!(
-            "--state: `{wanted}` is not one of {}",
-            job_view::STATES.join(", ")
-        );
-        return Ok(ExitCode::from(EXIT_INVALID));
-    }
+    let state = match state.as_deref().map(str::parse::<JobState>).transpose() {
+        Ok(state) => state,
+        Err(error) => {
+            eprintln!("--state: {error}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
     let db = connect(settings).await?;
-    let jobs = ledger::list(&db, state.as_deref(), target.as_deref(), None, limit).await?;
+    let jobs = ledger::list(&db, state, target.as_deref(), None, limit).await?;
     if as_json {
         let views = jobs
             .into_iter()
@@ -473,7 +472,7 @@ async fn purge_command(settings: &Settings, args: &purge::PurgeArgs) -> anyhow::
                 purge::dry_run(&db, &validated).await?;
                 return Ok(ExitCode::SUCCESS);
             }
-            ledger::unfinished(&db, 1)
+            ledger::active(&db, 1)
                 .await
                 .context("cannot read the ledger; did you run `reaper migrate`?")?;
             let matching = reaper_engine::batch::count_matching(
@@ -482,8 +481,8 @@ async fn purge_command(settings: &Settings, args: &purge::PurgeArgs) -> anyhow::
                 Some(validated.max_rows.saturating_add(1)),
             )
             .await?;
-            if let Some(message) = purge::refuse_over_cap(&validated, matching) {
-                eprintln!("{message}");
+            if let Err(refusal) = validated.check_max_rows(matching) {
+                eprintln!("{refusal}");
                 return Ok(ExitCode::from(EXIT_INVALID));
             }
             let submitted = ledger::submit_paused(
@@ -567,7 +566,7 @@ async fn policies(settings: &Settings, as_json: bool) -> anyhow::Result<ExitCode
         let (last_at, result, last_rows) = match &view.last_run {
             Some(run) => (
                 when(run.finished_at.or(Some(run.created_at))),
-                run.state.clone(),
+                run.state.to_string(),
                 run.rows_deleted.to_string(),
             ),
             None => ("never".to_owned(), "-".to_owned(), "-".to_owned()),
@@ -606,7 +605,7 @@ async fn run(settings: &Settings, until_idle: bool) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    ledger::unfinished(&db, 1)
+    ledger::active(&db, 1)
         .await
         .context("cannot read the ledger; did you run `reaper migrate`?")?;
     let metrics = install_metrics(&settings.catalog, &settings.policies)?;
@@ -748,7 +747,7 @@ pub(crate) async fn wait_until_idle(db: &Database) {
     let mut idle_polls = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        match ledger::unfinished(db, 1).await {
+        match ledger::active(db, 1).await {
             Ok(jobs) if jobs.is_empty() => idle_polls += 1,
             Ok(_) => idle_polls = 0,
             Err(error) => tracing::warn!(message = "Cannot read the ledger.", %error),

@@ -255,7 +255,7 @@ pub(crate) async fn run_workers(
             let _ = signal.wait_for(|stopping| *stopping).await;
             Ok(())
         };
-        metrics::gauge!(instruments::WORKERS_ALIVE).set(f64::from(concurrency));
+        instruments::workers_alive(concurrency);
         state.workers_alive.store(true, Ordering::Relaxed);
         let state_for_workers = state.clone();
         let slots = concurrency as usize;
@@ -284,7 +284,7 @@ pub(crate) async fn run_workers(
             JobQueue::Sqlite { storage, .. } => monitor!(storage),
             JobQueue::Redis(storage) => monitor!(storage),
         };
-        metrics::gauge!(instruments::WORKERS_ALIVE).set(0.0);
+        instruments::workers_alive(0);
         state.workers_alive.store(false, Ordering::Relaxed);
         if *stop.borrow() {
             if let Err(error) = ended {
