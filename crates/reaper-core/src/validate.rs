@@ -158,8 +158,9 @@ impl ValidatedJob {
 /// More rows match than the job may delete; nothing was deleted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "more than max_rows ({max_rows}) rows match; nothing was done. Narrow the filter, or raise \
-     max_rows (`--max-rows` for `reaper purge`; target `{target}` allows up to {target_max_rows})"
+    "more than max_rows ({max_rows}) rows match; nothing was done: the job is refused before its \
+     first batch and nothing was deleted. Narrow the filter, or raise max_rows (`--max-rows` for \
+     `reaper purge`; target `{target}` allows up to {target_max_rows})"
 )]
 pub struct OverMaxRows {
     /// The job's cap.
