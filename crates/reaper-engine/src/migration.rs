@@ -10,6 +10,16 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 use sea_orm_migration::sea_orm::ConnectionTrait;
 
+/// Runs one of `reaper_core::sql::migration`'s statements (unprepared: DDL and `DO` blocks
+/// take no parameters).
+async fn execute(manager: &SchemaManager<'_>, statement: &sql::Statement) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(statement.sql())
+        .await
+        .map(drop)
+}
+
 /// All migrations, in order.
 #[derive(Debug)]
 pub struct Migrator;
@@ -141,10 +151,7 @@ impl MigrationTrait for AddPolicy {
                 .await?;
         }
         if manager.get_database_backend() == sea_orm::DbBackend::MySql {
-            manager
-                .get_connection()
-                .execute_unprepared(sql::migration::case_sensitive_idempotency_key().sql())
-                .await?;
+            execute(manager, &sql::migration::case_sensitive_idempotency_key()).await?;
         }
         Ok(())
     }
@@ -271,10 +278,7 @@ async fn create_audit(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
         // Each batch writes its keys (tens of KB for 5,000 keys): lz4 where PostgreSQL has
         // it, else uncompressed rather than slowly (see the statement's doc).
-        manager
-            .get_connection()
-            .execute_unprepared(sql::migration::audit_keys_compression().sql())
-            .await?;
+        execute(manager, &sql::migration::audit_keys_compression()).await?;
     }
     Ok(())
 }

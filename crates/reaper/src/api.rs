@@ -280,7 +280,9 @@ async fn list_jobs(
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let (status, word, job) = match ledger::request_cancel(&state.db, &id, Utc::now()).await {
-        Ok(Some(CancelOutcome::Cancelled(job))) => (StatusCode::OK, "cancelled", job),
+        Ok(Some(CancelOutcome::Cancelled(job))) => {
+            (StatusCode::OK, JobState::Cancelled.as_str(), job)
+        }
         Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
         Ok(Some(CancelOutcome::Finished(job))) => {
             return problem(
