@@ -562,6 +562,23 @@ mod tests {
     }
 
     #[test]
+    fn more_matching_rows_than_max_rows_are_refused_unless_the_job_may_stop_there() {
+        let capped = check(job(&serde_json::json!({"all_rows": true, "max_rows": 10}))).unwrap();
+        assert_eq!(capped.check_max_rows(10), Ok(()));
+        assert_eq!(
+            capped.check_max_rows(11).unwrap_err().to_string(),
+            "more than max_rows (10) rows match; nothing was done: the job is refused before its \
+             first batch and nothing was deleted. Narrow the filter, or raise max_rows \
+             (`--max-rows` for `reaper purge`; target `sessions` allows up to 1000000)"
+        );
+        let stopping = ValidatedJob {
+            stop_at_max_rows: true,
+            ..capped
+        };
+        assert_eq!(stopping.check_max_rows(11), Ok(()));
+    }
+
+    #[test]
     fn column_errors_name_the_condition() {
         let unknown = check(filter(
             &serde_json::json!([{"column": "email", "op": "eq", "value": "x"}]),

@@ -10,7 +10,8 @@
 //! Text reaches a statement only through [`SqlWriter`]: fixed text as `&'static str`,
 //! identifiers from the catalog quoted by [`SqlWriter::ident`], job states as the literals of
 //! [`JobState`], and every value as a bound parameter — never spliced into SQL text. A test
-//! holds the rest of the workspace to it: no `format!` builds SQL outside this directory.
+//! (`tests/architecture.rs`) holds the product crates to it: no SQL text, formatted or not,
+//! outside this directory.
 //!
 //! This module builds statements; it never runs them.
 

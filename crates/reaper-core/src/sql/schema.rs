@@ -40,7 +40,8 @@ pub fn table_columns(backend: Backend, target: &Target) -> Statement {
 
 /// `SELECT column FROM t WHERE column IS NOT NULL LIMIT $n`: a sample of stored values, for the
 /// start-up check that SQLite timestamps are in the text form reaper compares (see
-/// [`SQLITE_TIMESTAMP_FORMAT`](crate::sql::SQLITE_TIMESTAMP_FORMAT)). Read-only; the first rows the table yields.
+/// [`SQLITE_TIMESTAMP_FORMAT`](crate::sql::SQLITE_TIMESTAMP_FORMAT)). Read-only. Expected plan: a
+/// scan (or the column's index) that stops at LIMIT: the first rows the table yields.
 pub fn sample_column(backend: Backend, target: &Target, column: &str, limit: u32) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
