@@ -275,3 +275,20 @@ pub fn job_submitted(source: &'static str, accepted: bool) {
     };
     metrics::counter!(name, "source" => source).increment(1);
 }
+
+/// The ledger's unfinished jobs by state (set at scrape time).
+pub fn jobs_in_ledger(counts: &crate::ledger::UnfinishedCounts) {
+    metrics::gauge!(JOBS_PENDING).set(counts.pending as f64);
+    metrics::gauge!(JOBS_RUNNING).set(counts.running as f64);
+    metrics::gauge!(JOBS_PAUSED).set(counts.paused as f64);
+}
+
+/// Messages waiting in the queue transport (set at scrape time).
+pub fn queue_depth(depth: u64) {
+    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+/// How many of this daemon's workers poll the queue (0 while they restart or stop).
+pub fn workers_alive(count: u32) {
+    metrics::gauge!(WORKERS_ALIVE).set(f64::from(count));
+}
