@@ -15,7 +15,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Value,
 };
 
-use crate::error::{EngineError, Refusal};
+use crate::error::{EngineError, ErrorClass, Refusal};
 
 /// A connection pool to the target database, with its dialect.
 #[derive(Debug, Clone)]
@@ -96,6 +96,7 @@ impl Database {
                 });
             }
         }
+        probe(&config.url, backend).await?;
         let connection = sea_orm::Database::connect(options).await?;
         Ok(Self {
             connection,
@@ -122,6 +123,110 @@ impl Database {
     pub async fn execute(&self, statement: &Statement) -> Result<u64, DbErr> {
         execute(&self.connection, self.backend, statement).await
     }
+}
+
+/// How long the first connection may take before start-up gives up on the database.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens one connection before the pool is built, so that a database that cannot be reached
+/// fails start-up within [`PROBE_TIMEOUT`] naming the cause (the pool would retry until its
+/// acquire timeout and then say only that it timed out).
+async fn probe(url: &str, backend: Backend) -> Result<(), EngineError> {
+    use std::str::FromStr;
+
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+
+    let unreachable = |class, cause: String| EngineError::Unreachable { class, cause };
+    let (attempt, place, user, database): (
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), sea_orm::sqlx::Error>> + Send>,
+        >,
+        String,
+        String,
+        String,
+    ) = match backend {
+        Backend::Postgres => {
+            let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
+            let place = format!("{}:{}", options.get_host(), options.get_port());
+            let user = options.get_username().to_owned();
+            let database = options.get_database().unwrap_or(&user).to_owned();
+            let attempt = Box::pin(async move { options.connect().await?.close().await });
+            (attempt, place, user, database)
+        }
+        Backend::MySql => {
+            let options = sea_orm::sqlx::mysql::MySqlConnectOptions::from_str(url)
+                .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
+            let place = format!("{}:{}", options.get_host(), options.get_port());
+            let user = options.get_username().to_owned();
+            let database = options.get_database().unwrap_or_default().to_owned();
+            let attempt = Box::pin(async move { options.connect().await?.close().await });
+            (attempt, place, user, database)
+        }
+        // A file: the pool's own error names it.
+        Backend::Sqlite => return Ok(()),
+    };
+    let error = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => error,
+        Err(_) => {
+            return Err(unreachable(
+                ErrorClass::Transient,
+                format!(
+                    "timed out after {}s connecting to {place}",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
+    Err(match &error {
+        sea_orm::sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            unreachable(
+                ErrorClass::Transient,
+                format!("connection refused by {place} (is the database running, on this port?)"),
+            )
+        }
+        sea_orm::sqlx::Error::Io(io)
+            if io.to_string().contains("lookup address")
+                || io.to_string().contains("Name or service not known") =>
+        {
+            unreachable(
+                ErrorClass::Transient,
+                format!("unknown host in {place}: {io}"),
+            )
+        }
+        sea_orm::sqlx::Error::Database(database_error) => {
+            let code = database_error.code().unwrap_or_default().into_owned();
+            let number = database_error
+                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                .map(|mysql| mysql.number());
+            let message = database_error.message();
+            match (code.as_str(), number) {
+                ("28P01" | "28000", _) | (_, Some(1045)) => unreachable(
+                    ErrorClass::Permanent,
+                    format!("authentication failed for user `{user}` at {place}: {message}"),
+                ),
+                ("3D000", _) | (_, Some(1049)) => unreachable(
+                    ErrorClass::Permanent,
+                    format!("database `{database}` does not exist at {place}: {message}"),
+                ),
+                (_, Some(1044)) => unreachable(
+                    ErrorClass::Permanent,
+                    format!(
+                        "user `{user}` may not use database `{database}` at {place}: {message}"
+                    ),
+                ),
+                _ => unreachable(
+                    crate::error::classify_sqlx_error(&error),
+                    format!("{place} refused the connection: {message}"),
+                ),
+            }
+        }
+        other => unreachable(
+            crate::error::classify_sqlx_error(other),
+            format!("cannot connect to {place}: {other}"),
+        ),
+    })
 }
 
 /// The backend a URL points at.

@@ -29,6 +29,28 @@ pub enum EngineError {
         /// The driver's error.
         error: DbErr,
     },
+    /// An idempotency key was submitted again with a different request; permanent. Returning
+    /// the existing job would silently skip what the new request asked for.
+    #[error(
+        "idempotency key `{key}` belongs to job {job_id}, submitted with a different request; \
+         use a new key for a new request"
+    )]
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The job that holds it.
+        job_id: String,
+    },
+    /// The database could not be reached or refused the connection: the cause in words
+    /// (refused, unknown host, timed out, authentication, unknown database).
+    #[error("{cause}")]
+    Unreachable {
+        /// Transient (refused, unknown host, timed out) or permanent (authentication, unknown
+        /// database).
+        class: ErrorClass,
+        /// What happened, without the driver's noise.
+        cause: String,
+    },
     /// A safety rail stopped the job or the start-up; permanent.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -96,7 +118,8 @@ impl EngineError {
     /// Retry or not.
     pub fn class(&self) -> ErrorClass {
         match self {
-            EngineError::Database { class, .. } => *class,
+            EngineError::Database { class, .. } | EngineError::Unreachable { class, .. } => *class,
+            EngineError::KeyReused { .. } => ErrorClass::Permanent,
             EngineError::Injected(_)
             | EngineError::WindowChanged
             | EngineError::RowsHeld { .. } => ErrorClass::Transient,
@@ -139,6 +162,11 @@ pub fn classify(error: &DbErr) -> ErrorClass {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
+}
+
+/// Classifies a driver error (see [`classify`]).
+pub(crate) fn classify_sqlx_error(error: &sea_orm::sqlx::Error) -> ErrorClass {
+    classify_sqlx(error)
 }
 
 fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {

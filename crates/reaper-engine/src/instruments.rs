@@ -58,6 +58,23 @@ pub const POLICY_INTERVAL: &str = "reaper_policy_interval_seconds";
 /// Gauge, label `policy`: when its next window opens (unix seconds; 0: disabled).
 pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 
+/// 1 when the last scrape could read the ledger, 0 when it could not (the ledger-derived
+/// series, [`LEDGER_DERIVED`], are then left out of that scrape rather than shown stale or as 0).
+pub const LEDGER_UP: &str = "reaper_ledger_up";
+
+/// The series read from the ledger at scrape time: left out of a scrape that cannot read it.
+pub const LEDGER_DERIVED: &[&str] = &[
+    JOBS_PENDING,
+    JOBS_RUNNING,
+    JOBS_PAUSED,
+    POLICY_LAST_RUN,
+    POLICY_LAST_RUN_ROWS,
+    POLICY_LAST_RUN_DURATION,
+    POLICY_LAST_RUN_SUCCESS,
+    POLICY_LAST_RUN_CAPPED,
+    POLICY_LAST_SUCCESS,
+];
+
 /// The producers of jobs, the `source` label of [`JOBS_ACCEPTED`] and [`JOBS_REJECTED`]: the
 /// HTTP API, the CLI, the Redis intake list, and the retention scheduler.
 pub const SOURCES: &[&str] = &["api", "cli", "redis", "scheduler"];
@@ -76,6 +93,7 @@ pub const ALWAYS: &[&str] = &[
     WORKERS_ALIVE,
     JOBS_ACCEPTED,
     JOBS_REJECTED,
+    LEDGER_UP,
 ];
 
 /// Gauges of the per-policy series (they exist once a policy is configured).
@@ -123,6 +141,10 @@ pub fn describe() {
     metrics::describe_gauge!(
         JOBS_PAUSED,
         "Foreground purges paused by Ctrl-C, waiting for reaper purge --resume."
+    );
+    metrics::describe_gauge!(
+        LEDGER_UP,
+        "1 when this scrape read the ledger; 0 when it could not (ledger series left out)."
     );
     metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting in the queue transport.");
     metrics::describe_gauge!(WORKERS_ALIVE, "Workers of this daemon polling the queue.");
@@ -282,6 +304,11 @@ pub fn ledger_counts(counts: &crate::ledger::UnfinishedCounts) {
     metrics::gauge!(JOBS_PENDING).set(counts.pending as f64);
     metrics::gauge!(JOBS_RUNNING).set(counts.running as f64);
     metrics::gauge!(JOBS_PAUSED).set(counts.paused as f64);
+}
+
+/// Whether this scrape could read the ledger.
+pub fn ledger_up(up: bool) {
+    metrics::gauge!(LEDGER_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// Messages waiting in the queue transport (set at scrape time).

@@ -134,6 +134,24 @@ async fn insert(
     };
     // Affected-row counts of an upsert differ per backend; whose id the key maps to does not.
     let created = job.id == id;
+    // A producer's key stands for one request: the same request again is a safe retry, a
+    // different one is a producer bug that must not silently skip the new deletion. Compared
+    // as decoded requests, so key order and spacing do not matter. (Retention windows are
+    // keyed by the scheduler, whose request for a window is its own.)
+    if !created && policy.is_none() {
+        let stored: JobRequest = serde_json::from_str(&job.request).map_err(|error| {
+            EngineError::Corrupt(format!(
+                "the stored request of job {} cannot be read: {error}",
+                job.id
+            ))
+        })?;
+        if stored != *request {
+            return Err(EngineError::KeyReused {
+                key,
+                job_id: job.id,
+            });
+        }
+    }
     Ok(Submitted { job, created })
 }
 

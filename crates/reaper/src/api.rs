@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,17 +20,17 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::catalog::Catalog;
-use reaper_core::job::JobRequest;
 use reaper_core::lifecycle::JobState;
 use reaper_core::views::{
     AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage, Problem, Readiness, Submitted,
 };
 use reaper_engine::ledger::{self, CancelOutcome};
-use reaper_engine::{Database, EngineError, instruments};
+use reaper_engine::{Database, EngineError, ErrorClass, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::job_view::{audit_view, job_view};
+use crate::producer::Unacceptable;
 use crate::queue::JobQueue;
 
 /// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these (a test
@@ -48,6 +49,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
+/// The largest request body accepted (a job with 1,000 `in` values is far smaller); a larger
+/// one is answered 413 with this limit.
+pub(crate) const MAX_BODY: usize = 256 * 1024;
+
 /// Largest page of a listing.
 const MAX_PAGE: u32 = 500;
 
@@ -64,6 +69,8 @@ pub(crate) struct ApiState {
     pub(crate) workers_alive: Arc<AtomicBool>,
     /// The retention policies (`/v1/policies`, per-policy metrics).
     pub(crate) policies: Vec<reaper_core::retention::Policy>,
+    /// How long a `/v1` call waits for the ledger before answering 503 (`api.ledger_wait`).
+    pub(crate) ledger_wait: Duration,
 }
 
 /// The whole API.
@@ -82,6 +89,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -103,6 +111,9 @@ fn problem(status: StatusCode, message: String) -> Response {
     (status, axum::Json(Problem::new(message))).into_response()
 }
 
+/// An engine error by intent: 400 an invalid job (with its fields), 409 an idempotency key
+/// reused for a different request, 503 with `Retry-After` what is transient (the database
+/// down or slow), 500 what is permanent on our side (a stored job that cannot be read).
 fn engine_problem(error: &EngineError) -> Response {
     match error {
         EngineError::Invalid(invalid) => (
@@ -110,13 +121,40 @@ fn engine_problem(error: &EngineError) -> Response {
             axum::Json(Problem::invalid(invalid)),
         )
             .into_response(),
-        other => {
-            tracing::error!(message = "API request failed.", error = %other);
-            problem(
+        EngineError::KeyReused { .. } => problem(StatusCode::CONFLICT, error.to_string()),
+        other if other.class() == ErrorClass::Transient => {
+            tracing::warn!(message = "API request failed; the caller may retry.", error = %other);
+            let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the ledger is unavailable: {other}"),
-            )
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+            response
         }
+        other => {
+            tracing::error!(message = "API request failed.", error = %other);
+            problem(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+        }
+    }
+}
+
+/// Seconds a client is told to wait before retrying a 503.
+const RETRY_AFTER: &str = "2";
+
+/// Runs a ledger call within the API's bounded wait (`api.ledger_wait`): past it the call
+/// fails as transient (503), however long the database would keep the caller waiting.
+async fn bounded<T>(
+    state: &ApiState,
+    call: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(state.ledger_wait, call).await {
+        Ok(result) => result,
+        Err(_) => Err(EngineError::Unreachable {
+            class: ErrorClass::Transient,
+            cause: format!("the database did not answer within {:?}", state.ledger_wait),
+        }),
     }
 }
 
@@ -146,24 +184,48 @@ async fn require_token(
     }
 }
 
-async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
-    let request: JobRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(error) => {
+async fn create_job(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             instruments::job_submitted("api", false);
-            return problem(StatusCode::BAD_REQUEST, format!("invalid job: {error}"));
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+            );
+        }
+        Err(rejection) => return problem(rejection.status(), rejection.body_text()),
+    };
+    let request = match crate::producer::parse(&body, &state.catalog) {
+        Ok(request) => request,
+        Err(refused) => {
+            instruments::job_submitted("api", false);
+            return match refused {
+                Unacceptable::Invalid(invalid) => (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(Problem::invalid(&invalid)),
+                )
+                    .into_response(),
+                unreadable => problem(StatusCode::BAD_REQUEST, unreadable.to_string()),
+            };
         }
     };
-    match crate::producer::accept(
-        &state.db,
-        &state.catalog,
-        &state.queue,
-        &request,
-        state.default_max_attempts,
-        "api",
+    let accepted = bounded(
+        &state,
+        crate::producer::accept(
+            &state.db,
+            &state.catalog,
+            &state.queue,
+            &request,
+            state.default_max_attempts,
+            "api",
+        ),
     )
-    .await
-    {
+    .await;
+    match accepted {
         Ok(submitted) => {
             let status = if submitted.created {
                 StatusCode::CREATED
@@ -192,7 +254,7 @@ async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response
 }
 
 async fn get_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    match ledger::get(&state.db, &id).await {
+    match bounded(&state, ledger::get(&state.db, &id)).await {
         Ok(Some(job)) => match job_view(job) {
             Ok(job) => axum::Json(job).into_response(),
             Err(error) => engine_problem(&error),
@@ -238,16 +300,19 @@ async fn list_jobs(
         );
     }
     let jobs = match &query.idempotency_key {
-        Some(key) => ledger::get_by_key(&state.db, key)
+        Some(key) => bounded(&state, ledger::get_by_key(&state.db, key))
             .await
             .map(|job| job.into_iter().collect()),
         None => {
-            ledger::list(
-                &state.db,
-                wanted_state,
-                query.target.as_deref(),
-                query.before.as_deref(),
-                limit,
+            bounded(
+                &state,
+                ledger::list(
+                    &state.db,
+                    wanted_state,
+                    query.target.as_deref(),
+                    query.before.as_deref(),
+                    limit,
+                ),
             )
             .await
         }
@@ -271,20 +336,21 @@ async fn list_jobs(
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let (status, cancel, job) = match ledger::request_cancel(&state.db, &id, Utc::now()).await {
-        Ok(Some(CancelOutcome::Cancelled(job))) => {
-            (StatusCode::OK, JobState::Cancelled.as_str(), job)
-        }
-        Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
-        Ok(Some(CancelOutcome::Finished(job))) => {
-            return problem(
-                StatusCode::CONFLICT,
-                format!("job `{id}` is {} already; nothing to cancel", job.state),
-            );
-        }
-        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
-        Err(error) => return engine_problem(&error),
-    };
+    let (status, cancel, job) =
+        match bounded(&state, ledger::request_cancel(&state.db, &id, Utc::now())).await {
+            Ok(Some(CancelOutcome::Cancelled(job))) => {
+                (StatusCode::OK, JobState::Cancelled.as_str(), job)
+            }
+            Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
+            Ok(Some(CancelOutcome::Finished(job))) => {
+                return problem(
+                    StatusCode::CONFLICT,
+                    format!("job `{id}` is {} already; nothing to cancel", job.state),
+                );
+            }
+            Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+            Err(error) => return engine_problem(&error),
+        };
     match job_view(job) {
         Ok(job) => (
             status,
@@ -322,12 +388,17 @@ async fn job_audit(
             format!("limit: {limit} is not allowed; allowed: 1 to {MAX_PAGE}"),
         );
     }
-    match ledger::get(&state.db, &id).await {
+    match bounded(&state, ledger::get(&state.db, &id)).await {
         Ok(Some(_)) => {}
         Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(error) => return engine_problem(&error),
     }
-    match ledger::audit_of_job(&state.db, &id, query.after_batch.unwrap_or(0), limit).await {
+    let entries = bounded(
+        &state,
+        ledger::audit_of_job(&state.db, &id, query.after_batch.unwrap_or(0), limit),
+    )
+    .await;
+    match entries {
         Ok(entries) => {
             let next = (entries.len() == limit as usize)
                 .then(|| entries.last().map(|entry| entry.batch_no))
@@ -347,15 +418,25 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// How long `/readyz` and `/metrics` wait for the database and the queue: they answer within
+/// about this long whatever is down (probes time out at a few seconds).
+const PROBE_WAIT: Duration = Duration::from_millis(1_500);
+
 /// Ready when the database and the queue answer and the workers poll.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
-    let database = match ledger::unfinished_counts(&state.db).await {
-        Ok(_) => "ok".to_owned(),
-        Err(error) => format!("unavailable: {error}"),
+    let (database, queue) = tokio::join!(
+        tokio::time::timeout(PROBE_WAIT, ledger::unfinished_counts(&state.db)),
+        tokio::time::timeout(PROBE_WAIT, state.queue.depth()),
+    );
+    let database = match database {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(error)) => format!("unavailable: {error}"),
+        Err(_) => format!("unavailable: no answer within {PROBE_WAIT:?}"),
     };
-    let queue = match state.queue.depth().await {
-        Ok(_) => "ok".to_owned(),
-        Err(error) => format!("unavailable: {error}"),
+    let queue = match queue {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(error)) => format!("unavailable: {error}"),
+        Err(_) => format!("unavailable: no answer within {PROBE_WAIT:?}"),
     };
     let workers = if state.workers_alive.load(Ordering::Relaxed) {
         "ok".to_owned()
@@ -382,7 +463,12 @@ async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
     let now = Utc::now();
     let mut views = Vec::with_capacity(state.policies.len());
     for policy in &state.policies {
-        match crate::policy_view::policy_view(&state.db, policy, now).await {
+        match bounded(
+            &state,
+            crate::policy_view::policy_view(&state.db, policy, now),
+        )
+        .await
+        {
             Ok(view) => views.push(view),
             Err(error) => return engine_problem(&error),
         }
@@ -397,32 +483,72 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
             format!("no retention policy `{name}`"),
         );
     };
-    match crate::policy_view::policy_view(&state.db, policy, Utc::now()).await {
+    match bounded(
+        &state,
+        crate::policy_view::policy_view(&state.db, policy, Utc::now()),
+    )
+    .await
+    {
         Ok(view) => axum::Json(view).into_response(),
         Err(error) => engine_problem(&error),
     }
 }
 
-/// Prometheus text format. The ledger and queue gauges are read at scrape time.
+/// Prometheus text format. The ledger and queue gauges are read at scrape time, each within
+/// [`PROBE_WAIT`]; when the ledger cannot be read, `reaper_ledger_up` is 0 and the series read
+/// from it are left out of the scrape (a stale or zero count would read as "nothing pending").
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    if let Err(error) =
-        crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await
-    {
-        tracing::warn!(message = "Cannot read the policies' runs for /metrics.", %error);
+    let ledger_read = async {
+        crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await?;
+        ledger::unfinished_counts(&state.db).await
+    };
+    let (ledger_read, depth) = tokio::join!(
+        tokio::time::timeout(PROBE_WAIT, ledger_read),
+        tokio::time::timeout(PROBE_WAIT, state.queue.depth()),
+    );
+    let ledger_up = match ledger_read {
+        Ok(Ok(counts)) => {
+            instruments::ledger_counts(&counts);
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(message = "Cannot read the ledger for /metrics.", %error);
+            false
+        }
+        Err(_) => {
+            tracing::warn!(message = "The ledger did not answer in time for /metrics.");
+            false
+        }
+    };
+    instruments::ledger_up(ledger_up);
+    match depth {
+        Ok(Ok(depth)) => instruments::queue_depth(depth),
+        Ok(Err(error)) => {
+            tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error)
+        }
+        Err(_) => tracing::warn!(message = "The queue did not answer in time for /metrics."),
     }
-    match ledger::unfinished_counts(&state.db).await {
-        Ok(counts) => instruments::ledger_counts(&counts),
-        Err(error) => tracing::warn!(message = "Cannot count jobs for /metrics.", %error),
+    let mut text = state.metrics.render();
+    if !ledger_up {
+        text = without_series(&text, instruments::LEDGER_DERIVED);
     }
-    match state.queue.depth().await {
-        Ok(depth) => instruments::queue_depth(depth),
-        Err(error) => tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error),
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The exposition text without the samples and the `# HELP`/`# TYPE` lines of `names`.
+fn without_series(text: &str, names: &[&str]) -> String {
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let name = match line.strip_prefix("# ") {
+            Some(comment) => comment.split(' ').nth(1).unwrap_or(""),
+            None => line.split(['{', ' ']).next().unwrap_or(""),
+        };
+        if !names.contains(&name) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    kept
 }
 
 #[cfg(test)]
@@ -472,6 +598,7 @@ mod tests {
                 .handle(),
             workers_alive: Arc::new(AtomicBool::new(true)),
             policies: Vec::new(),
+            ledger_wait: Duration::from_secs(5),
         })
     }
 

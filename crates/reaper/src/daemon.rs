@@ -118,6 +118,10 @@ fn spawn_api(
         metrics,
         workers_alive: state.workers_alive.clone(),
         policies: settings.policies.clone(),
+        ledger_wait: config.api.ledger_wait.map_or(
+            std::time::Duration::from_secs(reaper_core::config::DEFAULT_LEDGER_WAIT_SECS),
+            |wait| wait.as_duration(),
+        ),
     });
     let stop = stop.clone();
     tokio::spawn(async move {

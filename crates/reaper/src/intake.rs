@@ -9,7 +9,9 @@
 //! job when the request has an `idempotency_key` (producers should always set one).
 //!
 //! Invalid messages are refused with their field-level error: they go, with the error, to the
-//! capped list `<queue>:intake:rejected`, and nothing is deleted.
+//! capped list `<queue>:intake:rejected`, and nothing is deleted. So does any message the
+//! ledger refuses for a permanent reason, so one poison message never stalls the messages
+//! behind it; only a transient failure (database down) leaves a message claimed for a retry.
 //!
 //! This module owns only the intake keys; apalis owns the queue's other keys.
 
@@ -18,8 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reaper_core::catalog::Catalog;
-use reaper_core::job::JobRequest;
-use reaper_engine::{Database, EngineError, instruments};
+use reaper_engine::{Database, ErrorClass, instruments};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -224,11 +225,12 @@ impl Intake {
         mut connection: redis::aio::ConnectionManager,
         message: &str,
     ) -> anyhow::Result<()> {
-        let request: JobRequest = match serde_json::from_str(message) {
+        let request = match crate::producer::parse(message.as_bytes(), &self.catalog) {
             Ok(request) => request,
-            Err(error) => {
+            Err(refused) => {
+                instruments::job_submitted("redis", false);
                 return self
-                    .reject(&mut connection, message, format!("invalid job: {error}"))
+                    .reject(&mut connection, message, refused.to_string())
                     .await;
             }
         };
@@ -243,12 +245,15 @@ impl Intake {
         .await
         {
             Ok(_) => Ok(()),
-            Err(EngineError::Invalid(error)) => {
+            // Refused for good (invalid, a reused key, or anything the database will never
+            // accept from this message): it goes to the rejected list, and the intake goes on
+            // to the messages behind it.
+            Err(error) if error.class() == ErrorClass::Permanent => {
                 self.reject(&mut connection, message, error.to_string())
                     .await
             }
-            // Anything else is the deployment's problem (database down, permissions), not the
-            // message's: it stays claimed and is tried again.
+            // A transient failure is the deployment's (database down), not the message's: it
+            // stays claimed and is tried again.
             Err(error) => Err(error.into()),
         }
     }
@@ -259,10 +264,6 @@ impl Intake {
         message: &str,
         error: String,
     ) -> anyhow::Result<()> {
-        if serde_json::from_str::<JobRequest>(message).is_err() {
-            // Refusals by validation are counted where the ledger refuses them.
-            instruments::job_submitted("redis", false);
-        }
         tracing::warn!(message = "Refused a job from the Redis intake.", %error);
         let record = serde_json::to_string(&Rejection {
             at: Utc::now().to_rfc3339(),
