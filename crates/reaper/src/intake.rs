@@ -148,7 +148,9 @@ impl Intake {
     ) -> anyhow::Result<()> {
         let claimed = self.keys.claimed(&self.daemon);
         // Messages left claimed under this name by an earlier failed loop are served first.
-        let mut leftover: Vec<String> = connection.lrange(&claimed, 0, -1).await?;
+        // Bytes, not strings: a message that is not UTF-8 must reach `submit` to be rejected,
+        // not fail the read of every message claimed with it.
+        let mut leftover: Vec<Vec<u8>> = connection.lrange(&claimed, 0, -1).await?;
         leftover.reverse();
         let mut last_heartbeat = None::<std::time::Instant>;
         loop {
@@ -195,8 +197,8 @@ impl Intake {
         &self,
         connection: &mut redis::aio::ConnectionManager,
         claimed: &str,
-    ) -> anyhow::Result<Vec<String>> {
-        let first: Option<String> = connection
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let first: Option<Vec<u8>> = connection
             .blmove(
                 &self.keys.intake,
                 claimed,
@@ -209,7 +211,7 @@ impl Intake {
             return Ok(Vec::new());
         };
         let mut messages = vec![first];
-        let more: Vec<String> = redis::Script::new(CLAIM_SCRIPT)
+        let more: Vec<Vec<u8>> = redis::Script::new(CLAIM_SCRIPT)
             .key(&self.keys.intake)
             .key(claimed)
             .arg(CLAIM_BATCH - 1)
@@ -223,9 +225,9 @@ impl Intake {
     async fn submit(
         &self,
         mut connection: redis::aio::ConnectionManager,
-        message: &str,
+        message: &[u8],
     ) -> anyhow::Result<()> {
-        let request = match crate::producer::parse(message.as_bytes(), &self.catalog) {
+        let request = match crate::producer::parse(message, &self.catalog) {
             Ok(request) => request,
             Err(refused) => {
                 instruments::job_submitted("redis", false);
@@ -261,14 +263,15 @@ impl Intake {
     async fn reject(
         &self,
         connection: &mut redis::aio::ConnectionManager,
-        message: &str,
+        message: &[u8],
         error: String,
     ) -> anyhow::Result<()> {
+        let message = String::from_utf8_lossy(message);
         tracing::warn!(message = "Refused a job from the Redis intake.", %error);
         let record = serde_json::to_string(&Rejection {
             at: Utc::now().to_rfc3339(),
             error,
-            message,
+            message: &message,
         })?;
         redis::pipe()
             .lpush(&self.keys.rejected, record)
