@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod hostile_input;
+mod outages;
 mod retention;
 
 use std::path::{Path, PathBuf};
