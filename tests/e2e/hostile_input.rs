@@ -242,11 +242,9 @@ async fn the_api_answers_hostile_bodies_by_intent_with_every_field() {
         .call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
         .await;
     assert_eq!(status, 500, "{body}");
-    let client = reaper_client::Client::new(
-        &format!("http://127.0.0.1:{}", d.port),
-        crate::daemon::TOKEN,
-    )
-    .unwrap();
+    let client =
+        reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), crate::daemon::TOKEN)
+            .unwrap();
     let error = client.status(&id).await.unwrap_err();
     assert!(!error.is_transient(), "{error:?}");
 
@@ -287,6 +285,17 @@ async fn the_cli_refuses_hostile_jobs_with_every_field_and_exit_status_2() {
             stderr(&output)
         );
     }
+
+    // Text that is not UTF-8 cannot be written in JSON either: a lone surrogate is refused.
+    let surrogate =
+        r#"{"target": "events", "all_rows": true, "requested_by": "a", "reason": "\ud800"}"#;
+    let output = run(d.reaper().args(["enqueue", "--json", surrogate]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with("invalid job: unexpected end of hex escape"),
+        "{}",
+        stderr(&output)
+    );
 
     let bytes = d.dir.path().join("latin1.json");
     std::fs::write(&bytes, b"{\"target\": \"caf\xe9\"}").unwrap();

@@ -125,6 +125,10 @@ impl Database {
     }
 }
 
+/// The first connection's attempt (see [`probe`]).
+type FirstConnection =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sea_orm::sqlx::Error>> + Send>>;
+
 /// How long the first connection may take before start-up gives up on the database.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -137,14 +141,8 @@ async fn probe(url: &str, backend: Backend) -> Result<(), EngineError> {
     use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
 
     let unreachable = |class, cause: String| EngineError::Unreachable { class, cause };
-    let (attempt, place, user, database): (
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), sea_orm::sqlx::Error>> + Send>,
-        >,
-        String,
-        String,
-        String,
-    ) = match backend {
+    let (attempt, place, user, database): (FirstConnection, String, String, String) = match backend
+    {
         Backend::Postgres => {
             let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
                 .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
