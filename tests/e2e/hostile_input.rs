@@ -310,18 +310,24 @@ async fn the_cli_refuses_hostile_jobs_with_every_field_and_exit_status_2() {
         "enqueue",
         "--target",
         "events",
-        "--all-rows",
+        "--where",
+        "tenant_id=three",
         "--batch-size",
         "0",
         "--reason",
         "r",
     ]));
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("batch_size"),
-        "{}",
-        stderr(&output)
-    );
+    for problem in [
+        "--where tenant_id=three: `three` is not an integer",
+        "batch_size: 0 is not allowed",
+    ] {
+        assert!(
+            stderr(&output).contains(problem),
+            "{problem}: {}",
+            stderr(&output)
+        );
+    }
 
     // A key reused for another request is a conflict (exit 1), the same request is not.
     let id = d.enqueue(&erase_tenant(2, "cli-key"));

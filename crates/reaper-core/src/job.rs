@@ -223,7 +223,10 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
         if !FIELDS.contains(&key.as_str()) {
             fail(
                 key,
-                format!("unknown field; the fields are: {}", FIELDS.join(", ")),
+                format!(
+                    "unknown field `{key}`; the fields are: {}",
+                    FIELDS.join(", ")
+                ),
             );
         }
     }
@@ -295,7 +298,7 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
                 if key != "all" {
                     fail(
                         &format!("filter.{key}"),
-                        "unknown field; a filter has only `all`".into(),
+                        format!("unknown field `{key}`; a filter has only `all`"),
                     );
                 }
             }
@@ -353,7 +356,7 @@ fn parse_condition(
         if !matches!(key.as_str(), "column" | "op" | "value") {
             fail(
                 &format!("{path}.{key}"),
-                "unknown field; a condition has column, op and value".into(),
+                format!("unknown field `{key}`; a condition has column, op and value"),
             );
             ok = false;
         }

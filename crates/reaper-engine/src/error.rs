@@ -43,7 +43,7 @@ pub enum EngineError {
     },
     /// The database could not be reached or refused the connection: the cause in words
     /// (refused, unknown host, timed out, authentication, unknown database).
-    #[error("{cause}")]
+    #[error("{class_name} database error: {cause}", class_name = match .class { ErrorClass::Transient => "transient", ErrorClass::Permanent => "permanent" })]
     Unreachable {
         /// Transient (refused, unknown host, timed out) or permanent (authentication, unknown
         /// database).
