@@ -252,6 +252,18 @@ async fn the_api_answers_hostile_bodies_by_intent_with_every_field() {
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 1);
 }
 
+/// The command exited 2 (refused input) and its message names every one of `problems`.
+fn refused_naming(output: &std::process::Output, problems: &[&str]) {
+    assert_eq!(output.status.code(), Some(2));
+    for problem in problems {
+        assert!(
+            stderr(output).contains(problem),
+            "{problem}: {}",
+            stderr(output)
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_cli_refuses_hostile_jobs_with_every_field_and_exit_status_2() {
     let d = Deployment::new(Backend::Postgres, 20).await;
@@ -273,18 +285,14 @@ async fn the_cli_refuses_hostile_jobs_with_every_field_and_exit_status_2() {
     let file = d.dir.path().join("three.json");
     std::fs::write(&file, three.to_string()).unwrap();
     let output = run(d.reaper().arg("enqueue").arg("--file").arg(&file));
-    assert_eq!(output.status.code(), Some(2));
-    for field in [
-        "reason: is required",
-        "mode: must be",
-        "batch_size: 0 is not allowed",
-    ] {
-        assert!(
-            stderr(&output).contains(field),
-            "{field}: {}",
-            stderr(&output)
-        );
-    }
+    refused_naming(
+        &output,
+        &[
+            "reason: is required",
+            "mode: must be",
+            "batch_size: 0 is not allowed",
+        ],
+    );
 
     // Text that is not UTF-8 cannot be written in JSON either: a lone surrogate is refused.
     let surrogate =
@@ -317,17 +325,13 @@ async fn the_cli_refuses_hostile_jobs_with_every_field_and_exit_status_2() {
         "--reason",
         "r",
     ]));
-    assert_eq!(output.status.code(), Some(2));
-    for problem in [
-        "--where tenant_id=three: `three` is not an integer",
-        "batch_size: 0 is not allowed",
-    ] {
-        assert!(
-            stderr(&output).contains(problem),
-            "{problem}: {}",
-            stderr(&output)
-        );
-    }
+    refused_naming(
+        &output,
+        &[
+            "--where tenant_id=three: `three` is not an integer",
+            "batch_size: 0 is not allowed",
+        ],
+    );
 
     // A key reused for another request is a conflict (exit 1), the same request is not.
     let id = d.enqueue(&erase_tenant(2, "cli-key"));
