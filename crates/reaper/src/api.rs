@@ -426,7 +426,7 @@ const PROBE_WAIT: Duration = Duration::from_millis(1_500);
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let (database, queue) = tokio::join!(
         tokio::time::timeout(PROBE_WAIT, ledger::unfinished_counts(&state.db)),
-        tokio::time::timeout(PROBE_WAIT, state.queue.depth()),
+        tokio::time::timeout(PROBE_WAIT, queue_pullable(&state.queue)),
     );
     let database = match database {
         Ok(Ok(_)) => "ok".to_owned(),
@@ -457,6 +457,22 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         workers,
     };
     (status, axum::Json(readiness)).into_response()
+}
+
+/// The queue answers, and lets this daemon run what a worker's poll runs. On Redis a poll is a
+/// script over the queue's keys: a user whose ACL lets it read the queue (its depth answers)
+/// but not run scripts leaves the workers restarting on every poll, so that is tried too.
+async fn queue_pullable(queue: &JobQueue) -> anyhow::Result<()> {
+    queue.depth().await?;
+    if let JobQueue::Redis(storage) = queue {
+        let active = storage.get_config().active_jobs_list();
+        let mut storage = storage.clone();
+        let _: i64 = redis::Script::new("return redis.call('LLEN', KEYS[1])")
+            .key(active)
+            .invoke_async(storage.get_connection())
+            .await?;
+    }
+    Ok(())
 }
 
 async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
