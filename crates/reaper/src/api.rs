@@ -672,6 +672,18 @@ mod tests {
         assert!(body.contains("no such route"), "{body}");
     }
 
+    #[test]
+    fn left_out_series_lose_their_samples_and_their_help_and_type_lines() {
+        let text = "# HELP reaper_jobs_pending Jobs pending.\n# TYPE reaper_jobs_pending gauge\n\
+                    reaper_jobs_pending 0\n# TYPE reaper_jobs_pending_other gauge\n\
+                    reaper_jobs_pending_other 1\n\
+                    reaper_policy_last_run_rows{policy=\"p\"} 5\nreaper_ledger_up 0\n";
+        assert_eq!(
+            without_series(text, instruments::LEDGER_DERIVED),
+            "# TYPE reaper_jobs_pending_other gauge\nreaper_jobs_pending_other 1\nreaper_ledger_up 0\n"
+        );
+    }
+
     #[tokio::test]
     async fn jobs_need_the_token_and_health_does_not() {
         let dir = tempfile::tempdir().unwrap();
