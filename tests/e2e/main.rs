@@ -1,5 +1,7 @@
-//! End-to-end tests: the real `reaper` binary, as a user runs it, against real SQLite and
-//! PostgreSQL (one fresh database per test; see reaper-testkit).
+//! End-to-end tests: the real `reaper` binary, as a user runs it (one fresh database per test;
+//! see reaper-testkit). The CLI and `reaper purge` on SQLite, PostgreSQL and MariaDB; the
+//! daemon, scheduled retention and the deploy files on PostgreSQL with Redis. Every test that
+//! deletes proves the invariants with a snapshot of the table (`reaper_testkit::TableSnapshot`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
