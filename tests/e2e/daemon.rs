@@ -6,13 +6,14 @@
 //! invariants with a snapshot of the table (`reaper_testkit::TableSnapshot`) and checks the
 //! job's attempts.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use reaper_core::sql::Backend;
 use reaper_testkit::engine::assert_clean;
-use reaper_testkit::{PrivateRedis, Removal, TestDatabase, TestQueue};
+use reaper_testkit::{PrivateRedis, Removal, TableSnapshot, TestDatabase, TestQueue};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -76,6 +77,19 @@ impl RedisDeployment {
             port,
             _queue: queue,
         }
+    }
+
+    /// A deployment with what a deleting test needs before anything runs: the keys matching
+    /// `condition` and a snapshot of `events`.
+    pub(crate) async fn prepared(
+        rows: u32,
+        private_redis: Option<&PrivateRedis>,
+        condition: &str,
+    ) -> (Self, BTreeSet<String>, TableSnapshot) {
+        let d = Self::new(rows, private_redis).await;
+        let matching = d.deployment.test.ids("events", condition).await;
+        let before = d.deployment.test.snapshot_events().await;
+        (d, matching, before)
     }
 
     pub(crate) fn start(&self, env: &[(&str, &str)]) -> Daemon {
@@ -515,10 +529,8 @@ async fn the_api_refuses_an_invalid_job_naming_the_field_and_records_nothing() {
 
 #[tokio::test]
 async fn an_api_job_is_done_exactly_once_and_a_repeated_key_returns_it() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id = 3").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 3").await;
-    let before = test.snapshot_events().await;
     let _daemon = d.start(&[]);
     let api = d.api();
     let job = erase_tenant(3, json!({"idempotency_key": "erase-3", "batch_size": 50}));
@@ -549,10 +561,8 @@ async fn an_api_job_is_done_exactly_once_and_a_repeated_key_returns_it() {
 
 #[tokio::test]
 async fn the_api_pages_a_job_s_audit_and_lists_jobs_by_state_and_target() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 3").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 3").await;
-    let before = test.snapshot_events().await;
     let _daemon = d.start(&[]);
     let api = d.api();
     let id = api
@@ -611,10 +621,8 @@ async fn the_api_pages_a_job_s_audit_and_lists_jobs_by_state_and_target() {
 
 #[tokio::test]
 async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 2").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 2").await;
-    let before = test.snapshot_events().await;
     let _daemon = d.start(&[]);
     let mut redis = d.redis().await;
     let intake = format!("{}:intake", d.queue_name);
@@ -690,10 +698,8 @@ fn erase_two_tenants() -> Value {
 
 #[tokio::test]
 async fn cancel_stops_a_running_job_at_a_batch_boundary() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, matching, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let matching = test.ids("events", "tenant_id IN (1, 2)").await;
-    let before = test.snapshot_events().await;
     // One long slice: the job stays running (no hand-over between slices) until cancelled.
     let _daemon = d.start(&[
         SLOW_BATCHES,
@@ -738,10 +744,8 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
 /// given back; a new daemon finishes exactly once.
 #[tokio::test]
 async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_exactly_once() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
-    let before = test.snapshot_events().await;
     let mut daemon = d.start(&[SLOW_BATCHES]);
     let api = d.api();
     let id = api.submit(&erase_two_tenants()).await;
@@ -770,10 +774,8 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_exactly_once() 
 /// here; 15 s by default) and finishes it exactly once.
 #[tokio::test]
 async fn sigkill_mid_job_another_daemon_finishes_exactly_once() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
-    let before = test.snapshot_events().await;
     let mut first = d.start(&[SLOW_BATCHES]);
     let api = d.api();
     let id = api.submit(&erase_two_tenants()).await;
@@ -816,10 +818,8 @@ async fn api_less_job(test: &TestDatabase, id: &str) -> (String, i64) {
 /// the lease check, and the job is finished exactly once by the second.
 #[tokio::test]
 async fn a_worker_frozen_past_its_lease_is_refused_when_it_wakes() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
-    let before = test.snapshot_events().await;
     // A 1 s pause after each batch: the worker spends nearly all its time between batches,
     // outside any transaction (a frozen transaction would hold the job's ledger row).
     let first = d.start(&[("REAPER_TARGETS__EVENTS__PAUSE", "1s")]);
@@ -879,10 +879,9 @@ async fn a_worker_frozen_past_its_lease_is_refused_when_it_wakes() {
 #[tokio::test]
 async fn flushall_mid_run_loses_no_job() {
     let redis_server = PrivateRedis::start();
-    let d = RedisDeployment::new(2_000, Some(&redis_server)).await;
+    let (d, expected, before) =
+        RedisDeployment::prepared(2_000, Some(&redis_server), "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
-    let before = test.snapshot_events().await;
     let _daemon = d.start(&[SLOW_BATCHES]);
     let api = d.api();
     let id = api.submit(&erase_two_tenants()).await;
@@ -911,10 +910,9 @@ async fn flushall_mid_run_loses_no_job() {
 /// comes back only through the reconciler: it says so in its log, and the job finishes once.
 async fn a_lost_message_is_brought_back_by_the_reconciler(lose: impl FnOnce(&mut PrivateRedis)) {
     let mut redis_server = PrivateRedis::start();
-    let d = RedisDeployment::new(1_000, Some(&redis_server)).await;
+    let (d, expected, before) =
+        RedisDeployment::prepared(1_000, Some(&redis_server), "tenant_id = 4").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 4").await;
-    let before = test.snapshot_events().await;
     let daemon = d.start(&[]);
     daemon.freeze();
     let id = d
@@ -961,10 +959,8 @@ async fn a_message_lost_in_a_redis_restart_without_data_is_reconciled() {
 /// hands them back (and says so), submits them, and the job runs exactly once.
 #[tokio::test]
 async fn a_dead_daemon_s_claimed_intake_messages_are_handed_back_and_run_once() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 5").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 5").await;
-    let before = test.snapshot_events().await;
     let mut redis = d.redis().await;
     // What a daemon that died mid-claim leaves: the message in its claimed list, its last
     // heartbeat long ago.
@@ -1007,10 +1003,8 @@ async fn a_dead_daemon_s_claimed_intake_messages_are_handed_back_and_run_once() 
 /// retried, and the job completes exactly once.
 #[tokio::test]
 async fn a_killed_database_connection_is_retried_and_the_job_completes() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
-    let before = test.snapshot_events().await;
     let _daemon = d.start(&[SLOW_BATCHES]);
     let api = d.api();
     let id = api.submit(&erase_two_tenants()).await;
@@ -1068,10 +1062,8 @@ async fn a_job_failing_transiently_every_time_is_dead_after_max_attempts() {
 /// The Rust client crate, as another service would use it.
 #[tokio::test]
 async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 4").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 4").await;
-    let before = test.snapshot_events().await;
     let _daemon = d.start(&[]);
     let client = reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), TOKEN).unwrap();
 
@@ -1197,10 +1189,8 @@ async fn the_cli_enqueues_from_flags_lists_and_cancels() {
 /// finishes the job exactly once.
 #[tokio::test]
 async fn a_second_signal_exits_at_once_and_the_batch_rolls_back() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 1").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 1").await;
-    let before = test.snapshot_events().await;
     let mut daemon = d.start(&[("FAILPOINTS", "batch::before_commit=sleep(3000)")]);
     let api = d.api();
     let id = api
