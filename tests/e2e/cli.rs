@@ -2,7 +2,7 @@
 
 use reaper_core::sql::Backend;
 use reaper_testkit::Removal;
-use reaper_testkit::engine::{assert_clean, erase_tenant};
+use reaper_testkit::engine::erase_tenant;
 
 use crate::{Deployment, config_text, reaper, run, stderr, stdout};
 
@@ -13,9 +13,8 @@ async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(3, serde_json::json!({"batch_size": 70})));
     deployment.run_until_idle(&[]);
-    assert_clean(&deployment.test, &id, "done", 1).await;
-    before
-        .assert_removed_exactly(&deployment.test, &expected, Removal::Hard, 70)
+    deployment
+        .assert_done_once(&id, &before, &expected, 70)
         .await;
 
     let status = run(deployment.reaper().args(["status", &id, "--audit"]));
@@ -73,9 +72,8 @@ async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
     // Past `stranded_after` (1 s in the test config), the pending job counts as lost.
     std::thread::sleep(std::time::Duration::from_millis(1_200));
     deployment.run_until_idle(&[]);
-    assert_clean(&deployment.test, &id, "done", 1).await;
-    before
-        .assert_removed_exactly(&deployment.test, &expected, Removal::Hard, 30)
+    deployment
+        .assert_done_once(&id, &before, &expected, 30)
         .await;
 }
 
@@ -146,9 +144,8 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend
     );
     deployment.run_until_idle(&[]);
     // A clean stop is not a failed attempt.
-    assert_clean(&deployment.test, &id, "done", 1).await;
-    before
-        .assert_removed_exactly(&deployment.test, &expected, Removal::Hard, 10)
+    deployment
+        .assert_done_once(&id, &before, &expected, 10)
         .await;
 }
 

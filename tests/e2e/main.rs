@@ -89,6 +89,26 @@ impl Deployment {
         stdout(&output).trim().to_owned()
     }
 
+    /// The job ended `done` after one attempt, with no error, having removed exactly
+    /// `expected` since `before` (every invariant of [`reaper_testkit::TableSnapshot`]).
+    pub(crate) async fn assert_done_once(
+        &self,
+        id: &str,
+        before: &reaper_testkit::TableSnapshot,
+        expected: &std::collections::BTreeSet<String>,
+        max_batch: i64,
+    ) {
+        reaper_testkit::engine::assert_clean(&self.test, id, "done", 1).await;
+        before
+            .assert_removed_exactly(
+                &self.test,
+                expected,
+                reaper_testkit::Removal::Hard,
+                max_batch,
+            )
+            .await;
+    }
+
     pub(crate) fn run_until_idle(&self, extra_env: &[(&str, &str)]) {
         let mut command = self.reaper();
         command

@@ -59,17 +59,31 @@ async fn wait_until(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> 
     }
 }
 
-#[tokio::test]
-async fn three_daemons_submit_exactly_one_job_per_window() {
-    let setup = RedisDeployment::new(3_000, None).await;
+/// A Redis deployment with the policy `every-second` on `tenant`'s rows (`extra` keys added),
+/// the tenant's keys and a snapshot of `events`.
+async fn every_second_on_tenant(
+    rows: u32,
+    tenant: i64,
+    extra: &str,
+) -> (
+    RedisDeployment,
+    BTreeSet<String>,
+    reaper_testkit::TableSnapshot,
+) {
+    let condition = format!("tenant_id = {tenant}");
+    let (setup, matching, before) = RedisDeployment::prepared(rows, None, &condition).await;
     add_to_config(
         &setup.deployment,
-        &policy("every-second", 7, "* * * * * *", ""),
+        &policy("every-second", tenant, "* * * * * *", extra),
     );
+    (setup, matching, before)
+}
+
+#[tokio::test]
+async fn three_daemons_submit_exactly_one_job_per_window() {
+    let (setup, tenant, before) = every_second_on_tenant(3_000, 7, "").await;
     let test = &setup.deployment.test;
-    let tenant = test.ids("events", "tenant_id = 7").await;
     assert_eq!(tenant.len(), 300);
-    let before = test.snapshot_events().await;
 
     let ports = [setup.port, free_port(), free_port()];
     let listen: Vec<String> = ports
@@ -543,14 +557,8 @@ reaper_testkit::on_every_backend!(
 /// its windows skips them, saying so, and its runs never overlap.
 #[tokio::test]
 async fn a_policy_s_runs_never_overlap_and_windows_behind_an_unfinished_run_are_skipped() {
-    let setup = RedisDeployment::new(1_000, None).await;
-    add_to_config(
-        &setup.deployment,
-        &policy("every-second", 2, "* * * * * *", "batch_size = 20\n"),
-    );
+    let (setup, tenant, before) = every_second_on_tenant(1_000, 2, "batch_size = 20\n").await;
     let test = &setup.deployment.test;
-    let tenant = test.ids("events", "tenant_id = 2").await;
-    let before = test.snapshot_events().await;
     // Five batches of 300 ms: a run spans about two windows.
     let mut daemon = setup.start(&[("FAILPOINTS", "batch::before_commit=sleep(300)")]);
     daemon.wait_for_log(&["Skipped a window"], Duration::from_secs(20));
