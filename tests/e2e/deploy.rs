@@ -133,6 +133,8 @@ async fn scrape_metrics(extra_config: &str) -> String {
     ) + extra_config;
     std::fs::write(&deployment.config, text).unwrap();
     deployment.migrate();
+    let matching = deployment.test.ids("events", "tenant_id = 1").await;
+    let before = deployment.test.snapshot_events().await;
     let mut command = deployment.reaper();
     command.env("REAPER_API_TOKEN", TOKEN);
     let _daemon = Daemon::spawn(command, deployment.dir.path(), port);
@@ -146,6 +148,9 @@ async fn scrape_metrics(extra_config: &str) -> String {
         }))
         .await;
     api.wait_done(&id, 1, Duration::from_secs(30)).await;
+    before
+        .assert_removed_exactly(&deployment.test, &matching, Removal::Hard, 100)
+        .await;
     api.text("/metrics").await
 }
 

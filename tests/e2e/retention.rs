@@ -183,7 +183,7 @@ async fn three_daemons_submit_exactly_one_job_per_window() {
 
 #[tokio::test]
 async fn a_window_missed_while_every_daemon_was_down_runs_once_at_start_up() {
-    let setup = RedisDeployment::new(1_000, None).await;
+    let (setup, tenant, snapshot) = RedisDeployment::prepared(1_000, None, "tenant_id = 7").await;
     add_to_config(
         &setup.deployment,
         &policy("every-3s", 7, "*/3 * * * * *", ""),
@@ -248,6 +248,9 @@ async fn a_window_missed_while_every_daemon_was_down_runs_once_at_start_up() {
         .collect();
     assert!(missed.is_empty(), "missed windows ran: {missed:?}");
     drop(second);
+    snapshot
+        .assert_removed_within(&setup.deployment.test, &tenant, Removal::Hard, 100)
+        .await;
 }
 
 fn deployment_config_with(deployment: &Deployment, target_keys: &str, policies: &str) {
@@ -634,7 +637,7 @@ async fn policy_errors_stop_start_up_and_name_their_key() {
 
 #[tokio::test]
 async fn the_api_and_metrics_show_each_policy_s_last_run() {
-    let setup = RedisDeployment::new(1_000, None).await;
+    let (setup, tenant, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 3").await;
     add_to_config(
         &setup.deployment,
         &format!(
@@ -656,6 +659,9 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
     })
     .await;
     assert!(view["last_success_at"].is_string(), "{view}");
+    before
+        .assert_removed_exactly(&setup.deployment.test, &tenant, Removal::Hard, 100)
+        .await;
     assert_eq!(
         setup
             .deployment
