@@ -721,7 +721,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
     let cancelled = api
         .wait_for(&id, "cancelled", Duration::from_secs(10))
         .await;
-    assert_clean(test, &id, "cancelled", 1).await;
+    assert_clean(test, &id, reaper_core::lifecycle::JobState::Cancelled, 1).await;
     let checked = before
         .assert_removed_within(test, &matching, Removal::Hard, 20)
         .await;
@@ -1088,7 +1088,13 @@ async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
         (job.state.as_str(), job.rows_deleted as usize),
         ("done", expected.len())
     );
-    assert_clean(test, &submitted.id, "done", 1).await;
+    assert_clean(
+        test,
+        &submitted.id,
+        reaper_core::lifecycle::JobState::Done,
+        1,
+    )
+    .await;
     before
         .assert_removed_exactly(test, &expected, Removal::Hard, 30)
         .await;

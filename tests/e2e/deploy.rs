@@ -325,7 +325,8 @@ async fn the_compose_configuration_runs_a_job_and_stops_mid_job_within_its_grace
         checked.removed.len() < matching.len(),
         "the job finished before the signal"
     );
-    reaper_testkit::engine::assert_clean(&test, &id, "pending", 0).await;
+    reaper_testkit::engine::assert_clean(&test, &id, reaper_core::lifecycle::JobState::Pending, 0)
+        .await;
 }
 
 /// The `reaper.toml` block of deploy/kubernetes/configmap.yaml.

@@ -98,7 +98,13 @@ impl Deployment {
         expected: &std::collections::BTreeSet<String>,
         max_batch: i64,
     ) {
-        reaper_testkit::engine::assert_clean(&self.test, id, "done", 1).await;
+        reaper_testkit::engine::assert_clean(
+            &self.test,
+            id,
+            reaper_core::lifecycle::JobState::Done,
+            1,
+        )
+        .await;
         before
             .assert_removed_exactly(
                 &self.test,

@@ -25,8 +25,8 @@
 use std::time::Duration;
 
 pub use reaper_core::job::{Condition, Filter, JobRequest, Op};
-pub use reaper_core::views::{AuditView, JobView, Progress};
-use serde::Deserialize;
+use reaper_core::views::{AuditPage, Problem};
+pub use reaper_core::views::{AuditView, Cancelled, FieldProblem, JobView, Progress, Submitted};
 
 /// What went wrong, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -70,48 +70,6 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ClientError::Unavailable(_))
     }
-}
-
-/// One field-level problem of a refused job.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct FieldProblem {
-    /// Path of the field, e.g. `filter.all[1].value`.
-    pub field: String,
-    /// What is wrong and what would be accepted.
-    pub message: String,
-}
-
-/// The answer to a submission.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Submitted {
-    /// The job's id.
-    pub id: String,
-    /// False when the idempotency key was known and the existing job is returned.
-    pub created: bool,
-    /// The job.
-    pub job: JobView,
-}
-
-/// The answer to a cancel request.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Cancelled {
-    /// `cancelled` (it was pending) or `stopping` (it stops at its next batch boundary).
-    pub cancel: String,
-    /// The job.
-    pub job: JobView,
-}
-
-#[derive(Debug, Deserialize)]
-struct Problem {
-    error: String,
-    #[serde(default)]
-    fields: Vec<FieldProblem>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AuditPage {
-    entries: Vec<AuditView>,
-    next_after_batch: Option<i64>,
 }
 
 /// A reaper API client. Cheap to clone; share one per process.
@@ -218,7 +176,9 @@ impl Client {
         Err(match status {
             400 => ClientError::Invalid {
                 message,
-                fields: problem.map(|problem| problem.fields).unwrap_or_default(),
+                fields: problem
+                    .and_then(|problem| problem.fields)
+                    .unwrap_or_default(),
             },
             401 => ClientError::Unauthorized(message),
             404 => ClientError::NotFound(message),

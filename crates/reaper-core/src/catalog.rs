@@ -38,6 +38,24 @@ impl fmt::Display for Mode {
     }
 }
 
+/// A word that is not a [`Mode`] (flags such as `--mode` name themselves in front of it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not `hard` or `soft`")]
+pub struct UnknownMode(pub String);
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownMode;
+
+    /// `hard` or `soft`, as on the wire.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "hard" => Ok(Mode::Hard),
+            "soft" => Ok(Mode::Soft),
+            other => Err(UnknownMode(other.to_owned())),
+        }
+    }
+}
+
 /// The type of a filterable column, which decides which values and operators a filter accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,5 +184,19 @@ impl Catalog {
     /// Names of all targets, for error messages.
     pub fn names(&self) -> Vec<&str> {
         self.targets.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_from_their_wire_words() {
+        for mode in [Mode::Hard, Mode::Soft] {
+            assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
+        }
+        let error = "Hard".parse::<Mode>().unwrap_err();
+        assert_eq!(error.to_string(), "`Hard` is not `hard` or `soft`");
     }
 }

@@ -139,6 +139,38 @@ pub struct ValidatedJob {
     pub reason: String,
 }
 
+impl ValidatedJob {
+    /// The `max_rows` safety rail, checked before anything is deleted: a job that may not stop
+    /// at its cap (`stop_at_max_rows` unset) is refused when more rows match than it may
+    /// delete. `matching` need not be counted past `max_rows + 1`.
+    pub fn check_max_rows(&self, matching: u64) -> Result<(), OverMaxRows> {
+        if self.stop_at_max_rows || matching <= self.max_rows {
+            return Ok(());
+        }
+        Err(OverMaxRows {
+            max_rows: self.max_rows,
+            target: self.target.name.clone(),
+            target_max_rows: self.target.max_rows,
+        })
+    }
+}
+
+/// More rows match than the job may delete; nothing was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "more than max_rows ({max_rows}) rows match; nothing was done: the job is refused before its \
+     first batch and nothing was deleted. Narrow the filter, or raise max_rows (`--max-rows` for \
+     `reaper purge`; target `{target}` allows up to {target_max_rows})"
+)]
+pub struct OverMaxRows {
+    /// The job's cap.
+    pub max_rows: u64,
+    /// The target's name.
+    pub target: String,
+    /// The most the target allows a job to ask for.
+    pub target_max_rows: u64,
+}
+
 /// Checks `request` against `catalog`. `as_of` is the job's reference time: `older_than`
 /// conditions become `column < as_of - age`, so a retried job keeps the same cutoff.
 pub fn validate(
@@ -527,6 +559,23 @@ mod tests {
             error.contains("max_rows: 1000001 is not allowed"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn more_matching_rows_than_max_rows_are_refused_unless_the_job_may_stop_there() {
+        let capped = check(job(&serde_json::json!({"all_rows": true, "max_rows": 10}))).unwrap();
+        assert_eq!(capped.check_max_rows(10), Ok(()));
+        assert_eq!(
+            capped.check_max_rows(11).unwrap_err().to_string(),
+            "more than max_rows (10) rows match; nothing was done: the job is refused before its \
+             first batch and nothing was deleted. Narrow the filter, or raise max_rows \
+             (`--max-rows` for `reaper purge`; target `sessions` allows up to 1000000)"
+        );
+        let stopping = ValidatedJob {
+            stop_at_max_rows: true,
+            ..capped
+        };
+        assert_eq!(stopping.check_max_rows(11), Ok(()));
     }
 
     #[test]

@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::job::JobRequest;
-
-/// The job states.
-pub const STATES: &[&str] = &["pending", "running", "paused", "done", "dead", "cancelled"];
+use crate::lifecycle::JobState;
 
 /// A job as shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,9 +18,8 @@ pub struct JobView {
     pub idempotency_key: String,
     /// Catalog target.
     pub target: String,
-    /// `pending`, `running`, `paused` (a foreground purge stopped by Ctrl-C), `done`, `dead`
-    /// or `cancelled`.
-    pub state: String,
+    /// Where the job is in its life (stored and shown in snake_case: `pending`, `running`, …).
+    pub state: JobState,
     /// The retention policy that submitted the job, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
@@ -46,7 +43,7 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     /// First claimed at.
     pub started_at: Option<DateTime<Utc>>,
-    /// Reached `done`, `dead` or `cancelled` at.
+    /// Reached an end state ([`JobState::FINISHED`]) at.
     pub finished_at: Option<DateTime<Utc>>,
     /// Not to run before (after a transient failure).
     pub run_after: Option<DateTime<Utc>>,
@@ -57,9 +54,9 @@ pub struct JobView {
 }
 
 impl JobView {
-    /// True for `done`, `dead` and `cancelled`.
+    /// True once the job reached an end state ([`JobState::FINISHED`]).
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "done" | "dead" | "cancelled")
+        self.state.is_finished()
     }
 }
 
@@ -134,12 +131,12 @@ pub struct PolicyRunView {
     /// The run's job id.
     pub job_id: String,
     /// The job's state.
-    pub state: String,
+    pub state: JobState,
     /// Rows removed.
     pub rows_deleted: i64,
     /// Submitted at.
     pub created_at: DateTime<Utc>,
-    /// Finished at (for `done`, `dead`, `cancelled`).
+    /// Finished at (for the end states, [`JobState::FINISHED`]).
     pub finished_at: Option<DateTime<Utc>>,
     /// Submission to finish, in seconds.
     pub duration_seconds: Option<f64>,
@@ -148,4 +145,157 @@ pub struct PolicyRunView {
     /// The run stopped at `max_rows_per_run` with matching rows left for the next window.
     #[serde(default)]
     pub stopped_at_max_rows: bool,
+}
+
+/// The reply to `POST /v1/jobs` (`Submitted` in `docs/openapi.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// False when the idempotency key was known and the existing job is returned.
+    pub created: bool,
+    /// The job's id.
+    pub id: String,
+    /// The job.
+    pub job: JobView,
+}
+
+/// One page of `GET /v1/jobs`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobView>,
+    /// Cursor for the next page (its `before`); null on the last page.
+    pub next: Option<String>,
+}
+
+/// The reply to `POST /v1/jobs/{id}/cancel` (`CancelResult` in `docs/openapi.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// `cancelled` (it was pending) or `stopping` (it stops at its next batch boundary).
+    pub cancel: String,
+    /// The job.
+    pub job: JobView,
+}
+
+/// One page of `GET /v1/jobs/{id}/audit`, in batch order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The entries.
+    pub entries: Vec<AuditView>,
+    /// Cursor for the next page (its `after_batch`); null on the last page.
+    pub next_after_batch: Option<i64>,
+}
+
+/// The reply to `GET /v1/policies`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyPage {
+    /// Every configured policy.
+    pub policies: Vec<PolicyView>,
+}
+
+/// The body of every error reply (`Problem` in `docs/openapi.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The whole message.
+    pub error: String,
+    /// Each problem with the field it concerns; present only when a job was refused as invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldProblem>>,
+}
+
+/// One field-level problem of a refused job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    /// Path of the field, e.g. `filter.all[1].value`.
+    pub field: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+/// The reply to `GET /readyz` (`Readiness` in `docs/openapi.json`): `ok`, or what is wrong,
+/// for each dependency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// The ledger's database.
+    pub database: String,
+    /// The queue transport.
+    pub queue: String,
+    /// This daemon's workers.
+    pub workers: String,
+}
+
+impl Problem {
+    /// An error body with a message only.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            fields: None,
+        }
+    }
+
+    /// The body of a refused job: the whole message and each field's problem.
+    pub fn invalid(invalid: &crate::validate::ValidationError) -> Self {
+        Self {
+            error: invalid.to_string(),
+            fields: Some(
+                invalid
+                    .errors
+                    .iter()
+                    .map(|problem| FieldProblem {
+                        field: problem.field.clone(),
+                        message: problem.message.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn shape(value: &impl Serialize) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
+    }
+
+    #[test]
+    fn envelopes_keep_their_wire_shape() {
+        assert_eq!(
+            shape(&Problem::new("no job `x`")),
+            json!({"error": "no job `x`"})
+        );
+        let invalid = crate::validate::ValidationError {
+            errors: vec![crate::validate::FieldError {
+                field: "target".into(),
+                message: "unknown".into(),
+            }],
+        };
+        assert_eq!(
+            shape(&Problem::invalid(&invalid)),
+            json!({"error": "invalid job: target: unknown",
+                   "fields": [{"field": "target", "message": "unknown"}]})
+        );
+        assert_eq!(
+            shape(&JobPage {
+                jobs: vec![],
+                next: None
+            }),
+            json!({"jobs": [], "next": null})
+        );
+        assert_eq!(
+            shape(&AuditPage {
+                entries: vec![],
+                next_after_batch: Some(2)
+            }),
+            json!({"entries": [], "next_after_batch": 2})
+        );
+        assert_eq!(
+            shape(&PolicyPage { policies: vec![] }),
+            json!({"policies": []})
+        );
+        let problem: Problem = serde_json::from_str(r#"{"error": "down"}"#).unwrap();
+        assert_eq!(problem.fields, None);
+    }
 }

@@ -4,8 +4,15 @@
 //! (the binary installs a Prometheus one). Dashboards and alert rules may use only the names
 //! listed by [`all`]; a test scrapes a running daemon to hold them to it. Label values are
 //! catalog target names and fixed words, never job input, so cardinality stays bounded.
+//!
+//! The list is whole, so it also names what only the binary measures — the queue's depth,
+//! its live workers, and jobs accepted or refused per producer ([`SOURCES`]) — and holds the
+//! functions the binary records them with. The engine itself records none of those: that is
+//! all it knows of queues and producers.
 
 use std::time::Duration;
+
+use reaper_core::lifecycle::JobState;
 
 /// Counter, labels `target`, `mode`: rows deleted (hard) or marked (soft).
 pub const ROWS_DELETED: &str = "reaper_rows_deleted_total";
@@ -50,6 +57,10 @@ pub const POLICY_LAST_SUCCESS: &str = "reaper_policy_last_success_timestamp_seco
 pub const POLICY_INTERVAL: &str = "reaper_policy_interval_seconds";
 /// Gauge, label `policy`: when its next window opens (unix seconds; 0: disabled).
 pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
+
+/// The producers of jobs, the `source` label of [`JOBS_ACCEPTED`] and [`JOBS_REJECTED`]: the
+/// HTTP API, the CLI, the Redis intake list, and the retention scheduler.
+pub const SOURCES: &[&str] = &["api", "cli", "redis", "scheduler"];
 
 /// Every metric that exists from start-up, whatever the configuration.
 pub const ALWAYS: &[&str] = &[
@@ -226,13 +237,13 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
         }
         metrics::counter!(BATCHES, "target" => target.to_owned()).increment(0);
         let _ = metrics::histogram!(BATCH_DURATION, "target" => target.to_owned());
-        for outcome in ["done", "dead", "cancelled"] {
-            metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome)
+        for outcome in JobState::FINISHED {
+            metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome.as_str())
                 .increment(0);
         }
         metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
     }
-    for source in ["api", "cli", "redis", "scheduler"] {
+    for source in SOURCES.iter().copied() {
         metrics::counter!(JOBS_ACCEPTED, "source" => source).increment(0);
         metrics::counter!(JOBS_REJECTED, "source" => source).increment(0);
     }
@@ -255,15 +266,32 @@ pub fn batch_committed(target: &str, mode: &'static str, rows: u64, elapsed: Dur
         .record(elapsed.as_secs_f64());
 }
 
-/// A job reached a final state.
-pub fn job_finished(target: &str, outcome: &'static str) {
-    metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome)
+/// A job reached an end state ([`JobState::FINISHED`]).
+pub fn job_finished(target: &str, outcome: JobState) {
+    metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
 }
 
 /// A run failed transiently and the job will run again.
 pub fn job_retried(target: &str) {
     metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(1);
+}
+
+/// The ledger's unfinished jobs by state (set at scrape time).
+pub fn ledger_counts(counts: &crate::ledger::UnfinishedCounts) {
+    metrics::gauge!(JOBS_PENDING).set(counts.pending as f64);
+    metrics::gauge!(JOBS_RUNNING).set(counts.running as f64);
+    metrics::gauge!(JOBS_PAUSED).set(counts.paused as f64);
+}
+
+/// Messages waiting in the queue transport (set at scrape time).
+pub fn queue_depth(depth: u64) {
+    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+/// This daemon's workers polling the queue: all of them, or none while they restart.
+pub fn workers_alive(workers: u32) {
+    metrics::gauge!(WORKERS_ALIVE).set(f64::from(workers));
 }
 
 /// A job request was accepted into the ledger (`created`) or refused as invalid.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
 use reaper_core::sql::RowLocking;
@@ -325,8 +326,8 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
     );
     let paused = s.job(&id).await;
     assert_eq!(
-        (paused.state.as_str(), paused.rows_deleted, paused.attempts),
-        ("paused", 50, 0)
+        (paused.state, paused.rows_deleted, paused.attempts),
+        (JobState::Paused, 50, 0)
     );
     // Neither a queue worker nor the reconciler takes a paused job.
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
@@ -340,7 +341,7 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
         s.run_with(&id, &foreground, &|| false).await,
         RunOutcome::Done
     );
-    s.assert_clean(&id, "done", 1).await;
+    s.assert_clean(&id, JobState::Done, 1).await;
     before
         .assert_removed_exactly(&s.test, &expected, Removal::Hard, 50)
         .await;
@@ -370,8 +371,8 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
     );
     let cancelled = s.job(&other).await;
     assert_eq!(
-        (cancelled.state.as_str(), cancelled.rows_deleted),
-        ("cancelled", 50)
+        (cancelled.state, cancelled.rows_deleted),
+        (JobState::Cancelled, 50)
     );
     let checked = before
         .assert_removed_within(&s.test, &matching, Removal::Hard, 50)
@@ -463,7 +464,7 @@ async fn jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits(backend: B
     );
     for (outcome, id) in runs.into_iter().zip(&ids) {
         assert_eq!(outcome, RunOutcome::Done);
-        s.assert_clean(id, "done", 1).await;
+        s.assert_clean(id, JobState::Done, 1).await;
     }
     before
         .assert_removed_exactly(&s.test, &expected, Removal::Hard, 100)
@@ -606,7 +607,7 @@ async fn soft_delete_run_twice_changes_nothing_the_second_time(backend: Backend)
         )
         .await;
     assert_eq!(s.run_to_end(&second).await, RunOutcome::Done);
-    s.assert_clean(&second, "done", 1).await;
+    s.assert_clean(&second, JobState::Done, 1).await;
     before.assert_untouched(&s.test).await;
     assert_eq!(
         (
@@ -631,7 +632,7 @@ async fn dry_run_writes_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    s.assert_clean(&id, "done", 1).await;
+    s.assert_clean(&id, JobState::Done, 1).await;
     before.assert_untouched(&s.test).await;
     assert_eq!(s.test.int("SELECT count(*) FROM reaper_audit").await, 0);
     let result: serde_json::Value =
@@ -720,7 +721,7 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         batch::run_batch(&s.db, &validated, None, 100, stale, RowLocking::Direct)
             .await
             .unwrap(),
-        BatchResult::LeaseLost
+        BatchResult::Refused
     );
     before.assert_untouched(&s.test).await;
     let holder = LeaseHolder {
@@ -781,7 +782,7 @@ async fn transient_failures_end_dead_after_max_attempts(backend: Backend) {
         other => panic!("expected dead, got {other:?}"),
     }
     let job = s.job(&id).await;
-    assert_eq!((job.state.as_str(), job.attempts), ("dead", 3));
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 3));
     assert!(job.last_error.unwrap().contains("injected fault"));
     assert_eq!(
         s.run_once(&id).await,
@@ -954,7 +955,7 @@ async fn postgres_rows_changed_to_no_longer_match_while_the_batch_waits_are_kept
     });
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     committer.await.unwrap();
-    s.assert_clean(&id, "done", 1).await;
+    s.assert_clean(&id, JobState::Done, 1).await;
     assert_eq!(
         s.test.ids("events", "tenant_id = 99").await,
         changed,
@@ -1016,7 +1017,7 @@ async fn mariadb_a_row_inserted_into_the_locked_window_is_never_deleted_unaudite
     .unwrap();
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     assert!(inserted.load(Ordering::SeqCst), "the fault point never ran");
-    s.assert_clean(&id, "done", 1).await;
+    s.assert_clean(&id, JobState::Done, 1).await;
     before
         .assert_removed_exactly(&s.test, &expected, Removal::Hard, 50)
         .await;
@@ -1163,7 +1164,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
         "{cancel:?}"
     );
     assert_eq!(outcome, RunOutcome::Cancelled);
-    s.assert_clean(&id, "cancelled", 1).await;
+    s.assert_clean(&id, JobState::Cancelled, 1).await;
     let job = s.job(&id).await;
     assert!(job.finished_at.is_some() && job.lease_owner.is_none());
     let checked = before
@@ -1196,7 +1197,7 @@ async fn cancel_of_a_pending_job_is_immediate_and_deletes_nothing(backend: Backe
         matches!(&outcome, Some(ledger::CancelOutcome::Cancelled(_))),
         "{outcome:?}"
     );
-    s.assert_clean(&id, "cancelled", 0).await;
+    s.assert_clean(&id, JobState::Cancelled, 0).await;
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
     before.assert_untouched(&s.test).await;
     assert_eq!(
@@ -1248,7 +1249,7 @@ async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Back
         next.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         newest_first[3..]
     );
-    let pending = ledger::list(&s.db, Some("pending"), Some("events"), None, 10)
+    let pending = ledger::list(&s.db, Some(JobState::Pending), Some("events"), None, 10)
         .await
         .unwrap();
     assert_eq!(pending.len(), 4);

@@ -2,6 +2,7 @@
 //! claim / run helpers. Tests reach the engine's API through here, so a change of that API is
 //! adapted in one place.
 
+use reaper_core::lifecycle::JobState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -243,7 +244,7 @@ impl EngineTest {
     }
 
     /// The job ended `state` after exactly `attempts` claims, and no error was recorded.
-    pub async fn assert_clean(&self, id: &str, state: &str, attempts: i64) {
+    pub async fn assert_clean(&self, id: &str, state: JobState, attempts: i64) {
         assert_clean(&self.test, id, state, attempts).await;
     }
 
@@ -272,7 +273,7 @@ impl EngineTest {
         max_batch: i64,
     ) {
         assert_eq!(self.run_to_end(id).await, RunOutcome::Done);
-        self.assert_clean(id, "done", 1).await;
+        self.assert_clean(id, JobState::Done, 1).await;
         before
             .assert_removed_exactly(&self.test, expected, removal, max_batch)
             .await;
@@ -311,11 +312,11 @@ pub async fn job_state(test: &TestDatabase, id: &str) -> (String, i64, Option<St
 }
 
 /// The job ended `state` after exactly `attempts` claims, and no error was recorded.
-pub async fn assert_clean(test: &TestDatabase, id: &str, state: &str, attempts: i64) {
+pub async fn assert_clean(test: &TestDatabase, id: &str, state: JobState, attempts: i64) {
     let (actual, claims, error) = job_state(test, id).await;
     assert_eq!(
         (actual.as_str(), claims, error.as_deref()),
-        (state, attempts, None),
+        (state.as_str(), attempts, None),
         "job {id}: state, attempts, last error"
     );
 }

@@ -20,15 +20,17 @@ use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
+use reaper_core::views::{
+    AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage, Problem, Readiness, Submitted,
+};
 use reaper_engine::ledger::{self, CancelOutcome};
 use reaper_engine::{Database, EngineError, instruments};
 use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::job_view::{STATES, audit_view, job_view};
+use crate::job_view::{audit_view, job_view};
 use crate::queue::JobQueue;
-use reaper_core::views::{AuditView, JobView};
 
 /// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these (a test
 /// checks the document against this list and this list against the router).
@@ -96,26 +98,16 @@ pub(crate) async fn serve(
         .await
 }
 
-/// An error body: `{"error": "…"}`, plus `fields` for an invalid job.
+/// An error body: `{"error": "…"}` (`fields` only for an invalid job, see [`engine_problem`]).
 fn problem(status: StatusCode, message: String) -> Response {
-    let body = serde_json::Value::Object(serde_json::Map::from_iter([(
-        "error".to_owned(),
-        serde_json::Value::String(message),
-    )]));
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(Problem::new(message))).into_response()
 }
 
 fn engine_problem(error: &EngineError) -> Response {
     match error {
         EngineError::Invalid(invalid) => (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({
-                "error": invalid.to_string(),
-                "fields": invalid.errors.iter().map(|field| json!({
-                    "field": field.field,
-                    "message": field.message,
-                })).collect::<Vec<_>>(),
-            })),
+            axum::Json(Problem::invalid(invalid)),
         )
             .into_response(),
         other => {
@@ -195,11 +187,12 @@ async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response
                 Ok(job) => job,
                 Err(error) => return engine_problem(&error),
             };
-            let mut response = (
-                status,
-                axum::Json(json!({ "id": id, "created": submitted.created, "job": job })),
-            )
-                .into_response();
+            let reply = Submitted {
+                created: submitted.created,
+                id,
+                job,
+            };
+            let mut response = (status, axum::Json(reply)).into_response();
             if let Ok(value) = location.parse() {
                 response.headers_mut().insert(header::LOCATION, value);
             }
@@ -239,14 +232,15 @@ async fn list_jobs(
         Ok(query) => query,
         Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    if let Some(wanted) = &query.state
-        && !STATES.contains(&wanted.as_str())
+    let wanted_state = match query
+        .state
+        .as_deref()
+        .map(str::parse::<JobState>)
+        .transpose()
     {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            format!("state: `{wanted}` is not one of {}", STATES.join(", ")),
-        );
-    }
+        Ok(wanted) => wanted,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("state: {error}")),
+    };
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
         return problem(
@@ -261,7 +255,7 @@ async fn list_jobs(
         None => {
             ledger::list(
                 &state.db,
-                query.state.as_deref(),
+                wanted_state,
                 query.target.as_deref(),
                 query.before.as_deref(),
                 limit,
@@ -279,7 +273,7 @@ async fn list_jobs(
                 .map(job_view)
                 .collect::<Result<Vec<JobView>, _>>()
             {
-                Ok(jobs) => axum::Json(json!({ "jobs": jobs, "next": next })).into_response(),
+                Ok(jobs) => axum::Json(JobPage { jobs, next }).into_response(),
                 Err(error) => engine_problem(&error),
             }
         }
@@ -288,8 +282,10 @@ async fn list_jobs(
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let (status, word, job) = match ledger::request_cancel(&state.db, &id, Utc::now()).await {
-        Ok(Some(CancelOutcome::Cancelled(job))) => (StatusCode::OK, "cancelled", job),
+    let (status, cancel, job) = match ledger::request_cancel(&state.db, &id, Utc::now()).await {
+        Ok(Some(CancelOutcome::Cancelled(job))) => {
+            (StatusCode::OK, JobState::Cancelled.as_str(), job)
+        }
         Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
         Ok(Some(CancelOutcome::Finished(job))) => {
             return problem(
@@ -301,7 +297,14 @@ async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) 
         Err(error) => return engine_problem(&error),
     };
     match job_view(job) {
-        Ok(job) => (status, axum::Json(json!({ "cancel": word, "job": job }))).into_response(),
+        Ok(job) => (
+            status,
+            axum::Json(Cancelled {
+                cancel: cancel.to_owned(),
+                job,
+            }),
+        )
+            .into_response(),
         Err(error) => engine_problem(&error),
     }
 }
@@ -341,14 +344,18 @@ async fn job_audit(
                 .then(|| entries.last().map(|entry| entry.batch_no))
                 .flatten();
             let entries: Vec<AuditView> = entries.into_iter().map(audit_view).collect();
-            axum::Json(json!({ "entries": entries, "next_after_batch": next })).into_response()
+            axum::Json(AuditPage {
+                entries,
+                next_after_batch: next,
+            })
+            .into_response()
         }
         Err(error) => engine_problem(&error),
     }
 }
 
 async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// Ready when the database and the queue answer and the workers poll.
@@ -374,14 +381,14 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({ "database": database, "queue": queue, "workers": workers })),
-    )
-        .into_response()
+    let readiness = Readiness {
+        database,
+        queue,
+        workers,
+    };
+    (status, axum::Json(readiness)).into_response()
 }
 
-/// Prometheus text format. The ledger and queue gauges are read at scrape time.
 async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
     let now = Utc::now();
     let mut views = Vec::with_capacity(state.policies.len());
@@ -391,7 +398,7 @@ async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
             Err(error) => return engine_problem(&error),
         }
     }
-    axum::Json(json!({ "policies": views })).into_response()
+    axum::Json(PolicyPage { policies: views }).into_response()
 }
 
 async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
@@ -407,6 +414,7 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
     }
 }
 
+/// Prometheus text format. The ledger and queue gauges are read at scrape time.
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     if let Err(error) =
         crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await
@@ -414,15 +422,11 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         tracing::warn!(message = "Cannot read the policies' runs for /metrics.", %error);
     }
     match ledger::unfinished_counts(&state.db).await {
-        Ok(counts) => {
-            metrics::gauge!(instruments::JOBS_PENDING).set(counts.pending as f64);
-            metrics::gauge!(instruments::JOBS_RUNNING).set(counts.running as f64);
-            metrics::gauge!(instruments::JOBS_PAUSED).set(counts.paused as f64);
-        }
+        Ok(counts) => instruments::ledger_counts(&counts),
         Err(error) => tracing::warn!(message = "Cannot count jobs for /metrics.", %error),
     }
     match state.queue.depth().await {
-        Ok(depth) => metrics::gauge!(instruments::QUEUE_DEPTH).set(depth as f64),
+        Ok(depth) => instruments::queue_depth(depth),
         Err(error) => tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error),
     }
     (

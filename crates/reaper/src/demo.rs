@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use reaper_core::config::Config;
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobResult;
 use reaper_engine::ledger::{self, JobRecord};
 use reaper_engine::{Database, migration::Migrator};
 use sea_orm::ConnectionTrait;
@@ -108,24 +109,7 @@ fn demo_jobs() -> Vec<DemoJob> {
 
 /// Runs the demo in `dir`.
 pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for file in [
-        "demo.db",
-        "demo.db-wal",
-        "demo.db-shm",
-        "queue.db",
-        "queue.db-wal",
-        "queue.db-shm",
-    ] {
-        let path = dir.join(file);
-        if path.exists() {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
-    let mut config: Config = Figment::from(Toml::string(DEFAULT_CONFIG)).extract()?;
-    config.database.url = format!("sqlite://{}?mode=rwc", dir.join("demo.db").display());
-    config.queue.url = format!("sqlite://{}?mode=rwc", dir.join("queue.db").display());
+    let config = fresh_config(dir)?;
     let catalog = config.catalog()?;
 
     println!("reaper demo — files in {}\n", dir.display());
@@ -168,7 +152,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
     let watch_db = db.clone();
     let (all_finished, _watcher) = worker::stop_when(async move {
         tokio::select! {
-            _ = crate::shutdown_signal() => {}
+            _ = crate::signals::shutdown_signal() => {}
             () = wait_finished(&watch_db, &watched) => {}
         }
     });
@@ -181,44 +165,80 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
     )
     .await?;
 
+    print_jobs(&db, &ids).await?;
+    print_audit(&db).await?;
+    println!(
+        "\nInspect it yourself: sqlite3 {} 'SELECT * FROM reaper_jobs'",
+        dir.join("demo.db").display()
+    );
+    Ok(())
+}
+
+/// Removes the previous run's files and points the embedded defaults at new ones in `dir`.
+fn fresh_config(dir: &Path) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for file in [
+        "demo.db",
+        "demo.db-wal",
+        "demo.db-shm",
+        "queue.db",
+        "queue.db-wal",
+        "queue.db-shm",
+    ] {
+        let path = dir.join(file);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    let mut config: Config = Figment::from(Toml::string(DEFAULT_CONFIG)).extract()?;
+    config.database.url = format!("sqlite://{}?mode=rwc", dir.join("demo.db").display());
+    config.queue.url = format!("sqlite://{}?mode=rwc", dir.join("queue.db").display());
+    Ok(config)
+}
+
+/// One line per job, then what each dry run reported.
+async fn print_jobs(db: &Database, ids: &[(&str, String)]) -> anyhow::Result<()> {
     println!(
         "\n{:<50} {:>6} {:>9} {:>8} {:>9}",
         "job", "state", "rows", "batches", "time"
     );
-    for (title, id) in &ids {
-        let job = ledger::get(&db, id)
+    for (title, id) in ids {
+        let job = ledger::get(db, id)
             .await?
             .context("a demo job vanished from the ledger")?;
         print_job_line(title, &job);
     }
-    for (title, id) in &ids {
-        let job = ledger::get(&db, id)
+    for (title, id) in ids {
+        let job = ledger::get(db, id)
             .await?
             .context("a demo job vanished from the ledger")?;
-        if let Some(result) = job
-            .result
-            .as_deref()
-            .filter(|r| r.contains("\"dry_run\":true"))
-        {
-            let report: serde_json::Value = serde_json::from_str(result)?;
+        if let Some(JobResult::DryRun(report)) = job.job_result() {
             println!(
                 "\n{title}: {} rows would be deleted in {} batches of {}",
-                report["matching_rows"], report["batches"], report["batch_size"]
+                report.matching_rows, report.batches, report.batch_size
             );
-            println!("  first keys: {}", report["sample_keys"]);
+            println!(
+                "  first keys: {}",
+                serde_json::to_string(&report.sample_keys)?
+            );
             println!(
                 "  one batch would run:\n    {}",
-                report["sql"].as_str().unwrap_or("").replace('\n', "\n    ")
+                report.sql.replace('\n', "\n    ")
             );
         }
     }
+    Ok(())
+}
 
+/// The newest audit entries.
+async fn print_audit(db: &Database) -> anyhow::Result<()> {
     println!("\nlast audit entries (reaper_audit, newest first):");
     println!(
         "{:>4} {:<9} {:>6} {:<9} {:<5} {:>5}  {:<40} {:<17} reason",
         "id", "job", "batch", "target", "mode", "rows", "keys (first … last)", "requested_by"
     );
-    for entry in ledger::recent_audit(&db, 8).await? {
+    for entry in ledger::recent_audit(db, 8).await? {
         let keys = format!(
             "{} … {}",
             shorten(&entry.first_key),
@@ -237,10 +257,6 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
             entry.reason
         );
     }
-    println!(
-        "\nInspect it yourself: sqlite3 {} 'SELECT * FROM reaper_jobs'",
-        dir.join("demo.db").display()
-    );
     Ok(())
 }
 
@@ -252,11 +268,7 @@ fn print_job_line(title: &str, job: &JobRecord) {
         ),
         _ => "-".into(),
     };
-    let rows = if job
-        .result
-        .as_deref()
-        .is_some_and(|r| r.contains("\"dry_run\":true"))
-    {
+    let rows = if matches!(job.job_result(), Some(JobResult::DryRun(_))) {
         "(dry)".to_owned()
     } else {
         job.rows_deleted.to_string()

@@ -3,7 +3,7 @@
 //! Validation proper (targets, columns, operators, limits) is the core's, as for every producer.
 
 use clap::Args;
-use reaper_core::catalog::{Catalog, ColumnType, Mode};
+use reaper_core::catalog::{Catalog, ColumnType};
 use reaper_core::job::{Condition, Filter, JobRequest, Op};
 
 /// The flags of `reaper enqueue` when no JSON is given.
@@ -104,12 +104,7 @@ impl EnqueueFlags {
                 value: None,
             });
         }
-        let mode = match self.mode.as_deref() {
-            None => None,
-            Some("hard") => Some(Mode::Hard),
-            Some("soft") => Some(Mode::Soft),
-            Some(other) => return Err(format!("--mode: `{other}` is not `hard` or `soft`")),
-        };
+        let mode = crate::cli::parse_mode(self.mode.as_deref())?;
         Ok(JobRequest {
             target: target_name,
             filter: Filter { all },
@@ -119,12 +114,7 @@ impl EnqueueFlags {
             max_rows: self.max_rows,
             stop_at_max_rows: false,
             dry_run: self.dry_run,
-            requested_by: self.requested_by.unwrap_or_else(|| {
-                std::env::var("USER")
-                    .ok()
-                    .filter(|user| !user.is_empty())
-                    .unwrap_or_else(|| "cli".into())
-            }),
+            requested_by: crate::cli::requested_by(self.requested_by),
             reason,
             idempotency_key: self.idempotency_key,
         })
@@ -150,7 +140,7 @@ fn typed(kind: ColumnType, text: &str, flag: &str, raw: &str) -> Result<serde_js
 mod tests {
     use std::collections::BTreeMap;
 
-    use reaper_core::catalog::{KeyType, Target};
+    use reaper_core::catalog::{KeyType, Mode, Target};
 
     use super::*;
 

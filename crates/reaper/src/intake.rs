@@ -78,7 +78,7 @@ pub(crate) struct Intake {
     pub(crate) default_max_attempts: u32,
 }
 
-/// Moves up to ARGV[1] messages from the intake (oldest first) to the daemon's claimed list.
+/// Moves up to `ARGV[1]` messages from the intake (oldest first) to the daemon's claimed list.
 const CLAIM_SCRIPT: &str = r"
 local moved = {}
 for i = 1, tonumber(ARGV[1]) do

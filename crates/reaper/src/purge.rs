@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use reaper_core::catalog::{Catalog, ColumnType, Mode};
+use reaper_core::catalog::{Catalog, ColumnType};
 use reaper_core::job::{Condition, Filter, JobRequest, Op};
 use reaper_core::retention::Policy;
 use reaper_core::span::Span;
@@ -73,13 +73,6 @@ pub(crate) enum PurgeEnd {
     Failed,
 }
 
-fn requester(given: Option<&str>) -> String {
-    given
-        .map(str::to_owned)
-        .or_else(|| std::env::var("USER").ok().filter(|user| !user.is_empty()))
-        .unwrap_or_else(|| "cli".into())
-}
-
 /// The job an ad hoc purge submits.
 fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, String> {
     let (Some(target_name), Some(older_than)) = (&args.target, &args.older_than) else {
@@ -122,12 +115,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
             }
         }
     };
-    let mode = match args.mode.as_deref() {
-        None => None,
-        Some("hard") => Some(Mode::Hard),
-        Some("soft") => Some(Mode::Soft),
-        Some(other) => return Err(format!("--mode: `{other}` is not `hard` or `soft`")),
-    };
+    let mode = crate::cli::parse_mode(args.mode.as_deref())?;
     Ok(JobRequest {
         target: target_name.clone(),
         filter: Filter {
@@ -143,7 +131,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         max_rows: args.max_rows,
         stop_at_max_rows: false,
         dry_run: false,
-        requested_by: requester(args.requested_by.as_deref()),
+        requested_by: crate::cli::requested_by(args.requested_by.clone()),
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
         idempotency_key: None,
     })
@@ -168,7 +156,7 @@ pub(crate) fn request(
                     }
                 ));
             };
-            let requested_by = requester(args.requested_by.as_deref());
+            let requested_by = crate::cli::requested_by(args.requested_by.clone());
             Ok((policy.job_request(None, &requested_by), Some(name.clone())))
         }
         None => Ok((ad_hoc_request(args, catalog)?, None)),
@@ -184,17 +172,12 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
     println!(
         "matching rows: {}{}",
         report.matching_rows,
-        if report.matching_rows > job.max_rows {
-            if job.stop_at_max_rows {
+        match job.check_max_rows(report.matching_rows) {
+            Err(refusal) => format!(" (the purge would be refused: {refusal})"),
+            Ok(()) if report.matching_rows > job.max_rows => {
                 format!(" (one run removes at most {})", job.max_rows)
-            } else {
-                format!(
-                    " (more than max_rows {}: the purge would be refused)",
-                    job.max_rows
-                )
             }
-        } else {
-            String::new()
+            Ok(()) => String::new(),
         }
     );
     println!(
@@ -219,18 +202,6 @@ pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<Valid
     validate(request, catalog, Utc::now()).map_err(|error| error.to_string())
 }
 
-/// Refuses a purge that is not allowed to stop at its cap but matches more rows than it,
-/// before anything is written. `matching` was counted up to `max_rows + 1`.
-pub(crate) fn refuse_over_cap(job: &ValidatedJob, matching: u64) -> Option<String> {
-    (!job.stop_at_max_rows && matching > job.max_rows).then(|| {
-        format!(
-            "more than max_rows ({}) rows match; nothing was done. Narrow the purge, or raise \
-             --max-rows (target `{}` allows up to {})",
-            job.max_rows, job.target.name, job.target.max_rows
-        )
-    })
-}
-
 /// Runs `job` (written `paused`, or left paused by an earlier stop) in the foreground until it
 /// ends or a signal stops it. `matching` is the count of rows it matches, when known.
 pub(crate) async fn run_foreground(
@@ -241,28 +212,8 @@ pub(crate) async fn run_foreground(
     matching: Option<u64>,
 ) -> anyhow::Result<PurgeEnd> {
     let stop = Arc::new(AtomicBool::new(false));
-    // SIGHUP too: a closed terminal should pause a purge, not kill it mid-batch.
-    let mut listening = crate::StopSignals::new(true)?;
-    let signals = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            listening.recv().await;
-            stop.store(true, Ordering::Relaxed);
-            eprintln!(
-                "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
-            );
-        })
-    };
-    let mut settings = RunSettings::for_worker(
-        format!("purge-{}", crate::worker::unique_worker_name()),
-        lease,
-        // One run, however long: the process is the worker, there is no queue to share.
-        Duration::from_secs(365 * 24 * 3600),
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    );
-    settings.stop_as = StopAs::Paused;
-    settings.claim_from = ClaimFrom::Resume;
+    let signals = stop_on_signal(stop.clone())?;
+    let settings = foreground_settings(lease);
 
     let validated = validate(
         &serde_json::from_str(&job.request)?,
@@ -285,28 +236,8 @@ pub(crate) async fn run_foreground(
         }
     };
     let total = already + remaining.min(cap.saturating_sub(already));
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
-        )?
-        .progress_chars("=> "),
-    );
-    bar.set_position(already);
-    let progress = settings.progress.clone();
-    let ticker = {
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(already + progress.rows.load(Ordering::Relaxed));
-                bar.set_message(format!(
-                    "batch {} rows",
-                    progress.batch_size.load(Ordering::Relaxed)
-                ));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let bar = progress_bar(total, already)?;
+    let ticker = show_progress(bar.clone(), already, settings.progress.clone());
     let this_run = cap.saturating_sub(already);
     if remaining > this_run {
         eprintln!(
@@ -321,8 +252,84 @@ pub(crate) async fn run_foreground(
     }
 
     let should_stop = || stop.load(Ordering::Relaxed);
-    let end = loop {
-        let report = runner::run_job(db, catalog, &job.id, &settings, &should_stop).await?;
+    let end = run_to_end(db, catalog, &job.id, &settings, &should_stop, &bar).await?;
+    ticker.abort();
+    signals.abort();
+    bar.set_position(already + settings.progress.rows.load(Ordering::Relaxed));
+    bar.finish_and_clear();
+    report_end(db, &job.id, end).await?;
+    Ok(end)
+}
+
+/// Sets `stop` on the first stop signal (SIGHUP too: a closed terminal should pause a purge,
+/// not kill it mid-batch).
+fn stop_on_signal(stop: Arc<AtomicBool>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut listening = crate::signals::StopSignals::new(true)?;
+    Ok(tokio::spawn(async move {
+        listening.recv().await;
+        stop.store(true, Ordering::Relaxed);
+        eprintln!(
+            "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
+        );
+    }))
+}
+
+/// A worker's settings for this process: one run, resumed from `paused`, stopped as `paused`.
+fn foreground_settings(lease: Duration) -> RunSettings {
+    let mut settings = RunSettings::for_worker(
+        format!("purge-{}", crate::worker::unique_worker_name()),
+        lease,
+        // One run, however long: the process is the worker, there is no queue to share.
+        Duration::from_secs(365 * 24 * 3600),
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    settings.stop_as = StopAs::Paused;
+    settings.claim_from = ClaimFrom::Resume;
+    settings
+}
+
+fn progress_bar(total: u64, already: u64) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_position(already);
+    Ok(bar)
+}
+
+/// Moves the bar to the run's progress five times a second, until aborted.
+fn show_progress(
+    bar: ProgressBar,
+    already: u64,
+    progress: Arc<runner::RunProgress>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            bar.set_position(already + progress.rows.load(Ordering::Relaxed));
+            bar.set_message(format!(
+                "batch {} rows",
+                progress.batch_size.load(Ordering::Relaxed)
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Runs the job (again after each slice or transient error) until it ends or stops.
+async fn run_to_end(
+    db: &Database,
+    catalog: &Catalog,
+    job_id: &str,
+    settings: &RunSettings,
+    should_stop: &(dyn Fn() -> bool + Sync),
+    bar: &ProgressBar,
+) -> anyhow::Result<PurgeEnd> {
+    Ok(loop {
+        let report = runner::run_job(db, catalog, job_id, settings, should_stop).await?;
         match report.outcome {
             RunOutcome::Done => break PurgeEnd::Done,
             RunOutcome::Paused => break PurgeEnd::Stopped,
@@ -335,7 +342,7 @@ pub(crate) async fn run_foreground(
                         wait.as_secs_f64()
                     )
                 });
-                if !reaper_engine::pacing::sleep_unless_stopped(wait, &should_stop).await {
+                if !reaper_engine::pacing::sleep_unless_stopped(wait, should_stop).await {
                     break PurgeEnd::Stopped;
                 }
             }
@@ -350,19 +357,18 @@ pub(crate) async fn run_foreground(
             RunOutcome::NotClaimed | RunOutcome::LeaseLost => {
                 bar.suspend(|| {
                     eprintln!(
-                        "job {} is held by another worker or finished; see `reaper status {}`",
-                        job.id, job.id
+                        "job {job_id} is held by another worker or finished; see `reaper status {job_id}`"
                     )
                 });
                 break PurgeEnd::Failed;
             }
         }
-    };
-    ticker.abort();
-    signals.abort();
-    bar.set_position(already + settings.progress.rows.load(Ordering::Relaxed));
-    bar.finish_and_clear();
-    let record = ledger::get(db, &job.id).await?;
+    })
+}
+
+/// Prints how the purge ended, from the ledger.
+async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Result<()> {
+    let record = ledger::get(db, job_id).await?;
     let (rows, batches) = record
         .as_ref()
         .map_or((0, 0), |job| (job.rows_deleted, job.batches));
@@ -372,8 +378,7 @@ pub(crate) async fn run_foreground(
                 .as_ref()
                 .is_some_and(crate::policy_view::stopped_at_cap);
             println!(
-                "done: {rows} rows in {batches} batches (job {}){}",
-                job.id,
+                "done: {rows} rows in {batches} batches (job {job_id}){}",
                 if stopped_at_cap {
                     "; stopped at max_rows, matching rows remain for the next run"
                 } else {
@@ -383,25 +388,23 @@ pub(crate) async fn run_foreground(
         }
         PurgeEnd::Stopped => {
             println!(
-                "stopped at a batch boundary: {rows} rows in {batches} batches so far (job {}, paused)",
-                job.id
+                "stopped at a batch boundary: {rows} rows in {batches} batches so far (job {job_id}, paused)"
             );
-            println!("resume with: reaper purge --resume {}", job.id);
+            println!("resume with: reaper purge --resume {job_id}");
         }
         PurgeEnd::Failed => {
             println!(
-                "{rows} rows in {batches} batches (job {}); see `reaper status {}`",
-                job.id, job.id
+                "{rows} rows in {batches} batches (job {job_id}); see `reaper status {job_id}`"
             );
         }
     }
-    Ok(end)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reaper_core::catalog::{KeyType, Target};
+    use reaper_core::catalog::{KeyType, Mode, Target};
     use std::collections::BTreeMap;
 
     fn catalog(columns: &[(&str, ColumnType)]) -> Catalog {

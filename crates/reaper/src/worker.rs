@@ -140,6 +140,17 @@ async fn handle(
         })?
 }
 
+/// Whether, and when, a job goes back on the queue after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requeue {
+    /// The run ended the job, or someone else will pick it up (the reconciler, a resume).
+    No,
+    /// A continuation: at once.
+    Now,
+    /// A retry: not before this moment.
+    At(chrono::DateTime<chrono::Utc>),
+}
+
 async fn run_and_requeue(
     message: JobMessage,
     state: Arc<WorkerState>,
@@ -154,7 +165,7 @@ async fn run_and_requeue(
         &should_stop,
     )
     .await;
-    let requeue_at = match report {
+    let requeue = match report {
         Ok(report) => match report.outcome {
             // Stopping: the job is `pending` in the ledger and the next daemon's reconciler
             // re-enqueues it. Pushing now could wait on the queue's write lock, which apalis
@@ -163,29 +174,31 @@ async fn run_and_requeue(
                 if worker.is_shutting_down() && !state.queue.push_during_shutdown_is_safe() =>
             {
                 tracing::info!(message = "Stopping; the job stays pending for the reconciler.", job_id = %message.job_id);
-                None
+                Requeue::No
             }
-            RunOutcome::Continue => Some(None),
-            RunOutcome::RetryLater { run_after, .. } => Some(Some(run_after)),
+            RunOutcome::Continue => Requeue::Now,
+            RunOutcome::RetryLater { run_after, .. } => Requeue::At(run_after),
             RunOutcome::Done
             | RunOutcome::Paused
             | RunOutcome::Dead { .. }
             | RunOutcome::NotClaimed
             | RunOutcome::Cancelled
-            | RunOutcome::LeaseLost => None,
+            | RunOutcome::LeaseLost => Requeue::No,
         },
         Err(error) => {
             // The ledger could not record the outcome: the job stays claimed until its lease
             // expires, so try again just after that.
             tracing::error!(message = "Could not record the job's outcome.", job_id = %message.job_id, %error);
-            Some(Some(reaper_engine::batch::lease_until(
+            Requeue::At(reaper_engine::batch::lease_until(
                 chrono::Utc::now(),
                 state.settings.lease,
-            )))
+            ))
         }
     };
-    if let Some(not_before) = requeue_at {
-        state.queue.push(&message.job_id, not_before).await?;
+    match requeue {
+        Requeue::No => {}
+        Requeue::Now => state.queue.push(&message.job_id, None).await?,
+        Requeue::At(not_before) => state.queue.push(&message.job_id, Some(not_before)).await?,
     }
     Ok(())
 }
@@ -255,7 +268,7 @@ pub(crate) async fn run_workers(
             let _ = signal.wait_for(|stopping| *stopping).await;
             Ok(())
         };
-        metrics::gauge!(instruments::WORKERS_ALIVE).set(f64::from(concurrency));
+        instruments::workers_alive(concurrency);
         state.workers_alive.store(true, Ordering::Relaxed);
         let state_for_workers = state.clone();
         let slots = concurrency as usize;
@@ -284,7 +297,7 @@ pub(crate) async fn run_workers(
             JobQueue::Sqlite { storage, .. } => monitor!(storage),
             JobQueue::Redis(storage) => monitor!(storage),
         };
-        metrics::gauge!(instruments::WORKERS_ALIVE).set(0.0);
+        instruments::workers_alive(0);
         state.workers_alive.store(false, Ordering::Relaxed);
         if *stop.borrow() {
             if let Err(error) = ended {

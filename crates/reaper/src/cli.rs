@@ -1,0 +1,135 @@
+//! The command line: clap's schema of every command and flag (`reaper --help` is generated from
+//! these doc comments), and the defaults a command fills in from the environment.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use reaper_core::catalog::Mode;
+
+/// reaper deletes database rows safely, in the background, at scale.
+#[derive(Debug, Parser)]
+#[command(name = "reaper", version, about)]
+pub(crate) struct Cli {
+    /// Configuration file; the embedded defaults (config/reaper.toml) when absent.
+    #[arg(long, global = true, env = "REAPER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing would buy nothing.
+pub(crate) enum Command {
+    /// Zero set-up tour: a SQLite database with sample rows, the embedded queue, one worker;
+    /// runs a hard delete, a soft delete and a dry run, then prints a summary and the audit log.
+    Demo {
+        /// Where the demo's database and queue files go (recreated on every run).
+        #[arg(long, default_value = ".reaper/demo")]
+        dir: PathBuf,
+    },
+    /// Commands that read the configuration.
+    #[command(flatten)]
+    Configured(ConfiguredCommand),
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process; boxing would buy nothing.
+pub(crate) enum ConfiguredCommand {
+    /// Create or upgrade reaper's own tables (reaper_jobs, reaper_audit) in the target database.
+    Migrate,
+    /// Submit a job to the ledger and the queue, from flags or as JSON (see README); prints
+    /// its id.
+    Enqueue {
+        /// A file holding the job's JSON; `-` reads standard input.
+        #[arg(long, conflicts_with_all = ["json", "target"])]
+        file: Option<PathBuf>,
+        /// The job's JSON inline.
+        #[arg(long, conflicts_with = "target")]
+        json: Option<String>,
+        #[command(flatten)]
+        flags: crate::enqueue_flags::EnqueueFlags,
+    },
+    /// Show a job: state, rows, batches, attempts, last error, progress, result.
+    Status {
+        /// The job id.
+        job: String,
+        /// Also print the job's audit entries.
+        #[arg(long)]
+        audit: bool,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        /// Only jobs in this state (pending, running, paused, done, dead, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs on this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a job to stop: a pending job is cancelled at once, a running one at its next batch
+    /// boundary. What it deleted stays deleted (and audited).
+    Cancel {
+        /// The job id.
+        job: String,
+    },
+    /// Run a retention purge now, in the foreground, without a daemon: a policy's
+    /// (`--policy NAME`) or ad hoc (`--target T --older-than 30d`). Shows a progress bar;
+    /// Ctrl-C stops at a batch boundary and prints how to resume.
+    Purge {
+        #[command(flatten)]
+        args: crate::purge::PurgeArgs,
+    },
+    /// List the retention policies: schedule, next and last run, last result, and how many
+    /// rows the next run would remove.
+    Policies {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run workers until SIGTERM/SIGINT (or, with --until-idle, until no job is unfinished).
+    Run {
+        /// Exit once the ledger holds no pending or running job.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate the configuration (and the catalog against the database) and print it, secrets redacted.
+    Check,
+}
+
+/// Who asks, for a job's `requested_by`: the flag, else `$USER`, else `cli`.
+pub(crate) fn requested_by(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok().filter(|user| !user.is_empty()))
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// The `--mode` flag: absent (the target's default), `hard` or `soft`.
+pub(crate) fn parse_mode(given: Option<&str>) -> Result<Option<Mode>, String> {
+    given
+        .map(|text| text.parse().map_err(|error| format!("--mode: {error}")))
+        .transpose()
+}

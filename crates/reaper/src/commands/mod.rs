@@ -1,0 +1,104 @@
+//! The commands that read the configuration, one module per command or family, and the one
+//! mapping from how a command failed to what the user sees and the exit status.
+//!
+//! Exit statuses: 0 success; 1 a failure, or a job that does not exist or is in the wrong state;
+//! 2 refused input (configuration, flags or job), nothing was deleted; 130 stopped by a signal.
+
+pub(crate) mod config;
+pub(crate) mod enqueue;
+pub(crate) mod jobs;
+pub(crate) mod migrate;
+pub(crate) mod policies;
+pub(crate) mod purge;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use reaper_engine::Database;
+use reaper_engine::schema_check::{self, CheckError};
+
+use crate::settings::Settings;
+
+/// What a command ends with when it does not succeed: the status it exits with, and its message.
+pub(crate) type CommandResult = Result<ExitCode, CommandError>;
+
+/// How a command failed.
+#[derive(Debug)]
+pub(crate) enum CommandError {
+    /// The input (configuration, flags or job) was refused; nothing was deleted. Exit status 2.
+    Invalid(String),
+    /// The job named does not exist. Exit status 1.
+    NotFound(String),
+    /// The job is in a state the command cannot act on (finished already). Exit status 1.
+    Conflict(String),
+    /// Anything else (the database, the queue, a file). Exit status 1, `error: ` in front.
+    Failed(anyhow::Error),
+}
+
+/// Exit status 2: the input (config or job) was refused; nothing was deleted.
+const EXIT_INVALID: u8 = 2;
+
+impl CommandError {
+    /// Prints the message to standard error and returns the exit status: the one place where
+    /// an error becomes a status.
+    pub(crate) fn exit(self) -> ExitCode {
+        match self {
+            CommandError::Invalid(message) => {
+                eprintln!("{message}");
+                ExitCode::from(EXIT_INVALID)
+            }
+            CommandError::NotFound(message) | CommandError::Conflict(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+            CommandError::Failed(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// The job `id` does not exist.
+    pub(crate) fn no_job(id: &str) -> Self {
+        CommandError::NotFound(format!("no job `{id}`"))
+    }
+}
+
+/// Any other error is a failure (`?` on database, queue, file and JSON errors).
+impl<E: Into<anyhow::Error>> From<E> for CommandError {
+    fn from(error: E) -> Self {
+        CommandError::Failed(error.into())
+    }
+}
+
+/// Connects to the configured database.
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Database> {
+    Database::connect(&settings.config.database)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to database.url `{}`",
+                reaper_engine::database::redact_url(&settings.config.database.url)
+            )
+        })
+}
+
+/// Connects and checks the catalog against the real schema: a target whose table or column
+/// does not exist is refused input, with the key that names it.
+pub(crate) async fn connect_checked(settings: &Settings) -> Result<Database, CommandError> {
+    let db = connect(settings).await?;
+    match schema_check::check_catalog(&db, &settings.catalog).await {
+        Ok(()) => Ok(db),
+        Err(CheckError::Config(error)) => Err(CommandError::Invalid(error.to_string())),
+        Err(CheckError::Engine(error)) => Err(error.into()),
+    }
+}
+
+/// Reads the ledger once, so that a database without reaper's tables stops a command that is
+/// about to write with a hint, before it does anything.
+pub(crate) async fn check_ledger(db: &Database) -> anyhow::Result<()> {
+    reaper_engine::ledger::active(db, 1)
+        .await
+        .context("cannot read the ledger; did you run `reaper migrate`?")?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `reaper purge`: a retention purge now, in the foreground (the purge itself is
+//! [`crate::purge`]); `--resume` continues a stopped one.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use reaper_engine::ledger;
+
+use super::{CommandError, CommandResult, check_ledger, connect_checked};
+use crate::purge::{self, PurgeArgs, PurgeEnd};
+use crate::settings::Settings;
+
+/// Runs the purge `args` describe; exits 130 when a signal stopped it.
+pub(crate) async fn run(settings: &Settings, args: &PurgeArgs) -> CommandResult {
+    let end = match &args.resume {
+        Some(id) => resume(settings, id).await?,
+        None => match start(settings, args).await? {
+            Some(end) => end,
+            None => return Ok(ExitCode::SUCCESS),
+        },
+    };
+    Ok(match end {
+        PurgeEnd::Done => ExitCode::SUCCESS,
+        PurgeEnd::Stopped => ExitCode::from(130),
+        PurgeEnd::Failed => ExitCode::FAILURE,
+    })
+}
+
+/// Continues the paused (or orphaned) purge `id`.
+async fn resume(settings: &Settings, id: &str) -> Result<PurgeEnd, CommandError> {
+    let lease = settings.config.worker.lease.as_duration();
+    let db = connect_checked(settings).await?;
+    let Some(job) = ledger::get(&db, id).await? else {
+        return Err(CommandError::no_job(id));
+    };
+    if job.is_finished() {
+        return Err(CommandError::Conflict(format!(
+            "job {id} is already {}; nothing to resume",
+            job.state
+        )));
+    }
+    Ok(purge::run_foreground(&db, &settings.catalog, job, lease, None).await?)
+}
+
+/// Submits a new purge (written `paused`) and runs it; `None` after a dry run.
+async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>, CommandError> {
+    let lease = settings.config.worker.lease.as_duration();
+    let (request, policy) = purge::request(args, &settings.catalog, &settings.policies)
+        .map_err(CommandError::Invalid)?;
+    let validated = purge::validated(&request, &settings.catalog).map_err(CommandError::Invalid)?;
+    let db = connect_checked(settings).await?;
+    if args.dry_run {
+        purge::dry_run(&db, &validated).await?;
+        return Ok(None);
+    }
+    check_ledger(&db).await?;
+    let matching = reaper_engine::batch::count_matching(
+        &db,
+        &validated,
+        Some(validated.max_rows.saturating_add(1)),
+    )
+    .await?;
+    if let Err(refusal) = validated.check_max_rows(matching) {
+        return Err(CommandError::Invalid(refusal.to_string()));
+    }
+    let submitted = ledger::submit_paused(
+        &db,
+        &settings.catalog,
+        &request,
+        settings.config.worker.max_attempts,
+        Utc::now(),
+        policy.as_deref(),
+    )
+    .await?;
+    let end =
+        purge::run_foreground(&db, &settings.catalog, submitted.job, lease, Some(matching)).await?;
+    Ok(Some(end))
+}

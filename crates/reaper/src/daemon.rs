@@ -1,0 +1,212 @@
+//! `reaper run`: the daemon's wiring. It checks the catalog and the ledger, installs the metrics
+//! recorder, opens the queue, binds the API, then runs the workers beside the HTTP API, the
+//! Redis intake, the scheduler and the reconciler until a stop signal (or, with
+//! `--until-idle`, until the ledger has no unfinished job), and stops them in that order.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use reaper_core::config::QueueBackend;
+use reaper_engine::{Database, ledger};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::commands::{CommandResult, check_ledger, connect_checked};
+use crate::queue::JobQueue;
+use crate::settings::Settings;
+use crate::signals::StopSignals;
+use crate::worker::{self, WorkerState};
+use crate::{api, intake, scheduler};
+
+/// Runs the daemon until it is told to stop.
+pub(crate) async fn run(settings: &Settings, until_idle: bool) -> CommandResult {
+    let db = connect_checked(settings).await?;
+    check_ledger(&db).await?;
+    let metrics = install_metrics(&settings.catalog, &settings.policies)?;
+    let config = &settings.config;
+    let queue = JobQueue::open(&config.queue).await?;
+    let state = Arc::new(WorkerState::new(
+        db.clone(),
+        settings.catalog.clone(),
+        queue.clone(),
+        &config.worker,
+    ));
+    // Bind before anything runs, so a taken port stops start-up with a clear message.
+    let listener = match &config.api.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("api.listen: cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(message = "Starting workers.", worker = %state.settings.owner, concurrency = config.worker.concurrency, queue = ?config.queue.backend, api = ?config.api.listen);
+
+    // Listening from now on, so that neither signal can arrive while nobody listens.
+    let (stop, _signals) = stop_flag(StopSignals::new(false)?, db.clone(), until_idle);
+    let api = listener.map(|listener| spawn_api(settings, &state, metrics, listener, &stop));
+    let intake = spawn_intake(settings, &state, &stop);
+    let scheduler = spawn_scheduler(settings, &state, &stop);
+    let reconciler = tokio::spawn(worker::reconcile(
+        state.clone(),
+        config.worker.reconcile_every.as_duration(),
+        config.worker.stranded_after.as_duration(),
+    ));
+    let stopped = worker::run_workers(
+        state,
+        config.worker.concurrency,
+        config.queue.poll_interval.as_duration(),
+        config.worker.shutdown_grace.as_duration(),
+        stop,
+    )
+    .await;
+    reconciler.abort();
+    for task in [intake, api, scheduler].into_iter().flatten() {
+        // Both stop on the same flag; neither holds a transaction.
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(message = "A background task did not stop in time.");
+        }
+    }
+    stopped?;
+    tracing::info!(message = "Workers stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's stop flag: it turns true on the first stop signal, or with `until_idle` once
+/// the ledger is idle.
+fn stop_flag(
+    mut signals: StopSignals,
+    db: Database,
+    until_idle: bool,
+) -> (watch::Receiver<bool>, JoinHandle<()>) {
+    worker::stop_when(async move {
+        if until_idle {
+            tokio::select! {
+                () = signals.recv() => {}
+                () = wait_until_idle(&db) => {}
+            }
+        } else {
+            signals.recv().await;
+        }
+        tracing::info!(
+            message = "Stopping: no new jobs are taken; the batches in flight finish. A second signal exits at once (status 130)."
+        );
+    })
+}
+
+/// The HTTP API, until `stop`.
+fn spawn_api(
+    settings: &Settings,
+    state: &WorkerState,
+    metrics: PrometheusHandle,
+    listener: tokio::net::TcpListener,
+    stop: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let config = &settings.config;
+    let api_state = Arc::new(api::ApiState {
+        db: state.db.clone(),
+        catalog: settings.catalog.clone(),
+        queue: state.queue.clone(),
+        token: config.api.token.clone().unwrap_or_default(),
+        default_max_attempts: config.worker.max_attempts,
+        metrics,
+        workers_alive: state.workers_alive.clone(),
+        policies: settings.policies.clone(),
+    });
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        if let Err(error) = api::serve(listener, api_state, stop).await {
+            tracing::error!(message = "The HTTP API stopped.", %error);
+        }
+    })
+}
+
+/// The Redis intake list, until `stop` (none on the SQLite queue).
+fn spawn_intake(
+    settings: &Settings,
+    state: &WorkerState,
+    stop: &watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    let config = &settings.config;
+    match config.queue.backend {
+        QueueBackend::Redis => {
+            let intake = Arc::new(intake::Intake {
+                keys: intake::IntakeKeys::new(&config.queue.name),
+                daemon: state.settings.owner.clone(),
+                redis_url: config.queue.url.clone(),
+                heartbeat: config.queue.heartbeat.as_duration(),
+                db: state.db.clone(),
+                catalog: settings.catalog.clone(),
+                queue: state.queue.clone(),
+                default_max_attempts: config.worker.max_attempts,
+            });
+            Some(tokio::spawn(intake.run(stop.clone())))
+        }
+        QueueBackend::Sqlite => None,
+    }
+}
+
+/// The retention scheduler, until `stop` (none when no policy is enabled).
+fn spawn_scheduler(
+    settings: &Settings,
+    state: &WorkerState,
+    stop: &watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    settings
+        .policies
+        .iter()
+        .any(|policy| policy.enabled)
+        .then(|| {
+            let scheduler = Arc::new(scheduler::Scheduler {
+                db: state.db.clone(),
+                catalog: settings.catalog.clone(),
+                queue: state.queue.clone(),
+                policies: settings.policies.clone(),
+                default_max_attempts: settings.config.worker.max_attempts,
+            });
+            tokio::spawn(scheduler.run(stop.clone()))
+        })
+}
+
+/// The Prometheus recorder behind `/metrics`, with batch-duration buckets.
+fn install_metrics(
+    catalog: &reaper_core::catalog::Catalog,
+    policies: &[reaper_core::retention::Policy],
+) -> anyhow::Result<PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                reaper_engine::instruments::BATCH_DURATION.to_owned(),
+            ),
+            reaper_engine::instruments::BATCH_DURATION_BUCKETS,
+        )?
+        .install_recorder()?;
+    reaper_engine::instruments::describe();
+    reaper_engine::instruments::register_targets(catalog.names());
+    reaper_engine::instruments::register_policies(
+        policies.iter().map(|policy| policy.name.as_str()),
+    );
+    Ok(handle)
+}
+
+/// Resolves when the ledger has had no pending or running job for two polls in a row.
+async fn wait_until_idle(db: &Database) {
+    let mut idle_polls = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match ledger::active(db, 1).await {
+            Ok(jobs) if jobs.is_empty() => idle_polls += 1,
+            Ok(_) => idle_polls = 0,
+            Err(error) => tracing::warn!(message = "Cannot read the ledger.", %error),
+        }
+        if idle_polls >= 2 {
+            return;
+        }
+    }
+}
