@@ -74,6 +74,7 @@ async fn hostile_intake_messages_are_rejected_and_the_job_behind_them_is_done_wi
         .to_string()
         .into_bytes();
     let expected = test.ids("events", "tenant_id = 2").await;
+    let before = test.snapshot_events().await;
     let pushed = Instant::now();
     // One LPUSH: the poison is taken first, the valid job right behind it.
     let _: i64 = redis
@@ -106,7 +107,11 @@ async fn hostile_intake_messages_are_rejected_and_the_job_behind_them_is_done_wi
         elapsed < Duration::from_secs(1),
         "the valid job took {elapsed:?}"
     );
-    test.assert_exactly_once(&id, &expected, 100).await;
+    before
+        .assert_removed_exactly(test, &expected, reaper_testkit::Removal::Hard, 100)
+        .await;
+    reaper_testkit::engine::assert_clean(test, &id, reaper_core::lifecycle::JobState::Done, 1)
+        .await;
 
     let rejected: Vec<String> = redis
         .lrange("reaper-private:intake:rejected", 0, -1)

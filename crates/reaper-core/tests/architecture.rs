@@ -81,8 +81,15 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
 
 /// Lines of `text` where a string literal starts with SQL (on its line or, for a literal that
 /// opens at the end of a line, on the next).
+/// SQL-looking string literals in a file's product code: a file's `#[cfg(test)]` module, at its
+/// end by convention, is test code (it may set up or break a database by hand).
 fn sql_literals(text: &str) -> Vec<(usize, String)> {
-    let lines: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().collect();
+    let test_module = all
+        .windows(2)
+        .position(|pair| pair[0] == "#[cfg(test)]" && pair[1].starts_with("mod "))
+        .unwrap_or(all.len());
+    let lines = &all[..test_module];
     let mut found = Vec::new();
     for (index, line) in lines.iter().enumerate() {
         if line.trim_start().starts_with("//") {

@@ -169,8 +169,7 @@ async fn require_token(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Constant time, so response timing does not reveal how much of a guess was right.
-    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
+    if token_matches(presented, &state.token) {
         next.run(request).await
     } else {
         let mut response = problem(
@@ -182,6 +181,18 @@ async fn require_token(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         response
     }
+}
+
+/// Whether `presented` is the token. Both are hashed (SHA-256) and the two 32-byte digests
+/// compared in constant time, so the response time reveals neither how much of a guess was
+/// right nor whether its length was: a plain constant-time compare returns at once on a length
+/// difference. Hashing takes time in proportion to each input's length, which says nothing
+/// about the token's content.
+fn token_matches(presented: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let presented = Sha256::digest(presented.as_bytes());
+    let token = Sha256::digest(token.as_bytes());
+    bool::from(presented[..].ct_eq(&token[..]))
 }
 
 async fn create_job(
@@ -569,7 +580,7 @@ fn without_series(text: &str, names: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use axum::body::Body;
     use reaper_core::config::{DatabaseConfig, QueueBackend, QueueConfig};
@@ -582,6 +593,14 @@ mod tests {
     const TOKEN: &str = "unit-test-token-0123456789";
 
     async fn state(dir: &std::path::Path) -> Arc<ApiState> {
+        state_with(dir, Catalog::default(), Vec::new()).await
+    }
+
+    async fn state_with(
+        dir: &std::path::Path,
+        catalog: Catalog,
+        policies: Vec<reaper_core::retention::Policy>,
+    ) -> Arc<ApiState> {
         let db = Database::connect(&DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display()),
             max_connections: 1,
@@ -605,7 +624,7 @@ mod tests {
         .unwrap();
         Arc::new(ApiState {
             db,
-            catalog: Catalog::default(),
+            catalog,
             queue,
             token: TOKEN.into(),
             default_max_attempts: 3,
@@ -613,7 +632,7 @@ mod tests {
                 .build_recorder()
                 .handle(),
             workers_alive: Arc::new(AtomicBool::new(true)),
-            policies: Vec::new(),
+            policies,
             ledger_wait: Duration::from_secs(5),
         })
     }
@@ -634,16 +653,56 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    #[tokio::test]
-    async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+    /// `(method, path)` → documented status codes, from docs/openapi.json.
+    fn documented() -> BTreeMap<(String, String), BTreeSet<u16>> {
         let document: serde_json::Value =
             serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
-        let mut documented = BTreeSet::new();
+        let mut documented = BTreeMap::new();
         for (path, item) in document["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
-                documented.insert((method.clone(), path.clone()));
+            for (method, operation) in item.as_object().unwrap() {
+                let codes = operation["responses"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{method} {path} documents no responses"))
+                    .keys()
+                    .map(|code| code.parse().unwrap())
+                    .collect();
+                documented.insert((method.clone(), path.clone()), codes);
             }
         }
+        documented
+    }
+
+    /// `(method, path)` of every `.route(…)` in [`router`]'s source: what the router serves,
+    /// read from the code that builds it (axum cannot list its routes).
+    fn served() -> BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let start = source.find("pub(crate) fn router(").unwrap();
+        let end = start + source[start..].find("\n}\n").unwrap();
+        let mut served = BTreeSet::new();
+        for line in source[start..end].lines() {
+            let Some(rest) = line.trim().strip_prefix(".route(\"") else {
+                continue;
+            };
+            let (path, handlers) = rest.split_once('"').unwrap();
+            let methods: Vec<&str> = ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|method| {
+                    handlers.contains(&format!(" {method}("))
+                        || handlers.contains(&format!(".{method}("))
+                })
+                .collect();
+            assert!(!methods.is_empty(), "cannot read the methods of: {line}");
+            for method in methods {
+                served.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+        assert!(served.len() >= 5, "is the route scan broken? {served:?}");
+        served
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+        let documented: BTreeSet<(String, String)> = documented().into_keys().collect();
         let listed: BTreeSet<(String, String)> = ROUTES
             .iter()
             .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
@@ -651,6 +710,12 @@ mod tests {
         assert_eq!(
             documented, listed,
             "docs/openapi.json and api::ROUTES differ"
+        );
+        // Both directions: a served route the document lacks, or a documented one not served.
+        assert_eq!(
+            served(),
+            documented,
+            "the router and docs/openapi.json differ"
         );
 
         let dir = tempfile::tempdir().unwrap();
@@ -681,6 +746,167 @@ mod tests {
         assert_eq!(
             without_series(text, instruments::LEDGER_DERIVED),
             "# TYPE reaper_jobs_pending_other gauge\nreaper_jobs_pending_other 1\nreaper_ledger_up 0\n"
+        );
+    }
+
+    /// Documented responses no in-process call can produce, and why.
+    const NOT_EXERCISED: &[(&str, &str, u16, &str)] = &[];
+
+    #[tokio::test]
+    async fn every_status_the_api_answers_is_documented_and_every_documented_one_answered() {
+        use reaper_testkit::engine::events_target;
+        let dir = tempfile::tempdir().unwrap();
+        let policy = reaper_core::retention::Policy::new(
+            "old-events".into(),
+            "events".into(),
+            "created_at".into(),
+            reaper_core::span::Span::from_secs(86_400),
+            None,
+            "0 3 * * *".into(),
+            None,
+            Vec::new(),
+            None,
+            true,
+        )
+        .unwrap();
+        let state = state_with(dir.path(), Catalog::new([events_target()]), vec![policy]).await;
+        let router = router(state.clone());
+        let mut seen: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
+        let job = |tenant: i64| {
+            format!(
+                r#"{{"target": "events", "filter": {{"all": [{{"column": "tenant_id", "op": "eq", "value": {tenant}}}]}}, "requested_by": "t", "reason": "r", "idempotency_key": "k{tenant}"}}"#
+            )
+        };
+        // (method, route, uri, token?, body) → status, recorded under the route.
+        macro_rules! answer {
+            ($method:expr, $route:expr, $uri:expr, $token:expr, $body:expr) => {{
+                let mut request = Request::builder()
+                    .method($method.to_uppercase().as_str())
+                    .uri($uri.to_string())
+                    .header(header::CONTENT_TYPE, "application/json");
+                if $token {
+                    request = request.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+                }
+                let response = router
+                    .clone()
+                    .oneshot(request.body(Body::from($body.to_string())).unwrap())
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                seen.entry(($method.to_owned(), $route.to_owned()))
+                    .or_default()
+                    .insert(status);
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }};
+        }
+        let (status, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, job(1));
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(answer!("post", "/v1/jobs", "/v1/jobs", true, job(1)).0, 200);
+        answer!(
+            "post",
+            "/v1/jobs",
+            "/v1/jobs",
+            true,
+            r#"{"target": "nope"}"#
+        );
+        for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
+            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            answer!(*method, *route, uri, false, "{}");
+            answer!(*method, *route, uri, true, job(9));
+        }
+        answer!("get", "/v1/jobs", "/v1/jobs?state=bogus", true, "");
+        for route in ["/v1/jobs/{id}", "/v1/jobs/{id}/audit"] {
+            answer!("get", route, route.replace("{id}", "no-such-job"), true, "");
+        }
+        answer!(
+            "post",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/no-such-job/cancel",
+            true,
+            ""
+        );
+        answer!(
+            "get",
+            "/v1/jobs/{id}/audit",
+            format!("/v1/jobs/{id}/audit?limit=many"),
+            true,
+            ""
+        );
+        answer!("get", "/v1/policies/{name}", "/v1/policies/nope", true, "");
+        // Cancel: pending → 200 (the loop above), finished → 409, running → 202.
+        answer!(
+            "post",
+            "/v1/jobs/{id}/cancel",
+            format!("/v1/jobs/{id}/cancel"),
+            true,
+            ""
+        );
+        let (_, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, job(2));
+        let running = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        reaper_testkit::engine::claim(&state.db, &running, "w", "t", chrono::Duration::seconds(60))
+            .await
+            .unwrap();
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs/{id}/cancel",
+            format!("/v1/jobs/{running}/cancel"),
+            true,
+            ""
+        );
+        assert_eq!(status, 202, "{body}");
+        for (method, route) in ROUTES
+            .iter()
+            .filter(|(_, route)| !route.starts_with("/v1/"))
+        {
+            answer!(*method, *route, *route, false, "");
+        }
+        // Workers not polling, then the ledger gone: 503 wherever the document says so.
+        state.workers_alive.store(false, Ordering::Relaxed);
+        answer!("get", "/readyz", "/readyz", false, "");
+        state.workers_alive.store(true, Ordering::Relaxed);
+        use sea_orm::ConnectionTrait;
+        state
+            .db
+            .connection()
+            .execute_unprepared("DROP TABLE reaper_jobs")
+            .await
+            .unwrap();
+        for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
+            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            answer!(*method, *route, uri, true, job(3));
+        }
+
+        let documented = documented();
+        for (operation, statuses) in &seen {
+            let allowed = &documented[operation];
+            assert!(
+                statuses.is_subset(allowed),
+                "{operation:?} answered {statuses:?}; docs/openapi.json documents {allowed:?}"
+            );
+        }
+        let mut unexercised = BTreeSet::new();
+        for (operation, statuses) in &documented {
+            for status in statuses.difference(seen.get(operation).unwrap_or(&BTreeSet::new())) {
+                unexercised.insert((operation.0.clone(), operation.1.clone(), *status));
+            }
+        }
+        let excused: BTreeSet<(String, String, u16)> = NOT_EXERCISED
+            .iter()
+            .map(|(method, path, status, _)| ((*method).to_owned(), (*path).to_owned(), *status))
+            .collect();
+        assert_eq!(
+            unexercised, excused,
+            "documented statuses no call produced (left) vs those excused (right)"
         );
     }
 

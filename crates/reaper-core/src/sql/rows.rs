@@ -6,7 +6,6 @@
 //! timestamps). A test holds each list and its decoder to the same names.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::lifecycle::{JobResult, JobState};
 
@@ -40,7 +39,7 @@ pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, chec
      updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
 
 /// A job's row in the ledger (`reaper_jobs`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     /// Ledger id.
     pub id: String,
@@ -148,7 +147,7 @@ impl JobRecord {
 pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
 
 /// One committed batch, as the audit log (`reaper_audit`) records it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
     /// Audit row id.
     pub id: i64,
