@@ -870,10 +870,28 @@ mod tests {
         {
             answer!(*method, *route, *route, false, "");
         }
-        // Workers not polling, then the ledger gone: 503 wherever the document says so.
+        // A known key with another request: 409; a body over the limit: 413.
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs",
+            "/v1/jobs",
+            true,
+            job(5).replace("\"k5\"", "\"k1\"")
+        );
+        assert_eq!(status, 409, "{body}");
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs",
+            "/v1/jobs",
+            true,
+            " ".repeat(MAX_BODY + 1)
+        );
+        assert_eq!(status, 413, "{body}");
+        // Workers not polling: 503 from /readyz.
         state.workers_alive.store(false, Ordering::Relaxed);
         answer!("get", "/readyz", "/readyz", false, "");
         state.workers_alive.store(true, Ordering::Relaxed);
+        // The ledger table gone (permanent, our side): 500 wherever the document says so.
         use sea_orm::ConnectionTrait;
         state
             .db
@@ -884,6 +902,13 @@ mod tests {
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
             answer!(*method, *route, uri, true, job(3));
+        }
+        // No connection to be had (transient): 503 with Retry-After.
+        state.db.connection().close_by_ref().await.unwrap();
+        for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
+            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            let (status, body) = answer!(*method, *route, uri, true, job(4));
+            assert_eq!(status, 503, "{method} {route}: {body}");
         }
 
         let documented = documented();
