@@ -488,6 +488,24 @@ async fn the_api_refuses_a_missing_or_wrong_token_and_health_needs_none() {
         0
     );
     let client = reqwest::Client::new();
+    // Ready once the workers have polled for a few intervals without an error.
+    let started = Instant::now();
+    loop {
+        let response = client
+            .get(format!("{}/readyz", api.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/readyz not 200 within 10 s: {}",
+            response.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for path in ["/healthz", "/readyz", "/metrics"] {
         let response = client
             .get(format!("{}{path}", api.base))
