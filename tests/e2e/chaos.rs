@@ -1,0 +1,618 @@
+//! The chaos suite (issue 17; the table is `docs/chaos.md`): real daemons on a test-owned
+//! PostgreSQL database and a private `redis-server`, under faults injected from outside —
+//! kill -9 at random moments, a worker that dies on every attempt, Redis paused past its
+//! timeouts, an audit insert that raises, the database turned read-only, the same queue
+//! message delivered twice, a rolling restart of three daemons. Each scenario first proves
+//! the fault hit where it claims, then runs one checker ([`Settled`]) over every table it
+//! touched: the rows of the snapshot removed exactly once and audited exactly once, nothing
+//! else changed (`TableSnapshot`), every job in exactly one terminal state within a bounded
+//! time, no session left idle in a transaction, the Redis server's memory bounded.
+//!
+//! These tests form the nextest group `chaos` (`.config/nextest.toml`): they run one at a time,
+//! beside the rest of the suite.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use reaper_testkit::{PrivateRedis, Removal, TableSnapshot, TestDatabase};
+use serde_json::{Value, json};
+
+use crate::daemon::{Api, Daemon, RedisDeployment, free_port};
+
+/// Every batch takes at least this long (a fault point), so faults land mid-batch.
+const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
+
+/// The seed of the kill loop's timings: `CHAOS_SEED` replays a run, else a fixed one.
+const DEFAULT_SEED: u64 = 0x5eed_0017;
+
+/// At most this much memory on the private Redis after a scenario (an empty server uses ~1 MB).
+const REDIS_MEMORY_LIMIT: i64 = 16 * 1024 * 1024;
+
+fn erase(tenants: &[i64], batch_size: i64) -> Value {
+    json!({
+        "target": "events",
+        "filter": {"all": [{"column": "tenant_id", "op": "in", "value": tenants}]},
+        "batch_size": batch_size,
+        "requested_by": "chaos",
+        "reason": "chaos",
+    })
+}
+
+/// A job's state, attempts and last error, from the ledger (no daemon needed).
+async fn ledger_job(test: &TestDatabase, id: &str) -> (String, i64, Option<String>) {
+    reaper_testkit::engine::job_state(test, id).await
+}
+
+/// Sessions of reaper on this test's database in `state`.
+async fn sessions(test: &TestDatabase, state: &str) -> i64 {
+    test.int(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'reaper' AND state = '{state}'"
+    ))
+    .await
+}
+
+/// What a scenario must leave behind, checked by [`Settled::check`].
+struct Settled<'a> {
+    test: &'a TestDatabase,
+    redis: &'a PrivateRedis,
+    jobs: Vec<String>,
+    /// How long the jobs may take to reach a terminal state once the faults stopped.
+    within: Duration,
+}
+
+impl Settled<'_> {
+    /// Waits until every job is in exactly one terminal state; then checks that no session of
+    /// the database is idle in a transaction and that Redis' memory is bounded. The jobs'
+    /// final (state, attempts, last error).
+    async fn check(&self) -> Vec<(String, i64, Option<String>)> {
+        let started = Instant::now();
+        let finals = loop {
+            let mut finals = Vec::new();
+            for id in &self.jobs {
+                let rows = self
+                    .test
+                    .int(&format!(
+                        "SELECT count(*) FROM reaper_jobs WHERE id = '{id}'"
+                    ))
+                    .await;
+                assert_eq!(rows, 1, "job {id}: {rows} ledger rows");
+                finals.push(ledger_job(self.test, id).await);
+            }
+            if finals
+                .iter()
+                .all(|(state, _, _)| ["done", "dead", "cancelled"].contains(&state.as_str()))
+            {
+                break finals;
+            }
+            assert!(
+                started.elapsed() < self.within,
+                "jobs not all finished within {:?}: {finals:?}",
+                self.within
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        eprintln!("settled in {:?}: {finals:?}", started.elapsed());
+        // No session idle in a transaction (a killed client's session ends with its socket).
+        let started = Instant::now();
+        loop {
+            let idle = self
+                .test
+                .int(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
+                )
+                .await;
+            if idle == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{idle} sessions left idle in a transaction"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let memory = redis_memory(self.redis);
+        eprintln!(
+            "redis: used_memory {memory} bytes, {} keys",
+            self.redis.keys()
+        );
+        assert!(
+            memory < REDIS_MEMORY_LIMIT,
+            "Redis uses {memory} bytes (limit {REDIS_MEMORY_LIMIT})"
+        );
+        finals
+    }
+}
+
+/// `INFO memory`'s `used_memory`.
+fn redis_memory(redis: &PrivateRedis) -> i64 {
+    let mut connection = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut connection)
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn redis_connection(redis: &PrivateRedis) -> redis::Connection {
+    redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// A daemon of `d` with its API on a port of its own (several may run at once).
+fn another_daemon(d: &RedisDeployment, env: &[(&str, &str)]) -> (Daemon, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = env.to_vec();
+    env.push(("REAPER_API__LISTEN", listen.as_str()));
+    (
+        Daemon::start(&d.deployment.config, d.deployment.dir.path(), port, &env),
+        port,
+    )
+}
+
+/// Adds `line` to the config file's `[worker]` table: for the CLI that submits (a job's
+/// `max_attempts` is fixed when it is accepted) and for every daemon.
+fn worker_setting(d: &RedisDeployment, line: &str) {
+    let config = &d.deployment.config;
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains("[worker]\n"), "{text}");
+    std::fs::write(
+        config,
+        text.replacen("[worker]\n", &format!("[worker]\n{line}\n"), 1),
+    )
+    .unwrap();
+}
+
+/// A scenario's deployment: a private Redis, a PostgreSQL database with `events`, the keys the
+/// scenario's jobs must remove (the rows of some tenants) and the table as it was before.
+struct Scenario {
+    redis: PrivateRedis,
+    d: RedisDeployment,
+    expected: BTreeSet<String>,
+    before: TableSnapshot,
+}
+
+impl Scenario {
+    /// `rows` events; the jobs must remove exactly the rows of `tenants`; `worker` lines are
+    /// added to the config's `[worker]` table.
+    async fn new(rows: u32, tenants: &[i64], worker: &[&str]) -> Self {
+        let redis = PrivateRedis::start();
+        let d = RedisDeployment::new(rows, Some(&redis)).await;
+        for line in worker {
+            worker_setting(&d, line);
+        }
+        let expected = keys_of(&d.deployment.test, tenants).await;
+        let before = d.deployment.test.snapshot_events().await;
+        Self {
+            redis,
+            d,
+            expected,
+            before,
+        }
+    }
+
+    fn test(&self) -> &TestDatabase {
+        &self.d.deployment.test
+    }
+
+    /// The one checker after the faults: [`Settled::check`] on `jobs`, then the snapshot's
+    /// proof that exactly the expected rows were removed, each audited once, in batches of at
+    /// most `max_batch`. The jobs' final (state, attempts, last error).
+    async fn settle(
+        &self,
+        jobs: Vec<String>,
+        within: Duration,
+        max_batch: i64,
+    ) -> Vec<(String, i64, Option<String>)> {
+        let test = self.test();
+        let finals = Settled {
+            test,
+            redis: &self.redis,
+            jobs,
+            within,
+        }
+        .check()
+        .await;
+        self.before
+            .assert_removed_exactly(test, &self.expected, Removal::Hard, max_batch)
+            .await;
+        finals
+    }
+}
+
+/// Keys matching any of `tenants` (`tenant_id = id % 10`).
+async fn keys_of(test: &TestDatabase, tenants: &[i64]) -> BTreeSet<String> {
+    let list: Vec<String> = tenants.iter().map(i64::to_string).collect();
+    test.ids("events", &format!("tenant_id IN ({})", list.join(", ")))
+        .await
+}
+
+/// Submits each job through the ledger and the queue (`reaper enqueue`, no daemon needed).
+fn enqueue_all(d: &RedisDeployment, jobs: &[Value]) -> Vec<String> {
+    jobs.iter().map(|job| d.deployment.enqueue(job)).collect()
+}
+
+/// kill -9 at random moments, at least 30 times, while four jobs run in slow batches on two
+/// workers; then one daemon finishes them. Every job ends `done`, every row of its tenants
+/// removed and audited exactly once. The timings come from a seed, printed; `CHAOS_SEED=N`
+/// replays them; `CHAOS_KILLS=N` kills more often.
+#[tokio::test]
+async fn chaos_kill_9_at_random_moments_loses_and_repeats_nothing() {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .map(|seed| seed.parse().expect("CHAOS_SEED must be a number"))
+        .unwrap_or(DEFAULT_SEED);
+    let kills: usize = std::env::var("CHAOS_KILLS")
+        .ok()
+        .map(|kills| kills.parse().expect("CHAOS_KILLS must be a number"))
+        .unwrap_or(30);
+    eprintln!("chaos kill loop: CHAOS_SEED={seed} CHAOS_KILLS={kills}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let tenants = [1, 2, 3, 4];
+    let s = Scenario::new(8_000, &tenants, &["max_attempts = 1000"]).await;
+    let (d, test, expected) = (&s.d, s.test(), &s.expected);
+    let ids = enqueue_all(
+        d,
+        &tenants
+            .iter()
+            .map(|tenant| erase(&[*tenant], 10))
+            .collect::<Vec<_>>(),
+    );
+    let env = [
+        ("FAILPOINTS", "batch::before_commit=sleep(150)"),
+        ("REAPER_WORKER__LEASE", "2s"),
+        ("REAPER_WORKER__SLICE", "1s"),
+    ];
+    let (mut mid_batch, mut mid_run) = (0, 0);
+    for kill in 0..kills {
+        let mut daemon = d.start(&env);
+        let wait = Duration::from_millis(rng.random_range(100..1_500));
+        tokio::time::sleep(wait).await;
+        // Where the kill lands: a batch inside its transaction, or a claimed job between
+        // batches, or neither (starting up, waiting for a lease to expire).
+        let in_batch = sessions(test, "idle in transaction").await;
+        let running = test
+            .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running'")
+            .await;
+        daemon.kill();
+        eprintln!("kill {kill}: after {wait:?}, {in_batch} batches open, {running} jobs running");
+        if in_batch > 0 {
+            mid_batch += 1;
+        }
+        if running > 0 {
+            mid_run += 1;
+        }
+    }
+    let progress = test
+        .int("SELECT CAST(COALESCE(sum(rows_deleted), 0) AS bigint) FROM reaper_jobs")
+        .await;
+    eprintln!(
+        "{kills} kills: {mid_batch} inside a batch, {mid_run} with a job running; {progress} of {} rows removed meanwhile",
+        expected.len()
+    );
+    assert!(
+        mid_batch * 4 >= kills && mid_run * 2 >= kills,
+        "too few kills hit a running job ({mid_batch} mid-batch, {mid_run} mid-run of {kills})"
+    );
+    assert!(
+        progress > 0 && progress < expected.len() as i64,
+        "the jobs did not run between kills ({progress} rows)"
+    );
+    let _last = d.start(&env);
+    let finals = s.settle(ids, Duration::from_secs(60), 10).await;
+    for (state, attempts, error) in &finals {
+        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+        assert!(*attempts >= 1);
+    }
+    let attempts: i64 = finals.iter().map(|job| job.1).sum();
+    assert!(
+        attempts > finals.len() as i64,
+        "no job was ever interrupted: {finals:?}"
+    );
+}
+
+/// A poison job: its worker dies (kill -9, as a segfault would) inside a batch on every
+/// attempt. With `max_attempts` 3 it ends `dead` (the attempts are counted at claim, so the
+/// crashes count), nothing of it committed; a healthy job submitted afterwards still runs.
+#[tokio::test]
+async fn chaos_a_job_that_kills_its_worker_every_time_ends_dead_after_max_attempts() {
+    let s = Scenario::new(2_000, &[3], &["max_attempts = 3"]).await;
+    let (d, test) = (&s.d, s.test());
+    let env = [
+        // Every batch of the poison job stays open until the worker is killed.
+        ("FAILPOINTS", "batch::before_commit=sleep(5000)"),
+        ("REAPER_WORKER__LEASE", "2s"),
+        ("REAPER_WORKER__SLICE", "1s"),
+    ];
+    let ids = enqueue_all(d, &[erase(&[1], 20)]);
+    let poison = &ids[0];
+    for attempt in 1..=3 {
+        let mut daemon = d.start(&env);
+        let started = Instant::now();
+        // Claimed for this attempt, and its batch open.
+        loop {
+            let (state, attempts, _) = ledger_job(test, poison).await;
+            if state == "running"
+                && attempts == attempt
+                && sessions(test, "idle in transaction").await > 0
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "attempt {attempt} never opened a batch: {state} {attempts}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        daemon.kill();
+        eprintln!("attempt {attempt}: killed mid-batch");
+    }
+    // A daemon that does not crash: the next claim finds the attempts used up.
+    let (daemon, port) = another_daemon(d, &[]);
+    let api = Api::at(port);
+    let dead = api.wait_for(poison, "dead", Duration::from_secs(30)).await;
+    let error = dead["last_error"].as_str().unwrap();
+    assert!(error.contains("3 attempts"), "{dead}");
+    let healthy_id = api.submit(&erase(&[3], 50)).await;
+    api.wait_done(&healthy_id, 1, Duration::from_secs(20)).await;
+    let finals = s
+        .settle(
+            vec![poison.clone(), healthy_id],
+            Duration::from_secs(10),
+            50,
+        )
+        .await;
+    // Three claims that crashed, and the fourth that found them used up and ran nothing
+    // (the ledger counts claims; the fourth refuses before any batch).
+    assert_eq!(
+        (finals[0].0.as_str(), finals[0].1),
+        ("dead", 4),
+        "{finals:?}"
+    );
+    assert_eq!(dead["rows_deleted"], 0, "{dead}");
+    assert_eq!(dead["batches"], 0, "{dead}");
+    drop(daemon);
+}
+
+/// Redis stalled: `CLIENT PAUSE 8000 ALL` (past the 5 s response timeout) while a job runs.
+/// The daemon survives or restarts its workers, the job finishes once, and a job submitted
+/// after the stall is consumed (never alive but not consuming, apalis-redis#76).
+#[tokio::test]
+async fn chaos_redis_paused_past_its_timeouts_stalls_nothing_for_good() {
+    let s = Scenario::new(2_000, &[1, 2, 5, 6], &[]).await;
+    let (d, redis) = (&s.d, &s.redis);
+    let daemon = d.start(&[SLOW_BATCHES]);
+    let api = d.api();
+    let first = api.submit(&erase(&[1, 2], 20)).await;
+    api.wait_mid_run(&first, 2).await;
+    let mut control = redis_connection(redis);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(8000)
+        .arg("ALL")
+        .query(&mut control)
+        .unwrap();
+    // The pause is in effect: a command from another client waits for it.
+    let probe_started = Instant::now();
+    let mut probe = redis_connection(redis);
+    let _: String = redis::cmd("PING").query(&mut probe).unwrap();
+    let stalled = probe_started.elapsed();
+    eprintln!("a PING waited {stalled:?}");
+    assert!(
+        stalled >= Duration::from_secs(6),
+        "the pause was not in effect ({stalled:?})"
+    );
+    // Submitted after the stall: the daemon that started still consumes.
+    let second = api.submit(&erase(&[5, 6], 20)).await;
+    let finals = s
+        .settle(vec![first, second], Duration::from_secs(60), 20)
+        .await;
+    for (state, _, error) in &finals {
+        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+    }
+    drop(daemon);
+}
+
+/// The audit insert fails (a trigger on `reaper_audit` raises): the job ends `dead` with the
+/// trigger's error and nothing is deleted; with the trigger gone, the same request completes.
+#[tokio::test]
+async fn chaos_a_failing_audit_insert_deletes_nothing() {
+    let s = Scenario::new(1_000, &[1], &[]).await;
+    let (d, test) = (&s.d, s.test());
+    test.exec(
+        "CREATE FUNCTION chaos_refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'chaos: audit refused'; END $$; \
+         CREATE TRIGGER chaos_refuse_audit BEFORE INSERT ON reaper_audit \
+         FOR EACH ROW EXECUTE FUNCTION chaos_refuse_audit();",
+    )
+    .await;
+    let daemon = d.start(&[]);
+    let api = d.api();
+    let refused = api.submit(&erase(&[1], 20)).await;
+    let dead = api
+        .wait_for(&refused, "dead", Duration::from_secs(20))
+        .await;
+    // The trigger raised, inside the batch.
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("chaos: audit refused"),
+        "{dead}"
+    );
+    assert_eq!(dead["rows_deleted"], 0, "{dead}");
+    s.before.assert_untouched(test).await;
+
+    test.exec("DROP TRIGGER chaos_refuse_audit ON reaper_audit")
+        .await;
+    let again = api.submit(&erase(&[1], 20)).await;
+    api.wait_done(&again, 1, Duration::from_secs(20)).await;
+    s.settle(vec![refused, again], Duration::from_secs(10), 20)
+        .await;
+    drop(daemon);
+}
+
+/// Makes database `name` read-only for new sessions (or writable again), and ends reaper's
+/// sessions so that its pool reconnects with the setting.
+async fn read_only(test: &TestDatabase, name: &str, on: bool) {
+    let setting = if on {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    test.exec(&format!("ALTER DATABASE \"{name}\" {setting}"))
+        .await;
+    test.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'reaper'",
+    )
+    .await;
+}
+
+/// The target database made read-only mid-job (`ALTER DATABASE … SET
+/// default_transaction_read_only`, sessions restarted): batches fail as transient, nothing
+/// half-done; made writable again, the job completes exactly once.
+#[tokio::test]
+async fn chaos_a_database_turned_read_only_mid_job_resumes_when_writable() {
+    let s = Scenario::new(2_000, &[1, 2], &["max_attempts = 100"]).await;
+    let (d, test, expected) = (&s.d, s.test(), &s.expected);
+    let name = test.strings("SELECT current_database()").await.remove(0);
+    let daemon = d.start(&[SLOW_BATCHES]);
+    let api = d.api();
+    let id = api.submit(&erase(&[1, 2], 20)).await;
+    api.wait_mid_run(&id, 2).await;
+    read_only(test, &name, true).await;
+    let line = daemon.wait_for_log(&["read-only transaction"], Duration::from_secs(20));
+    eprintln!("refused while read-only: {line}");
+    let left = test.int("SELECT count(*) FROM events").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(test.int("SELECT count(*) FROM events").await, left);
+    assert!(left > 2_000 - expected.len() as i64, "finished before");
+    read_only(test, &name, false).await;
+    let finals = s.settle(vec![id], Duration::from_secs(60), 20).await;
+    assert_eq!((finals[0].0.as_str(), &finals[0].2), ("done", &None));
+    assert!(finals[0].1 >= 2, "never retried: {finals:?}");
+    drop(daemon);
+}
+
+/// The same queue message delivered twice (a copy of its id pushed to apalis' active list while
+/// no worker polls): the job is claimed once and deletes once.
+#[tokio::test]
+async fn chaos_a_message_delivered_twice_deletes_once() {
+    let s = Scenario::new(1_000, &[4], &[]).await;
+    let (d, redis) = (&s.d, &s.redis);
+    let daemon = d.start(&[]);
+    daemon.freeze();
+    let id = d.deployment.enqueue(&erase(&[4], 20));
+    let mut connection = redis_connection(redis);
+    // apalis-redis keeps a new task's id in `Q:scheduled` until a poll promotes it to
+    // `Q:active`: a copy of the id in `Q:active` is a second delivery of the same message.
+    let queued: Vec<String> = redis::cmd("ZRANGE")
+        .arg("reaper-private:scheduled")
+        .arg(0)
+        .arg(-1)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("reaper-private:active")
+        .arg(&queued[0])
+        .query(&mut connection)
+        .unwrap();
+    let waiting = |connection: &mut redis::Connection| -> (i64, i64) {
+        (
+            redis::cmd("LLEN")
+                .arg("reaper-private:active")
+                .query(connection)
+                .unwrap(),
+            redis::cmd("ZCARD")
+                .arg("reaper-private:scheduled")
+                .query(connection)
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        waiting(&mut connection),
+        (1, 1),
+        "the two deliveries are not queued"
+    );
+    daemon.signal("CONT");
+    let api = d.api();
+    api.wait_done(&id, 1, Duration::from_secs(20)).await;
+    // Both deliveries were taken from the queue.
+    let started = Instant::now();
+    loop {
+        let left = waiting(&mut connection);
+        if left == (0, 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{left:?} never taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finals = s.settle(vec![id], Duration::from_secs(10), 20).await;
+    assert_eq!(finals[0].1, 1, "claimed twice: {finals:?}");
+    drop(daemon);
+}
+
+/// A rolling restart of three daemons (each in turn: SIGTERM, exit 0, a new one started) twice
+/// over while six jobs run: every job done, every row removed and audited exactly once.
+#[tokio::test]
+async fn chaos_a_rolling_restart_of_three_daemons_finishes_every_job_once() {
+    let tenants = [0, 1, 2, 3, 4, 5];
+    let s = Scenario::new(10_000, &tenants, &[]).await;
+    let (d, test) = (&s.d, s.test());
+    let env = [("FAILPOINTS", "batch::before_commit=sleep(150)")];
+    let mut daemons: Vec<Daemon> = (0..3).map(|_| another_daemon(d, &env).0).collect();
+    let ids = enqueue_all(
+        d,
+        &tenants
+            .iter()
+            .map(|tenant| erase(&[*tenant], 10))
+            .collect::<Vec<_>>(),
+    );
+    let mut stopped_mid_run = 0;
+    for round in 0..2 {
+        for (slot, daemon) in daemons.iter_mut().enumerate() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let running = test
+                .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running'")
+                .await;
+            if running > 0 {
+                stopped_mid_run += 1;
+            }
+            daemon.signal("TERM");
+            let (status, took) = daemon.wait(Duration::from_secs(10));
+            assert!(status.success(), "round {round}, daemon {slot}: {status}");
+            eprintln!(
+                "round {round}, daemon {slot}: stopped in {took:?} with {running} jobs running"
+            );
+            *daemon = another_daemon(d, &env).0;
+        }
+    }
+    assert!(
+        stopped_mid_run >= 3,
+        "the restarts missed the jobs ({stopped_mid_run} of 6 mid-run)"
+    );
+    let finals = s.settle(ids, Duration::from_secs(60), 10).await;
+    for (state, _, error) in &finals {
+        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+    }
+    drop(daemons);
+}
