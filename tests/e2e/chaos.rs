@@ -616,3 +616,34 @@ async fn chaos_a_rolling_restart_of_three_daemons_finishes_every_job_once() {
     }
     drop(daemons);
 }
+
+/// Redis restarted without its data (the private server killed and started empty on its port)
+/// while a job runs and another waits in the queue: the workers reconnect, the reconciler
+/// re-enqueues what the queue lost, both jobs finish once.
+#[tokio::test]
+async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
+    let mut s = Scenario::new(2_000, &[1, 2, 3], &[]).await;
+    let daemon =
+        s.d.start(&[SLOW_BATCHES, ("REAPER_WORKER__CONCURRENCY", "1")]);
+    let api = s.d.api();
+    let first = api.submit(&erase(&[1, 2], 20)).await;
+    api.wait_mid_run(&first, 2).await;
+    // One worker, busy: the second job's message waits in the queue.
+    let second = api.submit(&erase(&[3], 20)).await;
+    assert!(s.redis.keys() > 0);
+    s.redis.restart();
+    // Empty: both the running job's and the waiting job's messages are gone.
+    assert_eq!(s.redis.keys(), 0, "the restart kept data");
+    assert_eq!(
+        ledger_job(s.test(), &second).await.0,
+        "pending",
+        "the second job ran before the restart"
+    );
+    let finals = s
+        .settle(vec![first, second], Duration::from_secs(60), 20)
+        .await;
+    for (state, _, error) in &finals {
+        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+    }
+    drop(daemon);
+}
