@@ -21,6 +21,8 @@ pub mod catalog;
 pub mod config;
 pub mod job;
 pub mod lifecycle;
+#[cfg(test)]
+mod properties;
 pub mod retention;
 pub mod span;
 pub mod sql;

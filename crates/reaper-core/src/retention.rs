@@ -50,12 +50,19 @@ pub struct Policy {
     pub enabled: bool,
 }
 
-/// Parses a cron expression: the classic five fields (`min hour day month weekday`) or six and
-/// seven with seconds first and an optional year, as apalis-cron schedules them. UTC.
+/// Parses a cron expression: the classic five fields (`min hour day month weekday`, weekdays
+/// numbered as crontab does: [`crontab_weekdays`]) or six and seven with seconds first and an
+/// optional year, as apalis-cron schedules them (weekdays 1–7 from Sunday). UTC.
 pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
     let fields = text.split_whitespace().count();
     let expression = match fields {
-        5 => format!("0 {}", text.trim()),
+        5 => {
+            let mut parts: Vec<&str> = text.split_whitespace().collect();
+            let weekdays = crontab_weekdays(parts[4])
+                .map_err(|error| format!("`{text}` is not a cron expression ({error})"))?;
+            parts[4] = &weekdays;
+            format!("0 {}", parts.join(" "))
+        }
         6 | 7 => text.trim().to_owned(),
         _ => {
             return Err(format!(
@@ -66,6 +73,48 @@ pub fn parse_schedule(text: &str) -> Result<cron::Schedule, String> {
     };
     cron::Schedule::from_str(&expression)
         .map_err(|error| format!("`{text}` is not a cron expression ({error})"))
+}
+
+/// The classic five-field form numbers weekdays as crontab does, 0–7 from Sunday (0 and 7 are
+/// both Sunday); the `cron` crate, which apalis-cron ticks with, numbers them 1–7 from Sunday.
+/// Numbers in the weekday field are translated (`1-5`, Monday to Friday, becomes `2-6`); names
+/// (`MON-FRI`) and steps' lengths are kept. A range ending on Sunday (`5-7`) becomes the range to
+/// Saturday and Sunday (`6-7,1`).
+fn crontab_weekdays(field: &str) -> Result<String, String> {
+    let day = |text: &str| -> Result<String, String> {
+        match text.parse::<u8>() {
+            Ok(number @ 0..=7) => Ok((number % 7 + 1).to_string()),
+            Ok(number) => Err(format!("weekday {number} is not 0–7")),
+            Err(_) => Ok(text.to_owned()),
+        }
+    };
+    let items: Result<Vec<String>, String> = field
+        .split(',')
+        .map(|item| {
+            let (range, step) = match item.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (item, None),
+            };
+            let translated = match range.split_once('-') {
+                Some(("0", "7")) => "1-7".to_owned(),
+                Some((from, "7")) if from.parse::<u8>().is_ok_and(|n| (1..7).contains(&n)) => {
+                    if step.is_some() {
+                        return Err(format!(
+                            "the weekday range `{item}` ends on Sunday and has a step; write it as a list"
+                        ));
+                    }
+                    return Ok(format!("{}-7,1", day(from)?));
+                }
+                Some((from, to)) => format!("{}-{}", day(from)?, day(to)?),
+                None => day(range)?,
+            };
+            Ok(match step {
+                Some(step) => format!("{translated}/{step}"),
+                None => translated,
+            })
+        })
+        .collect();
+    Ok(items?.join(","))
 }
 
 impl Policy {
