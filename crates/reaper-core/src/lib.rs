@@ -26,6 +26,8 @@ mod properties;
 pub mod retention;
 pub mod span;
 pub mod sql;
+#[cfg(test)]
+mod sql_tokens;
 pub mod throttle;
 pub mod validate;
 pub mod value;

@@ -351,37 +351,13 @@ fn condition(column: String, column_type: ColumnType) -> BoxedStrategy<serde_jso
         .boxed()
 }
 
-/// Splits `sql` into quoted identifiers, string literals and placeholders (outside quotes).
+/// [`crate::sql_tokens::tokens`] with `backend`'s quoting and placeholders.
 fn tokens(backend: Backend, sql: &str) -> (Vec<String>, Vec<String>, usize) {
-    let ident_quote = if backend == Backend::MySql { '`' } else { '"' };
-    let (mut idents, mut literals, mut placeholders) = (Vec::new(), Vec::new(), 0);
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ident_quote || c == '\'' {
-            let mut text = String::new();
-            loop {
-                match chars.next() {
-                    Some(q) if q == c && chars.peek() == Some(&c) => {
-                        chars.next();
-                        text.push(c);
-                    }
-                    Some(q) if q == c => break,
-                    Some(other) => text.push(other),
-                    None => panic!("unterminated quote in {sql}"),
-                }
-            }
-            if c == '\'' {
-                literals.push(text);
-            } else {
-                idents.push(text);
-            }
-        } else if (backend == Backend::Postgres && c == '$')
-            || (backend != Backend::Postgres && c == '?')
-        {
-            placeholders += 1;
-        }
+    match backend {
+        Backend::Postgres => crate::sql_tokens::tokens(sql, '"', '$'),
+        Backend::Sqlite => crate::sql_tokens::tokens(sql, '"', '?'),
+        Backend::MySql => crate::sql_tokens::tokens(sql, '`', '?'),
     }
-    (idents, literals, placeholders)
 }
 
 /// Every statement the planner makes for a job on `backend`.
