@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod deploy;
+mod erasure_graph;
 mod hostile_input;
 mod outages;
 mod retention;

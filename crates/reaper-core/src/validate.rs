@@ -240,6 +240,22 @@ pub fn validate(
         );
     }
 
+    // A job whose plan reaches other tables would leave their rows pointing at removed parents
+    // if it ran as a one-table job; until the engine runs plans, such jobs are refused whole.
+    let steps = catalog.plan(&target.name, mode);
+    if !steps.is_empty() {
+        let tables: Vec<String> = steps.iter().map(|step| step.describe()).collect();
+        fail(
+            "target",
+            format!(
+                "a {mode} job on `{}` must also remove rows of related tables ({}); this build \
+                 does not run jobs across relations yet",
+                target.name,
+                tables.join(", ")
+            ),
+        );
+    }
+
     let batch_size = request.batch_size.unwrap_or(target.batch_size);
     if batch_size == 0 || batch_size > target.max_batch_size {
         fail(
@@ -525,6 +541,47 @@ mod tests {
             max_attempts: None,
             throttle: Default::default(),
         }])
+    }
+
+    #[test]
+    fn a_job_whose_plan_reaches_related_tables_is_refused() {
+        let mut orders = catalog().get("sessions").unwrap().clone();
+        orders.name = "orders".into();
+        orders.soft_delete_column = Some("deleted_at".into());
+        let relation = |action| crate::graph::Relation {
+            parent: "sessions".into(),
+            child: "orders".into(),
+            column: "session_id".into(),
+            parent_column: "id".into(),
+            action,
+            allow_unindexed: false,
+        };
+        let job = |mode: &str| -> JobRequest {
+            serde_json::from_value(serde_json::json!({"target": "sessions", "mode": mode,
+                "filter": {"all": [{"column": "user_id", "op": "eq", "value": 1}]},
+                "requested_by": "t", "reason": "r"}))
+            .unwrap()
+        };
+        let mut sessions = catalog().get("sessions").unwrap().clone();
+        sessions.soft_delete_column = Some("deleted_at".into());
+        let base = Catalog::new([sessions, orders]);
+        let related = base
+            .clone()
+            .with_relations(vec![relation(crate::graph::Action::Delete)])
+            .unwrap();
+        let error = validate(&job("hard"), &related, as_of())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("target: a hard job on `sessions` must also remove rows of related tables (sessions → orders)"),
+            "{error}"
+        );
+        // A soft job leaves hard children alone, so it runs as today.
+        assert!(validate(&job("soft"), &related, as_of()).is_ok());
+        let soft = base
+            .with_relations(vec![relation(crate::graph::Action::SoftDelete)])
+            .unwrap();
+        assert!(validate(&job("soft"), &soft, as_of()).is_err());
     }
 
     fn as_of() -> DateTime<Utc> {
