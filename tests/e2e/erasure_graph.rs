@@ -1,7 +1,9 @@
 //! Relations between targets (issue 12) through the real binary: what `config check` refuses
 //! in a graph of tables, each problem at its key path.
 
-use crate::{config_text, reaper, run, stderr};
+use reaper_core::sql::Backend;
+
+use crate::{Deployment, config_text, reaper, run, stderr};
 
 /// The shop's catalog (users → sessions, orders → order_items, events) after the fixture's own
 /// `events` target, with `extra` appended (more children, or a cycle).
@@ -96,3 +98,54 @@ action = "delete"
         ],
     );
 }
+
+/// `event_notes` refers to the fixture's `events` with `ON DELETE CASCADE`: `config check` and
+/// `run` refuse the catalog until it is declared as a child, then until its column is indexed.
+async fn start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_child(
+    backend: Backend,
+) {
+    let deployment = Deployment::new(backend, 10).await;
+    deployment.migrate();
+    deployment
+        .test
+        .exec(
+            "CREATE TABLE event_notes (id BIGINT PRIMARY KEY, event_id BIGINT NOT NULL, \
+             FOREIGN KEY (event_id) REFERENCES events (id) ON DELETE CASCADE)",
+        )
+        .await;
+    let refused = |expected: &str| {
+        for args in [&["config", "check"][..], &["run", "--until-idle"][..]] {
+            let output = run(deployment.reaper().args(args));
+            assert_eq!(output.status.code(), Some(2), "{args:?} must refuse");
+            assert!(stderr(&output).contains(expected), "{expected} missing");
+        }
+    };
+    refused(
+        "targets.events.children: table `event_notes` refers to `events` through column `event_id` \
+         (ON DELETE CASCADE) but is not declared as a child; the database would delete its rows inside each \
+         batch, unbounded. Add:\n    [targets.event_notes]",
+    );
+
+    let declared = format!(
+        "{}\n[targets.event_notes]\ntable = \"event_notes\"\nprimary_key = \"id\"\nkey_type = \"int\"\n\n\
+         [[targets.events.children]]\ntarget = \"event_notes\"\ncolumn = \"event_id\"\naction = \"delete\"\n",
+        std::fs::read_to_string(&deployment.config).unwrap()
+    );
+    std::fs::write(&deployment.config, declared).unwrap();
+    if backend != Backend::MySql {
+        // InnoDB indexes every foreign-key column itself; PostgreSQL and SQLite do not.
+        refused(
+            "targets.events.children[0].column: column `event_id` of table `event_notes` leads no index",
+        );
+        deployment
+            .test
+            .exec("CREATE INDEX event_notes_event_id_idx ON event_notes (event_id)")
+            .await;
+    }
+    let output = run(deployment.reaper().args(["config", "check"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+reaper_testkit::on_every_backend!(
+    start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_child,
+);

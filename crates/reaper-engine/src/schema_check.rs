@@ -1,5 +1,6 @@
 //! Start-up check of the catalog against the real database: every target's table, primary key,
-//! filterable columns and soft-delete column must exist. Reported with the config key path.
+//! filterable columns and soft-delete column must exist, and the relations must match the
+//! database's foreign keys and indexes ([`crate::graph_check`]). Reported with the config key path.
 //!
 //! Read-only: it queries the catalog views (`information_schema` on PostgreSQL and MySQL,
 //! `pragma_table_info` on SQLite) and changes nothing.
@@ -17,6 +18,7 @@ use crate::error::EngineError;
 /// Checks every target; all problems are reported together.
 pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), CheckError> {
     let mut problems = Vec::new();
+    let mut present = BTreeSet::new();
     for target in catalog.targets() {
         let columns = table_columns(db, target).await?;
         let key = |field: &str| format!("targets.{}.{field}", target.name);
@@ -31,6 +33,7 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
             });
             continue;
         }
+        present.insert(target.name.clone());
         let mut expect = |field: String, column: &str| {
             if !columns.contains(column) {
                 problems.push(ConfigProblem {
@@ -67,6 +70,7 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
             }
         }
     }
+    crate::graph_check::check_relations(db, catalog, &present, &mut problems).await?;
     if problems.is_empty() {
         Ok(())
     } else {

@@ -1,0 +1,157 @@
+//! Start-up check of the relations between targets against the database's real foreign keys
+//! and indexes (issue 12), part of [`crate::schema_check::check_catalog`]:
+//!
+//! - every table whose foreign key refers to a target's table must be declared as a child of
+//!   that target: otherwise `RESTRICT`/`NO ACTION` would make a job die mid-way on a
+//!   foreign-key violation, and `CASCADE`/`SET NULL` would make the database change child rows
+//!   inside each batch, unbounded. The problem names the referencing table, its column and its
+//!   `ON DELETE` action, and shows the configuration to add;
+//! - every declared child column must lead an index, or each parent batch scans the child
+//!   table; the problem shows the `CREATE INDEX` to run (`allow_unindexed` accepts it).
+//!
+//! Read-only: the statements are in `reaper_core::sql::schema`.
+
+use std::collections::BTreeSet;
+
+use reaper_core::catalog::{Catalog, Target};
+use reaper_core::config::ConfigProblem;
+use reaper_core::graph::Relation;
+use reaper_core::sql::schema;
+
+use crate::database::Database;
+use crate::error::EngineError;
+
+/// A foreign key in the database that refers to a target's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferencingKey {
+    /// The referencing table's schema (empty on SQLite).
+    pub schema: String,
+    /// The referencing table.
+    pub table: String,
+    /// Its first column.
+    pub column: String,
+    /// `CASCADE`, `SET NULL`, `SET DEFAULT`, `RESTRICT` or `NO ACTION`.
+    pub on_delete: String,
+}
+
+/// Adds to `problems` every undeclared referencing table and every unindexed child column of
+/// the targets in `present` (those whose table exists; the others are reported already).
+pub async fn check_relations(
+    db: &Database,
+    catalog: &Catalog,
+    present: &BTreeSet<String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Result<(), EngineError> {
+    for target in catalog.targets().filter(|t| present.contains(&t.name)) {
+        for key in referencing_keys(db, target).await? {
+            if !declared(catalog, target, &key) {
+                problems.push(undeclared(catalog, target, &key));
+            }
+        }
+        for (index, relation) in catalog.children(&target.name).enumerate() {
+            let Some(child) = catalog.get(&relation.child) else {
+                continue;
+            };
+            if relation.allow_unindexed || !present.contains(&child.name) {
+                continue;
+            }
+            if leading_indexes(db, child, &relation.column).await? == 0 {
+                problems.push(unindexed(db, child, relation, index));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The foreign keys that refer to `target`'s table.
+pub async fn referencing_keys(
+    db: &Database,
+    target: &Target,
+) -> Result<Vec<ReferencingKey>, EngineError> {
+    let rows = db
+        .query_all(&schema::referencing_keys(db.backend(), target))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let [schema, table, column, on_delete] = schema::REFERENCING_COLUMNS
+                .map(|name| row.try_get::<String>("", name).map_err(EngineError::from));
+            Ok(ReferencingKey {
+                schema: schema?,
+                table: table?,
+                column: column?,
+                on_delete: on_delete?.to_uppercase(),
+            })
+        })
+        .collect()
+}
+
+async fn leading_indexes(db: &Database, target: &Target, column: &str) -> Result<i64, EngineError> {
+    let rows = db
+        .query_all(&schema::leading_indexes(db.backend(), target, column))
+        .await?;
+    match rows.first() {
+        Some(row) => Ok(row.try_get::<i64>("", schema::INDEX_COUNT)?),
+        None => Ok(0),
+    }
+}
+
+/// Whether a declared relation of `target` covers the foreign key: its child target is the
+/// referencing table (in the same schema when the child names one) and its column is the key's.
+fn declared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> bool {
+    catalog.children(&target.name).any(|relation| {
+        relation.column == key.column
+            && catalog.get(&relation.child).is_some_and(|child| {
+                child.table == key.table && child.schema.as_ref().is_none_or(|s| *s == key.schema)
+            })
+    })
+}
+
+fn undeclared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> ConfigProblem {
+    let consequence = match key.on_delete.as_str() {
+        "CASCADE" => "the database would delete its rows inside each batch, unbounded",
+        "SET NULL" | "SET DEFAULT" => {
+            "the database would rewrite its rows inside each batch, unbounded"
+        }
+        _ => "a job would die mid-way on a foreign-key violation",
+    };
+    let action = if key.on_delete == "SET NULL" {
+        "set_null"
+    } else {
+        "delete"
+    };
+    let child = catalog.targets().find(|t| t.table == key.table);
+    let (child_name, declare_target) = match child {
+        Some(child) => (child.name.clone(), String::new()),
+        None => (
+            key.table.clone(),
+            format!(
+                "\n    [targets.{0}]\n    table = \"{0}\"\n    primary_key = \"…\"\n    key_type = \"…\"",
+                key.table
+            ),
+        ),
+    };
+    ConfigProblem {
+        key: format!("targets.{}.children", target.name),
+        message: format!(
+            "table `{}` refers to `{}` through column `{}` (ON DELETE {}) but is not declared as a child; \
+             {consequence}. Add:{declare_target}\n    [[targets.{}.children]]\n    target = \"{child_name}\"\n    \
+             column = \"{}\"\n    action = \"{action}\"",
+            key.table, target.table, key.column, key.on_delete, target.name, key.column
+        ),
+    }
+}
+
+fn unindexed(db: &Database, child: &Target, relation: &Relation, index: usize) -> ConfigProblem {
+    ConfigProblem {
+        key: format!("targets.{}.children[{index}].column", relation.parent),
+        message: format!(
+            "column `{}` of table `{}` leads no index, so every batch of `{}` would scan `{}` for its children; \
+             run `{};` or set allow_unindexed = true",
+            relation.column,
+            child.table,
+            relation.parent,
+            child.table,
+            schema::create_index_hint(db.backend(), child, &relation.column)
+        ),
+    }
+}
