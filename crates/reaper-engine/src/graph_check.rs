@@ -6,7 +6,7 @@
 //!   foreign-key violation, and `CASCADE`/`SET NULL` would make the database change child rows
 //!   inside each batch, unbounded. The problem names the referencing table, its column and its
 //!   `ON DELETE` action, and shows the configuration to add;
-//! - every declared child column must lead an index, or each parent batch scans the child
+//! - every declared child column must exist (and a declared parent column) and lead an index, or each parent batch scans the child
 //!   table; the problem shows the `CREATE INDEX` to run (`allow_unindexed` accepts it).
 //!
 //! Read-only: the statements are in `reaper_core::sql::schema`.
@@ -52,13 +52,47 @@ pub async fn check_relations(
             let Some(child) = catalog.get(&relation.child) else {
                 continue;
             };
-            if relation.allow_unindexed || !present.contains(&child.name) {
-                continue;
-            }
-            if leading_indexes(db, child, &relation.column).await? == 0 {
-                problems.push(unindexed(db, child, relation, index));
+            if present.contains(&child.name) {
+                check_child(db, target, child, relation, index, problems).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The relation's columns exist (the child's column in the child's table, the parent column in
+/// the parent's), and the child column leads an index unless the relation allows a scan.
+async fn check_child(
+    db: &Database,
+    parent: &Target,
+    child: &Target,
+    relation: &Relation,
+    index: usize,
+    problems: &mut Vec<ConfigProblem>,
+) -> Result<(), EngineError> {
+    let at = format!("targets.{}.children[{index}]", relation.parent);
+    let mut missing = |field: &str, column: &str, table: &str| {
+        problems.push(ConfigProblem {
+            key: format!("{at}.{field}"),
+            message: format!("column `{column}` does not exist in table `{table}`"),
+        })
+    };
+    if !crate::schema_check::table_columns(db, child)
+        .await?
+        .contains(&relation.column)
+    {
+        missing("column", &relation.column, &child.table);
+        return Ok(());
+    }
+    if relation.parent_column != parent.primary_key
+        && !crate::schema_check::table_columns(db, parent)
+            .await?
+            .contains(&relation.parent_column)
+    {
+        missing("parent_column", &relation.parent_column, &parent.table);
+    }
+    if !relation.allow_unindexed && leading_indexes(db, child, &relation.column).await? == 0 {
+        problems.push(unindexed(db, child, relation, index));
     }
     Ok(())
 }

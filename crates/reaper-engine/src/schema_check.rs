@@ -119,7 +119,11 @@ pub enum CheckError {
     Engine(#[from] EngineError),
 }
 
-async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String>, EngineError> {
+/// The names of the target table's columns (empty when the table does not exist).
+pub(crate) async fn table_columns(
+    db: &Database,
+    target: &Target,
+) -> Result<BTreeSet<String>, EngineError> {
     let rows = db
         .query_all(&schema::table_columns(db.backend(), target))
         .await?;

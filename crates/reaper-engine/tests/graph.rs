@@ -170,4 +170,19 @@ async fn a_declared_graph_passes_and_an_unindexed_child_column_is_refused_with_i
     test.exec(create).await;
     let catalog = Catalog::new(targets()).with_relations(graph()).unwrap();
     schema_check::check_catalog(&db, &catalog).await.unwrap();
+
+    // A relation's columns must exist: the child's, and a parent column other than the key.
+    let mut misspelt = graph();
+    misspelt[0].column = "userid".into();
+    misspelt[1].parent_column = "uuid".into();
+    let catalog = Catalog::new(targets()).with_relations(misspelt).unwrap();
+    let error = check_error(&db, &catalog).await;
+    for expected in [
+        "targets.users.children[0].column: column `userid` does not exist in table `sessions`",
+        "targets.users.children[1].parent_column: column `uuid` does not exist in table `users`",
+        // The foreign key the misspelt relation no longer covers.
+        "table `sessions` refers to `users` through column `user_id`",
+    ] {
+        assert!(error.contains(expected), "{expected} missing in {error}");
+    }
 }
