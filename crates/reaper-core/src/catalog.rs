@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{self, GraphProblem, Relation, Step};
+use crate::graph::{self, GraphProblem, Relation, ResolvedStep, Step};
 use crate::value::KeyValue;
 
 /// How a job removes rows.
@@ -205,6 +205,28 @@ impl Catalog {
     /// ([`graph::plan`]); empty for a target nothing hangs off.
     pub fn plan(&self, root: &str, mode: Mode) -> Vec<Step> {
         graph::plan(&self.relations, root, mode)
+    }
+
+    /// [`Catalog::plan`] with every target on each path resolved (a relation's targets always
+    /// exist: [`Catalog::with_relations`] refuses others).
+    pub fn resolved_plan(&self, root: &str, mode: Mode) -> Vec<ResolvedStep> {
+        self.plan(root, mode)
+            .into_iter()
+            .filter_map(|step| {
+                let links = step
+                    .path
+                    .into_iter()
+                    .map(|relation| {
+                        let child = self.get(&relation.child)?.clone();
+                        Some(graph::Link { relation, child })
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                (!links.is_empty()).then_some(ResolvedStep {
+                    links,
+                    effect: step.effect,
+                })
+            })
+            .collect()
     }
 
     /// The target with this name, if the catalog declares it.

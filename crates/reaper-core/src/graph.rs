@@ -140,6 +140,43 @@ impl Step {
     }
 }
 
+/// One link of a step's path with its child target resolved in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The relation.
+    pub relation: Relation,
+    /// Its child target, as declared.
+    pub child: crate::catalog::Target,
+}
+
+/// A [`Step`] with every target on its path resolved: what the engine and the SQL need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedStep {
+    /// From the job's target down; the last link's child is the step's table.
+    pub links: Vec<Link>,
+    /// What the step does to its rows.
+    pub effect: Effect,
+}
+
+impl ResolvedStep {
+    /// The step's table (the last link's child).
+    pub fn target(&self) -> &crate::catalog::Target {
+        // Built only from non-empty steps (see `Catalog::resolved_plan`).
+        &self.links[self.links.len() - 1].child
+    }
+
+    /// The relation its rows hang from.
+    pub fn relation(&self) -> &Relation {
+        &self.links[self.links.len() - 1].relation
+    }
+
+    /// `users → orders → order_items`.
+    pub fn describe(&self) -> String {
+        let path: Vec<Relation> = self.links.iter().map(|l| l.relation.clone()).collect();
+        describe_path(&path)
+    }
+}
+
 /// `users → orders → order_items` for a chain of relations.
 pub fn describe_path(path: &[Relation]) -> String {
     let mut text = path.first().map(|r| r.parent.clone()).unwrap_or_default();

@@ -137,6 +137,9 @@ pub struct ValidatedJob {
     pub requested_by: String,
     /// Why.
     pub reason: String,
+    /// The tables the job reaches through relations before its own rows, deepest first
+    /// ([`Catalog::resolved_plan`]); empty for a one-table job.
+    pub graph: Vec<crate::graph::ResolvedStep>,
 }
 
 impl ValidatedJob {
@@ -240,22 +243,6 @@ pub fn validate(
         );
     }
 
-    // A job whose plan reaches other tables would leave their rows pointing at removed parents
-    // if it ran as a one-table job; until the engine runs plans, such jobs are refused whole.
-    let steps = catalog.plan(&target.name, mode);
-    if !steps.is_empty() {
-        let tables: Vec<String> = steps.iter().map(|step| step.describe()).collect();
-        fail(
-            "target",
-            format!(
-                "a {mode} job on `{}` must also remove rows of related tables ({}); this build \
-                 does not run jobs across relations yet",
-                target.name,
-                tables.join(", ")
-            ),
-        );
-    }
-
     let batch_size = request.batch_size.unwrap_or(target.batch_size);
     if batch_size == 0 || batch_size > target.max_batch_size {
         fail(
@@ -316,6 +303,7 @@ pub fn validate(
         dry_run: request.dry_run,
         requested_by: request.requested_by.clone(),
         reason: request.reason.clone(),
+        graph: catalog.resolved_plan(&target.name, mode),
     })
 }
 
@@ -544,44 +532,39 @@ mod tests {
     }
 
     #[test]
-    fn a_job_whose_plan_reaches_related_tables_is_refused() {
+    fn a_job_carries_the_plan_of_its_mode() {
         let mut orders = catalog().get("sessions").unwrap().clone();
         orders.name = "orders".into();
-        orders.soft_delete_column = Some("deleted_at".into());
-        let relation = |action| crate::graph::Relation {
+        let relation = crate::graph::Relation {
             parent: "sessions".into(),
             child: "orders".into(),
             column: "session_id".into(),
             parent_column: "id".into(),
-            action,
+            action: crate::graph::Action::Delete,
             allow_unindexed: false,
         };
+        let mut sessions = catalog().get("sessions").unwrap().clone();
+        sessions.soft_delete_column = Some("deleted_at".into());
+        let related = Catalog::new([sessions, orders])
+            .with_relations(vec![relation])
+            .unwrap();
         let job = |mode: &str| -> JobRequest {
             serde_json::from_value(serde_json::json!({"target": "sessions", "mode": mode,
                 "filter": {"all": [{"column": "user_id", "op": "eq", "value": 1}]},
                 "requested_by": "t", "reason": "r"}))
             .unwrap()
         };
-        let mut sessions = catalog().get("sessions").unwrap().clone();
-        sessions.soft_delete_column = Some("deleted_at".into());
-        let base = Catalog::new([sessions, orders]);
-        let related = base
-            .clone()
-            .with_relations(vec![relation(crate::graph::Action::Delete)])
-            .unwrap();
-        let error = validate(&job("hard"), &related, as_of())
-            .unwrap_err()
-            .to_string();
+        let hard = validate(&job("hard"), &related, as_of()).unwrap();
+        let steps: Vec<String> = hard.graph.iter().map(|step| step.describe()).collect();
+        assert_eq!(steps, ["sessions → orders"]);
+        assert_eq!(hard.graph[0].target().name, "orders");
+        // A soft job leaves hard children alone.
         assert!(
-            error.contains("target: a hard job on `sessions` must also remove rows of related tables (sessions → orders)"),
-            "{error}"
+            validate(&job("soft"), &related, as_of())
+                .unwrap()
+                .graph
+                .is_empty()
         );
-        // A soft job leaves hard children alone, so it runs as today.
-        assert!(validate(&job("soft"), &related, as_of()).is_ok());
-        let soft = base
-            .with_relations(vec![relation(crate::graph::Action::SoftDelete)])
-            .unwrap();
-        assert!(validate(&job("soft"), &soft, as_of()).is_err());
     }
 
     fn as_of() -> DateTime<Utc> {

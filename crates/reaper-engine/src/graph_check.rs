@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use reaper_core::catalog::{Catalog, Target};
 use reaper_core::config::ConfigProblem;
 use reaper_core::graph::Relation;
-use reaper_core::sql::schema;
+use reaper_core::sql::schema::{self, OnDelete};
 
 use crate::database::Database;
 use crate::error::EngineError;
@@ -30,8 +30,8 @@ pub struct ReferencingKey {
     pub table: String,
     /// Its first column.
     pub column: String,
-    /// `CASCADE`, `SET NULL`, `SET DEFAULT`, `RESTRICT` or `NO ACTION`.
-    pub on_delete: String,
+    /// Its `ON DELETE` action.
+    pub on_delete: OnDelete,
 }
 
 /// Adds to `problems` every undeclared referencing table and every unindexed child column of
@@ -109,11 +109,15 @@ pub async fn referencing_keys(
         .map(|row| {
             let [schema, table, column, on_delete] = schema::REFERENCING_COLUMNS
                 .map(|name| row.try_get::<String>("", name).map_err(EngineError::from));
+            let on_delete = on_delete?;
+            let on_delete = OnDelete::parse(&on_delete).ok_or_else(|| {
+                EngineError::Corrupt(format!("unknown ON DELETE action `{on_delete}`"))
+            })?;
             Ok(ReferencingKey {
                 schema: schema?,
                 table: table?,
                 column: column?,
-                on_delete: on_delete?.to_uppercase(),
+                on_delete,
             })
         })
         .collect()
@@ -141,17 +145,18 @@ fn declared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> bool {
 }
 
 fn undeclared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> ConfigProblem {
-    let consequence = match key.on_delete.as_str() {
-        "CASCADE" => "the database would delete its rows inside each batch, unbounded",
-        "SET NULL" | "SET DEFAULT" => {
+    let consequence = match key.on_delete {
+        OnDelete::Cascade => "the database would delete its rows inside each batch, unbounded",
+        OnDelete::SetNull | OnDelete::SetDefault => {
             "the database would rewrite its rows inside each batch, unbounded"
         }
-        _ => "a job would die mid-way on a foreign-key violation",
+        OnDelete::Restrict | OnDelete::NoAction => {
+            "a job would die mid-way on a foreign-key violation"
+        }
     };
-    let action = if key.on_delete == "SET NULL" {
-        "set_null"
-    } else {
-        "delete"
+    let action = match key.on_delete {
+        OnDelete::SetNull => "set_null",
+        _ => "delete",
     };
     let child = catalog.targets().find(|t| t.table == key.table);
     let (child_name, declare_target) = match child {

@@ -14,6 +14,7 @@ pub mod batch;
 pub mod database;
 pub mod error;
 pub mod graph_check;
+pub mod graph_run;
 pub mod instruments;
 pub mod ledger;
 pub mod migration;

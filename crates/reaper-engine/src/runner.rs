@@ -491,16 +491,16 @@ impl Run<'_> {
             "batch",
             batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
         );
-        let result = batch::run_batch(
-            self.db,
-            job,
-            walk.checkpoint.as_ref(),
-            limit,
-            holder,
-            walk.locking(),
-        )
-        .instrument(batch_span)
-        .await?;
+        let after = walk.checkpoint.as_ref();
+        let result = if job.graph.is_empty() {
+            batch::run_batch(self.db, job, after, limit, holder, walk.locking())
+                .instrument(batch_span)
+                .await?
+        } else {
+            crate::graph_run::run_graph_batch(self.db, job, after, limit, holder)
+                .instrument(batch_span)
+                .await?
+        };
         let BatchResult::Committed {
             rows,
             selected,

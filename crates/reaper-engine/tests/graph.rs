@@ -91,7 +91,7 @@ async fn foreign_keys_are_read_with_their_on_delete_action(backend: Backend) {
         .await
         .unwrap()
         .into_iter()
-        .map(|key| (key.table, key.column, key.on_delete))
+        .map(|key| (key.table, key.column, key.on_delete.to_string()))
         .collect();
     let expected = [
         ("orders", "user_id", "RESTRICT"),

@@ -123,6 +123,52 @@ pub fn referencing_keys(backend: Backend, target: &Target) -> Statement {
     w.finish()
 }
 
+/// A foreign key's `ON DELETE` action, as [`referencing_keys`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    /// `CASCADE`: the database deletes the referencing rows.
+    Cascade,
+    /// `SET NULL`: the database nulls the referencing column.
+    SetNull,
+    /// `SET DEFAULT`: the database sets the referencing column to its default.
+    SetDefault,
+    /// `RESTRICT`: the delete fails while referencing rows exist.
+    Restrict,
+    /// `NO ACTION` (the default): the delete fails at the statement's end while they exist.
+    NoAction,
+}
+
+impl OnDelete {
+    /// Reads the action as the catalogs spell it (any case); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_uppercase().as_str() {
+            "CASCADE" => Some(OnDelete::Cascade),
+            "SET NULL" => Some(OnDelete::SetNull),
+            "SET DEFAULT" => Some(OnDelete::SetDefault),
+            "RESTRICT" => Some(OnDelete::Restrict),
+            "NO ACTION" => Some(OnDelete::NoAction),
+            _ => None,
+        }
+    }
+
+    /// The SQL words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDelete::Cascade => "CASCADE",
+            OnDelete::SetNull => "SET NULL",
+            OnDelete::SetDefault => "SET DEFAULT",
+            OnDelete::Restrict => "RESTRICT",
+            OnDelete::NoAction => "NO ACTION",
+        }
+    }
+}
+
+impl std::fmt::Display for OnDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Column read back by [`leading_indexes`].
 pub const INDEX_COUNT: &str = "index_count";
 
@@ -235,6 +281,19 @@ mod tests {
             create_index_hint(Backend::Postgres, &job.target, "user_id"),
             r#"CREATE INDEX "events_user_id_idx" ON "app"."events" ("user_id")"#
         );
+        for action in [
+            OnDelete::Cascade,
+            OnDelete::SetNull,
+            OnDelete::SetDefault,
+            OnDelete::Restrict,
+            OnDelete::NoAction,
+        ] {
+            assert_eq!(
+                OnDelete::parse(&action.as_str().to_lowercase()),
+                Some(action)
+            );
+        }
+        assert_eq!(OnDelete::parse("CASCADE "), None);
         assert_eq!(
             create_index_hint(Backend::MySql, &job.target, "user_id"),
             "CREATE INDEX `events_user_id_idx` ON `app`.`events` (`user_id`)"
