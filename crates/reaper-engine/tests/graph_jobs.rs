@@ -309,6 +309,21 @@ async fn erasing_one_user_removes_it_everywhere_children_first(backend: Backend)
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     assert_erased(&s, &id, &before, &BTreeSet::from([7]), 100).await;
+    let result = s.job(&id).await.result.unwrap();
+    let summary = reaper_core::lifecycle::JobResult::parse(&result).unwrap();
+    let summary = summary.summary().unwrap();
+    let expected = [
+        ("events", 2),
+        ("order_items", 6),
+        ("orders", 2),
+        ("reviews", 1),
+        ("sessions", 2),
+        ("users", 1),
+    ];
+    let expected: BTreeMap<String, u64> =
+        expected.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+    assert_eq!(summary.tables, expected, "per-table counts in the result");
+    assert_eq!(summary.rows_deleted, 14);
     let nulled = s
         .test
         .int("SELECT count(*) FROM reviews WHERE id = 71 AND user_id IS NULL")
@@ -440,6 +455,14 @@ async fn a_cancel_mid_graph_leaves_the_database_valid(backend: Backend) {
     assert_eq!(orphans, 0);
     let audit = audited(&s, &id, 50).await;
     assert!(!audit.contains_key("users"), "{audit:?}");
+    let result = s.job(&id).await.result.unwrap();
+    let summary = reaper_core::lifecycle::JobResult::parse(&result).unwrap();
+    let counted: usize = audit.values().map(BTreeSet::len).sum();
+    assert_eq!(
+        summary.summary().unwrap().rows_deleted as usize,
+        counted,
+        "the child rows of the interrupted window count"
+    );
     // What the audit says is gone is gone, and nothing else.
     let erased: BTreeSet<i64> = (1..=60).filter(|u| u % 3 == 1).collect();
     for (table, keys) in &audit {

@@ -312,6 +312,26 @@ pub fn count_graph_batch(
     w.finish()
 }
 
+/// Columns read back by [`rows_by_table`].
+pub const ROWS_BY_TABLE_COLUMNS: [&str; 2] = ["target", "row_count"];
+
+/// Rows a job removed per target, summed over its audit rows: `SELECT target, sum(row_count)
+/// … GROUP BY target`. Expected plan: the `(job_id, batch_no)` unique index, then a small
+/// aggregate.
+pub fn rows_by_table(backend: Backend, job_id: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, ")
+        .push(match backend {
+            Backend::Postgres => "CAST(sum(row_count) AS BIGINT)",
+            Backend::MySql => "CAST(sum(row_count) AS SIGNED)",
+            Backend::Sqlite => "sum(row_count)",
+        })
+        .push(" AS row_count FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" GROUP BY target ORDER BY target");
+    w.finish()
+}
+
 /// One audit row for one committed batch.
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
