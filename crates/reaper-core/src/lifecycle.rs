@@ -176,6 +176,10 @@ pub struct DryRunReport {
     pub batches: u64,
     /// The statements of one batch.
     pub sql: String,
+    /// A job across relations: the rows each table of its plan would lose now (deleted,
+    /// soft-deleted or nulled), its own included. Absent for a one-table job.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

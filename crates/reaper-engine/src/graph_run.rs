@@ -307,3 +307,48 @@ async fn record(
     update_own_job(txn, backend, &count, holder.job_id).await?;
     Ok(Outcome::Done(rows))
 }
+
+/// A dry run's per-table counts (empty for a one-table job) and the statements of one batch:
+/// a one-table job's batch, or a graph batch's window selection, each step's child batch and
+/// the parents' transaction.
+pub async fn describe(
+    db: &Database,
+    job: &ValidatedJob,
+    matching: u64,
+    now: DateTime<Utc>,
+) -> Result<(std::collections::BTreeMap<String, u64>, String), EngineError> {
+    let backend = db.backend();
+    if job.graph.is_empty() {
+        let sql = crate::batch::describe_batch(backend, job, now);
+        return Ok((Default::default(), sql));
+    }
+    let mut tables = std::collections::BTreeMap::from([(job.target.name.clone(), matching)]);
+    let window = [KeyValue::Text("<window keys>".into())];
+    let mut sql = vec![format!(
+        "-- the window of parent keys\n{};",
+        reaper_core::sql::select_keys(backend, job, None, job.batch_size)
+    )];
+    for step in &job.graph {
+        let rows = db.query_all(&graph::count_step(backend, job, step)).await?;
+        let count: i64 = match rows.first() {
+            Some(row) => row.try_get_by_index(0)?,
+            None => 0,
+        };
+        *tables.entry(step.target().name.clone()).or_default() += u64::try_from(count).unwrap_or(0);
+        let select = graph::select_step(backend, job, step, &window, step.target().batch_size);
+        let remove = graph::remove_step(
+            backend,
+            step,
+            &[KeyValue::Text("<locked keys>".into())],
+            now,
+        );
+        sql.push(format!("-- {}: one child batch (lease check, audit row and counters as a batch's)\n{select};\n{remove};", step.describe()));
+    }
+    let lock = graph::lock_parents(backend, job, &window);
+    let remove =
+        graph::remove_parents(backend, job, &[KeyValue::Text("<locked keys>".into())], now);
+    sql.push(format!(
+        "-- the parents (after a re-check of their direct children)\n{lock};\n{remove};"
+    ));
+    Ok((tables, sql.join("\n")))
+}

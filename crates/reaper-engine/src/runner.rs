@@ -734,13 +734,15 @@ impl Run<'_> {
 pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, EngineError> {
     let matching_rows = batch::count_matching(db, job, None).await?;
     let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
+    let (tables, sql) = crate::graph_run::describe(db, job, matching_rows, Utc::now()).await?;
     Ok(DryRunReport {
         dry_run: true,
         matching_rows,
         sample_keys,
         batch_size: job.batch_size,
         batches: matching_rows.div_ceil(u64::from(job.batch_size)),
-        sql: batch::describe_batch(db.backend(), job, Utc::now()),
+        sql,
+        tables,
     })
 }
 

@@ -31,6 +31,7 @@ reaper_testkit::on_every_backend!(
     a_crash_mid_children_or_mid_parents_resumes_exactly_once,
     a_cancel_mid_graph_leaves_the_database_valid,
     a_user_with_twenty_thousand_child_rows_is_drained_in_bounded_batches,
+    a_dry_run_shows_per_table_counts_and_the_statements,
 );
 
 /// Child batch size of every child table unless a test says otherwise; the parents' is the job's.
@@ -621,5 +622,41 @@ mod concurrent {
             reaper_core::sql::Backend::MySql,
         )
         .await;
+    }
+}
+
+async fn a_dry_run_shows_per_table_counts_and_the_statements(backend: Backend) {
+    let s = shop(backend, 30).await;
+    let before = state(&s).await;
+    let filter = serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]);
+    let id = s
+        .submit(
+            job("users", filter, serde_json::json!({"dry_run": true})),
+            1,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert_eq!(state(&s).await, before, "a dry run changes nothing");
+    let result = s.job(&id).await.result.unwrap();
+    let report = match reaper_core::lifecycle::JobResult::parse(&result).unwrap() {
+        reaper_core::lifecycle::JobResult::DryRun(report) => report,
+        other => panic!("{other:?}"),
+    };
+    let erased: BTreeSet<i64> = (1..=30).filter(|u| u % 3 == 1).collect();
+    let expected: BTreeMap<String, u64> = hanging_off(&erased)
+        .into_iter()
+        .map(|(table, rows)| (table.to_owned(), rows.len() as u64))
+        .collect();
+    assert_eq!(report.tables, expected);
+    for step in [
+        "users → orders → order_items",
+        "users → reviews",
+        "the parents",
+    ] {
+        assert!(
+            report.sql.contains(step),
+            "{step} missing in {}",
+            report.sql
+        );
     }
 }

@@ -41,7 +41,7 @@ pub fn select_step(
     w.push("SELECT ");
     write_key_projection(&mut w, child);
     w.push(" FROM ").table(child).push(" WHERE ");
-    write_step_rows(&mut w, job, step, parents);
+    write_step_rows(&mut w, job, step, Root::Keys(parents));
     w.push(" ORDER BY ")
         .ident(&child.primary_key)
         .push(" LIMIT ")
@@ -54,12 +54,7 @@ pub fn select_step(
 
 /// `column IN (<values of the path>) [AND soft_delete_column IS NULL]`: the rows of the step's
 /// table that hang off the window's parents and still need its effect.
-fn write_step_rows(
-    w: &mut SqlWriter,
-    job: &ValidatedJob,
-    step: &ResolvedStep,
-    parents: &[KeyValue],
-) {
+fn write_step_rows(w: &mut SqlWriter, job: &ValidatedJob, step: &ResolvedStep, parents: Root<'_>) {
     let depth = step.links.len();
     w.ident(&step.relation().column).push(" IN (");
     write_parent_values(w, job, step, depth - 1, parents);
@@ -69,15 +64,24 @@ fn write_step_rows(
     }
 }
 
+/// Which rows of the job's own table a step's rows hang off.
+#[derive(Clone, Copy)]
+enum Root<'a> {
+    /// A window's parent keys.
+    Keys(&'a [KeyValue]),
+    /// Every row the job's filter matches (dry runs).
+    Filter,
+}
+
 /// `SELECT parent_column FROM <level> WHERE …`: the values the link at `level` refers to. Level
-/// 0 is the job's own table, restricted to the window's keys; level `k` is the child of link
-/// `k - 1`, restricted to the rows hanging off level `k - 1`.
+/// 0 is the job's own table, restricted to the window's keys (or the job's filter); level `k`
+/// is the child of link `k - 1`, restricted to the rows hanging off level `k - 1`.
 fn write_parent_values(
     w: &mut SqlWriter,
     job: &ValidatedJob,
     step: &ResolvedStep,
     level: usize,
-    parents: &[KeyValue],
+    parents: Root<'_>,
 ) {
     let link = &step.links[level];
     w.push("SELECT ")
@@ -85,7 +89,14 @@ fn write_parent_values(
         .push(" FROM ");
     if level == 0 {
         w.table(&job.target).push(" WHERE ");
-        write_key_list(w, &job.target, parents);
+        match parents {
+            Root::Keys(keys) => write_key_list(w, &job.target, keys),
+            Root::Filter => {
+                w.push("(");
+                write_filter(w, job);
+                w.push(")");
+            }
+        }
     } else {
         let above = &step.links[level - 1];
         w.table(&above.child)
@@ -95,6 +106,18 @@ fn write_parent_values(
         write_parent_values(w, job, step, level - 1, parents);
         w.push(")");
     }
+}
+
+/// `SELECT count(*) FROM child WHERE column IN (<values of the path from every row the job's
+/// filter matches>)`: the rows the step would remove now, for a dry run. Expected plan: as
+/// [`select_step`]'s, the root level by the job's filter.
+pub fn count_step(backend: Backend, job: &ValidatedJob, step: &ResolvedStep) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT count(*) FROM ")
+        .table(step.target())
+        .push(" WHERE ");
+    write_step_rows(&mut w, job, step, Root::Filter);
+    w.finish()
 }
 
 /// `pk IN ($1, $2, …)`, typed like the key.
@@ -275,6 +298,14 @@ mod tests {
             SELECT "id" FROM "comments" WHERE "author_id" IN (SELECT "id" FROM "users" WHERE "id" IN (?, ?)) AND "deleted_at" IS NULL ORDER BY "id" LIMIT ?
             -- parameters: 7, 9, 50"#]]
         .assert_eq(&select_step(Backend::Sqlite, &job, &job.graph[2], &parents, 50).to_string());
+    }
+
+    #[test]
+    fn a_dry_run_counts_a_step_from_the_filter() {
+        let job = job(Mode::Hard);
+        expect![[r#"
+            SELECT count(*) FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE (TRUE)))"#]]
+        .assert_eq(&count_step(Backend::Postgres, &job, &job.graph[0]).to_string());
     }
 
     #[test]
