@@ -146,6 +146,82 @@ async fn start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_chil
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
+/// An erasure through the real binary: `enqueue` a job on `users` (the same shape as any job),
+/// `run --until-idle`, and `status` shows the per-table counts; sessions (ON DELETE CASCADE),
+/// orders and their items (RESTRICT) of the user are gone, every other row is still there.
+async fn an_erasure_through_the_binary_removes_the_user_everywhere(backend: Backend) {
+    let deployment = Deployment::new(backend, 10).await;
+    deployment.migrate();
+    for ddl in [
+        "CREATE TABLE users (id BIGINT PRIMARY KEY)",
+        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)",
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE RESTRICT)",
+        "CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, \
+         FOREIGN KEY (order_id) REFERENCES orders (id))",
+        "CREATE INDEX sessions_user_id ON sessions (user_id)",
+        "CREATE INDEX orders_user_id ON orders (user_id)",
+        "CREATE INDEX order_items_order_id ON order_items (order_id)",
+        "INSERT INTO users (id) VALUES (1), (2), (3)",
+        "INSERT INTO sessions (id, user_id) VALUES (11, 1), (21, 2), (22, 2), (31, 3)",
+        "INSERT INTO orders (id, user_id) VALUES (12, 1), (23, 2), (24, 2)",
+        "INSERT INTO order_items (id, order_id) VALUES (121, 12), (231, 23), (232, 23), (241, 24)",
+    ] {
+        deployment.test.exec(ddl).await;
+    }
+    let plain = |table: &str| {
+        format!(
+            "[targets.{table}]\ntable = \"{table}\"\nprimary_key = \"id\"\nkey_type = \"int\"\nbatch_size = 1\n"
+        )
+    };
+    let child = |parent: &str, target: &str, column: &str| {
+        format!(
+            "[[targets.{parent}.children]]\ntarget = \"{target}\"\ncolumn = \"{column}\"\naction = \"delete\"\n"
+        )
+    };
+    let config = [
+        std::fs::read_to_string(&deployment.config).unwrap(),
+        plain("users"),
+        "[targets.users.columns]\nid = \"int\"\n".into(),
+        child("users", "sessions", "user_id"),
+        child("users", "orders", "user_id"),
+        plain("sessions"),
+        plain("orders"),
+        child("orders", "order_items", "order_id"),
+        plain("order_items"),
+    ]
+    .join("\n");
+    std::fs::write(&deployment.config, config).unwrap();
+    let id = deployment.enqueue(&serde_json::json!({
+        "target": "users", "filter": {"all": [{"column": "id", "op": "eq", "value": 2}]},
+        "requested_by": "e2e", "reason": "erasure request"}));
+    deployment.run_until_idle(&[]);
+    let status = run(deployment.reaper().args(["status", &id]));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(
+        status["result"]["tables"],
+        serde_json::json!({"order_items": 3, "orders": 2, "sessions": 2, "users": 1}),
+        "{status}"
+    );
+    for (table, left) in [
+        ("users", "1,3"),
+        ("sessions", "11,31"),
+        ("orders", "12"),
+        ("order_items", "121"),
+    ] {
+        let ids: Vec<String> = deployment
+            .test
+            .ids(table, "1 = 1")
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(ids.join(","), left, "{table}");
+    }
+}
+
 reaper_testkit::on_every_backend!(
     start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_child,
+    an_erasure_through_the_binary_removes_the_user_everywhere,
 );
