@@ -660,3 +660,43 @@ async fn a_dry_run_shows_per_table_counts_and_the_statements(backend: Backend) {
         );
     }
 }
+
+/// The measurement of issue 12 §5, by hand (`--run-ignored only`): one user with 200,000
+/// events on PostgreSQL, child batches of 1,000. Prints the longest interval between two
+/// consecutive commits, an upper bound of the longest transaction (each interval holds one
+/// transaction from BEGIN to just before COMMIT, plus the previous COMMIT).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, run by hand"]
+async fn measure_a_user_with_200_000_events_on_postgres() {
+    let _scenario = fail::FailScenario::setup();
+    let s = shop_with(Backend::Postgres, 3, 1_000).await;
+    s.test
+        .exec("INSERT INTO events (id, user_id) SELECT 1000000 + i, 2 FROM generate_series(1, 200000) AS i")
+        .await;
+    s.test.exec("ANALYZE events").await;
+    let marks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = marks.clone();
+    fail::cfg_callback("graph::before_commit", move || {
+        recorder.lock().unwrap().push(std::time::Instant::now());
+    })
+    .unwrap();
+    let id = s
+        .submit(
+            erase(
+                serde_json::json!([{"column": "id", "op": "eq", "value": 2}]),
+                10,
+            ),
+            1,
+        )
+        .await;
+    let started = std::time::Instant::now();
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let total = started.elapsed();
+    let marks = marks.lock().unwrap();
+    let longest = marks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    eprintln!(
+        "200,002 events: {} transactions in {total:?} ({:.0} rows/s); longest interval between commits {longest:?}",
+        marks.len(),
+        200_002.0 / total.as_secs_f64()
+    );
+}
