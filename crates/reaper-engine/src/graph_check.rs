@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use reaper_core::catalog::{Catalog, Target};
 use reaper_core::config::ConfigProblem;
-use reaper_core::graph::Relation;
+use reaper_core::graph::{Action, Relation};
 use reaper_core::sql::schema::{self, OnDelete};
 
 use crate::database::Database;
@@ -44,8 +44,12 @@ pub async fn check_relations(
 ) -> Result<(), EngineError> {
     for target in catalog.targets().filter(|t| present.contains(&t.name)) {
         for key in referencing_keys(db, target).await? {
-            if !declared(catalog, target, &key) {
-                problems.push(undeclared(catalog, target, &key));
+            match declared(catalog, target, &key) {
+                None => problems.push(undeclared(catalog, target, &key)),
+                Some((index, relation)) if relation.action == Action::SoftDelete => {
+                    problems.push(soft_child_with_a_key(target, relation, index, &key));
+                }
+                Some(_) => {}
             }
         }
         for (index, relation) in catalog.children(&target.name).enumerate() {
@@ -133,15 +137,44 @@ async fn leading_indexes(db: &Database, target: &Target, column: &str) -> Result
     }
 }
 
-/// Whether a declared relation of `target` covers the foreign key: its child target is the
-/// referencing table (in the same schema when the child names one) and its column is the key's.
-fn declared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> bool {
-    catalog.children(&target.name).any(|relation| {
-        relation.column == key.column
-            && catalog.get(&relation.child).is_some_and(|child| {
-                child.table == key.table && child.schema.as_ref().is_none_or(|s| *s == key.schema)
-            })
-    })
+/// The declared relation of `target` (and its index among `target`'s children) that covers the
+/// foreign key: its child target is the referencing table (in the same schema when the child
+/// names one) and its column is the key's.
+fn declared<'c>(
+    catalog: &'c Catalog,
+    target: &'c Target,
+    key: &ReferencingKey,
+) -> Option<(usize, &'c Relation)> {
+    catalog
+        .children(&target.name)
+        .enumerate()
+        .find(|(_, relation)| {
+            relation.column == key.column
+                && catalog.get(&relation.child).is_some_and(|child| {
+                    child.table == key.table
+                        && child.schema.as_ref().is_none_or(|s| *s == key.schema)
+                })
+        })
+}
+
+/// A `soft_delete` child whose rows a foreign key ties to the parent: a hard delete of the
+/// parent leaves the soft-deleted rows referring to it, which the database refuses (`RESTRICT`,
+/// `NO ACTION`) or answers by changing them inside the parent's batch, unbounded.
+fn soft_child_with_a_key(
+    target: &Target,
+    relation: &Relation,
+    index: usize,
+    key: &ReferencingKey,
+) -> ConfigProblem {
+    ConfigProblem {
+        key: format!("targets.{}.children[{index}].action", target.name),
+        message: format!(
+            "`soft_delete` keeps rows of `{}` that refer to `{}` through a foreign key on `{}` (ON DELETE {}): \
+             a hard delete of `{}` would leave them referring to a removed row; declare `delete` or `set_null`, \
+             or drop the constraint",
+            key.table, target.table, relation.column, key.on_delete, target.name
+        ),
+    }
 }
 
 fn undeclared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> ConfigProblem {

@@ -17,6 +17,7 @@ use reaper_testkit::engine::TargetFixture;
 
 reaper_testkit::on_every_backend!(
     foreign_keys_are_read_with_their_on_delete_action,
+    a_soft_delete_child_tied_by_a_foreign_key_is_refused,
     an_undeclared_referencing_table_is_refused_with_the_config_to_add,
     a_declared_graph_passes_and_an_unindexed_child_column_is_refused_with_its_create_index,
 );
@@ -185,4 +186,25 @@ async fn a_declared_graph_passes_and_an_unindexed_child_column_is_refused_with_i
     ] {
         assert!(error.contains(expected), "{expected} missing in {error}");
     }
+}
+
+/// `sessions` has a foreign key to `users`: soft-deleted sessions would refer to a deleted
+/// user, so `soft_delete` is refused there; `events`-like tables without one may be soft.
+async fn a_soft_delete_child_tied_by_a_foreign_key_is_refused(backend: Backend) {
+    let (_test, db) = shop(backend).await;
+    let mut relations = graph();
+    relations[0].action = Action::SoftDelete;
+    relations[3].action = Action::SoftDelete;
+    relations[3].allow_unindexed = true;
+    let catalog = Catalog::new(targets()).with_relations(relations).unwrap();
+    let error = check_error(&db, &catalog).await;
+    let expected = "targets.users.children[0].action: `soft_delete` keeps rows of `sessions` that refer to \
+                    `users` through a foreign key on `user_id` (ON DELETE CASCADE): a hard delete of `users` \
+                    would leave them referring to a removed row; declare `delete` or `set_null`, or drop the constraint";
+    assert!(error.contains(expected), "{expected} missing in {error}");
+    assert_eq!(
+        error.matches("targets.").count(),
+        1,
+        "analytics has no key: {error}"
+    );
 }
