@@ -32,6 +32,7 @@ reaper_testkit::on_every_backend!(
     a_cancel_mid_graph_leaves_the_database_valid,
     a_user_with_twenty_thousand_child_rows_is_drained_in_bounded_batches,
     a_dry_run_shows_per_table_counts_and_the_statements,
+    soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_parent,
 );
 
 /// Child batch size of every child table unless a test says otherwise; the parents' is the job's.
@@ -699,4 +700,115 @@ async fn measure_a_user_with_200_000_events_on_postgres() {
         marks.len(),
         200_002.0 / total.as_secs_f64()
     );
+}
+
+/// users ← sessions (`delete`), users ← comments (`soft_delete`, no constraint), both with
+/// soft-delete columns on users and comments. A soft job soft-deletes the user and its comments
+/// and leaves its sessions; a hard job deletes the user and its sessions and soft-deletes its
+/// comments, which stay.
+async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_parent(
+    backend: Backend,
+) {
+    let test = TestDatabase::new(backend).await;
+    let timestamp = match backend {
+        Backend::Postgres => "timestamptz",
+        Backend::MySql => "DATETIME(6)",
+        Backend::Sqlite => "TEXT",
+    };
+    for ddl in [
+        format!("CREATE TABLE users (id BIGINT PRIMARY KEY, deleted_at {timestamp} NULL)"),
+        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL)".into(),
+        format!(
+            "CREATE TABLE comments (id BIGINT PRIMARY KEY, author_id BIGINT, deleted_at {timestamp} NULL)"
+        ),
+        "INSERT INTO users (id) VALUES (1), (2)".into(),
+        "INSERT INTO sessions (id, user_id) VALUES (11, 1), (21, 2)".into(),
+        "INSERT INTO comments (id, author_id) VALUES (12, 1), (13, 1), (22, 2)".into(),
+    ] {
+        test.exec(&ddl).await;
+    }
+    let db = Database::connect(&DatabaseConfig {
+        url: test.url.clone(),
+        max_connections: 2,
+        statement_timeout: Span::from_secs(30),
+        lock_timeout: Span::from_millis(50),
+    })
+    .await
+    .unwrap();
+    Migrator::up(db.connection(), None).await.unwrap();
+    let soft = |name: &str| Target {
+        soft_delete_column: Some("deleted_at".into()),
+        ..Target::fixture(name)
+    };
+    let relation = |child: &str, column: &str, action| Relation {
+        parent: "users".into(),
+        child: child.into(),
+        column: column.into(),
+        parent_column: "id".into(),
+        action,
+        allow_unindexed: true,
+    };
+    let catalog = Catalog::new([
+        soft("users").column("id", ColumnType::Int),
+        Target::fixture("sessions"),
+        soft("comments"),
+    ])
+    .with_relations(vec![
+        relation("sessions", "user_id", Action::Delete),
+        relation("comments", "author_id", Action::SoftDelete),
+    ])
+    .unwrap();
+    let s = EngineTest { test, db, catalog };
+    let erase_user = |user: i64, mode: &str| {
+        job(
+            "users",
+            serde_json::json!([{"column": "id", "op": "eq", "value": user}]),
+            serde_json::json!({"mode": mode}),
+        )
+    };
+    let soft_job = s.submit(erase_user(1, "soft"), 1).await;
+    assert_eq!(s.run_to_end(&soft_job).await, RunOutcome::Done);
+    let test = &s.test;
+    let gone = |table: &'static str| async move {
+        let ids = test.ids(table, "deleted_at IS NOT NULL").await;
+        ids.into_iter().collect::<Vec<_>>().join(",")
+    };
+    assert_eq!(gone("users").await, "1");
+    assert_eq!(gone("comments").await, "12,13");
+    assert_eq!(
+        s.test.ids("sessions", "1 = 1").await.len(),
+        2,
+        "hard children stay"
+    );
+
+    let hard_job = s.submit(erase_user(2, "hard"), 1).await;
+    assert_eq!(s.run_to_end(&hard_job).await, RunOutcome::Done);
+    assert_eq!(
+        s.test.ids("users", "1 = 1").await,
+        BTreeSet::from(["1".to_owned()])
+    );
+    let sessions: Vec<String> = s.test.ids("sessions", "1 = 1").await.into_iter().collect();
+    assert_eq!(sessions, ["11"]);
+    assert_eq!(
+        gone("comments").await,
+        "12,13,22",
+        "the soft child stays, soft-deleted"
+    );
+    let modes = s
+        .test
+        .optional_strings(&format!(
+            "SELECT target, mode FROM reaper_audit WHERE job_id = '{hard_job}' ORDER BY batch_no"
+        ))
+        .await;
+    let modes: Vec<(String, String)> = modes
+        .into_iter()
+        .map(|row| (row[0].clone().unwrap(), row[1].clone().unwrap()))
+        .collect();
+    let expected = [
+        ("sessions", "hard"),
+        ("comments", "soft"),
+        ("users", "hard"),
+    ]
+    .map(|(t, m)| (t.to_owned(), m.to_owned()));
+    assert_eq!(modes, expected);
 }
