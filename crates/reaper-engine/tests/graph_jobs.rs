@@ -110,6 +110,16 @@ async fn shop_with(backend: Backend, users: i64, child_batch: u32) -> EngineTest
                 .await;
         }
     }
+    let db = migrated(&test).await;
+    EngineTest {
+        test,
+        db,
+        catalog: catalog(child_batch),
+    }
+}
+
+/// reaper's connection to the test database, with its own tables migrated.
+async fn migrated(test: &TestDatabase) -> Database {
     let db = Database::connect(&DatabaseConfig {
         url: test.url.clone(),
         max_connections: 4,
@@ -119,11 +129,7 @@ async fn shop_with(backend: Backend, users: i64, child_batch: u32) -> EngineTest
     .await
     .unwrap();
     Migrator::up(db.connection(), None).await.unwrap();
-    EngineTest {
-        test,
-        db,
-        catalog: catalog(child_batch),
-    }
+    db
 }
 
 fn catalog(child_batch: u32) -> Catalog {
@@ -727,15 +733,7 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
     ] {
         test.exec(&ddl).await;
     }
-    let db = Database::connect(&DatabaseConfig {
-        url: test.url.clone(),
-        max_connections: 2,
-        statement_timeout: Span::from_secs(30),
-        lock_timeout: Span::from_millis(50),
-    })
-    .await
-    .unwrap();
-    Migrator::up(db.connection(), None).await.unwrap();
+    let db = migrated(&test).await;
     let soft = |name: &str| Target {
         soft_delete_column: Some("deleted_at".into()),
         ..Target::fixture(name)
