@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod deploy;
+mod operator;
 mod retention;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,16 @@
 //! [`commands`] (errors become exit statuses in [`commands::CommandError::exit`]), the daemon's
 //! wiring is [`daemon`], and the stop signals are [`signals`].
 
+/// `println!` that returns the write's error instead of panicking, so that a closed pipe
+/// (`reaper status ID --audit | head -1`) ends the command quietly
+/// ([`commands::CommandError::exit`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod api;
 mod cli;
 mod commands;
@@ -47,8 +57,10 @@ async fn main() -> ExitCode {
 fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REAPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colour only for a person at a terminal: redirected logs carry no escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -64,6 +76,12 @@ async fn dispatch(cli: Cli) -> CommandResult {
         }
         Command::Configured(command) => command,
     };
+    // The daemon listens for stop signals before it reads anything, so that a signal during
+    // start-up stops it gracefully (exit 0) instead of killing it.
+    let daemon_signals = match command {
+        ConfiguredCommand::Run { .. } => Some(signals::StopSignals::new(false)?),
+        _ => None,
+    };
     let settings = settings::load(cli.config.as_deref()).map_err(CommandError::Invalid)?;
     match command {
         ConfiguredCommand::Migrate => commands::migrate::run(&settings).await,
@@ -73,7 +91,13 @@ async fn dispatch(cli: Cli) -> CommandResult {
         ConfiguredCommand::Enqueue { file, json, flags } => {
             commands::enqueue::run(&settings, file, json, flags).await
         }
-        ConfiguredCommand::Status { job, audit } => {
+        ConfiguredCommand::Status {
+            job,
+            audit,
+            after,
+            limit,
+        } => {
+            let audit = audit.then_some(commands::jobs::AuditPage { after, limit });
             commands::jobs::status(&settings, &job, audit).await
         }
         ConfiguredCommand::Jobs {
@@ -85,6 +109,12 @@ async fn dispatch(cli: Cli) -> CommandResult {
         ConfiguredCommand::Cancel { job } => commands::jobs::cancel(&settings, &job).await,
         ConfiguredCommand::Purge { args } => commands::purge::run(&settings, &args).await,
         ConfiguredCommand::Policies { json } => commands::policies::run(&settings, json).await,
-        ConfiguredCommand::Run { until_idle } => daemon::run(&settings, until_idle).await,
+        ConfiguredCommand::Run { until_idle } => {
+            let signals = match daemon_signals {
+                Some(signals) => signals,
+                None => signals::StopSignals::new(false)?,
+            };
+            daemon::run(&settings, signals, until_idle).await
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use reaper_core::catalog::{Catalog, ColumnType};
+use reaper_core::catalog::Catalog;
 use reaper_core::job::{Condition, Filter, JobRequest, Op};
 use reaper_core::retention::Policy;
 use reaper_core::span::Span;
@@ -35,7 +35,8 @@ pub(crate) struct PurgeArgs {
     /// Ad hoc: the catalog target to purge.
     #[arg(long, requires = "older_than", conflicts_with = "resume")]
     pub(crate) target: Option<String>,
-    /// Ad hoc: remove rows older than this (`30d`, `12h`).
+    /// Ad hoc: remove rows older than this (`30d`, `12h`), or `COLUMN=AGE` as `reaper enqueue`
+    /// takes it.
     #[arg(long, requires = "target")]
     pub(crate) older_than: Option<String>,
     /// Ad hoc: the timestamp column whose age decides (default: the target's only timestamp
@@ -84,36 +85,16 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
             catalog.names().join(", ")
         ));
     };
+    // `COLUMN=AGE` as `reaper enqueue` takes it, or a bare age and --age-column (or the
+    // target's only timestamp column).
+    let (column, older_than) = match older_than.split_once('=') {
+        Some((column, age)) => (Some(column), age),
+        None => (args.age_column.as_deref(), older_than.as_str()),
+    };
     let age = Span::parse(older_than).map_err(|error| format!("--older-than: {error}"))?;
-    let age_column = match &args.age_column {
-        Some(column) => column.clone(),
-        None => {
-            let timestamps: Vec<&String> = target
-                .columns
-                .iter()
-                .filter(|(_, kind)| **kind == ColumnType::Timestamp)
-                .map(|(name, _)| name)
-                .filter(|name| Some(*name) != target.soft_delete_column.as_ref())
-                .collect();
-            match timestamps.as_slice() {
-                [only] => (*only).clone(),
-                [] => {
-                    return Err(format!(
-                        "--age-column: target `{target_name}` declares no timestamp column to age rows by"
-                    ));
-                }
-                several => {
-                    return Err(format!(
-                        "--age-column: target `{target_name}` has several timestamp columns ({}); say which",
-                        several
-                            .iter()
-                            .map(|name| name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
-        }
+    let age_column = match column {
+        Some(column) => column.to_owned(),
+        None => crate::enqueue_flags::age_column(target, "--age-column")?.to_owned(),
     };
     let mode = crate::cli::parse_mode(args.mode.as_deref())?;
     Ok(JobRequest {
@@ -166,10 +147,10 @@ pub(crate) fn request(
 /// Prints what a purge would do; writes nothing.
 pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result<()> {
     let report = runner::dry_run(db, job).await?;
-    println!("dry run: nothing was written");
-    println!("target:        {}", job.target.name);
-    println!("mode:          {}", job.mode);
-    println!(
+    outln!("dry run: nothing was written");
+    outln!("target:        {}", job.target.name);
+    outln!("mode:          {}", job.mode);
+    outln!(
         "matching rows: {}{}",
         report.matching_rows,
         if report.matching_rows > job.max_rows {
@@ -185,12 +166,13 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
             String::new()
         }
     );
-    println!(
+    outln!(
         "batches:       {} of up to {} rows",
-        report.batches, report.batch_size
+        report.batches,
+        report.batch_size
     );
     let sample: Vec<String> = report.sample_keys.iter().map(ToString::to_string).collect();
-    println!(
+    outln!(
         "sample keys:   {}",
         if sample.is_empty() {
             "(none)".to_owned()
@@ -198,7 +180,7 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
             sample.join(", ")
         }
     );
-    println!("one batch runs:\n{}", report.sql);
+    outln!("one batch runs:\n{}", report.sql);
     Ok(())
 }
 
@@ -394,7 +376,7 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
             let stopped_at_cap = record
                 .as_ref()
                 .is_some_and(crate::policy_view::stopped_at_cap);
-            println!(
+            outln!(
                 "done: {rows} rows in {batches} batches (job {job_id}){}",
                 if stopped_at_cap {
                     "; stopped at max_rows, matching rows remain for the next run"
@@ -404,15 +386,13 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
             );
         }
         PurgeEnd::Stopped => {
-            println!(
+            outln!(
                 "stopped at a batch boundary: {rows} rows in {batches} batches so far (job {job_id}, paused)"
             );
-            println!("resume with: reaper purge --resume {job_id}");
+            outln!("resume with: reaper purge --resume {job_id}");
         }
         PurgeEnd::Failed => {
-            println!(
-                "{rows} rows in {batches} batches (job {job_id}); see `reaper status {job_id}`"
-            );
+            outln!("{rows} rows in {batches} batches (job {job_id}); see `reaper status {job_id}`");
         }
     }
     Ok(())
@@ -421,7 +401,7 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reaper_core::catalog::{KeyType, Mode, Target};
+    use reaper_core::catalog::{ColumnType, KeyType, Mode, Target};
     use std::collections::BTreeMap;
 
     fn catalog(columns: &[(&str, ColumnType)]) -> Catalog {

@@ -60,7 +60,7 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
         );
     let config: Config = figment
         .extract()
-        .map_err(|error| describe_figment_error(&error))?;
+        .map_err(|error| describe_figment_error(&figment, &error))?;
     let catalog = config.catalog().map_err(|error| error.to_string())?;
     let policies = config
         .retention_policies(&catalog, chrono::Utc::now())
@@ -72,14 +72,23 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
     })
 }
 
-/// One line per problem: `key.path: what is wrong (where it came from)`.
-fn describe_figment_error(error: &figment::Error) -> String {
+/// One line per problem: `key.path: what is wrong (where it came from)`. A retention policy is
+/// named by its `name` (`retention.old-sessions.age_colum`), as the validation names it, not by
+/// its position.
+fn describe_figment_error(figment: &Figment, error: &figment::Error) -> String {
     let mut text = String::from("invalid configuration:");
     for problem in error.clone() {
-        let key = if problem.path.is_empty() {
+        let mut path = problem.path.clone();
+        if let [section, index, ..] = path.as_mut_slice()
+            && section == "retention"
+            && let Some(name) = policy_name(figment, index)
+        {
+            *index = name;
+        }
+        let key = if path.is_empty() {
             "(top level)".to_owned()
         } else {
-            problem.path.join(".")
+            path.join(".")
         };
         let origin = problem.metadata.as_ref().map(|meta| match &meta.source {
             Some(source) => format!(" (from {source})"),
@@ -92,6 +101,13 @@ fn describe_figment_error(error: &figment::Error) -> String {
         ));
     }
     text
+}
+
+/// The `name` of the `index`th `[[retention]]` policy, if it has one.
+fn policy_name(figment: &Figment, index: &str) -> Option<String> {
+    let policies = figment.find_value("retention").ok()?;
+    let policy = policies.as_array()?.get(index.parse::<usize>().ok()?)?;
+    Some(policy.find_ref("name")?.as_str()?.to_owned())
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ pub(crate) async fn check(settings: &Settings) -> CommandResult {
         shown.api.token = Some("<redacted>".into());
     }
     connect_checked(settings).await?;
-    println!("{}", toml_like(&shown)?);
-    println!("# configuration is valid; every target exists in the database");
+    outln!("{}", toml_like(&shown)?);
+    outln!("# configuration is valid; every target exists in the database");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,6 +51,9 @@ impl CommandError {
                 eprintln!("{message}");
                 ExitCode::FAILURE
             }
+            // The reader of standard output went away (`reaper status ID --audit | head -1`):
+            // what it wanted was printed, so end quietly.
+            CommandError::Failed(error) if is_closed_pipe(&error) => ExitCode::SUCCESS,
             CommandError::Failed(error) => {
                 eprintln!("error: {error:#}");
                 ExitCode::FAILURE
@@ -62,6 +65,15 @@ impl CommandError {
     pub(crate) fn no_job(id: &str) -> Self {
         CommandError::NotFound(format!("no job `{id}`"))
     }
+}
+
+/// Whether `error` is a write to a pipe whose reader has exited.
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Any other error is a failure (`?` on database, queue, file and JSON errors).

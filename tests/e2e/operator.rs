@@ -1,0 +1,280 @@
+//! The command line as an operator meets it (issue 11): pipes, logs, flags that must be refused
+//! or understood, ids that must be accepted, and exit statuses that must tell the truth.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reaper_core::sql::Backend;
+
+use crate::{Deployment, reaper, run, stderr, stdout};
+
+fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
+    serde_json::json!({
+        "target": "events",
+        "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": tenant}]},
+        "batch_size": batch_size,
+        "requested_by": "e2e", "reason": "erase tenant"
+    })
+}
+
+/// A job of five batches, run to its end.
+async fn finished_job() -> (Deployment, String) {
+    let deployment = Deployment::new(Backend::Sqlite, 1_000).await;
+    deployment.migrate();
+    let id = deployment.enqueue(&erase_tenant(3, 20));
+    deployment.run_until_idle(&[]);
+    (deployment, id)
+}
+
+#[tokio::test]
+async fn operator_status_audit_pages_and_a_closed_pipe_exits_quietly() {
+    let (deployment, id) = finished_job().await;
+
+    // The reader is gone before reaper writes: the write fails with EPIPE.
+    let mut child = deployment
+        .reaper()
+        .args(["status", &id, "--audit"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut errors = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut errors)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success() && errors.is_empty(), "{status}: {errors}");
+
+    let first = run(deployment
+        .reaper()
+        .args(["status", &id, "--audit", "--limit", "2"]));
+    assert!(first.status.success());
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&first)).unwrap();
+    let batches: Vec<_> = shown["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["batch_no"].as_i64().unwrap())
+        .collect();
+    assert_eq!(batches, [1, 2]);
+    assert!(
+        stderr(&first).contains(&format!(
+            "more audit entries follow: reaper status {id} --audit --after 2 --limit 2"
+        )),
+        "{}",
+        stderr(&first)
+    );
+    let last = run(deployment
+        .reaper()
+        .args(["status", &id, "--audit", "--after", "4", "--limit", "2"]));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&last)).unwrap();
+    assert_eq!(shown["audit"].as_array().unwrap().len(), 1);
+    assert_eq!(shown["audit"][0]["batch_no"], 5);
+    assert!(!stderr(&last).contains("more audit entries"));
+}
+
+#[tokio::test]
+async fn operator_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let deployment = Deployment::new(Backend::Sqlite, 100).await;
+    deployment.migrate();
+    deployment.enqueue(&erase_tenant(1, 50));
+    let output = run(deployment
+        .reaper()
+        .env("REAPER_LOG", "info")
+        .args(["run", "--until-idle"]));
+    assert!(output.status.success());
+    let log = stderr(&output);
+    assert!(log.contains("Starting workers."), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a redirected log: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn operator_enqueue_flags_are_refused_or_understood() {
+    let deployment = Deployment::new(Backend::Sqlite, 100).await;
+    deployment.migrate();
+
+    // --reason beside --json would be silently ignored: refused.
+    let both = run(deployment.reaper().args([
+        "enqueue",
+        "--json",
+        &erase_tenant(1, 50).to_string(),
+        "--reason",
+        "ignored",
+    ]));
+    assert_eq!(both.status.code(), Some(2));
+    assert!(stderr(&both).contains("--reason"), "{}", stderr(&both));
+
+    // No condition: the CLI's own flag is named.
+    let empty = run(deployment
+        .reaper()
+        .args(["enqueue", "--target", "events", "--reason", "r"]));
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(stderr(&empty).contains("--all-rows"), "{}", stderr(&empty));
+    assert!(!stderr(&empty).contains("all_rows"), "{}", stderr(&empty));
+
+    // One --older-than syntax: a bare age, as purge takes it, on enqueue…
+    let bare = run(deployment.reaper().args([
+        "enqueue",
+        "--target",
+        "events",
+        "--older-than",
+        "30d",
+        "--dry-run",
+        "--reason",
+        "r",
+    ]));
+    assert!(bare.status.success(), "{}", stderr(&bare));
+    let id = stdout(&bare).trim().to_owned();
+    let shown = run(deployment.reaper().args(["status", &id]));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(
+        shown["request"]["filter"]["all"][0],
+        serde_json::json!({"column": "created_at", "op": "older_than", "value": "30d"})
+    );
+    // …and COLUMN=AGE, as enqueue takes it, on purge.
+    let purge = run(deployment.reaper().args([
+        "purge",
+        "--target",
+        "events",
+        "--older-than",
+        "created_at=30d",
+        "--dry-run",
+    ]));
+    assert!(purge.status.success(), "{}", stderr(&purge));
+    assert!(
+        stdout(&purge).contains("matching rows:"),
+        "{}",
+        stdout(&purge)
+    );
+    let wrong = run(deployment.reaper().args([
+        "purge",
+        "--target",
+        "events",
+        "--older-than",
+        "30",
+        "--dry-run",
+    ]));
+    assert_eq!(wrong.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn operator_migrate_says_what_it_created() {
+    let deployment = Deployment::new(Backend::Sqlite, 10).await;
+    let first = run(deployment.reaper().arg("migrate"));
+    assert!(first.status.success());
+    assert!(
+        stdout(&first).starts_with("created reaper tables reaper_jobs and reaper_audit"),
+        "{}",
+        stdout(&first)
+    );
+    let again = run(deployment.reaper().arg("migrate"));
+    assert!(
+        stdout(&again).contains("up to date") && !stdout(&again).contains("created"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[tokio::test]
+async fn operator_run_until_idle_fails_naming_a_job_that_ended_dead() {
+    let deployment = Deployment::new(Backend::Sqlite, 100).await;
+    deployment.migrate();
+    // One attempt: the injected fault makes the job dead at once.
+    let output = run(deployment
+        .reaper()
+        .env("REAPER_WORKER__MAX_ATTEMPTS", "1")
+        .args(["enqueue", "--json", &erase_tenant(2, 50).to_string()]));
+    let id = stdout(&output).trim().to_owned();
+    let output = run(deployment
+        .reaper()
+        .env("FAILPOINTS", "batch::before_commit=return")
+        .args(["run", "--until-idle"]));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("1 job(s) ended dead"), "{text}");
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("injected fault"), "{text}");
+}
+
+#[tokio::test]
+async fn operator_run_signalled_at_start_up_exits_zero() {
+    let deployment = Deployment::new(Backend::Sqlite, 10).await;
+    deployment.migrate();
+    let mut child = deployment
+        .reaper()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Early in start-up: before the catalog check, the ledger check and the queue.
+    std::thread::sleep(Duration::from_millis(8));
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "run did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn operator_jobs_state_help_lists_paused() {
+    let output = run(reaper(None).args(["jobs", "--help"]));
+    assert!(stdout(&output).contains("paused"), "{}", stdout(&output));
+}
+
+#[tokio::test]
+async fn operator_an_unknown_policy_key_is_named_by_the_policy() {
+    let deployment = Deployment::new(Backend::Sqlite, 10).await;
+    let mut text = std::fs::read_to_string(&deployment.config).unwrap();
+    text.push_str(
+        "\n[[retention]]\nname = \"old-events\"\ntarget = \"events\"\nage_colum = \"created_at\"\nmax_age = \"90d\"\nschedule = \"0 3 * * *\"\n",
+    );
+    std::fs::write(&deployment.config, text).unwrap();
+    let output = run(deployment.reaper().args(["config", "check"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("retention.old-events.age_colum"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn operator_ids_the_demo_prints_are_accepted_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(reaper(None).arg("demo").current_dir(dir.path()));
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let audit_ids: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.starts_with("last audit entries"))
+        .skip(2)
+        .take_while(|line| !line.trim().is_empty())
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert!(!audit_ids.is_empty(), "{text}");
+    for id in audit_ids {
+        let status = run(reaper(None).args(["status", id]).current_dir(dir.path()));
+        assert!(status.status.success(), "status {id}: {}", stderr(&status));
+    }
+}
