@@ -278,3 +278,58 @@ fn operator_ids_the_demo_prints_are_accepted_by_status() {
         assert!(status.status.success(), "status {id}: {}", stderr(&status));
     }
 }
+
+/// A deployment whose config adds the policy `old-events` (events older than `max_age`).
+async fn with_policy(rows: u32, max_age: &str) -> Deployment {
+    let deployment = Deployment::new(Backend::Sqlite, rows).await;
+    let mut text = std::fs::read_to_string(&deployment.config).unwrap();
+    text.push_str(&format!(
+        "\n[[retention]]\nname = \"old-events\"\ntarget = \"events\"\nage_column = \"created_at\"\nmax_age = \"{max_age}\"\nschedule = \"0 3 * * *\"\nbatch_size = 100\n"
+    ));
+    std::fs::write(&deployment.config, text).unwrap();
+    deployment
+}
+
+#[tokio::test]
+async fn operator_durations_are_shown_and_stored_as_written() {
+    let deployment = with_policy(300, "90d").await;
+    deployment.migrate();
+    let check = run(deployment.reaper().args(["config", "check"]));
+    assert!(check.status.success(), "{}", stderr(&check));
+    let policies = run(deployment.reaper().args(["policies", "--json"]));
+    let purge = run(deployment
+        .reaper()
+        .args(["purge", "--policy", "old-events"]));
+    assert!(purge.status.success(), "{}", stderr(&purge));
+    let id = stdout(&purge)
+        .split("(job ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap()
+        .to_owned();
+    let status = run(deployment.reaper().args(["status", &id, "--audit"]));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(shown["request"]["filter"]["all"][0]["value"], "90d");
+    assert!(
+        shown["audit"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("created_at older than 90d"),
+        "{shown}"
+    );
+    for text in [stdout(&check), stdout(&policies), stdout(&status)] {
+        assert!(!text.contains("month"), "{text}");
+    }
+    assert!(
+        stdout(&check).contains("\"max_age\": \"90d\""),
+        "{}",
+        stdout(&check)
+    );
+    assert!(
+        stdout(&check).contains("\"lease\": \"10s\""),
+        "{}",
+        stdout(&check)
+    );
+    let policies: serde_json::Value = serde_json::from_str(&stdout(&policies)).unwrap();
+    assert_eq!(policies[0]["max_age"], "90d");
+}
