@@ -142,11 +142,11 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.duration.as_millis();
         if let Some(unit) = self.unit
-            && millis % unit.millis() == 0
+            && millis.is_multiple_of(unit.millis())
         {
             return write!(f, "{}{}", millis / unit.millis(), unit.suffix());
         }
-        if millis == 0 || self.duration.subsec_nanos() % 1_000_000 != 0 {
+        if millis == 0 || !self.duration.subsec_nanos().is_multiple_of(1_000_000) {
             // Below a millisecond: humantime's own form.
             return write!(f, "{}", humantime::format_duration(self.duration));
         }
