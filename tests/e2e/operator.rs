@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reaper_core::sql::Backend;
 
-use crate::{Deployment, reaper, run, stderr, stdout};
+use crate::{Deployment, config_text, reaper, run, stderr, stdout};
 
 fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
     serde_json::json!({
@@ -332,4 +332,124 @@ async fn operator_durations_are_shown_and_stored_as_written() {
     );
     let policies: serde_json::Value = serde_json::from_str(&stdout(&policies)).unwrap();
     assert_eq!(policies[0]["max_age"], "90d");
+}
+
+/// A deployment whose policy `old-events` purges every seeded row in batches of 10 with a
+/// pause after each, so a purge runs long enough to be stopped.
+async fn slow_policy(rows: u32, pause: &str) -> Deployment {
+    let deployment = Deployment::new(Backend::Sqlite, rows).await;
+    let mut text = config_text(
+        &deployment.test.url,
+        deployment.dir.path(),
+        &format!("pause = \"{pause}\"\n"),
+    );
+    text.push_str(
+        "\n[[retention]]\nname = \"old-events\"\ntarget = \"events\"\nage_column = \"created_at\"\nmax_age = \"30d\"\nschedule = \"0 3 * * *\"\nbatch_size = 10\n",
+    );
+    std::fs::write(&deployment.config, text).unwrap();
+    deployment.migrate();
+    deployment
+}
+
+/// Polls the deployment's audit count until it reaches `batches`.
+async fn wait_for_batches(deployment: &Deployment, batches: i64) {
+    let started = Instant::now();
+    while deployment
+        .test
+        .int("SELECT count(*) FROM reaper_audit")
+        .await
+        < batches
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {batches} batches"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `command`, waits for `batches` batches, interrupts it; what it printed on stdout.
+async fn interrupt_after(
+    deployment: &Deployment,
+    command: &mut std::process::Command,
+    batches: i64,
+) -> String {
+    let out = deployment
+        .dir
+        .path()
+        .join(format!("out-{}", uuid::Uuid::new_v4().simple()));
+    let child = command
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_batches(deployment, batches).await;
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{printed}{}",
+        stderr(&output)
+    );
+    printed
+}
+
+#[tokio::test]
+async fn operator_purge_prints_a_resume_command_that_works_anywhere() {
+    let deployment = slow_policy(300, "100ms").await;
+    // The configuration from REAPER_CONFIG, not --config.
+    let mut command = reaper(None);
+    command
+        .env("REAPER_CONFIG", &deployment.config)
+        .args(["purge", "--policy", "old-events"]);
+    let printed = interrupt_after(&deployment, &mut command, 2).await;
+    let resume = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("resume with: "))
+        .unwrap_or_else(|| panic!("no resume command in {printed}"));
+    assert!(
+        resume.starts_with(&format!(
+            "reaper --config {} purge --resume ",
+            deployment.config.display()
+        )),
+        "{resume}"
+    );
+    // Pasted into a shell elsewhere, with nothing in the environment.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pasted = run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(resume.replacen("reaper", env!("CARGO_BIN_EXE_reaper"), 1))
+        .env_remove("REAPER_CONFIG")
+        .current_dir(elsewhere.path()));
+    assert!(pasted.status.success(), "{}", stderr(&pasted));
+    assert!(
+        stdout(&pasted).contains("done: 300 rows"),
+        "{}",
+        stdout(&pasted)
+    );
+}
+
+#[test]
+fn operator_the_embedded_defaults_are_named_when_they_fail() {
+    let empty = tempfile::tempdir().unwrap();
+    for args in [
+        &["config", "check"][..],
+        &["status", "0190d1f0-0000-7000-8000-000000000000"],
+    ] {
+        let output = run(reaper(None).args(args).current_dir(empty.path()));
+        assert!(!output.status.success());
+        let text = stderr(&output);
+        assert!(
+            text.contains("the embedded demo defaults were used")
+                && text.contains("run `reaper demo`")
+                && text.contains("--config FILE"),
+            "{args:?}: {text}"
+        );
+    }
 }

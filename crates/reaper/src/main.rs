@@ -83,13 +83,25 @@ async fn dispatch(cli: Cli) -> CommandResult {
         _ => None,
     };
     let settings = settings::load(cli.config.as_deref()).map_err(CommandError::Invalid)?;
+    let result = run_configured(command, &settings, daemon_signals).await;
+    match &settings.path {
+        Some(_) => result,
+        None => result.map_err(|error| error.on_embedded_defaults(&settings.config.database.url)),
+    }
+}
+
+async fn run_configured(
+    command: ConfiguredCommand,
+    settings: &settings::Settings,
+    daemon_signals: Option<signals::StopSignals>,
+) -> CommandResult {
     match command {
-        ConfiguredCommand::Migrate => commands::migrate::run(&settings).await,
+        ConfiguredCommand::Migrate => commands::migrate::run(settings).await,
         ConfiguredCommand::Config {
             command: ConfigCommand::Check,
-        } => commands::config::check(&settings).await,
+        } => commands::config::check(settings).await,
         ConfiguredCommand::Enqueue { file, json, flags } => {
-            commands::enqueue::run(&settings, file, json, flags).await
+            commands::enqueue::run(settings, file, json, flags).await
         }
         ConfiguredCommand::Status {
             job,
@@ -98,23 +110,23 @@ async fn dispatch(cli: Cli) -> CommandResult {
             limit,
         } => {
             let audit = audit.then_some(commands::jobs::AuditPage { after, limit });
-            commands::jobs::status(&settings, &job, audit).await
+            commands::jobs::status(settings, &job, audit).await
         }
         ConfiguredCommand::Jobs {
             state,
             target,
             limit,
             json,
-        } => commands::jobs::list(&settings, state, target, limit, json).await,
-        ConfiguredCommand::Cancel { job } => commands::jobs::cancel(&settings, &job).await,
-        ConfiguredCommand::Purge { args } => commands::purge::run(&settings, &args).await,
-        ConfiguredCommand::Policies { json } => commands::policies::run(&settings, json).await,
+        } => commands::jobs::list(settings, state, target, limit, json).await,
+        ConfiguredCommand::Cancel { job } => commands::jobs::cancel(settings, &job).await,
+        ConfiguredCommand::Purge { args } => commands::purge::run(settings, &args).await,
+        ConfiguredCommand::Policies { json } => commands::policies::run(settings, json).await,
         ConfiguredCommand::Run { until_idle } => {
             let signals = match daemon_signals {
                 Some(signals) => signals,
                 None => signals::StopSignals::new(false)?,
             };
-            daemon::run(&settings, signals, until_idle).await
+            daemon::run(settings, signals, until_idle).await
         }
     }
 }

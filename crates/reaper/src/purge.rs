@@ -26,6 +26,8 @@ use reaper_engine::runner::{self, RunOutcome, RunSettings, StopAs};
 use reaper_engine::{Database, batch};
 use serde_json::json;
 
+use crate::settings::Settings;
+
 /// What to purge.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct PurgeArgs {
@@ -202,17 +204,20 @@ pub(crate) fn refuse_over_cap(job: &ValidatedJob, matching: u64) -> Option<Strin
 }
 
 /// Runs `job` (written `paused`, or left paused by an earlier stop) in the foreground until it
-/// ends or a signal stops it. `matching` is the count of rows it matches, when known.
+/// ends or a signal stops it. `matching` is the count of rows it matches, when known;
+/// `settings` give the lease and the command line that resumes it.
 pub(crate) async fn run_foreground(
     db: &Database,
-    catalog: &Catalog,
+    settings: &Settings,
     job: JobRecord,
-    lease: Duration,
     matching: Option<u64>,
 ) -> anyhow::Result<PurgeEnd> {
+    let catalog = &settings.catalog;
+    let lease = settings.config.worker.lease.as_duration();
+    let resume = settings.command_line(&format!("purge --resume {}", job.id));
     let stop = Arc::new(AtomicBool::new(false));
     let signals = stop_on_signal(stop.clone())?;
-    let settings = foreground_settings(lease);
+    let run_settings = foreground_settings(lease);
 
     let validated = validate(
         &serde_json::from_str(&job.request)?,
@@ -236,7 +241,7 @@ pub(crate) async fn run_foreground(
     };
     let total = already + remaining.min(cap.saturating_sub(already));
     let bar = progress_bar(total, already)?;
-    let ticker = show_progress(bar.clone(), already, settings.progress.clone());
+    let ticker = show_progress(bar.clone(), already, run_settings.progress.clone());
     let this_run = cap.saturating_sub(already);
     if remaining > this_run {
         eprintln!(
@@ -251,12 +256,12 @@ pub(crate) async fn run_foreground(
     }
 
     let should_stop = || stop.load(Ordering::Relaxed);
-    let end = run_to_end(db, catalog, &job.id, &settings, &should_stop, &bar).await?;
+    let end = run_to_end(db, catalog, &job.id, &run_settings, &should_stop, &bar).await?;
     ticker.abort();
     signals.abort();
-    bar.set_position(already + settings.progress.rows.load(Ordering::Relaxed));
+    bar.set_position(already + run_settings.progress.rows.load(Ordering::Relaxed));
     bar.finish_and_clear();
-    report_end(db, &job.id, end).await?;
+    report_end(db, &job.id, end, &resume).await?;
     Ok(end)
 }
 
@@ -366,7 +371,12 @@ async fn run_to_end(
 }
 
 /// Prints how the purge ended, from the ledger.
-async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Result<()> {
+async fn report_end(
+    db: &Database,
+    job_id: &str,
+    end: PurgeEnd,
+    resume: &str,
+) -> anyhow::Result<()> {
     let record = ledger::get(db, job_id).await?;
     let (rows, batches) = record
         .as_ref()
@@ -389,7 +399,7 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
             outln!(
                 "stopped at a batch boundary: {rows} rows in {batches} batches so far (job {job_id}, paused)"
             );
-            outln!("resume with: reaper purge --resume {job_id}");
+            outln!("resume with: {resume}");
         }
         PurgeEnd::Failed => {
             outln!("{rows} rows in {batches} batches (job {job_id}); see `reaper status {job_id}`");

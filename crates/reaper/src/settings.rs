@@ -6,7 +6,7 @@
 //! API token, passwords inside the URLs) can thus stay out of files entirely. Other `REAPER_*`
 //! variables without `__` (`REAPER_LOG`, `REAPER_CONFIG`, test settings) are not config keys.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -24,6 +24,34 @@ pub(crate) struct Settings {
     pub(crate) catalog: Catalog,
     /// `[[retention]]`, validated against the catalog.
     pub(crate) policies: Vec<Policy>,
+    /// The file it was read from (`--config` or `REAPER_CONFIG`), made absolute; `None` when
+    /// the embedded demo defaults are in use.
+    pub(crate) path: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The command line that runs `reaper ARGS` with this configuration, to paste into any
+    /// shell in any directory: `reaper --config '/etc/reaper.toml' purge --resume ID`.
+    /// Environment overrides are not repeated (they may hold secrets).
+    pub(crate) fn command_line(&self, args: &str) -> String {
+        match &self.path {
+            Some(path) => format!(
+                "reaper --config {} {args}",
+                shell_quoted(&path.to_string_lossy())
+            ),
+            None => format!("reaper {args}"),
+        }
+    }
+}
+
+/// `text` as one shell word: bare when it holds only safe characters, else single-quoted.
+fn shell_quoted(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// Loads `path` (or the embedded defaults) with environment overrides and validates it.
@@ -69,6 +97,7 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
         config,
         catalog,
         policies,
+        path: path.map(|path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
     })
 }
 
@@ -114,6 +143,18 @@ fn policy_name(figment: &Figment, index: &str) -> Option<String> {
 #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_quoted("/etc/reaper/reaper.toml"),
+            "/etc/reaper/reaper.toml"
+        );
+        assert_eq!(
+            shell_quoted("/tmp/my dir/it's.toml"),
+            "'/tmp/my dir/it'\\''s.toml'"
+        );
+    }
 
     #[test]
     fn embedded_defaults_are_valid() {

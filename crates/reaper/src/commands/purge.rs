@@ -28,7 +28,6 @@ pub(crate) async fn run(settings: &Settings, args: &PurgeArgs) -> CommandResult 
 
 /// Continues the paused (or orphaned) purge `id`.
 async fn resume(settings: &Settings, id: &str) -> Result<PurgeEnd, CommandError> {
-    let lease = settings.config.worker.lease.as_duration();
     let db = connect_checked(settings).await?;
     let Some(job) = ledger::get(&db, id).await? else {
         return Err(CommandError::no_job(id));
@@ -39,12 +38,11 @@ async fn resume(settings: &Settings, id: &str) -> Result<PurgeEnd, CommandError>
             job.state
         )));
     }
-    Ok(purge::run_foreground(&db, &settings.catalog, job, lease, None).await?)
+    Ok(purge::run_foreground(&db, settings, job, None).await?)
 }
 
 /// Submits a new purge (written `paused`) and runs it; `None` after a dry run.
 async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>, CommandError> {
-    let lease = settings.config.worker.lease.as_duration();
     let (request, policy) = purge::request(args, &settings.catalog, &settings.policies)
         .map_err(CommandError::Invalid)?;
     let validated = purge::validated(&request, &settings.catalog).map_err(CommandError::Invalid)?;
@@ -72,7 +70,6 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
         policy.as_deref(),
     )
     .await?;
-    let end =
-        purge::run_foreground(&db, &settings.catalog, submitted.job, lease, Some(matching)).await?;
+    let end = purge::run_foreground(&db, settings, submitted.job, Some(matching)).await?;
     Ok(Some(end))
 }
