@@ -321,12 +321,12 @@ async fn operator_durations_are_shown_and_stored_as_written() {
         assert!(!text.contains("month"), "{text}");
     }
     assert!(
-        stdout(&check).contains("\"max_age\": \"90d\""),
+        stdout(&check).contains("max_age = \"90d\""),
         "{}",
         stdout(&check)
     );
     assert!(
-        stdout(&check).contains("\"lease\": \"10s\""),
+        stdout(&check).contains("lease = \"10s\""),
         "{}",
         stdout(&check)
     );
@@ -452,4 +452,92 @@ fn operator_the_embedded_defaults_are_named_when_they_fail() {
             "{args:?}: {text}"
         );
     }
+}
+
+#[tokio::test]
+async fn operator_config_check_prints_the_config_alone_on_stdout() {
+    let deployment = Deployment::new(Backend::Sqlite, 10).await;
+    deployment.migrate();
+    let check = run(deployment.reaper().args(["config", "check"]));
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("configuration is valid"),
+        "{}",
+        stderr(&check)
+    );
+    // Standard output is a configuration file: read back, it is the same configuration.
+    let again = deployment.dir.path().join("printed.toml");
+    std::fs::write(&again, stdout(&check)).unwrap();
+    let json = run(deployment.reaper().args(["config", "check", "--json"]));
+    let reread = run(reaper(Some(&again)).args(["config", "check", "--json"]));
+    assert!(reread.status.success(), "{}", stderr(&reread));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(shown["targets"]["events"]["table"], "events");
+    assert_eq!(stdout(&json), stdout(&reread));
+}
+
+#[tokio::test]
+async fn operator_config_check_reports_missing_tables_and_an_unreachable_queue() {
+    let deployment = Deployment::new(Backend::Sqlite, 10).await;
+    // Not migrated; the queue on a port nothing listens on.
+    let output = run(deployment
+        .reaper()
+        .env("REAPER_QUEUE__BACKEND", "redis")
+        .env("REAPER_QUEUE_URL", "redis://127.0.0.1:9/0")
+        .args(["config", "check"]));
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains("2 problems"), "{text}");
+    assert!(text.contains("run `reaper migrate`"), "{text}");
+    assert!(text.contains("queue.url: cannot reach Redis"), "{text}");
+    assert!(
+        stdout(&output).contains("backend = \"redis\""),
+        "{}",
+        stdout(&output)
+    );
+}
+
+async fn config_check_refuses_a_declared_type_that_does_not_fit(backend: Backend) {
+    let deployment = Deployment::new(backend, 10).await;
+    deployment.migrate();
+    std::fs::write(
+        &deployment.config,
+        config_text(&deployment.test.url, deployment.dir.path(), "")
+            .replace("tenant_id = \"int\"", "tenant_id = \"text\""),
+    )
+    .unwrap();
+    for args in [&["config", "check"][..], &["run", "--until-idle"]] {
+        let output = run(deployment.reaper().args(args));
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains("targets.events.columns.tenant_id: declared `text`, but column `tenant_id` of table `events` is"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
+
+reaper_testkit::on_every_backend!(config_check_refuses_a_declared_type_that_does_not_fit);
+
+#[test]
+fn operator_config_check_before_the_demo_says_what_is_missing() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = run(reaper(None)
+        .args(["config", "check"])
+        .current_dir(empty.path()));
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("database.url: the SQLite file `.reaper/demo/demo.db` does not exist")
+            && text.contains("run `reaper demo`"),
+        "{text}"
+    );
+    assert!(!text.contains("unable to open database file"), "{text}");
+    assert!(
+        stdout(&output).contains("[database]"),
+        "{}",
+        stdout(&output)
+    );
+    // A check writes nothing.
+    assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
 }

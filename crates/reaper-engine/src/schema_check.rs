@@ -1,13 +1,15 @@
 //! Start-up check of the catalog against the real database: every target's table, primary key,
-//! filterable columns and soft-delete column must exist. Reported with the config key path.
+//! filterable columns and soft-delete column must exist, and a declared type must fit the
+//! database column's (a `bigint` declared `text` would make every job fail with
+//! `operator does not exist: bigint = text`). Reported with the config key path.
 //!
 //! Read-only: it queries the catalog views (`information_schema` on PostgreSQL and MySQL,
 //! `pragma_table_info` on SQLite) and changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
-use reaper_core::catalog::{Catalog, ColumnType, Target};
+use reaper_core::catalog::{Catalog, ColumnType, KeyType, Target};
 use reaper_core::config::{ConfigError, ConfigProblem};
 use reaper_core::sql::{self, Backend, SQLITE_TIMESTAMP_FORMAT};
 use reaper_core::value::SqlValue;
@@ -32,30 +34,53 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
             });
             continue;
         }
-        let mut expect = |field: String, column: &str| {
-            if !columns.contains(column) {
-                problems.push(ConfigProblem {
-                    key: key(&field),
-                    message: format!(
-                        "column `{column}` does not exist in table `{}`",
-                        target.table
-                    ),
-                });
+        let backend = db.backend();
+        let mut expect = |field: String, column: &str, declared: Option<ColumnType>| match columns
+            .get(column)
+        {
+            None => problems.push(ConfigProblem {
+                key: key(&field),
+                message: format!(
+                    "column `{column}` does not exist in table `{}`",
+                    target.table
+                ),
+            }),
+            Some(found) => {
+                if let Some(declared) = declared
+                    && let Some(actual) = family(backend, found)
+                    && !fits(declared, actual)
+                {
+                    problems.push(ConfigProblem {
+                            key: key(&field),
+                            message: format!(
+                                "declared `{declared}`, but column `{column}` of table `{}` is `{found}` ({}); \
+                                 declare it `{actual}`",
+                                target.table, backend
+                            ),
+                        });
+                }
             }
         };
-        expect("primary_key".into(), &target.primary_key);
-        for column in target.columns.keys() {
-            expect(format!("columns.{column}"), column);
+        let key_type = match target.key_type {
+            KeyType::Int => ColumnType::Int,
+            KeyType::Text => ColumnType::Text,
+            KeyType::Uuid => ColumnType::Uuid,
+        };
+        expect("primary_key".into(), &target.primary_key, Some(key_type));
+        for (column, declared) in &target.columns {
+            expect(format!("columns.{column}"), column, Some(*declared));
         }
         if let Some(column) = &target.soft_delete_column {
-            expect("soft_delete_column".into(), column);
+            expect(
+                "soft_delete_column".into(),
+                column,
+                Some(ColumnType::Timestamp),
+            );
         }
         if db.backend() == Backend::Sqlite {
-            for (column, _) in target
-                .columns
-                .iter()
-                .filter(|(name, kind)| **kind == ColumnType::Timestamp && columns.contains(*name))
-            {
+            for (column, _) in target.columns.iter().filter(|(name, kind)| {
+                **kind == ColumnType::Timestamp && columns.contains_key(*name)
+            }) {
                 if let Some(found) = sqlite_timestamp_mismatch(db, target, column).await? {
                     problems.push(ConfigProblem {
                         key: key(&format!("columns.{column}")),
@@ -116,11 +141,62 @@ pub enum CheckError {
     Engine(#[from] EngineError),
 }
 
-async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String>, EngineError> {
+/// The catalog type a database column's type belongs to, when it clearly belongs to one
+/// (`None`: a type reaper does not judge, such as an enum or a domain, or SQLite's untyped
+/// columns).
+fn family(backend: Backend, found: &str) -> Option<ColumnType> {
+    let found = found.to_ascii_lowercase();
+    match backend {
+        Backend::Postgres => match found.as_str() {
+            "smallint" | "integer" | "bigint" => Some(ColumnType::Int),
+            "text" | "character varying" | "character" => Some(ColumnType::Text),
+            "boolean" => Some(ColumnType::Bool),
+            "uuid" => Some(ColumnType::Uuid),
+            "timestamp with time zone" | "timestamp without time zone" | "date" => {
+                Some(ColumnType::Timestamp)
+            }
+            _ => None,
+        },
+        Backend::MySql => match found.as_str() {
+            // tinyint is also MySQL's boolean: not judged.
+            "smallint" | "mediumint" | "int" | "integer" | "bigint" => Some(ColumnType::Int),
+            "varchar" | "text" | "tinytext" | "mediumtext" | "longtext" => Some(ColumnType::Text),
+            "datetime" | "timestamp" | "date" => Some(ColumnType::Timestamp),
+            _ => None,
+        },
+        // Type affinity: only INTEGER and TEXT affinities are judged; timestamps and uuids are
+        // text there, and their values are checked separately.
+        Backend::Sqlite => {
+            if found.contains("int") {
+                Some(ColumnType::Int)
+            } else if found.contains("char") || found.contains("clob") || found.contains("text") {
+                Some(ColumnType::Text)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Whether a column of `actual` type may be declared `declared`.
+fn fits(declared: ColumnType, actual: ColumnType) -> bool {
+    declared == actual
+        // Text columns hold uuids and (SQLite) timestamps; char(36) holds uuids (MySQL).
+        || (actual == ColumnType::Text
+            && matches!(declared, ColumnType::Uuid | ColumnType::Timestamp))
+        // Integer columns hold booleans (MySQL, SQLite).
+        || (actual == ColumnType::Int && declared == ColumnType::Bool)
+}
+
+/// Each column of the target's table with its type as the database names it.
+async fn table_columns(
+    db: &Database,
+    target: &Target,
+) -> Result<BTreeMap<String, String>, EngineError> {
     let statement = match db.backend() {
         // No schema configured: the connection's current schema.
         Backend::Postgres => reaper_core::sql::Statement {
-            sql: "SELECT column_name::text FROM information_schema.columns \
+            sql: "SELECT column_name::text, data_type::text FROM information_schema.columns \
                   WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = $2"
                 .into(),
             params: vec![
@@ -129,12 +205,12 @@ async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String
             ],
         },
         Backend::Sqlite => reaper_core::sql::Statement {
-            sql: "SELECT name FROM pragma_table_info(?)".into(),
+            sql: "SELECT name, type FROM pragma_table_info(?)".into(),
             params: vec![SqlValue::Text(target.table.clone())],
         },
         // `schema` is the MySQL database; the connection's when absent.
         Backend::MySql => reaper_core::sql::Statement {
-            sql: "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+            sql: "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
                   WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?"
                 .into(),
             params: vec![SqlValue::Text(target.schema.clone().unwrap_or_default()), SqlValue::Text(target.table.clone())],
@@ -142,6 +218,12 @@ async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String
     };
     let rows = db.query_all(&statement).await.map_err(EngineError::from)?;
     rows.iter()
-        .map(|row| row.try_get_by_index::<String>(0).map_err(EngineError::from))
-        .collect()
+        .map(|row| {
+            Ok((
+                row.try_get_by_index::<String>(0)?,
+                row.try_get_by_index::<String>(1)?,
+            ))
+        })
+        .collect::<Result<_, sea_orm::DbErr>>()
+        .map_err(EngineError::from)
 }

@@ -123,8 +123,13 @@ pub(crate) enum ConfiguredCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
-    /// Validate the configuration (and the catalog against the database) and print it, secrets redacted.
-    Check,
+    /// Print the effective configuration (secrets redacted) on standard output, then check it
+    /// against the database and the queue: the verdict, every problem, goes to standard error.
+    Check {
+        /// Print the configuration as JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Who asks, for a job's `requested_by`: the flag, else `$USER`, else `cli`.

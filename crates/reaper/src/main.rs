@@ -98,8 +98,8 @@ async fn run_configured(
     match command {
         ConfiguredCommand::Migrate => commands::migrate::run(settings).await,
         ConfiguredCommand::Config {
-            command: ConfigCommand::Check,
-        } => commands::config::check(settings).await,
+            command: ConfigCommand::Check { json },
+        } => commands::config::check(settings, json).await,
         ConfiguredCommand::Enqueue { file, json, flags } => {
             commands::enqueue::run(settings, file, json, flags).await
         }
