@@ -541,3 +541,116 @@ fn operator_config_check_before_the_demo_says_what_is_missing() {
     // A check writes nothing.
     assert!(std::fs::read_dir(empty.path()).unwrap().next().is_none());
 }
+
+#[tokio::test]
+async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
+    let deployment = Deployment::new(Backend::Sqlite, 300).await;
+    std::fs::write(
+        &deployment.config,
+        config_text(
+            &deployment.test.url,
+            deployment.dir.path(),
+            "max_rows = 100\n",
+        ),
+    )
+    .unwrap();
+    deployment.migrate();
+    let purge = |extra: &[&str]| {
+        let mut command = deployment.reaper();
+        command
+            .args(["purge", "--target", "events", "--older-than", "30d"])
+            .args(extra);
+        run(&mut command)
+    };
+    // At the target's own cap already: raising --max-rows cannot help, so it is not advised.
+    let refused = purge(&[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let text = stderr(&refused);
+    assert!(
+        text.contains("more than max_rows (100) rows match"),
+        "{text}"
+    );
+    assert!(text.contains("--stop-at-max-rows"), "{text}");
+    assert!(!text.contains("raise --max-rows"), "{text}");
+    // Below it, raising is advice that works.
+    let lower = purge(&["--max-rows", "50"]);
+    assert!(
+        stderr(&lower).contains("raise --max-rows (target `events` allows up to 100)"),
+        "{}",
+        stderr(&lower)
+    );
+    let capped = purge(&["--stop-at-max-rows"]);
+    assert!(capped.status.success(), "{}", stderr(&capped));
+    assert!(
+        stdout(&capped).contains("done: 100 rows")
+            && stdout(&capped).contains("stopped at max_rows"),
+        "{}",
+        stdout(&capped)
+    );
+    assert_eq!(
+        deployment.test.int("SELECT count(*) FROM events").await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn operator_a_new_purge_warns_of_a_paused_one_on_its_target() {
+    let deployment = slow_policy(300, "100ms").await;
+    let mut command = deployment.reaper();
+    command.args(["purge", "--policy", "old-events"]);
+    let printed = interrupt_after(&deployment, &mut command, 2).await;
+    let resume = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("resume with: "))
+        .unwrap_or_else(|| panic!("no resume command in {printed}"));
+    let id = resume.rsplit(' ').next().unwrap();
+    let again = run(deployment.reaper().args([
+        "purge",
+        "--target",
+        "events",
+        "--older-than",
+        "30d",
+        "--dry-run",
+    ]));
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains(&format!(
+            "warning: purge job {id} of target `events` is paused"
+        )) && stderr(&again).contains(&format!("resume it with: {resume}")),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[tokio::test]
+async fn operator_an_explicit_batch_size_is_a_ceiling_for_adaptive_sizing() {
+    let deployment = Deployment::new(Backend::Sqlite, 2_000).await;
+    // Batches of a few rows take far less than a second: adaptive sizing would grow them.
+    std::fs::write(
+        &deployment.config,
+        config_text(
+            &deployment.test.url,
+            deployment.dir.path(),
+            "target_batch_duration = \"1s\"\nmin_batch_size = 10\n",
+        ),
+    )
+    .unwrap();
+    deployment.migrate();
+    let expected = deployment.test.ids("events", "tenant_id = 4").await;
+    let id = deployment.enqueue(&erase_tenant(4, 20));
+    deployment.run_until_idle(&[]);
+    // Every batch at most 20 rows (the invariant checker's size bound), and all of them.
+    deployment
+        .test
+        .assert_exactly_once(&id, &expected, 20)
+        .await;
+    assert_eq!(
+        deployment
+            .test
+            .int(&format!(
+                "SELECT count(*) FROM reaper_audit WHERE job_id = '{id}'"
+            ))
+            .await,
+        10
+    );
+}

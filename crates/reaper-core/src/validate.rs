@@ -242,8 +242,17 @@ pub fn validate(
     if !errors.is_empty() {
         return Err(ValidationError { errors });
     }
+    // A batch size the job asks for is a ceiling: adaptive sizing may shrink its batches (down
+    // to the target's min_batch_size, or the job's size when smaller) but never grows them past it.
+    let mut target = target.clone();
+    if request.batch_size.is_some()
+        && let Some(adaptive) = &mut target.throttle.adaptive
+    {
+        adaptive.max = adaptive.max.min(batch_size);
+        adaptive.min = adaptive.min.min(batch_size);
+    }
     Ok(ValidatedJob {
-        target: target.clone(),
+        target,
         predicates,
         mode,
         batch_size,

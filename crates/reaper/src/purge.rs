@@ -54,6 +54,10 @@ pub(crate) struct PurgeArgs {
     /// Ad hoc: refuse rather than delete more than this (default: the target's max_rows).
     #[arg(long, requires = "target")]
     pub(crate) max_rows: Option<u64>,
+    /// Ad hoc: when more rows match than max_rows, remove max_rows of them (oldest keys first)
+    /// and stop, instead of refusing; run it again for the rest.
+    #[arg(long, requires = "target")]
+    pub(crate) stop_at_max_rows: bool,
     /// Continue a purge stopped by Ctrl-C (or one whose process died).
     #[arg(long, conflicts_with_all = ["policy", "target", "dry_run"])]
     pub(crate) resume: Option<String>,
@@ -112,7 +116,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         mode,
         batch_size: args.batch_size,
         max_rows: args.max_rows,
-        stop_at_max_rows: false,
+        stop_at_max_rows: args.stop_at_max_rows,
         dry_run: false,
         requested_by: crate::cli::requested_by(args.requested_by.clone()),
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
@@ -192,13 +196,23 @@ pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<Valid
 }
 
 /// Refuses a purge that is not allowed to stop at its cap but matches more rows than it,
-/// before anything is written. `matching` was counted up to `max_rows + 1`.
+/// before anything is written, with advice that works: raise `--max-rows` only while the
+/// target allows more. `matching` was counted up to `max_rows + 1`.
 pub(crate) fn refuse_over_cap(job: &ValidatedJob, matching: u64) -> Option<String> {
     (!job.stop_at_max_rows && matching > job.max_rows).then(|| {
+        let raise = if job.max_rows < job.target.max_rows {
+            format!(
+                ", raise --max-rows (target `{}` allows up to {})",
+                job.target.name, job.target.max_rows
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "more than max_rows ({}) rows match; nothing was done. Narrow the purge, or raise \
-             --max-rows (target `{}` allows up to {})",
-            job.max_rows, job.target.name, job.target.max_rows
+            "more than max_rows ({}) rows match; nothing was done. Narrow the purge (an older \
+             --older-than){raise}, or add --stop-at-max-rows to remove {} rows now and the rest \
+             in later runs",
+            job.max_rows, job.max_rows
         )
     })
 }
@@ -444,6 +458,7 @@ mod tests {
             mode: None,
             batch_size: None,
             max_rows: None,
+            stop_at_max_rows: false,
             resume: None,
             dry_run: false,
             requested_by: Some("alice".into()),

@@ -47,6 +47,7 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
         .map_err(CommandError::Invalid)?;
     let validated = purge::validated(&request, &settings.catalog).map_err(CommandError::Invalid)?;
     let db = connect_checked(settings).await?;
+    warn_of_paused(&db, settings, &validated.target.name).await;
     if args.dry_run {
         purge::dry_run(&db, &validated).await?;
         return Ok(None);
@@ -72,4 +73,21 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
     .await?;
     let end = purge::run_foreground(&db, settings, submitted.job, Some(matching)).await?;
     Ok(Some(end))
+}
+
+/// Warns of purges of `target` left paused (stopped by a signal, never resumed): a new purge
+/// does not continue them, and their rows may be what this one is about to count. A ledger that
+/// cannot be read (not migrated yet) has nothing to warn of; the purge itself then says why.
+async fn warn_of_paused(db: &reaper_engine::Database, settings: &Settings, target: &str) {
+    let paused = ledger::list(db, Some("paused"), Some(target), None, 20)
+        .await
+        .unwrap_or_default();
+    for job in paused {
+        eprintln!(
+            "warning: purge job {} of target `{target}` is paused ({} rows removed so far); resume it with: {}",
+            job.id,
+            job.rows_deleted,
+            settings.command_line(&format!("purge --resume {}", job.id))
+        );
+    }
 }
