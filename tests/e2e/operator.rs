@@ -654,3 +654,94 @@ async fn operator_an_explicit_batch_size_is_a_ceiling_for_adaptive_sizing() {
         10
     );
 }
+
+/// tmux, for the tests that need a real terminal; missing, it fails loudly with how to install it.
+fn tmux(socket: &str) -> std::process::Command {
+    let found = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "tmux is needed for the terminal tests: apt-get install -y tmux (.ci/run installs it)"
+    );
+    let mut command = std::process::Command::new("tmux");
+    command.args(["-L", socket, "-f", "/dev/null"]);
+    command
+}
+
+/// Kills the private tmux server on drop.
+struct TmuxServer(String);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = tmux(&self.0).arg("kill-server").status();
+    }
+}
+
+#[tokio::test]
+async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
+    let deployment = slow_policy(300, "100ms").await;
+    let mut command = deployment.reaper();
+    command.args(["purge", "--policy", "old-events"]);
+    let printed = interrupt_after(&deployment, &mut command, 8).await;
+    let resume = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("resume with: "))
+        .unwrap_or_else(|| panic!("no resume command in {printed}"))
+        .replacen("reaper", env!("CARGO_BIN_EXE_reaper"), 1);
+    let already = deployment
+        .test
+        .int("SELECT rows_deleted FROM reaper_jobs")
+        .await;
+
+    // The resumed purge in a terminal of its own; the pane stays after it exits.
+    let socket = format!("reaper-e2e-{}", uuid::Uuid::new_v4().simple());
+    let _server = TmuxServer(socket.clone());
+    let started = tmux(&socket)
+        .args(["new-session", "-d", "-s", "purge", "-x", "160", "-y", "20"])
+        .arg(format!(
+            "env -i PATH=/usr/bin:/bin TERM=xterm-256color {resume}; sleep 60"
+        ))
+        .status()
+        .unwrap();
+    assert!(started.success());
+    // Sampled once this run has removed a few batches, so its rate has settled.
+    let begun = Instant::now();
+    let screen = loop {
+        let capture = tmux(&socket)
+            .args(["capture-pane", "-p", "-t", "purge"])
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&capture.stdout).into_owned();
+        let removed = deployment
+            .test
+            .int("SELECT rows_deleted FROM reaper_jobs")
+            .await;
+        if removed >= already + 60 && screen.contains("/300 rows") {
+            break screen;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(20),
+            "no progress bar after 20 s:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bars: Vec<&str> = screen
+        .lines()
+        .filter(|line| line.contains("/300 rows"))
+        .collect();
+    assert_eq!(bars.len(), 1, "one live bar, no stale frame:\n{screen}");
+    let rate = bars[0]
+        .split("rows/s")
+        .next()
+        .and_then(|before| before.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no rate in {}", bars[0]));
+    let rate: u64 = rate
+        .parse()
+        .unwrap_or_else(|_| panic!("the rate `{rate}` is not a whole number: {}", bars[0]));
+    // Batches of 10 rows, 100 ms apart: this run removes at most 100 rows a second. Counting
+    // the rows removed before the resume would show far more.
+    assert!((1..=110).contains(&rate), "rate {rate}: {}", bars[0]);
+    assert!(bars[0].contains("ETA 0:00:"), "{}", bars[0]);
+}

@@ -254,9 +254,8 @@ pub(crate) async fn run_foreground(
         }
     };
     let total = already + remaining.min(cap.saturating_sub(already));
-    let bar = progress_bar(total, already)?;
-    let ticker = show_progress(bar.clone(), already, run_settings.progress.clone());
     let this_run = cap.saturating_sub(already);
+    // Said before the bar is drawn, so no frame of it is left above the live one.
     if remaining > this_run {
         eprintln!(
             "purging `{}` (job {}): more than {this_run} matching rows; this run removes at most {this_run}",
@@ -268,6 +267,8 @@ pub(crate) async fn run_foreground(
             job.target, job.id
         );
     }
+    let bar = progress_bar(total, already)?;
+    let ticker = show_progress(bar.clone(), already, total, run_settings.progress.clone());
 
     let should_stop = || stop.load(Ordering::Relaxed);
     let end = run_to_end(db, catalog, &job.id, &run_settings, &should_stop, &bar).await?;
@@ -307,11 +308,14 @@ fn foreground_settings(lease: Duration) -> RunSettings {
     settings
 }
 
+/// The bar. Its rate and ETA are not indicatif's (which count the rows an earlier run removed
+/// as if this run had removed them in its first instant, and print four decimals): they are
+/// [`rate_and_eta`]'s, in the message.
 fn progress_bar(total: u64, already: u64) -> anyhow::Result<ProgressBar> {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {msg}",
         )?
         .progress_chars("=> "),
     );
@@ -319,17 +323,43 @@ fn progress_bar(total: u64, already: u64) -> anyhow::Result<ProgressBar> {
     Ok(bar)
 }
 
+/// `N rows/s  ETA H:MM:SS`, from this run's rows and time only, in whole numbers (`ETA -`
+/// until the first rows are removed).
+fn rate_and_eta(rows: u64, elapsed: Duration, left: u64) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        rows as f64 / seconds
+    } else {
+        0.0
+    };
+    let eta = if rate >= 1.0 {
+        let eta = (left as f64 / rate).round() as u64;
+        format!("{}:{:02}:{:02}", eta / 3600, eta / 60 % 60, eta % 60)
+    } else {
+        "-".to_owned()
+    };
+    format!("{} rows/s  ETA {eta}", rate.round() as u64)
+}
+
 /// Moves the bar to the run's progress five times a second, until aborted.
 fn show_progress(
     bar: ProgressBar,
     already: u64,
+    total: u64,
     progress: Arc<runner::RunProgress>,
 ) -> tokio::task::JoinHandle<()> {
+    let started = std::time::Instant::now();
     tokio::spawn(async move {
         loop {
-            bar.set_position(already + progress.rows.load(Ordering::Relaxed));
+            let rows = progress.rows.load(Ordering::Relaxed);
+            bar.set_position(already + rows);
             bar.set_message(format!(
-                "batch {} rows",
+                "{}  batch {} rows",
+                rate_and_eta(
+                    rows,
+                    started.elapsed(),
+                    total.saturating_sub(already + rows)
+                ),
                 progress.batch_size.load(Ordering::Relaxed)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -463,6 +493,19 @@ mod tests {
             dry_run: false,
             requested_by: Some("alice".into()),
         }
+    }
+
+    #[test]
+    fn rate_and_eta_are_whole_numbers_of_this_run() {
+        assert_eq!(
+            rate_and_eta(20_000, Duration::from_millis(1_500), 40_000),
+            "13333 rows/s  ETA 0:00:03"
+        );
+        assert_eq!(rate_and_eta(0, Duration::ZERO, 100), "0 rows/s  ETA -");
+        assert_eq!(
+            rate_and_eta(100, Duration::from_secs(1), 400_000),
+            "100 rows/s  ETA 1:06:40"
+        );
     }
 
     #[test]
