@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod operator;
+mod redis_bounds;
 mod retention;
 
 use std::path::{Path, PathBuf};

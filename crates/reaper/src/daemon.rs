@@ -55,6 +55,7 @@ pub(crate) async fn run(
     let (stop, _signals) = stop_flag(signals, db.clone(), until_idle);
     let api = listener.map(|listener| spawn_api(settings, &state, metrics, listener, &stop));
     let intake = spawn_intake(settings, &state, &stop);
+    let vacuum = spawn_vacuum(settings, &stop);
     let scheduler = spawn_scheduler(settings, &state, &stop);
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
@@ -70,7 +71,7 @@ pub(crate) async fn run(
     )
     .await;
     reconciler.abort();
-    for task in [intake, api, scheduler].into_iter().flatten() {
+    for task in [intake, api, scheduler, vacuum].into_iter().flatten() {
         // Both stop on the same flag; neither holds a transaction.
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await
@@ -183,6 +184,21 @@ fn spawn_intake(
             });
             Some(tokio::spawn(intake.run(stop.clone())))
         }
+        QueueBackend::Sqlite => None,
+    }
+}
+
+/// The vacuum of finished Redis messages, until `stop` (none on the SQLite queue, whose
+/// apalis rows are its own business).
+fn spawn_vacuum(settings: &Settings, stop: &watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let queue = &settings.config.queue;
+    match queue.backend {
+        QueueBackend::Redis => Some(tokio::spawn(crate::vacuum::run(
+            queue.url.clone(),
+            crate::vacuum::VacuumKeys::new(&queue.name),
+            queue.vacuum_every.as_duration(),
+            stop.clone(),
+        ))),
         QueueBackend::Sqlite => None,
     }
 }

@@ -30,6 +30,7 @@ mod queue;
 mod scheduler;
 mod settings;
 mod signals;
+mod vacuum;
 mod worker;
 
 use std::process::ExitCode;
