@@ -103,3 +103,101 @@ async fn redis_holds_a_bounded_number_of_keys_and_bytes_however_many_jobs_pass()
         "{bytes_40} bytes grew to {bytes_240}"
     );
 }
+
+/// The ACL the README documents for the daemon's Redis user, for queue `reaper-private`.
+const ACL: &[&str] = &[
+    "on",
+    ">reaper-secret-password",
+    "resetkeys",
+    "~reaper-private*",
+    "~core:apalis:queues:list",
+    "resetchannels",
+    "&tasks:reaper-private*",
+    "+@all",
+    "-@dangerous",
+];
+
+/// Waits until the ledger says job `id` is done, or `limit` passes; whether it is.
+async fn done_within(d: &RedisDeployment, id: &str, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let state = d
+            .deployment
+            .test
+            .strings(&format!("SELECT state FROM reaper_jobs WHERE id = '{id}'"))
+            .await;
+        if state.first().is_some_and(|state| state == "done") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_documented_acl_is_enough_and_apalis_global_key_is_needed() {
+    let private = PrivateRedis::start();
+    let d = RedisDeployment::new(500, Some(&private)).await;
+    let mut admin = redis::Client::open(private.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let limited_url = private
+        .url
+        .replace("redis://", "redis://reaper:reaper-secret-password@");
+    let id = d.deployment.enqueue(&serde_json::json!({
+        "target": "events",
+        "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 3}]},
+        "requested_by": "e2e", "reason": "acl",
+    }));
+
+    // Without apalis' global key the workers cannot register: the job waits.
+    let mut without: Vec<&str> = ACL.to_vec();
+    without.retain(|rule| *rule != "~core:apalis:queues:list");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("reaper")
+        .arg(&without)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let daemon = d.start(&[("REAPER_QUEUE_URL", &limited_url)]);
+    assert!(
+        !done_within(&d, &id, Duration::from_secs(4)).await,
+        "the job ran although apalis could not write core:apalis:queues:list"
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("can't access at least one of the keys"),
+        "{log}"
+    );
+    drop(daemon);
+
+    // With the documented ACL, it runs.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("reaper")
+        .arg("reset")
+        .arg(ACL)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let daemon = d.start(&[("REAPER_QUEUE_URL", &limited_url)]);
+    assert!(
+        done_within(&d, &id, Duration::from_secs(20)).await,
+        "the job did not run under the documented ACL:\n{}",
+        daemon.log_text()
+    );
+    // And nothing outside the prefix but apalis' registry.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with("reaper-private") || key == "core:apalis:queues:list"),
+        "{keys:?}"
+    );
+}
