@@ -332,6 +332,25 @@ async fn operator_durations_are_shown_and_stored_as_written() {
     );
     let policies: serde_json::Value = serde_json::from_str(&stdout(&policies)).unwrap();
     assert_eq!(policies[0]["max_age"], "90d");
+
+    // The same through the API.
+    let port = crate::daemon::free_port();
+    let mut text = std::fs::read_to_string(&deployment.config).unwrap();
+    text = text.replace(
+        "[worker]",
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{}\"\n\n[worker]",
+            crate::daemon::TOKEN
+        ),
+    );
+    std::fs::write(&deployment.config, text).unwrap();
+    let _daemon =
+        crate::daemon::Daemon::start(&deployment.config, deployment.dir.path(), port, &[]);
+    let (status, page) = crate::daemon::Api::at(port)
+        .call(reqwest::Method::GET, "/v1/policies", None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["policies"][0]["max_age"], "90d", "{page}");
 }
 
 /// A deployment whose policy `old-events` purges every seeded row in batches of 10 with a
