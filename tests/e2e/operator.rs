@@ -763,4 +763,50 @@ async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
     // the rows removed before the resume would show far more.
     assert!((1..=110).contains(&rate), "rate {rate}: {}", bars[0]);
     assert!(bars[0].contains("ETA 0:00:"), "{}", bars[0]);
+
+    // SIGINT (as `kill -INT` sends it; a Ctrl-C key is also echoed by the terminal itself): the
+    // stop is said above the bar, and no frame of the bar stays.
+    let pane = tmux(&socket)
+        .args(["list-panes", "-t", "purge", "-F", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let shell = String::from_utf8_lossy(&pane.stdout).trim().to_owned();
+    let child = std::process::Command::new("pgrep")
+        .args(["-P", &shell])
+        .output()
+        .unwrap();
+    let purge = String::from_utf8_lossy(&child.stdout).trim().to_owned();
+    assert!(
+        !purge.is_empty(),
+        "no purge process under the pane's shell {shell}"
+    );
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &purge])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let begun = Instant::now();
+    let screen = loop {
+        let capture = tmux(&socket)
+            .args(["capture-pane", "-p", "-t", "purge"])
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&capture.stdout).into_owned();
+        if screen.contains("resume with:") {
+            break screen;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(20),
+            "the purge did not stop:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        screen.contains("stopping at the end of the batch in flight"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("/300 rows"),
+        "a frame of the bar stayed on the screen:\n{screen}"
+    );
 }

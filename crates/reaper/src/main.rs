@@ -43,9 +43,10 @@ use crate::commands::{CommandError, CommandResult};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo's output is for people; its logs stay quiet unless REAPER_LOG asks otherwise.
+    // The demo's and a purge's output is for people (a purge's is a live progress bar, which a
+    // log line would break); their logs stay quiet unless REAPER_LOG asks otherwise.
     let default_filter = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Configured(ConfiguredCommand::Purge { .. }) => "warn",
         Command::Configured(_) => "warn,reaper=info,reaper_engine=info",
     };
     init_logging(cli.log_format, default_filter);

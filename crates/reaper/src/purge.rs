@@ -230,7 +230,8 @@ pub(crate) async fn run_foreground(
     let lease = settings.config.worker.lease.as_duration();
     let resume = settings.command_line(&format!("purge --resume {}", job.id));
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = stop_on_signal(stop.clone())?;
+    let shown = Arc::new(std::sync::OnceLock::new());
+    let signals = stop_on_signal(stop.clone(), shown.clone())?;
     let run_settings = foreground_settings(lease);
 
     let validated = validate(
@@ -268,6 +269,7 @@ pub(crate) async fn run_foreground(
         );
     }
     let bar = progress_bar(total, already)?;
+    let _ = shown.set(bar.clone());
     let ticker = show_progress(bar.clone(), already, total, run_settings.progress.clone());
 
     let should_stop = || stop.load(Ordering::Relaxed);
@@ -282,14 +284,24 @@ pub(crate) async fn run_foreground(
 
 /// Sets `stop` on the first stop signal (SIGHUP too: a closed terminal should pause a purge,
 /// not kill it mid-batch).
-fn stop_on_signal(stop: Arc<AtomicBool>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// The message goes above the bar once there is one (`shown`), so no frame of it stays behind.
+fn stop_on_signal(
+    stop: Arc<AtomicBool>,
+    shown: Arc<std::sync::OnceLock<ProgressBar>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut listening = crate::signals::StopSignals::new(true)?;
     Ok(tokio::spawn(async move {
         listening.recv().await;
         stop.store(true, Ordering::Relaxed);
-        eprintln!(
-            "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
-        );
+        let say = || {
+            eprintln!(
+                "stopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
+            )
+        };
+        match shown.get() {
+            Some(bar) => bar.suspend(say),
+            None => say(),
+        }
     }))
 }
 
@@ -315,7 +327,9 @@ fn progress_bar(total: u64, already: u64) -> anyhow::Result<ProgressBar> {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {msg}",
+            // A fixed width, not the terminal's: a line that fills the terminal wraps when the
+            // terminal echoes `^C` after it, and the wrapped frame would stay on the screen.
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} rows  {msg}",
         )?
         .progress_chars("=> "),
     );
