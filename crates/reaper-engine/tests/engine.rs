@@ -211,22 +211,25 @@ async fn the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow(backend: 
     let mut s = setup(backend, 6_000).await;
     let matching = "tenant_id IN (0, 1, 2, 3)";
     let expected = s.test.ids("events", matching).await;
-    // A target no batch can reach (10 s): every full batch grows by half, up to the maximum.
-    s.catalog = throttled(Throttle {
+    // A target no batch can reach (10 s): every full batch grows by half, up to the maximum,
+    // from the target's batch size (a job's own batch_size would be a ceiling).
+    let mut events = throttled(Throttle {
         adaptive: Some(Adaptive {
             target: Duration::from_secs(10),
             min: 20,
             max: 400,
         }),
         ..Throttle::default()
-    });
+    })
+    .get("events")
+    .unwrap()
+    .clone();
+    events.batch_size = 40;
+    s.catalog = Catalog::new([events]);
     let all_tenants =
         serde_json::json!([{"column": "tenant_id", "op": "in", "value": [0, 1, 2, 3]}]);
     let id = s
-        .submit(
-            job("events", all_tenants, serde_json::json!({"batch_size": 40})),
-            5,
-        )
+        .submit(job("events", all_tenants, serde_json::json!({})), 5)
         .await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     let sizes = batch_sizes(&s, &id).await;
