@@ -1,37 +1,20 @@
 //! The CLI against real databases: migrate, enqueue, run, status, config check.
 
 use reaper_core::sql::Backend;
+use reaper_testkit::Removal;
+use reaper_testkit::engine::erase_tenant;
 
 use crate::{Deployment, config_text, reaper, run, stderr, stdout};
-
-fn erase_tenant(tenant: i64, extra: serde_json::Value) -> serde_json::Value {
-    let mut job = serde_json::json!({
-        "target": "events",
-        "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": tenant}]},
-        "requested_by": "e2e", "reason": "erase tenant"
-    });
-    if let (Some(job), serde_json::Value::Object(extra)) = (job.as_object_mut(), extra) {
-        job.extend(extra);
-    }
-    job
-}
 
 async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
     let deployment = Deployment::new(backend, 3_000).await;
     deployment.migrate();
-    let matching = "tenant_id = 3";
-    let expected = deployment.test.ids("events", matching).await;
-    let untouched = deployment.test.checksum("events", "tenant_id <> 3").await;
+    let expected = deployment.test.ids("events", "tenant_id = 3").await;
+    let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(3, serde_json::json!({"batch_size": 70})));
     deployment.run_until_idle(&[]);
-    assert!(deployment.test.ids("events", matching).await.is_empty());
-    assert_eq!(
-        deployment.test.checksum("events", "tenant_id <> 3").await,
-        untouched
-    );
     deployment
-        .test
-        .assert_exactly_once(&id, &expected, 70)
+        .assert_done_once(&id, &before, &expected, 70)
         .await;
 
     let status = run(deployment.reaper().args(["status", &id, "--audit"]));
@@ -45,19 +28,12 @@ async fn a_failure_before_commit_is_retried_and_accounted_exactly_once(backend: 
     let deployment = Deployment::new(backend, 3_000).await;
     deployment.migrate();
     let expected = deployment.test.ids("events", "tenant_id = 7").await;
+    let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(7, serde_json::json!({"batch_size": 40})));
     // Batches 1 and 2 commit; batch 3 fails after its delete, before COMMIT; the retry resumes.
     deployment.run_until_idle(&[("FAILPOINTS", "batch::before_commit=2*off->1*return->off")]);
-    assert!(
-        deployment
-            .test
-            .ids("events", "tenant_id = 7")
-            .await
-            .is_empty()
-    );
-    deployment
-        .test
-        .assert_exactly_once(&id, &expected, 40)
+    before
+        .assert_removed_exactly(&deployment.test, &expected, Removal::Hard, 40)
         .await;
     let attempts = deployment
         .test
@@ -85,6 +61,7 @@ async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
     let deployment = Deployment::new(backend, 1_000).await;
     deployment.migrate();
     let expected = deployment.test.ids("events", "tenant_id = 6").await;
+    let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(6, serde_json::json!({"batch_size": 30})));
     for file in ["queue.db", "queue.db-wal", "queue.db-shm"] {
         let path = deployment.dir.path().join(file);
@@ -95,16 +72,8 @@ async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
     // Past `stranded_after` (1 s in the test config), the pending job counts as lost.
     std::thread::sleep(std::time::Duration::from_millis(1_200));
     deployment.run_until_idle(&[]);
-    assert!(
-        deployment
-            .test
-            .ids("events", "tenant_id = 6")
-            .await
-            .is_empty()
-    );
     deployment
-        .test
-        .assert_exactly_once(&id, &expected, 30)
+        .assert_done_once(&id, &before, &expected, 30)
         .await;
 }
 
@@ -115,6 +84,7 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend
     let deployment = Deployment::new(backend, 2_000).await;
     deployment.migrate();
     let expected = deployment.test.ids("events", "tenant_id = 8").await;
+    let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(8, serde_json::json!({"batch_size": 10})));
     // 20 batches of 200 ms each: the signal lands mid-job.
     let mut daemon = deployment
@@ -173,33 +143,16 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend
         "stopped after {batches} batches"
     );
     deployment.run_until_idle(&[]);
-    assert!(
-        deployment
-            .test
-            .ids("events", "tenant_id = 8")
-            .await
-            .is_empty()
-    );
+    // A clean stop is not a failed attempt.
     deployment
-        .test
-        .assert_exactly_once(&id, &expected, 10)
+        .assert_done_once(&id, &before, &expected, 10)
         .await;
-    assert_eq!(
-        deployment
-            .test
-            .int(&format!(
-                "SELECT attempts FROM reaper_jobs WHERE id = '{id}'"
-            ))
-            .await,
-        1,
-        "a clean stop is not a failed attempt"
-    );
 }
 
 async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend: Backend) {
     let deployment = Deployment::new(backend, 500).await;
     deployment.migrate();
-    let everything = deployment.test.checksum("events", "1 = 1").await;
+    let before = deployment.test.snapshot_events().await;
     let cases = [
         (
             serde_json::json!({"target": "events", "requested_by": "e2e", "reason": "x"}),
@@ -245,16 +198,13 @@ async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend
         0
     );
     deployment.run_until_idle(&[]);
-    assert_eq!(
-        deployment.test.checksum("events", "1 = 1").await,
-        everything
-    );
+    before.assert_untouched(&deployment.test).await;
 }
 
 async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
     let deployment = Deployment::new(backend, 1_000).await;
     deployment.migrate();
-    let everything = deployment.test.checksum("events", "1 = 1").await;
+    let before = deployment.test.snapshot_events().await;
     let job = erase_tenant(
         2,
         serde_json::json!({"dry_run": true, "idempotency_key": "look-first"}),
@@ -266,10 +216,7 @@ async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
         "a repeated idempotency key yields the same job"
     );
     deployment.run_until_idle(&[]);
-    assert_eq!(
-        deployment.test.checksum("events", "1 = 1").await,
-        everything
-    );
+    before.assert_untouched(&deployment.test).await;
     assert_eq!(
         deployment
             .test

@@ -1,13 +1,19 @@
 //! The daemon on Redis and PostgreSQL, through its producers (HTTP API, plain Redis commands)
-//! and under failure: cancel, SIGTERM, SIGKILL, FLUSHALL, a killed database connection, and
-//! transient failures that never stop. Each test has its own database and its own queue name.
+//! and under failure: cancel, SIGTERM, SIGKILL, SIGSTOP past the lease, FLUSHALL, a Redis
+//! restart, a dead daemon's intake messages, a killed database connection, and transient
+//! failures that never stop. Each test has its own database and its own queue name; each fault
+//! test first proves the fault hit where it claims; every test that deletes proves the
+//! invariants with a snapshot of the table (`reaper_testkit::TableSnapshot`) and checks the
+//! job's attempts.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use reaper_core::sql::Backend;
-use reaper_testkit::{PrivateRedis, TestQueue};
+use reaper_testkit::engine::assert_clean;
+use reaper_testkit::{PrivateRedis, Removal, TableSnapshot, TestDatabase, TestQueue};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -73,6 +79,19 @@ impl RedisDeployment {
         }
     }
 
+    /// A deployment with what a deleting test needs before anything runs: the keys matching
+    /// `condition` and a snapshot of `events`.
+    pub(crate) async fn prepared(
+        rows: u32,
+        private_redis: Option<&PrivateRedis>,
+        condition: &str,
+    ) -> (Self, BTreeSet<String>, TableSnapshot) {
+        let d = Self::new(rows, private_redis).await;
+        let matching = d.deployment.test.ids("events", condition).await;
+        let before = d.deployment.test.snapshot_events().await;
+        (d, matching, before)
+    }
+
     pub(crate) fn start(&self, env: &[(&str, &str)]) -> Daemon {
         Daemon::start(
             &self.deployment.config,
@@ -122,7 +141,7 @@ impl Daemon {
             .stderr(file)
             .spawn()
             .unwrap();
-        let daemon = Self {
+        let mut daemon = Self {
             child: Some(child),
             log,
         };
@@ -130,6 +149,10 @@ impl Daemon {
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return daemon;
+            }
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                daemon.child = None;
+                panic!("daemon exited with {status}:\n{}", daemon.log_text());
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -140,12 +163,58 @@ impl Daemon {
         }
     }
 
+    /// The daemon's log so far, without terminal colours.
     pub(crate) fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        strip_colours(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits until the log has a line containing every one of `needles`; that line (without
+    /// terminal colours).
+    pub(crate) fn wait_for_log(&self, needles: &[&str], limit: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log_text();
+            if let Some(line) = log
+                .lines()
+                .find(|line| needles.iter().all(|needle| line.contains(needle)))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no log line with {needles:?} within {limit:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGSTOP, returning once the kernel reports the process stopped.
+    pub(crate) fn freeze(&self) {
+        self.signal("STOP");
+        let stat = format!("/proc/{}/stat", self.pid());
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap();
+            // `pid (comm) state …`: the state follows the command's closing parenthesis.
+            if text
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('T')
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the daemon did not stop: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub(crate) fn signal(&self, signal: &str) {
@@ -174,12 +243,30 @@ impl Daemon {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`).
+fn strip_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 impl Drop for Daemon {
@@ -255,7 +342,7 @@ impl Api {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    async fn job(&self, id: &str) -> Value {
+    pub(crate) async fn job(&self, id: &str) -> Value {
         let (status, body) = self
             .call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
             .await;
@@ -263,20 +350,100 @@ impl Api {
         body
     }
 
-    /// Polls until the job is in `state`, within `limit`.
-    pub(crate) async fn wait_for(&self, id: &str, state: &str, limit: Duration) -> Value {
+    /// Polls the job until `until` holds for it, within `limit`; the job then.
+    pub(crate) async fn wait_until(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        until: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
             let job = self.job(id).await;
-            if job["state"] == state {
+            if until(&job) {
                 return job;
             }
             assert!(
                 started.elapsed() < limit,
-                "job {id} not {state} within {limit:?}: {job}"
+                "job {id}: not {what} within {limit:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until the job is in `state`, within `limit`.
+    pub(crate) async fn wait_for(&self, id: &str, state: &str, limit: Duration) -> Value {
+        self.wait_until(id, state, limit, |job| job["state"] == state)
+            .await
+    }
+
+    /// Polls until the job is `done`, and checks it took exactly `attempts` claims and
+    /// recorded no error.
+    pub(crate) async fn wait_done(&self, id: &str, attempts: i64, limit: Duration) -> Value {
+        let job = self.wait_for(id, "done", limit).await;
+        assert_eq!(
+            (job["attempts"].as_i64(), &job["last_error"]),
+            (Some(attempts), &Value::Null),
+            "job {id}: attempts and last error: {job}"
+        );
+        job
+    }
+
+    /// Waits until a job with this idempotency key is in the ledger; its id.
+    pub(crate) async fn wait_for_key(&self, key: &str, limit: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let (_, listed) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/jobs?idempotency_key={key}"),
+                    None,
+                )
+                .await;
+            if let Some(id) = listed["jobs"][0]["id"].as_str() {
+                return id.to_owned();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no job with key {key} within {limit:?}: {listed}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the job has committed `batches` batches and is still running: a fault
+    /// injected now hits a job in the middle of its run.
+    pub(crate) async fn wait_mid_run(&self, id: &str, batches: i64) -> Value {
+        let job = self
+            .wait_until(id, "running", Duration::from_secs(20), |job| {
+                job["batches"].as_i64().unwrap() >= batches
+            })
+            .await;
+        assert_eq!(job["state"], "running", "the job is not mid-run: {job}");
+        job
+    }
+}
+
+/// Sessions of reaper on this test's PostgreSQL database in `state` (`idle in transaction`:
+/// a batch between its statement and its COMMIT, where the slow-batch fault point holds it).
+async fn reaper_sessions(test: &TestDatabase, state: &str) -> i64 {
+    test.int(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = 'reaper' AND state = '{state}'"
+    ))
+    .await
+}
+
+/// Waits, 10 s at most, until a batch is inside its transaction.
+async fn wait_mid_batch(test: &TestDatabase) {
+    let started = Instant::now();
+    while reaper_sessions(test, "idle in transaction").await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no batch was seen inside its transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -294,13 +461,10 @@ fn erase_tenant(tenant: i64, extra: Value) -> Value {
 }
 
 #[tokio::test]
-async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
-    let d = RedisDeployment::new(2_000, None).await;
-    let test = &d.deployment.test;
+async fn the_api_refuses_a_missing_or_wrong_token_and_health_needs_none() {
+    let d = RedisDeployment::new(10, None).await;
     let _daemon = d.start(&[]);
     let api = d.api();
-
-    // Without the token, or with a wrong one: 401, nothing runs.
     let response = reqwest::Client::new()
         .post(format!("{}/v1/jobs", api.base))
         .json(&erase_tenant(1, json!({})))
@@ -308,6 +472,7 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
+    // One character off, same length.
     let response = reqwest::Client::new()
         .get(format!("{}/v1/jobs", api.base))
         .bearer_auth("test-token-0123456789abcdeX")
@@ -315,9 +480,49 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(
+        d.deployment
+            .test
+            .int("SELECT count(*) FROM reaper_jobs")
+            .await,
+        0
+    );
+    let client = reqwest::Client::new();
+    // Ready once the workers have polled for a few intervals without an error.
+    let started = Instant::now();
+    loop {
+        let response = client
+            .get(format!("{}/readyz", api.base))
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/readyz not 200 within 10 s: {}",
+            response.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = client
+            .get(format!("{}{path}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+}
 
-    // An invalid job: 400 naming the field; nothing is written.
-    let everything = test.checksum("events", "1 = 1").await;
+#[tokio::test]
+async fn the_api_refuses_an_invalid_job_naming_the_field_and_records_nothing() {
+    let d = RedisDeployment::new(500, None).await;
+    let test = &d.deployment.test;
+    let before = test.snapshot_events().await;
+    let _daemon = d.start(&[]);
+    let api = d.api();
     let (status, body) = api
         .call(
             reqwest::Method::POST,
@@ -337,66 +542,28 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("oops"), "{body}");
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 0);
-    assert_eq!(test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(test).await;
+}
 
-    // A job runs to done; a repeated idempotency key yields the same job.
-    let expected = test.ids("events", "tenant_id = 3").await;
+#[tokio::test]
+async fn an_api_job_is_done_exactly_once_and_a_repeated_key_returns_it() {
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id = 3").await;
+    let test = &d.deployment.test;
+    let _daemon = d.start(&[]);
+    let api = d.api();
     let job = erase_tenant(3, json!({"idempotency_key": "erase-3", "batch_size": 50}));
     let id = api.submit(&job).await;
     let (status, again) = api
         .call(reqwest::Method::POST, "/v1/jobs", Some(&job))
         .await;
     assert_eq!((status, again["id"].as_str()), (200, Some(id.as_str())));
-    let done = api.wait_for(&id, "done", Duration::from_secs(20)).await;
+    let done = api.wait_done(&id, 1, Duration::from_secs(20)).await;
     assert_eq!(done["rows_deleted"], expected.len());
-    test.assert_exactly_once(&id, &expected, 50).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 50)
+        .await;
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 1);
-
-    let (status, audit) = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{id}/audit?limit=2"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{audit}");
-    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
-    assert_eq!(audit["entries"][0]["batch_no"], 1);
-    assert_eq!(audit["next_after_batch"], 2);
-    let (status, listed) = api
-        .call(
-            reqwest::Method::GET,
-            "/v1/jobs?state=done&target=events",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(listed["jobs"][0]["id"], id.as_str());
-    let (status, _) = api
-        .call(reqwest::Method::GET, "/v1/jobs?state=finished", None)
-        .await;
-    assert_eq!(status, 400);
-    let (status, _) = api
-        .call(reqwest::Method::GET, "/v1/jobs/no-such-job", None)
-        .await;
-    assert_eq!(status, 404);
-
-    // Operational endpoints.
-    let client = reqwest::Client::new();
-    let ready = client
-        .get(format!("{}/readyz", api.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
-    let metrics = client
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.text("/metrics").await;
     // Per-policy series exist once a policy is configured (tests/e2e/retention.rs).
     for name in reaper_engine::instruments::ALWAYS {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
@@ -411,10 +578,69 @@ async fn the_api_accepts_runs_lists_and_audits_jobs_and_refuses_what_it_must() {
 }
 
 #[tokio::test]
-async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
-    let d = RedisDeployment::new(1_000, None).await;
+async fn the_api_pages_a_job_s_audit_and_lists_jobs_by_state_and_target() {
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 3").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 2").await;
+    let _daemon = d.start(&[]);
+    let api = d.api();
+    let id = api
+        .submit(&erase_tenant(3, json!({"batch_size": 30})))
+        .await;
+    api.wait_done(&id, 1, Duration::from_secs(20)).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 30)
+        .await;
+    let (status, audit) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{id}/audit?limit=2"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(audit["entries"][0]["batch_no"], 1);
+    assert_eq!(audit["next_after_batch"], 2);
+    let (status, rest) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{id}/audit?after_batch=2"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["entries"][0]["batch_no"], 3);
+    assert_eq!(
+        rest["entries"].as_array().unwrap().len(),
+        expected.len().div_ceil(30) - 2
+    );
+    let (status, listed) = api
+        .call(
+            reqwest::Method::GET,
+            "/v1/jobs?state=done&target=events",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["jobs"][0]["id"], id.as_str());
+    let (status, none) = api
+        .call(reqwest::Method::GET, "/v1/jobs?state=pending", None)
+        .await;
+    assert_eq!((status, none["jobs"].as_array().unwrap().len()), (200, 0));
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/jobs?state=finished", None)
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/jobs/no-such-job", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 2").await;
+    let test = &d.deployment.test;
     let _daemon = d.start(&[]);
     let mut redis = d.redis().await;
     let intake = format!("{}:intake", d.queue_name);
@@ -431,37 +657,29 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
         .unwrap();
 
     let api = d.api();
-    let started = Instant::now();
-    let id = loop {
-        let (_, listed) = api
-            .call(
-                reqwest::Method::GET,
-                "/v1/jobs?idempotency_key=from-redis-2",
-                None,
-            )
-            .await;
-        if let Some(id) = listed["jobs"][0]["id"].as_str() {
-            break id.to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not accepted: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    api.wait_for(&id, "done", Duration::from_secs(20)).await;
-    test.assert_exactly_once(&id, &expected, 100).await;
+    let id = api
+        .wait_for_key("from-redis-2", Duration::from_secs(10))
+        .await;
+    api.wait_done(&id, 1, Duration::from_secs(20)).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 100)
+        .await;
 
     // The two bad messages are refused with their error, and nothing else was accepted.
     let rejected_key = format!("{}:intake:rejected", d.queue_name);
     let started = Instant::now();
     let rejected: Vec<String> = loop {
         let rejected: Vec<String> = redis.lrange(&rejected_key, 0, -1).await.unwrap();
-        if rejected.len() == 2 || started.elapsed() > Duration::from_secs(10) {
+        if rejected.len() >= 2 {
             break rejected;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "two messages not rejected within 10 s: {rejected:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
     let errors: Vec<String> = rejected
         .iter()
         .map(|entry| {
@@ -491,20 +709,24 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
 /// Every batch takes at least this long in these tests (a fault point), so signals land mid-job.
 const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
 
+/// A job on tenants 1 and 2 (200 rows) in batches of 20.
+fn erase_two_tenants() -> Value {
+    json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"})
+}
+
 #[tokio::test]
 async fn cancel_stops_a_running_job_at_a_batch_boundary() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, matching, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let before = test.ids("events", "tenant_id IN (1, 2)").await;
-    let _daemon = d.start(&[SLOW_BATCHES]);
+    // One long slice: the job stays running (no hand-over between slices) until cancelled.
+    let _daemon = d.start(&[
+        SLOW_BATCHES,
+        ("REAPER_WORKER__LEASE", "60s"),
+        ("REAPER_WORKER__SLICE", "30s"),
+    ]);
     let api = d.api();
-    let job = json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"});
-    let id = api.submit(&job).await;
-    let started = Instant::now();
-    while api.job(&id).await["batches"].as_i64().unwrap() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = api.submit(&erase_two_tenants()).await;
+    api.wait_mid_run(&id, 2).await;
     let (status, body) = api
         .call(
             reqwest::Method::POST,
@@ -517,11 +739,15 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
     let cancelled = api
         .wait_for(&id, "cancelled", Duration::from_secs(10))
         .await;
-    let after = test.ids("events", "tenant_id IN (1, 2)").await;
-    let deleted: std::collections::BTreeSet<String> = before.difference(&after).cloned().collect();
-    assert!(!after.is_empty() && !deleted.is_empty(), "{cancelled}");
-    assert_eq!(cancelled["rows_deleted"], deleted.len());
-    test.assert_exactly_once(&id, &deleted, 20).await;
+    assert_clean(test, &id, reaper_core::lifecycle::JobState::Cancelled, 1).await;
+    let checked = before
+        .assert_removed_within(test, &matching, Removal::Hard, 20)
+        .await;
+    assert!(
+        !checked.removed.is_empty() && checked.removed.len() < matching.len(),
+        "{cancelled}"
+    );
+    assert_eq!(cancelled["rows_deleted"], checked.removed.len());
     let (status, _) = api
         .call(
             reqwest::Method::POST,
@@ -532,64 +758,138 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
     assert_eq!(status, 409);
 }
 
-/// SIGTERM mid-job: exit 0 within the grace period; a new daemon finishes exactly once.
+/// SIGTERM mid-job: exit 0 within the grace period, the job `pending` again with its attempt
+/// given back; a new daemon finishes exactly once.
 #[tokio::test]
 async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_exactly_once() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
     let mut daemon = d.start(&[SLOW_BATCHES]);
     let api = d.api();
-    let job = json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"});
-    let id = api.submit(&job).await;
-    while api.job(&id).await["batches"].as_i64().unwrap() < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = api.submit(&erase_two_tenants()).await;
+    api.wait_mid_run(&id, 2).await;
     daemon.signal("TERM");
     let (status, took) = daemon.wait(Duration::from_secs(10));
     assert!(status.success(), "{status}:\n{}", daemon.log_text());
     assert!(took < Duration::from_secs(5), "took {took:?} (grace 5 s)");
-    let stopped = test
-        .int(&format!(
-            "SELECT rows_deleted FROM reaper_jobs WHERE id = '{id}'"
-        ))
-        .await;
+    let stopped = api_less_job(test, &id).await;
+    assert_eq!(stopped.0, "pending", "{stopped:?}");
     assert!(
-        (stopped as usize) < expected.len(),
-        "the job finished before the signal"
+        stopped.1 < expected.len() as i64,
+        "the job finished before the signal: {stopped:?}"
     );
     drop(daemon);
 
     let _second = d.start(&[]);
-    let done = api.wait_for(&id, "done", Duration::from_secs(20)).await;
+    let done = api.wait_done(&id, 1, Duration::from_secs(20)).await;
     assert_eq!(done["rows_deleted"], expected.len());
-    test.assert_exactly_once(&id, &expected, 20).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
+        .await;
 }
 
 /// SIGKILL mid-job: another daemon takes the job over once the dead one's lease expires (3 s
 /// here; 15 s by default) and finishes it exactly once.
 #[tokio::test]
 async fn sigkill_mid_job_another_daemon_finishes_exactly_once() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
     let mut first = d.start(&[SLOW_BATCHES]);
     let api = d.api();
-    let job = json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"});
-    let id = api.submit(&job).await;
-    while api.job(&id).await["batches"].as_i64().unwrap() < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = api.submit(&erase_two_tenants()).await;
+    api.wait_mid_run(&id, 2).await;
     first.kill();
     let killed = Instant::now();
+    // Killed mid-run: the ledger still says running, with rows left.
+    let orphan = api_less_job(test, &id).await;
+    assert_eq!(orphan.0, "running");
+    assert!(orphan.1 < expected.len() as i64, "finished before the kill");
     let _second = d.start(&[]);
-    let done = api.wait_for(&id, "done", Duration::from_secs(30)).await;
+    // The first claim, and the takeover.
+    let done = api.wait_done(&id, 2, Duration::from_secs(30)).await;
     eprintln!(
         "recovered and finished {:?} after the kill",
         killed.elapsed()
     );
     assert_eq!(done["rows_deleted"], expected.len());
-    test.assert_exactly_once(&id, &expected, 20).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
+        .await;
+}
+
+/// A job's state and rows deleted, read from the ledger (the daemon that served the API may be
+/// dead).
+async fn api_less_job(test: &TestDatabase, id: &str) -> (String, i64) {
+    let state = test
+        .strings(&format!("SELECT state FROM reaper_jobs WHERE id = '{id}'"))
+        .await;
+    let rows = test
+        .int(&format!(
+            "SELECT rows_deleted FROM reaper_jobs WHERE id = '{id}'"
+        ))
+        .await;
+    (state[0].clone(), rows)
+}
+
+/// A worker frozen (SIGSTOP) between batches past its lease: another daemon takes the job over;
+/// woken (SIGCONT), the first one's next write to the job (its slice's hand-over) is refused by
+/// the lease check, and the job is finished exactly once by the second.
+#[tokio::test]
+async fn a_worker_frozen_past_its_lease_is_refused_when_it_wakes() {
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
+    let test = &d.deployment.test;
+    // A 1 s pause after each batch: the worker spends nearly all its time between batches,
+    // outside any transaction (a frozen transaction would hold the job's ledger row).
+    let first = d.start(&[("REAPER_TARGETS__EVENTS__PAUSE", "1s")]);
+    let api = d.api();
+    let id = api
+        .submit(&json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 50, "requested_by": "t", "reason": "r"}))
+        .await;
+    let running = api.wait_mid_run(&id, 1).await;
+    let owner = running["lease_owner"].clone();
+    // Freeze it between batches: no session of it inside a transaction.
+    let started = Instant::now();
+    loop {
+        first.freeze();
+        if reaper_sessions(test, "idle in transaction").await == 0
+            && reaper_sessions(test, "active").await == 0
+        {
+            break;
+        }
+        first.signal("CONT");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "could not freeze the worker between batches"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second daemon (without the pause) takes the job over once the lease (3 s) expired.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let second = Daemon::start(
+        &d.deployment.config,
+        d.deployment.dir.path(),
+        port,
+        &[("REAPER_API__LISTEN", listen.as_str())],
+    );
+    let second_api = Api::at(port);
+    second_api
+        .wait_until(&id, "taken over", Duration::from_secs(20), |job| {
+            job["lease_owner"] != owner && job["lease_owner"].is_string() || job["state"] == "done"
+        })
+        .await;
+    first.signal("CONT");
+    let done = second_api.wait_done(&id, 2, Duration::from_secs(20)).await;
+    assert_eq!(done["rows_deleted"], expected.len());
+    // Woken past its slice, the first worker's hand-over was refused by the lease check.
+    first.wait_for_log(
+        &["Lost the job's lease; another worker has it."],
+        Duration::from_secs(10),
+    );
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 50)
+        .await;
+    drop(second);
 }
 
 /// FLUSHALL mid-run (on a private Redis: it would wipe other tests' keys): the job is in the
@@ -597,58 +897,148 @@ async fn sigkill_mid_job_another_daemon_finishes_exactly_once() {
 #[tokio::test]
 async fn flushall_mid_run_loses_no_job() {
     let redis_server = PrivateRedis::start();
-    let d = RedisDeployment::new(2_000, Some(&redis_server)).await;
+    let (d, expected, before) =
+        RedisDeployment::prepared(2_000, Some(&redis_server), "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
     let _daemon = d.start(&[SLOW_BATCHES]);
     let api = d.api();
-    let job = json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"});
-    let id = api.submit(&job).await;
-    while api.job(&id).await["batches"].as_i64().unwrap() < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = api.submit(&erase_two_tenants()).await;
+    api.wait_mid_run(&id, 2).await;
     let mut redis = d.redis().await;
     let _: () = redis::cmd("FLUSHALL")
         .query_async(&mut redis)
         .await
         .unwrap();
+    let mid = api_less_job(test, &id).await;
+    assert!(
+        mid.1 < expected.len() as i64,
+        "the job finished before the flush"
+    );
     let done = api.wait_for(&id, "done", Duration::from_secs(40)).await;
+    // The run in flight survives the flush (it is detached from apalis' handler).
+    assert!(done["attempts"].as_i64().unwrap() <= 2, "{done}");
+    assert_eq!(done["last_error"], Value::Null, "{done}");
     assert_eq!(done["rows_deleted"], expected.len());
-    test.assert_exactly_once(&id, &expected, 20).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
+        .await;
+}
+
+/// A job accepted while every worker is frozen (SIGSTOP), whose queue message is then lost,
+/// comes back only through the reconciler: it says so in its log, and the job finishes once.
+async fn a_lost_message_is_brought_back_by_the_reconciler(lose: impl FnOnce(&mut PrivateRedis)) {
+    let mut redis_server = PrivateRedis::start();
+    let (d, expected, before) =
+        RedisDeployment::prepared(1_000, Some(&redis_server), "tenant_id = 4").await;
+    let test = &d.deployment.test;
+    let daemon = d.start(&[]);
+    daemon.freeze();
+    let id = d
+        .deployment
+        .enqueue(&erase_tenant(4, json!({"batch_size": 30})));
+    assert!(redis_server.keys() > 0, "the job was never enqueued");
+    lose(&mut redis_server);
+    assert_eq!(redis_server.keys(), 0, "the message survived");
+    // Still pending and never claimed: no worker took it before the loss.
+    assert_eq!(
+        reaper_testkit::engine::job_state(test, &id).await,
+        ("pending".to_owned(), 0, None)
+    );
+    daemon.signal("CONT");
+    let line = daemon.wait_for_log(
+        &["Re-enqueued a job the queue had lost.", &id],
+        Duration::from_secs(20),
+    );
+    assert!(line.contains("state=pending"), "{line}");
+    d.api().wait_done(&id, 1, Duration::from_secs(20)).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 30)
+        .await;
+}
+
+#[tokio::test]
+async fn a_message_flushed_before_any_worker_took_it_is_reconciled() {
+    a_lost_message_is_brought_back_by_the_reconciler(|redis| {
+        let mut connection = redis::Client::open(redis.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = redis::cmd("FLUSHALL").query(&mut connection).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_lost_in_a_redis_restart_without_data_is_reconciled() {
+    a_lost_message_is_brought_back_by_the_reconciler(PrivateRedis::restart).await;
+}
+
+/// A daemon that died holding intake messages it had claimed but not submitted: a live daemon
+/// hands them back (and says so), submits them, and the job runs exactly once.
+#[tokio::test]
+async fn a_dead_daemon_s_claimed_intake_messages_are_handed_back_and_run_once() {
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 5").await;
+    let test = &d.deployment.test;
+    let mut redis = d.redis().await;
+    // What a daemon that died mid-claim leaves: the message in its claimed list, its last
+    // heartbeat long ago.
+    let job = erase_tenant(5, json!({"idempotency_key": "claimed-by-the-dead"}));
+    let dead = "dead-daemon-1";
+    let _: i64 = redis
+        .lpush(
+            format!("{}:intake:claimed:{dead}", d.queue_name),
+            job.to_string(),
+        )
+        .await
+        .unwrap();
+    let _: i64 = redis
+        .zadd(format!("{}:intake:daemons", d.queue_name), dead, 1_000)
+        .await
+        .unwrap();
+    let daemon = d.start(&[]);
+    let line = daemon.wait_for_log(
+        &["Handed back the intake messages of a dead daemon.", dead],
+        Duration::from_secs(20),
+    );
+    assert!(line.contains("returned=1"), "{line}");
+    let api = d.api();
+    let id = api
+        .wait_for_key("claimed-by-the-dead", Duration::from_secs(10))
+        .await;
+    api.wait_done(&id, 1, Duration::from_secs(20)).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 100)
+        .await;
+    assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 1);
+    let left: i64 = redis
+        .llen(format!("{}:intake:claimed:{dead}", d.queue_name))
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
 }
 
 /// The worker's database connection is killed mid-batch: the batch rolls back, the run is
 /// retried, and the job completes exactly once.
 #[tokio::test]
 async fn a_killed_database_connection_is_retried_and_the_job_completes() {
-    let d = RedisDeployment::new(2_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id IN (1, 2)").await;
     let _daemon = d.start(&[SLOW_BATCHES]);
     let api = d.api();
-    let job = json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"});
-    let id = api.submit(&job).await;
-    while api.job(&id).await["batches"].as_i64().unwrap() < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let database = test.url.rsplit('/').next().unwrap().to_owned();
-    let admin = sea_orm::Database::connect(reaper_testkit::postgres_admin_url())
-        .await
-        .unwrap();
-    use sea_orm::ConnectionTrait;
+    let id = api.submit(&erase_two_tenants()).await;
+    api.wait_mid_run(&id, 2).await;
     // Mid-batch: the fault point holds each batch 100 ms between its statement and COMMIT, when
     // the worker's session is `idle in transaction` (a session merely `active` may be running
     // the COMMIT of a batch that is then safe already).
     let started = Instant::now();
     loop {
-        let killed = admin
-            .execute_unprepared(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' \
-                 AND application_name = 'reaper' AND state = 'idle in transaction'"
-            ))
-            .await
-            .unwrap();
-        if killed.rows_affected() >= 1 {
+        let killed = test
+            .int(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'reaper' AND state = 'idle in transaction'",
+            )
+            .await;
+        if killed >= 1 {
             break;
         }
         assert!(
@@ -659,8 +1049,13 @@ async fn a_killed_database_connection_is_retried_and_the_job_completes() {
     }
     let done = api.wait_for(&id, "done", Duration::from_secs(30)).await;
     assert_eq!(done["rows_deleted"], expected.len());
-    assert!(done["attempts"].as_i64().unwrap() >= 2, "{done}");
-    test.assert_exactly_once(&id, &expected, 20).await;
+    assert_eq!(
+        done["attempts"], 2,
+        "one failed attempt, one that finished: {done}"
+    );
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
+        .await;
 }
 
 /// A job that fails transiently every time is dead after max_attempts, with its error.
@@ -668,7 +1063,7 @@ async fn a_killed_database_connection_is_retried_and_the_job_completes() {
 async fn a_job_failing_transiently_every_time_is_dead_after_max_attempts() {
     let d = RedisDeployment::new(500, None).await;
     let test = &d.deployment.test;
-    let everything = test.checksum("events", "1 = 1").await;
+    let before = test.snapshot_events().await;
     let _daemon = d.start(&[("FAILPOINTS", "batch::before_commit=return")]);
     let api = d.api();
     let id = api.submit(&erase_tenant(1, json!({}))).await;
@@ -679,15 +1074,14 @@ async fn a_job_failing_transiently_every_time_is_dead_after_max_attempts() {
         error.starts_with("gave up after 5 attempts") && error.contains("injected fault"),
         "{error}"
     );
-    assert_eq!(test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(test).await;
 }
 
 /// The Rust client crate, as another service would use it.
 #[tokio::test]
 async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 4").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 4").await;
     let _daemon = d.start(&[]);
     let client = reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), TOKEN).unwrap();
 
@@ -712,6 +1106,16 @@ async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
         (job.state.as_str(), job.rows_deleted as usize),
         ("done", expected.len())
     );
+    assert_clean(
+        test,
+        &submitted.id,
+        reaper_core::lifecycle::JobState::Done,
+        1,
+    )
+    .await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 30)
+        .await;
     let audit = client.audit(&submitted.id).await.unwrap();
     assert_eq!(audit.len(), expected.len().div_ceil(30));
     assert_eq!(
@@ -748,7 +1152,7 @@ async fn the_rust_client_enqueues_follows_and_reads_the_audit() {
 async fn the_cli_enqueues_from_flags_lists_and_cancels() {
     let d = RedisDeployment::new(500, None).await;
     let test = &d.deployment.test;
-    let everything = test.checksum("events", "1 = 1").await;
+    let before = test.snapshot_events().await;
     let output = crate::run(d.deployment.reaper().args([
         "enqueue",
         "--target",
@@ -794,7 +1198,7 @@ async fn the_cli_enqueues_from_flags_lists_and_cancels() {
     );
     let again = crate::run(d.deployment.reaper().args(["cancel", &id]));
     assert!(!again.status.success());
-    assert_eq!(test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(test).await;
 
     let check = crate::run(d.deployment.reaper().args(["config", "check"]));
     assert!(check.status.success(), "{}", crate::stderr(&check));
@@ -809,21 +1213,23 @@ async fn the_cli_enqueues_from_flags_lists_and_cancels() {
 /// finishes the job exactly once.
 #[tokio::test]
 async fn a_second_signal_exits_at_once_and_the_batch_rolls_back() {
-    let d = RedisDeployment::new(1_000, None).await;
+    let (d, expected, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 1").await;
     let test = &d.deployment.test;
-    let expected = test.ids("events", "tenant_id = 1").await;
     let mut daemon = d.start(&[("FAILPOINTS", "batch::before_commit=sleep(3000)")]);
     let api = d.api();
     let id = api
         .submit(&erase_tenant(1, json!({"batch_size": 20})))
         .await;
-    // Wait until the first batch is inside its transaction (the job is claimed).
-    while api.job(&id).await["state"] != "running" {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first batch is inside its transaction, held by the fault point before its COMMIT.
+    wait_mid_batch(test).await;
     daemon.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Still there: the first signal waits for the batch in flight.
+    assert_eq!(
+        reaper_sessions(test, "idle in transaction").await,
+        1,
+        "the batch left its transaction before the second signal"
+    );
     let second = Instant::now();
     daemon.signal("TERM");
     let (status, _) = daemon.wait(Duration::from_secs(5));
@@ -843,6 +1249,9 @@ async fn a_second_signal_exits_at_once_and_the_batch_rolls_back() {
     );
     drop(daemon);
     let _second = d.start(&[]);
-    api.wait_for(&id, "done", Duration::from_secs(30)).await;
-    test.assert_exactly_once(&id, &expected, 20).await;
+    // The first claim died with the process; the second finished.
+    api.wait_done(&id, 2, Duration::from_secs(30)).await;
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
+        .await;
 }

@@ -2,7 +2,7 @@
 //! - every metric name the Grafana dashboard and the Prometheus rules use is one `/metrics`
 //!   exports (the retention-policy metrics with a `[[retention]]` policy configured);
 //! - the compose stack's configuration and init SQL run a job end to end on PostgreSQL and Redis,
-//!   and the daemon stops on SIGTERM within the grace the deploy files give it;
+//!   and the daemon, stopped mid-job by SIGTERM, exits within the grace the deploy files give it;
 //! - the Kubernetes ConfigMap's configuration passes `reaper config check` and `migrate`.
 //!
 //! Containers are not started (no engine on the test machines): the pieces they run are.
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use reaper_core::sql::Backend;
-use reaper_testkit::{TestDatabase, TestQueue};
+use reaper_testkit::{Removal, TestDatabase, TestQueue};
 use serde_json::json;
 
 use crate::daemon::{Api, Daemon, TOKEN, free_port};
@@ -133,6 +133,8 @@ async fn scrape_metrics(extra_config: &str) -> String {
     ) + extra_config;
     std::fs::write(&deployment.config, text).unwrap();
     deployment.migrate();
+    let matching = deployment.test.ids("events", "tenant_id = 1").await;
+    let before = deployment.test.snapshot_events().await;
     let mut command = deployment.reaper();
     command.env("REAPER_API_TOKEN", TOKEN);
     let _daemon = Daemon::spawn(command, deployment.dir.path(), port);
@@ -145,7 +147,10 @@ async fn scrape_metrics(extra_config: &str) -> String {
             "reason": "metrics",
         }))
         .await;
-    api.wait_for(&id, "done", Duration::from_secs(30)).await;
+    api.wait_done(&id, 1, Duration::from_secs(30)).await;
+    before
+        .assert_removed_exactly(&deployment.test, &matching, Removal::Hard, 100)
+        .await;
     api.text("/metrics").await
 }
 
@@ -234,8 +239,20 @@ async fn database_initialized_like_compose() -> TestDatabase {
     test
 }
 
+/// `worker.shutdown_grace` of deploy/compose/reaper.toml, in whole seconds.
+fn compose_shutdown_grace() -> Duration {
+    let text = repository_file("deploy/compose/reaper.toml");
+    let value = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("shutdown_grace = \""))
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|value| value.strip_suffix('s'))
+        .expect("deploy/compose/reaper.toml has no shutdown_grace in seconds");
+    Duration::from_secs(value.parse().unwrap())
+}
+
 #[tokio::test]
-async fn the_compose_configuration_runs_a_job_and_stops_within_its_grace() {
+async fn the_compose_configuration_runs_a_job_and_stops_mid_job_within_its_grace() {
     let test = database_initialized_like_compose().await;
     assert_eq!(test.int("SELECT count(*) FROM sessions").await, 100_000);
     let queue = TestQueue::new().await;
@@ -249,11 +266,15 @@ async fn the_compose_configuration_runs_a_job_and_stops_within_its_grace() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("backend = \"redis\""));
 
-    // The `reaper` service: erase one user's sessions through the API.
-    let mut daemon = Daemon::spawn(compose_command(&test, &queue, port), dir.path(), port);
+    // The `reaper` service (its batches slowed, so that a stop lands mid-job): erase one
+    // user's sessions through the API.
+    let mut command = compose_command(&test, &queue, port);
+    command.env("FAILPOINTS", "batch::before_commit=sleep(200)");
+    let mut daemon = Daemon::spawn(command, dir.path(), port);
     let api = Api::at(port);
     let expected = test.ids("sessions", "user_id = 42").await;
     assert_eq!(expected.len(), 100);
+    let before = test.snapshot("sessions", "sessions", "id", None).await;
     let id = api
         .submit(&json!({
             "target": "sessions",
@@ -262,21 +283,50 @@ async fn the_compose_configuration_runs_a_job_and_stops_within_its_grace() {
             "reason": "erasure through the compose configuration",
         }))
         .await;
-    let job = api.wait_for(&id, "done", Duration::from_secs(30)).await;
+    let job = api.wait_done(&id, 1, Duration::from_secs(30)).await;
     assert_eq!(job["rows_deleted"], 100, "{job}");
-    test.assert_exactly_once(&id, &expected, 1000).await;
-    assert_eq!(test.int("SELECT count(*) FROM sessions").await, 99_900);
+    before
+        .assert_removed_exactly(&test, &expected, Removal::Hard, 1000)
+        .await;
     let metrics = api.text("/metrics").await;
     assert!(
         metrics.contains("reaper_rows_deleted_total{target=\"sessions\",mode=\"hard\"} 100"),
         "{metrics}"
     );
 
-    // compose's stop_grace_period and Kubernetes' terminationGracePeriodSeconds are 45 s.
+    // A long job in flight: SIGTERM stops it within the configured grace, which stays under
+    // the 45 s compose's stop_grace_period and Kubernetes' terminationGracePeriodSeconds give.
+    let grace = compose_shutdown_grace();
+    assert!(grace < Duration::from_secs(45), "{grace:?}");
+    let matching = test.ids("sessions", "user_id = 43").await;
+    let before = test.snapshot("sessions", "sessions", "id", None).await;
+    let id = api
+        .submit(&json!({
+            "target": "sessions",
+            "filter": {"all": [{"column": "user_id", "op": "eq", "value": 43}]},
+            "batch_size": 5,
+            "requested_by": "deploy-test",
+            "reason": "a job to stop",
+        }))
+        .await;
+    api.wait_mid_run(&id, 2).await;
     daemon.signal("TERM");
-    let (status, took) = daemon.wait(Duration::from_secs(45));
+    let (status, took) = daemon.wait(grace + Duration::from_secs(5));
     assert!(status.success(), "exit status {status} after SIGTERM");
-    eprintln!("stopped {took:?} after SIGTERM");
+    assert!(
+        took < grace,
+        "stopped {took:?} after SIGTERM, grace {grace:?}"
+    );
+    eprintln!("stopped {took:?} after SIGTERM, mid-job");
+    let checked = before
+        .assert_removed_within(&test, &matching, Removal::Hard, 5)
+        .await;
+    assert!(
+        checked.removed.len() < matching.len(),
+        "the job finished before the signal"
+    );
+    reaper_testkit::engine::assert_clean(&test, &id, reaper_core::lifecycle::JobState::Pending, 0)
+        .await;
 }
 
 /// The `reaper.toml` block of deploy/kubernetes/configmap.yaml.

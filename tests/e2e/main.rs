@@ -1,5 +1,7 @@
-//! End-to-end tests: the real `reaper` binary, as a user runs it, against real SQLite and
-//! PostgreSQL (one fresh database per test; see reaper-testkit).
+//! End-to-end tests: the real `reaper` binary, as a user runs it (one fresh database per test;
+//! see reaper-testkit). The CLI and `reaper purge` on SQLite, PostgreSQL and MariaDB; the
+//! daemon, scheduled retention and the deploy files on PostgreSQL with Redis. Every test that
+//! deletes proves the invariants with a snapshot of the table (`reaper_testkit::TableSnapshot`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -7,7 +9,9 @@ mod cli;
 mod daemon;
 mod demo;
 mod deploy;
+mod hostile_input;
 mod operator;
+mod outages;
 mod redis_bounds;
 mod retention;
 
@@ -87,6 +91,32 @@ impl Deployment {
             stderr(&output)
         );
         stdout(&output).trim().to_owned()
+    }
+
+    /// The job ended `done` after one attempt, with no error, having removed exactly
+    /// `expected` since `before` (every invariant of [`reaper_testkit::TableSnapshot`]).
+    pub(crate) async fn assert_done_once(
+        &self,
+        id: &str,
+        before: &reaper_testkit::TableSnapshot,
+        expected: &std::collections::BTreeSet<String>,
+        max_batch: i64,
+    ) {
+        reaper_testkit::engine::assert_clean(
+            &self.test,
+            id,
+            reaper_core::lifecycle::JobState::Done,
+            1,
+        )
+        .await;
+        before
+            .assert_removed_exactly(
+                &self.test,
+                expected,
+                reaper_testkit::Removal::Hard,
+                max_batch,
+            )
+            .await;
     }
 
     pub(crate) fn run_until_idle(&self, extra_env: &[(&str, &str)]) {

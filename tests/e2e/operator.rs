@@ -590,11 +590,13 @@ async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
         "{text}"
     );
     assert!(text.contains("--stop-at-max-rows"), "{text}");
-    assert!(!text.contains("raise --max-rows"), "{text}");
+    assert!(!text.contains("raise max_rows"), "{text}");
     // Below it, raising is advice that works.
     let lower = purge(&["--max-rows", "50"]);
     assert!(
-        stderr(&lower).contains("raise --max-rows (target `events` allows up to 100)"),
+        stderr(&lower).contains(
+            "raise max_rows (--max-rows for `reaper purge`; target `events` allows up to 100)"
+        ),
         "{}",
         stderr(&lower)
     );
@@ -656,13 +658,25 @@ async fn operator_an_explicit_batch_size_is_a_ceiling_for_adaptive_sizing() {
     .unwrap();
     deployment.migrate();
     let expected = deployment.test.ids("events", "tenant_id = 4").await;
+    let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(4, 20));
     deployment.run_until_idle(&[]);
     // Every batch at most 20 rows (the invariant checker's size bound), and all of them.
-    deployment
-        .test
-        .assert_exactly_once(&id, &expected, 20)
+    before
+        .assert_removed_exactly(
+            &deployment.test,
+            &expected,
+            reaper_testkit::Removal::Hard,
+            20,
+        )
         .await;
+    reaper_testkit::engine::assert_clean(
+        &deployment.test,
+        &id,
+        reaper_core::lifecycle::JobState::Done,
+        1,
+    )
+    .await;
     assert_eq!(
         deployment
             .test

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reaper_core::sql::Backend;
+use reaper_testkit::Removal;
 use serde_json::Value;
 
 use crate::daemon::{Daemon, RedisDeployment, free_port};
@@ -58,15 +59,30 @@ async fn wait_until(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> 
     }
 }
 
-#[tokio::test]
-async fn three_daemons_submit_exactly_one_job_per_window() {
-    let setup = RedisDeployment::new(3_000, None).await;
+/// A Redis deployment with the policy `every-second` on `tenant`'s rows (`extra` keys added),
+/// the tenant's keys and a snapshot of `events`.
+async fn every_second_on_tenant(
+    rows: u32,
+    tenant: i64,
+    extra: &str,
+) -> (
+    RedisDeployment,
+    BTreeSet<String>,
+    reaper_testkit::TableSnapshot,
+) {
+    let condition = format!("tenant_id = {tenant}");
+    let (setup, matching, before) = RedisDeployment::prepared(rows, None, &condition).await;
     add_to_config(
         &setup.deployment,
-        &policy("every-second", 7, "* * * * * *", ""),
+        &policy("every-second", tenant, "* * * * * *", extra),
     );
+    (setup, matching, before)
+}
+
+#[tokio::test]
+async fn three_daemons_submit_exactly_one_job_per_window() {
+    let (setup, tenant, before) = every_second_on_tenant(3_000, 7, "").await;
     let test = &setup.deployment.test;
-    let tenant = test.ids("events", "tenant_id = 7").await;
     assert_eq!(tenant.len(), 300);
 
     let ports = [setup.port, free_port(), free_port()];
@@ -86,9 +102,19 @@ async fn three_daemons_submit_exactly_one_job_per_window() {
             )
         })
         .collect();
-    wait_until(Duration::from_secs(20), "six windows", async || {
-        windows(&setup.deployment, "every-second").await.len() >= 6
-    })
+    let all_started = Utc::now();
+    wait_until(
+        Duration::from_secs(20),
+        "four windows with every daemon up",
+        async || {
+            windows(&setup.deployment, "every-second")
+                .await
+                .iter()
+                .filter(|window| **window > all_started)
+                .count()
+                >= 4
+        },
+    )
     .await;
     for daemon in &daemons {
         daemon.signal("TERM");
@@ -126,42 +152,38 @@ async fn three_daemons_submit_exactly_one_job_per_window() {
     }
     let created = logs.matches("Submitted a retention window.").count()
         + logs.matches("Caught up on a window missed").count();
-    let deduplicated = logs
-        .matches("Another daemon submitted this window.")
-        .count();
     assert_eq!(created, windows.len(), "jobs created vs windows:\n{logs}");
-    assert!(
-        deduplicated >= windows.len(),
-        "{deduplicated} ticks deduplicated for {} windows:\n{logs}",
-        windows.len()
-    );
-    assert_eq!(
-        test.int("SELECT count(*) FROM reaper_jobs WHERE policy = 'every-second'")
-            .await,
-        i64::try_from(windows.len()).unwrap()
-    );
+    // One job per window although every daemon ticked it: each window between the first and
+    // the last was handled by all three daemons (one created its job, the others found it, or
+    // skipped it behind an unfinished run).
+    let last = *windows.last().unwrap();
+    let ticked_by_all: Vec<&DateTime<Utc>> = windows
+        .iter()
+        .filter(|window| **window > all_started + chrono::Duration::seconds(1) && **window < last)
+        .collect();
+    assert!(ticked_by_all.len() >= 2, "{windows:?} after {all_started}");
+    for window in ticked_by_all {
+        let mention = format!("window={}", window.format("%Y-%m-%d %H:%M:%S UTC"));
+        let handled = logs
+            .lines()
+            .filter(|line| line.contains(&mention))
+            .filter(|line| {
+                line.contains("Submitted a retention window.")
+                    || line.contains("Another daemon submitted this window.")
+                    || line.contains("Skipped a window")
+            })
+            .count();
+        assert_eq!(handled, 3, "{mention} handled {handled} times:\n{logs}");
+    }
     // Every tenant-7 row was removed once, and audited once, across all the windows' jobs.
-    assert!(test.ids("events", "tenant_id = 7").await.is_empty());
-    let audited = test
-        .int(&format!(
-            "SELECT {} FROM reaper_audit a JOIN reaper_jobs j ON j.id = a.job_id WHERE j.policy = 'every-second'",
-            test.as_int("COALESCE(SUM(a.row_count), 0)")
-        ))
+    before
+        .assert_removed_exactly(test, &tenant, Removal::Hard, 100)
         .await;
-    assert_eq!(audited, 300);
-    assert_eq!(
-        test.int(&format!(
-            "SELECT {} FROM reaper_jobs WHERE policy = 'every-second'",
-            test.as_int("SUM(rows_deleted)")
-        ))
-        .await,
-        300
-    );
 }
 
 #[tokio::test]
 async fn a_window_missed_while_every_daemon_was_down_runs_once_at_start_up() {
-    let setup = RedisDeployment::new(1_000, None).await;
+    let (setup, tenant, snapshot) = RedisDeployment::prepared(1_000, None, "tenant_id = 7").await;
     add_to_config(
         &setup.deployment,
         &policy("every-3s", 7, "*/3 * * * * *", ""),
@@ -226,6 +248,9 @@ async fn a_window_missed_while_every_daemon_was_down_runs_once_at_start_up() {
         .collect();
     assert!(missed.is_empty(), "missed windows ran: {missed:?}");
     drop(second);
+    snapshot
+        .assert_removed_within(&setup.deployment.test, &tenant, Removal::Hard, 100)
+        .await;
 }
 
 fn deployment_config_with(deployment: &Deployment, target_keys: &str, policies: &str) {
@@ -260,18 +285,17 @@ async fn soft_then_hard_after_a_grace_period(backend: Backend) {
     );
     deployment.migrate();
     let test = &deployment.test;
-    let others = test.checksum("events", "tenant_id <> 5").await;
     let tenant = test.ids("events", "tenant_id = 5").await;
 
+    let before = test.snapshot_events().await;
     let output = run(deployment.reaper().args(["purge", "--policy", "expire"]));
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(
-        test.ids("events", "tenant_id = 5 AND deleted_at IS NOT NULL")
-            .await,
-        tenant,
-        "the soft policy marks every row of the tenant"
-    );
+    // The soft policy marks every row of the tenant, and changes nothing else.
+    before
+        .assert_removed_exactly(test, &tenant, Removal::Soft, 1_000)
+        .await;
     // Within the grace period the hard policy removes nothing.
+    let before = test.snapshot_events().await;
     let output = run(deployment
         .reaper()
         .args(["purge", "--policy", "purge-expired"]));
@@ -281,27 +305,19 @@ async fn soft_then_hard_after_a_grace_period(backend: Backend) {
         "{}",
         stdout(&output)
     );
-    assert_eq!(test.ids("events", "tenant_id = 5").await, tenant);
+    before.assert_untouched(test).await;
 
     // Ten days later (for half of them), the hard policy removes exactly those.
     test.exec(&backdate_soft_deletes(backend, 5)).await;
     let aged = test.ids("events", "tenant_id = 5 AND id % 2 = 0").await;
+    let before = test.snapshot_events().await;
     let output = run(deployment
         .reaper()
         .args(["purge", "--policy", "purge-expired"]));
     assert!(output.status.success(), "{}", stderr(&output));
-    let job_id = stdout(&output)
-        .split("(job ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        test.ids("events", "tenant_id = 5").await,
-        tenant.difference(&aged).cloned().collect::<BTreeSet<_>>()
-    );
-    test.assert_exactly_once(&job_id, &aged, 1_000).await;
-    assert_eq!(test.checksum("events", "tenant_id <> 5").await, others);
+    before
+        .assert_removed_exactly(test, &aged, Removal::Hard, 1_000)
+        .await;
 
     // `reaper policies` shows both, with their last runs and what the next run would remove.
     let output = run(deployment.reaper().args(["policies", "--json"]));
@@ -333,7 +349,7 @@ async fn a_dry_run_purge_writes_nothing(backend: Backend) {
     deployment_config_with(&deployment, "", &policy("old-tenant-4", 4, "0 3 * * *", ""));
     deployment.migrate();
     let test = &deployment.test;
-    let everything = test.checksum("events", "1 = 1").await;
+    let before = test.snapshot_events().await;
     let output = run(deployment
         .reaper()
         .args(["purge", "--policy", "old-tenant-4", "--dry-run"]));
@@ -377,7 +393,7 @@ async fn a_dry_run_purge_writes_nothing(backend: Backend) {
         "{}",
         stderr(&output)
     );
-    assert_eq!(test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(test).await;
     assert_eq!(test.int("SELECT count(*) FROM reaper_audit").await, 0);
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 0);
 }
@@ -393,6 +409,7 @@ async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend
     let test = &deployment.test;
     let tenant = test.ids("events", "tenant_id = 6").await;
     assert_eq!(tenant.len(), 200);
+    let before = test.snapshot_events().await;
 
     let log = deployment.dir.path().join("purge.out");
     let child = deployment
@@ -427,15 +444,14 @@ async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend
         .trim()
         .to_owned();
     // Stopped between batches: what is gone is exactly what the committed batches audited.
-    let left = test.ids("events", "tenant_id = 6").await.len();
-    let audited = test
-        .int(&format!(
-            "SELECT {} FROM reaper_audit WHERE job_id = '{resume}'",
-            test.as_int("COALESCE(SUM(row_count), 0)")
-        ))
+    let checked = before
+        .assert_removed_within(test, &tenant, Removal::Hard, 10)
         .await;
-    assert!(left > 0 && left < 200, "{left} rows left");
-    assert_eq!(200 - i64::try_from(left).unwrap(), audited);
+    assert!(
+        !checked.removed.is_empty() && checked.removed.len() < 200,
+        "{} rows removed",
+        checked.removed.len()
+    );
     assert_eq!(
         test.strings(&format!(
             "SELECT state FROM reaper_jobs WHERE id = '{resume}'"
@@ -451,14 +467,134 @@ async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend
         "{}",
         stdout(&output)
     );
-    test.assert_exactly_once(&resume, &tenant, 10).await;
+    before
+        .assert_removed_exactly(test, &tenant, Removal::Hard, 10)
+        .await;
+}
+
+/// A policy's run removes at most `max_rows_per_run`, the lowest keys first, ends `done` marked
+/// as stopped at its cap (`reaper policies`, and `reaper_policy_last_run_capped` = 1 on any
+/// daemon's `/metrics`); the next run continues, and one that finishes the rows is not capped.
+async fn a_policy_run_stops_at_max_rows_per_run_and_says_it_was_capped(backend: Backend) {
+    let deployment = Deployment::new(backend, 1_000).await;
+    let port = free_port();
+    deployment_config_with(
+        &deployment,
+        "",
+        &policy(
+            "capped",
+            3,
+            "0 0 0 1 1 * 2099",
+            "max_rows_per_run = 60\nbatch_size = 25\n",
+        ),
+    );
+    let text = std::fs::read_to_string(&deployment.config)
+        .unwrap()
+        .replace(
+            "[worker]",
+            &format!(
+                "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{}\"\n\n[worker]",
+                crate::daemon::TOKEN
+            ),
+        );
+    std::fs::write(&deployment.config, text).unwrap();
+    deployment.migrate();
+    let test = &deployment.test;
+    let tenant = test.ids("events", "tenant_id = 3").await;
+    assert_eq!(tenant.len(), 100);
+    let mut keys: Vec<i64> = tenant.iter().map(|key| key.parse().unwrap()).collect();
+    keys.sort_unstable();
+
+    let before = test.snapshot_events().await;
+    let output = run(deployment.reaper().args(["purge", "--policy", "capped"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lowest: BTreeSet<String> = keys[..60].iter().map(ToString::to_string).collect();
+    before
+        .assert_removed_exactly(test, &lowest, Removal::Hard, 25)
+        .await;
+    let output = run(deployment.reaper().args(["policies", "--json"]));
+    let shown: Vec<Value> = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(shown[0]["last_run"]["state"], "done", "{}", shown[0]);
+    assert_eq!(shown[0]["last_run"]["rows_deleted"], 60, "{}", shown[0]);
+    assert_eq!(
+        shown[0]["last_run"]["stopped_at_max_rows"], true,
+        "{}",
+        shown[0]
+    );
+    let capped_gauge = async || -> f64 {
+        let mut command = deployment.reaper();
+        command.env("REAPER_API_TOKEN", crate::daemon::TOKEN);
+        let _daemon = Daemon::spawn(command, deployment.dir.path(), port);
+        let metrics = crate::daemon::Api::at(port).text("/metrics").await;
+        metrics
+            .lines()
+            .find(|line| line.starts_with("reaper_policy_last_run_capped{policy=\"capped\"}"))
+            .unwrap_or_else(|| panic!("no capped gauge:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(capped_gauge().await, 1.0);
+
+    // The next run takes the remaining 40 and is not capped.
+    let before = test.snapshot_events().await;
+    let output = run(deployment.reaper().args(["purge", "--policy", "capped"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rest: BTreeSet<String> = keys[60..].iter().map(ToString::to_string).collect();
+    before
+        .assert_removed_exactly(test, &rest, Removal::Hard, 25)
+        .await;
+    assert_eq!(capped_gauge().await, 0.0);
 }
 
 reaper_testkit::on_every_backend!(
     soft_then_hard_after_a_grace_period,
     a_dry_run_purge_writes_nothing,
     ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it,
+    a_policy_run_stops_at_max_rows_per_run_and_says_it_was_capped,
 );
+
+/// Scheduling, not the database, decides this (PostgreSQL only): a policy whose run outlasts
+/// its windows skips them, saying so, and its runs never overlap.
+#[tokio::test]
+async fn a_policy_s_runs_never_overlap_and_windows_behind_an_unfinished_run_are_skipped() {
+    let (setup, tenant, before) = every_second_on_tenant(1_000, 2, "batch_size = 20\n").await;
+    let test = &setup.deployment.test;
+    // Five batches of 300 ms: a run spans about two windows.
+    let mut daemon = setup.start(&[("FAILPOINTS", "batch::before_commit=sleep(300)")]);
+    daemon.wait_for_log(&["Skipped a window"], Duration::from_secs(20));
+    wait_until(Duration::from_secs(20), "a run done", async || {
+        test.int(
+            "SELECT count(*) FROM reaper_jobs WHERE policy = 'every-second' AND state = 'done'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait(Duration::from_secs(15));
+    assert!(status.success(), "{}", daemon.log_text());
+    // Each run started after the previous one finished.
+    let runs = test
+        .optional_strings(&format!(
+            "SELECT {}, {} FROM reaper_jobs WHERE policy = 'every-second' ORDER BY created_at",
+            test.as_text("created_at"),
+            test.as_text("finished_at")
+        ))
+        .await;
+    for pair in runs.windows(2) {
+        let finished = reaper_testkit::parse_time(pair[0][1].as_deref().unwrap_or_else(|| {
+            panic!("a run was submitted while the previous one was unfinished: {runs:?}")
+        }));
+        let next = reaper_testkit::parse_time(pair[1][0].as_deref().unwrap());
+        assert!(next >= finished, "runs overlap: {runs:?}");
+    }
+    before
+        .assert_removed_within(test, &tenant, Removal::Hard, 20)
+        .await;
+}
 
 #[tokio::test]
 async fn policy_errors_stop_start_up_and_name_their_key() {
@@ -501,7 +637,7 @@ async fn policy_errors_stop_start_up_and_name_their_key() {
 
 #[tokio::test]
 async fn the_api_and_metrics_show_each_policy_s_last_run() {
-    let setup = RedisDeployment::new(1_000, None).await;
+    let (setup, tenant, before) = RedisDeployment::prepared(1_000, None, "tenant_id = 3").await;
     add_to_config(
         &setup.deployment,
         &format!(
@@ -523,6 +659,9 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
     })
     .await;
     assert!(view["last_success_at"].is_string(), "{view}");
+    before
+        .assert_removed_exactly(&setup.deployment.test, &tenant, Removal::Hard, 100)
+        .await;
     assert_eq!(
         setup
             .deployment

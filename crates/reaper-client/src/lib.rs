@@ -31,7 +31,8 @@ pub use reaper_core::views::{AuditView, Cancelled, FieldProblem, JobView, Progre
 /// What went wrong, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The job was refused; nothing was recorded or deleted. Fix the request.
+    /// The job was refused (invalid, or a body over the size limit); nothing was recorded or
+    /// deleted. Fix the request.
     #[error("{message}")]
     Invalid {
         /// The whole message.
@@ -45,13 +46,18 @@ pub enum ClientError {
     /// No such job.
     #[error("not found: {0}")]
     NotFound(String),
-    /// The request conflicts with the job's state (e.g. cancelling a finished job).
+    /// The request conflicts with the job's state (cancelling a finished job), or its
+    /// idempotency key belongs to a job submitted with a different request.
     #[error("conflict: {0}")]
     Conflict(String),
     /// reaper or its database is unavailable, or the network failed: retry later (with the
     /// same idempotency key, so a retry cannot create a second job).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// reaper failed for a reason on its side that retrying will not change (a stored job it
+    /// cannot read): report it, do not retry.
+    #[error("server error: {0}")]
+    Server(String),
     /// A response this client does not understand.
     #[error("unexpected response {status}: {body}")]
     Unexpected {
@@ -168,24 +174,31 @@ impl Client {
                 body: format!("{error}: {body}"),
             });
         }
-        let problem = serde_json::from_str::<Problem>(&body).ok();
-        let message = problem
-            .as_ref()
-            .map(|problem| problem.error.clone())
-            .unwrap_or_else(|| body.clone());
-        Err(match status {
-            400 => ClientError::Invalid {
-                message,
-                fields: problem
-                    .and_then(|problem| problem.fields)
-                    .unwrap_or_default(),
-            },
-            401 => ClientError::Unauthorized(message),
-            404 => ClientError::NotFound(message),
-            409 => ClientError::Conflict(message),
-            429 | 500..=599 => ClientError::Unavailable(message),
-            _ => ClientError::Unexpected { status, body },
-        })
+        Err(error_for(status, body))
+    }
+}
+
+/// The error a non-2xx reply stands for, by the status's intent: only 429, 502, 503 and 504
+/// (and network failures) are worth retrying; a 500 is reaper's own permanent failure.
+fn error_for(status: u16, body: String) -> ClientError {
+    let problem = serde_json::from_str::<Problem>(&body).ok();
+    let message = problem
+        .as_ref()
+        .map(|problem| problem.error.clone())
+        .unwrap_or_else(|| body.clone());
+    match status {
+        400 | 413 => ClientError::Invalid {
+            message,
+            fields: problem
+                .and_then(|problem| problem.fields)
+                .unwrap_or_default(),
+        },
+        401 => ClientError::Unauthorized(message),
+        404 => ClientError::NotFound(message),
+        409 => ClientError::Conflict(message),
+        429 | 502..=504 => ClientError::Unavailable(message),
+        500..=599 => ClientError::Server(message),
+        _ => ClientError::Unexpected { status, body },
     }
 }
 
@@ -218,5 +231,29 @@ mod tests {
             Err(ClientError::Config(_))
         ));
         assert!(Client::new("http://127.0.0.1:8080/", "t").is_ok());
+    }
+
+    #[test]
+    fn only_what_may_pass_is_transient() {
+        let invalid = r#"{"error":"invalid job: reason: is required","fields":[{"field":"reason","message":"is required"}]}"#;
+        match error_for(400, invalid.into()) {
+            ClientError::Invalid { fields, .. } => assert_eq!(fields[0].field, "reason"),
+            other => panic!("{other:?}"),
+        }
+        for (status, transient) in [
+            (400, false),
+            (401, false),
+            (404, false),
+            (409, false),
+            (413, false),
+            (429, true),
+            (500, false),
+            (502, true),
+            (503, true),
+            (504, true),
+        ] {
+            let error = error_for(status, r#"{"error":"x"}"#.into());
+            assert_eq!(error.is_transient(), transient, "{status}: {error:?}");
+        }
     }
 }

@@ -173,7 +173,14 @@ pub struct ApiConfig {
     /// through the environment (`REAPER_API_TOKEN`) rather than a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// How long a `/v1` call waits for the database before it answers 503 with `Retry-After`
+    /// (default [`DEFAULT_LEDGER_WAIT_SECS`] seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_wait: Option<Span>,
 }
+
+/// The default of `api.ledger_wait`, in seconds.
+pub const DEFAULT_LEDGER_WAIT_SECS: u64 = 5;
 
 fn default_poll_interval() -> Span {
     Span::from_millis(200)

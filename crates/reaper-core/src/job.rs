@@ -139,6 +139,291 @@ impl Op {
     }
 }
 
+/// A job read field by field from JSON: the request with every well-formed field, and one
+/// problem per field whose type or shape is wrong (which is then left at its default, so the
+/// catalog checks can still report everything else at once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The request, with malformed fields at their defaults and malformed conditions left out.
+    pub request: JobRequest,
+    /// Shape and type problems, each with its field path.
+    pub errors: Vec<crate::validate::FieldError>,
+    /// For each condition kept in `request.filter.all`, its index in the submitted list.
+    pub kept_conditions: Vec<usize>,
+}
+
+/// Every top-level field of the wire format.
+const FIELDS: &[&str] = &[
+    "target",
+    "filter",
+    "all_rows",
+    "mode",
+    "batch_size",
+    "max_rows",
+    "stop_at_max_rows",
+    "dry_run",
+    "requested_by",
+    "reason",
+    "idempotency_key",
+];
+
+/// The operators' wire names.
+const OPS: &[Op] = &[
+    Op::Eq,
+    Op::Ne,
+    Op::Lt,
+    Op::Le,
+    Op::Gt,
+    Op::Ge,
+    Op::In,
+    Op::IsNull,
+    Op::NotNull,
+    Op::OlderThan,
+];
+
+/// Reads a job from a JSON value field by field, so that every problem is reported with its
+/// field (serde would stop at the first one, naming a line and column). `null` means absent
+/// for optional fields, as with serde.
+pub fn parse(value: &serde_json::Value) -> Parsed {
+    use serde_json::Value as Json;
+
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| {
+        errors.push(crate::validate::FieldError {
+            field: field.to_owned(),
+            message,
+        })
+    };
+    let mut request = JobRequest {
+        target: String::new(),
+        filter: Filter::default(),
+        all_rows: false,
+        mode: None,
+        batch_size: None,
+        max_rows: None,
+        stop_at_max_rows: false,
+        dry_run: false,
+        requested_by: String::new(),
+        reason: String::new(),
+        idempotency_key: None,
+    };
+    let mut kept_conditions = Vec::new();
+    let Some(object) = value.as_object() else {
+        fail(
+            "job",
+            format!("must be a JSON object; got {}", json_kind(value)),
+        );
+        return Parsed {
+            request,
+            errors,
+            kept_conditions,
+        };
+    };
+    for key in object.keys() {
+        if !FIELDS.contains(&key.as_str()) {
+            fail(
+                key,
+                format!(
+                    "unknown field `{key}`; the fields are: {}",
+                    FIELDS.join(", ")
+                ),
+            );
+        }
+    }
+    let present = |name: &str| object.get(name).filter(|value| !value.is_null());
+
+    for (name, slot) in [
+        ("target", &mut request.target),
+        ("requested_by", &mut request.requested_by),
+        ("reason", &mut request.reason),
+    ] {
+        match present(name) {
+            Some(Json::String(text)) => *slot = text.clone(),
+            Some(other) => fail(name, format!("must be a string; got {}", json_kind(other))),
+            None => fail(name, "is required".into()),
+        }
+    }
+    match present("idempotency_key") {
+        None => {}
+        Some(Json::String(text)) => request.idempotency_key = Some(text.clone()),
+        Some(other) => fail(
+            "idempotency_key",
+            format!("must be a string; got {}", json_kind(other)),
+        ),
+    }
+    for (name, slot) in [
+        ("all_rows", &mut request.all_rows),
+        ("stop_at_max_rows", &mut request.stop_at_max_rows),
+        ("dry_run", &mut request.dry_run),
+    ] {
+        match present(name) {
+            None => {}
+            Some(Json::Bool(flag)) => *slot = *flag,
+            Some(other) => fail(
+                name,
+                format!("must be true or false; got {}", json_kind(other)),
+            ),
+        }
+    }
+    match present("mode") {
+        None => {}
+        Some(Json::String(text)) if text == "hard" => request.mode = Some(Mode::Hard),
+        Some(Json::String(text)) if text == "soft" => request.mode = Some(Mode::Soft),
+        Some(other) => fail("mode", format!("must be \"hard\" or \"soft\"; got {other}")),
+    }
+    match present("batch_size") {
+        None => {}
+        Some(value) => match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(size) => request.batch_size = Some(size),
+            None => fail(
+                "batch_size",
+                format!("must be a whole number of rows; got {value}"),
+            ),
+        },
+    }
+    match present("max_rows") {
+        None => {}
+        Some(value) => match value.as_u64() {
+            Some(rows) => request.max_rows = Some(rows),
+            None => fail(
+                "max_rows",
+                format!("must be a whole number of rows; got {value}"),
+            ),
+        },
+    }
+    match present("filter") {
+        None => {}
+        Some(Json::Object(filter)) => {
+            for key in filter.keys() {
+                if key != "all" {
+                    fail(
+                        &format!("filter.{key}"),
+                        format!("unknown field `{key}`; a filter has only `all`"),
+                    );
+                }
+            }
+            match filter.get("all") {
+                Some(Json::Array(conditions)) => {
+                    for (index, condition) in conditions.iter().enumerate() {
+                        let path = format!("filter.all[{index}]");
+                        if let Some(condition) = parse_condition(condition, &path, &mut fail) {
+                            request.filter.all.push(condition);
+                            kept_conditions.push(index);
+                        }
+                    }
+                }
+                Some(other) => fail(
+                    "filter.all",
+                    format!("must be a list of conditions; got {}", json_kind(other)),
+                ),
+                None => fail("filter.all", "is required in a filter".into()),
+            }
+        }
+        Some(other) => fail(
+            "filter",
+            format!(
+                "must be an object like {{\"all\": [conditions]}}; got {}",
+                json_kind(other)
+            ),
+        ),
+    }
+    Parsed {
+        request,
+        errors,
+        kept_conditions,
+    }
+}
+
+fn parse_condition(
+    value: &serde_json::Value,
+    path: &str,
+    fail: &mut impl FnMut(&str, String),
+) -> Option<Condition> {
+    use serde_json::Value as Json;
+
+    let Some(object) = value.as_object() else {
+        fail(
+            path,
+            format!(
+                "must be an object with column, op and value; got {}",
+                json_kind(value)
+            ),
+        );
+        return None;
+    };
+    let mut ok = true;
+    for key in object.keys() {
+        if !matches!(key.as_str(), "column" | "op" | "value") {
+            fail(
+                &format!("{path}.{key}"),
+                format!("unknown field `{key}`; a condition has column, op and value"),
+            );
+            ok = false;
+        }
+    }
+    let column = match object.get("column") {
+        Some(Json::String(column)) => Some(column.clone()),
+        Some(other) => {
+            fail(
+                &format!("{path}.column"),
+                format!("must be a string; got {}", json_kind(other)),
+            );
+            None
+        }
+        None => {
+            fail(&format!("{path}.column"), "is required".into());
+            None
+        }
+    };
+    let names: Vec<&str> = OPS.iter().map(|op| op.as_str()).collect();
+    let op = match object.get("op") {
+        Some(Json::String(text)) => {
+            let op = OPS.iter().copied().find(|op| op.as_str() == text);
+            if op.is_none() {
+                fail(
+                    &format!("{path}.op"),
+                    format!(
+                        "unknown operator {text:?}; the operators are: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+            op
+        }
+        Some(other) => {
+            fail(
+                &format!("{path}.op"),
+                format!("must be one of {}; got {other}", names.join(", ")),
+            );
+            None
+        }
+        None => {
+            fail(&format!("{path}.op"), "is required".into());
+            None
+        }
+    };
+    let value = object
+        .get("value")
+        .filter(|value| !value.is_null())
+        .cloned();
+    match (ok, column, op) {
+        (true, Some(column), Some(op)) => Some(Condition { column, op, value }),
+        _ => None,
+    }
+}
+
+/// What kind of JSON value this is, for messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //!
 //! - [`catalog`]: the targets a deployment allows jobs to delete from;
 //! - [`job`]: the public JSON wire format of a deletion job (what producers send);
+//! - [`lifecycle`]: a job's states in the ledger and the result it ends with;
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
 //! - [`retention`]: retention policies and the windows of their schedules;
@@ -19,6 +20,7 @@
 pub mod catalog;
 pub mod config;
 pub mod job;
+pub mod lifecycle;
 pub mod retention;
 pub mod span;
 pub mod sql;

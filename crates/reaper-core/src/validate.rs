@@ -139,6 +139,60 @@ pub struct ValidatedJob {
     pub reason: String,
 }
 
+impl ValidatedJob {
+    /// The `max_rows` safety rail, checked before anything is deleted: a job that may not stop
+    /// at its cap (`stop_at_max_rows` unset) is refused when more rows match than it may
+    /// delete. `matching` need not be counted past `max_rows + 1`.
+    pub fn check_max_rows(&self, matching: u64) -> Result<(), OverMaxRows> {
+        if self.stop_at_max_rows || matching <= self.max_rows {
+            return Ok(());
+        }
+        Err(OverMaxRows {
+            max_rows: self.max_rows,
+            target: self.target.name.clone(),
+            target_max_rows: self.target.max_rows,
+        })
+    }
+}
+
+/// More rows match than the job may delete; nothing was deleted. Its message gives advice
+/// that works: raising `max_rows` only while the target allows more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverMaxRows {
+    /// The job's cap.
+    pub max_rows: u64,
+    /// The target's name.
+    pub target: String,
+    /// The most the target allows a job to ask for.
+    pub target_max_rows: u64,
+}
+
+impl std::fmt::Display for OverMaxRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than max_rows ({}) rows match; nothing was done: the job is refused before its \
+             first batch and nothing was deleted. Narrow the filter",
+            self.max_rows
+        )?;
+        if self.max_rows < self.target_max_rows {
+            write!(
+                f,
+                ", raise max_rows (--max-rows for `reaper purge`; target `{}` allows up to {})",
+                self.target, self.target_max_rows
+            )?;
+        }
+        write!(
+            f,
+            ", or let it stop at its cap (stop_at_max_rows; --stop-at-max-rows for `reaper purge`) \
+             to remove {} rows now and the rest in later runs",
+            self.max_rows
+        )
+    }
+}
+
+impl std::error::Error for OverMaxRows {}
+
 /// Checks `request` against `catalog`. `as_of` is the job's reference time: `older_than`
 /// conditions become `column < as_of - age`, so a retried job keeps the same cutoff.
 pub fn validate(
@@ -154,6 +208,22 @@ pub fn validate(
         })
     };
 
+    // Every string a job carries ends up in the ledger, an audit row or a bound parameter.
+    // PostgreSQL cannot store a NUL character in text at all, and SQLite's text functions stop
+    // at one, so a NUL is refused on every backend (MariaDB would store it).
+    for (field, text) in [
+        ("target", Some(request.target.as_str())),
+        ("requested_by", Some(request.requested_by.as_str())),
+        ("reason", Some(request.reason.as_str())),
+        ("idempotency_key", request.idempotency_key.as_deref()),
+    ] {
+        if text.is_some_and(has_nul) {
+            fail(field, NUL_MESSAGE.into());
+        }
+    }
+    if has_nul(&request.target) {
+        return Err(ValidationError { errors });
+    }
     if request.requested_by.trim().is_empty() {
         fail(
             "requested_by",
@@ -262,6 +332,57 @@ pub fn validate(
         requested_by: request.requested_by.clone(),
         reason: request.reason.clone(),
     })
+}
+
+/// Why a string with a NUL character is refused.
+const NUL_MESSAGE: &str =
+    "contains a NUL character (\\u0000), which the databases reaper writes to cannot store";
+
+fn has_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
+/// Reads a job from JSON and checks it against `catalog`, reporting every problem at once:
+/// type and shape errors ([`crate::job::parse`]) together with what [`validate`] finds in the
+/// fields that were well formed. The request is returned only when there is no problem.
+pub fn check_json(
+    value: &Json,
+    catalog: &Catalog,
+    as_of: DateTime<Utc>,
+) -> Result<JobRequest, ValidationError> {
+    let parsed = crate::job::parse(value);
+    let mut errors = parsed.errors;
+    if !value.is_object() {
+        return Err(ValidationError { errors });
+    }
+    if let Err(invalid) = validate(&parsed.request, catalog, as_of) {
+        for mut error in invalid.errors {
+            // Conditions left out by the parser shift the indices validation saw.
+            if let Some((index, tail)) = error
+                .field
+                .strip_prefix("filter.all[")
+                .and_then(|rest| rest.split_once(']'))
+                && let Some(original) = index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|index| parsed.kept_conditions.get(index))
+            {
+                error.field = format!("filter.all[{original}]{tail}");
+            }
+            let reported = errors.iter().any(|seen| {
+                seen.field == error.field
+                    || (error.field == "filter" && seen.field.starts_with("filter"))
+            });
+            if !reported {
+                errors.push(error);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed.request)
+    } else {
+        Err(ValidationError { errors })
+    }
 }
 
 /// A field suffix (`.column`, `.op`, `.value`) and the message.
@@ -382,6 +503,9 @@ fn predicate(
 fn typed(value: &Json, column_type: ColumnType, column: &str) -> Result<SqlValue, String> {
     let converted = match (column_type, value) {
         (ColumnType::Int, Json::Number(number)) => number.as_i64().map(SqlValue::Int),
+        (ColumnType::Text, Json::String(text)) if has_nul(text) => {
+            return Err(format!("column `{column}`: the value {NUL_MESSAGE}"));
+        }
         (ColumnType::Text, Json::String(text)) => Some(SqlValue::Text(text.clone())),
         (ColumnType::Bool, Json::Bool(flag)) => Some(SqlValue::Bool(*flag)),
         (ColumnType::Uuid, Json::String(text)) => {
@@ -539,6 +663,25 @@ mod tests {
     }
 
     #[test]
+    fn more_matching_rows_than_max_rows_are_refused_unless_the_job_may_stop_there() {
+        let capped = check(job(&serde_json::json!({"all_rows": true, "max_rows": 10}))).unwrap();
+        assert_eq!(capped.check_max_rows(10), Ok(()));
+        assert_eq!(
+            capped.check_max_rows(11).unwrap_err().to_string(),
+            "more than max_rows (10) rows match; nothing was done: the job is refused before its \
+             first batch and nothing was deleted. Narrow the filter, raise max_rows (--max-rows \
+             for `reaper purge`; target `sessions` allows up to 1000000), or let it stop at its \
+             cap (stop_at_max_rows; --stop-at-max-rows for `reaper purge`) to remove 10 rows now \
+             and the rest in later runs"
+        );
+        let stopping = ValidatedJob {
+            stop_at_max_rows: true,
+            ..capped
+        };
+        assert_eq!(stopping.check_max_rows(11), Ok(()));
+    }
+
+    #[test]
     fn column_errors_name_the_condition() {
         let unknown = check(filter(
             &serde_json::json!([{"column": "email", "op": "eq", "value": "x"}]),
@@ -621,5 +764,113 @@ mod tests {
         ] {
             assert!(error.contains(field), "{field} missing in {error}");
         }
+    }
+
+    fn fields_of(job: &serde_json::Value) -> Vec<String> {
+        match check_json(job, &catalog(), as_of()) {
+            Ok(_) => Vec::new(),
+            Err(error) => error.errors.into_iter().map(|error| error.field).collect(),
+        }
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_in_every_string_field_by_name() {
+        let nul = "a\u{0}b";
+        for (job, field) in [
+            (
+                job(&serde_json::json!({"all_rows": true, "requested_by": nul})),
+                "requested_by",
+            ),
+            (
+                job(&serde_json::json!({"all_rows": true, "reason": nul})),
+                "reason",
+            ),
+            (
+                job(&serde_json::json!({"all_rows": true, "idempotency_key": nul})),
+                "idempotency_key",
+            ),
+            (
+                job(&serde_json::json!({"all_rows": true, "target": nul})),
+                "target",
+            ),
+        ] {
+            let error = check(job).unwrap_err();
+            assert_eq!(
+                error,
+                format!(
+                    "invalid job: {field}: contains a NUL character (\\u0000), which the databases reaper writes to cannot store"
+                )
+            );
+        }
+        let mut with_text = catalog();
+        let mut target = with_text.get("sessions").unwrap().clone();
+        target.columns.insert("kind".into(), ColumnType::Text);
+        with_text = Catalog::new([target]);
+        for value in [serde_json::json!(nul), serde_json::json!(["ok", nul])] {
+            let op = if value.is_array() { "in" } else { "eq" };
+            let request: JobRequest = serde_json::from_value(filter(
+                &serde_json::json!([{"column": "kind", "op": op, "value": value}]),
+            ))
+            .unwrap();
+            let error = validate(&request, &with_text, as_of())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(
+                    "invalid job: filter.all[0].value: column `kind`: the value contains a NUL"
+                ),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn type_and_shape_errors_are_reported_together_with_the_rest_each_by_field() {
+        assert_eq!(
+            fields_of(&serde_json::json!({
+                "target": "sessions", "requested_by": "svc", "all_rows": true,
+                "mode": "archive", "batch_size": 0
+            })),
+            ["reason", "mode", "batch_size"]
+        );
+        assert_eq!(
+            fields_of(&serde_json::json!({
+                "target": "sessions", "requested_by": 7, "reason": "r",
+                "batch_size": "10", "max_rows": -1, "dry_run": "yes", "where": "1=1",
+                "filter": {"all": [
+                    {"column": "user_id", "op": null, "value": 1},
+                    {"column": "user_id", "op": "eq", "value": "x"},
+                    "user_id = 1",
+                    {"column": "user_id", "op": "like", "value": 1}
+                ]}
+            })),
+            [
+                "where",
+                "requested_by",
+                "dry_run",
+                "batch_size",
+                "max_rows",
+                "filter.all[0].op",
+                "filter.all[2]",
+                "filter.all[3].op",
+                "filter.all[1].value"
+            ]
+        );
+        assert_eq!(
+            fields_of(
+                &serde_json::json!({"target": "sessions", "requested_by": "a", "reason": "b", "filter": []})
+            ),
+            ["filter"]
+        );
+        assert_eq!(fields_of(&serde_json::json!([1])), ["job"]);
+        let valid = serde_json::json!({
+            "target": "sessions", "requested_by": "a", "reason": "b", "mode": null,
+            "filter": {"all": [{"column": "token", "op": "is_null"}]}
+        });
+        let request = check_json(&valid, &catalog(), as_of()).unwrap();
+        assert_eq!(
+            request,
+            serde_json::from_value::<JobRequest>(valid).unwrap()
+        );
     }
 }

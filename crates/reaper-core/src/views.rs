@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::job::JobRequest;
-
-/// The job states.
-pub const STATES: &[&str] = &["pending", "running", "paused", "done", "dead", "cancelled"];
+use crate::lifecycle::JobState;
 
 /// A job as shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,9 +18,8 @@ pub struct JobView {
     pub idempotency_key: String,
     /// Catalog target.
     pub target: String,
-    /// `pending`, `running`, `paused` (a foreground purge stopped by Ctrl-C), `done`, `dead`
-    /// or `cancelled`.
-    pub state: String,
+    /// Where the job is in its life (stored and shown in snake_case: `pending`, `running`, …).
+    pub state: JobState,
     /// The retention policy that submitted the job, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
@@ -46,7 +43,7 @@ pub struct JobView {
     pub created_at: DateTime<Utc>,
     /// First claimed at.
     pub started_at: Option<DateTime<Utc>>,
-    /// Reached `done`, `dead` or `cancelled` at.
+    /// Reached an end state ([`JobState::FINISHED`]) at.
     pub finished_at: Option<DateTime<Utc>>,
     /// Not to run before (after a transient failure).
     pub run_after: Option<DateTime<Utc>>,
@@ -57,9 +54,9 @@ pub struct JobView {
 }
 
 impl JobView {
-    /// True for `done`, `dead` and `cancelled`.
+    /// True once the job reached an end state ([`JobState::FINISHED`]).
     pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "done" | "dead" | "cancelled")
+        self.state.is_finished()
     }
 }
 
@@ -134,12 +131,12 @@ pub struct PolicyRunView {
     /// The run's job id.
     pub job_id: String,
     /// The job's state.
-    pub state: String,
+    pub state: JobState,
     /// Rows removed.
     pub rows_deleted: i64,
     /// Submitted at.
     pub created_at: DateTime<Utc>,
-    /// Finished at (for `done`, `dead`, `cancelled`).
+    /// Finished at (for the end states, [`JobState::FINISHED`]).
     pub finished_at: Option<DateTime<Utc>>,
     /// Submission to finish, in seconds.
     pub duration_seconds: Option<f64>,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::KeyType;
-use reaper_core::sql::{self, Backend, RowLocking, ledger, mysql, postgres, sqlite};
+use reaper_core::sql::{self, Backend, RowLocking, ledger, mysql, postgres, rows, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
 use sea_orm::{
@@ -19,6 +19,7 @@ use sea_orm::{
 
 use crate::database::{Database, execute, query_all};
 use crate::error::{EngineError, database_code};
+use crate::ledger::decode;
 
 /// Who may write the batch: the job and the lease token its worker claimed it with.
 #[derive(Debug, Clone, Copy)]
@@ -48,9 +49,11 @@ pub enum BatchResult {
         /// The batch ran with `SKIP LOCKED`, so it may have passed over rows.
         skipped_locked: bool,
     },
-    /// The lease is lost (another worker holds the job) or somebody asked to cancel the job;
-    /// the batch was rolled back and changed nothing.
-    LeaseLost,
+    /// The batch's lease check refused it: somebody asked to cancel the job, or the lease is
+    /// lost (another worker holds the job). The batch was rolled back and changed nothing. The
+    /// check cannot tell which; the lease-guarded `cancelled` transition that follows can (it
+    /// succeeds only while the lease is still ours).
+    Refused,
 }
 
 /// Runs one batch of at most `limit` rows after `after`. With [`RowLocking::Direct`], a row
@@ -143,7 +146,7 @@ async fn run_transaction(
         }
         Ok(None) => {
             txn.rollback().await?;
-            Ok(BatchResult::LeaseLost)
+            Ok(BatchResult::Refused)
         }
         Err(error) => {
             // The rollback result is secondary: the batch failed either way.
@@ -162,7 +165,7 @@ struct Window {
     last_key: Option<KeyValue>,
 }
 
-/// `None` when the lease is lost.
+/// `None` when the lease check refused the batch.
 type Written = Option<Window>;
 
 async fn postgres_batch(
@@ -190,20 +193,17 @@ async fn postgres_batch(
     let row = rows.first().ok_or_else(|| {
         EngineError::Corrupt("the batch statement returned no summary row".into())
     })?;
-    let lease_held: i64 = row.try_get_by_index(0)?;
-    if lease_held == 0 {
+    let summary = decode(row, Backend::Postgres, postgres::BatchSummary::decode)?;
+    if !summary.lease_held {
         return Ok(None);
     }
-    let count: i64 = row.try_get_by_index(1)?;
-    let selected: i64 = row.try_get_by_index(4)?;
-    let window_end: Option<String> = row.try_get_by_index(5)?;
-    let last_key = match window_end {
+    let last_key = match summary.window_end {
         Some(text) => Some(parse_key(job.target.key_type, &text)?),
         None => None,
     };
     Ok(Some(Window {
-        rows: u64::try_from(count).unwrap_or(0),
-        selected: u64::try_from(selected).unwrap_or(0),
+        rows: summary.row_count,
+        selected: summary.selected,
         last_key,
     }))
 }
@@ -285,8 +285,8 @@ async fn mysql_batch(
     .await
 }
 
-/// The lease check of the multi-statement batches: the job's `batches`, or `None` when the
-/// lease is lost.
+/// The lease check of the multi-statement batches: the job's `batches`, or `None` when it
+/// refuses (lease lost or cancel requested).
 async fn lock_job(
     txn: &DatabaseTransaction,
     backend: Backend,
@@ -298,10 +298,9 @@ async fn lock_job(
         &ledger::lock_job(backend, holder.job_id, holder.token),
     )
     .await?;
-    match rows.first() {
-        Some(row) => Ok(Some(row.try_get_by_index(0)?)),
-        None => Ok(None),
-    }
+    rows.first()
+        .map(|row| decode(row, backend, rows::decode_locked_job))
+        .transpose()
 }
 
 /// Writes the audit entry and advances the checkpoint for `keys` (ascending), in the batch's

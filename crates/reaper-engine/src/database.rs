@@ -1,19 +1,21 @@
 //! Connecting to the target database and executing planned statements.
 //!
-//! The only place that turns `reaper_core::sql::Statement`s into sea-orm statements and
-//! decodes rows that differ per backend (timestamps).
+//! The only place that turns `reaper_core::sql::Statement`s into sea-orm (or, for the MySQL
+//! connection set-up, sqlx) statements and reads result rows by column name for the decoders
+//! of `reaper_core::sql::rows` ([`DbRow`], which also decodes each backend's timestamps).
 
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use reaper_core::config::DatabaseConfig;
-use reaper_core::sql::{Backend, SQLITE_TIMESTAMP_FORMAT, Statement};
+use reaper_core::sql::rows::Row;
+use reaper_core::sql::{Backend, SQLITE_TIMESTAMP_FORMAT, Statement, session};
 use reaper_core::value::SqlValue;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Value,
 };
 
-use crate::error::EngineError;
+use crate::error::{EngineError, ErrorClass, Refusal};
 
 /// A connection pool to the target database, with its dialect.
 #[derive(Debug, Clone)]
@@ -25,11 +27,8 @@ pub struct Database {
 impl Database {
     /// Connects with pool and timeout settings suited to short batch transactions.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, EngineError> {
-        let backend = backend_of_url(&config.url).ok_or_else(|| {
-            EngineError::Refused(format!(
-                "database.url: unsupported scheme in `{}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://",
-                redact_url(&config.url)
-            ))
+        let backend = backend_of_url(&config.url).ok_or_else(|| Refusal::UnsupportedUrl {
+            url: redact_url(&config.url),
         })?;
         let mut options = ConnectOptions::new(config.url.clone());
         options
@@ -66,25 +65,17 @@ impl Database {
                 });
             }
             Backend::MySql => {
-                // Whole seconds: InnoDB's lock wait timeout has no finer unit (minimum 1 s).
-                let lock_wait = config.lock_timeout.as_duration().as_secs().max(1);
+                let setup = session::mysql_connection_setup(config.lock_timeout.as_duration());
                 options.map_sqlx_mysql_opts(|my| my.timezone(Some("+00:00".to_owned())));
                 options.map_sqlx_mysql_pool_opts(move |pool| {
+                    let setup = setup.clone();
                     pool.after_connect(move |conn, _meta| {
+                        let setup = setup.clone();
                         Box::pin(async move {
                             use sea_orm::sqlx::Executor;
-                            // READ COMMITTED: a locking scan keeps locks only on rows that match,
-                            // not on every row the primary-key range passes (REPEATABLE READ would,
-                            // gaps included).
-                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                                .await?;
-                            // An integer of ours, not input: safe to format into the statement.
-                            let lock_wait =
-                                format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}");
-                            conn.execute(sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(
-                                lock_wait,
-                            )))
-                            .await?;
+                            for statement in &setup {
+                                conn.execute(sqlx_mysql(statement)).await?;
+                            }
                             Ok(())
                         })
                     })
@@ -105,6 +96,7 @@ impl Database {
                 });
             }
         }
+        probe(&config.url, backend).await?;
         let connection = sea_orm::Database::connect(options).await?;
         Ok(Self {
             connection,
@@ -131,6 +123,108 @@ impl Database {
     pub async fn execute(&self, statement: &Statement) -> Result<u64, DbErr> {
         execute(&self.connection, self.backend, statement).await
     }
+}
+
+/// The first connection's attempt (see [`probe`]).
+type FirstConnection =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sea_orm::sqlx::Error>> + Send>>;
+
+/// How long the first connection may take before start-up gives up on the database.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens one connection before the pool is built, so that a database that cannot be reached
+/// fails start-up within [`PROBE_TIMEOUT`] naming the cause (the pool would retry until its
+/// acquire timeout and then say only that it timed out).
+async fn probe(url: &str, backend: Backend) -> Result<(), EngineError> {
+    use std::str::FromStr;
+
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+
+    let unreachable = |class, cause: String| EngineError::Unreachable { class, cause };
+    let (attempt, place, user, database): (FirstConnection, String, String, String) = match backend
+    {
+        Backend::Postgres => {
+            let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
+            let place = format!("{}:{}", options.get_host(), options.get_port());
+            let user = options.get_username().to_owned();
+            let database = options.get_database().unwrap_or(&user).to_owned();
+            let attempt = Box::pin(async move { options.connect().await?.close().await });
+            (attempt, place, user, database)
+        }
+        Backend::MySql => {
+            let options = sea_orm::sqlx::mysql::MySqlConnectOptions::from_str(url)
+                .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
+            let place = format!("{}:{}", options.get_host(), options.get_port());
+            let user = options.get_username().to_owned();
+            let database = options.get_database().unwrap_or_default().to_owned();
+            let attempt = Box::pin(async move { options.connect().await?.close().await });
+            (attempt, place, user, database)
+        }
+        // A file: the pool's own error names it.
+        Backend::Sqlite => return Ok(()),
+    };
+    let error = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => error,
+        Err(_) => {
+            return Err(unreachable(
+                ErrorClass::Transient,
+                format!(
+                    "timed out after {}s connecting to {place}",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
+    Err(match &error {
+        sea_orm::sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            unreachable(
+                ErrorClass::Transient,
+                format!("connection refused by {place} (is the database running, on this port?)"),
+            )
+        }
+        sea_orm::sqlx::Error::Io(io)
+            if io.to_string().contains("lookup address")
+                || io.to_string().contains("Name or service not known") =>
+        {
+            unreachable(
+                ErrorClass::Transient,
+                format!("unknown host in {place}: {io}"),
+            )
+        }
+        sea_orm::sqlx::Error::Database(database_error) => {
+            let code = database_error.code().unwrap_or_default().into_owned();
+            let number = database_error
+                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                .map(|mysql| mysql.number());
+            let message = database_error.message();
+            match (code.as_str(), number) {
+                ("28P01" | "28000", _) | (_, Some(1045)) => unreachable(
+                    ErrorClass::Permanent,
+                    format!("authentication failed for user `{user}` at {place}: {message}"),
+                ),
+                ("3D000", _) | (_, Some(1049)) => unreachable(
+                    ErrorClass::Permanent,
+                    format!("database `{database}` does not exist at {place}: {message}"),
+                ),
+                (_, Some(1044)) => unreachable(
+                    ErrorClass::Permanent,
+                    format!(
+                        "user `{user}` may not use database `{database}` at {place}: {message}"
+                    ),
+                ),
+                _ => unreachable(
+                    crate::error::classify_sqlx_error(&error),
+                    format!("{place} refused the connection: {message}"),
+                ),
+            }
+        }
+        other => unreachable(
+            crate::error::classify_sqlx_error(other),
+            format!("cannot connect to {place}: {other}"),
+        ),
+    })
 }
 
 /// The backend a URL points at.
@@ -187,9 +281,28 @@ fn to_value(value: &SqlValue) -> Value {
 pub fn to_sea(backend: Backend, statement: &Statement) -> sea_orm::Statement {
     sea_orm::Statement::from_sql_and_values(
         db_backend(backend),
-        statement.sql.clone(),
-        statement.params.iter().map(to_value),
+        statement.sql(),
+        statement.params().iter().map(to_value),
     )
+}
+
+/// The sqlx form of a planned MySQL statement, for a bare connection (the pool's set-up hook
+/// runs before sea-orm has a connection to run it on).
+fn sqlx_mysql(
+    statement: &Statement,
+) -> sea_orm::sqlx::query::Query<'static, sea_orm::sqlx::MySql, sea_orm::sqlx::mysql::MySqlArguments>
+{
+    let mut query = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(statement.sql().to_owned()));
+    for param in statement.params() {
+        query = match param.clone() {
+            SqlValue::Int(v) => query.bind(v),
+            SqlValue::Text(v) => query.bind(v),
+            SqlValue::Bool(v) => query.bind(v),
+            SqlValue::Uuid(v) => query.bind(v.hyphenated().to_string()),
+            SqlValue::Timestamp(v) => query.bind(v),
+        };
+    }
+    query
 }
 
 /// Runs a statement returning rows on any connection or transaction.
@@ -213,26 +326,53 @@ pub async fn execute<C: ConnectionTrait>(
         .rows_affected())
 }
 
-/// Reads a timestamp column written by reaper: native on PostgreSQL and MySQL (sessions run in
-/// UTC), text on SQLite.
-pub fn get_time(
-    row: &QueryResult,
-    backend: Backend,
-    index: usize,
-) -> Result<Option<DateTime<Utc>>, DbErr> {
-    match backend {
-        Backend::Postgres | Backend::MySql => row.try_get_by_index::<Option<DateTime<Utc>>>(index),
-        Backend::Sqlite => {
-            let Some(text) = row.try_get_by_index::<Option<String>>(index)? else {
-                return Ok(None);
-            };
-            NaiveDateTime::parse_from_str(&text, SQLITE_TIMESTAMP_FORMAT)
-                .map(|naive| Some(naive.and_utc()))
-                .or_else(|_| {
-                    DateTime::parse_from_rfc3339(&text).map(|at| Some(at.with_timezone(&Utc)))
-                })
-                .map_err(|error| DbErr::Custom(format!("unreadable timestamp `{text}`: {error}")))
+/// A result row read by column name, for the decoders of `reaper_core::sql::rows`.
+#[derive(Debug, Clone, Copy)]
+pub struct DbRow<'a> {
+    /// The row.
+    pub row: &'a QueryResult,
+    /// Its backend (timestamps differ).
+    pub backend: Backend,
+}
+
+impl Row for DbRow<'_> {
+    type Error = DbErr;
+
+    fn text(&self, column: &'static str) -> Result<Option<String>, DbErr> {
+        self.row.try_get("", column)
+    }
+
+    fn int(&self, column: &'static str) -> Result<Option<i64>, DbErr> {
+        self.row.try_get("", column)
+    }
+
+    fn flag(&self, column: &'static str) -> Result<Option<bool>, DbErr> {
+        self.row.try_get("", column)
+    }
+
+    /// A timestamp column written by reaper: native on PostgreSQL and MySQL (sessions run in
+    /// UTC), text on SQLite.
+    fn time(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, DbErr> {
+        match self.backend {
+            Backend::Postgres | Backend::MySql => self.row.try_get("", column),
+            Backend::Sqlite => {
+                let Some(text) = self.row.try_get::<Option<String>>("", column)? else {
+                    return Ok(None);
+                };
+                NaiveDateTime::parse_from_str(&text, SQLITE_TIMESTAMP_FORMAT)
+                    .map(|naive| Some(naive.and_utc()))
+                    .or_else(|_| {
+                        DateTime::parse_from_rfc3339(&text).map(|at| Some(at.with_timezone(&Utc)))
+                    })
+                    .map_err(|error| {
+                        DbErr::Custom(format!("{column}: unreadable timestamp `{text}`: {error}"))
+                    })
+            }
         }
+    }
+
+    fn corrupt(column: &'static str, problem: String) -> DbErr {
+        DbErr::Custom(format!("column {column}: {problem}"))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Engine errors and the one place that decides whether a database error is worth retrying.
 
-use reaper_core::validate::ValidationError;
+use reaper_core::validate::{OverMaxRows, ValidationError};
 use sea_orm::{DbErr, RuntimeErr};
 
 /// What to do about a failure.
@@ -29,9 +29,31 @@ pub enum EngineError {
         /// The driver's error.
         error: DbErr,
     },
-    /// A safety rail stopped the job (e.g. `max_rows`); permanent.
-    #[error("{0}")]
-    Refused(String),
+    /// An idempotency key was submitted again with a different request; permanent. Returning
+    /// the existing job would silently skip what the new request asked for.
+    #[error(
+        "idempotency key `{key}` belongs to job {job_id}, submitted with a different request; \
+         use a new key for a new request"
+    )]
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The job that holds it.
+        job_id: String,
+    },
+    /// The database could not be reached or refused the connection: the cause in words
+    /// (refused, unknown host, timed out, authentication, unknown database).
+    #[error("{class_name} database error: {cause}", class_name = match .class { ErrorClass::Transient => "transient", ErrorClass::Permanent => "permanent" })]
+    Unreachable {
+        /// Transient (refused, unknown host, timed out) or permanent (authentication, unknown
+        /// database).
+        class: ErrorClass,
+        /// What happened, without the driver's noise.
+        cause: String,
+    },
+    /// A safety rail stopped the job or the start-up; permanent.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// Something in the database is not as reaper wrote it (corrupt checkpoint, unreadable
     /// request); permanent.
     #[error("{0}")]
@@ -52,11 +74,52 @@ pub enum EngineError {
     Injected(&'static str),
 }
 
+/// What a safety rail refused, and why. Every refusal is permanent: retrying changes nothing
+/// until a human does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A fresh job matches more rows than its `max_rows`; nothing was deleted.
+    #[error(transparent)]
+    OverMaxRows(#[from] OverMaxRows),
+    /// A running job reached its `max_rows` while rows still match (they appeared after its
+    /// pre-check) and it may not stop there.
+    #[error(
+        "stopped at max_rows ({max_rows}): {rows_deleted} rows deleted and more rows still match; \
+         raise max_rows or narrow the filter to continue"
+    )]
+    MoreRowsAtMaxRows {
+        /// The job's cap.
+        max_rows: u64,
+        /// What the job deleted.
+        rows_deleted: u64,
+    },
+    /// The job was claimed more times than it may be (its workers kept dying).
+    #[error(
+        "gave up after {max_attempts} attempts; last error: {}",
+        last_error.as_deref().unwrap_or("none recorded (the worker stopped without reporting)")
+    )]
+    AttemptsUsedUp {
+        /// The job's limit.
+        max_attempts: i64,
+        /// The last error recorded, if any.
+        last_error: Option<String>,
+    },
+    /// `database.url` names no backend reaper supports.
+    #[error(
+        "database.url: unsupported scheme in `{url}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://"
+    )]
+    UnsupportedUrl {
+        /// The URL, its password redacted.
+        url: String,
+    },
+}
+
 impl EngineError {
     /// Retry or not.
     pub fn class(&self) -> ErrorClass {
         match self {
-            EngineError::Database { class, .. } => *class,
+            EngineError::Database { class, .. } | EngineError::Unreachable { class, .. } => *class,
+            EngineError::KeyReused { .. } => ErrorClass::Permanent,
             EngineError::Injected(_)
             | EngineError::WindowChanged
             | EngineError::RowsHeld { .. } => ErrorClass::Transient,
@@ -99,6 +162,11 @@ pub fn classify(error: &DbErr) -> ErrorClass {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
+}
+
+/// Classifies a driver error (see [`classify`]).
+pub(crate) fn classify_sqlx_error(error: &sea_orm::sqlx::Error) -> ErrorClass {
+    classify_sqlx(error)
 }
 
 fn classify_sqlx(error: &sea_orm::sqlx::Error) -> ErrorClass {

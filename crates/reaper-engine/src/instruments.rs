@@ -4,8 +4,15 @@
 //! (the binary installs a Prometheus one). Dashboards and alert rules may use only the names
 //! listed by [`all`]; a test scrapes a running daemon to hold them to it. Label values are
 //! catalog target names and fixed words, never job input, so cardinality stays bounded.
+//!
+//! The list is whole, so it also names what only the binary measures — the queue's depth,
+//! its live workers, and jobs accepted or refused per producer ([`SOURCES`]) — and holds the
+//! functions the binary records them with. The engine itself records none of those: that is
+//! all it knows of queues and producers.
 
 use std::time::Duration;
+
+use reaper_core::lifecycle::JobState;
 
 /// Counter, labels `target`, `mode`: rows deleted (hard) or marked (soft).
 pub const ROWS_DELETED: &str = "reaper_rows_deleted_total";
@@ -51,6 +58,27 @@ pub const POLICY_INTERVAL: &str = "reaper_policy_interval_seconds";
 /// Gauge, label `policy`: when its next window opens (unix seconds; 0: disabled).
 pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 
+/// 1 when the last scrape could read the ledger, 0 when it could not (the ledger-derived
+/// series, [`LEDGER_DERIVED`], are then left out of that scrape rather than shown stale or as 0).
+pub const LEDGER_UP: &str = "reaper_ledger_up";
+
+/// The series read from the ledger at scrape time: left out of a scrape that cannot read it.
+pub const LEDGER_DERIVED: &[&str] = &[
+    JOBS_PENDING,
+    JOBS_RUNNING,
+    JOBS_PAUSED,
+    POLICY_LAST_RUN,
+    POLICY_LAST_RUN_ROWS,
+    POLICY_LAST_RUN_DURATION,
+    POLICY_LAST_RUN_SUCCESS,
+    POLICY_LAST_RUN_CAPPED,
+    POLICY_LAST_SUCCESS,
+];
+
+/// The producers of jobs, the `source` label of [`JOBS_ACCEPTED`] and [`JOBS_REJECTED`]: the
+/// HTTP API, the CLI, the Redis intake list, and the retention scheduler.
+pub const SOURCES: &[&str] = &["api", "cli", "redis", "scheduler"];
+
 /// Every metric that exists from start-up, whatever the configuration.
 pub const ALWAYS: &[&str] = &[
     ROWS_DELETED,
@@ -65,6 +93,7 @@ pub const ALWAYS: &[&str] = &[
     WORKERS_ALIVE,
     JOBS_ACCEPTED,
     JOBS_REJECTED,
+    LEDGER_UP,
 ];
 
 /// Gauges of the per-policy series (they exist once a policy is configured).
@@ -112,6 +141,10 @@ pub fn describe() {
     metrics::describe_gauge!(
         JOBS_PAUSED,
         "Foreground purges paused by Ctrl-C, waiting for reaper purge --resume."
+    );
+    metrics::describe_gauge!(
+        LEDGER_UP,
+        "1 when this scrape read the ledger; 0 when it could not (ledger series left out)."
     );
     metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting in the queue transport.");
     metrics::describe_gauge!(WORKERS_ALIVE, "Workers of this daemon polling the queue.");
@@ -226,13 +259,13 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
         }
         metrics::counter!(BATCHES, "target" => target.to_owned()).increment(0);
         let _ = metrics::histogram!(BATCH_DURATION, "target" => target.to_owned());
-        for outcome in ["done", "dead", "cancelled"] {
-            metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome)
+        for outcome in JobState::FINISHED {
+            metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome.as_str())
                 .increment(0);
         }
         metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
     }
-    for source in ["api", "cli", "redis", "scheduler"] {
+    for source in SOURCES.iter().copied() {
         metrics::counter!(JOBS_ACCEPTED, "source" => source).increment(0);
         metrics::counter!(JOBS_REJECTED, "source" => source).increment(0);
     }
@@ -255,15 +288,37 @@ pub fn batch_committed(target: &str, mode: &'static str, rows: u64, elapsed: Dur
         .record(elapsed.as_secs_f64());
 }
 
-/// A job reached a final state.
-pub fn job_finished(target: &str, outcome: &'static str) {
-    metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome)
+/// A job reached an end state ([`JobState::FINISHED`]).
+pub fn job_finished(target: &str, outcome: JobState) {
+    metrics::counter!(JOBS_FINISHED, "target" => target.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
 }
 
 /// A run failed transiently and the job will run again.
 pub fn job_retried(target: &str) {
     metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(1);
+}
+
+/// The ledger's unfinished jobs by state (set at scrape time).
+pub fn ledger_counts(counts: &crate::ledger::UnfinishedCounts) {
+    metrics::gauge!(JOBS_PENDING).set(counts.pending as f64);
+    metrics::gauge!(JOBS_RUNNING).set(counts.running as f64);
+    metrics::gauge!(JOBS_PAUSED).set(counts.paused as f64);
+}
+
+/// Whether this scrape could read the ledger.
+pub fn ledger_up(up: bool) {
+    metrics::gauge!(LEDGER_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Messages waiting in the queue transport (set at scrape time).
+pub fn queue_depth(depth: u64) {
+    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+/// This daemon's workers polling the queue: all of them, or none while they restart.
+pub fn workers_alive(workers: u32) {
+    metrics::gauge!(WORKERS_ALIVE).set(f64::from(workers));
 }
 
 /// A job request was accepted into the ledger (`created`) or refused as invalid.
@@ -274,21 +329,4 @@ pub fn job_submitted(source: &'static str, accepted: bool) {
         JOBS_REJECTED
     };
     metrics::counter!(name, "source" => source).increment(1);
-}
-
-/// The ledger's unfinished jobs by state (set at scrape time).
-pub fn jobs_in_ledger(counts: &crate::ledger::UnfinishedCounts) {
-    metrics::gauge!(JOBS_PENDING).set(counts.pending as f64);
-    metrics::gauge!(JOBS_RUNNING).set(counts.running as f64);
-    metrics::gauge!(JOBS_PAUSED).set(counts.paused as f64);
-}
-
-/// Messages waiting in the queue transport (set at scrape time).
-pub fn queue_depth(depth: u64) {
-    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
-}
-
-/// How many of this daemon's workers poll the queue (0 while they restart or stop).
-pub fn workers_alive(count: u32) {
-    metrics::gauge!(WORKERS_ALIVE).set(f64::from(count));
 }

@@ -7,154 +7,25 @@
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
-use reaper_core::sql::{Backend, ledger};
+use reaper_core::lifecycle::JobState;
+use reaper_core::sql::rows;
+use reaper_core::sql::{Backend, Statement, ledger, session};
 use reaper_core::validate::validate;
-use sea_orm::{DbErr, QueryResult};
-use serde::Serialize;
+use sea_orm::QueryResult;
 
-use crate::database::{Database, get_time};
+use crate::database::{Database, DbRow};
 use crate::error::EngineError;
 
 pub use reaper_core::sql::ledger::{ClaimFrom, Transition};
+pub use reaper_core::sql::rows::{AuditRecord, JobRecord};
 
-/// A job's row in the ledger.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobRecord {
-    /// Ledger id.
-    pub id: String,
-    /// Unique key (the id when the producer gave none).
-    pub idempotency_key: String,
-    /// Target name.
-    pub target: String,
-    /// The accepted request, as JSON text.
-    pub request: String,
-    /// `pending`, `running`, `done`, `dead` or `cancelled`.
-    pub state: String,
-    /// Last key of the last committed batch of the current pass.
-    pub checkpoint: Option<String>,
-    /// Keyset passes started (more than one only when rows were locked during a pass).
-    pub passes: i64,
-    /// Rows deleted (or soft-deleted) so far.
-    pub rows_deleted: i64,
-    /// Batches committed so far.
-    pub batches: i64,
-    /// Claims that did not end cleanly, including the current one.
-    pub attempts: i64,
-    /// The job is dead when a claim would exceed this.
-    pub max_attempts: i64,
-    /// The worker holding the lease.
-    pub lease_owner: Option<String>,
-    /// When that lease expires.
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Not to run before (after a transient failure).
-    pub run_after: Option<DateTime<Utc>>,
-    /// The last error, kept for status.
-    pub last_error: Option<String>,
-    /// JSON summary (done jobs) or dry-run report.
-    pub result: Option<String>,
-    /// Acceptance time; the reference time of `older_than`.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// First claim.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Reached `done` or `dead`.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The current keyset pass may have passed over rows other transactions held (PostgreSQL),
-    /// so its end must look for them.
-    pub locked_rows_skipped: bool,
-    /// When somebody asked the job to stop (it stops at the next batch boundary).
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-    /// The retention policy that submitted the job, if one did.
-    pub policy: Option<String>,
-}
-
-impl JobRecord {
-    fn from_row(row: &QueryResult, backend: Backend) -> Result<Self, DbErr> {
-        let required_time = |index: usize| {
-            get_time(row, backend, index)?
-                .ok_or_else(|| DbErr::Custom(format!("reaper_jobs column {index} is NULL")))
-        };
-        Ok(Self {
-            id: row.try_get_by_index(0)?,
-            idempotency_key: row.try_get_by_index(1)?,
-            target: row.try_get_by_index(2)?,
-            request: row.try_get_by_index(3)?,
-            state: row.try_get_by_index(4)?,
-            checkpoint: row.try_get_by_index(5)?,
-            passes: row.try_get_by_index(6)?,
-            rows_deleted: row.try_get_by_index(7)?,
-            batches: row.try_get_by_index(8)?,
-            attempts: row.try_get_by_index(9)?,
-            max_attempts: row.try_get_by_index(10)?,
-            lease_owner: row.try_get_by_index(11)?,
-            lease_expires_at: get_time(row, backend, 12)?,
-            run_after: get_time(row, backend, 13)?,
-            last_error: row.try_get_by_index(14)?,
-            result: row.try_get_by_index(15)?,
-            created_at: required_time(16)?,
-            updated_at: required_time(17)?,
-            started_at: get_time(row, backend, 18)?,
-            finished_at: get_time(row, backend, 19)?,
-            locked_rows_skipped: row.try_get_by_index(20)?,
-            cancel_requested_at: get_time(row, backend, 21)?,
-            policy: row.try_get_by_index(22)?,
-        })
-    }
-
-    /// True for `done`, `dead` and `cancelled`.
-    pub fn is_finished(&self) -> bool {
-        matches!(self.state.as_str(), "done" | "dead" | "cancelled")
-    }
-}
-
-/// One committed batch, as the audit log records it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditRecord {
-    /// Audit row id.
-    pub id: i64,
-    /// Ledger id of the job.
-    pub job_id: String,
-    /// 1-based batch number within the job.
-    pub batch_no: i64,
-    /// Target name.
-    pub target: String,
-    /// `hard` or `soft`.
-    pub mode: String,
-    /// Rows in the batch.
-    pub row_count: i64,
-    /// Smallest key of the batch.
-    pub first_key: String,
-    /// Largest key of the batch.
-    pub last_key: String,
-    /// Every key of the batch, as a JSON array.
-    pub deleted_keys: String,
-    /// Who asked.
-    pub requested_by: String,
-    /// Why.
-    pub reason: String,
-    /// Commit time of the batch.
-    pub created_at: DateTime<Utc>,
-}
-
-impl AuditRecord {
-    fn from_row(row: &QueryResult, backend: Backend) -> Result<Self, DbErr> {
-        Ok(Self {
-            id: row.try_get_by_index(0)?,
-            job_id: row.try_get_by_index(1)?,
-            batch_no: row.try_get_by_index(2)?,
-            target: row.try_get_by_index(3)?,
-            mode: row.try_get_by_index(4)?,
-            row_count: row.try_get_by_index(5)?,
-            first_key: row.try_get_by_index(6)?,
-            last_key: row.try_get_by_index(7)?,
-            deleted_keys: row.try_get_by_index(8)?,
-            requested_by: row.try_get_by_index(9)?,
-            reason: row.try_get_by_index(10)?,
-            created_at: get_time(row, backend, 11)?
-                .ok_or_else(|| DbErr::Custom("reaper_audit.created_at is NULL".into()))?,
-        })
-    }
+/// Reads a row of `T`'s columns by name.
+pub(crate) fn decode<'r, T>(
+    row: &'r QueryResult,
+    backend: Backend,
+    decoder: fn(&DbRow<'r>) -> Result<T, sea_orm::DbErr>,
+) -> Result<T, EngineError> {
+    Ok(decoder(&DbRow { row, backend })?)
 }
 
 /// The result of submitting a job.
@@ -263,6 +134,24 @@ async fn insert(
     };
     // Affected-row counts of an upsert differ per backend; whose id the key maps to does not.
     let created = job.id == id;
+    // A producer's key stands for one request: the same request again is a safe retry, a
+    // different one is a producer bug that must not silently skip the new deletion. Compared
+    // as decoded requests, so key order and spacing do not matter. (Retention windows are
+    // keyed by the scheduler, whose request for a window is its own.)
+    if !created && policy.is_none() {
+        let stored: JobRequest = serde_json::from_str(&job.request).map_err(|error| {
+            EngineError::Corrupt(format!(
+                "the stored request of job {} cannot be read: {error}",
+                job.id
+            ))
+        })?;
+        if stored != *request {
+            return Err(EngineError::KeyReused {
+                key,
+                job_id: job.id,
+            });
+        }
+    }
     Ok(Submitted { job, created })
 }
 
@@ -280,7 +169,7 @@ pub async fn get_by_key(db: &Database, key: &str) -> Result<Option<JobRecord>, E
 pub async fn policy_jobs(
     db: &Database,
     policy: &str,
-    states: &[&str],
+    states: &[JobState],
     limit: u32,
 ) -> Result<Vec<JobRecord>, EngineError> {
     all_jobs(
@@ -290,9 +179,10 @@ pub async fn policy_jobs(
     .await
 }
 
-/// Jobs still `pending` or `running`, oldest first.
-pub async fn unfinished(db: &Database, limit: u32) -> Result<Vec<JobRecord>, EngineError> {
-    all_jobs(db, &ledger::unfinished_jobs(db.backend(), limit)).await
+/// The daemons' work ([`JobState::ACTIVE`]: `pending` or `running`), oldest first; `paused`
+/// jobs belong to whoever resumes them.
+pub async fn active(db: &Database, limit: u32) -> Result<Vec<JobRecord>, EngineError> {
+    all_jobs(db, &ledger::active_jobs(db.backend(), limit)).await
 }
 
 /// Jobs the queue may have lost (see `reaper_core::sql::ledger::stranded_jobs`), each marked
@@ -324,12 +214,12 @@ pub async fn take_stranded(
         .await?;
     let mut stranded = Vec::with_capacity(rows.len());
     for row in &rows {
-        let job = JobRecord::from_row(row, db.backend())?;
+        let job = decode(row, db.backend(), JobRecord::decode)?;
         if db
             .execute(&ledger::touch_stranded(
                 db.backend(),
                 &job.id,
-                &job.state,
+                job.state,
                 now,
             ))
             .await?
@@ -383,7 +273,7 @@ pub async fn transition(
 /// What a cancel request found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CancelOutcome {
-    /// The job was `pending` and is `cancelled` now.
+    /// The job was `pending` or `paused` and is `cancelled` now.
     Cancelled(JobRecord),
     /// The job is running; it stops at its next batch boundary.
     Stopping(JobRecord),
@@ -410,7 +300,7 @@ pub async fn request_cancel(
         Backend::Postgres => {
             use sea_orm::TransactionTrait;
             let txn = db.connection().begin().await?;
-            sea_orm::ConnectionTrait::execute_unprepared(&txn, "SET LOCAL lock_timeout = '10s'")
+            crate::database::execute(&txn, Backend::Postgres, &session::cancel_lock_timeout())
                 .await?;
             crate::database::execute(&txn, Backend::Postgres, &statement).await?;
             txn.commit().await?;
@@ -419,18 +309,18 @@ pub async fn request_cancel(
             db.execute(&statement).await?;
         }
     }
-    Ok(get(db, id).await?.map(|job| match job.state.as_str() {
-        "cancelled" => CancelOutcome::Cancelled(job),
-        "pending" | "running" => CancelOutcome::Stopping(job),
-        // It finished on its own between the two reads.
-        _ => CancelOutcome::Finished(job),
+    Ok(get(db, id).await?.map(|job| match job.state {
+        JobState::Cancelled => CancelOutcome::Cancelled(job),
+        JobState::Pending | JobState::Running => CancelOutcome::Stopping(job),
+        // It finished (or its foreground run paused it) on its own between the two reads.
+        JobState::Paused | JobState::Done | JobState::Dead => CancelOutcome::Finished(job),
     }))
 }
 
 /// One page of jobs, newest first (see `reaper_core::sql::ledger::list_jobs`).
 pub async fn list(
     db: &Database,
-    state: Option<&str>,
+    state: Option<JobState>,
     target: Option<&str>,
     before_id: Option<&str>,
     limit: u32,
@@ -460,14 +350,12 @@ pub async fn unfinished_counts(db: &Database) -> Result<UnfinishedCounts, Engine
         .await?;
     let mut counts = UnfinishedCounts::default();
     for row in &rows {
-        let state: String = row.try_get_by_index(0)?;
-        let count: i64 = row.try_get_by_index(1)?;
-        let count = u64::try_from(count).unwrap_or(0);
-        match state.as_str() {
-            "pending" => counts.pending = count,
-            "running" => counts.running = count,
-            "paused" => counts.paused = count,
-            _ => {}
+        let (state, count) = decode(row, db.backend(), rows::decode_state_count)?;
+        match state {
+            JobState::Pending => counts.pending = count,
+            JobState::Running => counts.running = count,
+            JobState::Paused => counts.paused = count,
+            JobState::Done | JobState::Dead | JobState::Cancelled => {}
         }
     }
     Ok(counts)
@@ -524,7 +412,7 @@ pub async fn audit_of_job(
         ))
         .await?;
     rows.iter()
-        .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))
+        .map(|row| decode(row, db.backend(), AuditRecord::decode))
         .collect()
 }
 
@@ -534,27 +422,20 @@ pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>,
         .query_all(&ledger::recent_audit(db.backend(), limit))
         .await?;
     rows.iter()
-        .map(|row| Ok(AuditRecord::from_row(row, db.backend())?))
+        .map(|row| decode(row, db.backend(), AuditRecord::decode))
         .collect()
 }
 
-async fn all_jobs(
-    db: &Database,
-    statement: &reaper_core::sql::Statement,
-) -> Result<Vec<JobRecord>, EngineError> {
+async fn all_jobs(db: &Database, statement: &Statement) -> Result<Vec<JobRecord>, EngineError> {
     let rows = db.query_all(statement).await?;
     rows.iter()
-        .map(|row| Ok(JobRecord::from_row(row, db.backend())?))
+        .map(|row| decode(row, db.backend(), JobRecord::decode))
         .collect()
 }
 
-async fn first_job(
-    db: &Database,
-    statement: &reaper_core::sql::Statement,
-) -> Result<Option<JobRecord>, EngineError> {
+async fn first_job(db: &Database, statement: &Statement) -> Result<Option<JobRecord>, EngineError> {
     let rows = db.query_all(statement).await?;
-    match rows.first() {
-        Some(row) => Ok(Some(JobRecord::from_row(row, db.backend())?)),
-        None => Ok(None),
-    }
+    rows.first()
+        .map(|row| decode(row, db.backend(), JobRecord::decode))
+        .transpose()
 }

@@ -5,8 +5,10 @@
 //! schema ([`schema_check`]), one batch transaction ([`batch`]) and running a job batch by batch
 //! under its lease ([`runner`]) at the pace of its target's throttle ([`pacing`]), and what it measures ([`instruments`]).
 //!
-//! It must not know about queues, HTTP, signals or configuration files: the binary wires those.
-//! SQL text comes from `reaper_core::sql`; this crate only executes it.
+//! It must not know about queues, HTTP, signals or configuration files: the binary wires those
+//! (its metric list names the binary's queue and producer series too, see [`instruments`]).
+//! SQL text comes from `reaper_core::sql`; this crate only executes it — except the DDL of
+//! reaper's own tables that sea-orm-migration's schema builder renders ([`migration`]).
 
 pub mod batch;
 pub mod database;

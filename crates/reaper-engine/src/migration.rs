@@ -5,9 +5,20 @@
 //! - `reaper_audit`: one row per committed batch; unique `(job_id, batch_no)` makes a second
 //!   entry for the same batch impossible.
 
+use reaper_core::sql;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 use sea_orm_migration::sea_orm::ConnectionTrait;
+
+/// Runs one of `reaper_core::sql::migration`'s statements (unprepared: DDL and `DO` blocks
+/// take no parameters).
+async fn execute(manager: &SchemaManager<'_>, statement: &sql::Statement) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(statement.sql())
+        .await
+        .map(drop)
+}
 
 /// All migrations, in order.
 #[derive(Debug)]
@@ -140,13 +151,7 @@ impl MigrationTrait for AddPolicy {
                 .await?;
         }
         if manager.get_database_backend() == sea_orm::DbBackend::MySql {
-            manager
-                .get_connection()
-                .execute_unprepared(
-                    "ALTER TABLE reaper_jobs MODIFY idempotency_key VARCHAR(200) \
-                     CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
-                )
-                .await?;
+            execute(manager, &sql::migration::case_sensitive_idempotency_key()).await?;
         }
         Ok(())
     }
@@ -174,97 +179,8 @@ impl MigrationTrait for AddPolicy {
 #[async_trait::async_trait]
 impl MigrationTrait for CreateLedgerAndAudit {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table("reaper_jobs")
-                    .if_not_exists()
-                    .col(string_len("id", 64).primary_key())
-                    .col(string_len_uniq("idempotency_key", 200))
-                    .col(string_len("target", 63))
-                    .col(text("request"))
-                    .col(string_len("state", 16))
-                    .col(text_null("checkpoint"))
-                    .col(big_integer("passes"))
-                    .col(big_integer("rows_deleted"))
-                    .col(big_integer("batches"))
-                    .col(big_integer("attempts"))
-                    .col(big_integer("max_attempts"))
-                    .col(string_len_null("lease_owner", 200))
-                    .col(string_len_null("lease_token", 64))
-                    .col(timestamp_with_time_zone_null("lease_expires_at"))
-                    .col(timestamp_with_time_zone_null("run_after"))
-                    .col(text_null("last_error"))
-                    .col(text_null("result"))
-                    .col(timestamp_with_time_zone("created_at"))
-                    .col(timestamp_with_time_zone("updated_at"))
-                    .col(timestamp_with_time_zone_null("started_at"))
-                    .col(timestamp_with_time_zone_null("finished_at"))
-                    .col(boolean("locked_rows_skipped").default(false))
-                    .to_owned(),
-            )
-            .await?;
-        // The reconciler and listings look for unfinished jobs by state.
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("reaper_jobs_state_created")
-                    .table("reaper_jobs")
-                    .col("state")
-                    .col("created_at")
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table("reaper_audit")
-                    .if_not_exists()
-                    .col(big_pk_auto("id"))
-                    .col(string_len("job_id", 64))
-                    .col(big_integer("batch_no"))
-                    .col(string_len("target", 63))
-                    .col(string_len("mode", 8))
-                    .col(big_integer("row_count"))
-                    .col(text("first_key"))
-                    .col(text("last_key"))
-                    .col(audit_keys_column(manager.get_database_backend()))
-                    .col(text("requested_by"))
-                    .col(text("reason"))
-                    .col(timestamp_with_time_zone("created_at"))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("reaper_audit_job_batch")
-                    .table("reaper_audit")
-                    .col("job_id")
-                    .col("batch_no")
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
-        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
-            // Each batch writes its keys (tens of KB for 5,000 keys). PostgreSQL's default pglz
-            // compression of that value was measured at ~1.7 ms per 5,000-key batch, about 15%
-            // of the batch; lz4 (PostgreSQL 14+, when built in) costs nothing measurable.
-            // Without lz4 the column is stored uncompressed rather than slowly.
-            manager
-                .get_connection()
-                .execute_unprepared(
-                    "DO $$ BEGIN
-                       EXECUTE 'ALTER TABLE reaper_audit ALTER COLUMN deleted_keys SET COMPRESSION lz4';
-                     EXCEPTION WHEN OTHERS THEN
-                       ALTER TABLE reaper_audit ALTER COLUMN deleted_keys SET STORAGE EXTERNAL;
-                     END $$",
-                )
-                .await?;
-        }
-        Ok(())
+        create_ledger(manager).await?;
+        create_audit(manager).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -275,4 +191,94 @@ impl MigrationTrait for CreateLedgerAndAudit {
             .drop_table(Table::drop().table("reaper_jobs").if_exists().to_owned())
             .await
     }
+}
+
+/// `reaper_jobs` and its `(state, created_at)` index.
+async fn create_ledger(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .create_table(
+            Table::create()
+                .table("reaper_jobs")
+                .if_not_exists()
+                .col(string_len("id", 64).primary_key())
+                .col(string_len_uniq("idempotency_key", 200))
+                .col(string_len("target", 63))
+                .col(text("request"))
+                .col(string_len("state", 16))
+                .col(text_null("checkpoint"))
+                .col(big_integer("passes"))
+                .col(big_integer("rows_deleted"))
+                .col(big_integer("batches"))
+                .col(big_integer("attempts"))
+                .col(big_integer("max_attempts"))
+                .col(string_len_null("lease_owner", 200))
+                .col(string_len_null("lease_token", 64))
+                .col(timestamp_with_time_zone_null("lease_expires_at"))
+                .col(timestamp_with_time_zone_null("run_after"))
+                .col(text_null("last_error"))
+                .col(text_null("result"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(timestamp_with_time_zone_null("started_at"))
+                .col(timestamp_with_time_zone_null("finished_at"))
+                .col(boolean("locked_rows_skipped").default(false))
+                .to_owned(),
+        )
+        .await?;
+    // The reconciler and listings look for unfinished jobs by state.
+    manager
+        .create_index(
+            Index::create()
+                .if_not_exists()
+                .name("reaper_jobs_state_created")
+                .table("reaper_jobs")
+                .col("state")
+                .col("created_at")
+                .to_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// `reaper_audit`, its unique `(job_id, batch_no)` index and, on PostgreSQL, how its key lists
+/// are stored.
+async fn create_audit(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .create_table(
+            Table::create()
+                .table("reaper_audit")
+                .if_not_exists()
+                .col(big_pk_auto("id"))
+                .col(string_len("job_id", 64))
+                .col(big_integer("batch_no"))
+                .col(string_len("target", 63))
+                .col(string_len("mode", 8))
+                .col(big_integer("row_count"))
+                .col(text("first_key"))
+                .col(text("last_key"))
+                .col(audit_keys_column(manager.get_database_backend()))
+                .col(text("requested_by"))
+                .col(text("reason"))
+                .col(timestamp_with_time_zone("created_at"))
+                .to_owned(),
+        )
+        .await?;
+    manager
+        .create_index(
+            Index::create()
+                .if_not_exists()
+                .name("reaper_audit_job_batch")
+                .table("reaper_audit")
+                .col("job_id")
+                .col("batch_no")
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+    if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Each batch writes its keys (tens of KB for 5,000 keys): lz4 where PostgreSQL has
+        // it, else uncompressed rather than slowly (see the statement's doc).
+        execute(manager, &sql::migration::audit_keys_compression()).await?;
+    }
+    Ok(())
 }

@@ -28,6 +28,7 @@
 //! 9. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
 //!    check sees the request), and the job ends `cancelled` with what it had deleted.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,15 +37,15 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::{JobResult, JobState, JobSummary};
 use reaper_core::sql::RowLocking;
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_core::value::KeyValue;
-use serde::Serialize;
 use tracing::Instrument;
 
 use crate::batch::{self, BatchResult, LeaseHolder};
 use crate::database::Database;
-use crate::error::{EngineError, ErrorClass};
+use crate::error::{EngineError, ErrorClass, Refusal};
 use crate::ledger::{self, ClaimFrom, JobRecord, Transition};
 use crate::pacing::{Pacer, sleep_unless_stopped};
 
@@ -168,33 +169,8 @@ pub struct RunReport {
     pub job: Option<JobRecord>,
 }
 
-/// Summary stored as the result of a finished job.
-#[derive(Debug, Clone, Serialize)]
-struct DoneSummary {
-    rows_deleted: u64,
-    batches: i64,
-    passes: i64,
-    /// A `stop_at_max_rows` job reached its cap with matching rows left for a later job.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stopped_at_max_rows: bool,
-}
-
 /// What a dry run reports (stored as the job's result).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DryRunReport {
-    /// Always true; tells readers of the result what it is.
-    pub dry_run: bool,
-    /// Rows the job would delete now.
-    pub matching_rows: u64,
-    /// The first matching keys.
-    pub sample_keys: Vec<KeyValue>,
-    /// Rows per batch.
-    pub batch_size: u32,
-    /// Batch transactions the job would run.
-    pub batches: u64,
-    /// The statements of one batch.
-    pub sql: String,
-}
+pub use reaper_core::lifecycle::DryRunReport;
 
 /// Runs job `id` once, as described in the module docs. `should_stop` is polled between
 /// batches. Errors are returned only when the ledger itself cannot be written; the job then
@@ -255,16 +231,14 @@ async fn run_claimed(
     };
 
     let outcome = if job.cancel_requested_at.is_some() {
-        Ok(run.cancelled(job.rows_deleted, job.passes).await?)
+        let rows_deleted = u64::try_from(job.rows_deleted).unwrap_or(0);
+        Ok(run.cancelled(rows_deleted, job.passes).await?)
     } else if job.attempts > job.max_attempts {
-        let error = format!(
-            "gave up after {} attempts; last error: {}",
-            job.max_attempts,
-            job.last_error
-                .as_deref()
-                .unwrap_or("none recorded (the worker stopped without reporting)")
-        );
-        Err(EngineError::Refused(error))
+        Err(Refusal::AttemptsUsedUp {
+            max_attempts: job.max_attempts,
+            last_error: job.last_error.clone(),
+        }
+        .into())
     } else {
         match prepare(job, catalog) {
             Ok(validated) => run.execute(&validated, should_stop).await,
@@ -275,28 +249,7 @@ async fn run_claimed(
         Ok(outcome) => outcome,
         Err(error) => run.fail(&error).await?,
     };
-    match &outcome {
-        RunOutcome::Done => crate::instruments::job_finished(&job.target, "done"),
-        RunOutcome::Cancelled => crate::instruments::job_finished(&job.target, "cancelled"),
-        RunOutcome::Dead { .. } => crate::instruments::job_finished(&job.target, "dead"),
-        RunOutcome::RetryLater { .. } => crate::instruments::job_retried(&job.target),
-        RunOutcome::Continue
-        | RunOutcome::Paused
-        | RunOutcome::NotClaimed
-        | RunOutcome::LeaseLost => {}
-    }
-    match &outcome {
-        RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
-        RunOutcome::RetryLater { error, run_after } => {
-            tracing::warn!(message = "Job will be retried.", %error, %run_after)
-        }
-        RunOutcome::LeaseLost => {
-            tracing::warn!(message = "Lost the job's lease; another worker has it.")
-        }
-        other => {
-            tracing::info!(message = "Job run ended.", outcome = ?other, rows = run.rows, batches = run.batches)
-        }
-    }
+    run.report_end(&outcome);
     Ok(RunReport {
         outcome,
         batches: run.batches,
@@ -315,9 +268,11 @@ fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineErr
     Ok(validate(&request, catalog, job.created_at)?)
 }
 
+/// One run of a claimed job: what it holds (the lease token) and what it has done so far.
 struct Run<'a> {
     db: &'a Database,
     settings: &'a RunSettings,
+    /// The ledger row as claimed.
     job: &'a JobRecord,
     token: &'a str,
     batches: u64,
@@ -326,244 +281,340 @@ struct Run<'a> {
     batch_time: Duration,
 }
 
-impl Run<'_> {
-    async fn execute(
-        &mut self,
-        job: &ValidatedJob,
-        should_stop: &(dyn Fn() -> bool + Sync),
-    ) -> Result<RunOutcome, EngineError> {
-        if job.dry_run {
-            let report = dry_run(self.db, job).await?;
-            let result = serde_json::to_string(&report)
-                .map_err(|error| EngineError::Corrupt(error.to_string()))?;
-            return self
-                .finish(&Transition::Done { result: &result }, RunOutcome::Done)
-                .await;
-        }
-        let key_type = job.target.key_type;
-        let mut checkpoint = match &self.job.checkpoint {
-            Some(text) => Some(batch::parse_key(key_type, text)?),
+/// Where a run is in its walk over the job's keys: the checkpoint, the pass, what the job has
+/// deleted over all its runs, and the size the next batch asks for.
+struct Walk<'j> {
+    job: &'j ValidatedJob,
+    checkpoint: Option<KeyValue>,
+    rows_deleted: u64,
+    passes: i64,
+    /// This pass used `SKIP LOCKED`, so it may have passed over matching rows.
+    pass_skipped_rows: bool,
+    batch_size: u32,
+    /// Start of the run's slice.
+    started: Instant,
+}
+
+impl<'j> Walk<'j> {
+    /// Picks the walk up where the ledger row says the job left it.
+    fn resume(
+        record: &JobRecord,
+        job: &'j ValidatedJob,
+        pacer: &Pacer,
+    ) -> Result<Self, EngineError> {
+        let checkpoint = match &record.checkpoint {
+            Some(text) => Some(batch::parse_key(job.target.key_type, text)?),
             None => None,
         };
-        let mut rows_deleted = u64::try_from(self.job.rows_deleted).unwrap_or(0);
-        let mut passes = self.job.passes;
-        let mut pass_skipped_rows = self.job.locked_rows_skipped;
-        let fresh = checkpoint.is_none() && rows_deleted == 0 && passes == 1;
-        if fresh && !job.stop_at_max_rows {
-            let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
-            if matching > job.max_rows {
-                return Err(EngineError::Refused(format!(
-                    "more than max_rows ({}) rows match the filter of this job; nothing was deleted. \
-                     Narrow the filter or raise max_rows (target `{}` allows up to {})",
-                    job.max_rows, job.target.name, job.target.max_rows
-                )));
-            }
-        }
-        let started = Instant::now();
-        let throttle = &job.target.throttle;
         // An adaptive size starts where the target's last batches left it (in this process),
         // so a new slice or job does not pay for a bad starting size again.
-        let mut batch_size = match throttle.adaptive {
-            Some(adaptive) => self
-                .settings
-                .pacer
+        let batch_size = match job.target.throttle.adaptive {
+            Some(adaptive) => pacer
                 .adapted_size(&job.target.name)
                 .map_or(job.batch_size, |size| {
                     size.clamp(adaptive.min.min(job.batch_size), adaptive.max)
                 }),
             None => job.batch_size,
         };
+        Ok(Self {
+            job,
+            checkpoint,
+            rows_deleted: u64::try_from(record.rows_deleted).unwrap_or(0),
+            passes: record.passes,
+            pass_skipped_rows: record.locked_rows_skipped,
+            batch_size,
+            started: Instant::now(),
+        })
+    }
+
+    /// Nothing done yet: the `max_rows` pre-check applies.
+    fn is_fresh(&self) -> bool {
+        self.checkpoint.is_none() && self.rows_deleted == 0 && self.passes == 1
+    }
+
+    /// Rows the job may still delete.
+    fn remaining(&self) -> u64 {
+        self.job.max_rows.saturating_sub(self.rows_deleted)
+    }
+
+    /// What the next batch asks for: its size, never past `max_rows`.
+    fn limit(&self) -> u32 {
+        u32::try_from(self.remaining().min(u64::from(self.batch_size))).unwrap_or(self.batch_size)
+    }
+
+    /// The ledger's `locking` for the next batch: once a pass skipped rows, it keeps skipping.
+    fn locking(&self) -> RowLocking {
+        if self.pass_skipped_rows {
+            RowLocking::SkipLocked
+        } else {
+            RowLocking::Direct
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Runs the job's batches (or its dry run) until it ends, its slice is over or it is asked
+    /// to stop.
+    async fn execute(
+        &mut self,
+        job: &ValidatedJob,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<RunOutcome, EngineError> {
+        if job.dry_run {
+            let result = JobResult::DryRun(dry_run(self.db, job).await?).to_json();
+            return self
+                .finish(&Transition::Done { result: &result }, RunOutcome::Done)
+                .await;
+        }
+        let mut walk = Walk::resume(self.job, job, &self.settings.pacer)?;
+        if walk.is_fresh() && !job.stop_at_max_rows {
+            let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
+            job.check_max_rows(matching).map_err(Refusal::from)?;
+            // The slice is for batches: it starts after the pre-check.
+            walk.started = Instant::now();
+        }
         let progress = &self.settings.progress;
-        progress.batch_size.store(batch_size, Ordering::Relaxed);
+        progress
+            .batch_size
+            .store(walk.batch_size, Ordering::Relaxed);
         loop {
-            if should_stop() {
-                return self.stop().await;
+            if let ControlFlow::Break(outcome) = self.before_batch(&walk, should_stop).await? {
+                return Ok(outcome);
             }
-            // A foreground run has no queue to share: its slice never ends.
-            if self.settings.stop_as == StopAs::Pending && started.elapsed() >= self.settings.slice
-            {
-                return self
-                    .finish(&Transition::Continue, RunOutcome::Continue)
-                    .await;
-            }
-            let remaining = job.max_rows.saturating_sub(rows_deleted);
-            if remaining == 0 {
-                let more = batch::count_matching(self.db, job, Some(1)).await? > 0;
-                if more && job.stop_at_max_rows {
-                    tracing::info!(
-                        message =
-                            "Stopped at max_rows; the matching rows left wait for a later job.",
-                        max_rows = job.max_rows
-                    );
-                    return self.done_with(rows_deleted, passes, true).await;
-                }
-                if more {
-                    return Err(EngineError::Refused(format!(
-                        "stopped at max_rows ({}): {rows_deleted} rows deleted and more rows still match; \
-                         raise max_rows or narrow the filter to continue",
-                        job.max_rows
-                    )));
-                }
-                return self.done(rows_deleted, passes).await;
-            }
-            if throttle.max_rows_per_second.is_some() {
-                let wait = self.settings.pacer.wait(&job.target.name);
-                // Jobs sharing the target's budget can wait longer than one batch's share: keep
-                // the lease alive across the wait (a lost renewal shows in the next batch).
-                if wait >= self.settings.lease / 3 {
-                    let now = Utc::now();
-                    ledger::renew_lease(
-                        self.db,
-                        &self.job.id,
-                        self.token,
-                        now,
-                        batch::lease_until(now, self.settings.lease + wait),
-                    )
-                    .await?;
-                }
-                if !wait.is_zero() && !sleep_unless_stopped(wait, should_stop).await {
+            let Some(window_exhausted) = self.batch(&mut walk).await? else {
+                // Refused: a cancel request, unless the lease is lost (then `cancelled` finds
+                // out, and writes nothing).
+                return self.cancelled(walk.rows_deleted, walk.passes).await;
+            };
+            if !window_exhausted {
+                let pause = job.target.throttle.pause;
+                if !pause.is_zero() && !sleep_unless_stopped(pause, should_stop).await {
                     return self.stop().await;
                 }
+                continue;
             }
-            let limit = u32::try_from(remaining.min(u64::from(batch_size))).unwrap_or(batch_size);
-            let batch_started = Instant::now();
-            let holder = LeaseHolder {
-                job_id: &self.job.id,
-                token: self.token,
-                lease: self.settings.lease,
-            };
-            let batch_span = tracing::debug_span!(
-                "batch",
-                batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
-            );
-            let locking = if pass_skipped_rows {
-                RowLocking::SkipLocked
-            } else {
-                RowLocking::Direct
-            };
-            let result =
-                batch::run_batch(self.db, job, checkpoint.as_ref(), limit, holder, locking)
-                    .instrument(batch_span)
-                    .await?;
-            let window_exhausted = match result {
-                // Still holding the lease means the batch refused because of a cancel request.
-                BatchResult::LeaseLost => {
-                    return self
-                        .cancelled(i64::try_from(rows_deleted).unwrap_or(i64::MAX), passes)
-                        .await;
-                }
-                BatchResult::Committed {
-                    rows,
-                    selected,
-                    last_key,
-                    elapsed,
-                    skipped_locked,
-                } => {
-                    pass_skipped_rows |= skipped_locked;
-                    if selected > 0 {
-                        tracing::debug!(
-                            message = "Committed batch.",
-                            rows,
-                            elapsed_ms = elapsed.as_secs_f64() * 1e3
-                        );
-                        crate::instruments::batch_committed(
-                            &job.target.name,
-                            job.mode.as_str(),
-                            rows,
-                            elapsed,
-                        );
-                        self.batches += 1;
-                        self.rows += rows;
-                        self.longest_batch = self.longest_batch.max(elapsed);
-                        self.batch_time += elapsed;
-                        rows_deleted += rows;
-                        checkpoint = last_key;
-                        progress.rows.fetch_add(rows, Ordering::Relaxed);
-                        progress.batches.fetch_add(1, Ordering::Relaxed);
-                        if let Some(rate) = throttle.max_rows_per_second {
-                            self.settings
-                                .pacer
-                                .book(&job.target.name, batch_started, rows, rate);
-                        }
-                        // Only a full window measures the size: a short one ends the pass.
-                        if let Some(adaptive) = throttle.adaptive
-                            && selected == u64::from(limit)
-                            && limit == batch_size
-                        {
-                            batch_size = adaptive.next_size(batch_size, elapsed);
-                            progress.batch_size.store(batch_size, Ordering::Relaxed);
-                            self.settings
-                                .pacer
-                                .remember_size(&job.target.name, batch_size);
-                        }
-                    }
-                    // A window with fewer keys than asked for reached the end of the keyset:
-                    // the pass is over without another (empty) batch transaction.
-                    selected < u64::from(limit)
-                }
-            };
-            if !window_exhausted
-                && !throttle.pause.is_zero()
-                && !sleep_unless_stopped(throttle.pause, should_stop).await
-            {
-                return self.stop().await;
-            }
-            if window_exhausted {
-                // Only a pass that used SKIP LOCKED can have left matching rows behind; one
-                // probe tells whether it did.
-                if pass_skipped_rows && batch::count_matching(self.db, job, Some(1)).await? > 0 {
-                    if passes >= MAX_PASSES {
-                        return Err(EngineError::RowsHeld { passes: MAX_PASSES });
-                    }
-                    if !ledger::restart_pass(self.db, &self.job.id, self.token, Utc::now()).await? {
-                        return Ok(RunOutcome::LeaseLost);
-                    }
-                    passes += 1;
-                    checkpoint = None;
-                    pass_skipped_rows = false;
-                    tracing::info!(
-                        message = "Starting another pass for rows that were locked.",
-                        pass = passes
-                    );
-                    continue;
-                }
-                return self.done(rows_deleted, passes).await;
+            if let ControlFlow::Break(outcome) = self.end_of_pass(&mut walk).await? {
+                return Ok(outcome);
             }
         }
     }
 
-    async fn done(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
-        self.done_with(rows_deleted, passes, false).await
+    /// Everything that may end the run before its next batch: a stop request, the end of the
+    /// slice, the `max_rows` cap, a stop during the rows-per-second wait.
+    async fn before_batch(
+        &self,
+        walk: &Walk<'_>,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<ControlFlow<RunOutcome>, EngineError> {
+        if should_stop() {
+            return Ok(ControlFlow::Break(self.stop().await?));
+        }
+        // A foreground run has no queue to share: its slice never ends.
+        if self.settings.stop_as == StopAs::Pending && walk.started.elapsed() >= self.settings.slice
+        {
+            let outcome = self
+                .finish(&Transition::Continue, RunOutcome::Continue)
+                .await?;
+            return Ok(ControlFlow::Break(outcome));
+        }
+        if walk.remaining() == 0 {
+            return Ok(ControlFlow::Break(self.at_max_rows(walk).await?));
+        }
+        if !self.wait_for_budget(walk.job, should_stop).await? {
+            return Ok(ControlFlow::Break(self.stop().await?));
+        }
+        Ok(ControlFlow::Continue(()))
     }
 
-    async fn done_with(
+    /// The job deleted `max_rows`: done if nothing matches any more or it may stop at its cap;
+    /// refused if rows still match and it may not.
+    async fn at_max_rows(&self, walk: &Walk<'_>) -> Result<RunOutcome, EngineError> {
+        let job = walk.job;
+        let more = batch::count_matching(self.db, job, Some(1)).await? > 0;
+        if more && job.stop_at_max_rows {
+            tracing::info!(
+                message = "Stopped at max_rows; the matching rows left wait for a later job.",
+                max_rows = job.max_rows
+            );
+            return self.done(walk, true).await;
+        }
+        if more {
+            return Err(Refusal::MoreRowsAtMaxRows {
+                max_rows: job.max_rows,
+                rows_deleted: walk.rows_deleted,
+            }
+            .into());
+        }
+        self.done(walk, false).await
+    }
+
+    /// Waits for the target's rows-per-second budget, if it has one. False: asked to stop
+    /// meanwhile.
+    async fn wait_for_budget(
         &self,
-        rows_deleted: u64,
-        passes: i64,
-        stopped_at_max_rows: bool,
-    ) -> Result<RunOutcome, EngineError> {
-        let summary = DoneSummary {
+        job: &ValidatedJob,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<bool, EngineError> {
+        if job.target.throttle.max_rows_per_second.is_none() {
+            return Ok(true);
+        }
+        let wait = self.settings.pacer.wait(&job.target.name);
+        // Jobs sharing the target's budget can wait longer than one batch's share: keep the
+        // lease alive across the wait (a lost renewal shows in the next batch).
+        if wait >= self.settings.lease / 3 {
+            let now = Utc::now();
+            ledger::renew_lease(
+                self.db,
+                &self.job.id,
+                self.token,
+                now,
+                batch::lease_until(now, self.settings.lease + wait),
+            )
+            .await?;
+        }
+        Ok(wait.is_zero() || sleep_unless_stopped(wait, should_stop).await)
+    }
+
+    /// Runs the next batch and books what it did. `None`: its lease check refused it.
+    /// `Some(true)`: its window held fewer keys than asked for, so the pass reached the end of
+    /// the keyset (without another, empty, batch transaction to find out).
+    async fn batch(&mut self, walk: &mut Walk<'_>) -> Result<Option<bool>, EngineError> {
+        let job = walk.job;
+        let limit = walk.limit();
+        let batch_started = Instant::now();
+        let holder = LeaseHolder {
+            job_id: &self.job.id,
+            token: self.token,
+            lease: self.settings.lease,
+        };
+        let batch_span = tracing::debug_span!(
+            "batch",
+            batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
+        );
+        let result = batch::run_batch(
+            self.db,
+            job,
+            walk.checkpoint.as_ref(),
+            limit,
+            holder,
+            walk.locking(),
+        )
+        .instrument(batch_span)
+        .await?;
+        let BatchResult::Committed {
+            rows,
+            selected,
+            last_key,
+            elapsed,
+            skipped_locked,
+        } = result
+        else {
+            return Ok(None);
+        };
+        walk.pass_skipped_rows |= skipped_locked;
+        if selected > 0 {
+            tracing::debug!(
+                message = "Committed batch.",
+                rows,
+                elapsed_ms = elapsed.as_secs_f64() * 1e3
+            );
+            crate::instruments::batch_committed(&job.target.name, job.mode.as_str(), rows, elapsed);
+            self.book(rows, elapsed);
+            walk.rows_deleted += rows;
+            walk.checkpoint = last_key;
+            if let Some(rate) = job.target.throttle.max_rows_per_second {
+                self.settings
+                    .pacer
+                    .book(&job.target.name, batch_started, rows, rate);
+            }
+            // Only a full window measures the size: a short one ends the pass.
+            if selected == u64::from(limit) && limit == walk.batch_size {
+                self.adapt_batch_size(walk, elapsed);
+            }
+        }
+        Ok(Some(selected < u64::from(limit)))
+    }
+
+    /// Counts a committed batch in this run's figures.
+    fn book(&mut self, rows: u64, elapsed: Duration) {
+        self.batches += 1;
+        self.rows += rows;
+        self.longest_batch = self.longest_batch.max(elapsed);
+        self.batch_time += elapsed;
+        let progress = &self.settings.progress;
+        progress.rows.fetch_add(rows, Ordering::Relaxed);
+        progress.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// With an adaptive batch size, steps the next size toward the target duration (and
+    /// remembers it for the target's next run in this process).
+    fn adapt_batch_size(&self, walk: &mut Walk<'_>, elapsed: Duration) {
+        let Some(adaptive) = walk.job.target.throttle.adaptive else {
+            return;
+        };
+        walk.batch_size = adaptive.next_size(walk.batch_size, elapsed);
+        self.settings
+            .progress
+            .batch_size
+            .store(walk.batch_size, Ordering::Relaxed);
+        self.settings
+            .pacer
+            .remember_size(&walk.job.target.name, walk.batch_size);
+    }
+
+    /// The pass reached the end of the keyset. Only a pass that used `SKIP LOCKED` can have
+    /// left matching rows behind; one probe tells whether it did, and if so another pass starts
+    /// (up to [`MAX_PASSES`]). Otherwise the job is done.
+    async fn end_of_pass(
+        &self,
+        walk: &mut Walk<'_>,
+    ) -> Result<ControlFlow<RunOutcome>, EngineError> {
+        if !walk.pass_skipped_rows || batch::count_matching(self.db, walk.job, Some(1)).await? == 0
+        {
+            return Ok(ControlFlow::Break(self.done(walk, false).await?));
+        }
+        if walk.passes >= MAX_PASSES {
+            return Err(EngineError::RowsHeld { passes: MAX_PASSES });
+        }
+        if !ledger::restart_pass(self.db, &self.job.id, self.token, Utc::now()).await? {
+            return Ok(ControlFlow::Break(RunOutcome::LeaseLost));
+        }
+        walk.passes += 1;
+        walk.checkpoint = None;
+        walk.pass_skipped_rows = false;
+        tracing::info!(
+            message = "Starting another pass for rows that were locked.",
+            pass = walk.passes
+        );
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// What the job has deleted, over all its runs.
+    fn summary(&self, rows_deleted: u64, passes: i64, stopped_at_max_rows: bool) -> JobResult {
+        JobResult::Summary(JobSummary {
             rows_deleted,
             batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
             passes,
             stopped_at_max_rows,
-        };
-        let result = serde_json::to_string(&summary)
-            .map_err(|error| EngineError::Corrupt(error.to_string()))?;
+        })
+    }
+
+    /// Records `done` with the job's summary.
+    async fn done(
+        &self,
+        walk: &Walk<'_>,
+        stopped_at_max_rows: bool,
+    ) -> Result<RunOutcome, EngineError> {
+        let result = self
+            .summary(walk.rows_deleted, walk.passes, stopped_at_max_rows)
+            .to_json();
         self.finish(&Transition::Done { result: &result }, RunOutcome::Done)
             .await
     }
 
     /// Records `cancelled` with what was deleted; `LeaseLost` if the lease is gone instead.
-    async fn cancelled(&self, rows_deleted: i64, passes: i64) -> Result<RunOutcome, EngineError> {
-        let summary = DoneSummary {
-            rows_deleted: u64::try_from(rows_deleted).unwrap_or(0),
-            batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
-            passes,
-            stopped_at_max_rows: false,
-        };
-        let result = serde_json::to_string(&summary)
-            .map_err(|error| EngineError::Corrupt(error.to_string()))?;
+    async fn cancelled(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
+        let result = self.summary(rows_deleted, passes, false).to_json();
         self.finish(
             &Transition::Cancelled { result: &result },
             RunOutcome::Cancelled,
@@ -634,6 +685,33 @@ impl Run<'_> {
             },
         )
         .await
+    }
+
+    /// Counts and logs how the run ended.
+    fn report_end(&self, outcome: &RunOutcome) {
+        let target = &self.job.target;
+        match outcome {
+            RunOutcome::Done => crate::instruments::job_finished(target, JobState::Done),
+            RunOutcome::Cancelled => crate::instruments::job_finished(target, JobState::Cancelled),
+            RunOutcome::Dead { .. } => crate::instruments::job_finished(target, JobState::Dead),
+            RunOutcome::RetryLater { .. } => crate::instruments::job_retried(target),
+            RunOutcome::Continue
+            | RunOutcome::Paused
+            | RunOutcome::NotClaimed
+            | RunOutcome::LeaseLost => {}
+        }
+        match outcome {
+            RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
+            RunOutcome::RetryLater { error, run_after } => {
+                tracing::warn!(message = "Job will be retried.", %error, %run_after)
+            }
+            RunOutcome::LeaseLost => {
+                tracing::warn!(message = "Lost the job's lease; another worker has it.")
+            }
+            other => {
+                tracing::info!(message = "Job run ended.", outcome = ?other, rows = self.rows, batches = self.batches)
+            }
+        }
     }
 }
 

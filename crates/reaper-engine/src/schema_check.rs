@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDateTime;
 use reaper_core::catalog::{Catalog, ColumnType, KeyType, Target};
 use reaper_core::config::{ConfigError, ConfigProblem};
-use reaper_core::sql::{self, Backend, SQLITE_TIMESTAMP_FORMAT};
-use reaper_core::value::SqlValue;
+use reaper_core::sql::{Backend, SQLITE_TIMESTAMP_FORMAT, schema};
 
 use crate::database::Database;
 use crate::error::EngineError;
@@ -113,7 +112,7 @@ async fn sqlite_timestamp_mismatch(
     column: &str,
 ) -> Result<Option<String>, EngineError> {
     let rows = db
-        .query_all(&sql::sample_column(
+        .query_all(&schema::sample_column(
             Backend::Sqlite,
             target,
             column,
@@ -193,35 +192,14 @@ async fn table_columns(
     db: &Database,
     target: &Target,
 ) -> Result<BTreeMap<String, String>, EngineError> {
-    let statement = match db.backend() {
-        // No schema configured: the connection's current schema.
-        Backend::Postgres => reaper_core::sql::Statement {
-            sql: "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                  WHERE table_schema = COALESCE(NULLIF($1, ''), current_schema()) AND table_name = $2"
-                .into(),
-            params: vec![
-                SqlValue::Text(target.schema.clone().unwrap_or_default()),
-                SqlValue::Text(target.table.clone()),
-            ],
-        },
-        Backend::Sqlite => reaper_core::sql::Statement {
-            sql: "SELECT name, type FROM pragma_table_info(?)".into(),
-            params: vec![SqlValue::Text(target.table.clone())],
-        },
-        // `schema` is the MySQL database; the connection's when absent.
-        Backend::MySql => reaper_core::sql::Statement {
-            sql: "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
-                  WHERE table_schema = COALESCE(NULLIF(?, ''), DATABASE()) AND table_name = ?"
-                .into(),
-            params: vec![SqlValue::Text(target.schema.clone().unwrap_or_default()), SqlValue::Text(target.table.clone())],
-        },
-    };
-    let rows = db.query_all(&statement).await.map_err(EngineError::from)?;
+    let rows = db
+        .query_all(&schema::table_columns(db.backend(), target))
+        .await?;
     rows.iter()
         .map(|row| {
             Ok((
-                row.try_get_by_index::<String>(0)?,
-                row.try_get_by_index::<String>(1)?,
+                row.try_get::<String>("", schema::COLUMN_NAME)?,
+                row.try_get::<String>("", schema::COLUMN_TYPE)?,
             ))
         })
         .collect::<Result<_, sea_orm::DbErr>>()

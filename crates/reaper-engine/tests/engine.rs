@@ -1,166 +1,28 @@
-//! The engine against real SQLite and PostgreSQL: every deletion test checks the invariants
-//! (each matching row deleted once and audited once, rows outside the filter untouched, audit
-//! rows = batches, audited counts = rows deleted = the job's counter, no batch over its size).
+//! The engine against real SQLite, PostgreSQL and MariaDB. Every test that deletes takes a
+//! snapshot of the table before the run and proves the invariants after it
+//! (`reaper_testkit::TableSnapshot`): exactly the expected rows removed, every other row
+//! unchanged, each removed row audited exactly once, each audit entry consistent, batch numbers
+//! contiguous, ledger counters equal to the audit's sums. Runs that should not fail are driven
+//! with no retry allowed, and their attempts and last error are checked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
-use reaper_core::config::DatabaseConfig;
+use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
 use reaper_core::sql::RowLocking;
-use reaper_engine::Database;
 use reaper_engine::batch::{self, BatchResult, LeaseHolder};
 use reaper_engine::ledger;
-use reaper_engine::migration::Migrator;
-use reaper_engine::runner::{self, RunOutcome, RunSettings};
+use reaper_engine::runner::{self, RunOutcome};
 use reaper_engine::schema_check;
-use reaper_testkit::TestDatabase;
-use sea_orm_migration::MigratorTrait;
-
-fn catalog() -> Catalog {
-    Catalog::new([
-        Target {
-            name: "events".into(),
-            schema: None,
-            table: "events".into(),
-            primary_key: "id".into(),
-            key_type: KeyType::Int,
-            columns: BTreeMap::from([
-                ("tenant_id".into(), ColumnType::Int),
-                ("kind".into(), ColumnType::Text),
-                ("created_at".into(), ColumnType::Timestamp),
-            ]),
-            default_mode: Mode::Hard,
-            batch_size: 100,
-            max_batch_size: 1_000,
-            soft_delete_column: Some("deleted_at".into()),
-            max_rows: 1_000_000,
-            max_attempts: None,
-            throttle: Default::default(),
-        },
-        Target {
-            name: "tokens".into(),
-            schema: None,
-            table: "tokens".into(),
-            primary_key: "id".into(),
-            key_type: KeyType::Uuid,
-            columns: BTreeMap::from([("user_id".into(), ColumnType::Int)]),
-            default_mode: Mode::Hard,
-            batch_size: 100,
-            max_batch_size: 1_000,
-            soft_delete_column: None,
-            max_rows: 1_000_000,
-            max_attempts: None,
-            throttle: Default::default(),
-        },
-    ])
-}
-
-fn settings() -> RunSettings {
-    RunSettings::for_worker(
-        "test-worker".into(),
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-        Duration::from_millis(10),
-        Duration::from_millis(100),
-    )
-}
-
-struct Setup {
-    test: TestDatabase,
-    db: Database,
-    catalog: Catalog,
-}
-
-async fn setup(backend: Backend, events: u32) -> Setup {
-    setup_with_lock_timeout(backend, events, Span::from_millis(50)).await
-}
-
-async fn setup_with_lock_timeout(backend: Backend, events: u32, lock_timeout: Span) -> Setup {
-    let test = TestDatabase::new(backend).await;
-    test.seed_events(events).await;
-    test.seed_tokens(500).await;
-    let db = Database::connect(&DatabaseConfig {
-        url: test.url.clone(),
-        max_connections: 4,
-        statement_timeout: Span::from_secs(30),
-        lock_timeout,
-    })
-    .await
-    .unwrap();
-    Migrator::up(db.connection(), None).await.unwrap();
-    Setup {
-        test,
-        db,
-        catalog: catalog(),
-    }
-}
-
-impl Setup {
-    async fn submit(&self, job: serde_json::Value, max_attempts: u32) -> String {
-        let request: JobRequest = serde_json::from_value(job).unwrap();
-        ledger::submit(
-            &self.db,
-            &self.catalog,
-            &request,
-            max_attempts,
-            Utc::now(),
-            None,
-        )
-        .await
-        .unwrap()
-        .job
-        .id
-    }
-
-    async fn run_once(&self, id: &str) -> RunOutcome {
-        runner::run_job(&self.db, &self.catalog, id, &settings(), &|| false)
-            .await
-            .unwrap()
-            .outcome
-    }
-
-    /// Runs until done or dead, as a queue would (continuations and retries at once).
-    async fn run_to_end(&self, id: &str) -> RunOutcome {
-        for _ in 0..50 {
-            match self.run_once(id).await {
-                RunOutcome::Continue | RunOutcome::RetryLater { .. } => continue,
-                other => return other,
-            }
-        }
-        panic!("job {id} did not finish in 50 runs");
-    }
-
-    /// Timestamp literal for the test's own SQL, in the backend's storage form.
-    fn ts(&self, iso: &str) -> String {
-        match self.test.backend {
-            Backend::Postgres => format!("TIMESTAMPTZ '{iso}+00'"),
-            Backend::Sqlite => format!("'{iso}'"),
-            Backend::MySql => format!("TIMESTAMP '{iso}'"),
-        }
-    }
-}
-
-fn job(target: &str, conditions: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
-    let mut job = serde_json::Map::new();
-    job.insert("target".into(), target.into());
-    job.insert(
-        "filter".into(),
-        serde_json::Value::Object(serde_json::Map::from_iter([("all".to_owned(), conditions)])),
-    );
-    job.insert("requested_by".into(), "engine-test".into());
-    job.insert("reason".into(), "invariants".into());
-    if let serde_json::Value::Object(extra) = extra {
-        job.extend(extra);
-    }
-    serde_json::Value::Object(job)
-}
+use reaper_testkit::Removal;
+use reaper_testkit::engine::{EngineTest as Setup, erase_tenant, events_target, job, settings};
 
 reaper_testkit::on_every_backend!(
     stranded_jobs_are_found_on_both_sides_of_each_threshold,
@@ -181,177 +43,228 @@ reaper_testkit::on_every_backend!(
     the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow,
     the_rows_per_second_cap_and_the_pause_pace_the_batches,
     stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest,
+    rows_growing_past_max_rows_while_the_job_runs_never_exceed_the_cap,
     a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once,
     jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits,
 );
 
 /// A catalog whose `events` target carries `throttle`.
 fn throttled(throttle: reaper_core::throttle::Throttle) -> Catalog {
-    let mut events = catalog().get("events").unwrap().clone();
-    events.max_batch_size = 1_000;
-    events.throttle = throttle;
-    Catalog::new([events])
+    Catalog::new([Target {
+        throttle,
+        ..events_target()
+    }])
 }
 
 /// Row counts of a job's audit entries, in batch order.
 async fn batch_sizes(s: &Setup, id: &str) -> Vec<i64> {
     s.test
-        .strings(&format!(
-            "SELECT {} FROM reaper_audit WHERE job_id = '{id}' ORDER BY batch_no",
-            s.test.as_text("row_count")
-        ))
+        .audit_of(id)
         .await
-        .into_iter()
-        .map(|count| count.parse().unwrap())
+        .iter()
+        .map(|entry| entry.row_count)
         .collect()
 }
 
-async fn the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow(backend: Backend) {
+/// How an adaptive run's batch size is set.
+#[derive(Clone, Copy)]
+enum Size {
+    /// The target's batch size: where adaptive sizing starts, free to grow to its maximum.
+    Target(u32),
+    /// The job's own batch size: where it starts, and a ceiling it never grows past.
+    Job(u32),
+}
+
+/// Runs a job on `tenants` sized by `size`, with an adaptive batch size aiming at `target`
+/// (between 20 and 400 rows), proves the invariants, and returns its batch sizes.
+async fn adaptive_run(s: &mut Setup, target: Duration, tenants: [i64; 4], size: Size) -> Vec<i64> {
     use reaper_core::throttle::{Adaptive, Throttle};
-    let mut s = setup(backend, 6_000).await;
-    let matching = "tenant_id IN (0, 1, 2, 3)";
-    let expected = s.test.ids("events", matching).await;
-    // A target no batch can reach (10 s): every full batch grows by half, up to the maximum,
-    // from the target's batch size (a job's own batch_size would be a ceiling).
-    let mut events = throttled(Throttle {
+    let list = tenants.map(|tenant| tenant.to_string()).join(", ");
+    let expected = s
+        .test
+        .ids("events", &format!("tenant_id IN ({list})"))
+        .await;
+    let throttle = Throttle {
         adaptive: Some(Adaptive {
-            target: Duration::from_secs(10),
+            target,
             min: 20,
             max: 400,
         }),
         ..Throttle::default()
-    })
-    .get("events")
-    .unwrap()
-    .clone();
-    events.batch_size = 40;
-    s.catalog = Catalog::new([events]);
-    let all_tenants =
-        serde_json::json!([{"column": "tenant_id", "op": "in", "value": [0, 1, 2, 3]}]);
-    let id = s
-        .submit(job("events", all_tenants, serde_json::json!({})), 5)
+    };
+    let (target_size, options) = match size {
+        Size::Target(rows) => (rows, serde_json::json!({})),
+        Size::Job(rows) => (400, serde_json::json!({"batch_size": rows})),
+    };
+    s.catalog = Catalog::new([Target {
+        throttle,
+        batch_size: target_size,
+        ..events_target()
+    }]);
+    let before = s.snapshot().await;
+    let filter = serde_json::json!([{"column": "tenant_id", "op": "in", "value": tenants}]);
+    let id = s.submit(job("events", filter, options), 5).await;
+    s.run_and_check(&id, &before, &expected, Removal::Hard, 400)
         .await;
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    let sizes = batch_sizes(&s, &id).await;
+    batch_sizes(s, &id).await
+}
+
+async fn the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow(backend: Backend) {
+    let mut s = Setup::new(backend, 6_000).await;
+    // A target no batch can reach (10 s): every full batch grows by half from the target's
+    // batch size, up to the maximum.
+    let sizes = adaptive_run(
+        &mut s,
+        Duration::from_secs(10),
+        [0, 1, 2, 3],
+        Size::Target(40),
+    )
+    .await;
     assert_eq!(&sizes[..6], &[40, 60, 90, 135, 203, 305], "{sizes:?}");
     assert!(
         sizes[6..sizes.len() - 1].iter().all(|size| *size == 400),
         "{sizes:?}"
     );
-    s.test.assert_exactly_once(&id, &expected, 400).await;
-
     // A target every batch misses (1 µs): each full batch halves, down to the minimum.
-    let expected = s.test.ids("events", "tenant_id IN (4, 5, 6, 7)").await;
-    s.catalog = throttled(Throttle {
-        adaptive: Some(Adaptive {
-            target: Duration::from_micros(1),
-            min: 20,
-            max: 400,
-        }),
-        ..Throttle::default()
-    });
-    let other_tenants =
-        serde_json::json!([{"column": "tenant_id", "op": "in", "value": [4, 5, 6, 7]}]);
-    let id = s
-        .submit(
-            job(
-                "events",
-                other_tenants,
-                serde_json::json!({"batch_size": 320}),
-            ),
-            5,
-        )
-        .await;
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    let sizes = batch_sizes(&s, &id).await;
+    let sizes = adaptive_run(
+        &mut s,
+        Duration::from_micros(1),
+        [4, 5, 6, 7],
+        Size::Job(320),
+    )
+    .await;
     assert_eq!(&sizes[..5], &[320, 160, 80, 40, 20], "{sizes:?}");
     assert!(
         sizes[5..sizes.len() - 1].iter().all(|size| *size == 20),
         "{sizes:?}"
     );
-    s.test.assert_exactly_once(&id, &expected, 320).await;
+}
+
+/// Seconds between consecutive batches of one job, from their audit entries, with the rows of
+/// the earlier batch.
+async fn gaps(s: &Setup, id: &str) -> Vec<(f64, i64)> {
+    let entries = s.test.audit_of(id).await;
+    entries
+        .windows(2)
+        .map(|pair| {
+            let gap = (pair[1].created_at - pair[0].created_at).as_seconds_f64();
+            (gap, pair[0].row_count)
+        })
+        .collect()
+}
+
+/// How precisely the audit records when a batch started: MariaDB's `TIMESTAMP` keeps whole
+/// seconds; the others microseconds (5 ms allowed for the two clocks' readings).
+fn audit_resolution(backend: Backend) -> f64 {
+    match backend {
+        Backend::MySql => 1.0,
+        Backend::Postgres | Backend::Sqlite => 0.005,
+    }
 }
 
 async fn the_rows_per_second_cap_and_the_pause_pace_the_batches(backend: Backend) {
     use reaper_core::throttle::Throttle;
-    let mut s = setup(backend, 6_000).await;
-    let matching = "tenant_id = 1";
-    let expected = s.test.ids("events", matching).await;
-    assert!(
-        expected.len() >= 500,
-        "fixture too small: {}",
-        expected.len()
-    );
-    // 4,000 rows/s in batches of 100: every batch after the first waits ~25 ms.
+    let mut s = Setup::new(backend, 6_000).await;
+    let resolution = audit_resolution(backend);
+    let expected = s.test.ids("events", "tenant_id = 1").await;
+    assert_eq!(expected.len(), 600);
+    // 250 rows/s in batches of 50: each batch books 200 ms, far longer than a batch of 50 rows
+    // takes even on a loaded machine, so an unthrottled run cannot pass.
+    let rate = 250.0;
     s.catalog = throttled(Throttle {
-        max_rows_per_second: Some(4_000),
+        max_rows_per_second: Some(250),
         ..Throttle::default()
     });
+    let before = s.snapshot().await;
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                serde_json::json!({"batch_size": 100}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(1, serde_json::json!({"batch_size": 50})), 5)
         .await;
-    let started = std::time::Instant::now();
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    let floor = Duration::from_secs_f64((expected.len() as f64 - 100.0) / 4_000.0);
+    s.run_and_check(&id, &before, &expected, Removal::Hard, 50)
+        .await;
+    // Lower bound, from the commits themselves (the audit time is the batch's start): in any
+    // stretch of batches, the rows before the last one took at least rows / rate.
+    let capped = gaps(&s, &id).await;
+    assert_eq!(capped.len(), 11, "{capped:?}");
+    for first in 0..capped.len() {
+        let (mut span, mut rows) = (0.0, 0);
+        for (gap, batch_rows) in &capped[first..] {
+            span += gap;
+            rows += batch_rows;
+            assert!(
+                rows as f64 <= rate * (span + resolution),
+                "{rows} rows in {span:.3} s, over the cap of {rate} rows/s: {capped:?}"
+            );
+        }
+    }
+    // Upper bound: the cap is all that slows the job (the whole run within 2× its share + 1 s).
+    let span: f64 = capped.iter().map(|(gap, _)| gap).sum();
+    let share: f64 = capped.iter().map(|(_, rows)| *rows as f64 / rate).sum();
     assert!(
-        started.elapsed() >= floor,
-        "{} rows took {:?}, under the cap's floor {floor:?}",
-        expected.len(),
-        started.elapsed()
+        span <= share * 2.0 + 1.0,
+        "{span:.3} s for a share of {share:.3} s: the throttle waits too long: {capped:?}"
     );
-    s.test.assert_exactly_once(&id, &expected, 100).await;
 
-    // A 30 ms pause after each of the full batches.
-    let matching = "tenant_id = 2";
-    let expected = s.test.ids("events", matching).await;
+    // A pause after each batch (150 ms; 300 ms on MariaDB, whose audit times are whole seconds,
+    // so that a pause cut in half shows even there): each batch starts at least a pause after
+    // the previous one, and not much more.
+    let pause = if backend == Backend::MySql {
+        0.300
+    } else {
+        0.150
+    };
+    let expected = s.test.ids("events", "tenant_id = 2").await;
     s.catalog = throttled(Throttle {
-        pause: Duration::from_millis(30),
+        pause: Duration::from_secs_f64(pause),
         ..Throttle::default()
     });
+    let before = s.snapshot().await;
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
-                serde_json::json!({"batch_size": 100}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(2, serde_json::json!({"batch_size": 50})), 5)
         .await;
-    let started = std::time::Instant::now();
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    let full_batches = (expected.len() / 100) as u32;
+    s.run_and_check(&id, &before, &expected, Removal::Hard, 50)
+        .await;
+    let paused = gaps(&s, &id).await;
+    assert_eq!(paused.len(), 11, "{paused:?}");
+    for (gap, _) in &paused {
+        assert!(
+            *gap >= pause - resolution,
+            "a batch started {gap:.3} s after the previous one, within the {pause} s pause: {paused:?}"
+        );
+    }
+    let span: f64 = paused.iter().map(|(gap, _)| gap).sum();
+    let pauses = pause * paused.len() as f64;
     assert!(
-        started.elapsed() >= Duration::from_millis(30) * full_batches,
-        "{full_batches} pauses of 30 ms, but the job took {:?}",
-        started.elapsed()
+        span >= pauses - resolution && span <= pauses * 2.0 + 1.0,
+        "{} pauses of {pause} s took {span:.3} s: {paused:?}",
+        paused.len()
     );
-    s.test.assert_exactly_once(&id, &expected, 100).await;
 }
 
 async fn stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest(backend: Backend) {
-    let s = setup(backend, 2_000).await;
-    let before = s.test.ids("events", "tenant_id = 3").await;
-    assert!(before.len() > 150, "fixture too small: {}", before.len());
+    let s = Setup::new(backend, 2_000).await;
+    let matching = s.test.ids("events", "tenant_id = 3").await;
+    assert!(
+        matching.len() > 150,
+        "fixture too small: {}",
+        matching.len()
+    );
+    let before = s.snapshot().await;
     let id = s
         .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 3}]),
+            erase_tenant(
+                3,
                 serde_json::json!({"batch_size": 40, "max_rows": 150, "stop_at_max_rows": true}),
             ),
             5,
         )
         .await;
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    // The lowest keys went first (keyset order), each audited once.
+    let mut by_key: Vec<i64> = matching.iter().map(|key| key.parse().unwrap()).collect();
+    by_key.sort_unstable();
+    let lowest: BTreeSet<String> = by_key[..150].iter().map(ToString::to_string).collect();
+    s.run_and_check(&id, &before, &lowest, Removal::Hard, 40)
+        .await;
+    let job = s.job(&id).await;
     assert_eq!(job.rows_deleted, 150);
     assert!(
         job.result
@@ -361,30 +274,62 @@ async fn stop_at_max_rows_finishes_at_the_cap_and_leaves_the_rest(backend: Backe
         "{:?}",
         job.result
     );
-    let left = s.test.ids("events", "tenant_id = 3").await;
-    assert_eq!(left.len(), before.len() - 150);
-    // The lowest keys went first (keyset order), each audited once.
-    let deleted: BTreeSet<String> = before.difference(&left).cloned().collect();
-    let mut by_key: Vec<i64> = before.iter().map(|key| key.parse().unwrap()).collect();
-    by_key.sort_unstable();
-    let lowest: BTreeSet<String> = by_key[..150].iter().map(ToString::to_string).collect();
-    assert_eq!(deleted, lowest);
-    s.test.assert_exactly_once(&id, &deleted, 40).await;
+}
+
+/// Rows that start matching while a job runs (changed to match, ahead of its checkpoint) grow
+/// the match past `max_rows`: the job never deletes past its cap, and it is refused (dead, with
+/// its reason) rather than ending `done` as if nothing were left.
+async fn rows_growing_past_max_rows_while_the_job_runs_never_exceed_the_cap(backend: Backend) {
+    let s = Setup::new(backend, 2_000).await;
+    let matching = s.test.ids("events", "tenant_id = 4").await;
+    assert_eq!(matching.len(), 200);
+    // Within the cap when the job starts (200 ≤ 250) …
+    let id = s
+        .submit(
+            erase_tenant(4, serde_json::json!({"batch_size": 50, "max_rows": 250})),
+            5,
+        )
+        .await;
+    let first = settings();
+    let progress = first.progress.clone();
+    let after_one_batch = || progress.batches.load(std::sync::atomic::Ordering::Relaxed) >= 1;
+    assert_eq!(
+        s.run_with(&id, &first, &after_one_batch).await,
+        RunOutcome::Continue
+    );
+    assert_eq!(s.job(&id).await.rows_deleted, 50);
+    // … then 100 more rows start matching, ahead of its checkpoint: 150 + 100 left, 50 over.
+    s.test
+        .exec("UPDATE events SET tenant_id = 4 WHERE tenant_id = 5 AND id > 1000")
+        .await;
+    let now_matching = s.test.ids("events", "tenant_id = 4").await;
+    assert_eq!(now_matching.len(), 250);
+    let before = s.snapshot().await;
+    match s.run_to_end(&id).await {
+        RunOutcome::Dead { error } => assert!(
+            error.contains("stopped at max_rows (250): 250 rows deleted and more rows still match"),
+            "{error}"
+        ),
+        other => panic!("expected the job refused at its cap, got {other:?}"),
+    }
+    let checked = before
+        .assert_removed_within(&s.test, &now_matching, Removal::Hard, 50)
+        .await;
+    assert_eq!(
+        checked.removed.len(),
+        200,
+        "deleted up to the cap, not past it"
+    );
+    let job = s.job(&id).await;
+    assert_eq!((job.rows_deleted, job.batches), (250, 5));
 }
 
 async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(backend: Backend) {
-    let s = setup(backend, 2_000).await;
-    let matching = "tenant_id = 0";
-    let expected = s.test.ids("events", matching).await;
+    let s = Setup::new(backend, 2_000).await;
+    let expected = s.test.ids("events", "tenant_id = 0").await;
+    let before = s.snapshot().await;
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 0}]),
-                serde_json::json!({"batch_size": 50}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(0, serde_json::json!({"batch_size": 50})), 5)
         .await;
     let mut foreground = settings();
     foreground.stop_as = runner::StopAs::Paused;
@@ -392,14 +337,14 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
     // Asked to stop once the first batch committed.
     let progress = foreground.progress.clone();
     let stop_after_one = || progress.batches.load(std::sync::atomic::Ordering::Relaxed) >= 1;
-    let report = runner::run_job(&s.db, &s.catalog, &id, &foreground, &stop_after_one)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, RunOutcome::Paused);
-    let paused = ledger::get(&s.db, &id).await.unwrap().unwrap();
     assert_eq!(
-        (paused.state.as_str(), paused.rows_deleted, paused.attempts),
-        ("paused", 50, 0)
+        s.run_with(&id, &foreground, &stop_after_one).await,
+        RunOutcome::Paused
+    );
+    let paused = s.job(&id).await;
+    assert_eq!(
+        (paused.state, paused.rows_deleted, paused.attempts),
+        (JobState::Paused, 50, 0)
     );
     // Neither a queue worker nor the reconciler takes a paused job.
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
@@ -409,69 +354,65 @@ async fn a_paused_job_waits_for_an_explicit_resume_and_finishes_exactly_once(bac
         .unwrap();
     assert!(stranded.iter().all(|job| job.id != id), "{stranded:?}");
     // The explicit resume finishes it from its checkpoint.
-    let report = runner::run_job(&s.db, &s.catalog, &id, &foreground, &|| false)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, RunOutcome::Done);
-    s.test.assert_exactly_once(&id, &expected, 50).await;
+    assert_eq!(
+        s.run_with(&id, &foreground, &|| false).await,
+        RunOutcome::Done
+    );
+    s.assert_clean(&id, JobState::Done, 1).await;
+    before
+        .assert_removed_exactly(&s.test, &expected, Removal::Hard, 50)
+        .await;
 
     // A paused job can be cancelled, and is never run after that.
+    let matching = s.test.ids("events", "tenant_id = 9").await;
+    let before = s.snapshot().await;
     let other = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 9}]),
-                serde_json::json!({"batch_size": 50}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(9, serde_json::json!({"batch_size": 50})), 5)
         .await;
     let progress = foreground.progress.clone();
-    let before = progress.batches.load(std::sync::atomic::Ordering::Relaxed);
-    let stop_after_one = || progress.batches.load(std::sync::atomic::Ordering::Relaxed) > before;
-    let report = runner::run_job(&s.db, &s.catalog, &other, &foreground, &stop_after_one)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, RunOutcome::Paused);
+    let batches = progress.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let stop_after_one = || progress.batches.load(std::sync::atomic::Ordering::Relaxed) > batches;
+    assert_eq!(
+        s.run_with(&other, &foreground, &stop_after_one).await,
+        RunOutcome::Paused
+    );
     assert!(matches!(
         ledger::request_cancel(&s.db, &other, Utc::now())
             .await
             .unwrap(),
         Some(ledger::CancelOutcome::Cancelled(_))
     ));
-    let report = runner::run_job(&s.db, &s.catalog, &other, &foreground, &|| false)
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, RunOutcome::NotClaimed);
-    let cancelled = ledger::get(&s.db, &other).await.unwrap().unwrap();
     assert_eq!(
-        (cancelled.state.as_str(), cancelled.rows_deleted),
-        ("cancelled", 50)
+        s.run_with(&other, &foreground, &|| false).await,
+        RunOutcome::NotClaimed
     );
+    let cancelled = s.job(&other).await;
+    assert_eq!(
+        (cancelled.state, cancelled.rows_deleted),
+        (JobState::Cancelled, 50)
+    );
+    let checked = before
+        .assert_removed_within(&s.test, &matching, Removal::Hard, 50)
+        .await;
+    assert_eq!(checked.removed.len(), 50);
 }
 
 async fn jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits(backend: Backend) {
     use reaper_core::throttle::Throttle;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let mut s = setup(backend, 1_000).await;
-    // Four jobs share 80 rows/s in batches of 50: each waits ~2.5 s between its two batches,
-    // longer than its 2 s lease (whole seconds: MySQL stores the lease's expiry in seconds),
-    // which the wait must keep alive.
+    let mut s = Setup::new(backend, 1_000).await;
     s.catalog = throttled(Throttle {
-        max_rows_per_second: Some(80),
+        max_rows_per_second: Some(120),
         ..Throttle::default()
     });
+    let before = s.snapshot().await;
     let mut ids = Vec::new();
-    let mut expected = Vec::new();
+    let mut expected = BTreeSet::new();
     for tenant in 0..4 {
-        expected.push(s.test.ids("events", &format!("tenant_id = {tenant}")).await);
+        expected.extend(s.test.ids("events", &format!("tenant_id = {tenant}")).await);
         ids.push(
             s.submit(
-                job(
-                    "events",
-                    serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
-                    serde_json::json!({"batch_size": 50}),
-                ),
+                erase_tenant(tenant, serde_json::json!({"batch_size": 150})),
                 5,
             )
             .await,
@@ -479,37 +420,49 @@ async fn jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits(backend: B
     }
     let mut shared = settings();
     shared.lease = Duration::from_secs(2);
+    // Other jobs of this process have just used 3.2 s of the target's budget (384 rows at
+    // 120 rows/s): each job, once claimed, waits about that long before its batch, longer than
+    // its 2 s lease (whole seconds: MySQL stores the lease's expiry in seconds), which the wait
+    // must keep alive.
+    shared
+        .pacer
+        .book("events", std::time::Instant::now(), 384, 120);
     // Another worker tries to take every job over all along: it can only if a lease lapses.
     let done = std::sync::Arc::new(AtomicBool::new(false));
     let thief = {
-        let (db, ids, done, progress) = (
-            s.db.clone(),
-            ids.clone(),
-            done.clone(),
-            shared.progress.clone(),
-        );
+        let (test, ids, done) = (s.test.url.clone(), ids.clone(), done.clone());
+        let db = s.db.clone();
         tokio::spawn(async move {
+            let _ = test;
             let mut stolen = Vec::new();
             // Only once every job has been claimed by its run (a pending job is anyone's).
-            while progress.batches.load(Ordering::Relaxed) < 4 {
+            let started = std::time::Instant::now();
+            loop {
+                let mut running = 0;
+                for id in &ids {
+                    let job = ledger::get(&db, id).await.unwrap().unwrap();
+                    running += usize::from(job.started_at.is_some());
+                }
+                if running == ids.len() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the jobs were never claimed"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             while !done.load(Ordering::Relaxed) {
                 for id in &ids {
-                    let now = Utc::now();
-                    let lease = now + chrono::Duration::seconds(60);
-                    if let Some(job) = ledger::claim(
+                    let claimed = reaper_testkit::engine::claim(
                         &db,
                         id,
                         "thief",
                         "thief-token",
-                        now,
-                        lease,
-                        ledger::ClaimFrom::Queue,
+                        chrono::Duration::seconds(60),
                     )
-                    .await
-                    .unwrap()
-                    {
+                    .await;
+                    if let Some(job) = claimed {
                         stolen.push(job.id);
                     }
                 }
@@ -518,25 +471,38 @@ async fn jobs_sharing_a_rate_cap_keep_their_leases_through_long_waits(backend: B
             stolen
         })
     };
-    let runs = futures::future::join_all(
-        ids.iter()
-            .map(|id| runner::run_job(&s.db, &s.catalog, id, &shared, &|| false)),
-    )
-    .await;
+    let runs =
+        futures::future::join_all(ids.iter().map(|id| s.run_with(id, &shared, &|| false))).await;
     done.store(true, Ordering::Relaxed);
     assert_eq!(
         thief.await.unwrap(),
         Vec::<String>::new(),
         "a lease lapsed during a wait"
     );
-    for ((run, id), expected) in runs.into_iter().zip(&ids).zip(&expected) {
-        assert_eq!(run.unwrap().outcome, RunOutcome::Done);
-        s.test.assert_exactly_once(id, expected, 50).await;
+    for (outcome, id) in runs.into_iter().zip(&ids) {
+        assert_eq!(outcome, RunOutcome::Done);
+        s.assert_clean(id, JobState::Done, 1).await;
+    }
+    before
+        .assert_removed_exactly(&s.test, &expected, Removal::Hard, 100)
+        .await;
+    // The waits really outlasted the lease: from each claim to its batch, more than 2 s
+    // (MariaDB's whole seconds: a measured 3 s means more than 2 s).
+    let margin = if backend == Backend::MySql { 0.5 } else { 0.0 };
+    for id in &ids {
+        let claimed = s.job(id).await.started_at.unwrap();
+        let batch = s.test.audit_of(id).await[0].created_at;
+        let waited = (batch - claimed).as_seconds_f64();
+        assert!(
+            waited > shared.lease.as_secs_f64() + margin,
+            "job {id} waited {waited:.3} s for its batch, within its {:?} lease",
+            shared.lease
+        );
     }
 }
 
 async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
-    let s = setup(backend, 5_000).await;
+    let s = Setup::new(backend, 5_000).await;
     let matching = format!(
         "tenant_id IN (1, 3) AND created_at < {}",
         s.ts("2025-11-15 00:00:00")
@@ -547,10 +513,7 @@ async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
         "fixture too small: {}",
         expected.len()
     );
-    let untouched = s
-        .test
-        .checksum("events", &format!("NOT ({matching})"))
-        .await;
+    let before = s.snapshot().await;
     let id = s
         .submit(
             job(
@@ -564,53 +527,24 @@ async fn hard_delete_removes_every_matching_row_exactly_once(backend: Backend) {
             5,
         )
         .await;
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    assert!(
-        s.test.ids("events", &matching).await.is_empty(),
-        "matching rows remain"
-    );
-    assert_eq!(
-        s.test
-            .checksum("events", &format!("NOT ({matching})"))
-            .await,
-        untouched,
-        "rows outside the filter changed"
-    );
-    s.test.assert_exactly_once(&id, &expected, 97).await;
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    s.run_and_check(&id, &before, &expected, Removal::Hard, 97)
+        .await;
+    let job = s.job(&id).await;
     assert_eq!(
         (job.passes, job.locked_rows_skipped),
         (1, false),
         "an uncontended job makes one clean pass"
     );
-    assert_eq!(
-        s.test
-            .int(&format!(
-                "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
-            ))
-            .await,
-        expected.len().div_ceil(97) as i64
-    );
+    assert_eq!(job.batches, expected.len().div_ceil(97) as i64);
 }
 
 async fn a_failure_before_commit_changes_nothing_and_the_rerun_is_exactly_once(backend: Backend) {
     let scenario = fail::FailScenario::setup();
-    let s = setup(backend, 3_000).await;
-    let matching = "tenant_id = 4";
-    let expected = s.test.ids("events", matching).await;
-    let untouched = s
-        .test
-        .checksum("events", &format!("NOT ({matching})"))
-        .await;
+    let s = Setup::new(backend, 3_000).await;
+    let expected = s.test.ids("events", "tenant_id = 4").await;
+    let before = s.snapshot().await;
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 4}]),
-                serde_json::json!({"batch_size": 50}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(4, serde_json::json!({"batch_size": 50})), 5)
         .await;
     // Batches 1–3 commit; batch 4 deletes, audits and advances, then fails before COMMIT.
     fail::cfg("batch::before_commit", "3*off->return").unwrap();
@@ -619,66 +553,46 @@ async fn a_failure_before_commit_changes_nothing_and_the_rerun_is_exactly_once(b
         matches!(&outcome, RunOutcome::RetryLater { error, .. } if error.contains("injected fault")),
         "{outcome:?}"
     );
-    let remaining = s.test.ids("events", matching).await;
+    // Exactly three batches committed: what is gone is what they audited, nothing more.
+    let checked = before
+        .assert_removed_within(&s.test, &expected, Removal::Hard, 50)
+        .await;
     assert_eq!(
-        remaining.len(),
-        expected.len() - 150,
+        checked.removed.len(),
+        150,
         "exactly three batches committed"
     );
-    let accounting = s.test.accounting(&id).await;
+    let job = s.job(&id).await;
+    assert_eq!((job.batches, job.rows_deleted, job.attempts), (3, 150, 1));
     assert_eq!(
-        (
-            accounting.audit_rows,
-            accounting.ledger_batches,
-            accounting.ledger_rows
-        ),
-        (3, 3, 150)
-    );
-    let checkpoint = s
-        .test
-        .strings(&format!(
-            "SELECT checkpoint FROM reaper_jobs WHERE id = '{id}'"
-        ))
-        .await;
-    let third_batch_last = s
-        .test
-        .strings(&format!(
-            "SELECT last_key FROM reaper_audit WHERE job_id = '{id}' AND batch_no = 3"
-        ))
-        .await;
-    assert_eq!(
-        checkpoint, third_batch_last,
+        job.checkpoint.as_deref(),
+        Some(checked.entries[2].last_key.as_str()),
         "checkpoint is the last committed batch's"
     );
-    let last_error = s
-        .test
-        .strings(&format!(
-            "SELECT last_error FROM reaper_jobs WHERE id = '{id}'"
-        ))
-        .await;
     assert!(
-        last_error[0].contains("injected fault at batch::before_commit"),
-        "{last_error:?}"
+        job.last_error
+            .as_deref()
+            .unwrap()
+            .contains("injected fault at batch::before_commit"),
+        "{:?}",
+        job.last_error
     );
 
     fail::cfg("batch::before_commit", "off").unwrap();
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    assert!(s.test.ids("events", matching).await.is_empty());
-    assert_eq!(
-        s.test
-            .checksum("events", &format!("NOT ({matching})"))
-            .await,
-        untouched
-    );
-    s.test.assert_exactly_once(&id, &expected, 50).await;
+    // One failed attempt, one that finished.
+    assert_eq!(s.state(&id).await.1, 2);
+    before
+        .assert_removed_exactly(&s.test, &expected, Removal::Hard, 50)
+        .await;
     scenario.teardown();
 }
 
 async fn soft_delete_run_twice_changes_nothing_the_second_time(backend: Backend) {
-    let s = setup(backend, 2_000).await;
+    let s = Setup::new(backend, 2_000).await;
     let filter = serde_json::json!([{"column": "kind", "op": "eq", "value": "login"}]);
     let expected = s.test.ids("events", "kind = 'login'").await;
-    let outside = s.test.checksum("events", "kind <> 'login'").await;
+    let before = s.snapshot().await;
     let first = s
         .submit(
             job(
@@ -689,24 +603,16 @@ async fn soft_delete_run_twice_changes_nothing_the_second_time(backend: Backend)
             5,
         )
         .await;
-    assert_eq!(s.run_to_end(&first).await, RunOutcome::Done);
-    assert_eq!(
-        s.test
-            .ids("events", "kind = 'login' AND deleted_at IS NOT NULL")
-            .await,
-        expected,
-        "every matching row soft-deleted"
-    );
+    s.run_and_check(&first, &before, &expected, Removal::Soft, 64)
+        .await;
     assert_eq!(
         s.test.int("SELECT count(*) FROM events").await,
         2_000,
         "soft delete keeps rows"
     );
-    assert_eq!(s.test.checksum("events", "kind <> 'login'").await, outside);
-    s.test.assert_exactly_once(&first, &expected, 64).await;
 
-    let everything = s.test.checksum("events", "1 = 1").await;
-    let audit_before = s.test.int("SELECT count(*) FROM reaper_audit").await;
+    // The second run finds nothing left to mark: no row changes, no audit entry.
+    let before = s.snapshot().await;
     let second = s
         .submit(
             job(
@@ -718,24 +624,20 @@ async fn soft_delete_run_twice_changes_nothing_the_second_time(backend: Backend)
         )
         .await;
     assert_eq!(s.run_to_end(&second).await, RunOutcome::Done);
+    s.assert_clean(&second, JobState::Done, 1).await;
+    before.assert_untouched(&s.test).await;
     assert_eq!(
-        s.test.checksum("events", "1 = 1").await,
-        everything,
-        "the second soft delete changed rows"
+        (
+            s.job(&second).await.rows_deleted,
+            s.job(&second).await.batches
+        ),
+        (0, 0)
     );
-    assert_eq!(
-        s.test.int("SELECT count(*) FROM reaper_audit").await,
-        audit_before,
-        "the second soft delete wrote audit entries"
-    );
-    s.test
-        .assert_exactly_once(&second, &BTreeSet::new(), 64)
-        .await;
 }
 
 async fn dry_run_writes_nothing(backend: Backend) {
-    let s = setup(backend, 2_000).await;
-    let everything = s.test.checksum("events", "1 = 1").await;
+    let s = Setup::new(backend, 2_000).await;
+    let before = s.snapshot().await;
     let id = s
         .submit(
             job(
@@ -747,14 +649,11 @@ async fn dry_run_writes_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    s.assert_clean(&id, JobState::Done, 1).await;
+    before.assert_untouched(&s.test).await;
     assert_eq!(s.test.int("SELECT count(*) FROM reaper_audit").await, 0);
-    let result: serde_json::Value = serde_json::from_str(
-        &s.test
-            .strings(&format!("SELECT result FROM reaper_jobs WHERE id = '{id}'"))
-            .await[0],
-    )
-    .unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(s.job(&id).await.result.as_deref().unwrap()).unwrap();
     assert_eq!(result["matching_rows"], 600);
     assert_eq!(result["batches"], 4);
     assert_eq!(
@@ -769,17 +668,10 @@ async fn dry_run_writes_nothing(backend: Backend) {
 }
 
 async fn max_rows_refuses_before_deleting_anything(backend: Backend) {
-    let s = setup(backend, 1_000).await;
-    let everything = s.test.checksum("events", "1 = 1").await;
+    let s = Setup::new(backend, 1_000).await;
+    let before = s.snapshot().await;
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
-                serde_json::json!({"max_rows": 99}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(2, serde_json::json!({"max_rows": 99})), 5)
         .await;
     match s.run_to_end(&id).await {
         RunOutcome::Dead { error } => assert!(
@@ -789,31 +681,24 @@ async fn max_rows_refuses_before_deleting_anything(backend: Backend) {
         ),
         other => panic!("expected dead, got {other:?}"),
     }
-    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(&s.test).await;
     // Exactly at the cap is allowed.
+    let expected = s.test.ids("events", "tenant_id = 2").await;
+    assert_eq!(expected.len(), 100);
     let at_cap = s
         .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
-                serde_json::json!({"max_rows": 100, "batch_size": 30}),
-            ),
+            erase_tenant(2, serde_json::json!({"max_rows": 100, "batch_size": 30})),
             5,
         )
         .await;
-    assert_eq!(s.run_to_end(&at_cap).await, RunOutcome::Done);
-    assert_eq!(
-        s.test
-            .int("SELECT count(*) FROM events WHERE tenant_id = 2")
-            .await,
-        0
-    );
+    s.run_and_check(&at_cap, &before, &expected, Removal::Hard, 30)
+        .await;
 }
 
 async fn uuid_keys_are_paged_exactly_once(backend: Backend) {
-    let s = setup(backend, 10).await;
+    let s = Setup::new(backend, 10).await;
     let expected = s.test.ids("tokens", "user_id = 2").await;
-    let untouched = s.test.checksum("tokens", "user_id <> 2").await;
+    let before = s.test.snapshot_tokens().await;
     let id = s
         .submit(
             job(
@@ -824,56 +709,26 @@ async fn uuid_keys_are_paged_exactly_once(backend: Backend) {
             5,
         )
         .await;
-    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    assert!(s.test.ids("tokens", "user_id = 2").await.is_empty());
-    assert_eq!(s.test.checksum("tokens", "user_id <> 2").await, untouched);
-    s.test.assert_exactly_once(&id, &expected, 7).await;
+    s.run_and_check(&id, &before, &expected, Removal::Hard, 7)
+        .await;
 }
 
 async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
-    let s = setup(backend, 500).await;
-    let everything = s.test.checksum("events", "1 = 1").await;
-    let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                serde_json::json!({}),
-            ),
-            5,
-        )
-        .await;
-    let now = Utc::now();
-    ledger::claim(
-        &s.db,
-        &id,
-        "worker-a",
-        "token-a",
-        now,
-        batch::lease_until(now, Duration::from_secs(60)),
-        ledger::ClaimFrom::Queue,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let s = Setup::new(backend, 500).await;
+    let matching = s.test.ids("events", "tenant_id = 1").await;
+    let before = s.snapshot().await;
+    let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
+    s.claim(&id, "worker-a", "token-a", chrono::Duration::seconds(60))
+        .await
+        .unwrap();
     // A second claim while the lease is live gets nothing.
     assert!(
-        ledger::claim(
-            &s.db,
-            &id,
-            "worker-b",
-            "token-b",
-            now,
-            now,
-            ledger::ClaimFrom::Queue
-        )
-        .await
-        .unwrap()
-        .is_none()
+        s.claim(&id, "worker-b", "token-b", chrono::Duration::zero())
+            .await
+            .is_none()
     );
-    let request: JobRequest =
-        serde_json::from_str(&ledger::get(&s.db, &id).await.unwrap().unwrap().request).unwrap();
-    let validated = reaper_core::validate::validate(&request, &s.catalog, now).unwrap();
+    let request: JobRequest = serde_json::from_str(&s.job(&id).await.request).unwrap();
+    let validated = reaper_core::validate::validate(&request, &s.catalog, Utc::now()).unwrap();
     let stale = LeaseHolder {
         job_id: &id,
         token: "token-b",
@@ -883,14 +738,9 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
         batch::run_batch(&s.db, &validated, None, 100, stale, RowLocking::Direct)
             .await
             .unwrap(),
-        BatchResult::LeaseLost
+        BatchResult::Refused
     );
-    assert_eq!(
-        s.test.checksum("events", "1 = 1").await,
-        everything,
-        "a batch without the lease changed rows"
-    );
-    assert_eq!(s.test.int("SELECT count(*) FROM reaper_audit").await, 0);
+    before.assert_untouched(&s.test).await;
     let holder = LeaseHolder {
         job_id: &id,
         token: "token-a",
@@ -902,11 +752,15 @@ async fn a_lost_lease_rolls_the_batch_back(backend: Backend) {
             .unwrap(),
         BatchResult::Committed { rows: 50, .. }
     ));
+    let checked = before
+        .assert_removed_within(&s.test, &matching, Removal::Hard, 100)
+        .await;
+    assert_eq!(checked.removed.len(), 50, "the lease holder's batch");
 }
 
 async fn a_job_invalid_at_run_time_is_dead_and_deletes_nothing(backend: Backend) {
-    let mut s = setup(backend, 500).await;
-    let everything = s.test.checksum("events", "1 = 1").await;
+    let mut s = Setup::new(backend, 500).await;
+    let before = s.snapshot().await;
     let id = s
         .submit(
             job(
@@ -928,92 +782,56 @@ async fn a_job_invalid_at_run_time_is_dead_and_deletes_nothing(backend: Backend)
         ),
         other => panic!("expected dead, got {other:?}"),
     }
-    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(&s.test).await;
 }
 
 async fn transient_failures_end_dead_after_max_attempts(backend: Backend) {
     let scenario = fail::FailScenario::setup();
-    let s = setup(backend, 500).await;
-    let everything = s.test.checksum("events", "1 = 1").await;
-    let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                serde_json::json!({}),
-            ),
-            3,
-        )
-        .await;
+    let s = Setup::new(backend, 500).await;
+    let before = s.snapshot().await;
+    let id = s.submit(erase_tenant(1, serde_json::json!({})), 3).await;
     fail::cfg("batch::before_commit", "return").unwrap();
-    for attempt in 1..=2 {
-        assert!(
-            matches!(s.run_once(&id).await, RunOutcome::RetryLater { .. }),
-            "attempt {attempt}"
-        );
-    }
-    match s.run_once(&id).await {
+    match s.run_to_end_retrying(&id, 2).await {
         RunOutcome::Dead { error } => assert!(
             error.contains("gave up after 3 attempts; last error: injected fault"),
             "{error}"
         ),
         other => panic!("expected dead, got {other:?}"),
     }
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.attempts), ("dead", 3));
+    let job = s.job(&id).await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 3));
     assert!(job.last_error.unwrap().contains("injected fault"));
     assert_eq!(
         s.run_once(&id).await,
         RunOutcome::NotClaimed,
         "a dead job is never claimed again"
     );
-    assert_eq!(s.test.checksum("events", "1 = 1").await, everything);
+    before.assert_untouched(&s.test).await;
     scenario.teardown();
 }
 
 async fn a_repeated_idempotency_key_yields_one_job(backend: Backend) {
-    let s = setup(backend, 10).await;
-    let request: JobRequest = serde_json::from_value(job(
-        "events",
-        serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-        serde_json::json!({"idempotency_key": "erase-1"}),
-    ))
-    .unwrap();
-    let first = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now(), None)
-        .await
-        .unwrap();
-    let second = ledger::submit(&s.db, &s.catalog, &request, 5, Utc::now(), None)
-        .await
-        .unwrap();
+    let s = Setup::new(backend, 10).await;
+    let keyed = erase_tenant(1, serde_json::json!({"idempotency_key": "erase-1"}));
+    let first = s.submit_to(&s.catalog, keyed.clone(), 5).await;
+    let second = s.submit_to(&s.catalog, keyed, 5).await;
     assert!(first.created && !second.created);
     assert_eq!(first.job.id, second.job.id);
     assert_eq!(s.test.int("SELECT count(*) FROM reaper_jobs").await, 1);
     assert_eq!(first.job.max_attempts, 5, "the worker's default");
     // A target's own max_attempts overrides the worker's.
-    let mut catalog_targets: Vec<_> = s
-        .catalog
-        .names()
-        .into_iter()
-        .map(|name| s.catalog.get(name).unwrap().clone())
-        .collect();
-    for target in &mut catalog_targets {
-        target.max_attempts = Some(2);
-    }
-    let strict = Catalog::new(catalog_targets);
-    let other: JobRequest = serde_json::from_value(job(
-        "events",
-        serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
-        serde_json::json!({}),
-    ))
-    .unwrap();
-    let submitted = ledger::submit(&s.db, &strict, &other, 5, Utc::now(), None)
-        .await
-        .unwrap();
+    let strict = Catalog::new(s.catalog.targets().map(|target| Target {
+        max_attempts: Some(2),
+        ..target.clone()
+    }));
+    let submitted = s
+        .submit_to(&strict, erase_tenant(2, serde_json::json!({})), 5)
+        .await;
     assert_eq!(submitted.job.max_attempts, 2);
 }
 
 async fn schema_check_names_missing_tables_and_columns(backend: Backend) {
-    let s = setup(backend, 10).await;
+    let s = Setup::new(backend, 10).await;
     schema_check::check_catalog(&s.db, &s.catalog)
         .await
         .unwrap();
@@ -1041,22 +859,16 @@ async fn schema_check_names_missing_tables_and_columns(backend: Backend) {
 /// skipping them for good.
 async fn rows_locked_by_others_are_deleted_once_released(backend: Backend) {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    let s = setup(backend, 2_000).await;
+    let s = Setup::new(backend, 2_000).await;
     let expected = s.test.ids("events", "tenant_id = 5").await;
+    let before = s.snapshot().await;
     let locker = sea_orm::Database::connect(&s.test.url).await.unwrap();
     let held = locker.begin().await.unwrap();
     held.execute_unprepared("SELECT id FROM events WHERE tenant_id = 5 AND id < 600 FOR UPDATE")
         .await
         .unwrap();
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 5}]),
-                serde_json::json!({"batch_size": 40}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(5, serde_json::json!({"batch_size": 40})), 5)
         .await;
     match s.run_once(&id).await {
         RunOutcome::RetryLater { error, .. } => assert!(
@@ -1065,22 +877,28 @@ async fn rows_locked_by_others_are_deleted_once_released(backend: Backend) {
         ),
         other => panic!("expected a retry, got {other:?}"),
     }
-    assert_eq!(ledger::get(&s.db, &id).await.unwrap().unwrap().passes, 3);
-    let remaining = s.test.ids("events", "tenant_id = 5").await;
+    assert_eq!(s.job(&id).await.passes, 3);
     let held_rows = s.test.ids("events", "tenant_id = 5 AND id < 600").await;
-    assert!(held_rows.is_subset(&remaining), "a locked row was deleted");
+    let checked = before
+        .assert_removed_within(&s.test, &expected, Removal::Hard, 40)
+        .await;
+    assert!(
+        checked.removed.is_disjoint(&held_rows),
+        "a locked row was deleted"
+    );
     // The locker runs REPEATABLE READ: InnoDB also next-key-locks the first index entry past its
     // range (id 605), which reaper rightly passes over too. PostgreSQL locks exactly the rows.
-    let extra = remaining.len() - held_rows.len();
+    let extra = expected.len() - checked.removed.len() - held_rows.len();
     assert!(
         extra == 0 || (backend == Backend::MySql && extra == 1),
-        "{} rows remain beyond the 60 held",
-        extra
+        "{extra} rows remain beyond the 60 held"
     );
     held.rollback().await.unwrap();
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    assert!(s.test.ids("events", "tenant_id = 5").await.is_empty());
-    s.test.assert_exactly_once(&id, &expected, 40).await;
+    assert_eq!(s.state(&id).await.1, 2, "one retry, then done");
+    before
+        .assert_removed_exactly(&s.test, &expected, Removal::Hard, 40)
+        .await;
 }
 
 #[tokio::test]
@@ -1095,11 +913,12 @@ async fn mariadb_rows_locked_by_others_are_deleted_once_released() {
 
 /// PostgreSQL only: a batch takes no row locks up front, so its DELETE re-checks the filter. A row
 /// another transaction changes so that it no longer matches — committing while the batch waits
-/// for it — must survive, and the pass must end complete and unmarked.
+/// for it (`pg_stat_activity` shows the batch waiting on a lock before the commit) — must survive,
+/// and the pass must end complete and unmarked.
 #[tokio::test]
 async fn postgres_rows_changed_to_no_longer_match_while_the_batch_waits_are_kept() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    let s = setup_with_lock_timeout(Backend::Postgres, 2_000, Span::from_secs(5)).await;
+    let s = Setup::with_lock_timeout(Backend::Postgres, 2_000, Span::from_secs(5)).await;
     let changed = s.test.ids("events", "tenant_id = 5 AND id < 300").await;
     let expected: BTreeSet<String> = s
         .test
@@ -1108,6 +927,10 @@ async fn postgres_rows_changed_to_no_longer_match_while_the_batch_waits_are_kept
         .difference(&changed)
         .cloned()
         .collect();
+    let before = s
+        .snapshot()
+        .await
+        .with_rows_changed_by_others(changed.iter().cloned());
     let other = sea_orm::Database::connect(&s.test.url).await.unwrap();
     let moving = other.begin().await.unwrap();
     moving
@@ -1115,29 +938,50 @@ async fn postgres_rows_changed_to_no_longer_match_while_the_batch_waits_are_kept
         .await
         .unwrap();
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 5}]),
-                serde_json::json!({"batch_size": 40}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(5, serde_json::json!({"batch_size": 40})), 5)
         .await;
+    let database = s.test.url.rsplit('/').next().unwrap().to_owned();
+    let watcher = s.test.conn.clone();
     let committer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Commit only once the batch is seen waiting on the moved rows' lock.
+        let started = std::time::Instant::now();
+        loop {
+            let waiting = watcher
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' \
+                         AND application_name = 'reaper' AND wait_event_type = 'Lock'"
+                    ),
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get_by_index::<i64>(0)
+                .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "the batch was never seen waiting for the moved rows' lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         moving.commit().await.unwrap();
     });
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     committer.await.unwrap();
+    s.assert_clean(&id, JobState::Done, 1).await;
     assert_eq!(
         s.test.ids("events", "tenant_id = 99").await,
         changed,
         "rows that stopped matching were deleted"
     );
-    assert!(s.test.ids("events", "tenant_id = 5").await.is_empty());
-    s.test.assert_exactly_once(&id, &expected, 40).await;
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    before
+        .assert_removed_exactly(&s.test, &expected, Removal::Hard, 40)
+        .await;
+    let job = s.job(&id).await;
     assert_eq!(
         (job.passes, job.locked_rows_skipped),
         (1, false),
@@ -1153,19 +997,16 @@ async fn mariadb_a_row_inserted_into_the_locked_window_is_never_deleted_unaudite
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let scenario = fail::FailScenario::setup();
-    let s = setup(Backend::MySql, 1_000).await;
+    let s = Setup::new(Backend::MySql, 1_000).await;
     s.test.exec("DELETE FROM events WHERE id = 13").await;
     let mut expected = s.test.ids("events", "tenant_id = 3").await;
     expected.insert("13".into());
+    let before = s
+        .snapshot()
+        .await
+        .with_rows_inserted_later(["13".to_owned()]);
     let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 3}]),
-                serde_json::json!({"batch_size": 50}),
-            ),
-            5,
-        )
+        .submit(erase_tenant(3, serde_json::json!({"batch_size": 50})), 5)
         .await;
     let url = s.test.url.clone();
     let inserted = Arc::new(AtomicBool::new(false));
@@ -1193,11 +1034,13 @@ async fn mariadb_a_row_inserted_into_the_locked_window_is_never_deleted_unaudite
     .unwrap();
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     assert!(inserted.load(Ordering::SeqCst), "the fault point never ran");
-    assert!(s.test.ids("events", "tenant_id = 3").await.is_empty());
-    s.test.assert_exactly_once(&id, &expected, 50).await;
+    s.assert_clean(&id, JobState::Done, 1).await;
+    before
+        .assert_removed_exactly(&s.test, &expected, Removal::Hard, 50)
+        .await;
     // The range delete saw one row too many, rolled back, and the rerun by key re-selected the
     // window, new row included: one pass, marked by the rerun.
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
+    let job = s.job(&id).await;
     assert_eq!((job.passes, job.locked_rows_skipped), (1, true));
     scenario.teardown();
 }
@@ -1206,7 +1049,7 @@ async fn mariadb_a_row_inserted_into_the_locked_window_is_never_deleted_unaudite
 /// its key and the offending value, before any job could match the wrong rows.
 #[tokio::test]
 async fn sqlite_timestamps_in_another_format_are_refused_at_start_up() {
-    let s = setup(Backend::Sqlite, 10).await;
+    let s = Setup::new(Backend::Sqlite, 10).await;
     schema_check::check_catalog(&s.db, &s.catalog)
         .await
         .unwrap();
@@ -1225,42 +1068,15 @@ async fn sqlite_timestamps_in_another_format_are_refused_at_start_up() {
 }
 
 async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backend) {
-    let s = setup(backend, 10).await;
+    let s = Setup::new(backend, 10).await;
     let quiet = Duration::from_secs(60);
-    let pending = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                serde_json::json!({}),
-            ),
-            5,
-        )
-        .await;
-    let running = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
-                serde_json::json!({}),
-            ),
-            5,
-        )
-        .await;
+    let pending = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
+    let running = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
     let now = Utc::now();
     let lease = Duration::from_secs(600);
-    ledger::claim(
-        &s.db,
-        &running,
-        "w",
-        "t",
-        now,
-        now + chrono::Duration::seconds(600),
-        ledger::ClaimFrom::Queue,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    s.claim(&running, "w", "t", chrono::Duration::seconds(600))
+        .await
+        .unwrap();
     let ids = |jobs: Vec<ledger::JobRecord>| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>();
     // Just enqueued: its message is in the queue; the live lease is respected.
     assert!(
@@ -1326,15 +1142,11 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
 
 async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
     let _scenario = fail::FailScenario::setup();
-    let s = setup(backend, 3_000).await;
+    let s = Setup::new(backend, 3_000).await;
     // Each of the 300 batches takes at least 5 ms, so the request lands long before the end.
     fail::cfg("batch::before_commit", "sleep(5)").unwrap();
-    let matching = "tenant_id IN (1, 2, 3)";
-    let before = s.test.ids("events", matching).await;
-    let untouched = s
-        .test
-        .checksum("events", "tenant_id NOT IN (1, 2, 3)")
-        .await;
+    let matching = s.test.ids("events", "tenant_id IN (1, 2, 3)").await;
+    let before = s.snapshot().await;
     let id = s
         .submit(
             job(
@@ -1346,16 +1158,12 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
         )
         .await;
     let canceller = async {
-        loop {
-            let batches = s
-                .test
-                .int(&format!(
-                    "SELECT batches FROM reaper_jobs WHERE id = '{id}'"
-                ))
-                .await;
-            if batches >= 2 {
-                break;
-            }
+        let started = std::time::Instant::now();
+        while s.job(&id).await.batches < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the job never committed two batches"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         ledger::request_cancel(&s.db, &id, Utc::now())
@@ -1363,10 +1171,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
             .unwrap()
     };
     let run_settings = settings();
-    let (report, cancel) = tokio::join!(
-        runner::run_job(&s.db, &s.catalog, &id, &run_settings, &|| false),
-        canceller
-    );
+    let (outcome, cancel) = tokio::join!(s.run_with(&id, &run_settings, &|| false), canceller);
     // The worker may record `cancelled` before the request reads the job back.
     assert!(
         matches!(
@@ -1375,24 +1180,18 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
         ),
         "{cancel:?}"
     );
-    assert_eq!(report.unwrap().outcome, RunOutcome::Cancelled);
-    let job = ledger::get(&s.db, &id).await.unwrap().unwrap();
-    assert_eq!(job.state, "cancelled");
+    assert_eq!(outcome, RunOutcome::Cancelled);
+    s.assert_clean(&id, JobState::Cancelled, 1).await;
+    let job = s.job(&id).await;
     assert!(job.finished_at.is_some() && job.lease_owner.is_none());
-    let after = s.test.ids("events", matching).await;
-    let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
+    let checked = before
+        .assert_removed_within(&s.test, &matching, Removal::Hard, 3)
+        .await;
     assert!(
-        deleted.len() >= 6 && !after.is_empty(),
-        "cancel should stop mid-job: {} deleted, {} left",
-        deleted.len(),
-        after.len()
-    );
-    s.test.assert_exactly_once(&id, &deleted, 3).await;
-    assert_eq!(
-        s.test
-            .checksum("events", "tenant_id NOT IN (1, 2, 3)")
-            .await,
-        untouched
+        checked.removed.len() >= 6 && checked.removed.len() < matching.len(),
+        "cancel should stop mid-job: {} of {} deleted",
+        checked.removed.len(),
+        matching.len()
     );
     // Cancelled is final: another run claims nothing.
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
@@ -1405,27 +1204,19 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
 }
 
 async fn cancel_of_a_pending_job_is_immediate_and_deletes_nothing(backend: Backend) {
-    let s = setup(backend, 200).await;
-    let untouched = s.test.checksum("events", "1 = 1").await;
-    let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                serde_json::json!({}),
-            ),
-            5,
-        )
-        .await;
+    let s = Setup::new(backend, 200).await;
+    let before = s.snapshot().await;
+    let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
     let outcome = ledger::request_cancel(&s.db, &id, Utc::now())
         .await
         .unwrap();
     assert!(
-        matches!(&outcome, Some(ledger::CancelOutcome::Cancelled(job)) if job.state == "cancelled"),
+        matches!(&outcome, Some(ledger::CancelOutcome::Cancelled(_))),
         "{outcome:?}"
     );
+    s.assert_clean(&id, JobState::Cancelled, 0).await;
     assert_eq!(s.run_once(&id).await, RunOutcome::NotClaimed);
-    assert_eq!(s.test.checksum("events", "1 = 1").await, untouched);
+    before.assert_untouched(&s.test).await;
     assert_eq!(
         ledger::request_cancel(&s.db, "no-such-job", Utc::now())
             .await
@@ -1434,55 +1225,34 @@ async fn cancel_of_a_pending_job_is_immediate_and_deletes_nothing(backend: Backe
     );
     // A running job whose worker died with a cancel request pending ends cancelled when it is
     // next claimed, without another batch.
-    let id = s
-        .submit(
-            job(
-                "events",
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]),
-                serde_json::json!({}),
-            ),
-            5,
-        )
-        .await;
-    let now = Utc::now();
-    ledger::claim(
-        &s.db,
-        &id,
-        "dead-worker",
-        "tok",
-        now,
-        now,
-        ledger::ClaimFrom::Queue,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let id = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
+    s.claim(&id, "dead-worker", "tok", chrono::Duration::zero())
+        .await
+        .unwrap();
     assert!(matches!(
-        ledger::request_cancel(&s.db, &id, now).await.unwrap(),
+        ledger::request_cancel(&s.db, &id, Utc::now())
+            .await
+            .unwrap(),
         Some(ledger::CancelOutcome::Stopping(_))
     ));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(s.run_once(&id).await, RunOutcome::Cancelled);
-    assert_eq!(s.test.checksum("events", "1 = 1").await, untouched);
+    before.assert_untouched(&s.test).await;
 }
 
 async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Backend) {
-    let s = setup(backend, 10).await;
+    let s = Setup::new(backend, 10).await;
+    let tenant_0 = s.test.ids("events", "tenant_id = 0").await;
+    let before = s.snapshot().await;
     let mut ids = Vec::new();
     for tenant in 0..5 {
         ids.push(
-            s.submit(
-                job(
-                    "events",
-                    serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
-                    serde_json::json!({}),
-                ),
-                5,
-            )
-            .await,
+            s.submit(erase_tenant(tenant, serde_json::json!({})), 5)
+                .await,
         );
     }
-    assert_eq!(s.run_to_end(&ids[0]).await, RunOutcome::Done);
+    s.run_and_check(&ids[0], &before, &tenant_0, Removal::Hard, 100)
+        .await;
     let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
     let page = ledger::list(&s.db, None, None, None, 3).await.unwrap();
     assert_eq!(
@@ -1496,7 +1266,7 @@ async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Back
         next.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         newest_first[3..]
     );
-    let pending = ledger::list(&s.db, Some("pending"), Some("events"), None, 10)
+    let pending = ledger::list(&s.db, Some(JobState::Pending), Some("events"), None, 10)
         .await
         .unwrap();
     assert_eq!(pending.len(), 4);

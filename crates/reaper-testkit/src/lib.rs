@@ -1,5 +1,5 @@
-//! Test harness: isolated real databases, a fixture table and the invariant checker that every
-//! deletion test runs after a job.
+//! Test harness: isolated real databases, fixture tables, the engine as tests drive it
+//! ([`engine`]), and the invariant checker every deletion test runs ([`TableSnapshot`]).
 //!
 //! PostgreSQL and MariaDB: one fresh database per test, on `REAPER_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `REAPER_TEST_MYSQL_URL` (default
@@ -8,11 +8,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod engine;
+mod invariants;
 mod redis_queue;
+pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
 
 use std::collections::BTreeSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use reaper_core::sql::Backend;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
@@ -155,6 +157,31 @@ impl TestDatabase {
             .collect()
     }
 
+    /// Every row, every column as text (NULL as `None`).
+    pub async fn optional_strings(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.try_optional_strings(sql)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// Every row, every column as text, or the database's error.
+    pub async fn try_optional_strings(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, sea_orm::DbErr> {
+        let rows = self
+            .conn
+            .query_all_raw(Statement::from_string(self.db_backend(), sql.to_owned()))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                (0..row.column_names().len())
+                    .map(|index| row.try_get_by_index::<Option<String>>(index))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// A single integer.
     pub async fn int(&self, sql: &str) -> i64 {
         let rows = self
@@ -242,24 +269,6 @@ impl TestDatabase {
         self.exec(&sql).await;
     }
 
-    /// A hash of every column of every row of `table` whose id is in `ids` (or not in, with
-    /// `inside = false`), for "untouched" checks.
-    pub async fn checksum(&self, table: &str, condition: &str) -> (usize, u64) {
-        let sql = match self.backend {
-            Backend::Postgres => format!(
-                "SELECT row_to_json(t)::text FROM {table} AS t WHERE {condition} ORDER BY id"
-            ),
-            Backend::Sqlite | Backend::MySql => format!(
-                "SELECT CAST({} AS CHAR) FROM {table} AS t WHERE {condition} ORDER BY id",
-                row_json(table)
-            ),
-        };
-        let rows = self.strings(&sql).await;
-        let mut hasher = DefaultHasher::new();
-        rows.hash(&mut hasher);
-        (rows.len(), hasher.finish())
-    }
-
     /// Ids (as text) matching `condition` in `table`.
     pub async fn ids(&self, table: &str, condition: &str) -> BTreeSet<String> {
         self.strings(&format!(
@@ -269,15 +278,6 @@ impl TestDatabase {
         .await
         .into_iter()
         .collect()
-    }
-}
-
-/// The row as a JSON array (SQLite and MySQL have no `row_to_json`).
-fn row_json(table: &str) -> String {
-    match table {
-        "events" => "json_array(id, tenant_id, kind, created_at, payload, deleted_at)".into(),
-        "tokens" => "json_array(id, user_id)".into(),
-        other => panic!("no row shape for {other}"),
     }
 }
 
@@ -311,107 +311,6 @@ impl Drop for TestDatabase {
             })
             .join();
         }
-    }
-}
-
-/// What the audit log and the ledger say about one job, checked against what happened.
-#[derive(Debug)]
-pub struct Accounting {
-    pub ledger_rows: i64,
-    pub ledger_batches: i64,
-    pub audit_rows: i64,
-    pub audit_row_sum: i64,
-    pub audit_max_batch: i64,
-    /// Every key listed by the job's audit entries (duplicates kept, to be detected).
-    pub audited_keys: Vec<String>,
-}
-
-impl TestDatabase {
-    pub async fn accounting(&self, job_id: &str) -> Accounting {
-        let ledger_rows = self
-            .int(&format!(
-                "SELECT rows_deleted FROM reaper_jobs WHERE id = '{job_id}'"
-            ))
-            .await;
-        let ledger_batches = self
-            .int(&format!(
-                "SELECT batches FROM reaper_jobs WHERE id = '{job_id}'"
-            ))
-            .await;
-        let audit_rows = self
-            .int(&format!(
-                "SELECT count(*) FROM reaper_audit WHERE job_id = '{job_id}'"
-            ))
-            .await;
-        let audit_row_sum = self
-            .int(&format!(
-                "SELECT {} FROM reaper_audit WHERE job_id = '{job_id}'",
-                self.as_int("COALESCE(sum(row_count), 0)")
-            ))
-            .await;
-        let audit_max_batch = self
-            .int(&format!(
-                "SELECT COALESCE(max(row_count), 0) FROM reaper_audit WHERE job_id = '{job_id}'"
-            ))
-            .await;
-        let mut audited_keys = Vec::new();
-        for keys in self
-            .strings(&format!(
-                "SELECT deleted_keys FROM reaper_audit WHERE job_id = '{job_id}' ORDER BY batch_no"
-            ))
-            .await
-        {
-            let list: Vec<serde_json::Value> = serde_json::from_str(&keys).unwrap();
-            audited_keys.extend(list.into_iter().map(|key| match key {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            }));
-        }
-        Accounting {
-            ledger_rows,
-            ledger_batches,
-            audit_rows,
-            audit_row_sum,
-            audit_max_batch,
-            audited_keys,
-        }
-    }
-
-    /// The invariants every finished deletion job must satisfy:
-    /// every matching row deleted once and audited once; audit rows = batches; sum of audited
-    /// counts = rows deleted = the job's counter; no batch over the batch size.
-    pub async fn assert_exactly_once(
-        &self,
-        job_id: &str,
-        expected_keys: &BTreeSet<String>,
-        batch_size: i64,
-    ) {
-        let accounting = self.accounting(job_id).await;
-        let audited: BTreeSet<String> = accounting.audited_keys.iter().cloned().collect();
-        assert_eq!(
-            audited.len(),
-            accounting.audited_keys.len(),
-            "a key was audited twice: {accounting:?}"
-        );
-        assert_eq!(
-            &audited, expected_keys,
-            "audited keys differ from the rows that matched"
-        );
-        let expected = i64::try_from(expected_keys.len()).unwrap();
-        assert_eq!(accounting.ledger_rows, expected, "ledger rows_deleted");
-        assert_eq!(
-            accounting.audit_row_sum, expected,
-            "sum of audited row counts"
-        );
-        assert_eq!(
-            accounting.audit_rows, accounting.ledger_batches,
-            "audit rows vs ledger batches"
-        );
-        assert!(
-            accounting.audit_max_batch <= batch_size,
-            "a batch of {} rows exceeds {batch_size}",
-            accounting.audit_max_batch
-        );
     }
 }
 

@@ -85,38 +85,70 @@ impl PrivateRedis {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("redis-server is required for this test: {error}"));
         let url = format!("redis://127.0.0.1:{port}/0");
-        let started = Instant::now();
-        loop {
-            let ready = redis::Client::open(url.as_str())
-                .and_then(|client| client.get_connection())
-                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
-                .is_ok();
-            if ready {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "private redis-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_redis(port, &url);
         Self { url, child }
+    }
+
+    /// Kills the server and starts an empty one on the same port (no persistence: every key
+    /// is lost, as in a restart without data).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap();
+        self.child = spawn_redis(port, &self.url);
+    }
+
+    /// `DBSIZE`: how many keys the server holds.
+    pub fn keys(&self) -> i64 {
+        let mut connection = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("DBSIZE").query(&mut connection).unwrap()
+    }
+}
+
+/// Starts `redis-server` on `port` and waits until it answers, 10 s at most.
+// The caller owns the child: `PrivateRedis` kills and waits for it on drop.
+#[allow(clippy::zombie_processes)]
+fn spawn_redis(port: u16, url: &str) -> Child {
+    let mut child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("redis-server is required for this test: {error}"));
+    let started = Instant::now();
+    loop {
+        let ready = redis::Client::open(url)
+            .and_then(|client| client.get_connection())
+            .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+            .is_ok();
+        if ready {
+            return child;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("private redis-server did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,16 +20,17 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::catalog::Catalog;
-use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobState;
 use reaper_core::views::{
     AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage, Problem, Readiness, Submitted,
 };
 use reaper_engine::ledger::{self, CancelOutcome};
-use reaper_engine::{Database, EngineError, instruments};
+use reaper_engine::{Database, EngineError, ErrorClass, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::job_view::{STATES, audit_view, job_view};
+use crate::job_view::{audit_view, job_view};
+use crate::producer::Unacceptable;
 use crate::queue::JobQueue;
 
 /// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these (a test
@@ -47,6 +49,10 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
+/// The largest request body accepted (a job with 1,000 `in` values is far smaller); a larger
+/// one is answered 413 with this limit.
+pub(crate) const MAX_BODY: usize = 256 * 1024;
+
 /// Largest page of a listing.
 const MAX_PAGE: u32 = 500;
 
@@ -63,6 +69,8 @@ pub(crate) struct ApiState {
     pub(crate) workers_alive: Arc<AtomicBool>,
     /// The retention policies (`/v1/policies`, per-policy metrics).
     pub(crate) policies: Vec<reaper_core::retention::Policy>,
+    /// How long a `/v1` call waits for the ledger before answering 503 (`api.ledger_wait`).
+    pub(crate) ledger_wait: Duration,
 }
 
 /// The whole API.
@@ -81,6 +89,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -102,6 +111,9 @@ fn problem(status: StatusCode, message: String) -> Response {
     (status, axum::Json(Problem::new(message))).into_response()
 }
 
+/// An engine error by intent: 400 an invalid job (with its fields), 409 an idempotency key
+/// reused for a different request, 503 with `Retry-After` what is transient (the database
+/// down or slow), 500 what is permanent on our side (a stored job that cannot be read).
 fn engine_problem(error: &EngineError) -> Response {
     match error {
         EngineError::Invalid(invalid) => (
@@ -109,13 +121,40 @@ fn engine_problem(error: &EngineError) -> Response {
             axum::Json(Problem::invalid(invalid)),
         )
             .into_response(),
-        other => {
-            tracing::error!(message = "API request failed.", error = %other);
-            problem(
+        EngineError::KeyReused { .. } => problem(StatusCode::CONFLICT, error.to_string()),
+        other if other.class() == ErrorClass::Transient => {
+            tracing::warn!(message = "API request failed; the caller may retry.", error = %other);
+            let mut response = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the ledger is unavailable: {other}"),
-            )
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+            response
         }
+        other => {
+            tracing::error!(message = "API request failed.", error = %other);
+            problem(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+        }
+    }
+}
+
+/// Seconds a client is told to wait before retrying a 503.
+const RETRY_AFTER: &str = "2";
+
+/// Runs a ledger call within the API's bounded wait (`api.ledger_wait`): past it the call
+/// fails as transient (503), however long the database would keep the caller waiting.
+async fn bounded<T>(
+    state: &ApiState,
+    call: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(state.ledger_wait, call).await {
+        Ok(result) => result,
+        Err(_) => Err(EngineError::Unreachable {
+            class: ErrorClass::Transient,
+            cause: format!("the database did not answer within {:?}", state.ledger_wait),
+        }),
     }
 }
 
@@ -130,8 +169,7 @@ async fn require_token(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Constant time, so response timing does not reveal how much of a guess was right.
-    if bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())) {
+    if token_matches(presented, &state.token) {
         next.run(request).await
     } else {
         let mut response = problem(
@@ -145,24 +183,60 @@ async fn require_token(
     }
 }
 
-async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response {
-    let request: JobRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(error) => {
+/// Whether `presented` is the token. Both are hashed (SHA-256) and the two 32-byte digests
+/// compared in constant time, so the response time reveals neither how much of a guess was
+/// right nor whether its length was: a plain constant-time compare returns at once on a length
+/// difference. Hashing takes time in proportion to each input's length, which says nothing
+/// about the token's content.
+fn token_matches(presented: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let presented = Sha256::digest(presented.as_bytes());
+    let token = Sha256::digest(token.as_bytes());
+    bool::from(presented[..].ct_eq(&token[..]))
+}
+
+async fn create_job(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             instruments::job_submitted("api", false);
-            return problem(StatusCode::BAD_REQUEST, format!("invalid job: {error}"));
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the limit of {MAX_BODY} bytes"),
+            );
+        }
+        Err(rejection) => return problem(rejection.status(), rejection.body_text()),
+    };
+    let request = match crate::producer::parse(&body, &state.catalog) {
+        Ok(request) => request,
+        Err(refused) => {
+            instruments::job_submitted("api", false);
+            return match refused {
+                Unacceptable::Invalid(invalid) => (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(Problem::invalid(&invalid)),
+                )
+                    .into_response(),
+                unreadable => problem(StatusCode::BAD_REQUEST, unreadable.to_string()),
+            };
         }
     };
-    match crate::producer::accept(
-        &state.db,
-        &state.catalog,
-        &state.queue,
-        &request,
-        state.default_max_attempts,
-        "api",
+    let accepted = bounded(
+        &state,
+        crate::producer::accept(
+            &state.db,
+            &state.catalog,
+            &state.queue,
+            &request,
+            state.default_max_attempts,
+            "api",
+        ),
     )
-    .await
-    {
+    .await;
+    match accepted {
         Ok(submitted) => {
             let status = if submitted.created {
                 StatusCode::CREATED
@@ -191,7 +265,7 @@ async fn create_job(State(state): State<Arc<ApiState>>, body: Bytes) -> Response
 }
 
 async fn get_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    match ledger::get(&state.db, &id).await {
+    match bounded(&state, ledger::get(&state.db, &id)).await {
         Ok(Some(job)) => match job_view(job) {
             Ok(job) => axum::Json(job).into_response(),
             Err(error) => engine_problem(&error),
@@ -220,14 +294,15 @@ async fn list_jobs(
         Ok(query) => query,
         Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    if let Some(wanted) = &query.state
-        && !STATES.contains(&wanted.as_str())
+    let wanted_state = match query
+        .state
+        .as_deref()
+        .map(str::parse::<JobState>)
+        .transpose()
     {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            format!("state: `{wanted}` is not one of {}", STATES.join(", ")),
-        );
-    }
+        Ok(wanted) => wanted,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("state: {error}")),
+    };
     let limit = query.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
         return problem(
@@ -236,16 +311,19 @@ async fn list_jobs(
         );
     }
     let jobs = match &query.idempotency_key {
-        Some(key) => ledger::get_by_key(&state.db, key)
+        Some(key) => bounded(&state, ledger::get_by_key(&state.db, key))
             .await
             .map(|job| job.into_iter().collect()),
         None => {
-            ledger::list(
-                &state.db,
-                query.state.as_deref(),
-                query.target.as_deref(),
-                query.before.as_deref(),
-                limit,
+            bounded(
+                &state,
+                ledger::list(
+                    &state.db,
+                    wanted_state,
+                    query.target.as_deref(),
+                    query.before.as_deref(),
+                    limit,
+                ),
             )
             .await
         }
@@ -269,18 +347,21 @@ async fn list_jobs(
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let (status, cancel, job) = match ledger::request_cancel(&state.db, &id, Utc::now()).await {
-        Ok(Some(CancelOutcome::Cancelled(job))) => (StatusCode::OK, "cancelled", job),
-        Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
-        Ok(Some(CancelOutcome::Finished(job))) => {
-            return problem(
-                StatusCode::CONFLICT,
-                format!("job `{id}` is {} already; nothing to cancel", job.state),
-            );
-        }
-        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
-        Err(error) => return engine_problem(&error),
-    };
+    let (status, cancel, job) =
+        match bounded(&state, ledger::request_cancel(&state.db, &id, Utc::now())).await {
+            Ok(Some(CancelOutcome::Cancelled(job))) => {
+                (StatusCode::OK, JobState::Cancelled.as_str(), job)
+            }
+            Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
+            Ok(Some(CancelOutcome::Finished(job))) => {
+                return problem(
+                    StatusCode::CONFLICT,
+                    format!("job `{id}` is {} already; nothing to cancel", job.state),
+                );
+            }
+            Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+            Err(error) => return engine_problem(&error),
+        };
     match job_view(job) {
         Ok(job) => (
             status,
@@ -318,12 +399,17 @@ async fn job_audit(
             format!("limit: {limit} is not allowed; allowed: 1 to {MAX_PAGE}"),
         );
     }
-    match ledger::get(&state.db, &id).await {
+    match bounded(&state, ledger::get(&state.db, &id)).await {
         Ok(Some(_)) => {}
         Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(error) => return engine_problem(&error),
     }
-    match ledger::audit_of_job(&state.db, &id, query.after_batch.unwrap_or(0), limit).await {
+    let entries = bounded(
+        &state,
+        ledger::audit_of_job(&state.db, &id, query.after_batch.unwrap_or(0), limit),
+    )
+    .await;
+    match entries {
         Ok(entries) => {
             let next = (entries.len() == limit as usize)
                 .then(|| entries.last().map(|entry| entry.batch_no))
@@ -343,15 +429,25 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// How long `/readyz` and `/metrics` wait for the database and the queue: they answer within
+/// about this long whatever is down (probes time out at a few seconds).
+const PROBE_WAIT: Duration = Duration::from_millis(1_500);
+
 /// Ready when the database and the queue answer and the workers poll.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
-    let database = match ledger::unfinished_counts(&state.db).await {
-        Ok(_) => "ok".to_owned(),
-        Err(error) => format!("unavailable: {error}"),
+    let (database, queue) = tokio::join!(
+        tokio::time::timeout(PROBE_WAIT, ledger::unfinished_counts(&state.db)),
+        tokio::time::timeout(PROBE_WAIT, queue_pullable(&state.queue)),
+    );
+    let database = match database {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(error)) => format!("unavailable: {error}"),
+        Err(_) => format!("unavailable: no answer within {PROBE_WAIT:?}"),
     };
-    let queue = match state.queue.depth().await {
-        Ok(_) => "ok".to_owned(),
-        Err(error) => format!("unavailable: {error}"),
+    let queue = match queue {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(error)) => format!("unavailable: {error}"),
+        Err(_) => format!("unavailable: no answer within {PROBE_WAIT:?}"),
     };
     let workers = if state.workers_alive.load(Ordering::Relaxed) {
         "ok".to_owned()
@@ -374,11 +470,32 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     (status, axum::Json(readiness)).into_response()
 }
 
+/// The queue answers, and lets this daemon run what a worker's poll runs. On Redis a poll is a
+/// script over the queue's keys: a user whose ACL lets it read the queue (its depth answers)
+/// but not run scripts leaves the workers restarting on every poll, so that is tried too.
+async fn queue_pullable(queue: &JobQueue) -> anyhow::Result<()> {
+    queue.depth().await?;
+    if let JobQueue::Redis(storage) = queue {
+        let active = storage.get_config().active_jobs_list();
+        let mut storage = storage.clone();
+        let _: i64 = redis::Script::new("return redis.call('LLEN', KEYS[1])")
+            .key(active)
+            .invoke_async(storage.get_connection())
+            .await?;
+    }
+    Ok(())
+}
+
 async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
     let now = Utc::now();
     let mut views = Vec::with_capacity(state.policies.len());
     for policy in &state.policies {
-        match crate::policy_view::policy_view(&state.db, policy, now).await {
+        match bounded(
+            &state,
+            crate::policy_view::policy_view(&state.db, policy, now),
+        )
+        .await
+        {
             Ok(view) => views.push(view),
             Err(error) => return engine_problem(&error),
         }
@@ -393,37 +510,77 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
             format!("no retention policy `{name}`"),
         );
     };
-    match crate::policy_view::policy_view(&state.db, policy, Utc::now()).await {
+    match bounded(
+        &state,
+        crate::policy_view::policy_view(&state.db, policy, Utc::now()),
+    )
+    .await
+    {
         Ok(view) => axum::Json(view).into_response(),
         Err(error) => engine_problem(&error),
     }
 }
 
-/// Prometheus text format. The ledger and queue gauges are read at scrape time.
+/// Prometheus text format. The ledger and queue gauges are read at scrape time, each within
+/// [`PROBE_WAIT`]; when the ledger cannot be read, `reaper_ledger_up` is 0 and the series read
+/// from it are left out of the scrape (a stale or zero count would read as "nothing pending").
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    if let Err(error) =
-        crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await
-    {
-        tracing::warn!(message = "Cannot read the policies' runs for /metrics.", %error);
+    let ledger_read = async {
+        crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await?;
+        ledger::unfinished_counts(&state.db).await
+    };
+    let (ledger_read, depth) = tokio::join!(
+        tokio::time::timeout(PROBE_WAIT, ledger_read),
+        tokio::time::timeout(PROBE_WAIT, state.queue.depth()),
+    );
+    let ledger_up = match ledger_read {
+        Ok(Ok(counts)) => {
+            instruments::ledger_counts(&counts);
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(message = "Cannot read the ledger for /metrics.", %error);
+            false
+        }
+        Err(_) => {
+            tracing::warn!(message = "The ledger did not answer in time for /metrics.");
+            false
+        }
+    };
+    instruments::ledger_up(ledger_up);
+    match depth {
+        Ok(Ok(depth)) => instruments::queue_depth(depth),
+        Ok(Err(error)) => {
+            tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error)
+        }
+        Err(_) => tracing::warn!(message = "The queue did not answer in time for /metrics."),
     }
-    match ledger::unfinished_counts(&state.db).await {
-        Ok(counts) => instruments::jobs_in_ledger(&counts),
-        Err(error) => tracing::warn!(message = "Cannot count jobs for /metrics.", %error),
+    let mut text = state.metrics.render();
+    if !ledger_up {
+        text = without_series(&text, instruments::LEDGER_DERIVED);
     }
-    match state.queue.depth().await {
-        Ok(depth) => instruments::queue_depth(depth),
-        Err(error) => tracing::warn!(message = "Cannot read the queue depth for /metrics.", %error),
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The exposition text without the samples and the `# HELP`/`# TYPE` lines of `names`.
+fn without_series(text: &str, names: &[&str]) -> String {
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let name = match line.strip_prefix("# ") {
+            Some(comment) => comment.split(' ').nth(1).unwrap_or(""),
+            None => line.split(['{', ' ']).next().unwrap_or(""),
+        };
+        if !names.contains(&name) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    kept
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use axum::body::Body;
     use reaper_core::config::{DatabaseConfig, QueueBackend, QueueConfig};
@@ -436,6 +593,14 @@ mod tests {
     const TOKEN: &str = "unit-test-token-0123456789";
 
     async fn state(dir: &std::path::Path) -> Arc<ApiState> {
+        state_with(dir, Catalog::default(), Vec::new()).await
+    }
+
+    async fn state_with(
+        dir: &std::path::Path,
+        catalog: Catalog,
+        policies: Vec<reaper_core::retention::Policy>,
+    ) -> Arc<ApiState> {
         let db = Database::connect(&DatabaseConfig {
             url: format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display()),
             max_connections: 1,
@@ -460,7 +625,7 @@ mod tests {
         .unwrap();
         Arc::new(ApiState {
             db,
-            catalog: Catalog::default(),
+            catalog,
             queue,
             token: TOKEN.into(),
             default_max_attempts: 3,
@@ -468,7 +633,8 @@ mod tests {
                 .build_recorder()
                 .handle(),
             workers_alive: Arc::new(AtomicBool::new(true)),
-            policies: Vec::new(),
+            policies,
+            ledger_wait: Duration::from_secs(5),
         })
     }
 
@@ -488,16 +654,56 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    #[tokio::test]
-    async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+    /// `(method, path)` → documented status codes, from docs/openapi.json.
+    fn documented() -> BTreeMap<(String, String), BTreeSet<u16>> {
         let document: serde_json::Value =
             serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
-        let mut documented = BTreeSet::new();
+        let mut documented = BTreeMap::new();
         for (path, item) in document["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
-                documented.insert((method.clone(), path.clone()));
+            for (method, operation) in item.as_object().unwrap() {
+                let codes = operation["responses"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{method} {path} documents no responses"))
+                    .keys()
+                    .map(|code| code.parse().unwrap())
+                    .collect();
+                documented.insert((method.clone(), path.clone()), codes);
             }
         }
+        documented
+    }
+
+    /// `(method, path)` of every `.route(…)` in [`router`]'s source: what the router serves,
+    /// read from the code that builds it (axum cannot list its routes).
+    fn served() -> BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let start = source.find("pub(crate) fn router(").unwrap();
+        let end = start + source[start..].find("\n}\n").unwrap();
+        let mut served = BTreeSet::new();
+        for line in source[start..end].lines() {
+            let Some(rest) = line.trim().strip_prefix(".route(\"") else {
+                continue;
+            };
+            let (path, handlers) = rest.split_once('"').unwrap();
+            let methods: Vec<&str> = ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|method| {
+                    handlers.contains(&format!(" {method}("))
+                        || handlers.contains(&format!(".{method}("))
+                })
+                .collect();
+            assert!(!methods.is_empty(), "cannot read the methods of: {line}");
+            for method in methods {
+                served.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+        assert!(served.len() >= 5, "is the route scan broken? {served:?}");
+        served
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+        let documented: BTreeSet<(String, String)> = documented().into_keys().collect();
         let listed: BTreeSet<(String, String)> = ROUTES
             .iter()
             .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
@@ -505,6 +711,12 @@ mod tests {
         assert_eq!(
             documented, listed,
             "docs/openapi.json and api::ROUTES differ"
+        );
+        // Both directions: a served route the document lacks, or a documented one not served.
+        assert_eq!(
+            served(),
+            documented,
+            "the router and docs/openapi.json differ"
         );
 
         let dir = tempfile::tempdir().unwrap();
@@ -524,6 +736,204 @@ mod tests {
         let (status, body) = call(&router, "get", "/v1/undocumented").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("no such route"), "{body}");
+    }
+
+    #[test]
+    fn left_out_series_lose_their_samples_and_their_help_and_type_lines() {
+        let text = "# HELP reaper_jobs_pending Jobs pending.\n# TYPE reaper_jobs_pending gauge\n\
+                    reaper_jobs_pending 0\n# TYPE reaper_jobs_pending_other gauge\n\
+                    reaper_jobs_pending_other 1\n\
+                    reaper_policy_last_run_rows{policy=\"p\"} 5\nreaper_ledger_up 0\n";
+        assert_eq!(
+            without_series(text, instruments::LEDGER_DERIVED),
+            "# TYPE reaper_jobs_pending_other gauge\nreaper_jobs_pending_other 1\nreaper_ledger_up 0\n"
+        );
+    }
+
+    /// Documented responses no in-process call can produce, and why.
+    const NOT_EXERCISED: &[(&str, &str, u16, &str)] = &[];
+
+    #[tokio::test]
+    async fn every_status_the_api_answers_is_documented_and_every_documented_one_answered() {
+        use reaper_testkit::engine::events_target;
+        let dir = tempfile::tempdir().unwrap();
+        let policy = reaper_core::retention::Policy::new(
+            "old-events".into(),
+            "events".into(),
+            "created_at".into(),
+            reaper_core::span::Span::from_secs(86_400),
+            None,
+            "0 3 * * *".into(),
+            None,
+            Vec::new(),
+            None,
+            true,
+        )
+        .unwrap();
+        let state = state_with(dir.path(), Catalog::new([events_target()]), vec![policy]).await;
+        let router = router(state.clone());
+        let mut seen: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
+        let job = |tenant: i64| {
+            format!(
+                r#"{{"target": "events", "filter": {{"all": [{{"column": "tenant_id", "op": "eq", "value": {tenant}}}]}}, "requested_by": "t", "reason": "r", "idempotency_key": "k{tenant}"}}"#
+            )
+        };
+        // (method, route, uri, token?, body) → status, recorded under the route.
+        macro_rules! answer {
+            ($method:expr, $route:expr, $uri:expr, $token:expr, $body:expr) => {{
+                let mut request = Request::builder()
+                    .method($method.to_uppercase().as_str())
+                    .uri($uri.to_string())
+                    .header(header::CONTENT_TYPE, "application/json");
+                if $token {
+                    request = request.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+                }
+                let response = router
+                    .clone()
+                    .oneshot(request.body(Body::from($body.to_string())).unwrap())
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                seen.entry(($method.to_owned(), $route.to_owned()))
+                    .or_default()
+                    .insert(status);
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }};
+        }
+        let (status, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, job(1));
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(answer!("post", "/v1/jobs", "/v1/jobs", true, job(1)).0, 200);
+        answer!(
+            "post",
+            "/v1/jobs",
+            "/v1/jobs",
+            true,
+            r#"{"target": "nope"}"#
+        );
+        for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
+            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            answer!(*method, *route, uri, false, "{}");
+            answer!(*method, *route, uri, true, job(9));
+        }
+        answer!("get", "/v1/jobs", "/v1/jobs?state=bogus", true, "");
+        for route in ["/v1/jobs/{id}", "/v1/jobs/{id}/audit"] {
+            answer!("get", route, route.replace("{id}", "no-such-job"), true, "");
+        }
+        answer!(
+            "post",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/no-such-job/cancel",
+            true,
+            ""
+        );
+        answer!(
+            "get",
+            "/v1/jobs/{id}/audit",
+            format!("/v1/jobs/{id}/audit?limit=many"),
+            true,
+            ""
+        );
+        answer!("get", "/v1/policies/{name}", "/v1/policies/nope", true, "");
+        // Cancel: pending → 200 (the loop above), finished → 409, running → 202.
+        answer!(
+            "post",
+            "/v1/jobs/{id}/cancel",
+            format!("/v1/jobs/{id}/cancel"),
+            true,
+            ""
+        );
+        let (_, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, job(2));
+        let running = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        reaper_testkit::engine::claim(&state.db, &running, "w", "t", chrono::Duration::seconds(60))
+            .await
+            .unwrap();
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs/{id}/cancel",
+            format!("/v1/jobs/{running}/cancel"),
+            true,
+            ""
+        );
+        assert_eq!(status, 202, "{body}");
+        for (method, route) in ROUTES
+            .iter()
+            .filter(|(_, route)| !route.starts_with("/v1/"))
+        {
+            answer!(*method, *route, *route, false, "");
+        }
+        // A known key with another request: 409; a body over the limit: 413.
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs",
+            "/v1/jobs",
+            true,
+            job(5).replace("\"k5\"", "\"k1\"")
+        );
+        assert_eq!(status, 409, "{body}");
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs",
+            "/v1/jobs",
+            true,
+            " ".repeat(MAX_BODY + 1)
+        );
+        assert_eq!(status, 413, "{body}");
+        // Workers not polling: 503 from /readyz.
+        state.workers_alive.store(false, Ordering::Relaxed);
+        answer!("get", "/readyz", "/readyz", false, "");
+        state.workers_alive.store(true, Ordering::Relaxed);
+        // The ledger table gone (permanent, our side): 500 wherever the document says so.
+        use sea_orm::ConnectionTrait;
+        state
+            .db
+            .connection()
+            .execute_unprepared("DROP TABLE reaper_jobs")
+            .await
+            .unwrap();
+        for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
+            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            answer!(*method, *route, uri, true, job(3));
+        }
+        // No connection to be had (transient): 503 with Retry-After.
+        state.db.connection().close_by_ref().await.unwrap();
+        for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
+            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            let (status, body) = answer!(*method, *route, uri, true, job(4));
+            assert_eq!(status, 503, "{method} {route}: {body}");
+        }
+
+        let documented = documented();
+        for (operation, statuses) in &seen {
+            let allowed = &documented[operation];
+            assert!(
+                statuses.is_subset(allowed),
+                "{operation:?} answered {statuses:?}; docs/openapi.json documents {allowed:?}"
+            );
+        }
+        let mut unexercised = BTreeSet::new();
+        for (operation, statuses) in &documented {
+            for status in statuses.difference(seen.get(operation).unwrap_or(&BTreeSet::new())) {
+                unexercised.insert((operation.0.clone(), operation.1.clone(), *status));
+            }
+        }
+        let excused: BTreeSet<(String, String, u16)> = NOT_EXERCISED
+            .iter()
+            .map(|(method, path, status, _)| ((*method).to_owned(), (*path).to_owned(), *status))
+            .collect();
+        assert_eq!(
+            unexercised, excused,
+            "documented statuses no call produced (left) vs those excused (right)"
+        );
     }
 
     #[tokio::test]

@@ -94,11 +94,17 @@ async fn dead_since(
     db: &Database,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), CommandError> {
-    let dead: Vec<_> = ledger::list(db, Some("dead"), None, None, 1000)
-        .await?
-        .into_iter()
-        .filter(|job| job.finished_at.is_some_and(|at| at >= started))
-        .collect();
+    let dead: Vec<_> = ledger::list(
+        db,
+        Some(reaper_core::lifecycle::JobState::Dead),
+        None,
+        None,
+        1000,
+    )
+    .await?
+    .into_iter()
+    .filter(|job| job.finished_at.is_some_and(|at| at >= started))
+    .collect();
     if dead.is_empty() {
         return Ok(());
     }
@@ -154,6 +160,10 @@ fn spawn_api(
         metrics,
         workers_alive: state.workers_alive.clone(),
         policies: settings.policies.clone(),
+        ledger_wait: config.api.ledger_wait.map_or(
+            std::time::Duration::from_secs(reaper_core::config::DEFAULT_LEDGER_WAIT_SECS),
+            |wait| wait.as_duration(),
+        ),
     });
     let stop = stop.clone();
     tokio::spawn(async move {
@@ -251,7 +261,7 @@ async fn wait_until_idle(db: &Database) {
     let mut idle_polls = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        match ledger::unfinished(db, 1).await {
+        match ledger::active(db, 1).await {
             Ok(jobs) if jobs.is_empty() => idle_polls += 1,
             Ok(_) => idle_polls = 0,
             Err(error) => tracing::warn!(message = "Cannot read the ledger.", %error),

@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use reaper_core::config::Config;
 use reaper_core::job::JobRequest;
+use reaper_core::lifecycle::JobResult;
 use reaper_engine::ledger::{self, JobRecord};
 use reaper_engine::{Database, migration::Migrator};
 use sea_orm::ConnectionTrait;
@@ -216,22 +217,20 @@ async fn print_jobs(db: &Database, ids: &[(&str, String)]) -> anyhow::Result<()>
         let job = ledger::get(db, id)
             .await?
             .context("a demo job vanished from the ledger")?;
-        if let Some(result) = job
-            .result
-            .as_deref()
-            .filter(|r| r.contains("\"dry_run\":true"))
-        {
-            let report: serde_json::Value = serde_json::from_str(result)?;
+        if let Some(JobResult::DryRun(report)) = job.job_result() {
             outln!(
                 "\n{title}: {} rows would be deleted in {} batches of {}",
-                report["matching_rows"],
-                report["batches"],
-                report["batch_size"]
+                report.matching_rows,
+                report.batches,
+                report.batch_size
             );
-            outln!("  first keys: {}", report["sample_keys"]);
+            outln!(
+                "  first keys: {}",
+                serde_json::to_string(&report.sample_keys)?
+            );
             outln!(
                 "  one batch would run:\n    {}",
-                report["sql"].as_str().unwrap_or("").replace('\n', "\n    ")
+                report.sql.replace('\n', "\n    ")
             );
         }
     }
@@ -283,11 +282,7 @@ fn print_job_line(title: &str, job: &JobRecord) -> std::io::Result<()> {
         ),
         _ => "-".into(),
     };
-    let rows = if job
-        .result
-        .as_deref()
-        .is_some_and(|r| r.contains("\"dry_run\":true"))
-    {
+    let rows = if matches!(job.job_result(), Some(JobResult::DryRun(_))) {
         "(dry)".to_owned()
     } else {
         job.rows_deleted.to_string()

@@ -52,14 +52,17 @@ pub(crate) struct EnqueueFlags {
 }
 
 impl EnqueueFlags {
-    /// The request the flags describe, or a message naming the flag that is wrong.
+    /// The request the flags describe, or a message naming every flag that is wrong, together
+    /// with what validation finds in the rest of the job (`--batch-size 0`, an unknown target).
     pub(crate) fn into_request(self, catalog: &Catalog) -> Result<JobRequest, String> {
         let target_name = self
             .target
             .ok_or("give the job as --file FILE, --json '{…}', or with --target and conditions")?;
-        let reason = self
-            .reason
-            .ok_or("--reason is required: it is recorded in every audit entry")?;
+        let mut problems: Vec<String> = Vec::new();
+        let reason = self.reason.unwrap_or_else(|| {
+            problems.push("--reason is required: it is recorded in every audit entry".into());
+            String::new()
+        });
         // An unknown target or column passes as text here; validation then names it.
         let column_type = |column: &str| {
             catalog
@@ -81,24 +84,37 @@ impl EnqueueFlags {
         {
             let (column, value) = match (op, raw.split_once('=')) {
                 (_, Some(pair)) => pair,
-                (Op::OlderThan, None) => {
-                    let column = catalog
-                        .get(&target_name)
-                        .ok_or_else(|| format!("--target: unknown target `{target_name}`"))
-                        .and_then(|target| age_column(target, "--older-than"))?;
-                    (column, raw.as_str())
+                (Op::OlderThan, None) => match catalog
+                    .get(&target_name)
+                    .ok_or_else(|| format!("--target: unknown target `{target_name}`"))
+                    .and_then(|target| age_column(target, "--older-than"))
+                {
+                    Ok(column) => (column, raw.as_str()),
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                },
+                (_, None) => {
+                    problems.push(format!("{flag} {raw}: expected COLUMN=VALUE"));
+                    continue;
                 }
-                (_, None) => return Err(format!("{flag} {raw}: expected COLUMN=VALUE")),
             };
             let value = match op {
-                Op::In => serde_json::Value::Array(
-                    value
-                        .split(',')
-                        .map(|item| typed(column_type(column), item, flag, raw))
-                        .collect::<Result<_, _>>()?,
-                ),
-                Op::OlderThan => serde_json::Value::String(value.to_owned()),
-                _ => typed(column_type(column), value, flag, raw)?,
+                Op::In => value
+                    .split(',')
+                    .map(|item| typed(column_type(column), item, flag, raw))
+                    .collect::<Result<_, _>>()
+                    .map(serde_json::Value::Array),
+                Op::OlderThan => Ok(serde_json::Value::String(value.to_owned())),
+                _ => typed(column_type(column), value, flag, raw),
+            };
+            let value = match value {
+                Ok(value) => value,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
             };
             all.push(Condition {
                 column: column.to_owned(),
@@ -113,14 +129,17 @@ impl EnqueueFlags {
                 value: None,
             });
         }
-        if all.is_empty() && !self.all_rows {
-            return Err(format!(
+        if all.is_empty() && !self.all_rows && problems.is_empty() {
+            problems.push(format!(
                 "no condition: give --where, --in, --older-than or --is-null, or --all-rows to \
                  delete every row of `{target_name}` on purpose"
             ));
         }
-        let mode = crate::cli::parse_mode(self.mode.as_deref())?;
-        Ok(JobRequest {
+        let mode = crate::cli::parse_mode(self.mode.as_deref()).unwrap_or_else(|problem| {
+            problems.push(problem);
+            None
+        });
+        let request = JobRequest {
             target: target_name,
             filter: Filter { all },
             all_rows: self.all_rows,
@@ -132,7 +151,25 @@ impl EnqueueFlags {
             requested_by: crate::cli::requested_by(self.requested_by),
             reason,
             idempotency_key: self.idempotency_key,
-        })
+        };
+        if problems.is_empty() {
+            // Validation runs where the job is accepted and reports everything at once.
+            return Ok(request);
+        }
+        // The rest of the job's problems too, except those the flags above already explain
+        // (a refused condition is left out, so the filter's are not meaningful).
+        if let Err(invalid) = reaper_core::validate::validate(&request, catalog, chrono::Utc::now())
+        {
+            for error in invalid.errors {
+                let explained = error.field.starts_with("filter")
+                    || error.field == "all_rows"
+                    || (error.field == "reason" && request.reason.is_empty());
+                if !explained {
+                    problems.push(error.to_string());
+                }
+            }
+        }
+        Err(problems.join("; "))
     }
 }
 
@@ -253,5 +290,30 @@ mod tests {
                 .unwrap_err()
                 .starts_with("--reason is required")
         );
+    }
+
+    #[test]
+    fn every_bad_flag_is_named_with_the_rest_of_the_job_s_problems() {
+        let flags = EnqueueFlags {
+            target: Some("users".into()),
+            equals: vec!["id=abc".into(), "plan".into()],
+            mode: Some("archive".into()),
+            batch_size: Some(0),
+            ..EnqueueFlags::default()
+        };
+        let problems = flags.into_request(&catalog()).unwrap_err();
+        for problem in [
+            "--reason is required",
+            "--where id=abc: `abc` is not an integer",
+            "--where plan: expected COLUMN=VALUE",
+            "--mode: ",
+            "batch_size: 0 is not allowed for target `users`",
+        ] {
+            assert!(
+                problems.contains(problem),
+                "{problem} missing in {problems}"
+            );
+        }
+        assert!(!problems.contains("filter"), "{problems}");
     }
 }

@@ -9,7 +9,9 @@
 //! job when the request has an `idempotency_key` (producers should always set one).
 //!
 //! Invalid messages are refused with their field-level error: they go, with the error, to the
-//! capped list `<queue>:intake:rejected`, and nothing is deleted.
+//! capped list `<queue>:intake:rejected`, and nothing is deleted. So does any message the
+//! ledger refuses for a permanent reason, so one poison message never stalls the messages
+//! behind it; only a transient failure (database down) leaves a message claimed for a retry.
 //!
 //! This module owns only the intake keys; apalis owns the queue's other keys.
 
@@ -18,8 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reaper_core::catalog::Catalog;
-use reaper_core::job::JobRequest;
-use reaper_engine::{Database, EngineError, instruments};
+use reaper_engine::{Database, ErrorClass, instruments};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -147,7 +148,9 @@ impl Intake {
     ) -> anyhow::Result<()> {
         let claimed = self.keys.claimed(&self.daemon);
         // Messages left claimed under this name by an earlier failed loop are served first.
-        let mut leftover: Vec<String> = connection.lrange(&claimed, 0, -1).await?;
+        // Bytes, not strings: a message that is not UTF-8 must reach `submit` to be rejected,
+        // not fail the read of every message claimed with it.
+        let mut leftover: Vec<Vec<u8>> = connection.lrange(&claimed, 0, -1).await?;
         leftover.reverse();
         let mut last_heartbeat = None::<std::time::Instant>;
         loop {
@@ -194,8 +197,8 @@ impl Intake {
         &self,
         connection: &mut redis::aio::ConnectionManager,
         claimed: &str,
-    ) -> anyhow::Result<Vec<String>> {
-        let first: Option<String> = connection
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let first: Option<Vec<u8>> = connection
             .blmove(
                 &self.keys.intake,
                 claimed,
@@ -208,7 +211,7 @@ impl Intake {
             return Ok(Vec::new());
         };
         let mut messages = vec![first];
-        let more: Vec<String> = redis::Script::new(CLAIM_SCRIPT)
+        let more: Vec<Vec<u8>> = redis::Script::new(CLAIM_SCRIPT)
             .key(&self.keys.intake)
             .key(claimed)
             .arg(CLAIM_BATCH - 1)
@@ -222,13 +225,14 @@ impl Intake {
     async fn submit(
         &self,
         mut connection: redis::aio::ConnectionManager,
-        message: &str,
+        message: &[u8],
     ) -> anyhow::Result<()> {
-        let request: JobRequest = match serde_json::from_str(message) {
+        let request = match crate::producer::parse(message, &self.catalog) {
             Ok(request) => request,
-            Err(error) => {
+            Err(refused) => {
+                instruments::job_submitted("redis", false);
                 return self
-                    .reject(&mut connection, message, format!("invalid job: {error}"))
+                    .reject(&mut connection, message, refused.to_string())
                     .await;
             }
         };
@@ -243,12 +247,15 @@ impl Intake {
         .await
         {
             Ok(_) => Ok(()),
-            Err(EngineError::Invalid(error)) => {
+            // Refused for good (invalid, a reused key, or anything the database will never
+            // accept from this message): it goes to the rejected list, and the intake goes on
+            // to the messages behind it.
+            Err(error) if error.class() == ErrorClass::Permanent => {
                 self.reject(&mut connection, message, error.to_string())
                     .await
             }
-            // Anything else is the deployment's problem (database down, permissions), not the
-            // message's: it stays claimed and is tried again.
+            // A transient failure is the deployment's (database down), not the message's: it
+            // stays claimed and is tried again.
             Err(error) => Err(error.into()),
         }
     }
@@ -256,18 +263,15 @@ impl Intake {
     async fn reject(
         &self,
         connection: &mut redis::aio::ConnectionManager,
-        message: &str,
+        message: &[u8],
         error: String,
     ) -> anyhow::Result<()> {
-        if serde_json::from_str::<JobRequest>(message).is_err() {
-            // Refusals by validation are counted where the ledger refuses them.
-            instruments::job_submitted("redis", false);
-        }
+        let message = String::from_utf8_lossy(message);
         tracing::warn!(message = "Refused a job from the Redis intake.", %error);
         let record = serde_json::to_string(&Rejection {
             at: Utc::now().to_rfc3339(),
             error,
-            message,
+            message: &message,
         })?;
         redis::pipe()
             .lpush(&self.keys.rejected, record)

@@ -5,8 +5,6 @@ use reaper_core::views::{AuditView, JobView, Progress};
 use reaper_engine::EngineError;
 use reaper_engine::ledger::{AuditRecord, JobRecord};
 
-pub(crate) use reaper_core::views::STATES;
-
 /// Stored JSON text as JSON; text that is not JSON (it always is) stays a string.
 fn as_json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))

@@ -3,20 +3,16 @@
 //! daemon shows the same thing whichever of them ran the job.
 
 use chrono::{DateTime, Utc};
+use reaper_core::lifecycle::JobState;
 use reaper_core::retention::Policy;
 use reaper_core::views::{PolicyRunView, PolicyView};
 use reaper_engine::ledger::{self, JobRecord};
 use reaper_engine::{Database, EngineError, instruments};
 
-const FINISHED: &[&str] = &["done", "dead", "cancelled"];
-
 /// A `done` run that stopped at its `max_rows` with matching rows left (its stored summary
 /// says so).
 pub(crate) fn stopped_at_cap(job: &JobRecord) -> bool {
-    job.result
-        .as_deref()
-        .and_then(|result| serde_json::from_str::<serde_json::Value>(result).ok())
-        .is_some_and(|summary| summary["stopped_at_max_rows"] == true)
+    job.stopped_at_max_rows()
 }
 
 fn run_view(job: JobRecord) -> PolicyRunView {
@@ -37,7 +33,7 @@ fn run_view(job: JobRecord) -> PolicyRunView {
 async fn newest(
     db: &Database,
     policy: &Policy,
-    states: &[&str],
+    states: &[JobState],
 ) -> Result<Option<JobRecord>, EngineError> {
     Ok(ledger::policy_jobs(db, &policy.name, states, 1)
         .await?
@@ -52,7 +48,7 @@ pub(crate) async fn policy_view(
     now: DateTime<Utc>,
 ) -> Result<PolicyView, EngineError> {
     let last_run = newest(db, policy, &[]).await?.map(run_view);
-    let last_success_at = newest(db, policy, &["done"])
+    let last_success_at = newest(db, policy, &[JobState::Done])
         .await?
         .and_then(|job| job.finished_at);
     Ok(PolicyView {
@@ -78,8 +74,8 @@ pub(crate) async fn record_metrics(
     now: DateTime<Utc>,
 ) -> Result<(), EngineError> {
     for policy in policies {
-        let finished = newest(db, policy, FINISHED).await?;
-        let success = newest(db, policy, &["done"]).await?;
+        let finished = newest(db, policy, JobState::FINISHED).await?;
+        let success = newest(db, policy, &[JobState::Done]).await?;
         instruments::policy_status(
             &policy.name,
             &instruments::PolicyStatus {
@@ -89,7 +85,9 @@ pub(crate) async fn record_metrics(
                     job.finished_at
                         .map(|finished| (finished - job.created_at).as_seconds_f64())
                 }),
-                last_run_succeeded: finished.as_ref().is_some_and(|job| job.state == "done"),
+                last_run_succeeded: finished
+                    .as_ref()
+                    .is_some_and(|job| job.state == JobState::Done),
                 last_run_capped: finished.as_ref().is_some_and(stopped_at_cap),
                 last_success_at: success.and_then(|job| job.finished_at),
                 interval: policy.interval(now),

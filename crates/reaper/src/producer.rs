@@ -12,6 +12,39 @@ use reaper_engine::{Database, EngineError, instruments};
 
 use crate::queue::JobQueue;
 
+/// Why bytes a producer sent are not a job.
+#[derive(Debug)]
+pub(crate) enum Unacceptable {
+    /// Not UTF-8 text, or not JSON at all: there are no fields to name.
+    Unreadable(String),
+    /// A JSON job with problems, each naming its field.
+    Invalid(ValidationError),
+}
+
+impl std::fmt::Display for Unacceptable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unacceptable::Unreadable(message) => write!(f, "invalid job: {message}"),
+            Unacceptable::Invalid(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Reads a job as a producer sent it (HTTP body, `--file`, `--json`, intake message): UTF-8
+/// JSON, read field by field, and checked against the catalog, so that every problem is
+/// reported at once with its field.
+pub(crate) fn parse(bytes: &[u8], catalog: &Catalog) -> Result<JobRequest, Unacceptable> {
+    let text = std::str::from_utf8(bytes).map_err(|error| {
+        Unacceptable::Unreadable(format!(
+            "not UTF-8 text: invalid byte at offset {}",
+            error.valid_up_to()
+        ))
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|error| Unacceptable::Unreadable(error.to_string()))?;
+    reaper_core::validate::check_json(&value, catalog, Utc::now()).map_err(Unacceptable::Invalid)
+}
+
 /// Validates, records and enqueues `request`. A repeated idempotency key returns the existing
 /// job and enqueues nothing. `source` labels the metrics (`api`, `cli`, `redis`, `scheduler`).
 /// Producers may not use the scheduler's key prefix (`policy:`): a forged key could take a
@@ -75,7 +108,7 @@ pub(crate) async fn accept_as(
     .await
     {
         Ok(submitted) => submitted,
-        Err(error @ EngineError::Invalid(_)) => {
+        Err(error @ (EngineError::Invalid(_) | EngineError::KeyReused { .. })) => {
             instruments::job_submitted(source, false);
             return Err(error);
         }

@@ -159,17 +159,12 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
     outln!(
         "matching rows: {}{}",
         report.matching_rows,
-        if report.matching_rows > job.max_rows {
-            if job.stop_at_max_rows {
+        match job.check_max_rows(report.matching_rows) {
+            Err(refusal) => format!(" (the purge would be refused: {refusal})"),
+            Ok(()) if report.matching_rows > job.max_rows => {
                 format!(" (one run removes at most {})", job.max_rows)
-            } else {
-                format!(
-                    " (more than max_rows {}: the purge would be refused)",
-                    job.max_rows
-                )
             }
-        } else {
-            String::new()
+            Ok(()) => String::new(),
         }
     );
     outln!(
@@ -193,28 +188,6 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
 /// Validates the request now (for the dry run and the error message), against `catalog`.
 pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<ValidatedJob, String> {
     validate(request, catalog, Utc::now()).map_err(|error| error.to_string())
-}
-
-/// Refuses a purge that is not allowed to stop at its cap but matches more rows than it,
-/// before anything is written, with advice that works: raise `--max-rows` only while the
-/// target allows more. `matching` was counted up to `max_rows + 1`.
-pub(crate) fn refuse_over_cap(job: &ValidatedJob, matching: u64) -> Option<String> {
-    (!job.stop_at_max_rows && matching > job.max_rows).then(|| {
-        let raise = if job.max_rows < job.target.max_rows {
-            format!(
-                ", raise --max-rows (target `{}` allows up to {})",
-                job.target.name, job.target.max_rows
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "more than max_rows ({}) rows match; nothing was done. Narrow the purge (an older \
-             --older-than){raise}, or add --stop-at-max-rows to remove {} rows now and the rest \
-             in later runs",
-            job.max_rows, job.max_rows
-        )
-    })
 }
 
 /// Runs `job` (written `paused`, or left paused by an earlier stop) in the foreground until it

@@ -19,6 +19,7 @@ use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use chrono::{DateTime, Utc};
 use reaper_core::config::{QueueBackend, QueueConfig};
+use reaper_core::sql::{self, Backend};
 use serde::{Deserialize, Serialize};
 
 /// A worker silent for this many heartbeats is dead; its messages go to live workers.
@@ -107,12 +108,19 @@ impl JobQueue {
                 storage,
                 queue_name,
             } => {
-                let (count,): (i64,) = sea_orm::sqlx::query_as(
-                    "SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status = 'Pending'",
+                // apalis' own pool, run through the engine like every planned statement.
+                let connection =
+                    sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(storage.pool().clone());
+                let rows = reaper_engine::database::query_all(
+                    &connection,
+                    Backend::Sqlite,
+                    &sql::queue::sqlite_depth(queue_name),
                 )
-                .bind(queue_name)
-                .fetch_one(storage.pool())
                 .await?;
+                let count = match rows.first() {
+                    Some(row) => row.try_get::<i64>("", sql::queue::DEPTH)?,
+                    None => 0,
+                };
                 Ok(u64::try_from(count).unwrap_or(0))
             }
             JobQueue::Redis(storage) => {

@@ -19,6 +19,7 @@ use apalis_cron::CronScheduler;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use reaper_core::catalog::Catalog;
+use reaper_core::lifecycle::JobState;
 use reaper_core::retention::{self, Policy};
 use reaper_engine::ledger::{self, JobRecord};
 use reaper_engine::{Database, EngineError, ErrorClass};
@@ -29,9 +30,6 @@ use crate::queue::JobQueue;
 /// Tries to submit one window's job (2, 4, 8 and 16 s apart) before leaving it to a peer or the
 /// next start's catch-up.
 const SUBMIT_ATTEMPTS: u32 = 5;
-
-/// States of a job that is not finished.
-const UNFINISHED: &[&str] = &["pending", "running", "paused"];
 
 /// What submitting a window did.
 #[derive(Debug)]
@@ -66,7 +64,8 @@ impl Scheduler {
         window: DateTime<Utc>,
     ) -> Result<WindowJob, EngineError> {
         let key = policy.window_key(window);
-        let unfinished = ledger::policy_jobs(&self.db, &policy.name, UNFINISHED, 1).await?;
+        let unfinished =
+            ledger::policy_jobs(&self.db, &policy.name, JobState::UNFINISHED, 1).await?;
         if let Some(previous) = unfinished.into_iter().next()
             && previous.idempotency_key != key
         {

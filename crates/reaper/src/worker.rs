@@ -108,6 +108,12 @@ impl PollStrategy for ArmedInterval {
     }
 }
 
+/// How long workers must poll without an error before they count as pulling: three poll
+/// intervals, and at least half a second.
+fn settled_after(poll_interval: Duration) -> Duration {
+    (poll_interval * 3).max(Duration::from_millis(500))
+}
+
 /// A worker name unique per process start: apalis refuses a name seen within a heartbeat, and
 /// two processes sharing a name would steal each other's in-flight jobs.
 pub(crate) fn unique_worker_name() -> String {
@@ -268,8 +274,6 @@ pub(crate) async fn run_workers(
             let _ = signal.wait_for(|stopping| *stopping).await;
             Ok(())
         };
-        instruments::workers_alive(concurrency);
-        state.workers_alive.store(true, Ordering::Relaxed);
         let state_for_workers = state.clone();
         let slots = concurrency as usize;
         // One macro, not a generic function: apalis' backend trait bounds differ per storage.
@@ -293,9 +297,24 @@ pub(crate) async fn run_workers(
                     .await
             }};
         }
-        let ended = match state.queue.clone() {
-            JobQueue::Sqlite { storage, .. } => monitor!(storage),
-            JobQueue::Redis(storage) => monitor!(storage),
+        let run = async {
+            match state.queue.clone() {
+                JobQueue::Sqlite { storage, .. } => monitor!(storage),
+                JobQueue::Redis(storage) => monitor!(storage),
+            }
+        };
+        tokio::pin!(run);
+        // Alive (`/readyz`, `reaper_workers_alive`) only once the workers have kept polling
+        // for a few poll intervals: apalis ends them on the first failed poll, so workers the
+        // queue refuses (an ACL that denies the poll's scripts, a wrong password) never count
+        // as pulling, however often they are restarted.
+        let ended = tokio::select! {
+            ended = &mut run => ended,
+            () = tokio::time::sleep(settled_after(poll_interval)) => {
+                instruments::workers_alive(concurrency);
+                state.workers_alive.store(true, Ordering::Relaxed);
+                run.await
+            }
         };
         instruments::workers_alive(0);
         state.workers_alive.store(false, Ordering::Relaxed);

@@ -4,22 +4,19 @@
 //! Mostly portable; the writer renders each backend's placeholders and value encodings, and the
 //! differences are explicit here: MySQL has neither `ON CONFLICT` (it has `ON DUPLICATE KEY`) nor
 //! `RETURNING`, SQLite has no `FOR UPDATE`. Every transition of a running job is guarded by its
-//! lease token, so a worker that lost its lease changes nothing. All are primary-key or
-//! unique-index lookups; the claim also checks the lease expiry.
+//! lease token, so a worker that lost its lease changes nothing — except three writes that
+//! take no token, each documented where it is built: [`touch_stranded`] (the reconciler marks a
+//! job it re-enqueues), [`request_cancel`] (marks a running job; its batches then refuse) and
+//! [`claim`] (takes over a `running` job whose lease expired). Each statement's doc states the
+//! plan it expects; the rows they return are read by [`rows`](crate::sql::rows).
 
 use chrono::{DateTime, Utc};
 
+use crate::lifecycle::JobState;
+use crate::sql::rows::{AUDIT_COLUMNS, JOB_COLUMNS, LOCKED_JOB_COLUMNS, STATE_COUNT_COLUMNS};
 use crate::sql::{Backend, SqlWriter, Statement};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
-
-/// Columns every job read returns, in this order.
-pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
-     batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
-
-/// Columns every audit read returns, in this order.
-pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
 
 /// A job as first written to the ledger.
 #[derive(Debug, Clone)]
@@ -50,6 +47,7 @@ fn text(value: &str) -> SqlValue {
 /// `INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING …` (MySQL: `ON DUPLICATE KEY
 /// UPDATE id = id`, a no-op, and no `RETURNING`): a new job comes back in the same round trip;
 /// for a repeated key nothing is inserted and the caller reads the existing job instead.
+/// Expected plan: a single-row insert plus the unique `idempotency_key` check.
 pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push(
@@ -63,11 +61,13 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     .param(text(job.target))
     .push(", ")
     .param(text(job.request_json))
-    .push(if job.paused {
-        ", 'paused', 1, 0, 0, 0, "
+    .push(", ")
+    .state(if job.paused {
+        JobState::Paused
     } else {
-        ", 'pending', 1, 0, 0, 0, "
+        JobState::Pending
     })
+    .push(", 1, 0, 0, 0, ")
     .param(SqlValue::Int(i64::from(job.max_attempts)))
     .push(", ")
     .param(SqlValue::Timestamp(job.now))
@@ -90,7 +90,7 @@ pub fn insert_job(backend: Backend, job: &NewJob<'_>) -> Statement {
     w.finish()
 }
 
-/// One job by id.
+/// One job by id. Expected plan: the primary key.
 pub fn get_job(backend: Backend, id: &str) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
@@ -100,7 +100,7 @@ pub fn get_job(backend: Backend, id: &str) -> Statement {
     w.finish()
 }
 
-/// One job by idempotency key.
+/// One job by idempotency key. Expected plan: the unique `idempotency_key` index.
 pub fn get_job_by_key(backend: Backend, key: &str) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
@@ -110,12 +110,16 @@ pub fn get_job_by_key(backend: Backend, key: &str) -> Statement {
     w.finish()
 }
 
-/// Jobs not yet finished (`pending` or `running`), oldest first.
-pub fn unfinished_jobs(backend: Backend, limit: u32) -> Statement {
+/// The daemons' work ([`JobState::ACTIVE`]: `pending` or `running`), oldest first. Expected
+/// plan: the `(state, created_at)` index, one range per state, merged and sorted (the callers
+/// ask for one row: is there any work left).
+pub fn active_jobs(backend: Backend, limit: u32) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
         .push(JOB_COLUMNS)
-        .push(" FROM reaper_jobs WHERE state IN ('pending', 'running') ORDER BY created_at, id LIMIT ")
+        .push(" FROM reaper_jobs WHERE state IN ")
+        .states(JobState::ACTIVE)
+        .push(" ORDER BY created_at, id LIMIT ")
         .param(SqlValue::Int(i64::from(limit)));
     w.finish()
 }
@@ -123,7 +127,8 @@ pub fn unfinished_jobs(backend: Backend, limit: u32) -> Statement {
 /// Jobs the queue may have lost: `pending`, due and untouched since `pending_quiet_since` (its
 /// message should have been taken long ago), or `running` under a lease that expired before
 /// `now` (its worker died) and untouched since `running_quiet_since`. "Untouched" also spaces
-/// out re-enqueues of the same job. Oldest first. Expected plan: the `(state, created_at)` index.
+/// out re-enqueues of the same job. Oldest first. Expected plan: the `(state, created_at)` index,
+/// one range per state.
 pub fn stranded_jobs(
     backend: Backend,
     now: DateTime<Utc>,
@@ -134,11 +139,15 @@ pub fn stranded_jobs(
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
         .push(JOB_COLUMNS)
-        .push(" FROM reaper_jobs WHERE (state = 'pending' AND (run_after IS NULL OR run_after <= ")
+        .push(" FROM reaper_jobs WHERE (state = ")
+        .state(JobState::Pending)
+        .push(" AND (run_after IS NULL OR run_after <= ")
         .param(SqlValue::Timestamp(now))
         .push(") AND updated_at < ")
         .param(SqlValue::Timestamp(pending_quiet_since))
-        .push(") OR (state = 'running' AND lease_expires_at < ")
+        .push(") OR (state = ")
+        .state(JobState::Running)
+        .push(" AND lease_expires_at < ")
         .param(SqlValue::Timestamp(now))
         .push(" AND updated_at < ")
         .param(SqlValue::Timestamp(running_quiet_since))
@@ -148,15 +157,22 @@ pub fn stranded_jobs(
 }
 
 /// Marks a stranded job as re-enqueued now, so the next reconciliation leaves it alone for a
-/// while instead of enqueueing it again on every pass. Only while it is still as found.
-pub fn touch_stranded(backend: Backend, id: &str, state: &str, now: DateTime<Utc>) -> Statement {
+/// while instead of enqueueing it again on every pass. Only while it is still in the `state`
+/// it was found in. One of the three writes without the lease token: it changes only
+/// `updated_at`, which no lease holder relies on. Expected plan: the primary key.
+pub fn touch_stranded(
+    backend: Backend,
+    id: &str,
+    state: JobState,
+    now: DateTime<Utc>,
+) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET updated_at = ")
         .param(SqlValue::Timestamp(now))
         .push(" WHERE id = ")
         .param(text(id))
         .push(" AND state = ")
-        .param(text(state));
+        .param(text(state.as_str()));
     w.finish()
 }
 
@@ -172,7 +188,9 @@ pub enum ClaimFrom {
 /// Claims the job: `pending`, or `running` under an expired lease (its worker died). Counts the
 /// attempt here, at claim, so a job that kills its worker every time still runs out of
 /// attempts. No row returned: somebody else holds it, or it is finished. On MySQL (no
-/// `RETURNING`) the caller checks the affected rows and reads the job back.
+/// `RETURNING`) the caller checks the affected rows and reads the job back. Taking over an
+/// expired lease is one of the three writes without the lease token: the old holder's token
+/// is replaced, so its next write changes nothing. Expected plan: the primary key.
 pub fn claim(
     backend: Backend,
     id: &str,
@@ -183,7 +201,9 @@ pub fn claim(
     from: ClaimFrom,
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
-    w.push("UPDATE reaper_jobs SET state = 'running', lease_owner = ")
+    w.push("UPDATE reaper_jobs SET state = ")
+        .state(JobState::Running)
+        .push(", lease_owner = ")
         .param(text(owner))
         .push(", lease_token = ")
         .param(text(token))
@@ -195,11 +215,14 @@ pub fn claim(
         .param(SqlValue::Timestamp(now))
         .push(" WHERE id = ")
         .param(text(id))
-        .push(match from {
-            ClaimFrom::Queue => " AND (state = 'pending'",
-            ClaimFrom::Resume => " AND (state IN ('pending', 'paused')",
-        })
-        .push(" OR (state = 'running' AND lease_expires_at < ")
+        .push(" AND (state ");
+    match from {
+        ClaimFrom::Queue => w.push("= ").state(JobState::Pending),
+        ClaimFrom::Resume => w.push("IN ").states(JobState::UNCLAIMED),
+    };
+    w.push(" OR (state = ")
+        .state(JobState::Running)
+        .push(" AND lease_expires_at < ")
         .param(SqlValue::Timestamp(now))
         .push("))");
     if backend != Backend::MySql {
@@ -213,13 +236,14 @@ pub fn claim(
 /// row: the lease is lost or the job is being cancelled (the caller reads which). Used by the
 /// SQLite and MySQL batches (PostgreSQL does this inside its single statement); SQLite has no
 /// `FOR UPDATE` and needs none, its `BEGIN IMMEDIATE` already holds the database's write lock.
+/// Expected plan: the primary key. Returns [`LOCKED_JOB_COLUMNS`].
 pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
     let mut w = SqlWriter::new(backend);
-    w.push("SELECT batches FROM reaper_jobs WHERE id = ")
-        .param(text(job_id))
-        .push(" AND lease_token = ")
-        .param(text(token))
-        .push(" AND state = 'running' AND cancel_requested_at IS NULL");
+    w.push("SELECT ")
+        .push(LOCKED_JOB_COLUMNS)
+        .push(" FROM reaper_jobs")
+        .lease_guard(job_id, token)
+        .push(" AND cancel_requested_at IS NULL");
     if backend != Backend::Sqlite {
         w.push(" FOR UPDATE");
     }
@@ -227,7 +251,8 @@ pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
 }
 
 /// Advances the checkpoint and counters and renews the lease, in the batch's transaction, after
-/// [`lock_job`] (so exactly one row is affected). `skipped_locked` marks the pass.
+/// [`lock_job`] (so exactly one row is affected). `skipped_locked` marks the pass. Expected
+/// plan: the primary key (the row is locked already).
 #[allow(clippy::too_many_arguments)] // One statement's bound values; a struct would only rename them.
 pub fn advance_checkpoint(
     backend: Backend,
@@ -251,11 +276,7 @@ pub fn advance_checkpoint(
         .param(SqlValue::Timestamp(lease_until))
         .push(", updated_at = ")
         .param(SqlValue::Timestamp(now))
-        .push(" WHERE id = ")
-        .param(text(job_id))
-        .push(" AND lease_token = ")
-        .param(text(token))
-        .push(" AND state = 'running'");
+        .lease_guard(job_id, token);
     w.finish()
 }
 
@@ -347,8 +368,24 @@ pub enum Transition<'a> {
     },
 }
 
+impl Transition<'_> {
+    /// The state the job is left in.
+    pub fn state(&self) -> JobState {
+        match self {
+            Transition::Continue | Transition::RetryLater { paused: false, .. } => {
+                JobState::Pending
+            }
+            Transition::Pause | Transition::RetryLater { paused: true, .. } => JobState::Paused,
+            Transition::Done { .. } => JobState::Done,
+            Transition::Dead { .. } => JobState::Dead,
+            Transition::Cancelled { .. } => JobState::Cancelled,
+        }
+    }
+}
+
 /// Applies a [`Transition`], only if `token` still holds the lease. Zero rows affected means
-/// the lease was lost; the caller must not act as if the transition happened.
+/// the lease was lost; the caller must not act as if the transition happened. Expected plan:
+/// the primary key.
 pub fn transition(
     backend: Backend,
     id: &str,
@@ -359,70 +396,61 @@ pub fn transition(
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ")
         .param(SqlValue::Timestamp(now));
+    w.push(", state = ").state(to.state());
     match to {
-        Transition::Continue => {
-            w.push(", state = 'pending', attempts = attempts - 1");
-        }
-        Transition::Pause => {
-            w.push(", state = 'paused', attempts = attempts - 1");
+        Transition::Continue | Transition::Pause => {
+            w.push(", attempts = attempts - 1");
         }
         Transition::RetryLater {
-            error,
-            run_after,
-            paused,
+            error, run_after, ..
         } => {
-            w.push(if *paused {
-                ", state = 'paused', last_error = "
-            } else {
-                ", state = 'pending', last_error = "
-            })
-            .param(text(error))
-            .push(", run_after = ")
-            .param(SqlValue::Timestamp(*run_after));
+            w.push(", last_error = ")
+                .param(text(error))
+                .push(", run_after = ")
+                .param(SqlValue::Timestamp(*run_after));
         }
-        Transition::Done { result } => {
-            w.push(", state = 'done', result = ")
+        Transition::Done { result } | Transition::Cancelled { result } => {
+            w.push(", result = ")
                 .param(text(result))
                 .push(", finished_at = ")
                 .param(SqlValue::Timestamp(now));
         }
         Transition::Dead { error } => {
-            w.push(", state = 'dead', last_error = ")
+            w.push(", last_error = ")
                 .param(text(error))
                 .push(", finished_at = ")
                 .param(SqlValue::Timestamp(now));
         }
-        Transition::Cancelled { result } => {
-            w.push(", state = 'cancelled', result = ")
-                .param(text(result))
-                .push(", finished_at = ")
-                .param(SqlValue::Timestamp(now));
-        }
     }
-    w.push(" WHERE id = ")
-        .param(text(id))
-        .push(" AND lease_token = ")
-        .param(text(token))
-        .push(" AND state = 'running'");
+    w.lease_guard(id, token);
     w.finish()
 }
 
-/// Asks a job to stop. A `pending` or `paused` job is `cancelled` at once; a `running` one is marked, and
-/// its next batch transaction refuses to run (the lease checks look at the mark), so it stops
-/// at a batch boundary and its worker records `cancelled`. Finished jobs are left alone.
+/// Asks a job to stop. An unclaimed ([`JobState::UNCLAIMED`]: `pending` or `paused`) job is
+/// `cancelled` at once; a `running` one is marked, and its next batch transaction refuses to
+/// run (the lease checks look at the mark), so it stops at a batch boundary and its worker
+/// records `cancelled`. Finished jobs are left alone. One of the three writes without the
+/// lease token: it sets only the mark (and `updated_at`) on a running job, never its state.
 /// Assignments are ordered so MySQL, which evaluates them left to right with the new values,
-/// still sees the old `state` in each `CASE`.
+/// still sees the old `state` in each `CASE`. Expected plan: the primary key.
 pub fn request_cancel(backend: Backend, id: &str, now: DateTime<Utc>) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ")
         .param(SqlValue::Timestamp(now))
-        .push("), finished_at = CASE WHEN state IN ('pending', 'paused') THEN ")
+        .push("), finished_at = CASE WHEN state IN ")
+        .states(JobState::UNCLAIMED)
+        .push(" THEN ")
         .param(SqlValue::Timestamp(now))
         .push(" ELSE finished_at END, updated_at = ")
         .param(SqlValue::Timestamp(now))
-        .push(", state = CASE WHEN state IN ('pending', 'paused') THEN 'cancelled' ELSE state END WHERE id = ")
+        .push(", state = CASE WHEN state IN ")
+        .states(JobState::UNCLAIMED)
+        .push(" THEN ")
+        .state(JobState::Cancelled)
+        .push(" ELSE state END WHERE id = ")
         .param(text(id))
-        .push(" AND state IN ('pending', 'paused', 'running')");
+        .push(" AND state IN ")
+        .states(JobState::UNFINISHED);
     w.finish()
 }
 
@@ -432,7 +460,7 @@ pub fn request_cancel(backend: Backend, id: &str, now: DateTime<Utc>) -> Stateme
 /// rare.
 pub fn list_jobs(
     backend: Backend,
-    state: Option<&str>,
+    state: Option<JobState>,
     target: Option<&str>,
     before_id: Option<&str>,
     limit: u32,
@@ -442,7 +470,7 @@ pub fn list_jobs(
         .push(JOB_COLUMNS)
         .push(" FROM reaper_jobs WHERE 1 = 1");
     if let Some(state) = state {
-        w.push(" AND state = ").param(text(state));
+        w.push(" AND state = ").param(text(state.as_str()));
     }
     if let Some(target) = target {
         w.push(" AND target = ").param(text(target));
@@ -457,7 +485,7 @@ pub fn list_jobs(
 
 /// The newest jobs of retention policy `policy`, optionally only in one of `states`. Expected
 /// plan: the `(policy, created_at)` index backwards, stopping at LIMIT.
-pub fn policy_jobs(backend: Backend, policy: &str, states: &[&str], limit: u32) -> Statement {
+pub fn policy_jobs(backend: Backend, policy: &str, states: &[JobState], limit: u32) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
         .push(JOB_COLUMNS)
@@ -469,7 +497,7 @@ pub fn policy_jobs(backend: Backend, policy: &str, states: &[&str], limit: u32) 
             if index > 0 {
                 w.push(", ");
             }
-            w.param(text(state));
+            w.param(text(state.as_str()));
         }
         w.push(")");
     }
@@ -478,17 +506,23 @@ pub fn policy_jobs(backend: Backend, policy: &str, states: &[&str], limit: u32) 
     w.finish()
 }
 
-/// Unfinished jobs per state (`pending`, `running`, `paused`): the work waiting in and taken
-/// from the queue, and foreground purges left paused, as the ledger counts them. Expected
-/// plan: an index-only scan of `(state, created_at)`.
+/// Unfinished jobs per state ([`JobState::UNFINISHED`]: `pending`, `running`, `paused`): the
+/// work waiting in and taken from the queue, and foreground purges left paused, as the ledger
+/// counts them. Expected plan: an index-only scan of `(state, created_at)`. Returns
+/// [`STATE_COUNT_COLUMNS`].
 pub fn count_unfinished_by_state(backend: Backend) -> Statement {
     let mut w = SqlWriter::new(backend);
-    w.push("SELECT state, COUNT(*) FROM reaper_jobs WHERE state IN ('pending', 'running', 'paused') GROUP BY state");
+    w.push("SELECT ")
+        .push(STATE_COUNT_COLUMNS)
+        .push(" FROM reaper_jobs WHERE state IN ")
+        .states(JobState::UNFINISHED)
+        .push(" GROUP BY state");
     w.finish()
 }
 
 /// Extends the lease of a running job before a long throttle wait, so that the wait cannot
-/// outlast it. Zero rows: the lease is lost (or the job is being cancelled).
+/// outlast it. Zero rows: the lease is lost (or the job is being cancelled). Expected plan: the
+/// primary key.
 pub fn renew_lease(
     backend: Backend,
     id: &str,
@@ -501,25 +535,18 @@ pub fn renew_lease(
         .param(SqlValue::Timestamp(lease_until))
         .push(", updated_at = ")
         .param(SqlValue::Timestamp(now))
-        .push(" WHERE id = ")
-        .param(text(id))
-        .push(" AND lease_token = ")
-        .param(text(token))
-        .push(" AND state = 'running' AND cancel_requested_at IS NULL");
+        .lease_guard(id, token)
+        .push(" AND cancel_requested_at IS NULL");
     w.finish()
 }
 
 /// Starts another keyset pass from the beginning (after a pass that skipped locked rows),
-/// with the pass's skipped-rows mark cleared.
+/// with the pass's skipped-rows mark cleared. Expected plan: the primary key.
 pub fn restart_pass(backend: Backend, id: &str, token: &str, now: DateTime<Utc>) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET checkpoint = NULL, passes = passes + 1, locked_rows_skipped = FALSE, updated_at = ")
         .param(SqlValue::Timestamp(now))
-        .push(" WHERE id = ")
-        .param(text(id))
-        .push(" AND lease_token = ")
-        .param(text(token))
-        .push(" AND state = 'running'");
+        .lease_guard(id, token);
     w.finish()
 }
 
@@ -538,7 +565,8 @@ pub fn audit_of_job(backend: Backend, job_id: &str, after_batch: i64, limit: u32
     w.finish()
 }
 
-/// The newest audit entries of the whole deployment.
+/// The newest audit entries of the whole deployment. Expected plan: the primary key (`id`,
+/// ascending with commit order) backwards, stopping at LIMIT.
 pub fn recent_audit(backend: Backend, limit: u32) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")

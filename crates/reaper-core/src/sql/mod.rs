@@ -1,20 +1,34 @@
 //! SQL planning: the text and bound parameters of every statement reaper runs.
 //!
-//! Statement families live in named places, one module per backend for the batch family
-//! ([`postgres`], [`sqlite`]) and one for reaper's own tables ([`ledger`]). Each function's doc
-//! says the plan it expects. Identifiers come only from the catalog and are quoted here; values
-//! are always bound parameters, never spliced into SQL text.
+//! Statement families live in named places: one module per backend for the batch family
+//! ([`postgres`], [`mysql`], [`sqlite`]), [`ledger`] for reaper's own tables and [`rows`] for
+//! reading their rows back (each column list beside its decoder), [`schema`] for the start-up
+//! look at the target's schema, [`session`] for per-connection and per-transaction settings,
+//! [`migration`] for the DDL the migration builder cannot express, and [`queue`] for the one
+//! read of the embedded queue's own table. Each function's doc says the plan it expects.
 //!
-//! This module builds strings; it never runs them.
+//! Text reaches a statement only through [`SqlWriter`]: fixed text as `&'static str`,
+//! identifiers from the catalog quoted by [`SqlWriter::ident`], job states as the literals of
+//! [`JobState`], and every value as a bound parameter — never spliced into SQL text. A test
+//! (`tests/architecture.rs`) holds the product crates to it: no SQL text, formatted or not,
+//! outside this directory.
+//!
+//! This module builds statements; it never runs them.
 
 pub mod ledger;
+pub mod migration;
 pub mod mysql;
 pub mod postgres;
+pub mod queue;
+pub mod rows;
+pub mod schema;
+pub mod session;
 pub mod sqlite;
 
 use std::fmt;
 
 use crate::catalog::{KeyType, Mode, Target};
+use crate::lifecycle::JobState;
 use crate::validate::{Predicate, ValidatedJob};
 use crate::value::{KeyValue, SqlValue};
 
@@ -62,13 +76,26 @@ impl fmt::Display for Backend {
     }
 }
 
-/// SQL text with its parameters, in placeholder order.
+/// SQL text with its parameters, in placeholder order. Only this module's [`SqlWriter`] makes
+/// one, so its text is always planned here; the engine reads it to execute it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
-    /// The SQL, with `$n` (PostgreSQL) or `?` (SQLite) placeholders.
-    pub sql: String,
+    /// The SQL, with `$n` (PostgreSQL) or `?` (SQLite, MySQL) placeholders.
+    pub(crate) sql: String,
     /// The values bound to the placeholders, in order.
-    pub params: Vec<SqlValue>,
+    pub(crate) params: Vec<SqlValue>,
+}
+
+impl Statement {
+    /// The SQL text, with placeholders.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The values bound to the placeholders, in order.
+    pub fn params(&self) -> &[SqlValue] {
+        &self.params
+    }
 }
 
 impl fmt::Display for Statement {
@@ -111,8 +138,43 @@ impl SqlWriter {
         }
     }
 
-    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+    /// Fixed SQL text. `'static`: no runtime string (input, configuration) can be spliced in
+    /// through it; those are identifiers ([`SqlWriter::ident`]) or values ([`SqlWriter::param`]).
+    pub(crate) fn push(&mut self, text: &'static str) -> &mut Self {
         self.sql.push_str(text);
+        self
+    }
+
+    /// A job state as a SQL string literal (`'running'`): one of [`JobState`]'s fixed words,
+    /// written as text so the planner sees the constant the `(state, created_at)` index serves.
+    pub(crate) fn state(&mut self, state: JobState) -> &mut Self {
+        self.sql.push('\'');
+        self.sql.push_str(state.as_str());
+        self.sql.push('\'');
+        self
+    }
+
+    /// ` WHERE id = $id AND lease_token = $token AND state = 'running'`: the condition of every
+    /// write (and lease check) that only the job's lease holder may make.
+    pub(crate) fn lease_guard(&mut self, job_id: &str, token: &str) -> &mut Self {
+        self.push(" WHERE id = ")
+            .param(SqlValue::Text(job_id.to_owned()))
+            .push(" AND lease_token = ")
+            .param(SqlValue::Text(token.to_owned()))
+            .push(" AND state = ")
+            .state(JobState::Running)
+    }
+
+    /// A parenthesized list of state literals: `('pending', 'paused')`.
+    pub(crate) fn states(&mut self, states: &[JobState]) -> &mut Self {
+        self.sql.push('(');
+        for (index, state) in states.iter().enumerate() {
+            if index > 0 {
+                self.sql.push_str(", ");
+            }
+            self.state(*state);
+        }
+        self.sql.push(')');
         self
     }
 
@@ -327,22 +389,6 @@ pub(crate) fn write_removal_head(
             w.push("DELETE FROM ").table(target);
         }
     }
-}
-
-/// `SELECT column FROM t WHERE column IS NOT NULL LIMIT $n`: a sample of stored values, for the
-/// start-up check that SQLite timestamps are in the text form reaper compares (see
-/// [`SQLITE_TIMESTAMP_FORMAT`]). Read-only; the first rows the table yields.
-pub fn sample_column(backend: Backend, target: &Target, column: &str, limit: u32) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT ")
-        .ident(column)
-        .push(" FROM ")
-        .table(target)
-        .push(" WHERE ")
-        .ident(column)
-        .push(" IS NOT NULL LIMIT ")
-        .param(SqlValue::Int(i64::from(limit)));
-    w.finish()
 }
 
 /// `[pk > $after AND] (<filter>)`

@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{KeyType, Mode};
+use crate::sql::rows::Row;
 use crate::sql::{
     Backend, RowLocking, SqlWriter, Statement, write_filter, write_keyset_and_filter,
 };
@@ -55,11 +56,9 @@ pub fn delete_batch(
     let target = &job.target;
     let pk = &target.primary_key;
     let mut w = SqlWriter::new(Backend::Postgres);
-    w.push("WITH lease AS (SELECT id FROM reaper_jobs WHERE id = ")
-        .param(SqlValue::Text(ctx.job_id.to_owned()))
-        .push(" AND lease_token = ")
-        .param(SqlValue::Text(ctx.lease_token.to_owned()))
-        .push(" AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT ")
+    w.push("WITH lease AS (SELECT id FROM reaper_jobs")
+        .lease_guard(ctx.job_id, ctx.lease_token)
+        .push(" AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT ")
         .ident(pk)
         .push(" AS reaper_key FROM ")
         .table(target)
@@ -138,12 +137,48 @@ pub fn delete_batch(
     .param(SqlValue::Text(job.reason.clone()))
     .push(", ")
     .param(SqlValue::Timestamp(ctx.now))
-    .push(
-        " FROM summary AS s, progress AS p WHERE s.n > 0) \
-         SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, \
-         s.selected, s.window_end FROM summary AS s",
-    );
+    .push(" FROM summary AS s, progress AS p WHERE s.n > 0) SELECT ")
+    .push(BATCH_SUMMARY_COLUMNS)
+    .push(" FROM summary AS s");
     w.finish()
+}
+
+/// The one row [`delete_batch`] returns ([`BatchSummary::decode`] reads it by name).
+pub const BATCH_SUMMARY_COLUMNS: &str = "(SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, \
+     s.first_key, s.last_key, s.selected, s.window_end";
+
+/// What one PostgreSQL batch statement reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// False: the lease is lost or a cancel was requested, and nothing was written.
+    pub lease_held: bool,
+    /// Rows removed.
+    pub row_count: u64,
+    /// Smallest removed key, as text.
+    pub first_key: Option<String>,
+    /// Largest removed key, as text.
+    pub last_key: Option<String>,
+    /// Keys in the batch's window (more than `row_count` when concurrent changes took some).
+    pub selected: u64,
+    /// The window's last key, as text: the new checkpoint (`None` for an empty window).
+    pub window_end: Option<String>,
+}
+
+impl BatchSummary {
+    /// Reads the row of [`BATCH_SUMMARY_COLUMNS`].
+    pub fn decode<R: Row>(row: &R) -> Result<Self, R::Error> {
+        let count = |column: &'static str| -> Result<u64, R::Error> {
+            Ok(u64::try_from(row.int(column)?.unwrap_or(0)).unwrap_or(0))
+        };
+        Ok(Self {
+            lease_held: count("lease_held")? > 0,
+            row_count: count("row_count")?,
+            first_key: row.text("first_key")?,
+            last_key: row.text("last_key")?,
+            selected: count("selected")?,
+            window_end: row.text("window_end")?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -151,7 +186,15 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
+    use crate::sql::rows::tests::{Recording, names};
     use crate::sql::test_support::job;
+
+    #[test]
+    fn the_summary_decoder_reads_exactly_its_columns() {
+        let row = Recording::default();
+        BatchSummary::decode(&row).unwrap();
+        assert_eq!(row.read.into_inner(), names(BATCH_SUMMARY_COLUMNS));
+    }
 
     fn ctx() -> BatchContext<'static> {
         let at: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")

@@ -110,7 +110,7 @@ async fn database_problems(settings: &Settings) -> Vec<Problem> {
             message: format!("cannot read the database's schema: {error}"),
         }),
     }
-    if let Err(error) = reaper_engine::ledger::unfinished(&db, 1).await {
+    if let Err(error) = reaper_engine::ledger::active(&db, 1).await {
         problems.push(Problem {
             refused: false,
             message: format!(

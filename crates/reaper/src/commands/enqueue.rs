@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Read;
+
 use anyhow::Context;
 use reaper_core::job::JobRequest;
 use reaper_engine::EngineError;
@@ -34,6 +36,7 @@ pub(crate) async fn run(
     .await
     .map_err(|error| match error {
         EngineError::Invalid(error) => CommandError::Invalid(error.to_string()),
+        error @ EngineError::KeyReused { .. } => CommandError::Conflict(error.to_string()),
         error => error.into(),
     })?;
     if !submitted.created {
@@ -46,28 +49,32 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The job from `--file` (`-`: standard input), `--json`, or the flags.
+/// The job from `--file` (`-`: standard input), `--json`, or the flags. JSON is read field by
+/// field and checked against the catalog, so every problem is reported at once (exit status 2),
+/// and a file that is not UTF-8 text is refused input too.
 fn request(
     settings: &Settings,
     file: Option<PathBuf>,
     json: Option<String>,
     flags: EnqueueFlags,
 ) -> Result<JobRequest, CommandError> {
-    let text = match (file, json) {
+    let bytes = match (file, json) {
         (Some(path), None) if path.as_os_str() == "-" => {
-            Some(std::io::read_to_string(std::io::stdin())?)
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes)?;
+            Some(bytes)
         }
-        (Some(path), None) => Some(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?,
-        ),
-        (None, Some(json)) => Some(json),
+        (Some(path), None) => {
+            Some(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
+        }
+        (None, Some(json)) => Some(json.into_bytes()),
         _ => None,
     };
-    let parsed = match text {
-        Some(text) => serde_json::from_str::<JobRequest>(&text)
-            .map_err(|error| format!("invalid job: {error}")),
-        None => flags.into_request(&settings.catalog),
-    };
-    parsed.map_err(CommandError::Invalid)
+    match bytes {
+        Some(bytes) => producer::parse(&bytes, &settings.catalog)
+            .map_err(|refused| CommandError::Invalid(refused.to_string())),
+        None => flags
+            .into_request(&settings.catalog)
+            .map_err(CommandError::Invalid),
+    }
 }

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use chrono::Utc;
+use reaper_core::lifecycle::JobState;
 use reaper_engine::ledger;
 
 use super::{CommandError, CommandResult, connect};
@@ -60,16 +61,13 @@ pub(crate) async fn list(
     limit: u32,
     as_json: bool,
 ) -> CommandResult {
-    if let Some(wanted) = &state
-        && !job_view::STATES.contains(&wanted.as_str())
-    {
-        return Err(CommandError::Invalid(format!(
-            "--state: `{wanted}` is not one of {}",
-            job_view::STATES.join(", ")
-        )));
-    }
+    let state = state
+        .as_deref()
+        .map(str::parse::<JobState>)
+        .transpose()
+        .map_err(|error| CommandError::Invalid(format!("--state: {error}")))?;
     let db = connect(settings).await?;
-    let jobs = ledger::list(&db, state.as_deref(), target.as_deref(), None, limit).await?;
+    let jobs = ledger::list(&db, state, target.as_deref(), None, limit).await?;
     if as_json {
         let views = jobs
             .into_iter()

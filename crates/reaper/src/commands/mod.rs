@@ -129,7 +129,7 @@ pub(crate) async fn connect_checked(settings: &Settings) -> Result<Database, Com
 /// Reads the ledger once, so that a database without reaper's tables stops a command that is
 /// about to write with a hint, before it does anything.
 pub(crate) async fn check_ledger(db: &Database) -> anyhow::Result<()> {
-    reaper_engine::ledger::unfinished(db, 1)
+    reaper_engine::ledger::active(db, 1)
         .await
         .context("cannot read the ledger; did you run `reaper migrate`?")?;
     Ok(())

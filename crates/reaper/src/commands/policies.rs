@@ -86,7 +86,7 @@ fn print_table(rows: Vec<(PolicyView, Option<u64>)>) -> std::io::Result<()> {
         let (last_at, result, last_rows) = match &view.last_run {
             Some(run) => (
                 when(run.finished_at.or(Some(run.created_at))),
-                run.state.clone(),
+                run.state.to_string(),
                 run.rows_deleted.to_string(),
             ),
             None => ("never".to_owned(), "-".to_owned(), "-".to_owned()),

@@ -59,8 +59,8 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
         Some(validated.max_rows.saturating_add(1)),
     )
     .await?;
-    if let Some(message) = purge::refuse_over_cap(&validated, matching) {
-        return Err(CommandError::Invalid(message));
+    if let Err(refusal) = validated.check_max_rows(matching) {
+        return Err(CommandError::Invalid(refusal.to_string()));
     }
     let submitted = ledger::submit_paused(
         &db,
@@ -79,9 +79,15 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
 /// does not continue them, and their rows may be what this one is about to count. A ledger that
 /// cannot be read (not migrated yet) has nothing to warn of; the purge itself then says why.
 async fn warn_of_paused(db: &reaper_engine::Database, settings: &Settings, target: &str) {
-    let paused = ledger::list(db, Some("paused"), Some(target), None, 20)
-        .await
-        .unwrap_or_default();
+    let paused = ledger::list(
+        db,
+        Some(reaper_core::lifecycle::JobState::Paused),
+        Some(target),
+        None,
+        20,
+    )
+    .await
+    .unwrap_or_default();
     for job in paused {
         eprintln!(
             "warning: purge job {} of target `{target}` is paused ({} rows removed so far); resume it with: {}",

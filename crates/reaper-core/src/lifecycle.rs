@@ -1,0 +1,231 @@
+//! A job's life in the ledger: the states it passes through and the result it ends with.
+//!
+//! The words here are stored in `reaper_jobs.state` and `reaper_jobs.result` and shown by the
+//! API and the CLI, so their spelling is a public format: serde writes the states in
+//! snake_case (`pending`, `running`, …) and the results as the JSON objects they always were.
+//! Every other module names a state through [`JobState`], never as a string.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::KeyValue;
+
+/// Where a job is in its life.
+///
+/// ```text
+/// pending ──claim──▶ running ──▶ done | dead | cancelled
+///    ▲                  │
+///    └── slice end, ────┤
+///        retry          └──▶ paused (a foreground purge stopped) ──resume──▶ running
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Accepted, waiting for a worker (or for `run_after`).
+    Pending,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// A foreground purge (`reaper purge`) stopped by a signal; only `reaper purge --resume`
+    /// continues it: no queue worker claims it and the reconciler ignores it.
+    Paused,
+    /// Every matching row is gone (or the dry run is reported).
+    Done,
+    /// Failed permanently, or ran out of attempts.
+    Dead,
+    /// Stopped because somebody asked.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: &'static [JobState] = &[
+        JobState::Pending,
+        JobState::Running,
+        JobState::Paused,
+        JobState::Done,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    /// The end states: nothing changes a job in one of them any more.
+    pub const FINISHED: &'static [JobState] =
+        &[JobState::Done, JobState::Dead, JobState::Cancelled];
+
+    /// Every state that is not finished: `pending`, `running` and `paused`.
+    pub const UNFINISHED: &'static [JobState] =
+        &[JobState::Pending, JobState::Running, JobState::Paused];
+
+    /// The daemons' work: jobs waiting for a queue worker or held by one (`pending`,
+    /// `running`). A `paused` job belongs to whoever resumes it, not to the daemons.
+    pub const ACTIVE: &'static [JobState] = &[JobState::Pending, JobState::Running];
+
+    /// Unfinished and held by no lease (`pending`, `paused`): a cancel ends such a job at once,
+    /// and `reaper purge --resume` may claim it.
+    pub const UNCLAIMED: &'static [JobState] = &[JobState::Pending, JobState::Paused];
+
+    /// The stored and shown word.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Paused => "paused",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for [`JobState::FINISHED`]: `done`, `dead` and `cancelled`.
+    pub fn is_finished(self) -> bool {
+        Self::FINISHED.contains(&self)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so that table columns (`{:<10}`) line up.
+        f.pad(self.as_str())
+    }
+}
+
+/// A word that is not a job state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{word}` is not one of {}", JobState::ALL.iter().map(|state| state.as_str()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownState {
+    /// What was given.
+    pub word: String,
+}
+
+impl FromStr for JobState {
+    type Err = UnknownState;
+
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .iter()
+            .copied()
+            .find(|state| state.as_str() == word)
+            .ok_or_else(|| UnknownState {
+                word: word.to_owned(),
+            })
+    }
+}
+
+/// What a finished job stores as its result (`reaper_jobs.result`, shown as `result`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JobResult {
+    /// A dry run's report (it has `"dry_run": true`).
+    DryRun(DryRunReport),
+    /// What a `done` or `cancelled` job deleted.
+    Summary(JobSummary),
+}
+
+impl JobResult {
+    /// Reads a stored result; `None` for text that is neither shape.
+    pub fn parse(stored: &str) -> Option<JobResult> {
+        serde_json::from_str(stored).ok()
+    }
+
+    /// The stored form.
+    pub fn to_json(&self) -> String {
+        // Plain structs of numbers, strings and booleans: serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The summary, when this is one.
+    pub fn summary(&self) -> Option<&JobSummary> {
+        match self {
+            JobResult::Summary(summary) => Some(summary),
+            JobResult::DryRun(_) => None,
+        }
+    }
+}
+
+/// What a `done` or `cancelled` job deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Rows deleted (or soft-deleted), over every run.
+    pub rows_deleted: u64,
+    /// Batches committed, over every run.
+    pub batches: i64,
+    /// Keyset passes made.
+    pub passes: i64,
+    /// A `stop_at_max_rows` job reached its cap with matching rows left for a later job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_at_max_rows: bool,
+}
+
+/// What a dry run reports (stored as the job's result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DryRunReport {
+    /// Always true; tells readers of the result what it is.
+    pub dry_run: bool,
+    /// Rows the job would delete now.
+    pub matching_rows: u64,
+    /// The first matching keys.
+    pub sample_keys: Vec<KeyValue>,
+    /// Rows per batch.
+    pub batch_size: u32,
+    /// Batch transactions the job would run.
+    pub batches: u64,
+    /// The statements of one batch.
+    pub sql: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_keep_their_stored_words() {
+        for state in JobState::ALL {
+            let json = serde_json::to_string(state).unwrap();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            assert_eq!(state.as_str().parse::<JobState>(), Ok(*state));
+            // The words are written into SQL text as literals: plain lowercase letters only.
+            assert!(state.as_str().chars().all(|c| c.is_ascii_lowercase()));
+        }
+        assert_eq!(
+            "finished".parse::<JobState>().unwrap_err().to_string(),
+            "`finished` is not one of pending, running, paused, done, dead, cancelled"
+        );
+        assert!(JobState::FINISHED.iter().all(|state| state.is_finished()));
+        assert!(
+            JobState::UNFINISHED
+                .iter()
+                .all(|state| !state.is_finished())
+        );
+        assert_eq!(
+            JobState::FINISHED.len() + JobState::UNFINISHED.len(),
+            JobState::ALL.len()
+        );
+    }
+
+    #[test]
+    fn results_read_back_as_they_were_written() {
+        let old = r#"{"rows_deleted":3,"batches":1,"passes":1}"#;
+        let summary = JobResult::parse(old).unwrap();
+        assert_eq!(
+            summary,
+            JobResult::Summary(JobSummary {
+                rows_deleted: 3,
+                batches: 1,
+                passes: 1,
+                stopped_at_max_rows: false,
+            })
+        );
+        assert_eq!(summary.to_json(), old);
+        let capped = r#"{"rows_deleted":3,"batches":1,"passes":1,"stopped_at_max_rows":true}"#;
+        assert!(
+            JobResult::parse(capped)
+                .and_then(|result| result.summary().cloned())
+                .is_some_and(|summary| summary.stopped_at_max_rows)
+        );
+        let dry = r#"{"dry_run":true,"matching_rows":2,"sample_keys":[1,"a"],"batch_size":10,"batches":1,"sql":"one batch"}"#;
+        let report = JobResult::parse(dry).unwrap();
+        assert!(matches!(report, JobResult::DryRun(_)));
+        assert_eq!(report.to_json(), dry);
+    }
+}

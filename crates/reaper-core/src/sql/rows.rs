@@ -1,0 +1,290 @@
+//! The rows reaper reads back from its own tables, each column list beside its decoder.
+//!
+//! Statements in [`ledger`](crate::sql::ledger) select [`JOB_COLUMNS`] or [`AUDIT_COLUMNS`];
+//! [`JobRecord::decode`] and [`AuditRecord::decode`] read those columns by name through
+//! [`Row`], which the engine implements over its driver's rows (decoding each backend's
+//! timestamps). A test holds each list and its decoder to the same names.
+
+use chrono::{DateTime, Utc};
+
+use crate::lifecycle::{JobResult, JobState};
+
+/// One result row, read by column name.
+pub trait Row {
+    /// The driver's error.
+    type Error;
+    /// A text column.
+    fn text(&self, column: &'static str) -> Result<Option<String>, Self::Error>;
+    /// An integer column (64-bit).
+    fn int(&self, column: &'static str) -> Result<Option<i64>, Self::Error>;
+    /// A boolean column.
+    fn flag(&self, column: &'static str) -> Result<Option<bool>, Self::Error>;
+    /// A timestamp column written by reaper.
+    fn time(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, Self::Error>;
+    /// A value reaper never writes (a NULL in a NOT NULL column, an unknown state).
+    fn corrupt(column: &'static str, problem: String) -> Self::Error;
+}
+
+/// One of [`Row`]'s readers.
+type Reader<R, T> = fn(&R, &'static str) -> Result<Option<T>, <R as Row>::Error>;
+
+/// Reads a column that is never NULL.
+fn required<R: Row, T>(row: &R, column: &'static str, read: Reader<R, T>) -> Result<T, R::Error> {
+    read(row, column)?.ok_or_else(|| R::corrupt(column, "is NULL".into()))
+}
+
+/// Columns every job read returns ([`JobRecord::decode`] reads them by name).
+pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
+     batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
+
+/// A job's row in the ledger (`reaper_jobs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// Ledger id.
+    pub id: String,
+    /// Unique key (the id when the producer gave none).
+    pub idempotency_key: String,
+    /// Target name.
+    pub target: String,
+    /// The accepted request, as JSON text.
+    pub request: String,
+    /// Where the job is in its life.
+    pub state: JobState,
+    /// Last key of the last committed batch of the current pass.
+    pub checkpoint: Option<String>,
+    /// Keyset passes started (more than one only when rows were locked during a pass).
+    pub passes: i64,
+    /// Rows deleted (or soft-deleted) so far.
+    pub rows_deleted: i64,
+    /// Batches committed so far.
+    pub batches: i64,
+    /// Claims that did not end cleanly, including the current one.
+    pub attempts: i64,
+    /// The job is dead when a claim would exceed this.
+    pub max_attempts: i64,
+    /// The worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When that lease expires.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Not to run before (after a transient failure).
+    pub run_after: Option<DateTime<Utc>>,
+    /// The last error, kept for status.
+    pub last_error: Option<String>,
+    /// The stored [`JobResult`] as JSON text: a summary (done, cancelled) or dry-run report.
+    pub result: Option<String>,
+    /// Acceptance time; the reference time of `older_than`.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// First claim.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Reached an end state ([`JobState::FINISHED`]).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The current keyset pass may have passed over rows other transactions held (PostgreSQL),
+    /// so its end must look for them.
+    pub locked_rows_skipped: bool,
+    /// When somebody asked the job to stop (it stops at the next batch boundary).
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The retention policy that submitted the job, if one did.
+    pub policy: Option<String>,
+}
+
+impl JobRecord {
+    /// Reads one row of [`JOB_COLUMNS`].
+    pub fn decode<R: Row>(row: &R) -> Result<Self, R::Error> {
+        let state = required(row, "state", R::text)?;
+        Ok(Self {
+            id: required(row, "id", R::text)?,
+            idempotency_key: required(row, "idempotency_key", R::text)?,
+            target: required(row, "target", R::text)?,
+            request: required(row, "request", R::text)?,
+            state: state
+                .parse()
+                .map_err(|error| R::corrupt("state", format!("{error}")))?,
+            checkpoint: row.text("checkpoint")?,
+            passes: required(row, "passes", R::int)?,
+            rows_deleted: required(row, "rows_deleted", R::int)?,
+            batches: required(row, "batches", R::int)?,
+            attempts: required(row, "attempts", R::int)?,
+            max_attempts: required(row, "max_attempts", R::int)?,
+            lease_owner: row.text("lease_owner")?,
+            lease_expires_at: row.time("lease_expires_at")?,
+            run_after: row.time("run_after")?,
+            last_error: row.text("last_error")?,
+            result: row.text("result")?,
+            created_at: required(row, "created_at", R::time)?,
+            updated_at: required(row, "updated_at", R::time)?,
+            started_at: row.time("started_at")?,
+            finished_at: row.time("finished_at")?,
+            locked_rows_skipped: required(row, "locked_rows_skipped", R::flag)?,
+            cancel_requested_at: row.time("cancel_requested_at")?,
+            policy: row.text("policy")?,
+        })
+    }
+
+    /// True once the job reached an end state.
+    pub fn is_finished(&self) -> bool {
+        self.state.is_finished()
+    }
+
+    /// The stored result, typed; `None` while there is none (or it is unreadable).
+    pub fn job_result(&self) -> Option<JobResult> {
+        self.result.as_deref().and_then(JobResult::parse)
+    }
+
+    /// A `done` run that stopped at its `max_rows` with matching rows left (its stored
+    /// summary says so).
+    pub fn stopped_at_max_rows(&self) -> bool {
+        self.job_result()
+            .as_ref()
+            .and_then(JobResult::summary)
+            .is_some_and(|summary| summary.stopped_at_max_rows)
+    }
+}
+
+/// Columns every audit read returns ([`AuditRecord::decode`] reads them by name).
+pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
+
+/// One committed batch, as the audit log (`reaper_audit`) records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Audit row id.
+    pub id: i64,
+    /// Ledger id of the job.
+    pub job_id: String,
+    /// 1-based batch number within the job.
+    pub batch_no: i64,
+    /// Target name.
+    pub target: String,
+    /// `hard` or `soft`.
+    pub mode: String,
+    /// Rows in the batch.
+    pub row_count: i64,
+    /// Smallest key of the batch.
+    pub first_key: String,
+    /// Largest key of the batch.
+    pub last_key: String,
+    /// Every key of the batch, as a JSON array.
+    pub deleted_keys: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// Why.
+    pub reason: String,
+    /// Commit time of the batch.
+    pub created_at: DateTime<Utc>,
+}
+
+impl AuditRecord {
+    /// Reads one row of [`AUDIT_COLUMNS`].
+    pub fn decode<R: Row>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            id: required(row, "id", R::int)?,
+            job_id: required(row, "job_id", R::text)?,
+            batch_no: required(row, "batch_no", R::int)?,
+            target: required(row, "target", R::text)?,
+            mode: required(row, "mode", R::text)?,
+            row_count: required(row, "row_count", R::int)?,
+            first_key: required(row, "first_key", R::text)?,
+            last_key: required(row, "last_key", R::text)?,
+            deleted_keys: required(row, "deleted_keys", R::text)?,
+            requested_by: required(row, "requested_by", R::text)?,
+            reason: required(row, "reason", R::text)?,
+            created_at: required(row, "created_at", R::time)?,
+        })
+    }
+}
+
+/// Columns of [`count_unfinished_by_state`](crate::sql::ledger::count_unfinished_by_state).
+pub const STATE_COUNT_COLUMNS: &str = "state, COUNT(*) AS jobs";
+
+/// One row of [`STATE_COUNT_COLUMNS`]: a state and how many jobs are in it.
+pub fn decode_state_count<R: Row>(row: &R) -> Result<(JobState, u64), R::Error> {
+    let state = required(row, "state", R::text)?;
+    let state = state
+        .parse()
+        .map_err(|error| R::corrupt("state", format!("{error}")))?;
+    let jobs = required(row, "jobs", R::int)?;
+    Ok((state, u64::try_from(jobs).unwrap_or(0)))
+}
+
+/// Column of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches.
+pub const LOCKED_JOB_COLUMNS: &str = "batches";
+
+/// The row of [`LOCKED_JOB_COLUMNS`]: the batches the job has committed.
+pub fn decode_locked_job<R: Row>(row: &R) -> Result<i64, R::Error> {
+    required(row, "batches", R::int)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A row that has every column and records which ones were read.
+    #[derive(Default)]
+    pub(crate) struct Recording {
+        pub(crate) read: RefCell<Vec<&'static str>>,
+    }
+
+    impl Row for Recording {
+        type Error = String;
+        fn text(&self, column: &'static str) -> Result<Option<String>, String> {
+            self.read.borrow_mut().push(column);
+            Ok(Some(
+                if column == "state" {
+                    JobState::Done.as_str()
+                } else {
+                    "x"
+                }
+                .into(),
+            ))
+        }
+        fn int(&self, column: &'static str) -> Result<Option<i64>, String> {
+            self.read.borrow_mut().push(column);
+            Ok(Some(1))
+        }
+        fn flag(&self, column: &'static str) -> Result<Option<bool>, String> {
+            self.read.borrow_mut().push(column);
+            Ok(Some(false))
+        }
+        fn time(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, String> {
+            self.read.borrow_mut().push(column);
+            Ok(Some(DateTime::UNIX_EPOCH))
+        }
+        fn corrupt(column: &'static str, problem: String) -> String {
+            format!("{column} {problem}")
+        }
+    }
+
+    /// The names of a column list, aliases taken as the name.
+    pub(crate) fn names(columns: &str) -> Vec<&str> {
+        columns
+            .split(',')
+            .map(|column| {
+                let name = column.trim().rsplit(' ').next().unwrap_or(column);
+                name.rsplit('.').next().unwrap_or(name)
+            })
+            .collect()
+    }
+
+    fn read_by<T>(decode: impl Fn(&Recording) -> Result<T, String>) -> Vec<&'static str> {
+        let row = Recording::default();
+        decode(&row).unwrap();
+        row.read.into_inner()
+    }
+
+    #[test]
+    fn each_decoder_reads_exactly_its_column_list() {
+        let mut job = read_by(JobRecord::decode);
+        // `state` is read first, to parse it once.
+        job.sort_unstable();
+        let mut listed = names(JOB_COLUMNS);
+        listed.sort_unstable();
+        assert_eq!(job, listed);
+        assert_eq!(read_by(AuditRecord::decode), names(AUDIT_COLUMNS));
+        assert_eq!(read_by(decode_state_count), names(STATE_COUNT_COLUMNS));
+        assert_eq!(read_by(decode_locked_job), names(LOCKED_JOB_COLUMNS));
+    }
+}
