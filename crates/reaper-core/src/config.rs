@@ -141,6 +141,14 @@ pub struct QueueConfig {
     /// Redis: jobs one fetch moves to a worker (they wait there for a free slot).
     #[serde(default = "default_fetch_batch")]
     pub fetch_batch: u32,
+    /// Redis: how often a daemon removes what apalis keeps of finished messages (their data,
+    /// metadata and ids); the ledger keeps the job.
+    #[serde(default = "default_vacuum_every")]
+    pub vacuum_every: Span,
+}
+
+fn default_vacuum_every() -> Span {
+    Span::from_secs(60)
 }
 
 fn default_queue_name() -> String {

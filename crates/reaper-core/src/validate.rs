@@ -158,13 +158,9 @@ impl ValidatedJob {
     }
 }
 
-/// More rows match than the job may delete; nothing was deleted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "more than max_rows ({max_rows}) rows match; nothing was done: the job is refused before its \
-     first batch and nothing was deleted. Narrow the filter, or raise max_rows (`--max-rows` for \
-     `reaper purge`; target `{target}` allows up to {target_max_rows})"
-)]
+/// More rows match than the job may delete; nothing was deleted. Its message gives advice
+/// that works: raising `max_rows` only while the target allows more.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverMaxRows {
     /// The job's cap.
     pub max_rows: u64,
@@ -173,6 +169,32 @@ pub struct OverMaxRows {
     /// The most the target allows a job to ask for.
     pub target_max_rows: u64,
 }
+
+impl std::fmt::Display for OverMaxRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than max_rows ({}) rows match; nothing was done: the job is refused before its \
+             first batch and nothing was deleted. Narrow the filter",
+            self.max_rows
+        )?;
+        if self.max_rows < self.target_max_rows {
+            write!(
+                f,
+                ", raise max_rows (--max-rows for `reaper purge`; target `{}` allows up to {})",
+                self.target, self.target_max_rows
+            )?;
+        }
+        write!(
+            f,
+            ", or let it stop at its cap (stop_at_max_rows; --stop-at-max-rows for `reaper purge`) \
+             to remove {} rows now and the rest in later runs",
+            self.max_rows
+        )
+    }
+}
+
+impl std::error::Error for OverMaxRows {}
 
 /// Checks `request` against `catalog`. `as_of` is the job's reference time: `older_than`
 /// conditions become `column < as_of - age`, so a retried job keeps the same cutoff.
@@ -293,8 +315,18 @@ pub fn validate(
     if !errors.is_empty() {
         return Err(ValidationError { errors });
     }
+    // A batch size the job asks for is a ceiling: adaptive sizing may shrink its batches (down
+    // to the target's min_batch_size, or the job's size when smaller) but never grows them past it.
+    let mut target = target.clone();
+    if request.batch_size.is_some()
+        && let Some(adaptive) = &mut target.throttle.adaptive
+    {
+        adaptive.max = adaptive.max.min(batch_size);
+        adaptive.min = adaptive.min.min(batch_size);
+    }
+    let graph = catalog.resolved_plan(&target.name, mode);
     Ok(ValidatedJob {
-        target: target.clone(),
+        target,
         predicates,
         mode,
         batch_size,
@@ -303,7 +335,7 @@ pub fn validate(
         dry_run: request.dry_run,
         requested_by: request.requested_by.clone(),
         reason: request.reason.clone(),
-        graph: catalog.resolved_plan(&target.name, mode),
+        graph,
     })
 }
 
@@ -678,8 +710,10 @@ mod tests {
         assert_eq!(
             capped.check_max_rows(11).unwrap_err().to_string(),
             "more than max_rows (10) rows match; nothing was done: the job is refused before its \
-             first batch and nothing was deleted. Narrow the filter, or raise max_rows \
-             (`--max-rows` for `reaper purge`; target `sessions` allows up to 1000000)"
+             first batch and nothing was deleted. Narrow the filter, raise max_rows (--max-rows \
+             for `reaper purge`; target `sessions` allows up to 1000000), or let it stop at its \
+             cap (stop_at_max_rows; --stop-at-max-rows for `reaper purge`) to remove 10 rows now \
+             and the rest in later runs"
         );
         let stopping = ValidatedJob {
             stop_at_max_rows: true,

@@ -83,7 +83,7 @@ async fn check_child(
     };
     if !crate::schema_check::table_columns(db, child)
         .await?
-        .contains(&relation.column)
+        .contains_key(&relation.column)
     {
         missing("column", &relation.column, &child.table);
         return Ok(());
@@ -91,7 +91,7 @@ async fn check_child(
     if relation.parent_column != parent.primary_key
         && !crate::schema_check::table_columns(db, parent)
             .await?
-            .contains(&relation.parent_column)
+            .contains_key(&relation.parent_column)
     {
         missing("parent_column", &relation.parent_column, &parent.table);
     }
