@@ -117,14 +117,22 @@ async fn start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_chil
         for args in [&["config", "check"][..], &["run", "--until-idle"][..]] {
             let output = run(deployment.reaper().args(args));
             assert_eq!(output.status.code(), Some(2), "{args:?} must refuse");
-            assert!(stderr(&output).contains(expected), "{expected} missing");
+            assert!(
+                stderr(&output).contains(expected),
+                "{args:?}: {expected} missing from:\n{}",
+                stderr(&output)
+            );
         }
     };
     refused(
         "targets.events.children: table `event_notes` refers to `events` through column `event_id` \
          (ON DELETE CASCADE) but is not declared as a child; the database would delete its rows inside each \
-         batch, unbounded. Add:\n    [targets.event_notes]",
+         batch, unbounded. Add:",
     );
+    // … followed by the configuration to add, indented under the problem.
+    refused("[targets.event_notes]\n");
+    refused("[[targets.events.children]]\n");
+    refused("target = \"event_notes\"\n");
 
     let declared = format!(
         "{}\n[targets.event_notes]\ntable = \"event_notes\"\nprimary_key = \"id\"\nkey_type = \"int\"\n\n\
