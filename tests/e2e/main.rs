@@ -10,8 +10,11 @@ mod cli;
 mod daemon;
 mod demo;
 mod deploy;
+mod erasure_graph;
 mod hostile_input;
+mod operator;
 mod outages;
+mod redis_bounds;
 mod retention;
 
 use std::path::{Path, PathBuf};

@@ -439,7 +439,7 @@ async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend
     assert!(printed.contains("stopped at a batch boundary"), "{printed}");
     let resume = printed
         .lines()
-        .find_map(|line| line.strip_prefix("resume with: reaper purge --resume "))
+        .find_map(|line| line.split_once("purge --resume ").map(|(_, id)| id))
         .unwrap_or_else(|| panic!("no resume hint in {printed}"))
         .trim()
         .to_owned();

@@ -2,7 +2,8 @@
 //! single-row erase jobs ("delete user k's row"), enqueued with plain Redis commands (the
 //! documented intake) as fast as one producer can. Prints jobs/s from the first enqueue to the
 //! last job done, and the p50/p99 of each job's enqueue→done latency (done = the ledger's
-//! `finished_at`, written by the daemon on the same host clock).
+//! `finished_at`, written by the daemon on the same host clock). Then, once the daemon's vacuum
+//! has run, what the queue holds in Redis: its keys and their bytes (`MEMORY USAGE`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ url = "{redis_url}"
 name = "{queue}"
 poll_interval = "100ms"
 fetch_batch = {concurrency}
+vacuum_every = "2s"
 
 [worker]
 concurrency = {concurrency}
@@ -142,6 +144,9 @@ user_id = "int"
         }
     }
     let left: i64 = crate::query_one(&conn, "SELECT count(*) FROM profiles").await?;
+    // What Redis holds once the vacuum has run (every 2 s here; a minute by default).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (redis_keys, redis_bytes) = footprint(&mut redis, &queue).await?;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
@@ -194,7 +199,31 @@ user_id = "int"
     );
     println!("  jobs not done                   {not_done:>9}");
     println!("  rows left in the table          {left:>9}");
+    println!(
+        "  Redis after the vacuum          {redis_keys:>9} keys, {redis_bytes} bytes (keys under `{queue}`)"
+    );
     Ok(())
+}
+
+/// The keys under the queue's prefix and the bytes they use.
+async fn footprint(
+    redis: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{queue}*"))
+        .query_async(redis)
+        .await?;
+    let mut bytes = 0;
+    for key in &keys {
+        let used: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .query_async(redis)
+            .await?;
+        bytes += used.unwrap_or(0);
+    }
+    Ok((keys.len() as u64, bytes))
 }
 
 /// Builds the release binary (the benchmark measures what operators run) and returns its path.

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::graph::{self, GraphProblem, Relation, ResolvedStep, Step};
 use crate::value::KeyValue;
 
 /// How a job removes rows.
@@ -161,6 +162,7 @@ pub struct Target {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     targets: BTreeMap<String, Target>,
+    relations: Vec<Relation>,
 }
 
 impl Catalog {
@@ -168,7 +170,63 @@ impl Catalog {
     pub fn new(targets: impl IntoIterator<Item = Target>) -> Self {
         Self {
             targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            relations: Vec::new(),
         }
+    }
+
+    /// This catalog with `relations` between its targets, refused when [`graph::check`] finds a
+    /// cycle or a table reached with two actions, or a relation names a target the catalog lacks.
+    pub fn with_relations(mut self, relations: Vec<Relation>) -> Result<Self, Vec<GraphProblem>> {
+        let unknown = relations.iter().enumerate().find(|(_, r)| {
+            !self.targets.contains_key(&r.parent) || !self.targets.contains_key(&r.child)
+        });
+        if let Some((index, _)) = unknown {
+            return Err(vec![GraphProblem::UnknownTarget { index }]);
+        }
+        let problems = graph::check(&relations);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        self.relations = relations;
+        Ok(self)
+    }
+
+    /// Every declared relation, in declaration order.
+    pub fn relations(&self) -> &[Relation] {
+        &self.relations
+    }
+
+    /// The relations whose parent is `parent`.
+    pub fn children<'a>(&'a self, parent: &'a str) -> impl Iterator<Item = &'a Relation> + 'a {
+        self.relations.iter().filter(move |r| r.parent == parent)
+    }
+
+    /// The steps a job on `root` in `mode` takes before its own rows, deepest first
+    /// ([`graph::plan`]); empty for a target nothing hangs off.
+    pub fn plan(&self, root: &str, mode: Mode) -> Vec<Step> {
+        graph::plan(&self.relations, root, mode)
+    }
+
+    /// [`Catalog::plan`] with every target on each path resolved (a relation's targets always
+    /// exist: [`Catalog::with_relations`] refuses others).
+    pub fn resolved_plan(&self, root: &str, mode: Mode) -> Vec<ResolvedStep> {
+        self.plan(root, mode)
+            .into_iter()
+            .filter_map(|step| {
+                let links = step
+                    .path
+                    .into_iter()
+                    .map(|relation| {
+                        let child = self.get(&relation.child)?.clone();
+                        Some(graph::Link { relation, child })
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                (!links.is_empty()).then_some(ResolvedStep {
+                    links,
+                    effect: step.effect,
+                })
+            })
+            .collect()
     }
 
     /// The target with this name, if the catalog declares it.

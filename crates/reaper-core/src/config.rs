@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
+use crate::graph::{Action, GraphProblem, Relation, describe_path};
 use crate::job::Condition;
 use crate::retention::Policy;
 use crate::span::Span;
@@ -140,6 +141,14 @@ pub struct QueueConfig {
     /// Redis: jobs one fetch moves to a worker (they wait there for a free slot).
     #[serde(default = "default_fetch_batch")]
     pub fetch_batch: u32,
+    /// Redis: how often a daemon removes what apalis keeps of finished messages (their data,
+    /// metadata and ids); the ledger keeps the job.
+    #[serde(default = "default_vacuum_every")]
+    pub vacuum_every: Span,
+}
+
+fn default_vacuum_every() -> Span {
+    Span::from_secs(60)
 }
 
 fn default_queue_name() -> String {
@@ -307,6 +316,28 @@ pub struct TargetConfig {
     /// The smallest adaptive batch (default: 100, or `batch_size` when smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_batch_size: Option<u32>,
+    /// The tables that hang off this one (`[[targets.NAME.children]]`): a job on this target
+    /// removes their rows first, deepest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildConfig>,
+}
+
+/// `[[targets.NAME.children]]`: rows of another target that refer to this one's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildConfig {
+    /// The child's catalog target.
+    pub target: String,
+    /// The child's column that refers to this target.
+    pub column: String,
+    /// The column of this target it refers to; this target's `primary_key` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_column: Option<String>,
+    /// `delete`, `soft_delete` (needs the child's `soft_delete_column`) or `set_null`.
+    pub action: Action,
+    /// Accept a child column that leads no index (each parent batch then scans the child).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unindexed: bool,
 }
 
 fn default_mode() -> Mode {
@@ -564,11 +595,155 @@ impl Config {
                 });
             }
         }
-        if problems.is_empty() {
-            Ok(Catalog::new(targets))
-        } else {
-            Err(ConfigError { problems })
+        let catalog = Catalog::new(targets);
+        let (relations, at) = self.relations(&catalog, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
         }
+        catalog
+            .with_relations(relations.clone())
+            .map_err(|found| ConfigError {
+                problems: found
+                    .into_iter()
+                    .map(|problem| graph_problem(&relations, &at, problem))
+                    .collect(),
+            })
+    }
+
+    /// The declared `children` of every target as relations, beside the key path of each
+    /// (`targets.users.children[0]`); problems of single relations go to `problems`, and a
+    /// relation with one is left out.
+    fn relations(
+        &self,
+        catalog: &Catalog,
+        problems: &mut Vec<ConfigProblem>,
+    ) -> (Vec<Relation>, Vec<String>) {
+        let mut relations = Vec::new();
+        let mut keys = Vec::new();
+        for (name, target) in &self.targets {
+            for (index, child) in target.children.iter().enumerate() {
+                let at = format!("targets.{name}.children[{index}]");
+                let before = problems.len();
+                let relation = relation(name, target, child, catalog, &at, problems);
+                let duplicate = target.children[..index].iter().any(|earlier| {
+                    earlier.target == child.target && earlier.column == child.column
+                });
+                if duplicate {
+                    problems.push(ConfigProblem {
+                        key: at.clone(),
+                        message: format!(
+                            "`{}.{}` is already declared as a child of `{name}`",
+                            child.target, child.column
+                        ),
+                    });
+                }
+                if let Some(relation) = relation.filter(|_| problems.len() == before) {
+                    relations.push(relation);
+                    keys.push(at);
+                }
+            }
+        }
+        (relations, keys)
+    }
+}
+
+/// One `[[targets.PARENT.children]]` entry as a relation, its own problems reported at `at`.
+/// `None` when the parent or child target itself is invalid (its problems are reported there).
+fn relation(
+    parent: &str,
+    config: &TargetConfig,
+    child: &ChildConfig,
+    catalog: &Catalog,
+    at: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Relation> {
+    let mut fail = |field: &str, message: String| {
+        problems.push(ConfigProblem {
+            key: format!("{at}.{field}"),
+            message,
+        })
+    };
+    let target = catalog.get(&child.target);
+    if target.is_none() {
+        let known = catalog.names().join(", ");
+        fail(
+            "target",
+            format!(
+                "unknown target `{}`; the catalog has: {known}",
+                child.target
+            ),
+        );
+    }
+    let parent_column = child
+        .parent_column
+        .clone()
+        .unwrap_or_else(|| config.primary_key.clone());
+    for (field, identifier) in [("column", &child.column), ("parent_column", &parent_column)] {
+        if !valid_identifier(identifier) {
+            fail(field, format!("`{identifier}` is not a usable identifier"));
+        }
+    }
+    let target = target?;
+    if child.action == Action::SoftDelete && target.soft_delete_column.is_none() {
+        fail(
+            "action",
+            format!(
+                "`soft_delete` needs a soft_delete_column on target `{}`",
+                target.name
+            ),
+        );
+    }
+    if child.action == Action::SetNull && child.column == target.primary_key {
+        fail(
+            "column",
+            format!(
+                "`set_null` cannot null `{}`, the primary key of target `{}`",
+                child.column, target.name
+            ),
+        );
+    }
+    catalog.get(parent)?;
+    Some(Relation {
+        parent: parent.to_owned(),
+        child: child.target.clone(),
+        column: child.column.clone(),
+        parent_column,
+        action: child.action,
+        allow_unindexed: child.allow_unindexed,
+    })
+}
+
+/// A graph problem in the words of the configuration: the key path of the relation that shows
+/// it, and the path of targets.
+fn graph_problem(relations: &[Relation], at: &[String], problem: GraphProblem) -> ConfigProblem {
+    match problem {
+        GraphProblem::Cycle { index, cycle } => ConfigProblem {
+            key: at[index].clone(),
+            message: format!(
+                "forms a cycle: {}; a job would never reach a table with nothing below it",
+                cycle.join(" → ")
+            ),
+        },
+        GraphProblem::ConflictingActions { index, other } => {
+            let (this, that) = (&relations[index], &relations[other]);
+            ConfigProblem {
+                key: format!("{}.action", at[index]),
+                message: format!(
+                    "`{}` is reached as {} with action `{}` but as {} ({}) with action `{}`; \
+                     one table, one action",
+                    this.child,
+                    describe_path(std::slice::from_ref(this)),
+                    this.action,
+                    describe_path(std::slice::from_ref(that)),
+                    at[other],
+                    that.action
+                ),
+            }
+        }
+        GraphProblem::UnknownTarget { index } => ConfigProblem {
+            key: at[index].clone(),
+            message: "names a target the catalog does not declare".into(),
+        },
     }
 }
 
@@ -980,5 +1155,157 @@ mod tests {
         assert_eq!(throttle.max_rows_per_second, Some(50_000));
         let adaptive = throttle.adaptive.unwrap();
         assert_eq!((adaptive.min, adaptive.max), (100, 10_000));
+    }
+
+    /// users → sessions, orders → order_items, events (no constraint), comments (soft), with
+    /// `users`' children replaced by `children` when given.
+    fn shop(users_children: Option<&str>, orders_children: &str) -> Config {
+        let users_children = users_children.unwrap_or(
+            r#"[{"target": "sessions", "column": "user_id", "action": "delete"},
+                {"target": "orders", "column": "user_id", "action": "delete"},
+                {"target": "events", "column": "user_id", "action": "set_null"},
+                {"target": "comments", "column": "author_id", "action": "soft_delete"}]"#,
+        );
+        let plain = |table: &str| {
+            format!(r#"{{"table": "{table}", "primary_key": "id", "key_type": "int"}}"#)
+        };
+        parse(&format!(
+            r#"{{"database": {{"url": "sqlite://x.db"}},
+                 "queue": {{"backend": "sqlite", "url": "sqlite://q.db"}},
+                 "targets": {{
+                   "users": {{"table": "users", "primary_key": "id", "key_type": "int",
+                              "children": {users_children}}},
+                   "orders": {{"table": "orders", "primary_key": "id", "key_type": "int",
+                               "children": {orders_children}}},
+                   "order_items": {}, "sessions": {}, "events": {},
+                   "comments": {{"table": "comments", "primary_key": "id", "key_type": "int",
+                                 "soft_delete_column": "deleted_at"}}}}}}"#,
+            plain("order_items"),
+            plain("sessions"),
+            plain("events"),
+        ))
+    }
+
+    const ITEMS: &str = r#"[{"target": "order_items", "column": "order_id", "action": "delete"}]"#;
+
+    fn assert_refused(config: &Config, expected: &[&str]) {
+        let error = config.catalog().unwrap_err().to_string();
+        for expected in expected {
+            assert!(error.contains(expected), "{expected} missing in {error}");
+        }
+    }
+
+    #[test]
+    fn children_become_relations_with_the_parent_key_as_default() {
+        let catalog = shop(None, ITEMS).catalog().unwrap();
+        let orders = catalog
+            .children("users")
+            .find(|r| r.child == "orders")
+            .unwrap();
+        assert_eq!(
+            (orders.column.as_str(), orders.parent_column.as_str()),
+            ("user_id", "id")
+        );
+        assert_eq!(orders.action, Action::Delete);
+        assert!(!orders.allow_unindexed);
+        let steps: Vec<String> = catalog
+            .plan("users", Mode::Hard)
+            .iter()
+            .map(|step| step.describe())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "users → sessions",
+                "users → orders → order_items",
+                "users → orders",
+                "users → events",
+                "users → comments"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_declared_parent_column_is_kept() {
+        let config = shop(
+            Some(
+                r#"[{"target": "sessions", "column": "user_ref", "parent_column": "external_id", "action": "delete", "allow_unindexed": true}]"#,
+            ),
+            "[]",
+        );
+        let catalog = config.catalog().unwrap();
+        let relation = &catalog.relations()[0];
+        assert_eq!(relation.parent_column, "external_id");
+        assert!(relation.allow_unindexed);
+    }
+
+    #[test]
+    fn a_cycle_is_refused_with_its_key_path() {
+        let config = shop(
+            None,
+            r#"[{"target": "order_items", "column": "order_id", "action": "delete"},
+                {"target": "users", "column": "last_order_id", "action": "set_null"}]"#,
+        );
+        assert_refused(
+            &config,
+            &["targets.orders.children[1]: forms a cycle: orders → users → orders"],
+        );
+        let own = shop(
+            Some(r#"[{"target": "users", "column": "referrer_id", "action": "set_null"}]"#),
+            "[]",
+        );
+        assert_refused(
+            &own,
+            &["targets.users.children[0]: forms a cycle: users → users"],
+        );
+    }
+
+    #[test]
+    fn two_paths_with_different_actions_are_refused() {
+        let config = shop(
+            None,
+            r#"[{"target": "order_items", "column": "order_id", "action": "delete"},
+                {"target": "events", "column": "order_id", "action": "delete"}]"#,
+        );
+        assert_refused(
+            &config,
+            &[
+                "targets.users.children[2].action: `events` is reached as users → events with action `set_null` \
+               but as orders → events (targets.orders.children[1]) with action `delete`; one table, one action",
+            ],
+        );
+    }
+
+    #[test]
+    fn each_child_problem_names_its_key() {
+        let config = shop(
+            Some(
+                r#"[{"target": "payments", "column": "user_id", "action": "delete"},
+                    {"target": "sessions", "column": "", "action": "delete"},
+                    {"target": "sessions", "column": "user_id", "action": "soft_delete"},
+                    {"target": "events", "column": "id", "action": "set_null"},
+                    {"target": "sessions", "column": "user_id", "action": "soft_delete"}]"#,
+            ),
+            "[]",
+        );
+        assert_refused(
+            &config,
+            &[
+                "targets.users.children[0].target: unknown target `payments`; the catalog has: comments, events, order_items, orders, sessions, users",
+                "targets.users.children[1].column: `` is not a usable identifier",
+                "targets.users.children[2].action: `soft_delete` needs a soft_delete_column on target `sessions`",
+                "targets.users.children[3].column: `set_null` cannot null `id`, the primary key of target `events`",
+                "targets.users.children[4]: `sessions.user_id` is already declared as a child of `users`",
+            ],
+        );
+        let unknown = serde_json::from_value::<Config>(toml_like(&base(
+            r#"{"table": "events", "primary_key": "id", "key_type": "int",
+                "children": [{"target": "x", "column": "y", "action": "cascade"}]}"#,
+        )))
+        .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown variant `cascade`"),
+            "{unknown}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! the outside world:
 //!
 //! - [`catalog`]: the targets a deployment allows jobs to delete from;
+//! - [`graph`]: relations between targets and the deepest-first plan of a job on a parent;
 //! - [`job`]: the public JSON wire format of a deletion job (what producers send);
 //! - [`lifecycle`]: a job's states in the ledger and the result it ends with;
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
@@ -19,6 +20,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod graph;
 pub mod job;
 pub mod lifecycle;
 #[cfg(test)]

@@ -155,6 +155,10 @@ pub struct JobSummary {
     /// A `stop_at_max_rows` job reached its cap with matching rows left for a later job.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped_at_max_rows: bool,
+    /// A job across relations: rows removed (deleted, soft-deleted or nulled) per target, its
+    /// own included, summed from its audit. Absent for a one-table job.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a dry run reports (stored as the job's result).
@@ -172,6 +176,10 @@ pub struct DryRunReport {
     pub batches: u64,
     /// The statements of one batch.
     pub sql: String,
+    /// A job across relations: the rows each table of its plan would lose now (deleted,
+    /// soft-deleted or nulled), its own included. Absent for a one-table job.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]
@@ -214,6 +222,7 @@ mod tests {
                 batches: 1,
                 passes: 1,
                 stopped_at_max_rows: false,
+                tables: Default::default(),
             })
         );
         assert_eq!(summary.to_json(), old);
@@ -223,6 +232,12 @@ mod tests {
                 .and_then(|result| result.summary().cloned())
                 .is_some_and(|summary| summary.stopped_at_max_rows)
         );
+        let graph = r#"{"rows_deleted":9,"batches":3,"passes":1,"tables":{"orders":4,"users":5}}"#;
+        let tables = JobResult::parse(graph)
+            .and_then(|result| result.summary().cloned())
+            .map(|summary| summary.tables)
+            .unwrap_or_default();
+        assert_eq!(tables.get("orders"), Some(&4));
         let dry = r#"{"dry_run":true,"matching_rows":2,"sample_keys":[1,"a"],"batch_size":10,"batches":1,"sql":"one batch"}"#;
         let report = JobResult::parse(dry).unwrap();
         assert!(matches!(report, JobResult::DryRun(_)));

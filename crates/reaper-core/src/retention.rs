@@ -343,7 +343,7 @@ mod tests {
             Some("policy:old-sessions:2026-11-30T03:00:00Z")
         );
         assert_eq!(job.filter.all[0].op, Op::OlderThan);
-        assert_eq!(job.filter.all[0].value, Some(json!("30days")));
+        assert_eq!(job.filter.all[0].value, Some(json!("30d")));
         assert_eq!(job.max_rows, Some(5000));
         assert!(job.stop_at_max_rows);
         assert!(

@@ -137,6 +137,9 @@ pub struct ValidatedJob {
     pub requested_by: String,
     /// Why.
     pub reason: String,
+    /// The tables the job reaches through relations before its own rows, deepest first
+    /// ([`Catalog::resolved_plan`]); empty for a one-table job.
+    pub graph: Vec<crate::graph::ResolvedStep>,
 }
 
 impl ValidatedJob {
@@ -155,13 +158,9 @@ impl ValidatedJob {
     }
 }
 
-/// More rows match than the job may delete; nothing was deleted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "more than max_rows ({max_rows}) rows match; nothing was done: the job is refused before its \
-     first batch and nothing was deleted. Narrow the filter, or raise max_rows (`--max-rows` for \
-     `reaper purge`; target `{target}` allows up to {target_max_rows})"
-)]
+/// More rows match than the job may delete; nothing was deleted. Its message gives advice
+/// that works: raising `max_rows` only while the target allows more.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverMaxRows {
     /// The job's cap.
     pub max_rows: u64,
@@ -170,6 +169,32 @@ pub struct OverMaxRows {
     /// The most the target allows a job to ask for.
     pub target_max_rows: u64,
 }
+
+impl std::fmt::Display for OverMaxRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than max_rows ({}) rows match; nothing was done: the job is refused before its \
+             first batch and nothing was deleted. Narrow the filter",
+            self.max_rows
+        )?;
+        if self.max_rows < self.target_max_rows {
+            write!(
+                f,
+                ", raise max_rows (--max-rows for `reaper purge`; target `{}` allows up to {})",
+                self.target, self.target_max_rows
+            )?;
+        }
+        write!(
+            f,
+            ", or let it stop at its cap (stop_at_max_rows; --stop-at-max-rows for `reaper purge`) \
+             to remove {} rows now and the rest in later runs",
+            self.max_rows
+        )
+    }
+}
+
+impl std::error::Error for OverMaxRows {}
 
 /// Checks `request` against `catalog`. `as_of` is the job's reference time: `older_than`
 /// conditions become `column < as_of - age`, so a retried job keeps the same cutoff.
@@ -290,8 +315,18 @@ pub fn validate(
     if !errors.is_empty() {
         return Err(ValidationError { errors });
     }
+    // A batch size the job asks for is a ceiling: adaptive sizing may shrink its batches (down
+    // to the target's min_batch_size, or the job's size when smaller) but never grows them past it.
+    let mut target = target.clone();
+    if request.batch_size.is_some()
+        && let Some(adaptive) = &mut target.throttle.adaptive
+    {
+        adaptive.max = adaptive.max.min(batch_size);
+        adaptive.min = adaptive.min.min(batch_size);
+    }
+    let graph = catalog.resolved_plan(&target.name, mode);
     Ok(ValidatedJob {
-        target: target.clone(),
+        target,
         predicates,
         mode,
         batch_size,
@@ -300,6 +335,7 @@ pub fn validate(
         dry_run: request.dry_run,
         requested_by: request.requested_by.clone(),
         reason: request.reason.clone(),
+        graph,
     })
 }
 
@@ -527,6 +563,42 @@ mod tests {
         }])
     }
 
+    #[test]
+    fn a_job_carries_the_plan_of_its_mode() {
+        let mut orders = catalog().get("sessions").unwrap().clone();
+        orders.name = "orders".into();
+        let relation = crate::graph::Relation {
+            parent: "sessions".into(),
+            child: "orders".into(),
+            column: "session_id".into(),
+            parent_column: "id".into(),
+            action: crate::graph::Action::Delete,
+            allow_unindexed: false,
+        };
+        let mut sessions = catalog().get("sessions").unwrap().clone();
+        sessions.soft_delete_column = Some("deleted_at".into());
+        let related = Catalog::new([sessions, orders])
+            .with_relations(vec![relation])
+            .unwrap();
+        let job = |mode: &str| -> JobRequest {
+            serde_json::from_value(serde_json::json!({"target": "sessions", "mode": mode,
+                "filter": {"all": [{"column": "user_id", "op": "eq", "value": 1}]},
+                "requested_by": "t", "reason": "r"}))
+            .unwrap()
+        };
+        let hard = validate(&job("hard"), &related, as_of()).unwrap();
+        let steps: Vec<String> = hard.graph.iter().map(|step| step.describe()).collect();
+        assert_eq!(steps, ["sessions → orders"]);
+        assert_eq!(hard.graph[0].target().name, "orders");
+        // A soft job leaves hard children alone.
+        assert!(
+            validate(&job("soft"), &related, as_of())
+                .unwrap()
+                .graph
+                .is_empty()
+        );
+    }
+
     fn as_of() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
             .unwrap()
@@ -638,8 +710,10 @@ mod tests {
         assert_eq!(
             capped.check_max_rows(11).unwrap_err().to_string(),
             "more than max_rows (10) rows match; nothing was done: the job is refused before its \
-             first batch and nothing was deleted. Narrow the filter, or raise max_rows \
-             (`--max-rows` for `reaper purge`; target `sessions` allows up to 1000000)"
+             first batch and nothing was deleted. Narrow the filter, raise max_rows (--max-rows \
+             for `reaper purge`; target `sessions` allows up to 1000000), or let it stop at its \
+             cap (stop_at_max_rows; --stop-at-max-rows for `reaper purge`) to remove 10 rows now \
+             and the rest in later runs"
         );
         let stopping = ValidatedJob {
             stop_at_max_rows: true,

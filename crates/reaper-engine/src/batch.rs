@@ -100,19 +100,7 @@ async fn run_transaction(
 ) -> Result<BatchResult, EngineError> {
     let now = Utc::now();
     let started = Instant::now();
-    let txn = match db.backend() {
-        Backend::Postgres => db.connection().begin().await?,
-        Backend::MySql => db.connection().begin().await?,
-        // IMMEDIATE takes the write lock up front instead of failing to upgrade mid-batch.
-        Backend::Sqlite => {
-            db.connection()
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                })
-                .await?
-        }
-    };
+    let txn = begin(db).await?;
     let written = match db.backend() {
         Backend::Postgres => postgres_batch(&txn, job, after, limit, holder, now, locking).await,
         Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
@@ -154,6 +142,22 @@ async fn run_transaction(
                 tracing::warn!(message = "Rollback after a failed batch failed.", error = %rollback_error);
             }
             Err(error)
+        }
+    }
+}
+
+/// Opens a batch transaction; on SQLite `IMMEDIATE`, which takes the write lock up front
+/// instead of failing to upgrade mid-batch.
+pub(crate) async fn begin(db: &Database) -> Result<DatabaseTransaction, DbErr> {
+    match db.backend() {
+        Backend::Postgres | Backend::MySql => db.connection().begin().await,
+        Backend::Sqlite => {
+            db.connection()
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await
         }
     }
 }
@@ -287,7 +291,7 @@ async fn mysql_batch(
 
 /// The lease check of the multi-statement batches: the job's `batches`, or `None` when it
 /// refuses (lease lost or cancel requested).
-async fn lock_job(
+pub(crate) async fn lock_job(
     txn: &DatabaseTransaction,
     backend: Backend,
     holder: LeaseHolder<'_>,
@@ -341,12 +345,7 @@ async fn record(
         now,
         lease_until(now, holder.lease),
     );
-    if execute(txn, backend, &advance).await? != 1 {
-        return Err(EngineError::Corrupt(format!(
-            "job {} changed under its own lease",
-            holder.job_id
-        )));
-    }
+    update_own_job(txn, backend, &advance, holder.job_id).await?;
     Ok(Some(Window {
         rows: count,
         selected: count,
@@ -354,8 +353,24 @@ async fn record(
     }))
 }
 
+/// Runs a lease-guarded update of the job's own ledger row, locked by [`lock_job`] in this
+/// transaction: it must change exactly that row.
+pub(crate) async fn update_own_job(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    update: &sql::Statement,
+    job_id: &str,
+) -> Result<(), EngineError> {
+    if execute(txn, backend, update).await? != 1 {
+        return Err(EngineError::Corrupt(format!(
+            "job {job_id} changed under its own lease"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads every key of a key-selecting statement's rows.
-fn read_keys(rows: &[QueryResult], key_type: KeyType) -> Result<Vec<KeyValue>, DbErr> {
+pub(crate) fn read_keys(rows: &[QueryResult], key_type: KeyType) -> Result<Vec<KeyValue>, DbErr> {
     rows.iter().map(|row| read_key(row, key_type)).collect()
 }
 

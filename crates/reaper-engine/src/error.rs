@@ -69,6 +69,15 @@ pub enum EngineError {
         /// Passes made.
         passes: i64,
     },
+    /// Rows of a child table kept appearing for a window of parents while its batches removed
+    /// them (a job across relations re-drains a few times first); transient: the job retries.
+    #[error("rows of `{table}` kept appearing for the parents being removed ({rounds} re-drains)")]
+    ChildrenKeptComing {
+        /// The child's target.
+        table: String,
+        /// Re-drains made.
+        rounds: u32,
+    },
     /// A fault injected by a test (`failpoints` feature); transient, like the crash it stands for.
     #[error("injected fault at {0}")]
     Injected(&'static str),
@@ -122,6 +131,7 @@ impl EngineError {
             EngineError::KeyReused { .. } => ErrorClass::Permanent,
             EngineError::Injected(_)
             | EngineError::WindowChanged
+            | EngineError::ChildrenKeptComing { .. }
             | EngineError::RowsHeld { .. } => ErrorClass::Transient,
             EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => {
                 ErrorClass::Permanent

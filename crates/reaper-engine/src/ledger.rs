@@ -416,6 +416,24 @@ pub async fn audit_of_job(
         .collect()
 }
 
+/// Rows a job removed per target, from its audit (a job across relations).
+pub async fn rows_by_table(
+    db: &Database,
+    job_id: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    let rows = db
+        .query_all(&ledger::rows_by_table(db.backend(), job_id))
+        .await?;
+    let [target, count] = ledger::ROWS_BY_TABLE_COLUMNS;
+    rows.iter()
+        .map(|row| {
+            let table: String = row.try_get("", target)?;
+            let rows: i64 = row.try_get("", count)?;
+            Ok((table, u64::try_from(rows).unwrap_or(0)))
+        })
+        .collect()
+}
+
 /// The newest audit entries, newest first.
 pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>, EngineError> {
     let rows = db

@@ -2,7 +2,7 @@
 //!
 //! Owns everything that talks to the target database: connecting ([`database`]), reaper's own
 //! tables ([`migration`]), the job ledger ([`ledger`]), checking the catalog against the real
-//! schema ([`schema_check`]), one batch transaction ([`batch`]) and running a job batch by batch
+//! schema ([`schema_check`]) and the relations against its foreign keys and indexes ([`graph_check`]), one batch transaction ([`batch`]) and running a job batch by batch
 //! under its lease ([`runner`]) at the pace of its target's throttle ([`pacing`]), and what it measures ([`instruments`]).
 //!
 //! It must not know about queues, HTTP, signals or configuration files: the binary wires those
@@ -13,6 +13,8 @@
 pub mod batch;
 pub mod database;
 pub mod error;
+pub mod graph_check;
+pub mod graph_run;
 pub mod instruments;
 pub mod ledger;
 pub mod migration;

@@ -491,16 +491,16 @@ impl Run<'_> {
             "batch",
             batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
         );
-        let result = batch::run_batch(
-            self.db,
-            job,
-            walk.checkpoint.as_ref(),
-            limit,
-            holder,
-            walk.locking(),
-        )
-        .instrument(batch_span)
-        .await?;
+        let after = walk.checkpoint.as_ref();
+        let result = if job.graph.is_empty() {
+            batch::run_batch(self.db, job, after, limit, holder, walk.locking())
+                .instrument(batch_span)
+                .await?
+        } else {
+            crate::graph_run::run_graph_batch(self.db, job, after, limit, holder)
+                .instrument(batch_span)
+                .await?
+        };
         let BatchResult::Committed {
             rows,
             selected,
@@ -589,14 +589,28 @@ impl Run<'_> {
         Ok(ControlFlow::Continue(()))
     }
 
-    /// What the job has deleted, over all its runs.
-    fn summary(&self, rows_deleted: u64, passes: i64, stopped_at_max_rows: bool) -> JobResult {
-        JobResult::Summary(JobSummary {
+    /// What the job has deleted, over all its runs. A job that removed rows of other tables
+    /// (across relations) counts from its audit, per table: its run may have ended inside a
+    /// window, between child batches.
+    async fn summary(
+        &self,
+        rows_deleted: u64,
+        passes: i64,
+        stopped_at_max_rows: bool,
+    ) -> Result<JobResult, EngineError> {
+        let tables = ledger::rows_by_table(self.db, &self.job.id).await?;
+        let (rows_deleted, tables) = if tables.keys().any(|table| *table != self.job.target) {
+            (tables.values().sum(), tables)
+        } else {
+            (rows_deleted, Default::default())
+        };
+        Ok(JobResult::Summary(JobSummary {
             rows_deleted,
             batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
             passes,
             stopped_at_max_rows,
-        })
+            tables,
+        }))
     }
 
     /// Records `done` with the job's summary.
@@ -607,6 +621,7 @@ impl Run<'_> {
     ) -> Result<RunOutcome, EngineError> {
         let result = self
             .summary(walk.rows_deleted, walk.passes, stopped_at_max_rows)
+            .await?
             .to_json();
         self.finish(&Transition::Done { result: &result }, RunOutcome::Done)
             .await
@@ -614,7 +629,7 @@ impl Run<'_> {
 
     /// Records `cancelled` with what was deleted; `LeaseLost` if the lease is gone instead.
     async fn cancelled(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
-        let result = self.summary(rows_deleted, passes, false).to_json();
+        let result = self.summary(rows_deleted, passes, false).await?.to_json();
         self.finish(
             &Transition::Cancelled { result: &result },
             RunOutcome::Cancelled,
@@ -719,13 +734,15 @@ impl Run<'_> {
 pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, EngineError> {
     let matching_rows = batch::count_matching(db, job, None).await?;
     let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
+    let (tables, sql) = crate::graph_run::describe(db, job, matching_rows, Utc::now()).await?;
     Ok(DryRunReport {
         dry_run: true,
         matching_rows,
         sample_keys,
         batch_size: job.batch_size,
         batches: matching_rows.div_ceil(u64::from(job.batch_size)),
-        sql: batch::describe_batch(db.backend(), job, Utc::now()),
+        sql,
+        tables,
     })
 }
 

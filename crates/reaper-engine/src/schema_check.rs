@@ -1,13 +1,16 @@
 //! Start-up check of the catalog against the real database: every target's table, primary key,
-//! filterable columns and soft-delete column must exist. Reported with the config key path.
+//! filterable columns and soft-delete column must exist, a declared type must fit the
+//! database column's (a `bigint` declared `text` would make every job fail with
+//! `operator does not exist: bigint = text`), and the relations must match the database's
+//! foreign keys and indexes ([`crate::graph_check`]). Reported with the config key path.
 //!
 //! Read-only: it queries the catalog views (`information_schema` on PostgreSQL and MySQL,
 //! `pragma_table_info` on SQLite) and changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDateTime;
-use reaper_core::catalog::{Catalog, ColumnType, Target};
+use reaper_core::catalog::{Catalog, ColumnType, KeyType, Target};
 use reaper_core::config::{ConfigError, ConfigProblem};
 use reaper_core::sql::{Backend, SQLITE_TIMESTAMP_FORMAT, schema};
 
@@ -17,6 +20,7 @@ use crate::error::EngineError;
 /// Checks every target; all problems are reported together.
 pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), CheckError> {
     let mut problems = Vec::new();
+    let mut present = BTreeSet::new();
     for target in catalog.targets() {
         let columns = table_columns(db, target).await?;
         let key = |field: &str| format!("targets.{}.{field}", target.name);
@@ -31,30 +35,54 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
             });
             continue;
         }
-        let mut expect = |field: String, column: &str| {
-            if !columns.contains(column) {
-                problems.push(ConfigProblem {
-                    key: key(&field),
-                    message: format!(
-                        "column `{column}` does not exist in table `{}`",
-                        target.table
-                    ),
-                });
+        present.insert(target.name.clone());
+        let backend = db.backend();
+        let mut expect = |field: String, column: &str, declared: Option<ColumnType>| match columns
+            .get(column)
+        {
+            None => problems.push(ConfigProblem {
+                key: key(&field),
+                message: format!(
+                    "column `{column}` does not exist in table `{}`",
+                    target.table
+                ),
+            }),
+            Some(found) => {
+                if let Some(declared) = declared
+                    && let Some(actual) = family(backend, found)
+                    && !fits(declared, actual)
+                {
+                    problems.push(ConfigProblem {
+                            key: key(&field),
+                            message: format!(
+                                "declared `{declared}`, but column `{column}` of table `{}` is `{found}` ({}); \
+                                 declare it `{actual}`",
+                                target.table, backend
+                            ),
+                        });
+                }
             }
         };
-        expect("primary_key".into(), &target.primary_key);
-        for column in target.columns.keys() {
-            expect(format!("columns.{column}"), column);
+        let key_type = match target.key_type {
+            KeyType::Int => ColumnType::Int,
+            KeyType::Text => ColumnType::Text,
+            KeyType::Uuid => ColumnType::Uuid,
+        };
+        expect("primary_key".into(), &target.primary_key, Some(key_type));
+        for (column, declared) in &target.columns {
+            expect(format!("columns.{column}"), column, Some(*declared));
         }
         if let Some(column) = &target.soft_delete_column {
-            expect("soft_delete_column".into(), column);
+            expect(
+                "soft_delete_column".into(),
+                column,
+                Some(ColumnType::Timestamp),
+            );
         }
         if db.backend() == Backend::Sqlite {
-            for (column, _) in target
-                .columns
-                .iter()
-                .filter(|(name, kind)| **kind == ColumnType::Timestamp && columns.contains(*name))
-            {
+            for (column, _) in target.columns.iter().filter(|(name, kind)| {
+                **kind == ColumnType::Timestamp && columns.contains_key(*name)
+            }) {
                 if let Some(found) = sqlite_timestamp_mismatch(db, target, column).await? {
                     problems.push(ConfigProblem {
                         key: key(&format!("columns.{column}")),
@@ -67,6 +95,7 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
             }
         }
     }
+    crate::graph_check::check_relations(db, catalog, &present, &mut problems).await?;
     if problems.is_empty() {
         Ok(())
     } else {
@@ -115,14 +144,69 @@ pub enum CheckError {
     Engine(#[from] EngineError),
 }
 
-async fn table_columns(db: &Database, target: &Target) -> Result<BTreeSet<String>, EngineError> {
+/// The catalog type a database column's type belongs to, when it clearly belongs to one
+/// (`None`: a type reaper does not judge, such as an enum or a domain, or SQLite's untyped
+/// columns).
+fn family(backend: Backend, found: &str) -> Option<ColumnType> {
+    let found = found.to_ascii_lowercase();
+    match backend {
+        Backend::Postgres => match found.as_str() {
+            "smallint" | "integer" | "bigint" => Some(ColumnType::Int),
+            "text" | "character varying" | "character" => Some(ColumnType::Text),
+            "boolean" => Some(ColumnType::Bool),
+            "uuid" => Some(ColumnType::Uuid),
+            "timestamp with time zone" | "timestamp without time zone" | "date" => {
+                Some(ColumnType::Timestamp)
+            }
+            _ => None,
+        },
+        Backend::MySql => match found.as_str() {
+            // tinyint is also MySQL's boolean: not judged.
+            "smallint" | "mediumint" | "int" | "integer" | "bigint" => Some(ColumnType::Int),
+            "varchar" | "text" | "tinytext" | "mediumtext" | "longtext" => Some(ColumnType::Text),
+            "datetime" | "timestamp" | "date" => Some(ColumnType::Timestamp),
+            _ => None,
+        },
+        // Type affinity: only INTEGER and TEXT affinities are judged; timestamps and uuids are
+        // text there, and their values are checked separately.
+        Backend::Sqlite => {
+            if found.contains("int") {
+                Some(ColumnType::Int)
+            } else if found.contains("char") || found.contains("clob") || found.contains("text") {
+                Some(ColumnType::Text)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Whether a column of `actual` type may be declared `declared`.
+fn fits(declared: ColumnType, actual: ColumnType) -> bool {
+    declared == actual
+        // Text columns hold uuids and (SQLite) timestamps; char(36) holds uuids (MySQL).
+        || (actual == ColumnType::Text
+            && matches!(declared, ColumnType::Uuid | ColumnType::Timestamp))
+        // Integer columns hold booleans (MySQL, SQLite).
+        || (actual == ColumnType::Int && declared == ColumnType::Bool)
+}
+
+/// Each column of the target's table with its type as the database names it (empty when the
+/// table does not exist).
+pub(crate) async fn table_columns(
+    db: &Database,
+    target: &Target,
+) -> Result<BTreeMap<String, String>, EngineError> {
     let rows = db
         .query_all(&schema::table_columns(db.backend(), target))
         .await?;
     rows.iter()
         .map(|row| {
-            row.try_get::<String>("", schema::COLUMN_NAME)
-                .map_err(EngineError::from)
+            Ok((
+                row.try_get::<String>("", schema::COLUMN_NAME)?,
+                row.try_get::<String>("", schema::COLUMN_TYPE)?,
+            ))
         })
-        .collect()
+        .collect::<Result<_, sea_orm::DbErr>>()
+        .map_err(EngineError::from)
 }

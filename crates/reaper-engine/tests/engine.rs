@@ -66,40 +66,44 @@ async fn batch_sizes(s: &Setup, id: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Runs a job on `tenants` starting at `batch_size`, with an adaptive batch size aiming at
-/// `target` (between 20 and 400 rows), proves the invariants, and returns its batch sizes.
-async fn adaptive_run(
-    s: &mut Setup,
-    target: Duration,
-    tenants: [i64; 4],
-    batch_size: u32,
-) -> Vec<i64> {
+/// How an adaptive run's batch size is set.
+#[derive(Clone, Copy)]
+enum Size {
+    /// The target's batch size: where adaptive sizing starts, free to grow to its maximum.
+    Target(u32),
+    /// The job's own batch size: where it starts, and a ceiling it never grows past.
+    Job(u32),
+}
+
+/// Runs a job on `tenants` sized by `size`, with an adaptive batch size aiming at `target`
+/// (between 20 and 400 rows), proves the invariants, and returns its batch sizes.
+async fn adaptive_run(s: &mut Setup, target: Duration, tenants: [i64; 4], size: Size) -> Vec<i64> {
     use reaper_core::throttle::{Adaptive, Throttle};
     let list = tenants.map(|tenant| tenant.to_string()).join(", ");
     let expected = s
         .test
         .ids("events", &format!("tenant_id IN ({list})"))
         .await;
-    s.catalog = throttled(Throttle {
+    let throttle = Throttle {
         adaptive: Some(Adaptive {
             target,
             min: 20,
             max: 400,
         }),
         ..Throttle::default()
-    });
+    };
+    let (target_size, options) = match size {
+        Size::Target(rows) => (rows, serde_json::json!({})),
+        Size::Job(rows) => (400, serde_json::json!({"batch_size": rows})),
+    };
+    s.catalog = Catalog::new([Target {
+        throttle,
+        batch_size: target_size,
+        ..events_target()
+    }]);
     let before = s.snapshot().await;
     let filter = serde_json::json!([{"column": "tenant_id", "op": "in", "value": tenants}]);
-    let id = s
-        .submit(
-            job(
-                "events",
-                filter,
-                serde_json::json!({"batch_size": batch_size}),
-            ),
-            5,
-        )
-        .await;
+    let id = s.submit(job("events", filter, options), 5).await;
     s.run_and_check(&id, &before, &expected, Removal::Hard, 400)
         .await;
     batch_sizes(s, &id).await
@@ -107,15 +111,28 @@ async fn adaptive_run(
 
 async fn the_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow(backend: Backend) {
     let mut s = Setup::new(backend, 6_000).await;
-    // A target no batch can reach (10 s): every full batch grows by half, up to the maximum.
-    let sizes = adaptive_run(&mut s, Duration::from_secs(10), [0, 1, 2, 3], 40).await;
+    // A target no batch can reach (10 s): every full batch grows by half from the target's
+    // batch size, up to the maximum.
+    let sizes = adaptive_run(
+        &mut s,
+        Duration::from_secs(10),
+        [0, 1, 2, 3],
+        Size::Target(40),
+    )
+    .await;
     assert_eq!(&sizes[..6], &[40, 60, 90, 135, 203, 305], "{sizes:?}");
     assert!(
         sizes[6..sizes.len() - 1].iter().all(|size| *size == 400),
         "{sizes:?}"
     );
     // A target every batch misses (1 µs): each full batch halves, down to the minimum.
-    let sizes = adaptive_run(&mut s, Duration::from_micros(1), [4, 5, 6, 7], 320).await;
+    let sizes = adaptive_run(
+        &mut s,
+        Duration::from_micros(1),
+        [4, 5, 6, 7],
+        Size::Job(320),
+    )
+    .await;
     assert_eq!(&sizes[..5], &[320, 160, 80, 40, 20], "{sizes:?}");
     assert!(
         sizes[5..sizes.len() - 1].iter().all(|size| *size == 20),

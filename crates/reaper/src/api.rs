@@ -619,6 +619,7 @@ mod tests {
             poll_interval: Span::from_millis(100),
             heartbeat: Span::from_secs(10),
             fetch_batch: 10,
+            vacuum_every: Span::from_secs(60),
         })
         .await
         .unwrap();

@@ -49,11 +49,11 @@ pub(crate) enum ConfiguredCommand {
     /// Submit a job to the ledger and the queue, from flags or as JSON (see README); prints
     /// its id.
     Enqueue {
-        /// A file holding the job's JSON; `-` reads standard input.
-        #[arg(long, conflicts_with_all = ["json", "target"])]
+        /// A file holding the job's JSON; `-` reads standard input. No job flag goes with it.
+        #[arg(long, conflicts_with_all = ["json", "EnqueueFlags"])]
         file: Option<PathBuf>,
-        /// The job's JSON inline.
-        #[arg(long, conflicts_with = "target")]
+        /// The job's JSON inline. No job flag goes with it (`--reason` belongs in the JSON).
+        #[arg(long, conflicts_with = "EnqueueFlags")]
         json: Option<String>,
         #[command(flatten)]
         flags: crate::enqueue_flags::EnqueueFlags,
@@ -62,9 +62,16 @@ pub(crate) enum ConfiguredCommand {
     Status {
         /// The job id.
         job: String,
-        /// Also print the job's audit entries.
+        /// Also print the job's audit entries, one page of them (`--limit`, `--after`); standard
+        /// error says how to get the next page.
         #[arg(long)]
         audit: bool,
+        /// With --audit: the entries after this batch number.
+        #[arg(long, requires = "audit", default_value_t = 0, value_name = "BATCH")]
+        after: i64,
+        /// With --audit: at most this many entries.
+        #[arg(long, requires = "audit", default_value_t = 100)]
+        limit: u32,
     },
     /// List jobs, newest first.
     Jobs {
@@ -116,8 +123,13 @@ pub(crate) enum ConfiguredCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
-    /// Validate the configuration (and the catalog against the database) and print it, secrets redacted.
-    Check,
+    /// Print the effective configuration (secrets redacted) on standard output, then check it
+    /// against the database and the queue: the verdict, every problem, goes to standard error.
+    Check {
+        /// Print the configuration as JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Who asks, for a job's `requested_by`: the flag, else `$USER`, else `cli`.

@@ -14,15 +14,22 @@ use reaper_engine::{Database, ledger};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::commands::{CommandResult, check_ledger, connect_checked};
+use crate::commands::{CommandError, CommandResult, check_ledger, connect_checked};
 use crate::queue::JobQueue;
 use crate::settings::Settings;
 use crate::signals::StopSignals;
 use crate::worker::{self, WorkerState};
 use crate::{api, intake, scheduler};
 
-/// Runs the daemon until it is told to stop.
-pub(crate) async fn run(settings: &Settings, until_idle: bool) -> CommandResult {
+/// Runs the daemon until it is told to stop. `signals` listen from before the configuration was
+/// read, so a stop signal during start-up is a graceful stop (exit 0), not a kill. With
+/// `until_idle`, a job that ended `dead` while it ran makes the exit status 1, and is named.
+pub(crate) async fn run(
+    settings: &Settings,
+    signals: StopSignals,
+    until_idle: bool,
+) -> CommandResult {
+    let started = chrono::Utc::now();
     let db = connect_checked(settings).await?;
     check_ledger(&db).await?;
     let metrics = install_metrics(&settings.catalog, &settings.policies)?;
@@ -45,10 +52,10 @@ pub(crate) async fn run(settings: &Settings, until_idle: bool) -> CommandResult 
     };
     tracing::info!(message = "Starting workers.", worker = %state.settings.owner, concurrency = config.worker.concurrency, queue = ?config.queue.backend, api = ?config.api.listen);
 
-    // Listening from now on, so that neither signal can arrive while nobody listens.
-    let (stop, _signals) = stop_flag(StopSignals::new(false)?, db.clone(), until_idle);
+    let (stop, _signals) = stop_flag(signals, db.clone(), until_idle);
     let api = listener.map(|listener| spawn_api(settings, &state, metrics, listener, &stop));
     let intake = spawn_intake(settings, &state, &stop);
+    let vacuum = spawn_vacuum(settings, &stop);
     let scheduler = spawn_scheduler(settings, &state, &stop);
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
@@ -64,7 +71,7 @@ pub(crate) async fn run(settings: &Settings, until_idle: bool) -> CommandResult 
     )
     .await;
     reconciler.abort();
-    for task in [intake, api, scheduler].into_iter().flatten() {
+    for task in [intake, api, scheduler, vacuum].into_iter().flatten() {
         // Both stop on the same flag; neither holds a transaction.
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await
@@ -75,7 +82,42 @@ pub(crate) async fn run(settings: &Settings, until_idle: bool) -> CommandResult 
     }
     stopped?;
     tracing::info!(message = "Workers stopped.");
+    if until_idle {
+        dead_since(&db, started).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails naming each job that ended `dead` since `started` (for `run --until-idle`, whose
+/// caller wants to know whether everything it queued went through).
+async fn dead_since(
+    db: &Database,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<(), CommandError> {
+    let dead: Vec<_> = ledger::list(
+        db,
+        Some(reaper_core::lifecycle::JobState::Dead),
+        None,
+        None,
+        1000,
+    )
+    .await?
+    .into_iter()
+    .filter(|job| job.finished_at.is_some_and(|at| at >= started))
+    .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!("{} job(s) ended dead:", dead.len());
+    for job in &dead {
+        message.push_str(&format!(
+            "\n  {} (target {}): {}",
+            job.id,
+            job.target,
+            job.last_error.as_deref().unwrap_or("no error recorded")
+        ));
+    }
+    Err(CommandError::Failed(anyhow::anyhow!(message)))
 }
 
 /// The daemon's stop flag: it turns true on the first stop signal, or with `until_idle` once
@@ -152,6 +194,21 @@ fn spawn_intake(
             });
             Some(tokio::spawn(intake.run(stop.clone())))
         }
+        QueueBackend::Sqlite => None,
+    }
+}
+
+/// The vacuum of finished Redis messages, until `stop` (none on the SQLite queue, whose
+/// apalis rows are its own business).
+fn spawn_vacuum(settings: &Settings, stop: &watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let queue = &settings.config.queue;
+    match queue.backend {
+        QueueBackend::Redis => Some(tokio::spawn(crate::vacuum::run(
+            queue.url.clone(),
+            crate::vacuum::VacuumKeys::new(&queue.name),
+            queue.vacuum_every.as_duration(),
+            stop.clone(),
+        ))),
         QueueBackend::Sqlite => None,
     }
 }

@@ -112,7 +112,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
     let config = fresh_config(dir)?;
     let catalog = config.catalog()?;
 
-    println!("reaper demo — files in {}\n", dir.display());
+    outln!("reaper demo — files in {}\n", dir.display());
     let db = Database::connect(&config.database).await?;
     db.connection()
         .execute_unprepared(SEED_SQL)
@@ -121,7 +121,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
     Migrator::up(db.connection(), None)
         .await
         .context("creating reaper's tables")?;
-    println!(
+    outln!(
         "seeded: users 2,000 · sessions 20,000 (uuid keys) · events 100,000; reaper tables migrated\n"
     );
 
@@ -139,12 +139,12 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
         )
         .await?;
         queue.push(&submitted.job.id, None).await?;
-        println!("enqueued {}  {}", submitted.job.id, job.title);
+        outln!("enqueued {}  {}", submitted.job.id, job.title);
         ids.push((job.title, submitted.job.id));
     }
 
     let state = Arc::new(WorkerState::new(db.clone(), catalog, queue, &config.worker));
-    println!(
+    outln!(
         "\nrunning one worker process ({} slots) on the embedded queue…",
         config.worker.concurrency
     );
@@ -167,7 +167,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
 
     print_jobs(&db, &ids).await?;
     print_audit(&db).await?;
-    println!(
+    outln!(
         "\nInspect it yourself: sqlite3 {} 'SELECT * FROM reaper_jobs'",
         dir.join("demo.db").display()
     );
@@ -199,30 +199,36 @@ fn fresh_config(dir: &Path) -> anyhow::Result<Config> {
 
 /// One line per job, then what each dry run reported.
 async fn print_jobs(db: &Database, ids: &[(&str, String)]) -> anyhow::Result<()> {
-    println!(
+    outln!(
         "\n{:<50} {:>6} {:>9} {:>8} {:>9}",
-        "job", "state", "rows", "batches", "time"
+        "job",
+        "state",
+        "rows",
+        "batches",
+        "time"
     );
     for (title, id) in ids {
         let job = ledger::get(db, id)
             .await?
             .context("a demo job vanished from the ledger")?;
-        print_job_line(title, &job);
+        print_job_line(title, &job)?;
     }
     for (title, id) in ids {
         let job = ledger::get(db, id)
             .await?
             .context("a demo job vanished from the ledger")?;
         if let Some(JobResult::DryRun(report)) = job.job_result() {
-            println!(
+            outln!(
                 "\n{title}: {} rows would be deleted in {} batches of {}",
-                report.matching_rows, report.batches, report.batch_size
+                report.matching_rows,
+                report.batches,
+                report.batch_size
             );
-            println!(
+            outln!(
                 "  first keys: {}",
                 serde_json::to_string(&report.sample_keys)?
             );
-            println!(
+            outln!(
                 "  one batch would run:\n    {}",
                 report.sql.replace('\n', "\n    ")
             );
@@ -233,10 +239,17 @@ async fn print_jobs(db: &Database, ids: &[(&str, String)]) -> anyhow::Result<()>
 
 /// The newest audit entries.
 async fn print_audit(db: &Database) -> anyhow::Result<()> {
-    println!("\nlast audit entries (reaper_audit, newest first):");
-    println!(
-        "{:>4} {:<9} {:>6} {:<9} {:<5} {:>5}  {:<40} {:<17} reason",
-        "id", "job", "batch", "target", "mode", "rows", "keys (first … last)", "requested_by"
+    outln!("\nlast audit entries (reaper_audit, newest first):");
+    outln!(
+        "{:>4} {:<36} {:>6} {:<9} {:<5} {:>5}  {:<40} {:<17} reason",
+        "id",
+        "job",
+        "batch",
+        "target",
+        "mode",
+        "rows",
+        "keys (first … last)",
+        "requested_by"
     );
     for entry in ledger::recent_audit(db, 8).await? {
         let keys = format!(
@@ -244,10 +257,11 @@ async fn print_audit(db: &Database) -> anyhow::Result<()> {
             shorten(&entry.first_key),
             shorten(&entry.last_key)
         );
-        println!(
-            "{:>4} {:<9} {:>6} {:<9} {:<5} {:>5}  {:<40} {:<17} {}",
+        outln!(
+            "{:>4} {:<36} {:>6} {:<9} {:<5} {:>5}  {:<40} {:<17} {}",
             entry.id,
-            &entry.job_id[entry.job_id.len().saturating_sub(8)..],
+            // The whole id: it is what `reaper status` takes.
+            entry.job_id,
             entry.batch_no,
             entry.target,
             entry.mode,
@@ -260,7 +274,7 @@ async fn print_audit(db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_job_line(title: &str, job: &JobRecord) {
+fn print_job_line(title: &str, job: &JobRecord) -> std::io::Result<()> {
     let time = match (job.started_at, job.finished_at) {
         (Some(start), Some(end)) => format!(
             "{:.0} ms",
@@ -273,13 +287,15 @@ fn print_job_line(title: &str, job: &JobRecord) {
     } else {
         job.rows_deleted.to_string()
     };
-    println!(
+    outln!(
         "{title:<50} {:>6} {rows:>9} {:>8} {time:>9}",
-        job.state, job.batches
+        job.state,
+        job.batches
     );
     if let Some(error) = &job.last_error {
-        println!("    last error: {error}");
+        outln!("    last error: {error}");
     }
+    Ok(())
 }
 
 fn shorten(key: &str) -> String {

@@ -3,7 +3,7 @@
 //! Validation proper (targets, columns, operators, limits) is the core's, as for every producer.
 
 use clap::Args;
-use reaper_core::catalog::{Catalog, ColumnType};
+use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::job::{Condition, Filter, JobRequest, Op};
 
 /// The flags of `reaper enqueue` when no JSON is given.
@@ -18,8 +18,9 @@ pub(crate) struct EnqueueFlags {
     /// `COLUMN=V1,V2,…`: rows whose column is one of the values.
     #[arg(long = "in", value_name = "COLUMN=V1,V2")]
     one_of: Vec<String>,
-    /// `COLUMN=AGE` (e.g. `created_at=30d`): rows whose timestamp is older than the age.
-    #[arg(long, value_name = "COLUMN=AGE")]
+    /// `COLUMN=AGE` (e.g. `created_at=30d`): rows whose timestamp is older than the age; a
+    /// bare `AGE` (as `reaper purge` takes it) ages rows by the target's only timestamp column.
+    #[arg(long, value_name = "[COLUMN=]AGE")]
     older_than: Vec<String>,
     /// Rows whose column is NULL.
     #[arg(long, value_name = "COLUMN")]
@@ -81,9 +82,23 @@ impl EnqueueFlags {
                     .map(|raw| ("--older-than", raw, Op::OlderThan)),
             )
         {
-            let Some((column, value)) = raw.split_once('=') else {
-                problems.push(format!("{flag} {raw}: expected COLUMN=VALUE"));
-                continue;
+            let (column, value) = match (op, raw.split_once('=')) {
+                (_, Some(pair)) => pair,
+                (Op::OlderThan, None) => match catalog
+                    .get(&target_name)
+                    .ok_or_else(|| format!("--target: unknown target `{target_name}`"))
+                    .and_then(|target| age_column(target, "--older-than"))
+                {
+                    Ok(column) => (column, raw.as_str()),
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                },
+                (_, None) => {
+                    problems.push(format!("{flag} {raw}: expected COLUMN=VALUE"));
+                    continue;
+                }
             };
             let value = match op {
                 Op::In => value
@@ -113,6 +128,12 @@ impl EnqueueFlags {
                 op: Op::IsNull,
                 value: None,
             });
+        }
+        if all.is_empty() && !self.all_rows && problems.is_empty() {
+            problems.push(format!(
+                "no condition: give --where, --in, --older-than or --is-null, or --all-rows to \
+                 delete every row of `{target_name}` on purpose"
+            ));
         }
         let mode = crate::cli::parse_mode(self.mode.as_deref()).unwrap_or_else(|problem| {
             problems.push(problem);
@@ -152,6 +173,30 @@ impl EnqueueFlags {
     }
 }
 
+/// The timestamp column an age without a column refers to: the target's only one (its
+/// soft-delete column aside), or an error for `flag` naming the choices.
+pub(crate) fn age_column<'t>(target: &'t Target, flag: &str) -> Result<&'t str, String> {
+    let timestamps: Vec<&str> = target
+        .columns
+        .iter()
+        .filter(|(_, kind)| **kind == ColumnType::Timestamp)
+        .map(|(name, _)| name.as_str())
+        .filter(|name| Some(*name) != target.soft_delete_column.as_deref())
+        .collect();
+    match timestamps.as_slice() {
+        [only] => Ok(only),
+        [] => Err(format!(
+            "{flag}: target `{}` declares no timestamp column to age rows by",
+            target.name
+        )),
+        several => Err(format!(
+            "{flag}: target `{}` has several timestamp columns ({}); say which, as COLUMN=AGE",
+            target.name,
+            several.join(", ")
+        )),
+    }
+}
+
 /// A flag's text as the JSON value its column type expects.
 fn typed(kind: ColumnType, text: &str, flag: &str, raw: &str) -> Result<serde_json::Value, String> {
     match kind {
@@ -171,7 +216,7 @@ fn typed(kind: ColumnType, text: &str, flag: &str, raw: &str) -> Result<serde_js
 mod tests {
     use std::collections::BTreeMap;
 
-    use reaper_core::catalog::{KeyType, Mode, Target};
+    use reaper_core::catalog::{KeyType, Mode};
 
     use super::*;
 

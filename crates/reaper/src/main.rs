@@ -5,6 +5,16 @@
 //! [`commands`] (errors become exit statuses in [`commands::CommandError::exit`]), the daemon's
 //! wiring is [`daemon`], and the stop signals are [`signals`].
 
+/// `println!` that returns the write's error instead of panicking, so that a closed pipe
+/// (`reaper status ID --audit | head -1`) ends the command quietly
+/// ([`commands::CommandError::exit`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod api;
 mod cli;
 mod commands;
@@ -20,6 +30,7 @@ mod queue;
 mod scheduler;
 mod settings;
 mod signals;
+mod vacuum;
 mod worker;
 
 use std::process::ExitCode;
@@ -32,9 +43,10 @@ use crate::commands::{CommandError, CommandResult};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo's output is for people; its logs stay quiet unless REAPER_LOG asks otherwise.
+    // The demo's and a purge's output is for people (a purge's is a live progress bar, which a
+    // log line would break); their logs stay quiet unless REAPER_LOG asks otherwise.
     let default_filter = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Configured(ConfiguredCommand::Purge { .. }) => "warn",
         Command::Configured(_) => "warn,reaper=info,reaper_engine=info",
     };
     init_logging(cli.log_format, default_filter);
@@ -47,8 +59,10 @@ async fn main() -> ExitCode {
 fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REAPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colour only for a person at a terminal: redirected logs carry no escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -64,27 +78,57 @@ async fn dispatch(cli: Cli) -> CommandResult {
         }
         Command::Configured(command) => command,
     };
+    // The daemon listens for stop signals before it reads anything, so that a signal during
+    // start-up stops it gracefully (exit 0) instead of killing it.
+    let daemon_signals = match command {
+        ConfiguredCommand::Run { .. } => Some(signals::StopSignals::new(false)?),
+        _ => None,
+    };
     let settings = settings::load(cli.config.as_deref()).map_err(CommandError::Invalid)?;
+    let result = run_configured(command, &settings, daemon_signals).await;
+    match &settings.path {
+        Some(_) => result,
+        None => result.map_err(|error| error.on_embedded_defaults(&settings.config.database.url)),
+    }
+}
+
+async fn run_configured(
+    command: ConfiguredCommand,
+    settings: &settings::Settings,
+    daemon_signals: Option<signals::StopSignals>,
+) -> CommandResult {
     match command {
-        ConfiguredCommand::Migrate => commands::migrate::run(&settings).await,
+        ConfiguredCommand::Migrate => commands::migrate::run(settings).await,
         ConfiguredCommand::Config {
-            command: ConfigCommand::Check,
-        } => commands::config::check(&settings).await,
+            command: ConfigCommand::Check { json },
+        } => commands::config::check(settings, json).await,
         ConfiguredCommand::Enqueue { file, json, flags } => {
-            commands::enqueue::run(&settings, file, json, flags).await
+            commands::enqueue::run(settings, file, json, flags).await
         }
-        ConfiguredCommand::Status { job, audit } => {
-            commands::jobs::status(&settings, &job, audit).await
+        ConfiguredCommand::Status {
+            job,
+            audit,
+            after,
+            limit,
+        } => {
+            let audit = audit.then_some(commands::jobs::AuditPage { after, limit });
+            commands::jobs::status(settings, &job, audit).await
         }
         ConfiguredCommand::Jobs {
             state,
             target,
             limit,
             json,
-        } => commands::jobs::list(&settings, state, target, limit, json).await,
-        ConfiguredCommand::Cancel { job } => commands::jobs::cancel(&settings, &job).await,
-        ConfiguredCommand::Purge { args } => commands::purge::run(&settings, &args).await,
-        ConfiguredCommand::Policies { json } => commands::policies::run(&settings, json).await,
-        ConfiguredCommand::Run { until_idle } => daemon::run(&settings, until_idle).await,
+        } => commands::jobs::list(settings, state, target, limit, json).await,
+        ConfiguredCommand::Cancel { job } => commands::jobs::cancel(settings, &job).await,
+        ConfiguredCommand::Purge { args } => commands::purge::run(settings, &args).await,
+        ConfiguredCommand::Policies { json } => commands::policies::run(settings, json).await,
+        ConfiguredCommand::Run { until_idle } => {
+            let signals = match daemon_signals {
+                Some(signals) => signals,
+                None => signals::StopSignals::new(false)?,
+            };
+            daemon::run(settings, signals, until_idle).await
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use reaper_core::catalog::{Catalog, ColumnType};
+use reaper_core::catalog::Catalog;
 use reaper_core::job::{Condition, Filter, JobRequest, Op};
 use reaper_core::retention::Policy;
 use reaper_core::span::Span;
@@ -25,6 +25,8 @@ use reaper_engine::ledger::{self, ClaimFrom, JobRecord};
 use reaper_engine::runner::{self, RunOutcome, RunSettings, StopAs};
 use reaper_engine::{Database, batch};
 use serde_json::json;
+
+use crate::settings::Settings;
 
 /// What to purge.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,7 +37,8 @@ pub(crate) struct PurgeArgs {
     /// Ad hoc: the catalog target to purge.
     #[arg(long, requires = "older_than", conflicts_with = "resume")]
     pub(crate) target: Option<String>,
-    /// Ad hoc: remove rows older than this (`30d`, `12h`).
+    /// Ad hoc: remove rows older than this (`30d`, `12h`), or `COLUMN=AGE` as `reaper enqueue`
+    /// takes it.
     #[arg(long, requires = "target")]
     pub(crate) older_than: Option<String>,
     /// Ad hoc: the timestamp column whose age decides (default: the target's only timestamp
@@ -51,6 +54,10 @@ pub(crate) struct PurgeArgs {
     /// Ad hoc: refuse rather than delete more than this (default: the target's max_rows).
     #[arg(long, requires = "target")]
     pub(crate) max_rows: Option<u64>,
+    /// Ad hoc: when more rows match than max_rows, remove max_rows of them (oldest keys first)
+    /// and stop, instead of refusing; run it again for the rest.
+    #[arg(long, requires = "target")]
+    pub(crate) stop_at_max_rows: bool,
     /// Continue a purge stopped by Ctrl-C (or one whose process died).
     #[arg(long, conflicts_with_all = ["policy", "target", "dry_run"])]
     pub(crate) resume: Option<String>,
@@ -84,36 +91,16 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
             catalog.names().join(", ")
         ));
     };
+    // `COLUMN=AGE` as `reaper enqueue` takes it, or a bare age and --age-column (or the
+    // target's only timestamp column).
+    let (column, older_than) = match older_than.split_once('=') {
+        Some((column, age)) => (Some(column), age),
+        None => (args.age_column.as_deref(), older_than.as_str()),
+    };
     let age = Span::parse(older_than).map_err(|error| format!("--older-than: {error}"))?;
-    let age_column = match &args.age_column {
-        Some(column) => column.clone(),
-        None => {
-            let timestamps: Vec<&String> = target
-                .columns
-                .iter()
-                .filter(|(_, kind)| **kind == ColumnType::Timestamp)
-                .map(|(name, _)| name)
-                .filter(|name| Some(*name) != target.soft_delete_column.as_ref())
-                .collect();
-            match timestamps.as_slice() {
-                [only] => (*only).clone(),
-                [] => {
-                    return Err(format!(
-                        "--age-column: target `{target_name}` declares no timestamp column to age rows by"
-                    ));
-                }
-                several => {
-                    return Err(format!(
-                        "--age-column: target `{target_name}` has several timestamp columns ({}); say which",
-                        several
-                            .iter()
-                            .map(|name| name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
-        }
+    let age_column = match column {
+        Some(column) => column.to_owned(),
+        None => crate::enqueue_flags::age_column(target, "--age-column")?.to_owned(),
     };
     let mode = crate::cli::parse_mode(args.mode.as_deref())?;
     Ok(JobRequest {
@@ -129,7 +116,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         mode,
         batch_size: args.batch_size,
         max_rows: args.max_rows,
-        stop_at_max_rows: false,
+        stop_at_max_rows: args.stop_at_max_rows,
         dry_run: false,
         requested_by: crate::cli::requested_by(args.requested_by.clone()),
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
@@ -166,10 +153,10 @@ pub(crate) fn request(
 /// Prints what a purge would do; writes nothing.
 pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result<()> {
     let report = runner::dry_run(db, job).await?;
-    println!("dry run: nothing was written");
-    println!("target:        {}", job.target.name);
-    println!("mode:          {}", job.mode);
-    println!(
+    outln!("dry run: nothing was written");
+    outln!("target:        {}", job.target.name);
+    outln!("mode:          {}", job.mode);
+    outln!(
         "matching rows: {}{}",
         report.matching_rows,
         match job.check_max_rows(report.matching_rows) {
@@ -180,12 +167,13 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
             Ok(()) => String::new(),
         }
     );
-    println!(
+    outln!(
         "batches:       {} of up to {} rows",
-        report.batches, report.batch_size
+        report.batches,
+        report.batch_size
     );
     let sample: Vec<String> = report.sample_keys.iter().map(ToString::to_string).collect();
-    println!(
+    outln!(
         "sample keys:   {}",
         if sample.is_empty() {
             "(none)".to_owned()
@@ -193,7 +181,7 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
             sample.join(", ")
         }
     );
-    println!("one batch runs:\n{}", report.sql);
+    outln!("one batch runs:\n{}", report.sql);
     Ok(())
 }
 
@@ -203,17 +191,21 @@ pub(crate) fn validated(request: &JobRequest, catalog: &Catalog) -> Result<Valid
 }
 
 /// Runs `job` (written `paused`, or left paused by an earlier stop) in the foreground until it
-/// ends or a signal stops it. `matching` is the count of rows it matches, when known.
+/// ends or a signal stops it. `matching` is the count of rows it matches, when known;
+/// `settings` give the lease and the command line that resumes it.
 pub(crate) async fn run_foreground(
     db: &Database,
-    catalog: &Catalog,
+    settings: &Settings,
     job: JobRecord,
-    lease: Duration,
     matching: Option<u64>,
 ) -> anyhow::Result<PurgeEnd> {
+    let catalog = &settings.catalog;
+    let lease = settings.config.worker.lease.as_duration();
+    let resume = settings.command_line(&format!("purge --resume {}", job.id));
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = stop_on_signal(stop.clone())?;
-    let settings = foreground_settings(lease);
+    let shown = Arc::new(std::sync::OnceLock::new());
+    let signals = stop_on_signal(stop.clone(), shown.clone())?;
+    let run_settings = foreground_settings(lease);
 
     let validated = validate(
         &serde_json::from_str(&job.request)?,
@@ -236,9 +228,8 @@ pub(crate) async fn run_foreground(
         }
     };
     let total = already + remaining.min(cap.saturating_sub(already));
-    let bar = progress_bar(total, already)?;
-    let ticker = show_progress(bar.clone(), already, settings.progress.clone());
     let this_run = cap.saturating_sub(already);
+    // Said before the bar is drawn, so no frame of it is left above the live one.
     if remaining > this_run {
         eprintln!(
             "purging `{}` (job {}): more than {this_run} matching rows; this run removes at most {this_run}",
@@ -250,27 +241,40 @@ pub(crate) async fn run_foreground(
             job.target, job.id
         );
     }
+    let bar = progress_bar(total, already)?;
+    let _ = shown.set(bar.clone());
+    let ticker = show_progress(bar.clone(), already, total, run_settings.progress.clone());
 
     let should_stop = || stop.load(Ordering::Relaxed);
-    let end = run_to_end(db, catalog, &job.id, &settings, &should_stop, &bar).await?;
+    let end = run_to_end(db, catalog, &job.id, &run_settings, &should_stop, &bar).await?;
     ticker.abort();
     signals.abort();
-    bar.set_position(already + settings.progress.rows.load(Ordering::Relaxed));
+    bar.set_position(already + run_settings.progress.rows.load(Ordering::Relaxed));
     bar.finish_and_clear();
-    report_end(db, &job.id, end).await?;
+    report_end(db, &job.id, end, &resume).await?;
     Ok(end)
 }
 
 /// Sets `stop` on the first stop signal (SIGHUP too: a closed terminal should pause a purge,
 /// not kill it mid-batch).
-fn stop_on_signal(stop: Arc<AtomicBool>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// The message goes above the bar once there is one (`shown`), so no frame of it stays behind.
+fn stop_on_signal(
+    stop: Arc<AtomicBool>,
+    shown: Arc<std::sync::OnceLock<ProgressBar>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut listening = crate::signals::StopSignals::new(true)?;
     Ok(tokio::spawn(async move {
         listening.recv().await;
         stop.store(true, Ordering::Relaxed);
-        eprintln!(
-            "\nstopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
-        );
+        let say = || {
+            eprintln!(
+                "stopping at the end of the batch in flight (a second Ctrl-C exits at once; the batch rolls back)"
+            )
+        };
+        match shown.get() {
+            Some(bar) => bar.suspend(say),
+            None => say(),
+        }
     }))
 }
 
@@ -289,11 +293,16 @@ fn foreground_settings(lease: Duration) -> RunSettings {
     settings
 }
 
+/// The bar. Its rate and ETA are not indicatif's (which count the rows an earlier run removed
+/// as if this run had removed them in its first instant, and print four decimals): they are
+/// [`rate_and_eta`]'s, in the message.
 fn progress_bar(total: u64, already: u64) -> anyhow::Result<ProgressBar> {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} rows  {per_sec}  ETA {eta}  {msg}",
+            // A fixed width, not the terminal's: a line that fills the terminal wraps when the
+            // terminal echoes `^C` after it, and the wrapped frame would stay on the screen.
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} rows  {msg}",
         )?
         .progress_chars("=> "),
     );
@@ -301,17 +310,43 @@ fn progress_bar(total: u64, already: u64) -> anyhow::Result<ProgressBar> {
     Ok(bar)
 }
 
+/// `N rows/s  ETA H:MM:SS`, from this run's rows and time only, in whole numbers (`ETA -`
+/// until the first rows are removed).
+fn rate_and_eta(rows: u64, elapsed: Duration, left: u64) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        rows as f64 / seconds
+    } else {
+        0.0
+    };
+    let eta = if rate >= 1.0 {
+        let eta = (left as f64 / rate).round() as u64;
+        format!("{}:{:02}:{:02}", eta / 3600, eta / 60 % 60, eta % 60)
+    } else {
+        "-".to_owned()
+    };
+    format!("{} rows/s  ETA {eta}", rate.round() as u64)
+}
+
 /// Moves the bar to the run's progress five times a second, until aborted.
 fn show_progress(
     bar: ProgressBar,
     already: u64,
+    total: u64,
     progress: Arc<runner::RunProgress>,
 ) -> tokio::task::JoinHandle<()> {
+    let started = std::time::Instant::now();
     tokio::spawn(async move {
         loop {
-            bar.set_position(already + progress.rows.load(Ordering::Relaxed));
+            let rows = progress.rows.load(Ordering::Relaxed);
+            bar.set_position(already + rows);
             bar.set_message(format!(
-                "batch {} rows",
+                "{}  batch {} rows",
+                rate_and_eta(
+                    rows,
+                    started.elapsed(),
+                    total.saturating_sub(already + rows)
+                ),
                 progress.batch_size.load(Ordering::Relaxed)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -367,7 +402,12 @@ async fn run_to_end(
 }
 
 /// Prints how the purge ended, from the ledger.
-async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Result<()> {
+async fn report_end(
+    db: &Database,
+    job_id: &str,
+    end: PurgeEnd,
+    resume: &str,
+) -> anyhow::Result<()> {
     let record = ledger::get(db, job_id).await?;
     let (rows, batches) = record
         .as_ref()
@@ -377,7 +417,7 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
             let stopped_at_cap = record
                 .as_ref()
                 .is_some_and(crate::policy_view::stopped_at_cap);
-            println!(
+            outln!(
                 "done: {rows} rows in {batches} batches (job {job_id}){}",
                 if stopped_at_cap {
                     "; stopped at max_rows, matching rows remain for the next run"
@@ -387,15 +427,13 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
             );
         }
         PurgeEnd::Stopped => {
-            println!(
+            outln!(
                 "stopped at a batch boundary: {rows} rows in {batches} batches so far (job {job_id}, paused)"
             );
-            println!("resume with: reaper purge --resume {job_id}");
+            outln!("resume with: {resume}");
         }
         PurgeEnd::Failed => {
-            println!(
-                "{rows} rows in {batches} batches (job {job_id}); see `reaper status {job_id}`"
-            );
+            outln!("{rows} rows in {batches} batches (job {job_id}); see `reaper status {job_id}`");
         }
     }
     Ok(())
@@ -404,7 +442,7 @@ async fn report_end(db: &Database, job_id: &str, end: PurgeEnd) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reaper_core::catalog::{KeyType, Mode, Target};
+    use reaper_core::catalog::{ColumnType, KeyType, Mode, Target};
     use std::collections::BTreeMap;
 
     fn catalog(columns: &[(&str, ColumnType)]) -> Catalog {
@@ -437,10 +475,24 @@ mod tests {
             mode: None,
             batch_size: None,
             max_rows: None,
+            stop_at_max_rows: false,
             resume: None,
             dry_run: false,
             requested_by: Some("alice".into()),
         }
+    }
+
+    #[test]
+    fn rate_and_eta_are_whole_numbers_of_this_run() {
+        assert_eq!(
+            rate_and_eta(20_000, Duration::from_millis(1_500), 40_000),
+            "13333 rows/s  ETA 0:00:03"
+        );
+        assert_eq!(rate_and_eta(0, Duration::ZERO, 100), "0 rows/s  ETA -");
+        assert_eq!(
+            rate_and_eta(100, Duration::from_secs(1), 400_000),
+            "100 rows/s  ETA 1:06:40"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! API token, passwords inside the URLs) can thus stay out of files entirely. Other `REAPER_*`
 //! variables without `__` (`REAPER_LOG`, `REAPER_CONFIG`, test settings) are not config keys.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -24,6 +24,34 @@ pub(crate) struct Settings {
     pub(crate) catalog: Catalog,
     /// `[[retention]]`, validated against the catalog.
     pub(crate) policies: Vec<Policy>,
+    /// The file it was read from (`--config` or `REAPER_CONFIG`), made absolute; `None` when
+    /// the embedded demo defaults are in use.
+    pub(crate) path: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The command line that runs `reaper ARGS` with this configuration, to paste into any
+    /// shell in any directory: `reaper --config '/etc/reaper.toml' purge --resume ID`.
+    /// Environment overrides are not repeated (they may hold secrets).
+    pub(crate) fn command_line(&self, args: &str) -> String {
+        match &self.path {
+            Some(path) => format!(
+                "reaper --config {} {args}",
+                shell_quoted(&path.to_string_lossy())
+            ),
+            None => format!("reaper {args}"),
+        }
+    }
+}
+
+/// `text` as one shell word: bare when it holds only safe characters, else single-quoted.
+fn shell_quoted(text: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// Loads `path` (or the embedded defaults) with environment overrides and validates it.
@@ -60,7 +88,7 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
         );
     let config: Config = figment
         .extract()
-        .map_err(|error| describe_figment_error(&error))?;
+        .map_err(|error| describe_figment_error(&figment, &error))?;
     let catalog = config.catalog().map_err(|error| error.to_string())?;
     let policies = config
         .retention_policies(&catalog, chrono::Utc::now())
@@ -69,17 +97,27 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
         config,
         catalog,
         policies,
+        path: path.map(|path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
     })
 }
 
-/// One line per problem: `key.path: what is wrong (where it came from)`.
-fn describe_figment_error(error: &figment::Error) -> String {
+/// One line per problem: `key.path: what is wrong (where it came from)`. A retention policy is
+/// named by its `name` (`retention.old-sessions.age_colum`), as the validation names it, not by
+/// its position.
+fn describe_figment_error(figment: &Figment, error: &figment::Error) -> String {
     let mut text = String::from("invalid configuration:");
     for problem in error.clone() {
-        let key = if problem.path.is_empty() {
+        let mut path = problem.path.clone();
+        if let [section, index, ..] = path.as_mut_slice()
+            && section == "retention"
+            && let Some(name) = policy_name(figment, index)
+        {
+            *index = name;
+        }
+        let key = if path.is_empty() {
             "(top level)".to_owned()
         } else {
-            problem.path.join(".")
+            path.join(".")
         };
         let origin = problem.metadata.as_ref().map(|meta| match &meta.source {
             Some(source) => format!(" (from {source})"),
@@ -94,10 +132,29 @@ fn describe_figment_error(error: &figment::Error) -> String {
     text
 }
 
+/// The `name` of the `index`th `[[retention]]` policy, if it has one.
+fn policy_name(figment: &Figment, index: &str) -> Option<String> {
+    let policies = figment.find_value("retention").ok()?;
+    let policy = policies.as_array()?.get(index.parse::<usize>().ok()?)?;
+    Some(policy.find_ref("name")?.as_str()?.to_owned())
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_quoted("/etc/reaper/reaper.toml"),
+            "/etc/reaper/reaper.toml"
+        );
+        assert_eq!(
+            shell_quoted("/tmp/my dir/it's.toml"),
+            "'/tmp/my dir/it'\\''s.toml'"
+        );
+    }
 
     #[test]
     fn embedded_defaults_are_valid() {

@@ -280,6 +280,58 @@ pub fn advance_checkpoint(
     w.finish()
 }
 
+/// Counts a committed batch of a job across relations and renews the lease, after
+/// [`lock_job`]: `batches + 1` when it removed rows (its audit row has that number),
+/// `rows_deleted + rows`, and the checkpoint only for a parent batch (`Some`: the end of the
+/// window of parent keys; child batches keep it where it is). Expected plan: the primary key.
+pub fn count_graph_batch(
+    backend: Backend,
+    holder: (&str, &str),
+    checkpoint: Option<&KeyValue>,
+    rows: u64,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Statement {
+    let (job_id, token) = holder;
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET ");
+    if let Some(checkpoint) = checkpoint {
+        w.push("checkpoint = ")
+            .param(SqlValue::Text(checkpoint.to_text()))
+            .push(", ");
+    }
+    w.push("batches = batches + ")
+        .param(SqlValue::Int(i64::from(rows > 0)))
+        .push(", rows_deleted = rows_deleted + ")
+        .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
+        .push(", lease_expires_at = ")
+        .param(SqlValue::Timestamp(lease_until))
+        .push(", updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .lease_guard(job_id, token);
+    w.finish()
+}
+
+/// Columns read back by [`rows_by_table`].
+pub const ROWS_BY_TABLE_COLUMNS: [&str; 2] = ["target", "row_count"];
+
+/// Rows a job removed per target, summed over its audit rows: `SELECT target, sum(row_count)
+/// … GROUP BY target`. Expected plan: the `(job_id, batch_no)` unique index, then a small
+/// aggregate.
+pub fn rows_by_table(backend: Backend, job_id: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, ")
+        .push(match backend {
+            Backend::Postgres => "CAST(sum(row_count) AS BIGINT)",
+            Backend::MySql => "CAST(sum(row_count) AS SIGNED)",
+            Backend::Sqlite => "sum(row_count)",
+        })
+        .push(" AS row_count FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" GROUP BY target ORDER BY target");
+    w.finish()
+}
+
 /// One audit row for one committed batch.
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
@@ -297,6 +349,18 @@ pub struct AuditEntry<'a> {
 /// batch statement). Expected plan: a single-row insert plus the unique `(job_id, batch_no)`
 /// check.
 pub fn insert_audit(backend: Backend, job: &ValidatedJob, entry: &AuditEntry<'_>) -> Statement {
+    insert_audit_as(backend, job, &job.target.name, job.mode.as_str(), entry)
+}
+
+/// [`insert_audit`] for rows of another table than the job's own: a child batch of a job across
+/// relations names the child's target and its effect (`hard`, `soft`, `set_null`).
+pub fn insert_audit_as(
+    backend: Backend,
+    job: &ValidatedJob,
+    target: &str,
+    mode: &str,
+    entry: &AuditEntry<'_>,
+) -> Statement {
     let keys_json = serde_json::to_string(entry.keys).unwrap_or_else(|_| "[]".into());
     let first = entry
         .keys
@@ -312,8 +376,8 @@ pub fn insert_audit(backend: Backend, job: &ValidatedJob, entry: &AuditEntry<'_>
     let values = [
         text(entry.job_id),
         SqlValue::Int(entry.batch_no),
-        SqlValue::Text(job.target.name.clone()),
-        SqlValue::Text(job.mode.as_str().to_owned()),
+        SqlValue::Text(target.to_owned()),
+        SqlValue::Text(mode.to_owned()),
         SqlValue::Int(i64::try_from(entry.keys.len()).unwrap_or(i64::MAX)),
         SqlValue::Text(first),
         SqlValue::Text(last),

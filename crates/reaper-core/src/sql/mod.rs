@@ -15,6 +15,7 @@
 //!
 //! This module builds statements; it never runs them.
 
+pub mod graph;
 pub mod ledger;
 pub mod migration;
 pub mod mysql;

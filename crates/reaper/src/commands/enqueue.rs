@@ -45,7 +45,7 @@ pub(crate) async fn run(
             submitted.job.idempotency_key
         );
     }
-    println!("{}", submitted.job.id);
+    outln!("{}", submitted.job.id);
     Ok(ExitCode::SUCCESS)
 }
 

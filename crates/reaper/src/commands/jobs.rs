@@ -11,25 +11,45 @@ use super::{CommandError, CommandResult, connect};
 use crate::job_view;
 use crate::settings::Settings;
 
-/// Prints a job (and with `with_audit` its audit entries) as JSON.
-pub(crate) async fn status(settings: &Settings, id: &str, with_audit: bool) -> CommandResult {
+/// Which audit entries `reaper status --audit` prints: those after batch `after`, at most
+/// `limit` of them (a job of 100,000 batches is read a page at a time).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuditPage {
+    pub(crate) after: i64,
+    pub(crate) limit: u32,
+}
+
+/// Prints a job (and with `audit` a page of its audit entries) as JSON; when more entries
+/// follow the page, standard error says how to get them.
+pub(crate) async fn status(
+    settings: &Settings,
+    id: &str,
+    audit: Option<AuditPage>,
+) -> CommandResult {
     let db = connect(settings).await?;
     let Some(job) = ledger::get(&db, id).await? else {
         return Err(CommandError::no_job(id));
     };
     let mut shown = serde_json::to_value(job_view::job_view(job)?)?;
-    if with_audit {
-        let mut entries = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = ledger::audit_of_job(&db, id, after, 500).await?;
-            let Some(last) = page.last() else { break };
-            after = last.batch_no;
-            entries.extend(page.into_iter().map(job_view::audit_view));
+    let mut next = None;
+    if let Some(page) = audit {
+        // One more than asked, to know whether another page follows.
+        let mut entries =
+            ledger::audit_of_job(&db, id, page.after, page.limit.saturating_add(1)).await?;
+        if entries.len() > page.limit as usize {
+            entries.truncate(page.limit as usize);
+            next = entries.last().map(|entry| entry.batch_no);
         }
-        shown["audit"] = serde_json::to_value(entries)?;
+        let views: Vec<_> = entries.into_iter().map(job_view::audit_view).collect();
+        shown["audit"] = serde_json::to_value(views)?;
     }
-    println!("{}", serde_json::to_string_pretty(&shown)?);
+    outln!("{}", serde_json::to_string_pretty(&shown)?);
+    if let (Some(after), Some(page)) = (next, audit) {
+        eprintln!(
+            "more audit entries follow: reaper status {id} --audit --after {after} --limit {}",
+            page.limit
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,15 +73,20 @@ pub(crate) async fn list(
             .into_iter()
             .map(job_view::job_view)
             .collect::<Result<Vec<_>, _>>()?;
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        outln!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<36}  {:<10} {:<16} {:>10} {:>8} {:>8}  created",
-        "id", "state", "target", "rows", "batches", "attempts"
+        "id",
+        "state",
+        "target",
+        "rows",
+        "batches",
+        "attempts"
     );
     for job in jobs {
-        println!(
+        outln!(
             "{:<36}  {:<10} {:<16} {:>10} {:>8} {:>8}  {}",
             job.id,
             job.state,
@@ -80,16 +105,18 @@ pub(crate) async fn cancel(settings: &Settings, id: &str) -> CommandResult {
     let db = connect(settings).await?;
     match ledger::request_cancel(&db, id, Utc::now()).await? {
         Some(ledger::CancelOutcome::Cancelled(job)) => {
-            println!(
+            outln!(
                 "{}: cancelled ({} rows deleted before)",
-                job.id, job.rows_deleted
+                job.id,
+                job.rows_deleted
             );
             Ok(ExitCode::SUCCESS)
         }
         Some(ledger::CancelOutcome::Stopping(job)) => {
-            println!(
+            outln!(
                 "{}: stopping at its next batch boundary ({} rows deleted so far)",
-                job.id, job.rows_deleted
+                job.id,
+                job.rows_deleted
             );
             Ok(ExitCode::SUCCESS)
         }

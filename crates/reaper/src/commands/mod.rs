@@ -51,6 +51,9 @@ impl CommandError {
                 eprintln!("{message}");
                 ExitCode::FAILURE
             }
+            // The reader of standard output went away (`reaper status ID --audit | head -1`):
+            // what it wanted was printed, so end quietly.
+            CommandError::Failed(error) if is_closed_pipe(&error) => ExitCode::SUCCESS,
             CommandError::Failed(error) => {
                 eprintln!("error: {error:#}");
                 ExitCode::FAILURE
@@ -58,10 +61,39 @@ impl CommandError {
         }
     }
 
+    /// The error, with a note that no configuration file was given and the embedded demo
+    /// defaults (whose database is `database_url`) were used: the likely cause when a command
+    /// cannot open the database or finds no tables or jobs.
+    pub(crate) fn on_embedded_defaults(self, database_url: &str) -> Self {
+        let database = reaper_engine::database::redact_url(database_url);
+        let note = format!(
+            "note: no --config (or REAPER_CONFIG) was given, so the embedded demo defaults were \
+             used, with database.url = {database}; run `reaper demo` to create the demo's \
+             database, or pass --config FILE"
+        );
+        match self {
+            CommandError::Invalid(message) => CommandError::Invalid(format!("{message}\n{note}")),
+            CommandError::NotFound(message) => CommandError::NotFound(format!("{message}\n{note}")),
+            CommandError::Failed(error) if !is_closed_pipe(&error) => {
+                CommandError::Failed(anyhow::anyhow!("{error:#}\n{note}"))
+            }
+            other => other,
+        }
+    }
+
     /// The job `id` does not exist.
     pub(crate) fn no_job(id: &str) -> Self {
         CommandError::NotFound(format!("no job `{id}`"))
     }
+}
+
+/// Whether `error` is a write to a pipe whose reader has exited.
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Any other error is a failure (`?` on database, queue, file and JSON errors).

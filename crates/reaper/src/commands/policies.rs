@@ -16,9 +16,9 @@ pub(crate) async fn run(settings: &Settings, as_json: bool) -> CommandResult {
     if as_json {
         print_json(rows)?;
     } else if rows.is_empty() {
-        println!("no retention policies are configured ([[retention]] in the config file)");
+        outln!("no retention policies are configured ([[retention]] in the config file)");
     } else {
-        print_table(rows);
+        print_table(rows)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -61,17 +61,17 @@ fn print_json(rows: Vec<(PolicyView, Option<u64>)>) -> anyhow::Result<()> {
             value
         })
         .collect();
-    println!("{}", serde_json::to_string_pretty(&shown)?);
+    outln!("{}", serde_json::to_string_pretty(&shown)?);
     Ok(())
 }
 
-fn print_table(rows: Vec<(PolicyView, Option<u64>)>) {
+fn print_table(rows: Vec<(PolicyView, Option<u64>)>) -> std::io::Result<()> {
     let when = |at: Option<DateTime<Utc>>| {
         at.map_or("-".to_owned(), |at| {
             at.format("%Y-%m-%d %H:%M:%S").to_string()
         })
     };
-    println!(
+    outln!(
         "{:<24} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
         "policy",
         "target",
@@ -91,7 +91,7 @@ fn print_table(rows: Vec<(PolicyView, Option<u64>)>) {
             ),
             None => ("never".to_owned(), "-".to_owned(), "-".to_owned()),
         };
-        println!(
+        outln!(
             "{:<24} {:<14} {:<16} {:<19}  {:<19}  {:<9} {:>10}  {:>10}",
             view.name,
             view.target,
@@ -111,7 +111,8 @@ fn print_table(rows: Vec<(PolicyView, Option<u64>)>) {
             .as_ref()
             .and_then(|run| run.last_error.as_ref())
         {
-            println!("    last error: {error}");
+            outln!("    last error: {error}");
         }
     }
+    Ok(())
 }

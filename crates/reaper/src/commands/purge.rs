@@ -28,7 +28,6 @@ pub(crate) async fn run(settings: &Settings, args: &PurgeArgs) -> CommandResult 
 
 /// Continues the paused (or orphaned) purge `id`.
 async fn resume(settings: &Settings, id: &str) -> Result<PurgeEnd, CommandError> {
-    let lease = settings.config.worker.lease.as_duration();
     let db = connect_checked(settings).await?;
     let Some(job) = ledger::get(&db, id).await? else {
         return Err(CommandError::no_job(id));
@@ -39,16 +38,16 @@ async fn resume(settings: &Settings, id: &str) -> Result<PurgeEnd, CommandError>
             job.state
         )));
     }
-    Ok(purge::run_foreground(&db, &settings.catalog, job, lease, None).await?)
+    Ok(purge::run_foreground(&db, settings, job, None).await?)
 }
 
 /// Submits a new purge (written `paused`) and runs it; `None` after a dry run.
 async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>, CommandError> {
-    let lease = settings.config.worker.lease.as_duration();
     let (request, policy) = purge::request(args, &settings.catalog, &settings.policies)
         .map_err(CommandError::Invalid)?;
     let validated = purge::validated(&request, &settings.catalog).map_err(CommandError::Invalid)?;
     let db = connect_checked(settings).await?;
+    warn_of_paused(&db, settings, &validated.target.name).await;
     if args.dry_run {
         purge::dry_run(&db, &validated).await?;
         return Ok(None);
@@ -72,7 +71,29 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
         policy.as_deref(),
     )
     .await?;
-    let end =
-        purge::run_foreground(&db, &settings.catalog, submitted.job, lease, Some(matching)).await?;
+    let end = purge::run_foreground(&db, settings, submitted.job, Some(matching)).await?;
     Ok(Some(end))
+}
+
+/// Warns of purges of `target` left paused (stopped by a signal, never resumed): a new purge
+/// does not continue them, and their rows may be what this one is about to count. A ledger that
+/// cannot be read (not migrated yet) has nothing to warn of; the purge itself then says why.
+async fn warn_of_paused(db: &reaper_engine::Database, settings: &Settings, target: &str) {
+    let paused = ledger::list(
+        db,
+        Some(reaper_core::lifecycle::JobState::Paused),
+        Some(target),
+        None,
+        20,
+    )
+    .await
+    .unwrap_or_default();
+    for job in paused {
+        eprintln!(
+            "warning: purge job {} of target `{target}` is paused ({} rows removed so far); resume it with: {}",
+            job.id,
+            job.rows_deleted,
+            settings.command_line(&format!("purge --resume {}", job.id))
+        );
+    }
 }

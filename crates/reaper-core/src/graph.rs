@@ -1,0 +1,455 @@
+//! Relations between targets: the tables that hang off a target, and the plan of steps a job
+//! on that target walks, deepest table first.
+//!
+//! A [`Relation`] says that rows of a *child* target refer to rows of a *parent* target through
+//! `child.column = parent.parent_column`, and what happens to those child rows when their parent
+//! goes ([`Action`]). Relations nest (users → orders → order_items) and need no database
+//! constraint (an analytics table with a `user_id` column). [`check`] refuses what no plan can
+//! run: a cycle, and a table reached by two relations with different actions.
+//!
+//! What a child row undergoes depends on what happens to its parent row ([`Effect::of`]):
+//!
+//! | parent row is … | child `delete` | child `soft_delete` | child `set_null` |
+//! |---|---|---|---|
+//! | deleted         | deleted        | soft-deleted        | column set to NULL |
+//! | soft-deleted    | left alone     | soft-deleted        | left alone |
+//! | kept (soft-deleted child's hard children, nulled rows) | left alone | left alone | left alone |
+//!
+//! A row that stays (soft-deleted, or its column set to NULL) keeps its own children, except
+//! that a soft delete carries on to the children declared `soft_delete`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Mode;
+
+/// What happens to a child row when its parent row goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The child row is deleted before its parent.
+    Delete,
+    /// The child row is soft-deleted (the child target's `soft_delete_column`).
+    SoftDelete,
+    /// The child's column is set to NULL; the row stays.
+    SetNull,
+}
+
+impl Action {
+    /// The word used in config and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Delete => "delete",
+            Action::SoftDelete => "soft_delete",
+            Action::SetNull => "set_null",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One declared relation: rows of `child` whose `column` equals a parent row's `parent_column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    /// The parent target's name.
+    pub parent: String,
+    /// The child target's name.
+    pub child: String,
+    /// The child's column that refers to the parent.
+    pub column: String,
+    /// The parent's column it refers to (the parent's primary key unless declared otherwise).
+    pub parent_column: String,
+    /// What happens to child rows when their parent goes.
+    pub action: Action,
+    /// Whether the start-up check accepts a child column that leads no index.
+    pub allow_unindexed: bool,
+}
+
+/// What one step does to the rows it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// `DELETE` them.
+    Delete,
+    /// Soft-delete them.
+    SoftDelete,
+    /// Set the relation's column to NULL.
+    SetNull,
+}
+
+impl Effect {
+    /// The effect a job in `mode` has on its own target's rows.
+    pub fn of_mode(mode: Mode) -> Self {
+        match mode {
+            Mode::Hard => Effect::Delete,
+            Mode::Soft => Effect::SoftDelete,
+        }
+    }
+
+    /// What a child row declared with `action` undergoes when its parent row undergoes `self`;
+    /// `None` when the child row is left alone (see the module's table).
+    pub fn of(self, action: Action) -> Option<Effect> {
+        match (self, action) {
+            (Effect::Delete, Action::Delete) => Some(Effect::Delete),
+            (Effect::Delete | Effect::SoftDelete, Action::SoftDelete) => Some(Effect::SoftDelete),
+            (Effect::Delete, Action::SetNull) => Some(Effect::SetNull),
+            (Effect::SoftDelete, Action::Delete | Action::SetNull) => None,
+            (Effect::SetNull, _) => None,
+        }
+    }
+
+    /// The word used in audit rows and results: `hard`, `soft`, `set_null`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Delete => "hard",
+            Effect::SoftDelete => "soft",
+            Effect::SetNull => "set_null",
+        }
+    }
+}
+
+/// One step of a job's plan: the rows of a descendant table reached through `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The relations from the job's target down to this step's table, outermost first.
+    pub path: Vec<Relation>,
+    /// What the step does to its rows.
+    pub effect: Effect,
+}
+
+impl Step {
+    /// The relation this step's rows hang from (the last of the path).
+    pub fn relation(&self) -> &Relation {
+        // A step is only ever built with at least one relation (see `plan`).
+        &self.path[self.path.len() - 1]
+    }
+
+    /// How deep the step's table lies below the job's target (children are 1).
+    pub fn depth(&self) -> usize {
+        self.path.len()
+    }
+
+    /// `users → orders → order_items`, for messages and results.
+    pub fn describe(&self) -> String {
+        describe_path(&self.path)
+    }
+}
+
+/// One link of a step's path with its child target resolved in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The relation.
+    pub relation: Relation,
+    /// Its child target, as declared.
+    pub child: crate::catalog::Target,
+}
+
+/// A [`Step`] with every target on its path resolved: what the engine and the SQL need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedStep {
+    /// From the job's target down; the last link's child is the step's table.
+    pub links: Vec<Link>,
+    /// What the step does to its rows.
+    pub effect: Effect,
+}
+
+impl ResolvedStep {
+    /// The step's table (the last link's child).
+    pub fn target(&self) -> &crate::catalog::Target {
+        // Built only from non-empty steps (see `Catalog::resolved_plan`).
+        &self.links[self.links.len() - 1].child
+    }
+
+    /// The relation its rows hang from.
+    pub fn relation(&self) -> &Relation {
+        &self.links[self.links.len() - 1].relation
+    }
+
+    /// `users → orders → order_items`.
+    pub fn describe(&self) -> String {
+        let path: Vec<Relation> = self.links.iter().map(|l| l.relation.clone()).collect();
+        describe_path(&path)
+    }
+}
+
+/// `users → orders → order_items` for a chain of relations.
+pub fn describe_path(path: &[Relation]) -> String {
+    let mut text = path.first().map(|r| r.parent.clone()).unwrap_or_default();
+    for relation in path {
+        text.push_str(" → ");
+        text.push_str(&relation.child);
+    }
+    text
+}
+
+/// The steps a job on `root` in `mode` takes before it touches `root`'s own rows, deepest
+/// first: every descendant table reached through relations whose effect is not "left alone",
+/// each after all of its own descendants (post-order), siblings in declaration order. A table
+/// reached through two relations is two steps, one per path. `relations` must have passed
+/// [`check`] (no cycle), or this would not end.
+pub fn plan(relations: &[Relation], root: &str, mode: Mode) -> Vec<Step> {
+    let mut steps = Vec::new();
+    descend(
+        relations,
+        root,
+        Effect::of_mode(mode),
+        &mut Vec::new(),
+        &mut steps,
+    );
+    steps
+}
+
+fn descend(
+    relations: &[Relation],
+    parent: &str,
+    parent_effect: Effect,
+    path: &mut Vec<Relation>,
+    steps: &mut Vec<Step>,
+) {
+    for relation in relations.iter().filter(|r| r.parent == parent) {
+        let Some(effect) = parent_effect.of(relation.action) else {
+            continue;
+        };
+        path.push(relation.clone());
+        descend(relations, &relation.child, effect, path, steps);
+        steps.push(Step {
+            path: path.clone(),
+            effect,
+        });
+        path.pop();
+    }
+}
+
+/// A relation no plan can run, with the index of the relation that shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphProblem {
+    /// Following relations from `relations[index]` comes back to where it started.
+    Cycle {
+        /// The relation that closes the cycle.
+        index: usize,
+        /// The targets around the cycle, first repeated last.
+        cycle: Vec<String>,
+    },
+    /// The same child table is reached through two relations with different actions.
+    ConflictingActions {
+        /// The later of the two relations.
+        index: usize,
+        /// The earlier one, which declares the other action.
+        other: usize,
+    },
+    /// `relations[index]` names a parent or child the catalog does not declare.
+    UnknownTarget {
+        /// The relation.
+        index: usize,
+    },
+}
+
+/// Refuses cycles and tables reached with two different actions. Each cycle is reported once,
+/// at the relation that closes it when walking relations in order.
+pub fn check(relations: &[Relation]) -> Vec<GraphProblem> {
+    let mut problems = Vec::new();
+    let mut first_action: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, relation) in relations.iter().enumerate() {
+        match first_action.get(relation.child.as_str()) {
+            Some(&other) if relations[other].action != relation.action => {
+                problems.push(GraphProblem::ConflictingActions { index, other });
+            }
+            Some(_) => {}
+            None => {
+                first_action.insert(&relation.child, index);
+            }
+        }
+    }
+    let mut reported: Vec<Vec<String>> = Vec::new();
+    for (index, relation) in relations.iter().enumerate() {
+        if let Some(mut cycle) = path_back(relations, &relation.child, &relation.parent) {
+            cycle.insert(0, relation.parent.clone());
+            let mut members = cycle[..cycle.len() - 1].to_vec();
+            members.sort();
+            if !reported.contains(&members) {
+                reported.push(members);
+                problems.push(GraphProblem::Cycle { index, cycle });
+            }
+        }
+    }
+    problems
+}
+
+/// The targets from `from` to `to` following relations (both ends included), if `to` is
+/// reachable. Breadth-first over target names, so it ends on any graph.
+fn path_back(relations: &[Relation], from: &str, to: &str) -> Option<Vec<String>> {
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut frontier = vec![from];
+    let mut seen = std::collections::BTreeSet::from([from]);
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for node in frontier {
+            if node == to {
+                let mut path = vec![to.to_owned()];
+                let mut at = to;
+                while let Some(&previous) = came_from.get(at) {
+                    path.push(previous.to_owned());
+                    at = previous;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for relation in relations.iter().filter(|r| r.parent == node) {
+                if seen.insert(&relation.child) {
+                    came_from.insert(&relation.child, node);
+                    next.push(relation.child.as_str());
+                }
+            }
+        }
+        frontier = next;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relation(parent: &str, child: &str, action: Action) -> Relation {
+        Relation {
+            parent: parent.into(),
+            child: child.into(),
+            column: format!("{parent}_id"),
+            parent_column: "id".into(),
+            action,
+            allow_unindexed: false,
+        }
+    }
+
+    fn shop() -> Vec<Relation> {
+        vec![
+            relation("users", "sessions", Action::Delete),
+            relation("users", "orders", Action::Delete),
+            relation("orders", "order_items", Action::Delete),
+            relation("users", "events", Action::SetNull),
+            relation("users", "comments", Action::SoftDelete),
+            relation("comments", "reactions", Action::Delete),
+            relation("comments", "flags", Action::SoftDelete),
+        ]
+    }
+
+    fn tables(steps: &[Step]) -> Vec<(String, &'static str)> {
+        steps
+            .iter()
+            .map(|s| (s.describe(), s.effect.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_hard_job_plans_every_descendant_deepest_first() {
+        let steps = plan(&shop(), "users", Mode::Hard);
+        let expected = [
+            ("users → sessions", "hard"),
+            ("users → orders → order_items", "hard"),
+            ("users → orders", "hard"),
+            ("users → events", "set_null"),
+            // A soft-deleted comment stays, so its hard children stay; soft ones follow it.
+            ("users → comments → flags", "soft"),
+            ("users → comments", "soft"),
+        ];
+        let expected: Vec<(String, &str)> =
+            expected.iter().map(|(t, e)| (t.to_string(), *e)).collect();
+        assert_eq!(tables(&steps), expected);
+        for step in &steps {
+            let deeper_later = steps
+                .iter()
+                .skip_while(|s| *s != step)
+                .any(|s| s.depth() > step.depth() && s.path.starts_with(&step.path));
+            assert!(
+                !deeper_later,
+                "{} runs before a descendant",
+                step.describe()
+            );
+        }
+    }
+
+    #[test]
+    fn a_soft_job_carries_only_to_soft_children() {
+        let steps = plan(&shop(), "users", Mode::Soft);
+        let expected: Vec<(String, &str)> = vec![
+            ("users → comments → flags".into(), "soft"),
+            ("users → comments".into(), "soft"),
+        ];
+        assert_eq!(tables(&steps), expected);
+    }
+
+    #[test]
+    fn a_target_without_relations_plans_nothing() {
+        assert!(plan(&shop(), "order_items", Mode::Hard).is_empty());
+        assert!(plan(&[], "users", Mode::Hard).is_empty());
+    }
+
+    #[test]
+    fn the_effect_table_is_the_documented_one() {
+        use Action::*;
+        let table = [
+            (Effect::Delete, Delete, Some(Effect::Delete)),
+            (Effect::Delete, SoftDelete, Some(Effect::SoftDelete)),
+            (Effect::Delete, SetNull, Some(Effect::SetNull)),
+            (Effect::SoftDelete, Delete, None),
+            (Effect::SoftDelete, SoftDelete, Some(Effect::SoftDelete)),
+            (Effect::SoftDelete, SetNull, None),
+            (Effect::SetNull, Delete, None),
+            (Effect::SetNull, SoftDelete, None),
+            (Effect::SetNull, SetNull, None),
+        ];
+        for (parent, action, child) in table {
+            assert_eq!(parent.of(action), child, "{parent:?} × {action}");
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_once_with_their_path() {
+        let mut relations = shop();
+        relations.push(relation("order_items", "users", Action::Delete));
+        let problems = check(&relations);
+        assert_eq!(
+            problems,
+            vec![GraphProblem::Cycle {
+                index: 1,
+                cycle: vec![
+                    "users".into(),
+                    "orders".into(),
+                    "order_items".into(),
+                    "users".into()
+                ],
+            }]
+        );
+        let own = check(&[relation("users", "users", Action::SetNull)]);
+        assert_eq!(
+            own,
+            vec![GraphProblem::Cycle {
+                index: 0,
+                cycle: vec!["users".into(), "users".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn two_paths_must_agree_on_the_action() {
+        let mut relations = shop();
+        relations.push(relation("users", "order_items", Action::Delete));
+        assert!(check(&relations).is_empty(), "same action: two steps, fine");
+        assert_eq!(plan(&relations, "users", Mode::Hard).len(), 7);
+        relations.push(relation("sessions", "order_items", Action::SetNull));
+        assert_eq!(
+            check(&relations),
+            vec![GraphProblem::ConflictingActions { index: 8, other: 2 }]
+        );
+    }
+
+    #[test]
+    fn the_shop_has_no_problem() {
+        assert!(check(&shop()).is_empty());
+    }
+}

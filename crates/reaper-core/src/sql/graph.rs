@@ -1,0 +1,340 @@
+//! Statements of a job across relations (issue 12), every backend. For each window of parent
+//! keys (selected as a one-table job selects them), each step of the job's plan drains the
+//! step's rows that hang off those parents in bounded child batches — one transaction each:
+//! lease check, [`select_step`], [`remove_step`], audit row, counters — deepest step first; then
+//! the parents' own transaction re-checks that no row of a direct child is left
+//! ([`select_step`] with a limit of 1), locks the parents still matching ([`lock_parents`]) and
+//! removes them ([`remove_parents`]) with their audit row and the checkpoint.
+//!
+//! A child batch needs no checkpoint: the rows it removes (or soft-deletes, or whose column it
+//! sets to NULL) no longer match its selection, so a resumed drain selects exactly the rows
+//! left.
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::Target;
+use crate::graph::{Effect, ResolvedStep};
+use crate::sql::{
+    Backend, SqlWriter, Statement, key_param, write_filter, write_key_projection,
+    write_removal_head,
+};
+use crate::validate::ValidatedJob;
+use crate::value::{KeyValue, SqlValue};
+
+/// The step's next rows: `SELECT pk FROM child WHERE column IN (<parent values>) [AND
+/// soft_delete_column IS NULL] ORDER BY pk LIMIT $n [FOR UPDATE]`, where the parent values
+/// follow the step's path up to the window's `parents` keys (one nested `IN` per level). Rows
+/// are locked on PostgreSQL and MySQL (SQLite has one writer), so every selected row is removed.
+///
+/// Expected plan: at each level an index lookup on the relation's column (the start-up check
+/// requires an index it leads), the root level by primary key; a sort of at most the rows
+/// hanging off the window.
+pub fn select_step(
+    backend: Backend,
+    job: &ValidatedJob,
+    step: &ResolvedStep,
+    parents: &[KeyValue],
+    limit: u32,
+) -> Statement {
+    let child = step.target();
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ");
+    write_key_projection(&mut w, child);
+    w.push(" FROM ").table(child).push(" WHERE ");
+    write_step_rows(&mut w, job, step, Root::Keys(parents));
+    w.push(" ORDER BY ")
+        .ident(&child.primary_key)
+        .push(" LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    if backend != Backend::Sqlite {
+        w.push(" FOR UPDATE");
+    }
+    w.finish()
+}
+
+/// `column IN (<values of the path>) [AND soft_delete_column IS NULL]`: the rows of the step's
+/// table that hang off the window's parents and still need its effect.
+fn write_step_rows(w: &mut SqlWriter, job: &ValidatedJob, step: &ResolvedStep, parents: Root<'_>) {
+    let depth = step.links.len();
+    w.ident(&step.relation().column).push(" IN (");
+    write_parent_values(w, job, step, depth - 1, parents);
+    w.push(")");
+    if let (Effect::SoftDelete, Some(column)) = (step.effect, &step.target().soft_delete_column) {
+        w.push(" AND ").ident(column).push(" IS NULL");
+    }
+}
+
+/// Which rows of the job's own table a step's rows hang off.
+#[derive(Clone, Copy)]
+enum Root<'a> {
+    /// A window's parent keys.
+    Keys(&'a [KeyValue]),
+    /// Every row the job's filter matches (dry runs).
+    Filter,
+}
+
+/// `SELECT parent_column FROM <level> WHERE …`: the values the link at `level` refers to. Level
+/// 0 is the job's own table, restricted to the window's keys (or the job's filter); level `k`
+/// is the child of link `k - 1`, restricted to the rows hanging off level `k - 1`.
+fn write_parent_values(
+    w: &mut SqlWriter,
+    job: &ValidatedJob,
+    step: &ResolvedStep,
+    level: usize,
+    parents: Root<'_>,
+) {
+    let link = &step.links[level];
+    w.push("SELECT ")
+        .ident(&link.relation.parent_column)
+        .push(" FROM ");
+    if level == 0 {
+        w.table(&job.target).push(" WHERE ");
+        match parents {
+            Root::Keys(keys) => write_key_list(w, &job.target, keys),
+            Root::Filter => {
+                w.push("(");
+                write_filter(w, job);
+                w.push(")");
+            }
+        }
+    } else {
+        let above = &step.links[level - 1];
+        w.table(&above.child)
+            .push(" WHERE ")
+            .ident(&above.relation.column)
+            .push(" IN (");
+        write_parent_values(w, job, step, level - 1, parents);
+        w.push(")");
+    }
+}
+
+/// `SELECT count(*) FROM child WHERE column IN (<values of the path from every row the job's
+/// filter matches>)`: the rows the step would remove now, for a dry run. Expected plan: as
+/// [`select_step`]'s, the root level by the job's filter.
+pub fn count_step(backend: Backend, job: &ValidatedJob, step: &ResolvedStep) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT count(*) FROM ")
+        .table(step.target())
+        .push(" WHERE ");
+    write_step_rows(&mut w, job, step, Root::Filter);
+    w.finish()
+}
+
+/// `pk IN ($1, $2, …)`, typed like the key.
+fn write_key_list(w: &mut SqlWriter, target: &Target, keys: &[KeyValue]) {
+    w.ident(&target.primary_key).push(" IN (");
+    for (index, key) in keys.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(key_param(target.key_type, key));
+    }
+    w.push(")");
+}
+
+/// The step's effect on the rows [`select_step`] locked: `DELETE FROM child WHERE pk IN (…)`,
+/// `UPDATE child SET soft_delete_column = $now WHERE pk IN (…) AND soft_delete_column IS NULL`,
+/// or `UPDATE child SET column = NULL WHERE pk IN (…)`. Expected plan: primary-key lookups.
+pub fn remove_step(
+    backend: Backend,
+    step: &ResolvedStep,
+    keys: &[KeyValue],
+    now: DateTime<Utc>,
+) -> Statement {
+    let child = step.target();
+    let mut w = SqlWriter::new(backend);
+    match (step.effect, &child.soft_delete_column) {
+        (Effect::SoftDelete, Some(column)) => {
+            w.push("UPDATE ")
+                .table(child)
+                .push(" SET ")
+                .ident(column)
+                .push(" = ")
+                .param(SqlValue::Timestamp(now))
+                .push(" WHERE ");
+            write_key_list(&mut w, child, keys);
+            w.push(" AND ").ident(column).push(" IS NULL");
+        }
+        (Effect::SetNull, _) => {
+            w.push("UPDATE ")
+                .table(child)
+                .push(" SET ")
+                .ident(&step.relation().column)
+                .push(" = NULL WHERE ");
+            write_key_list(&mut w, child, keys);
+        }
+        _ => {
+            w.push("DELETE FROM ").table(child).push(" WHERE ");
+            write_key_list(&mut w, child, keys);
+        }
+    }
+    w.finish()
+}
+
+/// The window's parents that still match the job's filter, locked (PostgreSQL, MySQL) before
+/// the re-check of their children, so a child inserted for them meanwhile either committed
+/// before (and is seen) or waits for this transaction (a foreign key's share lock). Expected
+/// plan: primary-key lookups.
+pub fn lock_parents(backend: Backend, job: &ValidatedJob, parents: &[KeyValue]) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ");
+    write_key_projection(&mut w, &job.target);
+    w.push(" FROM ").table(&job.target).push(" WHERE ");
+    write_key_list(&mut w, &job.target, parents);
+    w.push(" AND (");
+    write_filter(&mut w, job);
+    w.push(") ORDER BY ").ident(&job.target.primary_key);
+    if backend != Backend::Sqlite {
+        w.push(" FOR UPDATE");
+    }
+    w.finish()
+}
+
+/// Removes the locked parents (`DELETE`, or the soft `UPDATE` of rows still not soft-deleted).
+/// Expected plan: primary-key lookups.
+pub fn remove_parents(
+    backend: Backend,
+    job: &ValidatedJob,
+    keys: &[KeyValue],
+    now: DateTime<Utc>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    write_removal_head(&mut w, job, now);
+    w.push(" WHERE ");
+    write_key_list(&mut w, &job.target, keys);
+    if let (crate::catalog::Mode::Soft, Some(column)) = (job.mode, &job.target.soft_delete_column) {
+        w.push(" AND ").ident(column).push(" IS NULL");
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::catalog::{Catalog, KeyType, Mode};
+    use crate::graph::{Action, Relation};
+
+    fn target(name: &str) -> Target {
+        Target {
+            name: name.into(),
+            schema: None,
+            table: name.into(),
+            primary_key: "id".into(),
+            key_type: KeyType::Int,
+            columns: Default::default(),
+            default_mode: Mode::Hard,
+            batch_size: 10,
+            max_batch_size: 100,
+            soft_delete_column: Some("deleted_at".into()),
+            max_rows: 1_000,
+            max_attempts: None,
+            throttle: Default::default(),
+        }
+    }
+
+    fn relation(parent: &str, child: &str, column: &str, action: Action) -> Relation {
+        Relation {
+            parent: parent.into(),
+            child: child.into(),
+            column: column.into(),
+            parent_column: "id".into(),
+            action,
+            allow_unindexed: false,
+        }
+    }
+
+    fn shop() -> Catalog {
+        Catalog::new(["users", "orders", "order_items", "comments"].map(target))
+            .with_relations(vec![
+                relation("users", "orders", "user_id", Action::Delete),
+                relation("orders", "order_items", "order_id", Action::SetNull),
+                relation("users", "comments", "author_id", Action::SoftDelete),
+            ])
+            .unwrap()
+    }
+
+    fn job(mode: Mode) -> ValidatedJob {
+        let catalog = shop();
+        ValidatedJob {
+            target: target("users"),
+            predicates: Vec::new(),
+            mode,
+            batch_size: 10,
+            max_rows: 100,
+            stop_at_max_rows: false,
+            dry_run: false,
+            requested_by: "t".into(),
+            reason: "r".into(),
+            graph: catalog.resolved_plan("users", mode),
+        }
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn a_step_selects_through_every_level_of_its_path() {
+        let job = job(Mode::Hard);
+        let steps: Vec<String> = job.graph.iter().map(|s| s.describe()).collect();
+        assert_eq!(
+            steps,
+            [
+                "users → orders → order_items",
+                "users → orders",
+                "users → comments"
+            ]
+        );
+        let parents = [KeyValue::Int(7), KeyValue::Int(9)];
+        expect![[r#"
+            SELECT "id"::int8 FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE "id" IN ($1, $2))) ORDER BY "id" LIMIT $3 FOR UPDATE
+            -- parameters: 7, 9, 50"#]]
+        .assert_eq(&select_step(Backend::Postgres, &job, &job.graph[0], &parents, 50).to_string());
+        expect![[r#"
+            SELECT "id" FROM "comments" WHERE "author_id" IN (SELECT "id" FROM "users" WHERE "id" IN (?, ?)) AND "deleted_at" IS NULL ORDER BY "id" LIMIT ?
+            -- parameters: 7, 9, 50"#]]
+        .assert_eq(&select_step(Backend::Sqlite, &job, &job.graph[2], &parents, 50).to_string());
+    }
+
+    #[test]
+    fn a_dry_run_counts_a_step_from_the_filter() {
+        let job = job(Mode::Hard);
+        expect![[r#"
+            SELECT count(*) FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE (TRUE)))"#]]
+        .assert_eq(&count_step(Backend::Postgres, &job, &job.graph[0]).to_string());
+    }
+
+    #[test]
+    fn each_effect_removes_by_key() {
+        let job = job(Mode::Hard);
+        let keys = [KeyValue::Int(1), KeyValue::Int(2)];
+        let sql =
+            |index: usize| remove_step(Backend::MySql, &job.graph[index], &keys, at()).to_string();
+        expect![[r#"
+            UPDATE `order_items` SET `order_id` = NULL WHERE `id` IN (?, ?)
+            -- parameters: 1, 2"#]]
+        .assert_eq(&sql(0));
+        expect![[r#"
+            DELETE FROM `orders` WHERE `id` IN (?, ?)
+            -- parameters: 1, 2"#]]
+        .assert_eq(&sql(1));
+        assert!(sql(2).starts_with("UPDATE `comments` SET `deleted_at` = ? WHERE `id` IN (?, ?) AND `deleted_at` IS NULL"), "{}", sql(2));
+        expect![[r#"
+            SELECT "id"::int8 FROM "users" WHERE "id" IN ($1, $2) AND (TRUE) ORDER BY "id" FOR UPDATE
+            -- parameters: 1, 2"#]]
+        .assert_eq(&lock_parents(Backend::Postgres, &job, &keys).to_string());
+        let soft = self::job(Mode::Soft);
+        assert_eq!(
+            soft.graph.len(),
+            1,
+            "only the soft child follows a soft delete"
+        );
+        assert!(remove_parents(Backend::Sqlite, &soft, &keys, at())
+            .to_string()
+            .starts_with(r#"UPDATE "users" SET "deleted_at" = ? WHERE "id" IN (?, ?) AND "deleted_at" IS NULL"#));
+    }
+}

@@ -1,0 +1,354 @@
+//! One batch of a job across relations (issue 12): a window of parent keys, selected as a
+//! one-table job selects them; every step of the job's plan drained for those parents in
+//! bounded child batches, deepest first; then the parents' own transaction. Each transaction
+//! is a batch like any other — lease check, rows, one audit row naming its table, counters — so
+//! no transaction touches more than one table's batch size of rows, and each committed one
+//! leaves every declared child row hanging off a parent that still exists.
+//!
+//! A crash or a cancel between two transactions leaves the checkpoint before the window: the
+//! next run selects the same window (less what is gone) and drains what is left of it. A batch
+//! that deletes rows first re-checks, under lock, that no row of the tables directly below is
+//! left for the window (one inserted meanwhile); if one is, it rolls back and the window is
+//! drained again, up to [`REDRAINS`] times.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use reaper_core::graph::{Effect, ResolvedStep};
+use reaper_core::sql::{Backend, graph, ledger};
+use reaper_core::validate::ValidatedJob;
+use reaper_core::value::KeyValue;
+use sea_orm::DatabaseTransaction;
+
+use crate::batch::{
+    BatchResult, LeaseHolder, begin, lease_until, lock_job, read_keys, update_own_job,
+};
+use crate::database::{Database, execute, query_all};
+use crate::error::EngineError;
+
+/// How many times a window is drained again when child rows appeared meanwhile.
+pub const REDRAINS: u32 = 5;
+
+/// What one transaction of the graph did.
+enum Outcome {
+    /// Wrote this many rows (with its audit row when more than 0, and its counters): commit.
+    Done(u64),
+    /// Nothing was left to remove: nothing written, roll back.
+    Nothing,
+    /// Rows directly below appeared since they were drained (in this child's target): roll
+    /// back and drain the window again.
+    ChildrenLeft(String),
+    /// The lease check refused (cancel requested or lease lost): roll back.
+    Refused,
+}
+
+/// Runs the graph batch for the window of up to `limit` parent keys after `after`. The
+/// result's `rows` counts every table's rows; `selected` and `last_key` are the parents'.
+pub async fn run_graph_batch(
+    db: &Database,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+    holder: LeaseHolder<'_>,
+) -> Result<BatchResult, EngineError> {
+    let started = Instant::now();
+    let parents = crate::batch::sample_keys(db, job, after, limit).await?;
+    let Some(window_end) = parents.last().cloned() else {
+        return Ok(committed(0, 0, None, started));
+    };
+    let mut rows = 0;
+    let mut appeared = String::new();
+    for _ in 0..=REDRAINS {
+        let drained = drain_all(db, job, &parents, holder, &mut rows).await?;
+        let outcome = match drained {
+            Outcome::Nothing => {
+                let txn = begin(db).await?;
+                let written =
+                    parent_batch(&txn, db.backend(), job, &parents, &window_end, holder).await;
+                settle(txn, written).await?
+            }
+            other => other,
+        };
+        let removed = match outcome {
+            Outcome::Done(removed) => removed,
+            Outcome::Nothing => 0,
+            Outcome::Refused => return Ok(BatchResult::Refused),
+            Outcome::ChildrenLeft(table) => {
+                appeared = table;
+                continue;
+            }
+        };
+        let selected = parents.len() as u64;
+        return Ok(committed(
+            rows + removed,
+            selected,
+            Some(window_end),
+            started,
+        ));
+    }
+    Err(EngineError::ChildrenKeptComing {
+        table: appeared,
+        rounds: REDRAINS,
+    })
+}
+
+fn committed(
+    rows: u64,
+    selected: u64,
+    last_key: Option<KeyValue>,
+    started: Instant,
+) -> BatchResult {
+    BatchResult::Committed {
+        rows,
+        selected,
+        last_key,
+        elapsed: started.elapsed(),
+        skipped_locked: false,
+    }
+}
+
+/// Every step, deepest first, each drained to the end; adds what was removed to `rows`.
+/// `Nothing` when every step is drained; `ChildrenLeft` or `Refused` stop the walk.
+async fn drain_all(
+    db: &Database,
+    job: &ValidatedJob,
+    parents: &[KeyValue],
+    holder: LeaseHolder<'_>,
+    rows: &mut u64,
+) -> Result<Outcome, EngineError> {
+    for step in &job.graph {
+        loop {
+            let txn = begin(db).await?;
+            let written = child_batch(&txn, db.backend(), job, step, parents, holder).await;
+            match settle(txn, written).await? {
+                Outcome::Done(removed) => *rows += removed,
+                Outcome::Nothing => break,
+                stop => return Ok(stop),
+            }
+        }
+    }
+    Ok(Outcome::Nothing)
+}
+
+/// Commits a transaction that wrote (`Done`), rolls back any other.
+async fn settle(
+    txn: DatabaseTransaction,
+    written: Result<Outcome, EngineError>,
+) -> Result<Outcome, EngineError> {
+    // Without the `failpoints` feature the fault point compiles to nothing.
+    #[allow(clippy::bind_instead_of_map)]
+    let written = written.and_then(|outcome| {
+        if matches!(outcome, Outcome::Done(_)) {
+            fail::fail_point!("graph::before_commit", |_| Err(EngineError::Injected(
+                "graph::before_commit"
+            )));
+        }
+        Ok(outcome)
+    });
+    match written {
+        Ok(Outcome::Done(rows)) => {
+            txn.commit().await?;
+            Ok(Outcome::Done(rows))
+        }
+        Ok(other) => {
+            txn.rollback().await?;
+            Ok(other)
+        }
+        Err(error) => {
+            if let Err(rollback_error) = txn.rollback().await {
+                tracing::warn!(message = "Rollback after a failed graph batch failed.", error = %rollback_error);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// One child batch of `step`: its next rows hanging off the window, locked, checked for rows
+/// directly below when they are deleted, removed, audited and counted.
+async fn child_batch(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    step: &ResolvedStep,
+    parents: &[KeyValue],
+    holder: LeaseHolder<'_>,
+) -> Result<Outcome, EngineError> {
+    let now = Utc::now();
+    let Some(batches) = lock_job(txn, backend, holder).await? else {
+        return Ok(Outcome::Refused);
+    };
+    let child = step.target();
+    let select = graph::select_step(backend, job, step, parents, child.batch_size);
+    let keys = read_keys(&query_all(txn, backend, &select).await?, child.key_type)?;
+    if keys.is_empty() {
+        return Ok(Outcome::Nothing);
+    }
+    if step.effect == Effect::Delete {
+        let below = job.graph.iter().filter(|s| is_directly_below(s, step));
+        if let Some(table) = first_with_rows(txn, backend, job, below, parents).await? {
+            return Ok(Outcome::ChildrenLeft(table));
+        }
+    }
+    execute(txn, backend, &graph::remove_step(backend, step, &keys, now)).await?;
+    let what = Written {
+        target: &child.name,
+        mode: step.effect.as_str(),
+        keys: &keys,
+        checkpoint: None,
+    };
+    record(txn, backend, job, holder, batches, &what, now).await
+}
+
+/// The parents' transaction: the window's parents still matching, locked; no row of a table
+/// directly below left for them (when they are deleted); removed, audited, checkpoint moved to
+/// the end of the window.
+async fn parent_batch(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    parents: &[KeyValue],
+    window_end: &KeyValue,
+    holder: LeaseHolder<'_>,
+) -> Result<Outcome, EngineError> {
+    let now = Utc::now();
+    let Some(batches) = lock_job(txn, backend, holder).await? else {
+        return Ok(Outcome::Refused);
+    };
+    let lock = graph::lock_parents(backend, job, parents);
+    let keys = read_keys(&query_all(txn, backend, &lock).await?, job.target.key_type)?;
+    if !keys.is_empty() {
+        if job.mode == reaper_core::catalog::Mode::Hard {
+            let below = job.graph.iter().filter(|s| s.links.len() == 1);
+            if let Some(table) = first_with_rows(txn, backend, job, below, &keys).await? {
+                return Ok(Outcome::ChildrenLeft(table));
+            }
+        }
+        execute(
+            txn,
+            backend,
+            &graph::remove_parents(backend, job, &keys, now),
+        )
+        .await?;
+    }
+    let what = Written {
+        target: &job.target.name,
+        mode: job.mode.as_str(),
+        keys: &keys,
+        checkpoint: Some(window_end),
+    };
+    record(txn, backend, job, holder, batches, &what, now).await
+}
+
+/// Whether `candidate`'s path is `step`'s plus one link (its rows hang off `step`'s rows).
+fn is_directly_below(candidate: &ResolvedStep, step: &ResolvedStep) -> bool {
+    candidate.links.len() == step.links.len() + 1
+        && candidate
+            .links
+            .iter()
+            .zip(&step.links)
+            .all(|(a, b)| a.relation == b.relation)
+}
+
+/// The first of `steps` with a row left for the window (locked, so none is added under this
+/// transaction on PostgreSQL and MySQL), by target name.
+async fn first_with_rows<'s>(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    steps: impl Iterator<Item = &'s ResolvedStep>,
+    parents: &[KeyValue],
+) -> Result<Option<String>, EngineError> {
+    for step in steps {
+        let probe = graph::select_step(backend, job, step, parents, 1);
+        if !query_all(txn, backend, &probe).await?.is_empty() {
+            return Ok(Some(step.target().name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// What one graph transaction removed, for its audit row and counters.
+struct Written<'a> {
+    target: &'a str,
+    mode: &'a str,
+    keys: &'a [KeyValue],
+    checkpoint: Option<&'a KeyValue>,
+}
+
+/// The audit row (when rows were removed) and the counters, in the batch's transaction.
+async fn record(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    holder: LeaseHolder<'_>,
+    batches: i64,
+    what: &Written<'_>,
+    now: DateTime<Utc>,
+) -> Result<Outcome, EngineError> {
+    let rows = what.keys.len() as u64;
+    if rows > 0 {
+        let entry = ledger::AuditEntry {
+            job_id: holder.job_id,
+            batch_no: batches + 1,
+            keys: what.keys,
+            at: now,
+        };
+        let audit = ledger::insert_audit_as(backend, job, what.target, what.mode, &entry);
+        execute(txn, backend, &audit).await?;
+    }
+    let count = ledger::count_graph_batch(
+        backend,
+        (holder.job_id, holder.token),
+        what.checkpoint,
+        rows,
+        now,
+        lease_until(now, holder.lease),
+    );
+    update_own_job(txn, backend, &count, holder.job_id).await?;
+    Ok(Outcome::Done(rows))
+}
+
+/// A dry run's per-table counts (empty for a one-table job) and the statements of one batch:
+/// a one-table job's batch, or a graph batch's window selection, each step's child batch and
+/// the parents' transaction.
+pub async fn describe(
+    db: &Database,
+    job: &ValidatedJob,
+    matching: u64,
+    now: DateTime<Utc>,
+) -> Result<(std::collections::BTreeMap<String, u64>, String), EngineError> {
+    let backend = db.backend();
+    if job.graph.is_empty() {
+        let sql = crate::batch::describe_batch(backend, job, now);
+        return Ok((Default::default(), sql));
+    }
+    let mut tables = std::collections::BTreeMap::from([(job.target.name.clone(), matching)]);
+    let window = [KeyValue::Text("<window keys>".into())];
+    let mut sql = vec![format!(
+        "-- the window of parent keys\n{};",
+        reaper_core::sql::select_keys(backend, job, None, job.batch_size)
+    )];
+    for step in &job.graph {
+        let rows = db.query_all(&graph::count_step(backend, job, step)).await?;
+        let count: i64 = match rows.first() {
+            Some(row) => row.try_get_by_index(0)?,
+            None => 0,
+        };
+        *tables.entry(step.target().name.clone()).or_default() += u64::try_from(count).unwrap_or(0);
+        let select = graph::select_step(backend, job, step, &window, step.target().batch_size);
+        let remove = graph::remove_step(
+            backend,
+            step,
+            &[KeyValue::Text("<locked keys>".into())],
+            now,
+        );
+        sql.push(format!("-- {}: one child batch (lease check, audit row and counters as a batch's)\n{select};\n{remove};", step.describe()));
+    }
+    let lock = graph::lock_parents(backend, job, &window);
+    let remove =
+        graph::remove_parents(backend, job, &[KeyValue::Text("<locked keys>".into())], now);
+    sql.push(format!(
+        "-- the parents (after a re-check of their direct children)\n{lock};\n{remove};"
+    ));
+    Ok((tables, sql.join("\n")))
+}

@@ -1,0 +1,210 @@
+//! Relations between targets (issue 12) against real SQLite, PostgreSQL and MariaDB: the
+//! start-up check reads the database's foreign keys and indexes and holds the declared
+//! relations to them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use reaper_core::catalog::{Catalog, Target};
+use reaper_core::config::DatabaseConfig;
+use reaper_core::graph::{Action, Relation};
+use reaper_core::span::Span;
+use reaper_core::sql::Backend;
+use reaper_engine::Database;
+use reaper_engine::graph_check;
+use reaper_engine::schema_check;
+use reaper_testkit::TestDatabase;
+use reaper_testkit::engine::TargetFixture;
+
+reaper_testkit::on_every_backend!(
+    foreign_keys_are_read_with_their_on_delete_action,
+    a_soft_delete_child_tied_by_a_foreign_key_is_refused,
+    an_undeclared_referencing_table_is_refused_with_the_config_to_add,
+    a_declared_graph_passes_and_an_unindexed_child_column_is_refused_with_its_create_index,
+);
+
+/// users ← sessions (CASCADE), users ← orders (RESTRICT) ← order_items (SET NULL), and
+/// analytics (a `user_id` without a constraint or an index). Foreign-key columns are indexed.
+async fn shop(backend: Backend) -> (TestDatabase, Database) {
+    let test = TestDatabase::new(backend).await;
+    for ddl in [
+        "CREATE TABLE users (id BIGINT PRIMARY KEY, email VARCHAR(100))",
+        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)",
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE RESTRICT)",
+        "CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT, \
+         FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE SET NULL)",
+        "CREATE TABLE analytics (id BIGINT PRIMARY KEY, user_id BIGINT)",
+        "CREATE INDEX sessions_user_id ON sessions (user_id)",
+        "CREATE INDEX orders_user_id ON orders (user_id)",
+        "CREATE INDEX order_items_order_id ON order_items (order_id)",
+    ] {
+        test.exec(ddl).await;
+    }
+    let db = Database::connect(&DatabaseConfig {
+        url: test.url.clone(),
+        max_connections: 2,
+        statement_timeout: Span::from_secs(30),
+        lock_timeout: Span::from_millis(50),
+    })
+    .await
+    .unwrap();
+    (test, db)
+}
+
+fn targets() -> Vec<Target> {
+    ["users", "sessions", "orders", "order_items", "analytics"]
+        .map(Target::fixture)
+        .into()
+}
+
+fn relation(parent: &str, child: &str, column: &str, action: Action) -> Relation {
+    Relation {
+        parent: parent.into(),
+        child: child.into(),
+        column: column.into(),
+        parent_column: "id".into(),
+        action,
+        allow_unindexed: false,
+    }
+}
+
+fn graph() -> Vec<Relation> {
+    vec![
+        relation("users", "sessions", "user_id", Action::Delete),
+        relation("users", "orders", "user_id", Action::Delete),
+        relation("orders", "order_items", "order_id", Action::SetNull),
+        relation("users", "analytics", "user_id", Action::Delete),
+    ]
+}
+
+async fn check_error(db: &Database, catalog: &Catalog) -> String {
+    schema_check::check_catalog(db, catalog)
+        .await
+        .expect_err("the check must refuse")
+        .to_string()
+}
+
+async fn foreign_keys_are_read_with_their_on_delete_action(backend: Backend) {
+    let (_test, db) = shop(backend).await;
+    let users = Target::fixture("users");
+    let found: Vec<(String, String, String)> = graph_check::referencing_keys(&db, &users)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|key| (key.table, key.column, key.on_delete.to_string()))
+        .collect();
+    let expected = [
+        ("orders", "user_id", "RESTRICT"),
+        ("sessions", "user_id", "CASCADE"),
+    ]
+    .map(|(t, c, a)| (t.to_owned(), c.to_owned(), a.to_owned()));
+    assert_eq!(found, expected);
+    let orders = graph_check::referencing_keys(&db, &Target::fixture("orders"))
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        (orders[0].table.as_str(), orders[0].on_delete.as_str()),
+        ("order_items", "SET NULL")
+    );
+    let none = graph_check::referencing_keys(&db, &Target::fixture("analytics"))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}
+
+async fn an_undeclared_referencing_table_is_refused_with_the_config_to_add(backend: Backend) {
+    let (_test, db) = shop(backend).await;
+    let only_users = Catalog::new([Target::fixture("users")]);
+    let error = check_error(&db, &only_users).await;
+    for expected in [
+        "targets.users.children: table `sessions` refers to `users` through column `user_id` (ON DELETE CASCADE) \
+         but is not declared as a child; the database would delete its rows inside each batch, unbounded. Add:\n    \
+         [targets.sessions]\n    table = \"sessions\"",
+        "[[targets.users.children]]\n    target = \"sessions\"\n    column = \"user_id\"\n    action = \"delete\"",
+        "table `orders` refers to `users` through column `user_id` (ON DELETE RESTRICT) but is not declared as a \
+         child; a job would die mid-way on a foreign-key violation",
+    ] {
+        assert!(error.contains(expected), "{expected} missing in {error}");
+    }
+    // Declared in the catalog but not as a child: the suggestion names the existing target.
+    let catalog = Catalog::new(targets())
+        .with_relations(graph()[..2].to_vec())
+        .unwrap();
+    let error = check_error(&db, &catalog).await;
+    assert!(
+        error.contains(
+            "targets.orders.children: table `order_items` refers to `orders` through column `order_id` \
+             (ON DELETE SET NULL) but is not declared as a child; the database would rewrite its rows inside \
+             each batch, unbounded. Add:\n    [[targets.orders.children]]\n    target = \"order_items\"\n    \
+             column = \"order_id\"\n    action = \"set_null\""
+        ),
+        "{error}"
+    );
+    assert!(!error.contains("`sessions` refers"), "declared: {error}");
+}
+
+async fn a_declared_graph_passes_and_an_unindexed_child_column_is_refused_with_its_create_index(
+    backend: Backend,
+) {
+    let (test, db) = shop(backend).await;
+    let catalog = Catalog::new(targets()).with_relations(graph()).unwrap();
+    let error = check_error(&db, &catalog).await;
+    let create = match backend {
+        Backend::MySql => "CREATE INDEX `analytics_user_id_idx` ON `analytics` (`user_id`)",
+        _ => r#"CREATE INDEX "analytics_user_id_idx" ON "analytics" ("user_id")"#,
+    };
+    let expected = format!(
+        "targets.users.children[2].column: column `user_id` of table `analytics` leads no index, so every batch \
+         of `users` would scan `analytics` for its children; run `{create};` or set allow_unindexed = true"
+    );
+    assert!(error.contains(&expected), "{expected} missing in {error}");
+    assert_eq!(error.matches("targets.").count(), 1, "only that: {error}");
+
+    let mut allowed = graph();
+    allowed[3].allow_unindexed = true;
+    let catalog = Catalog::new(targets()).with_relations(allowed).unwrap();
+    schema_check::check_catalog(&db, &catalog).await.unwrap();
+
+    // The statement the check shows is the one that satisfies it.
+    test.exec(create).await;
+    let catalog = Catalog::new(targets()).with_relations(graph()).unwrap();
+    schema_check::check_catalog(&db, &catalog).await.unwrap();
+
+    // A relation's columns must exist: the child's, and a parent column other than the key.
+    let mut misspelt = graph();
+    misspelt[0].column = "userid".into();
+    misspelt[1].parent_column = "uuid".into();
+    let catalog = Catalog::new(targets()).with_relations(misspelt).unwrap();
+    let error = check_error(&db, &catalog).await;
+    for expected in [
+        "targets.users.children[0].column: column `userid` does not exist in table `sessions`",
+        "targets.users.children[1].parent_column: column `uuid` does not exist in table `users`",
+        // The foreign key the misspelt relation no longer covers.
+        "table `sessions` refers to `users` through column `user_id`",
+    ] {
+        assert!(error.contains(expected), "{expected} missing in {error}");
+    }
+}
+
+/// `sessions` has a foreign key to `users`: soft-deleted sessions would refer to a deleted
+/// user, so `soft_delete` is refused there; `events`-like tables without one may be soft.
+async fn a_soft_delete_child_tied_by_a_foreign_key_is_refused(backend: Backend) {
+    let (_test, db) = shop(backend).await;
+    let mut relations = graph();
+    relations[0].action = Action::SoftDelete;
+    relations[3].action = Action::SoftDelete;
+    relations[3].allow_unindexed = true;
+    let catalog = Catalog::new(targets()).with_relations(relations).unwrap();
+    let error = check_error(&db, &catalog).await;
+    let expected = "targets.users.children[0].action: `soft_delete` keeps rows of `sessions` that refer to \
+                    `users` through a foreign key on `user_id` (ON DELETE CASCADE): a hard delete of `users` \
+                    would leave them referring to a removed row; declare `delete` or `set_null`, or drop the constraint";
+    assert!(error.contains(expected), "{expected} missing in {error}");
+    assert_eq!(
+        error.matches("targets.").count(),
+        1,
+        "analytics has no key: {error}"
+    );
+}
