@@ -18,12 +18,17 @@ fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
     })
 }
 
-/// A job of five batches, run to its end.
+/// A job of five batches, run to its end (and proven: exactly tenant 3's rows, each once).
 async fn finished_job() -> (Deployment, String) {
     let deployment = Deployment::new(Backend::Sqlite, 1_000).await;
     deployment.migrate();
+    let expected = deployment.test.ids("events", "tenant_id = 3").await;
+    let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(3, 20));
     deployment.run_until_idle(&[]);
+    deployment
+        .assert_done_once(&id, &before, &expected, 20)
+        .await;
     (deployment, id)
 }
 
@@ -82,12 +87,17 @@ async fn operator_status_audit_pages_and_a_closed_pipe_exits_quietly() {
 async fn operator_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let deployment = Deployment::new(Backend::Sqlite, 100).await;
     deployment.migrate();
-    deployment.enqueue(&erase_tenant(1, 50));
+    let expected = deployment.test.ids("events", "tenant_id = 1").await;
+    let before = deployment.test.snapshot_events().await;
+    let id = deployment.enqueue(&erase_tenant(1, 50));
     let output = run(deployment
         .reaper()
         .env("REAPER_LOG", "info")
         .args(["run", "--until-idle"]));
     assert!(output.status.success());
+    deployment
+        .assert_done_once(&id, &before, &expected, 50)
+        .await;
     let log = stderr(&output);
     assert!(log.contains("Starting workers."), "{log}");
     assert!(
@@ -422,6 +432,9 @@ async fn interrupt_after(
 #[tokio::test]
 async fn operator_purge_prints_a_resume_command_that_works_anywhere() {
     let deployment = slow_policy(300, "100ms").await;
+    // The policy matches every seeded row.
+    let expected = deployment.test.ids("events", "1 = 1").await;
+    let before = deployment.test.snapshot_events().await;
     // The configuration from REAPER_CONFIG, not --config.
     let mut command = reaper(None);
     command
@@ -452,6 +465,15 @@ async fn operator_purge_prints_a_resume_command_that_works_anywhere() {
         "{}",
         stdout(&pasted)
     );
+    // Stopped and resumed: every row removed and audited once, in batches of at most 10.
+    before
+        .assert_removed_exactly(
+            &deployment.test,
+            &expected,
+            reaper_testkit::Removal::Hard,
+            10,
+        )
+        .await;
 }
 
 #[test]
@@ -574,6 +596,9 @@ async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
     )
     .unwrap();
     deployment.migrate();
+    // Every seeded row is older than 30 days.
+    let matching = deployment.test.ids("events", "1 = 1").await;
+    let before = deployment.test.snapshot_events().await;
     let purge = |extra: &[&str]| {
         let mut command = deployment.reaper();
         command
@@ -608,10 +633,17 @@ async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
         "{}",
         stdout(&capped)
     );
-    assert_eq!(
-        deployment.test.int("SELECT count(*) FROM events").await,
-        200
-    );
+    // The refused purges removed nothing; the capped one exactly 100 of the matching rows,
+    // each audited once.
+    let checked = before
+        .assert_removed_within(
+            &deployment.test,
+            &matching,
+            reaper_testkit::Removal::Hard,
+            100,
+        )
+        .await;
+    assert_eq!(checked.removed.len(), 100);
 }
 
 #[tokio::test]

@@ -75,6 +75,9 @@ async fn pass_jobs(
 async fn redis_holds_a_bounded_number_of_keys_and_bytes_however_many_jobs_pass() {
     let private = PrivateRedis::start();
     let d = RedisDeployment::new(1_000, Some(&private)).await;
+    // The jobs erase tenants 0 to 9 over and over: every row once, whatever repeats.
+    let expected = d.deployment.test.ids("events", "1 = 1").await;
+    let before = d.deployment.test.snapshot_events().await;
     let _daemon = d.start(&[("REAPER_QUEUE__VACUUM_EVERY", "200ms")]);
     let mut redis = redis::Client::open(private.url.as_str())
         .unwrap()
@@ -102,6 +105,22 @@ async fn redis_holds_a_bounded_number_of_keys_and_bytes_however_many_jobs_pass()
         bytes_240 <= bytes_40 + 4_096,
         "{bytes_40} bytes grew to {bytes_240}"
     );
+    assert_eq!(
+        d.deployment
+            .test
+            .int("SELECT count(*) FROM reaper_jobs WHERE attempts <> 1 OR last_error IS NOT NULL")
+            .await,
+        0,
+        "a job needed a retry or kept an error"
+    );
+    before
+        .assert_removed_exactly(
+            &d.deployment.test,
+            &expected,
+            reaper_testkit::Removal::Hard,
+            1_000,
+        )
+        .await;
 }
 
 /// The ACL the README documents for the daemon's Redis user, for queue `reaper-private`.
