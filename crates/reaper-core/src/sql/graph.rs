@@ -74,7 +74,8 @@ enum Root<'a> {
 }
 
 /// `SELECT parent_column FROM <level> WHERE …`: the values the link at `level` refers to. Level
-/// 0 is the job's own table, restricted to the window's keys (or the job's filter); level `k`
+/// 0 is the job's own table, restricted to the window's keys that still match the job's filter
+/// (or to the filter alone); level `k`
 /// is the child of link `k - 1`, restricted to the rows hanging off level `k - 1`.
 fn write_parent_values(
     w: &mut SqlWriter,
@@ -90,7 +91,14 @@ fn write_parent_values(
     if level == 0 {
         w.table(&job.target).push(" WHERE ");
         match parents {
-            Root::Keys(keys) => write_key_list(w, &job.target, keys),
+            // The window's keys were read without a lock: a parent that stopped matching
+            // since keeps its children (the parents' own transaction keeps it too).
+            Root::Keys(keys) => {
+                write_key_list(w, &job.target, keys);
+                w.push(" AND (");
+                write_filter(w, job);
+                w.push(")");
+            }
             Root::Filter => {
                 w.push("(");
                 write_filter(w, job);
@@ -291,11 +299,11 @@ mod tests {
         );
         let parents = [KeyValue::Int(7), KeyValue::Int(9)];
         expect![[r#"
-            SELECT "id"::int8 FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE "id" IN ($1, $2))) ORDER BY "id" LIMIT $3 FOR UPDATE
+            SELECT "id"::int8 FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE "id" IN ($1, $2) AND (TRUE))) ORDER BY "id" LIMIT $3 FOR UPDATE
             -- parameters: 7, 9, 50"#]]
         .assert_eq(&select_step(Backend::Postgres, &job, &job.graph[0], &parents, 50).to_string());
         expect![[r#"
-            SELECT "id" FROM "comments" WHERE "author_id" IN (SELECT "id" FROM "users" WHERE "id" IN (?, ?)) AND "deleted_at" IS NULL ORDER BY "id" LIMIT ?
+            SELECT "id" FROM "comments" WHERE "author_id" IN (SELECT "id" FROM "users" WHERE "id" IN (?, ?) AND (TRUE)) AND "deleted_at" IS NULL ORDER BY "id" LIMIT ?
             -- parameters: 7, 9, 50"#]]
         .assert_eq(&select_step(Backend::Sqlite, &job, &job.graph[2], &parents, 50).to_string());
     }
