@@ -138,17 +138,14 @@ impl MigrationTrait for AddPolicy {
             .has_index("reaper_jobs", "reaper_jobs_policy_created")
             .await?
         {
-            manager
-                .create_index(
-                    Index::create()
-                        .if_not_exists()
-                        .name("reaper_jobs_policy_created")
-                        .table("reaper_jobs")
-                        .col("policy")
-                        .col("created_at")
-                        .to_owned(),
-                )
-                .await?;
+            create_index(
+                manager,
+                "reaper_jobs_policy_created",
+                "reaper_jobs",
+                ["policy", "created_at"],
+                false,
+            )
+            .await?;
         }
         if manager.get_database_backend() == sea_orm::DbBackend::MySql {
             execute(manager, &sql::migration::case_sensitive_idempotency_key()).await?;
@@ -226,18 +223,33 @@ async fn create_ledger(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         )
         .await?;
     // The reconciler and listings look for unfinished jobs by state.
-    manager
-        .create_index(
-            Index::create()
-                .if_not_exists()
-                .name("reaper_jobs_state_created")
-                .table("reaper_jobs")
-                .col("state")
-                .col("created_at")
-                .to_owned(),
-        )
-        .await?;
-    Ok(())
+    create_index(
+        manager,
+        "reaper_jobs_state_created",
+        "reaper_jobs",
+        ["state", "created_at"],
+        false,
+    )
+    .await
+}
+
+/// `CREATE [UNIQUE] INDEX IF NOT EXISTS name ON table (columns)`.
+async fn create_index(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: &'static str,
+    columns: [&'static str; 2],
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.if_not_exists().name(name).table(table);
+    for column in columns {
+        index.col(column);
+    }
+    if unique {
+        index.unique();
+    }
+    manager.create_index(index.to_owned()).await
 }
 
 /// `reaper_audit`, its unique `(job_id, batch_no)` index and, on PostgreSQL, how its key lists
@@ -263,18 +275,14 @@ async fn create_audit(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
                 .to_owned(),
         )
         .await?;
-    manager
-        .create_index(
-            Index::create()
-                .if_not_exists()
-                .name("reaper_audit_job_batch")
-                .table("reaper_audit")
-                .col("job_id")
-                .col("batch_no")
-                .unique()
-                .to_owned(),
-        )
-        .await?;
+    create_index(
+        manager,
+        "reaper_audit_job_batch",
+        "reaper_audit",
+        ["job_id", "batch_no"],
+        true,
+    )
+    .await?;
     if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
         // Each batch writes its keys (tens of KB for 5,000 keys): lz4 where PostgreSQL has
         // it, else uncompressed rather than slowly (see the statement's doc).
