@@ -363,7 +363,8 @@ pub(crate) async fn update_own_job(
 ) -> Result<(), EngineError> {
     if execute(txn, backend, update).await? != 1 {
         return Err(EngineError::Corrupt(format!(
-            "job {job_id} changed under its own lease"
+            "job {job_id}'s ledger row was changed by something other than this worker while it \
+             held the lease; the batch was rolled back"
         )));
     }
     Ok(())

@@ -71,7 +71,10 @@ pub enum EngineError {
     },
     /// Rows of a child table kept appearing for a window of parents while its batches removed
     /// them (a job across relations re-drains a few times first); transient: the job retries.
-    #[error("rows of `{table}` kept appearing for the parents being removed ({rounds} re-drains)")]
+    #[error(
+        "new rows kept being added to `{table}` for the parents being removed; gave up after \
+         {rounds} rounds of removing them (transient: the job retries later)"
+    )]
     ChildrenKeptComing {
         /// The child's target.
         table: String,

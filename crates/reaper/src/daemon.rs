@@ -1,7 +1,9 @@
 //! `reaper run`: the daemon's wiring. It checks the catalog and the ledger, installs the metrics
 //! recorder, opens the queue, binds the API, then runs the workers beside the HTTP API, the
-//! Redis intake, the scheduler and the reconciler until a stop signal (or, with
-//! `--until-idle`, until the ledger has no unfinished job), and stops them in that order.
+//! Redis intake, the scheduler, the reconciler and the Redis vacuum until a stop signal (or,
+//! with `--until-idle`, until the ledger has no unfinished job). The workers stop first (each
+//! batch in flight commits or rolls back), then the reconciler, then the intake, the API, the
+//! scheduler and the vacuum.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -72,7 +74,7 @@ pub(crate) async fn run(
     .await;
     reconciler.abort();
     for task in [intake, api, scheduler, vacuum].into_iter().flatten() {
-        // Both stop on the same flag; neither holds a transaction.
+        // All stop on the same flag; none holds a transaction.
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .is_err()
