@@ -93,14 +93,20 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
     };
     // `COLUMN=AGE` as `reaper enqueue` takes it, or a bare age and --age-column (or the
     // target's only timestamp column).
-    let (column, older_than) = match older_than.split_once('=') {
-        Some((column, age)) => (Some(column), age),
-        None => (args.age_column.as_deref(), older_than.as_str()),
+    let (column, older_than) = match (older_than.split_once('='), args.age_column.as_deref()) {
+        (Some((column, _)), Some(other)) if column != other => {
+            return Err(format!(
+                "--older-than {older_than} names column `{column}` and --age-column names \
+                 `{other}`; give one of them"
+            ));
+        }
+        (Some((column, age)), _) => (Some(column), age),
+        (None, age_column) => (age_column, older_than.as_str()),
     };
     let age = Span::parse(older_than).map_err(|error| format!("--older-than: {error}"))?;
     let age_column = match column {
         Some(column) => column.to_owned(),
-        None => crate::enqueue_flags::age_column(target, "--age-column")?.to_owned(),
+        None => crate::enqueue_flags::age_column(target, "--older-than")?.to_owned(),
     };
     let mode = crate::cli::parse_mode(args.mode.as_deref())?;
     Ok(JobRequest {
