@@ -5,6 +5,10 @@
 //! daemon's pass removes the ids from both sets with their data and metadata. apalis' own
 //! `Vacuum` would leave the ids in the sets, which grow just the same.
 //!
+//! The pass also clears the id's field in `Q:meta:result`, as apalis' own `vacuum.lua` does:
+//! apalis 1.0 writes a result into `Q:meta:ID`, but its vacuum scripts still clean that older
+//! per-queue result hash, so a queue filled by another apalis version is left bounded too.
+//!
 //! Safe beside running workers: an id reaches `done` or `dead` only when its message is acked
 //! for good (a retry is a new message with a new id), and each chunk is one atomic script.
 
@@ -16,7 +20,8 @@ use tokio::sync::watch;
 const CHUNK: u32 = 1_000;
 
 /// Pops up to ARGV[2] ids from each finished set and deletes their data and metadata.
-/// KEYS[1] = `Q:done`, KEYS[2] = `Q:dead`, KEYS[3] = `Q:data`; ARGV[1] = `Q:meta`.
+/// KEYS[1] = `Q:done`, KEYS[2] = `Q:dead`, KEYS[3] = `Q:data`; ARGV[1] = `Q:meta` (so the
+/// script clears `Q:meta:ID` and the id's field of `Q:meta:result`).
 const VACUUM_SCRIPT: &str = r"
 local removed = 0
 for _, set in ipairs({KEYS[1], KEYS[2]}) do
