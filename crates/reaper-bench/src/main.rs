@@ -436,10 +436,18 @@ pub(crate) async fn submit_purge(
         "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
         "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
     }))?;
-    let id = ledger::submit(&db, catalog, &request, 3, Utc::now(), None)
-        .await?
-        .job
-        .id;
+    let id = ledger::submit(
+        &db,
+        catalog,
+        &request,
+        3,
+        Utc::now(),
+        None,
+        ledger::RunBy::Queue,
+    )
+    .await?
+    .job
+    .id;
     Ok((db, id))
 }
 

@@ -162,9 +162,17 @@ impl EngineTest {
         max_attempts: u32,
     ) -> ledger::Submitted {
         let request: JobRequest = serde_json::from_value(job).unwrap();
-        ledger::submit(&self.db, catalog, &request, max_attempts, Utc::now(), None)
-            .await
-            .unwrap()
+        ledger::submit(
+            &self.db,
+            catalog,
+            &request,
+            max_attempts,
+            Utc::now(),
+            None,
+            ledger::RunBy::Queue,
+        )
+        .await
+        .unwrap()
     }
 
     /// One run, as one queue pull.

@@ -104,6 +104,7 @@ pub(crate) async fn accept_as(
         default_max_attempts,
         Utc::now(),
         policy,
+        ledger::RunBy::Queue,
     )
     .await
     {
