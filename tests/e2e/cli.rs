@@ -235,12 +235,7 @@ async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
 async fn start_up_names_a_target_missing_from_the_database(backend: Backend) {
     let deployment = Deployment::new(backend, 10).await;
     deployment.migrate();
-    std::fs::write(
-        &deployment.config,
-        config_text(&deployment.test.url, deployment.dir.path(), "")
-            .replace("table = \"events\"", "table = \"event\""),
-    )
-    .unwrap();
+    deployment.edit_config(|text| text.replace("table = \"events\"", "table = \"event\""));
     for args in [&["run", "--until-idle"][..], &["config", "check"][..]] {
         let output = run(deployment.reaper().args(args));
         assert_eq!(output.status.code(), Some(2));

@@ -680,15 +680,7 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(rejected.len(), 2, "{rejected:?}");
-    let errors: Vec<String> = rejected
-        .iter()
-        .map(|entry| {
-            serde_json::from_str::<Value>(entry).unwrap()["error"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let errors = crate::rejection_errors(&rejected);
     assert!(
         errors
             .iter()

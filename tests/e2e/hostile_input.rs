@@ -125,15 +125,7 @@ async fn hostile_intake_messages_are_rejected_and_the_job_behind_them_is_done_wi
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let errors: Vec<String> = rejected
-        .iter()
-        .map(|entry| {
-            serde_json::from_str::<Value>(entry).unwrap()["error"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let errors = crate::rejection_errors(&rejected);
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(
         errors.iter().any(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reaper_core::sql::Backend;
 
-use crate::{Deployment, config_text, reaper, run, stderr, stdout};
+use crate::{Deployment, config_text, poll_until, reaper, run, stderr, stdout};
 
 fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
     serde_json::json!({
@@ -541,12 +541,7 @@ async fn operator_config_check_reports_missing_tables_and_an_unreachable_queue()
 async fn config_check_refuses_a_declared_type_that_does_not_fit(backend: Backend) {
     let deployment = Deployment::new(backend, 10).await;
     deployment.migrate();
-    std::fs::write(
-        &deployment.config,
-        config_text(&deployment.test.url, deployment.dir.path(), "")
-            .replace("tenant_id = \"int\"", "tenant_id = \"text\""),
-    )
-    .unwrap();
+    deployment.edit_config(|text| text.replace("tenant_id = \"int\"", "tenant_id = \"text\""));
     for args in [&["config", "check"][..], &["run", "--until-idle"]] {
         let output = run(deployment.reaper().args(args));
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -585,17 +580,7 @@ fn operator_config_check_before_the_demo_says_what_is_missing() {
 
 #[tokio::test]
 async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
-    let deployment = Deployment::new(Backend::Sqlite, 300).await;
-    std::fs::write(
-        &deployment.config,
-        config_text(
-            &deployment.test.url,
-            deployment.dir.path(),
-            "max_rows = 100\n",
-        ),
-    )
-    .unwrap();
-    deployment.migrate();
+    let deployment = Deployment::with_target_keys(300, "max_rows = 100\n").await;
     // Every seeded row is older than 30 days.
     let matching = deployment.test.ids("events", "1 = 1").await;
     let before = deployment.test.snapshot_events().await;
@@ -677,18 +662,12 @@ async fn operator_a_new_purge_warns_of_a_paused_one_on_its_target() {
 
 #[tokio::test]
 async fn operator_an_explicit_batch_size_is_a_ceiling_for_adaptive_sizing() {
-    let deployment = Deployment::new(Backend::Sqlite, 2_000).await;
     // Batches of a few rows take far less than a second: adaptive sizing would grow them.
-    std::fs::write(
-        &deployment.config,
-        config_text(
-            &deployment.test.url,
-            deployment.dir.path(),
-            "target_batch_duration = \"1s\"\nmin_batch_size = 10\n",
-        ),
+    let deployment = Deployment::with_target_keys(
+        2_000,
+        "target_batch_duration = \"1s\"\nmin_batch_size = 10\n",
     )
-    .unwrap();
-    deployment.migrate();
+    .await;
     let expected = deployment.test.ids("events", "tenant_id = 4").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(4, 20));
@@ -736,6 +715,15 @@ fn tmux(socket: &str) -> std::process::Command {
 }
 
 /// Kills the private tmux server on drop.
+/// What the `purge` session's pane shows now.
+fn capture_pane(socket: &str) -> String {
+    let capture = tmux(socket)
+        .args(["capture-pane", "-p", "-t", "purge"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&capture.stdout).into_owned()
+}
+
 struct TmuxServer(String);
 
 impl Drop for TmuxServer {
@@ -772,26 +760,23 @@ async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
         .unwrap();
     assert!(started.success());
     // Sampled once this run has removed a few batches, so its rate has settled.
-    let begun = Instant::now();
-    let screen = loop {
-        let capture = tmux(&socket)
-            .args(["capture-pane", "-p", "-t", "purge"])
-            .output()
-            .unwrap();
-        let screen = String::from_utf8_lossy(&capture.stdout).into_owned();
-        let removed = deployment
-            .test
-            .int("SELECT rows_deleted FROM reaper_jobs")
-            .await;
-        if removed >= already + 60 && screen.contains("/300 rows") {
-            break screen;
-        }
-        assert!(
-            begun.elapsed() < Duration::from_secs(20),
-            "no progress bar after 20 s:\n{screen}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let screen = poll_until(
+        Duration::from_secs(20),
+        "no progress bar after 20 s",
+        async || {
+            let screen = capture_pane(&socket);
+            let removed = deployment
+                .test
+                .int("SELECT rows_deleted FROM reaper_jobs")
+                .await;
+            if removed >= already + 60 && screen.contains("/300 rows") {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
+        },
+    )
+    .await;
     let bars: Vec<&str> = screen
         .lines()
         .filter(|line| line.contains("/300 rows"))
@@ -831,22 +816,19 @@ async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
         .status()
         .unwrap();
     assert!(sent.success());
-    let begun = Instant::now();
-    let screen = loop {
-        let capture = tmux(&socket)
-            .args(["capture-pane", "-p", "-t", "purge"])
-            .output()
-            .unwrap();
-        let screen = String::from_utf8_lossy(&capture.stdout).into_owned();
-        if screen.contains("resume with:") {
-            break screen;
-        }
-        assert!(
-            begun.elapsed() < Duration::from_secs(20),
-            "the purge did not stop:\n{screen}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let screen = poll_until(
+        Duration::from_secs(20),
+        "the purge did not stop",
+        async || {
+            let screen = capture_pane(&socket);
+            if screen.contains("resume with:") {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
+        },
+    )
+    .await;
     assert!(
         screen.contains("stopping at the end of the batch in flight"),
         "{screen}"

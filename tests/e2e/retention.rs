@@ -359,16 +359,15 @@ async fn a_dry_run_purge_writes_nothing(backend: Backend) {
     assert!(text.contains("sample keys:   4, 14, 24"), "{text}");
     assert!(text.contains("DELETE"), "{text}");
     // Ad hoc, the same.
-    let output = run(deployment.reaper().args([
-        "purge",
-        "--target",
-        "events",
-        "--older-than",
-        "1d",
-        "--age-column",
-        "created_at",
-        "--dry-run",
-    ]));
+    let ad_hoc = |extra: &[&str]| {
+        let mut command = deployment.reaper();
+        command
+            .args(["purge", "--target", "events", "--older-than", "1d"])
+            .args(["--age-column", "created_at"])
+            .args(extra);
+        run(&mut command)
+    };
+    let output = ad_hoc(&["--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("matching rows: 1000"),
@@ -376,17 +375,7 @@ async fn a_dry_run_purge_writes_nothing(backend: Backend) {
         stdout(&output)
     );
     // A purge that would delete more than its max_rows is refused before anything is written.
-    let output = run(deployment.reaper().args([
-        "purge",
-        "--target",
-        "events",
-        "--older-than",
-        "1d",
-        "--age-column",
-        "created_at",
-        "--max-rows",
-        "50",
-    ]));
+    let output = ad_hoc(&["--max-rows", "50"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("more than max_rows (50) rows match; nothing was done"),

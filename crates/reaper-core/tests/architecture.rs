@@ -1,5 +1,6 @@
 //! Architecture invariants that a test can hold (ARCHITECTURE.md): reaper-core's dependency
-//! list, and SQL text only in `reaper_core::sql`.
+//! list, SQL text only in `reaper_core::sql`, and no function in the binary or the engine
+//! longer than 80 lines unless its doc comment says why.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

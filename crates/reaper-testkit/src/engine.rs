@@ -246,6 +246,19 @@ impl EngineTest {
             .unwrap_or_else(|| panic!("no job {id}"))
     }
 
+    /// Waits (polling every 2 ms) until the job has committed `batches` batches; fails after
+    /// `limit`.
+    pub async fn wait_for_batches(&self, id: &str, batches: i64, limit: Duration) {
+        let started = std::time::Instant::now();
+        while self.job(id).await.batches < batches {
+            assert!(
+                started.elapsed() < limit,
+                "the job never committed {batches} batches"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// The job's state, attempts and last error, from the ledger.
     pub async fn state(&self, id: &str) -> (String, i64, Option<String>) {
         job_state(&self.test, id).await
