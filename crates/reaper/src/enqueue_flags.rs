@@ -215,31 +215,18 @@ fn typed(kind: ColumnType, text: &str, flag: &str, raw: &str) -> Result<serde_js
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use reaper_core::catalog::{KeyType, Mode};
+    use reaper_testkit::engine::TargetFixture;
 
     use super::*;
 
     fn catalog() -> Catalog {
+        let users = Target::fixture("users")
+            .column("id", ColumnType::Int)
+            .column("plan", ColumnType::Text)
+            .column("last_seen_at", ColumnType::Timestamp);
         Catalog::new([Target {
-            name: "users".into(),
-            schema: None,
-            table: "users".into(),
-            primary_key: "id".into(),
-            key_type: KeyType::Int,
-            columns: BTreeMap::from([
-                ("id".into(), ColumnType::Int),
-                ("plan".into(), ColumnType::Text),
-                ("last_seen_at".into(), ColumnType::Timestamp),
-            ]),
-            default_mode: Mode::Hard,
-            batch_size: 100,
-            max_batch_size: 1000,
-            soft_delete_column: None,
             max_rows: 1000,
-            max_attempts: None,
-            throttle: Default::default(),
+            ..users
         }])
     }
 
