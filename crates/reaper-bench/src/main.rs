@@ -195,16 +195,16 @@ async fn engine(
         (Vec::new(), Vec::new(), Vec::new(), 0);
     for run in 1..=repeat {
         load(&conn, rows).await?;
-        unbounded.push(unbounded_delete(&conn).await?);
-        report(
+        keep_run(
+            &mut unbounded,
             &format!("run {run}: unbounded DELETE (one transaction)"),
-            unbounded.last().context("no run")?,
+            unbounded_delete(&conn).await?,
         );
         load(&conn, rows).await?;
-        loops.push(keyset_loop(&conn, batch).await?);
-        report(
+        keep_run(
+            &mut loops,
             &format!("run {run}: hand-written keyset loop, {batch}/batch"),
-            loops.last().context("no run")?,
+            keyset_loop(&conn, batch).await?,
         );
         load(&conn, rows).await?;
         let (figures, peak) = reaper_engine(&url, batch).await?;
@@ -264,6 +264,12 @@ pub(crate) fn print_longest(pad: usize, reaper: &Figures, note: &str) {
         "{label:<pad$} = {:.1} ms{note}",
         reaper.longest.as_secs_f64() * 1e3
     );
+}
+
+/// Reports one run of a variant and keeps it for the medians.
+pub(crate) fn keep_run(runs: &mut Vec<Figures>, label: &str, figures: Figures) {
+    report(label, &figures);
+    runs.push(figures);
 }
 
 /// The run with the median rate, carrying the worst longest transaction of all runs.

@@ -76,23 +76,23 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=repeat {
         load(&conn, rows).await?;
-        unbounded.push(unbounded_delete(&conn).await?);
-        report(
+        crate::keep_run(
+            &mut unbounded,
             &format!("run {run}: unbounded DELETE (one transaction)"),
-            unbounded.last().context("no run")?,
+            unbounded_delete(&conn).await?,
         );
         if let Some(pt) = &pt_archiver {
             load(&conn, rows).await?;
-            bulk.push(archiver(&conn, pt, host, batch, true).await?);
-            report(
+            crate::keep_run(
+                &mut bulk,
                 &format!("run {run}: pt-archiver --bulk-delete"),
-                bulk.last().context("no run")?,
+                archiver(&conn, pt, host, batch, true).await?,
             );
             load(&conn, rows).await?;
-            single.push(archiver(&conn, pt, host, batch, false).await?);
-            report(
+            crate::keep_run(
+                &mut single,
                 &format!("run {run}: pt-archiver (row by row)"),
-                single.last().context("no run")?,
+                archiver(&conn, pt, host, batch, false).await?,
             );
         }
         load(&conn, rows).await?;
