@@ -35,13 +35,7 @@ fn fields(body: &Value) -> Vec<String> {
 }
 
 async fn job_by_key(api: &Api, key: &str) -> Option<Value> {
-    let (status, listed) = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/jobs?idempotency_key={key}"),
-            None,
-        )
-        .await;
+    let (status, listed) = api.get(&format!("/v1/jobs?idempotency_key={key}")).await;
     assert_eq!(status, 200, "{listed}");
     listed["jobs"].get(0).cloned()
 }
@@ -243,9 +237,7 @@ async fn the_api_answers_hostile_bodies_by_intent_with_every_field() {
         "UPDATE reaper_jobs SET request = 'not json' WHERE id = '{id}'"
     ))
     .await;
-    let (status, body) = api
-        .call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
-        .await;
+    let (status, body) = api.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(status, 500, "{body}");
     let client =
         reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), crate::daemon::TOKEN)

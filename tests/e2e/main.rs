@@ -106,6 +106,13 @@ impl Deployment {
         Self { test, dir, config }
     }
 
+    /// [`Deployment::new`], migrated (`reaper migrate`).
+    pub(crate) async fn migrated(backend: Backend, rows: u32) -> Self {
+        let deployment = Self::new(backend, rows).await;
+        deployment.migrate();
+        deployment
+    }
+
     /// [`Deployment::new`] on SQLite whose `events` target also has `extra_target_keys`
     /// (TOML lines), migrated.
     pub(crate) async fn with_target_keys(rows: u32, extra_target_keys: &str) -> Self {

@@ -639,9 +639,7 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
     let api = setup.api();
     let mut view = Value::Null;
     wait_until(Duration::from_secs(15), "a finished run", async || {
-        let (status, body) = api
-            .call(reqwest::Method::GET, "/v1/policies/every-2s", None)
-            .await;
+        let (status, body) = api.get("/v1/policies/every-2s").await;
         assert_eq!(status, 200, "{body}");
         view = body;
         view["last_run"]["state"] == "done"
@@ -663,14 +661,12 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
         100
     );
     assert_eq!(view["interval_seconds"], 2.0);
-    let (status, body) = api.call(reqwest::Method::GET, "/v1/policies", None).await;
+    let (status, body) = api.get("/v1/policies").await;
     assert_eq!(status, 200);
     assert_eq!(body["policies"][1]["name"], "never");
     assert_eq!(body["policies"][1]["enabled"], false);
     assert!(body["policies"][1]["next_run_at"].is_null());
-    let (status, _) = api
-        .call(reqwest::Method::GET, "/v1/policies/nope", None)
-        .await;
+    let (status, _) = api.get("/v1/policies/nope").await;
     assert_eq!(status, 404);
     // Producers cannot take a window's key, in any case.
     let forged = serde_json::json!({
