@@ -7,8 +7,7 @@ use reaper_testkit::engine::erase_tenant;
 use crate::{Deployment, config_text, reaper, run, stderr, stdout};
 
 async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
-    let deployment = Deployment::new(backend, 3_000).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(backend, 3_000).await;
     let expected = deployment.test.ids("events", "tenant_id = 3").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(3, serde_json::json!({"batch_size": 70})));
@@ -25,8 +24,7 @@ async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
 }
 
 async fn a_failure_before_commit_is_retried_and_accounted_exactly_once(backend: Backend) {
-    let deployment = Deployment::new(backend, 3_000).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(backend, 3_000).await;
     let expected = deployment.test.ids("events", "tenant_id = 7").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(7, serde_json::json!({"batch_size": 40})));
@@ -58,8 +56,7 @@ async fn a_failure_before_commit_is_retried_and_accounted_exactly_once(backend: 
 /// process died between the ledger and the queue) is re-enqueued from the ledger and finishes
 /// with exactly-once accounting.
 async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
-    let deployment = Deployment::new(backend, 1_000).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(backend, 1_000).await;
     let expected = deployment.test.ids("events", "tenant_id = 6").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(6, serde_json::json!({"batch_size": 30})));
@@ -81,8 +78,7 @@ async fn a_job_the_queue_lost_is_re_enqueued_from_the_ledger(backend: Backend) {
 /// `pending` as a continuation, and the daemon exits 0 within its grace period; a new daemon
 /// finishes the job with exactly-once accounting.
 async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend: Backend) {
-    let deployment = Deployment::new(backend, 2_000).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(backend, 2_000).await;
     let expected = deployment.test.ids("events", "tenant_id = 8").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(8, serde_json::json!({"batch_size": 10})));
@@ -150,8 +146,7 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend
 }
 
 async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend: Backend) {
-    let deployment = Deployment::new(backend, 500).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(backend, 500).await;
     let before = deployment.test.snapshot_events().await;
     let cases = [
         (
@@ -202,8 +197,7 @@ async fn an_invalid_job_is_refused_with_its_field_and_nothing_is_deleted(backend
 }
 
 async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
-    let deployment = Deployment::new(backend, 1_000).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(backend, 1_000).await;
     let before = deployment.test.snapshot_events().await;
     let job = erase_tenant(
         2,
@@ -233,14 +227,8 @@ async fn dry_run_and_repeated_keys_through_the_cli(backend: Backend) {
 }
 
 async fn start_up_names_a_target_missing_from_the_database(backend: Backend) {
-    let deployment = Deployment::new(backend, 10).await;
-    deployment.migrate();
-    std::fs::write(
-        &deployment.config,
-        config_text(&deployment.test.url, deployment.dir.path(), "")
-            .replace("table = \"events\"", "table = \"event\""),
-    )
-    .unwrap();
+    let deployment = Deployment::migrated(backend, 10).await;
+    deployment.edit_config(|text| text.replace("table = \"events\"", "table = \"event\""));
     for args in [&["run", "--until-idle"][..], &["config", "check"][..]] {
         let output = run(deployment.reaper().args(args));
         assert_eq!(output.status.code(), Some(2));

@@ -312,6 +312,11 @@ impl Api {
         response.text().await.unwrap()
     }
 
+    /// `GET path` as JSON: the status and the body.
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
@@ -343,9 +348,7 @@ impl Api {
     }
 
     pub(crate) async fn job(&self, id: &str) -> Value {
-        let (status, body) = self
-            .call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
-            .await;
+        let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -394,13 +397,7 @@ impl Api {
     pub(crate) async fn wait_for_key(&self, key: &str, limit: Duration) -> String {
         let started = Instant::now();
         loop {
-            let (_, listed) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/v1/jobs?idempotency_key={key}"),
-                    None,
-                )
-                .await;
+            let (_, listed) = self.get(&format!("/v1/jobs?idempotency_key={key}")).await;
             if let Some(id) = listed["jobs"][0]["id"].as_str() {
                 return id.to_owned();
             }
@@ -590,50 +587,26 @@ async fn the_api_pages_a_job_s_audit_and_lists_jobs_by_state_and_target() {
     before
         .assert_removed_exactly(test, &expected, Removal::Hard, 30)
         .await;
-    let (status, audit) = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{id}/audit?limit=2"),
-            None,
-        )
-        .await;
+    let (status, audit) = api.get(&format!("/v1/jobs/{id}/audit?limit=2")).await;
     assert_eq!(status, 200, "{audit}");
     assert_eq!(audit["entries"].as_array().unwrap().len(), 2);
     assert_eq!(audit["entries"][0]["batch_no"], 1);
     assert_eq!(audit["next_after_batch"], 2);
-    let (status, rest) = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{id}/audit?after_batch=2"),
-            None,
-        )
-        .await;
+    let (status, rest) = api.get(&format!("/v1/jobs/{id}/audit?after_batch=2")).await;
     assert_eq!(status, 200, "{rest}");
     assert_eq!(rest["entries"][0]["batch_no"], 3);
     assert_eq!(
         rest["entries"].as_array().unwrap().len(),
         expected.len().div_ceil(30) - 2
     );
-    let (status, listed) = api
-        .call(
-            reqwest::Method::GET,
-            "/v1/jobs?state=done&target=events",
-            None,
-        )
-        .await;
+    let (status, listed) = api.get("/v1/jobs?state=done&target=events").await;
     assert_eq!(status, 200);
     assert_eq!(listed["jobs"][0]["id"], id.as_str());
-    let (status, none) = api
-        .call(reqwest::Method::GET, "/v1/jobs?state=pending", None)
-        .await;
+    let (status, none) = api.get("/v1/jobs?state=pending").await;
     assert_eq!((status, none["jobs"].as_array().unwrap().len()), (200, 0));
-    let (status, _) = api
-        .call(reqwest::Method::GET, "/v1/jobs?state=finished", None)
-        .await;
+    let (status, _) = api.get("/v1/jobs?state=finished").await;
     assert_eq!(status, 400);
-    let (status, _) = api
-        .call(reqwest::Method::GET, "/v1/jobs/no-such-job", None)
-        .await;
+    let (status, _) = api.get("/v1/jobs/no-such-job").await;
     assert_eq!(status, 404);
 }
 
@@ -680,15 +653,7 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(rejected.len(), 2, "{rejected:?}");
-    let errors: Vec<String> = rejected
-        .iter()
-        .map(|entry| {
-            serde_json::from_str::<Value>(entry).unwrap()["error"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let errors = crate::rejection_errors(&rejected);
     assert!(
         errors
             .iter()

@@ -35,13 +35,7 @@ fn fields(body: &Value) -> Vec<String> {
 }
 
 async fn job_by_key(api: &Api, key: &str) -> Option<Value> {
-    let (status, listed) = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/jobs?idempotency_key={key}"),
-            None,
-        )
-        .await;
+    let (status, listed) = api.get(&format!("/v1/jobs?idempotency_key={key}")).await;
     assert_eq!(status, 200, "{listed}");
     listed["jobs"].get(0).cloned()
 }
@@ -125,15 +119,7 @@ async fn hostile_intake_messages_are_rejected_and_the_job_behind_them_is_done_wi
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let errors: Vec<String> = rejected
-        .iter()
-        .map(|entry| {
-            serde_json::from_str::<Value>(entry).unwrap()["error"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let errors = crate::rejection_errors(&rejected);
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(
         errors.iter().any(
@@ -251,9 +237,7 @@ async fn the_api_answers_hostile_bodies_by_intent_with_every_field() {
         "UPDATE reaper_jobs SET request = 'not json' WHERE id = '{id}'"
     ))
     .await;
-    let (status, body) = api
-        .call(reqwest::Method::GET, &format!("/v1/jobs/{id}"), None)
-        .await;
+    let (status, body) = api.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(status, 500, "{body}");
     let client =
         reaper_client::Client::new(format!("http://127.0.0.1:{}", d.port), crate::daemon::TOKEN)

@@ -23,6 +23,37 @@ use std::process::{Command, Output};
 use reaper_core::sql::Backend;
 use reaper_testkit::TestDatabase;
 
+/// Polls `attempt` every 100 ms until it returns `Ok`; after `limit`, fails with `what` and the
+/// last `Err` (the state it saw).
+pub(crate) async fn poll_until<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let begun = std::time::Instant::now();
+    loop {
+        let last = match attempt().await {
+            Ok(found) => return found,
+            Err(last) => last,
+        };
+        assert!(begun.elapsed() < limit, "{what}:\n{last}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The `error` of each entry of the intake's rejected list (JSON objects).
+pub(crate) fn rejection_errors(rejected: &[String]) -> Vec<String> {
+    rejected
+        .iter()
+        .map(|entry| {
+            serde_json::from_str::<serde_json::Value>(entry).unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// The binary under test, with no inherited `REAPER_*` configuration.
 pub(crate) fn reaper(config: Option<&Path>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reaper"));
@@ -73,6 +104,36 @@ impl Deployment {
         let config = dir.path().join("reaper.toml");
         std::fs::write(&config, config_text(&test.url, dir.path(), "")).unwrap();
         Self { test, dir, config }
+    }
+
+    /// [`Deployment::new`], migrated (`reaper migrate`).
+    pub(crate) async fn migrated(backend: Backend, rows: u32) -> Self {
+        let deployment = Self::new(backend, rows).await;
+        deployment.migrate();
+        deployment
+    }
+
+    /// [`Deployment::new`] on SQLite whose `events` target also has `extra_target_keys`
+    /// (TOML lines), migrated.
+    pub(crate) async fn with_target_keys(rows: u32, extra_target_keys: &str) -> Self {
+        let deployment = Self::new(Backend::Sqlite, rows).await;
+        deployment.write_config(config_text(
+            &deployment.test.url,
+            deployment.dir.path(),
+            extra_target_keys,
+        ));
+        deployment.migrate();
+        deployment
+    }
+
+    /// Rewrites the config file as `edit` changes the default text.
+    pub(crate) fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        self.write_config(edit(config_text(&self.test.url, self.dir.path(), "")));
+    }
+
+    /// Replaces the config file's text.
+    pub(crate) fn write_config(&self, text: String) {
+        std::fs::write(&self.config, text).unwrap();
     }
 
     pub(crate) fn reaper(&self) -> Command {

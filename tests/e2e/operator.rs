@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reaper_core::sql::Backend;
 
-use crate::{Deployment, config_text, reaper, run, stderr, stdout};
+use crate::{Deployment, config_text, poll_until, reaper, run, stderr, stdout};
 
 fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
     serde_json::json!({
@@ -20,8 +20,7 @@ fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
 
 /// A job of five batches, run to its end (and proven: exactly tenant 3's rows, each once).
 async fn finished_job() -> (Deployment, String) {
-    let deployment = Deployment::new(Backend::Sqlite, 1_000).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(Backend::Sqlite, 1_000).await;
     let expected = deployment.test.ids("events", "tenant_id = 3").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(3, 20));
@@ -85,8 +84,7 @@ async fn operator_status_audit_pages_and_a_closed_pipe_exits_quietly() {
 
 #[tokio::test]
 async fn operator_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
-    let deployment = Deployment::new(Backend::Sqlite, 100).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(Backend::Sqlite, 100).await;
     let expected = deployment.test.ids("events", "tenant_id = 1").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(1, 50));
@@ -108,8 +106,7 @@ async fn operator_logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
 
 #[tokio::test]
 async fn operator_enqueue_flags_are_refused_or_understood() {
-    let deployment = Deployment::new(Backend::Sqlite, 100).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(Backend::Sqlite, 100).await;
 
     // --reason beside --json would be silently ignored: refused.
     let both = run(deployment.reaper().args([
@@ -195,8 +192,7 @@ async fn operator_migrate_says_what_it_created() {
 
 #[tokio::test]
 async fn operator_run_until_idle_fails_naming_a_job_that_ended_dead() {
-    let deployment = Deployment::new(Backend::Sqlite, 100).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(Backend::Sqlite, 100).await;
     // One attempt: the injected fault makes the job dead at once.
     let output = run(deployment
         .reaper()
@@ -216,8 +212,7 @@ async fn operator_run_until_idle_fails_naming_a_job_that_ended_dead() {
 
 #[tokio::test]
 async fn operator_run_signalled_at_start_up_exits_zero() {
-    let deployment = Deployment::new(Backend::Sqlite, 10).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(Backend::Sqlite, 10).await;
     let mut child = deployment
         .reaper()
         .arg("run")
@@ -356,9 +351,7 @@ async fn operator_durations_are_shown_and_stored_as_written() {
     std::fs::write(&deployment.config, text).unwrap();
     let _daemon =
         crate::daemon::Daemon::start(&deployment.config, deployment.dir.path(), port, &[]);
-    let (status, page) = crate::daemon::Api::at(port)
-        .call(reqwest::Method::GET, "/v1/policies", None)
-        .await;
+    let (status, page) = crate::daemon::Api::at(port).get("/v1/policies").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["policies"][0]["max_age"], "90d", "{page}");
 }
@@ -429,6 +422,21 @@ async fn interrupt_after(
     printed
 }
 
+/// `reaper purge --policy old-events`, interrupted (SIGINT) after `batches` batches: what it printed.
+async fn interrupt_policy_purge(deployment: &Deployment, batches: i64) -> String {
+    let mut command = deployment.reaper();
+    command.args(["purge", "--policy", "old-events"]);
+    interrupt_after(deployment, &mut command, batches).await
+}
+
+/// The command an interrupted purge printed to resume it.
+fn resume_command(printed: &str) -> &str {
+    printed
+        .lines()
+        .find_map(|line| line.strip_prefix("resume with: "))
+        .unwrap_or_else(|| panic!("no resume command in {printed}"))
+}
+
 #[tokio::test]
 async fn operator_purge_prints_a_resume_command_that_works_anywhere() {
     let deployment = slow_policy(300, "100ms").await;
@@ -441,10 +449,7 @@ async fn operator_purge_prints_a_resume_command_that_works_anywhere() {
         .env("REAPER_CONFIG", &deployment.config)
         .args(["purge", "--policy", "old-events"]);
     let printed = interrupt_after(&deployment, &mut command, 2).await;
-    let resume = printed
-        .lines()
-        .find_map(|line| line.strip_prefix("resume with: "))
-        .unwrap_or_else(|| panic!("no resume command in {printed}"));
+    let resume = resume_command(&printed);
     assert!(
         resume.starts_with(&format!(
             "reaper --config {} purge --resume ",
@@ -497,8 +502,7 @@ fn operator_the_embedded_defaults_are_named_when_they_fail() {
 
 #[tokio::test]
 async fn operator_config_check_prints_the_config_alone_on_stdout() {
-    let deployment = Deployment::new(Backend::Sqlite, 10).await;
-    deployment.migrate();
+    let deployment = Deployment::migrated(Backend::Sqlite, 10).await;
     let check = run(deployment.reaper().args(["config", "check"]));
     assert!(check.status.success(), "{}", stderr(&check));
     assert!(
@@ -539,14 +543,8 @@ async fn operator_config_check_reports_missing_tables_and_an_unreachable_queue()
 }
 
 async fn config_check_refuses_a_declared_type_that_does_not_fit(backend: Backend) {
-    let deployment = Deployment::new(backend, 10).await;
-    deployment.migrate();
-    std::fs::write(
-        &deployment.config,
-        config_text(&deployment.test.url, deployment.dir.path(), "")
-            .replace("tenant_id = \"int\"", "tenant_id = \"text\""),
-    )
-    .unwrap();
+    let deployment = Deployment::migrated(backend, 10).await;
+    deployment.edit_config(|text| text.replace("tenant_id = \"int\"", "tenant_id = \"text\""));
     for args in [&["config", "check"][..], &["run", "--until-idle"]] {
         let output = run(deployment.reaper().args(args));
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -585,17 +583,7 @@ fn operator_config_check_before_the_demo_says_what_is_missing() {
 
 #[tokio::test]
 async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
-    let deployment = Deployment::new(Backend::Sqlite, 300).await;
-    std::fs::write(
-        &deployment.config,
-        config_text(
-            &deployment.test.url,
-            deployment.dir.path(),
-            "max_rows = 100\n",
-        ),
-    )
-    .unwrap();
-    deployment.migrate();
+    let deployment = Deployment::with_target_keys(300, "max_rows = 100\n").await;
     // Every seeded row is older than 30 days.
     let matching = deployment.test.ids("events", "1 = 1").await;
     let before = deployment.test.snapshot_events().await;
@@ -649,13 +637,8 @@ async fn operator_an_ad_hoc_purge_over_its_cap_gets_advice_that_works() {
 #[tokio::test]
 async fn operator_a_new_purge_warns_of_a_paused_one_on_its_target() {
     let deployment = slow_policy(300, "100ms").await;
-    let mut command = deployment.reaper();
-    command.args(["purge", "--policy", "old-events"]);
-    let printed = interrupt_after(&deployment, &mut command, 2).await;
-    let resume = printed
-        .lines()
-        .find_map(|line| line.strip_prefix("resume with: "))
-        .unwrap_or_else(|| panic!("no resume command in {printed}"));
+    let printed = interrupt_policy_purge(&deployment, 2).await;
+    let resume = resume_command(&printed);
     let id = resume.rsplit(' ').next().unwrap();
     let again = run(deployment.reaper().args([
         "purge",
@@ -677,18 +660,12 @@ async fn operator_a_new_purge_warns_of_a_paused_one_on_its_target() {
 
 #[tokio::test]
 async fn operator_an_explicit_batch_size_is_a_ceiling_for_adaptive_sizing() {
-    let deployment = Deployment::new(Backend::Sqlite, 2_000).await;
     // Batches of a few rows take far less than a second: adaptive sizing would grow them.
-    std::fs::write(
-        &deployment.config,
-        config_text(
-            &deployment.test.url,
-            deployment.dir.path(),
-            "target_batch_duration = \"1s\"\nmin_batch_size = 10\n",
-        ),
+    let deployment = Deployment::with_target_keys(
+        2_000,
+        "target_batch_duration = \"1s\"\nmin_batch_size = 10\n",
     )
-    .unwrap();
-    deployment.migrate();
+    .await;
     let expected = deployment.test.ids("events", "tenant_id = 4").await;
     let before = deployment.test.snapshot_events().await;
     let id = deployment.enqueue(&erase_tenant(4, 20));
@@ -736,6 +713,15 @@ fn tmux(socket: &str) -> std::process::Command {
 }
 
 /// Kills the private tmux server on drop.
+/// What the `purge` session's pane shows now.
+fn capture_pane(socket: &str) -> String {
+    let capture = tmux(socket)
+        .args(["capture-pane", "-p", "-t", "purge"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&capture.stdout).into_owned()
+}
+
 struct TmuxServer(String);
 
 impl Drop for TmuxServer {
@@ -747,14 +733,8 @@ impl Drop for TmuxServer {
 #[tokio::test]
 async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
     let deployment = slow_policy(300, "100ms").await;
-    let mut command = deployment.reaper();
-    command.args(["purge", "--policy", "old-events"]);
-    let printed = interrupt_after(&deployment, &mut command, 8).await;
-    let resume = printed
-        .lines()
-        .find_map(|line| line.strip_prefix("resume with: "))
-        .unwrap_or_else(|| panic!("no resume command in {printed}"))
-        .replacen("reaper", env!("CARGO_BIN_EXE_reaper"), 1);
+    let printed = interrupt_policy_purge(&deployment, 8).await;
+    let resume = resume_command(&printed).replacen("reaper", env!("CARGO_BIN_EXE_reaper"), 1);
     let already = deployment
         .test
         .int("SELECT rows_deleted FROM reaper_jobs")
@@ -772,26 +752,23 @@ async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
         .unwrap();
     assert!(started.success());
     // Sampled once this run has removed a few batches, so its rate has settled.
-    let begun = Instant::now();
-    let screen = loop {
-        let capture = tmux(&socket)
-            .args(["capture-pane", "-p", "-t", "purge"])
-            .output()
-            .unwrap();
-        let screen = String::from_utf8_lossy(&capture.stdout).into_owned();
-        let removed = deployment
-            .test
-            .int("SELECT rows_deleted FROM reaper_jobs")
-            .await;
-        if removed >= already + 60 && screen.contains("/300 rows") {
-            break screen;
-        }
-        assert!(
-            begun.elapsed() < Duration::from_secs(20),
-            "no progress bar after 20 s:\n{screen}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let screen = poll_until(
+        Duration::from_secs(20),
+        "no progress bar after 20 s",
+        async || {
+            let screen = capture_pane(&socket);
+            let removed = deployment
+                .test
+                .int("SELECT rows_deleted FROM reaper_jobs")
+                .await;
+            if removed >= already + 60 && screen.contains("/300 rows") {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
+        },
+    )
+    .await;
     let bars: Vec<&str> = screen
         .lines()
         .filter(|line| line.contains("/300 rows"))
@@ -831,22 +808,19 @@ async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
         .status()
         .unwrap();
     assert!(sent.success());
-    let begun = Instant::now();
-    let screen = loop {
-        let capture = tmux(&socket)
-            .args(["capture-pane", "-p", "-t", "purge"])
-            .output()
-            .unwrap();
-        let screen = String::from_utf8_lossy(&capture.stdout).into_owned();
-        if screen.contains("resume with:") {
-            break screen;
-        }
-        assert!(
-            begun.elapsed() < Duration::from_secs(20),
-            "the purge did not stop:\n{screen}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let screen = poll_until(
+        Duration::from_secs(20),
+        "the purge did not stop",
+        async || {
+            let screen = capture_pane(&socket);
+            if screen.contains("resume with:") {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
+        },
+    )
+    .await;
     assert!(
         screen.contains("stopping at the end of the batch in flight"),
         "{screen}"

@@ -359,16 +359,15 @@ async fn a_dry_run_purge_writes_nothing(backend: Backend) {
     assert!(text.contains("sample keys:   4, 14, 24"), "{text}");
     assert!(text.contains("DELETE"), "{text}");
     // Ad hoc, the same.
-    let output = run(deployment.reaper().args([
-        "purge",
-        "--target",
-        "events",
-        "--older-than",
-        "1d",
-        "--age-column",
-        "created_at",
-        "--dry-run",
-    ]));
+    let ad_hoc = |extra: &[&str]| {
+        let mut command = deployment.reaper();
+        command
+            .args(["purge", "--target", "events", "--older-than", "1d"])
+            .args(["--age-column", "created_at"])
+            .args(extra);
+        run(&mut command)
+    };
+    let output = ad_hoc(&["--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("matching rows: 1000"),
@@ -376,17 +375,7 @@ async fn a_dry_run_purge_writes_nothing(backend: Backend) {
         stdout(&output)
     );
     // A purge that would delete more than its max_rows is refused before anything is written.
-    let output = run(deployment.reaper().args([
-        "purge",
-        "--target",
-        "events",
-        "--older-than",
-        "1d",
-        "--age-column",
-        "created_at",
-        "--max-rows",
-        "50",
-    ]));
+    let output = ad_hoc(&["--max-rows", "50"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("more than max_rows (50) rows match; nothing was done"),
@@ -650,9 +639,7 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
     let api = setup.api();
     let mut view = Value::Null;
     wait_until(Duration::from_secs(15), "a finished run", async || {
-        let (status, body) = api
-            .call(reqwest::Method::GET, "/v1/policies/every-2s", None)
-            .await;
+        let (status, body) = api.get("/v1/policies/every-2s").await;
         assert_eq!(status, 200, "{body}");
         view = body;
         view["last_run"]["state"] == "done"
@@ -674,14 +661,12 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
         100
     );
     assert_eq!(view["interval_seconds"], 2.0);
-    let (status, body) = api.call(reqwest::Method::GET, "/v1/policies", None).await;
+    let (status, body) = api.get("/v1/policies").await;
     assert_eq!(status, 200);
     assert_eq!(body["policies"][1]["name"], "never");
     assert_eq!(body["policies"][1]["enabled"], false);
     assert!(body["policies"][1]["next_run_at"].is_null());
-    let (status, _) = api
-        .call(reqwest::Method::GET, "/v1/policies/nope", None)
-        .await;
+    let (status, _) = api.get("/v1/policies/nope").await;
     assert_eq!(status, 404);
     // Producers cannot take a window's key, in any case.
     let forged = serde_json::json!({

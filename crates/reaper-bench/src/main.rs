@@ -52,13 +52,8 @@ enum Bench {
         /// run-to-run noise is about ±15%).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
-        #[arg(
-            long,
-            env = "REAPER_BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-        )]
-        postgres_url: String,
+        #[command(flatten)]
+        postgres: PostgresServer,
     },
     /// MariaDB/MySQL: unbounded DELETE vs pt-archiver (with and without --bulk-delete) vs
     /// reaper's engine with audit.
@@ -86,13 +81,8 @@ enum Bench {
         /// The daemon's worker slots.
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
-        /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
-        #[arg(
-            long,
-            env = "REAPER_BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-        )]
-        postgres_url: String,
+        #[command(flatten)]
+        postgres: PostgresServer,
         /// Redis; the benchmark uses its own queue name and deletes its keys afterwards.
         #[arg(
             long,
@@ -104,6 +94,30 @@ enum Bench {
     /// PostgreSQL: p50/p99 of a fixed-rate OLTP load (select, insert, update by key) on the
     /// table without a purge, during one unbounded DELETE, and during a throttled reaper purge.
     Load(oltp::LoadArgs),
+}
+
+/// The PostgreSQL server a benchmark runs on.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PostgresServer {
+    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+    #[arg(
+        long,
+        env = "REAPER_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub(crate) postgres_url: String,
+}
+
+/// The engine's settings for a benchmark run: one worker that never has to renew its lease or
+/// cut a slice short within a run.
+pub(crate) fn bench_run_settings() -> RunSettings {
+    RunSettings::for_worker(
+        "reaper-bench".into(),
+        Duration::from_secs(300),
+        Duration::from_secs(3_600),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
 }
 
 /// Fixed reference time, so the cutoff and the data agree on every run.
@@ -119,8 +133,17 @@ async fn main() -> anyhow::Result<()> {
             batch,
             small_rows,
             repeat,
-            postgres_url,
-        } => engine(rows, batch, small_rows, repeat.max(1), &postgres_url).await,
+            postgres,
+        } => {
+            engine(
+                rows,
+                batch,
+                small_rows,
+                repeat.max(1),
+                &postgres.postgres_url,
+            )
+            .await
+        }
         Bench::Mariadb {
             rows,
             batch,
@@ -130,9 +153,9 @@ async fn main() -> anyhow::Result<()> {
         Bench::Daemon {
             jobs,
             concurrency,
-            postgres_url,
+            postgres,
             redis_url,
-        } => daemon::run(jobs, concurrency, &postgres_url, &redis_url).await,
+        } => daemon::run(jobs, concurrency, &postgres.postgres_url, &redis_url).await,
         Bench::Load(args) => oltp::run(args).await,
     }
 }
@@ -172,16 +195,16 @@ async fn engine(
         (Vec::new(), Vec::new(), Vec::new(), 0);
     for run in 1..=repeat {
         load(&conn, rows).await?;
-        unbounded.push(unbounded_delete(&conn).await?);
-        report(
+        keep_run(
+            &mut unbounded,
             &format!("run {run}: unbounded DELETE (one transaction)"),
-            unbounded.last().context("no run")?,
+            unbounded_delete(&conn).await?,
         );
         load(&conn, rows).await?;
-        loops.push(keyset_loop(&conn, batch).await?);
-        report(
+        keep_run(
+            &mut loops,
             &format!("run {run}: hand-written keyset loop, {batch}/batch"),
-            loops.last().context("no run")?,
+            keyset_loop(&conn, batch).await?,
         );
         load(&conn, rows).await?;
         let (figures, peak) = reaper_engine(&url, batch).await?;
@@ -201,18 +224,23 @@ async fn engine(
     report(&format!("hand-written keyset loop, {batch}/batch"), &loops);
     report(&format!("reaper engine, {batch}/batch + audit"), &engines);
     println!();
-    println!(
-        "reaper / unbounded DELETE     = {:.2}×   (target ≥ 0.30×)",
-        engines.rate() / unbounded.rate()
+    // The labels' column, as the figures have always been printed (scripts compare them).
+    let pad = 29;
+    print_ratio(
+        "reaper / unbounded DELETE",
+        pad,
+        &engines,
+        &unbounded,
+        "   (target ≥ 0.30×)",
     );
-    println!(
-        "reaper / hand-written loop    = {:.2}×   (target ≥ 0.90×)",
-        engines.rate() / loops.rate()
+    print_ratio(
+        "reaper / hand-written loop",
+        pad,
+        &engines,
+        &loops,
+        "   (target ≥ 0.90×)",
     );
-    println!(
-        "reaper longest batch txn      = {:.1} ms (target ≤ 50 ms; worst of all runs)",
-        engines.longest.as_secs_f64() * 1e3
-    );
+    print_longest(pad, &engines, " (target ≤ 50 ms; worst of all runs)");
     println!(
         "reaper peak RSS during the run: {:.1} MiB at {small_rows} rows, {:.1} MiB at {rows} rows (target: the same)",
         peak_small as f64 / 1024.0,
@@ -221,6 +249,27 @@ async fn engine(
     conn.close().await.ok();
     drop_database(admin_url).await?;
     Ok(())
+}
+
+/// `label = ratio×note`, the label padded to `pad`: how many times the other variant's rate
+/// reaper's is.
+pub(crate) fn print_ratio(label: &str, pad: usize, reaper: &Figures, other: &Figures, note: &str) {
+    println!("{label:<pad$} = {:.2}×{note}", reaper.rate() / other.rate());
+}
+
+/// reaper's longest batch transaction, in the column of [`print_ratio`].
+pub(crate) fn print_longest(pad: usize, reaper: &Figures, note: &str) {
+    let label = "reaper longest batch txn";
+    println!(
+        "{label:<pad$} = {:.1} ms{note}",
+        reaper.longest.as_secs_f64() * 1e3
+    );
+}
+
+/// Reports one run of a variant and keeps it for the medians.
+pub(crate) fn keep_run(runs: &mut Vec<Figures>, label: &str, figures: Figures) {
+    report(label, &figures);
+    runs.push(figures);
 }
 
 /// The run with the median rate, carrying the worst longest transaction of all runs.
@@ -243,16 +292,30 @@ pub(crate) fn report(name: &str, figures: &Figures) {
     );
 }
 
-async fn create_database(admin_url: &str) -> anyhow::Result<String> {
+/// Connects to `admin_url` (failing with `needed` when it cannot) and creates an empty
+/// `reaper_bench` database after `drop_statement` removed any earlier one; the admin connection.
+pub(crate) async fn recreate_bench_database(
+    admin_url: &str,
+    drop_statement: &str,
+    needed: &str,
+) -> anyhow::Result<DatabaseConnection> {
     let admin = sea_orm::Database::connect(admin_url)
         .await
-        .with_context(|| format!("PostgreSQL is needed at {admin_url}"))?;
-    admin
-        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench WITH (FORCE)")
-        .await?;
+        .with_context(|| needed.to_owned())?;
+    admin.execute_unprepared(drop_statement).await?;
     admin
         .execute_unprepared("CREATE DATABASE reaper_bench")
         .await?;
+    Ok(admin)
+}
+
+async fn create_database(admin_url: &str) -> anyhow::Result<String> {
+    let admin = recreate_bench_database(
+        admin_url,
+        "DROP DATABASE IF EXISTS reaper_bench WITH (FORCE)",
+        &format!("PostgreSQL is needed at {admin_url}"),
+    )
+    .await?;
     admin.close().await.ok();
     let base = admin_url
         .rsplit_once('/')
@@ -303,14 +366,24 @@ fn cutoff() -> anyhow::Result<DateTime<Utc>> {
 }
 
 async fn unbounded_delete(conn: &DatabaseConnection) -> anyhow::Result<Figures> {
-    let started = Instant::now();
-    let result = conn
-        .execute_raw(Statement::from_sql_and_values(
+    timed_delete(
+        conn,
+        Statement::from_sql_and_values(
             DbBackend::Postgres,
             "DELETE FROM events WHERE created_at < $1",
             [cutoff()?.into()],
-        ))
-        .await?;
+        ),
+    )
+    .await
+}
+
+/// One unbounded DELETE in one transaction, timed.
+pub(crate) async fn timed_delete(
+    conn: &DatabaseConnection,
+    delete: Statement,
+) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    let result = conn.execute_raw(delete).await?;
     let total = started.elapsed();
     Ok(Figures {
         rows: result.rows_affected(),
@@ -361,13 +434,7 @@ async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Fi
 pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
     let catalog = Catalog::new([events_target(batch, batch, Throttle::default())]);
     let (db, id) = submit_purge(url, &catalog, batch).await?;
-    let settings = RunSettings::for_worker(
-        "reaper-bench".into(),
-        Duration::from_secs(300),
-        Duration::from_secs(3_600),
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
+    let settings = bench_run_settings();
     reset_peak_rss();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
@@ -436,10 +503,18 @@ pub(crate) async fn submit_purge(
         "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
         "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
     }))?;
-    let id = ledger::submit(&db, catalog, &request, 3, Utc::now(), None)
-        .await?
-        .job
-        .id;
+    let id = ledger::submit(
+        &db,
+        catalog,
+        &request,
+        3,
+        Utc::now(),
+        None,
+        ledger::RunBy::Queue,
+    )
+    .await?
+    .job
+    .id;
     Ok((db, id))
 }
 

@@ -13,22 +13,19 @@ use std::time::Instant;
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-use crate::{Figures, median, reaper_engine, report};
+use crate::{Figures, median, print_longest, print_ratio, reaper_engine, report};
 
 /// [`crate::CUTOFF`] as a MySQL DATETIME literal: `< CUTOFF` matches exactly half, scattered.
 const CUTOFF_DATETIME: &str = "2025-12-11 04:00:01";
 
 pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> anyhow::Result<()> {
     let admin_url = format!("mysql://root@{host}/mysql");
-    let admin = sea_orm::Database::connect(&admin_url)
-        .await
-        .with_context(|| format!("MariaDB/MySQL is needed at {host}"))?;
-    admin
-        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench")
-        .await?;
-    admin
-        .execute_unprepared("CREATE DATABASE reaper_bench")
-        .await?;
+    let admin = crate::recreate_bench_database(
+        &admin_url,
+        "DROP DATABASE IF EXISTS reaper_bench",
+        &format!("MariaDB/MySQL is needed at {host}"),
+    )
+    .await?;
     let url = format!("mysql://root@{host}/reaper_bench");
     let conn = sea_orm::Database::connect(&url).await?;
     let version: String = scalar(&conn, "SELECT VERSION()").await?;
@@ -79,23 +76,23 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=repeat {
         load(&conn, rows).await?;
-        unbounded.push(unbounded_delete(&conn).await?);
-        report(
+        crate::keep_run(
+            &mut unbounded,
             &format!("run {run}: unbounded DELETE (one transaction)"),
-            unbounded.last().context("no run")?,
+            unbounded_delete(&conn).await?,
         );
         if let Some(pt) = &pt_archiver {
             load(&conn, rows).await?;
-            bulk.push(archiver(&conn, pt, host, batch, true).await?);
-            report(
+            crate::keep_run(
+                &mut bulk,
                 &format!("run {run}: pt-archiver --bulk-delete"),
-                bulk.last().context("no run")?,
+                archiver(&conn, pt, host, batch, true).await?,
             );
             load(&conn, rows).await?;
-            single.push(archiver(&conn, pt, host, batch, false).await?);
-            report(
+            crate::keep_run(
+                &mut single,
                 &format!("run {run}: pt-archiver (row by row)"),
-                single.last().context("no run")?,
+                archiver(&conn, pt, host, batch, false).await?,
             );
         }
         load(&conn, rows).await?;
@@ -124,26 +121,21 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
     }
     report(&format!("reaper engine, {batch}/batch + audit"), &engines);
     println!();
-    println!(
-        "reaper / unbounded DELETE          = {:.2}×",
-        engines.rate() / unbounded.rate()
-    );
+    let pad = "reaper / pt-archiver --bulk-delete".len();
+    print_ratio("reaper / unbounded DELETE", pad, &engines, &unbounded, "");
     if let Some(bulk) = &bulk {
-        println!(
-            "reaper / pt-archiver --bulk-delete = {:.2}×   (target ≥ 1.30×; reaper also writes an audit entry per batch)",
-            engines.rate() / bulk.rate()
+        print_ratio(
+            "reaper / pt-archiver --bulk-delete",
+            pad,
+            &engines,
+            bulk,
+            "   (target ≥ 1.30×; reaper also writes an audit entry per batch)",
         );
     }
     if let Some(single) = &single {
-        println!(
-            "reaper / pt-archiver row by row    = {:.2}×",
-            engines.rate() / single.rate()
-        );
+        print_ratio("reaper / pt-archiver row by row", pad, &engines, single, "");
     }
-    println!(
-        "reaper longest batch txn           = {:.1} ms",
-        engines.longest.as_secs_f64() * 1e3
-    );
+    print_longest(pad, &engines, "");
 
     if let Some(original) = restore_pool {
         conn.execute_unprepared(&format!(
@@ -205,21 +197,15 @@ async fn matching(conn: &DatabaseConnection) -> anyhow::Result<u64> {
 }
 
 async fn unbounded_delete(conn: &DatabaseConnection) -> anyhow::Result<Figures> {
-    let started = Instant::now();
-    let result = conn
-        .execute_raw(Statement::from_sql_and_values(
+    crate::timed_delete(
+        conn,
+        Statement::from_sql_and_values(
             DbBackend::MySql,
             "DELETE FROM events WHERE created_at < ?",
             [CUTOFF_DATETIME.into()],
-        ))
-        .await?;
-    let total = started.elapsed();
-    Ok(Figures {
-        rows: result.rows_affected(),
-        total,
-        longest: total,
-        batches: 1,
-    })
+        ),
+    )
+    .await
 }
 
 /// `pt-archiver --purge --limit N --commit-each [--bulk-delete]`, timed as a whole process; rows

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reaper_core::catalog::Catalog;
 use reaper_core::throttle::{Adaptive, Throttle};
-use reaper_engine::runner::{self, RunOutcome, RunSettings};
+use reaper_engine::runner::{self, RunOutcome};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value,
 };
@@ -80,14 +80,9 @@ pub(crate) struct LoadArgs {
     /// CSV file, for plots.
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
-    /// An admin connection on this machine (127.0.0.1, localhost or [::1]); the benchmark
-    /// creates (and drops) its own database `reaper_bench`.
-    #[arg(
-        long,
-        env = "REAPER_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    /// The server (on this machine: 127.0.0.1, localhost or [::1]).
+    #[command(flatten)]
+    postgres: crate::PostgresServer,
 }
 
 /// Load before each phase's measurement, not counted.
@@ -211,13 +206,13 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         "--min-batch must be between 1 and --max-batch"
     );
     anyhow::ensure!(
-        is_local(&args.postgres_url),
+        is_local(&args.postgres.postgres_url),
         "--postgres-url must point at 127.0.0.1, localhost or [::1]: the benchmark drops and \
          creates a database there and loads it heavily"
     );
-    let url = crate::create_database(&args.postgres_url).await?;
+    let url = crate::create_database(&args.postgres.postgres_url).await?;
     let result = phases(&args, &url).await;
-    crate::drop_database(&args.postgres_url).await?;
+    crate::drop_database(&args.postgres.postgres_url).await?;
     result
 }
 
@@ -447,13 +442,7 @@ async fn measure(
             })
         }
         (Purge::Reaper, Some(engine)) => {
-            let settings = RunSettings::for_worker(
-                "reaper-bench".into(),
-                Duration::from_secs(300),
-                Duration::from_secs(3_600),
-                Duration::from_secs(1),
-                Duration::from_secs(1),
-            );
+            let settings = crate::bench_run_settings();
             // Watches the run's progress to time each batch commit (for --trace).
             let progress = settings.progress.clone();
             let watching = Arc::new(AtomicBool::new(true));

@@ -68,7 +68,15 @@ pub async fn run_batch(
     holder: LeaseHolder<'_>,
     locking: RowLocking,
 ) -> Result<BatchResult, EngineError> {
-    match run_transaction(db, job, after, limit, holder, locking).await {
+    let batch = BatchCall {
+        job,
+        after,
+        limit,
+        holder,
+        now: Utc::now(),
+        locking,
+    };
+    match run_transaction(db, &batch).await {
         Err(error)
             if locking == RowLocking::Direct
                 && (is_lock_conflict(&error) || matches!(error, EngineError::WindowChanged)) =>
@@ -77,7 +85,12 @@ pub async fn run_batch(
                 message =
                     "Rows are locked by other transactions; taking the others with SKIP LOCKED."
             );
-            run_transaction(db, job, after, limit, holder, RowLocking::SkipLocked).await
+            let rerun = BatchCall {
+                now: Utc::now(),
+                locking: RowLocking::SkipLocked,
+                ..batch
+            };
+            run_transaction(db, &rerun).await
         }
         other => other,
     }
@@ -90,21 +103,15 @@ fn is_lock_conflict(error: &EngineError) -> bool {
         if matches!(database_code(error).as_deref(), Some("55P03" | "3572" | "1205")))
 }
 
-async fn run_transaction(
-    db: &Database,
-    job: &ValidatedJob,
-    after: Option<&KeyValue>,
-    limit: u32,
-    holder: LeaseHolder<'_>,
-    locking: RowLocking,
-) -> Result<BatchResult, EngineError> {
-    let now = Utc::now();
+/// One attempt at the batch, in its own transaction: committed, refused (rolled back) or
+/// failed (rolled back).
+async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchResult, EngineError> {
     let started = Instant::now();
     let txn = begin(db).await?;
     let written = match db.backend() {
-        Backend::Postgres => postgres_batch(&txn, job, after, limit, holder, now, locking).await,
-        Backend::Sqlite => sqlite_batch(&txn, job, after, limit, holder, now).await,
-        Backend::MySql => mysql_batch(&txn, job, after, limit, holder, now, locking).await,
+        Backend::Postgres => postgres_batch(&txn, batch).await,
+        Backend::Sqlite => sqlite_batch(&txn, batch).await,
+        Backend::MySql => mysql_batch(&txn, batch).await,
     };
     // Without the `failpoints` feature the fault point compiles to nothing and this closure is
     // a plain `Ok`; with it, it can return the injected error.
@@ -129,7 +136,7 @@ async fn run_transaction(
                 elapsed: started.elapsed(),
                 // SQLite has one writer at a time: nothing is ever passed over there.
                 skipped_locked: db.backend() != Backend::Sqlite
-                    && locking == RowLocking::SkipLocked,
+                    && batch.locking == RowLocking::SkipLocked,
             })
         }
         Ok(None) => {
@@ -172,26 +179,34 @@ struct Window {
 /// `None` when the lease check refused the batch.
 type Written = Option<Window>;
 
-async fn postgres_batch(
-    txn: &DatabaseTransaction,
-    job: &ValidatedJob,
-    after: Option<&KeyValue>,
+/// One batch's request, as `run_transaction` hands it to the backend's batch.
+#[derive(Clone, Copy)]
+struct BatchCall<'a> {
+    job: &'a ValidatedJob,
+    /// The checkpoint: keys after it.
+    after: Option<&'a KeyValue>,
     limit: u32,
-    holder: LeaseHolder<'_>,
+    holder: LeaseHolder<'a>,
+    /// The batch's time (audit, soft-delete, lease expiry).
     now: DateTime<Utc>,
     locking: RowLocking,
+}
+
+async fn postgres_batch(
+    txn: &DatabaseTransaction,
+    batch: &BatchCall<'_>,
 ) -> Result<Written, EngineError> {
     let context = postgres::BatchContext {
-        job_id: holder.job_id,
-        lease_token: holder.token,
-        now,
-        lease_until: lease_until(now, holder.lease),
-        locking,
+        job_id: batch.holder.job_id,
+        lease_token: batch.holder.token,
+        now: batch.now,
+        lease_until: lease_until(batch.now, batch.holder.lease),
+        locking: batch.locking,
     };
     let rows = query_all(
         txn,
         Backend::Postgres,
-        &postgres::delete_batch(job, after, limit, &context),
+        &postgres::delete_batch(batch.job, batch.after, batch.limit, &context),
     )
     .await?;
     let row = rows.first().ok_or_else(|| {
@@ -202,7 +217,7 @@ async fn postgres_batch(
         return Ok(None);
     }
     let last_key = match summary.window_end {
-        Some(text) => Some(parse_key(job.target.key_type, &text)?),
+        Some(text) => Some(parse_key(batch.job.target.key_type, &text)?),
         None => None,
     };
     Ok(Some(Window {
@@ -214,57 +229,40 @@ async fn postgres_batch(
 
 async fn sqlite_batch(
     txn: &DatabaseTransaction,
-    job: &ValidatedJob,
-    after: Option<&KeyValue>,
-    limit: u32,
-    holder: LeaseHolder<'_>,
-    now: DateTime<Utc>,
+    batch: &BatchCall<'_>,
 ) -> Result<Written, EngineError> {
-    let Some(batches) = lock_job(txn, Backend::Sqlite, holder).await? else {
+    let window = sqlite::delete_batch(batch.job, batch.after, batch.limit, batch.now);
+    let Some((batches, mut keys)) =
+        lease_then_window(txn, Backend::Sqlite, batch.job, batch.holder, &window).await?
+    else {
         return Ok(None);
     };
-    let rows = query_all(
-        txn,
-        Backend::Sqlite,
-        &sqlite::delete_batch(job, after, limit, now),
-    )
-    .await?;
-    let mut keys = read_keys(&rows, job.target.key_type)?;
     keys.sort();
     // One writer at a time on SQLite: every key of the window is removed.
-    record(txn, Backend::Sqlite, job, holder, batches, keys, false, now).await
+    record(txn, Backend::Sqlite, batch, batches, keys, false).await
 }
 
 async fn mysql_batch(
     txn: &DatabaseTransaction,
-    job: &ValidatedJob,
-    after: Option<&KeyValue>,
-    limit: u32,
-    holder: LeaseHolder<'_>,
-    now: DateTime<Utc>,
-    locking: RowLocking,
+    batch: &BatchCall<'_>,
 ) -> Result<Written, EngineError> {
-    let Some(batches) = lock_job(txn, Backend::MySql, holder).await? else {
+    let window = mysql::lock_batch(batch.job, batch.after, batch.limit, batch.locking);
+    let Some((batches, keys)) =
+        lease_then_window(txn, Backend::MySql, batch.job, batch.holder, &window).await?
+    else {
         return Ok(None);
     };
-    let rows = query_all(
-        txn,
-        Backend::MySql,
-        &mysql::lock_batch(job, after, limit, locking),
-    )
-    .await?;
-    let keys = read_keys(&rows, job.target.key_type)?;
     // Tests insert into the locked window here, as a concurrent writer could.
     fail::fail_point!("batch::window_locked");
     // Every key is locked by this transaction, so every one of them is removed.
     if let Some(last) = keys.last() {
-        match locking {
+        match batch.locking {
             // NOWAIT locked every matching row of the window: one range pass removes them.
             RowLocking::Direct => {
                 let removed = execute(
                     txn,
                     Backend::MySql,
-                    &mysql::delete_window(job, after, last, now),
+                    &mysql::delete_window(batch.job, batch.after, last, batch.now),
                 )
                 .await?;
                 if removed != keys.len() as u64 {
@@ -272,21 +270,34 @@ async fn mysql_batch(
                 }
             }
             RowLocking::SkipLocked => {
-                execute(txn, Backend::MySql, &mysql::delete_keys(job, &keys, now)).await?;
+                execute(
+                    txn,
+                    Backend::MySql,
+                    &mysql::delete_keys(batch.job, &keys, batch.now),
+                )
+                .await?;
             }
         }
     }
-    record(
-        txn,
-        Backend::MySql,
-        job,
-        holder,
-        batches,
-        keys,
-        locking == RowLocking::SkipLocked,
-        now,
-    )
-    .await
+    let skipped_locked = batch.locking == RowLocking::SkipLocked;
+    record(txn, Backend::MySql, batch, batches, keys, skipped_locked).await
+}
+
+/// The start of the multi-statement batches (SQLite, MySQL): the lease check, then `window`,
+/// the statement that selects (or deletes, returning) the batch's keys. The job's `batches` and
+/// the window's keys, or `None` when the lease check refuses.
+async fn lease_then_window(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    holder: LeaseHolder<'_>,
+    window: &sql::Statement,
+) -> Result<Option<(i64, Vec<KeyValue>)>, EngineError> {
+    let Some(batches) = lock_job(txn, backend, holder).await? else {
+        return Ok(None);
+    };
+    let rows = query_all(txn, backend, window).await?;
+    Ok(Some((batches, read_keys(&rows, job.target.key_type)?)))
 }
 
 /// The lease check of the multi-statement batches: the job's `batches`, or `None` when it
@@ -309,17 +320,17 @@ pub(crate) async fn lock_job(
 
 /// Writes the audit entry and advances the checkpoint for `keys` (ascending), in the batch's
 /// transaction. An empty window writes nothing: it is the end of the pass.
-#[allow(clippy::too_many_arguments)] // The batch's context, passed through once.
 async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
-    job: &ValidatedJob,
-    holder: LeaseHolder<'_>,
+    batch: &BatchCall<'_>,
     batches: i64,
     keys: Vec<KeyValue>,
     skipped_locked: bool,
-    now: DateTime<Utc>,
 ) -> Result<Written, EngineError> {
+    let BatchCall {
+        job, holder, now, ..
+    } = *batch;
     let Some(last_key) = keys.last().cloned() else {
         return Ok(Some(Window {
             rows: 0,

@@ -136,95 +136,136 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// fails start-up within [`PROBE_TIMEOUT`] naming the cause (the pool would retry until its
 /// acquire timeout and then say only that it timed out).
 async fn probe(url: &str, backend: Backend) -> Result<(), EngineError> {
+    // A file: the pool's own error names it.
+    let Some((attempt, server)) = first_connection(url, backend)? else {
+        return Ok(());
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(server.refusal(&error)),
+        Err(_) => Err(EngineError::Unreachable {
+            class: ErrorClass::Transient,
+            cause: format!(
+                "timed out after {}s connecting to {}",
+                PROBE_TIMEOUT.as_secs(),
+                server.place
+            ),
+        }),
+    }
+}
+
+/// The server a URL names, as a connection error should name it.
+struct ProbedServer {
+    /// `host:port`.
+    place: String,
+    user: String,
+    database: String,
+}
+
+/// The first connection's attempt and the server it goes to; `None` for SQLite (a file).
+fn first_connection(
+    url: &str,
+    backend: Backend,
+) -> Result<Option<(FirstConnection, ProbedServer)>, EngineError> {
     use std::str::FromStr;
 
     use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
 
-    let unreachable = |class, cause: String| EngineError::Unreachable { class, cause };
-    let (attempt, place, user, database): (FirstConnection, String, String, String) = match backend
-    {
+    let malformed = |error: sea_orm::sqlx::Error| EngineError::Unreachable {
+        class: ErrorClass::Permanent,
+        cause: error.to_string(),
+    };
+    Ok(Some(match backend {
         Backend::Postgres => {
-            let options = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url)
-                .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
-            let place = format!("{}:{}", options.get_host(), options.get_port());
+            let options =
+                sea_orm::sqlx::postgres::PgConnectOptions::from_str(url).map_err(malformed)?;
             let user = options.get_username().to_owned();
-            let database = options.get_database().unwrap_or(&user).to_owned();
-            let attempt = Box::pin(async move { options.connect().await?.close().await });
-            (attempt, place, user, database)
+            let server = ProbedServer {
+                place: format!("{}:{}", options.get_host(), options.get_port()),
+                database: options.get_database().unwrap_or(&user).to_owned(),
+                user,
+            };
+            let attempt: FirstConnection =
+                Box::pin(async move { options.connect().await?.close().await });
+            (attempt, server)
         }
         Backend::MySql => {
-            let options = sea_orm::sqlx::mysql::MySqlConnectOptions::from_str(url)
-                .map_err(|error| unreachable(ErrorClass::Permanent, error.to_string()))?;
-            let place = format!("{}:{}", options.get_host(), options.get_port());
-            let user = options.get_username().to_owned();
-            let database = options.get_database().unwrap_or_default().to_owned();
-            let attempt = Box::pin(async move { options.connect().await?.close().await });
-            (attempt, place, user, database)
+            let options =
+                sea_orm::sqlx::mysql::MySqlConnectOptions::from_str(url).map_err(malformed)?;
+            let server = ProbedServer {
+                place: format!("{}:{}", options.get_host(), options.get_port()),
+                user: options.get_username().to_owned(),
+                database: options.get_database().unwrap_or_default().to_owned(),
+            };
+            let attempt: FirstConnection =
+                Box::pin(async move { options.connect().await?.close().await });
+            (attempt, server)
         }
-        // A file: the pool's own error names it.
-        Backend::Sqlite => return Ok(()),
-    };
-    let error = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(error)) => error,
-        Err(_) => {
-            return Err(unreachable(
-                ErrorClass::Transient,
-                format!(
-                    "timed out after {}s connecting to {place}",
-                    PROBE_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-    };
-    Err(match &error {
-        sea_orm::sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            unreachable(
-                ErrorClass::Transient,
-                format!("connection refused by {place} (is the database running, on this port?)"),
-            )
-        }
-        sea_orm::sqlx::Error::Io(io)
-            if io.to_string().contains("lookup address")
-                || io.to_string().contains("Name or service not known") =>
-        {
-            unreachable(
-                ErrorClass::Transient,
-                format!("unknown host in {place}: {io}"),
-            )
-        }
-        sea_orm::sqlx::Error::Database(database_error) => {
-            let code = database_error.code().unwrap_or_default().into_owned();
-            let number = database_error
-                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
-                .map(|mysql| mysql.number());
-            let message = database_error.message();
-            match (code.as_str(), number) {
-                ("28P01" | "28000", _) | (_, Some(1045)) => unreachable(
-                    ErrorClass::Permanent,
-                    format!("authentication failed for user `{user}` at {place}: {message}"),
-                ),
-                ("3D000", _) | (_, Some(1049)) => unreachable(
-                    ErrorClass::Permanent,
-                    format!("database `{database}` does not exist at {place}: {message}"),
-                ),
-                (_, Some(1044)) => unreachable(
-                    ErrorClass::Permanent,
+        Backend::Sqlite => return Ok(None),
+    }))
+}
+
+impl ProbedServer {
+    /// Why the server refused the first connection, in words naming the user, database or
+    /// place at fault, classified for start-up's retry.
+    fn refusal(&self, error: &sea_orm::sqlx::Error) -> EngineError {
+        let Self {
+            place,
+            user,
+            database,
+        } = self;
+        let unreachable = |class, cause: String| EngineError::Unreachable { class, cause };
+        match error {
+            sea_orm::sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                unreachable(
+                    ErrorClass::Transient,
                     format!(
-                        "user `{user}` may not use database `{database}` at {place}: {message}"
+                        "connection refused by {place} (is the database running, on this port?)"
                     ),
-                ),
-                _ => unreachable(
-                    crate::error::classify_sqlx_error(&error),
-                    format!("{place} refused the connection: {message}"),
-                ),
+                )
             }
+            sea_orm::sqlx::Error::Io(io)
+                if io.to_string().contains("lookup address")
+                    || io.to_string().contains("Name or service not known") =>
+            {
+                unreachable(
+                    ErrorClass::Transient,
+                    format!("unknown host in {place}: {io}"),
+                )
+            }
+            sea_orm::sqlx::Error::Database(database_error) => {
+                let code = database_error.code().unwrap_or_default().into_owned();
+                let number = database_error
+                    .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                    .map(|mysql| mysql.number());
+                let message = database_error.message();
+                match (code.as_str(), number) {
+                    ("28P01" | "28000", _) | (_, Some(1045)) => unreachable(
+                        ErrorClass::Permanent,
+                        format!("authentication failed for user `{user}` at {place}: {message}"),
+                    ),
+                    ("3D000", _) | (_, Some(1049)) => unreachable(
+                        ErrorClass::Permanent,
+                        format!("database `{database}` does not exist at {place}: {message}"),
+                    ),
+                    (_, Some(1044)) => unreachable(
+                        ErrorClass::Permanent,
+                        format!(
+                            "user `{user}` may not use database `{database}` at {place}: {message}"
+                        ),
+                    ),
+                    _ => unreachable(
+                        crate::error::classify_sqlx_error(error),
+                        format!("{place} refused the connection: {message}"),
+                    ),
+                }
+            }
+            other => unreachable(
+                crate::error::classify_sqlx_error(other),
+                format!("cannot connect to {place}: {other}"),
+            ),
         }
-        other => unreachable(
-            crate::error::classify_sqlx_error(other),
-            format!("cannot connect to {place}: {other}"),
-        ),
-    })
+    }
 }
 
 /// The backend a URL points at.

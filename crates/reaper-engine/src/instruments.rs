@@ -119,71 +119,133 @@ pub const BATCH_DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Help texts (shown by `/metrics`) of the counters, gauges and histograms: name, unit, help.
+type Help = (&'static str, Option<metrics::Unit>, &'static str);
+
+/// The counters' help texts.
+const COUNTER_HELP: &[Help] = &[
+    (
+        ROWS_DELETED,
+        None,
+        "Rows deleted (hard) or marked deleted (soft).",
+    ),
+    (BATCHES, None, "Committed batch transactions."),
+    (JOBS_FINISHED, None, "Jobs that finished, by outcome."),
+    (
+        JOB_RETRIES,
+        None,
+        "Job runs that failed transiently and will retry.",
+    ),
+    (
+        JOBS_ACCEPTED,
+        None,
+        "Jobs accepted into the ledger, by source.",
+    ),
+    (
+        JOBS_REJECTED,
+        None,
+        "Job requests refused as invalid, by source.",
+    ),
+];
+
+/// The gauges' help texts.
+const GAUGE_HELP: &[Help] = &[
+    (JOBS_PENDING, None, "Jobs pending in the ledger."),
+    (
+        JOBS_RUNNING,
+        None,
+        "Jobs running under a lease, per the ledger.",
+    ),
+    (
+        JOBS_PAUSED,
+        None,
+        "Foreground purges paused by Ctrl-C, waiting for reaper purge --resume.",
+    ),
+    (
+        LEDGER_UP,
+        None,
+        "1 when this scrape read the ledger; 0 when it could not (ledger series left out).",
+    ),
+    (
+        QUEUE_DEPTH,
+        None,
+        "Messages waiting in the queue transport.",
+    ),
+    (
+        WORKERS_ALIVE,
+        None,
+        "Workers of this daemon polling the queue.",
+    ),
+    (
+        POLICY_LAST_RUN,
+        None,
+        "When the policy's newest finished run finished (unix seconds; 0 if none).",
+    ),
+    (
+        POLICY_LAST_RUN_ROWS,
+        None,
+        "Rows the policy's newest finished run removed.",
+    ),
+    (
+        POLICY_LAST_RUN_DURATION,
+        Some(metrics::Unit::Seconds),
+        "Submission to finish of the policy's newest finished run.",
+    ),
+    (
+        POLICY_LAST_RUN_SUCCESS,
+        None,
+        "1 if the policy's newest finished run is done, else 0.",
+    ),
+    (
+        POLICY_LAST_RUN_CAPPED,
+        None,
+        "1 if the policy's newest finished run stopped at max_rows_per_run with rows left, else 0.",
+    ),
+    (
+        POLICY_LAST_SUCCESS,
+        None,
+        "When the policy's newest successful run finished (unix seconds; 0 if never).",
+    ),
+    (
+        POLICY_INTERVAL,
+        Some(metrics::Unit::Seconds),
+        "The period of the policy's schedule.",
+    ),
+    (
+        POLICY_NEXT_RUN,
+        None,
+        "When the policy's next window opens (unix seconds; 0 if disabled).",
+    ),
+];
+
+/// The histograms' help texts.
+const HISTOGRAM_HELP: &[Help] = &[(
+    BATCH_DURATION,
+    Some(metrics::Unit::Seconds),
+    "Batch transaction time, BEGIN to COMMIT.",
+)];
+
 /// Registers help texts (shown by `/metrics`).
 pub fn describe() {
-    metrics::describe_counter!(
-        ROWS_DELETED,
-        "Rows deleted (hard) or marked deleted (soft)."
-    );
-    metrics::describe_counter!(BATCHES, "Committed batch transactions.");
-    metrics::describe_histogram!(
-        BATCH_DURATION,
-        metrics::Unit::Seconds,
-        "Batch transaction time, BEGIN to COMMIT."
-    );
-    metrics::describe_counter!(JOBS_FINISHED, "Jobs that finished, by outcome.");
-    metrics::describe_counter!(
-        JOB_RETRIES,
-        "Job runs that failed transiently and will retry."
-    );
-    metrics::describe_gauge!(JOBS_PENDING, "Jobs pending in the ledger.");
-    metrics::describe_gauge!(JOBS_RUNNING, "Jobs running under a lease, per the ledger.");
-    metrics::describe_gauge!(
-        JOBS_PAUSED,
-        "Foreground purges paused by Ctrl-C, waiting for reaper purge --resume."
-    );
-    metrics::describe_gauge!(
-        LEDGER_UP,
-        "1 when this scrape read the ledger; 0 when it could not (ledger series left out)."
-    );
-    metrics::describe_gauge!(QUEUE_DEPTH, "Messages waiting in the queue transport.");
-    metrics::describe_gauge!(WORKERS_ALIVE, "Workers of this daemon polling the queue.");
-    metrics::describe_counter!(JOBS_ACCEPTED, "Jobs accepted into the ledger, by source.");
-    metrics::describe_counter!(JOBS_REJECTED, "Job requests refused as invalid, by source.");
-    metrics::describe_gauge!(
-        POLICY_LAST_RUN,
-        "When the policy's newest finished run finished (unix seconds; 0 if none)."
-    );
-    metrics::describe_gauge!(
-        POLICY_LAST_RUN_ROWS,
-        "Rows the policy's newest finished run removed."
-    );
-    metrics::describe_gauge!(
-        POLICY_LAST_RUN_DURATION,
-        metrics::Unit::Seconds,
-        "Submission to finish of the policy's newest finished run."
-    );
-    metrics::describe_gauge!(
-        POLICY_LAST_RUN_SUCCESS,
-        "1 if the policy's newest finished run is done, else 0."
-    );
-    metrics::describe_gauge!(
-        POLICY_LAST_RUN_CAPPED,
-        "1 if the policy's newest finished run stopped at max_rows_per_run with rows left, else 0."
-    );
-    metrics::describe_gauge!(
-        POLICY_LAST_SUCCESS,
-        "When the policy's newest successful run finished (unix seconds; 0 if never)."
-    );
-    metrics::describe_gauge!(
-        POLICY_INTERVAL,
-        metrics::Unit::Seconds,
-        "The period of the policy's schedule."
-    );
-    metrics::describe_gauge!(
-        POLICY_NEXT_RUN,
-        "When the policy's next window opens (unix seconds; 0 if disabled)."
-    );
+    // The describe macros take the unit as a separate argument, hence one arm per presence.
+    for &(name, unit, help) in COUNTER_HELP {
+        match unit {
+            Some(unit) => metrics::describe_counter!(name, unit, help),
+            None => metrics::describe_counter!(name, help),
+        }
+    }
+    for &(name, unit, help) in GAUGE_HELP {
+        match unit {
+            Some(unit) => metrics::describe_gauge!(name, unit, help),
+            None => metrics::describe_gauge!(name, help),
+        }
+    }
+    for &(name, unit, help) in HISTOGRAM_HELP {
+        match unit {
+            Some(unit) => metrics::describe_histogram!(name, unit, help),
+            None => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 /// Creates the per-policy series at zero (the scrape fills them from the ledger).

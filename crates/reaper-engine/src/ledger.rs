@@ -37,10 +37,20 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// Validates `request` against `catalog` and writes it to the ledger as `pending`. A repeated
-/// idempotency key returns the existing job. An invalid job is refused and never written.
-/// `default_max_attempts` applies unless the target sets its own. `policy` names the retention
-/// policy submitting it (none for producers).
+/// Who will run a submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunBy {
+    /// The daemon's workers, through the queue: the job is written `pending`.
+    Queue,
+    /// A foreground run (`reaper purge`): the job is written `paused`, so no daemon takes it;
+    /// the caller claims it with [`ClaimFrom::Resume`].
+    Foreground,
+}
+
+/// Validates `request` against `catalog` and writes it to the ledger, `pending` or `paused`
+/// as `run_by` says. A repeated idempotency key returns the existing job. An invalid job is
+/// refused and never written. `default_max_attempts` applies unless the target sets its own.
+/// `policy` names the retention policy submitting it (none for producers).
 pub async fn submit(
     db: &Database,
     catalog: &Catalog,
@@ -48,49 +58,7 @@ pub async fn submit(
     default_max_attempts: u32,
     now: DateTime<Utc>,
     policy: Option<&str>,
-) -> Result<Submitted, EngineError> {
-    insert(
-        db,
-        catalog,
-        request,
-        default_max_attempts,
-        now,
-        policy,
-        false,
-    )
-    .await
-}
-
-/// [`submit`] for a foreground run (`reaper purge`): the job is written `paused`, so no daemon
-/// takes it; the caller claims it with [`ClaimFrom::Resume`].
-pub async fn submit_paused(
-    db: &Database,
-    catalog: &Catalog,
-    request: &JobRequest,
-    default_max_attempts: u32,
-    now: DateTime<Utc>,
-    policy: Option<&str>,
-) -> Result<Submitted, EngineError> {
-    insert(
-        db,
-        catalog,
-        request,
-        default_max_attempts,
-        now,
-        policy,
-        true,
-    )
-    .await
-}
-
-async fn insert(
-    db: &Database,
-    catalog: &Catalog,
-    request: &JobRequest,
-    default_max_attempts: u32,
-    now: DateTime<Utc>,
-    policy: Option<&str>,
-    paused: bool,
+    run_by: RunBy,
 ) -> Result<Submitted, EngineError> {
     let validated = validate(request, catalog, now)?;
     let max_attempts = validated
@@ -114,7 +82,7 @@ async fn insert(
             max_attempts,
             now,
             policy,
-            paused,
+            paused: run_by == RunBy::Foreground,
         },
     );
     let inserted = match db.backend() {

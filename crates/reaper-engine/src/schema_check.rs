@@ -23,76 +23,21 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
     let mut present = BTreeSet::new();
     for target in catalog.targets() {
         let columns = table_columns(db, target).await?;
-        let key = |field: &str| format!("targets.{}.{field}", target.name);
         if columns.is_empty() {
             let table = match &target.schema {
                 Some(schema) => format!("{schema}.{}", target.table),
                 None => target.table.clone(),
             };
             problems.push(ConfigProblem {
-                key: key("table"),
+                key: config_key(target, "table"),
                 message: format!("table `{table}` does not exist in the database"),
             });
             continue;
         }
         present.insert(target.name.clone());
-        let backend = db.backend();
-        let mut expect = |field: String, column: &str, declared: Option<ColumnType>| match columns
-            .get(column)
-        {
-            None => problems.push(ConfigProblem {
-                key: key(&field),
-                message: format!(
-                    "column `{column}` does not exist in table `{}`",
-                    target.table
-                ),
-            }),
-            Some(found) => {
-                if let Some(declared) = declared
-                    && let Some(actual) = family(backend, found)
-                    && !fits(declared, actual)
-                {
-                    problems.push(ConfigProblem {
-                            key: key(&field),
-                            message: format!(
-                                "declared `{declared}`, but column `{column}` of table `{}` is `{found}` ({}); \
-                                 declare it `{actual}`",
-                                target.table, backend
-                            ),
-                        });
-                }
-            }
-        };
-        let key_type = match target.key_type {
-            KeyType::Int => ColumnType::Int,
-            KeyType::Text => ColumnType::Text,
-            KeyType::Uuid => ColumnType::Uuid,
-        };
-        expect("primary_key".into(), &target.primary_key, Some(key_type));
-        for (column, declared) in &target.columns {
-            expect(format!("columns.{column}"), column, Some(*declared));
-        }
-        if let Some(column) = &target.soft_delete_column {
-            expect(
-                "soft_delete_column".into(),
-                column,
-                Some(ColumnType::Timestamp),
-            );
-        }
+        problems.extend(column_problems(db.backend(), target, &columns));
         if db.backend() == Backend::Sqlite {
-            for (column, _) in target.columns.iter().filter(|(name, kind)| {
-                **kind == ColumnType::Timestamp && columns.contains_key(*name)
-            }) {
-                if let Some(found) = sqlite_timestamp_mismatch(db, target, column).await? {
-                    problems.push(ConfigProblem {
-                        key: key(&format!("columns.{column}")),
-                        message: format!(
-                            "SQLite timestamps must be UTC text like `2026-01-31 08:00:00` (what CURRENT_TIMESTAMP writes) \
-                             for reaper to compare them; found {found}"
-                        ),
-                    });
-                }
-            }
+            problems.extend(sqlite_timestamp_problems(db, target, &columns).await?);
         }
     }
     crate::graph_check::check_relations(db, catalog, &present, &mut problems).await?;
@@ -101,6 +46,88 @@ pub async fn check_catalog(db: &Database, catalog: &Catalog) -> Result<(), Check
     } else {
         Err(CheckError::Config(ConfigError { problems }))
     }
+}
+
+/// The config key path of one of `target`'s fields.
+fn config_key(target: &Target, field: &str) -> String {
+    format!("targets.{}.{field}", target.name)
+}
+
+/// Every column the target names (key, filterable, soft-delete) that the table lacks, or
+/// whose database type does not fit the declared one.
+fn column_problems(
+    backend: Backend,
+    target: &Target,
+    columns: &BTreeMap<String, String>,
+) -> Vec<ConfigProblem> {
+    let key_type = match target.key_type {
+        KeyType::Int => ColumnType::Int,
+        KeyType::Text => ColumnType::Text,
+        KeyType::Uuid => ColumnType::Uuid,
+    };
+    let named = std::iter::once(("primary_key".to_owned(), &target.primary_key, key_type))
+        .chain(
+            (target.columns.iter())
+                .map(|(column, declared)| (format!("columns.{column}"), column, *declared)),
+        )
+        .chain((target.soft_delete_column.iter()).map(|column| {
+            (
+                "soft_delete_column".to_owned(),
+                column,
+                ColumnType::Timestamp,
+            )
+        }));
+    let mut problems = Vec::new();
+    for (field, column, declared) in named {
+        let Some(found) = columns.get(column) else {
+            problems.push(ConfigProblem {
+                key: config_key(target, &field),
+                message: format!(
+                    "column `{column}` does not exist in table `{}`",
+                    target.table
+                ),
+            });
+            continue;
+        };
+        if let Some(actual) = family(backend, found)
+            && !fits(declared, actual)
+        {
+            problems.push(ConfigProblem {
+                key: config_key(target, &field),
+                message: format!(
+                    "declared `{declared}`, but column `{column}` of table `{}` is `{found}` ({}); \
+                     declare it `{actual}`",
+                    target.table, backend
+                ),
+            });
+        }
+    }
+    problems
+}
+
+/// The SQLite timestamp columns of `target` whose stored values reaper could not compare.
+async fn sqlite_timestamp_problems(
+    db: &Database,
+    target: &Target,
+    columns: &BTreeMap<String, String>,
+) -> Result<Vec<ConfigProblem>, EngineError> {
+    let mut problems = Vec::new();
+    for (column, _) in target
+        .columns
+        .iter()
+        .filter(|(name, kind)| **kind == ColumnType::Timestamp && columns.contains_key(*name))
+    {
+        if let Some(found) = sqlite_timestamp_mismatch(db, target, column).await? {
+            problems.push(ConfigProblem {
+                key: config_key(target, &format!("columns.{column}")),
+                message: format!(
+                    "SQLite timestamps must be UTC text like `2026-01-31 08:00:00` (what CURRENT_TIMESTAMP writes) \
+                     for reaper to compare them; found {found}"
+                ),
+            });
+        }
+    }
+    Ok(problems)
 }
 
 /// Rows sampled per SQLite timestamp column at start-up.

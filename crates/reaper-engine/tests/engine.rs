@@ -153,6 +153,29 @@ async fn gaps(s: &Setup, id: &str) -> Vec<(f64, i64)> {
         .collect()
 }
 
+/// Erases `tenant` (600 rows, exactly `expected`) in batches of 50 with `throttle` on the
+/// target, checking the invariants; the gaps between its 12 batches.
+async fn erase_throttled(
+    s: &mut Setup,
+    tenant: i64,
+    expected: &BTreeSet<String>,
+    throttle: reaper_core::throttle::Throttle,
+) -> Vec<(f64, i64)> {
+    s.catalog = throttled(throttle);
+    let before = s.snapshot().await;
+    let id = s
+        .submit(
+            erase_tenant(tenant, serde_json::json!({"batch_size": 50})),
+            5,
+        )
+        .await;
+    s.run_and_check(&id, &before, expected, Removal::Hard, 50)
+        .await;
+    let gaps = gaps(s, &id).await;
+    assert_eq!(gaps.len(), 11, "{gaps:?}");
+    gaps
+}
+
 /// How precisely the audit records when a batch started: MariaDB's `TIMESTAMP` keeps whole
 /// seconds; the others microseconds (5 ms allowed for the two clocks' readings).
 fn audit_resolution(backend: Backend) -> f64 {
@@ -171,20 +194,18 @@ async fn the_rows_per_second_cap_and_the_pause_pace_the_batches(backend: Backend
     // 250 rows/s in batches of 50: each batch books 200 ms, far longer than a batch of 50 rows
     // takes even on a loaded machine, so an unthrottled run cannot pass.
     let rate = 250.0;
-    s.catalog = throttled(Throttle {
-        max_rows_per_second: Some(250),
-        ..Throttle::default()
-    });
-    let before = s.snapshot().await;
-    let id = s
-        .submit(erase_tenant(1, serde_json::json!({"batch_size": 50})), 5)
-        .await;
-    s.run_and_check(&id, &before, &expected, Removal::Hard, 50)
-        .await;
+    let capped = erase_throttled(
+        &mut s,
+        1,
+        &expected,
+        Throttle {
+            max_rows_per_second: Some(250),
+            ..Throttle::default()
+        },
+    )
+    .await;
     // Lower bound, from the commits themselves (the audit time is the batch's start): in any
     // stretch of batches, the rows before the last one took at least rows / rate.
-    let capped = gaps(&s, &id).await;
-    assert_eq!(capped.len(), 11, "{capped:?}");
     for first in 0..capped.len() {
         let (mut span, mut rows) = (0.0, 0);
         for (gap, batch_rows) in &capped[first..] {
@@ -213,18 +234,16 @@ async fn the_rows_per_second_cap_and_the_pause_pace_the_batches(backend: Backend
         0.150
     };
     let expected = s.test.ids("events", "tenant_id = 2").await;
-    s.catalog = throttled(Throttle {
-        pause: Duration::from_secs_f64(pause),
-        ..Throttle::default()
-    });
-    let before = s.snapshot().await;
-    let id = s
-        .submit(erase_tenant(2, serde_json::json!({"batch_size": 50})), 5)
-        .await;
-    s.run_and_check(&id, &before, &expected, Removal::Hard, 50)
-        .await;
-    let paused = gaps(&s, &id).await;
-    assert_eq!(paused.len(), 11, "{paused:?}");
+    let paused = erase_throttled(
+        &mut s,
+        2,
+        &expected,
+        Throttle {
+            pause: Duration::from_secs_f64(pause),
+            ..Throttle::default()
+        },
+    )
+    .await;
     for (gap, _) in &paused {
         assert!(
             *gap >= pause - resolution,
@@ -1158,14 +1177,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {
         )
         .await;
     let canceller = async {
-        let started = std::time::Instant::now();
-        while s.job(&id).await.batches < 2 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the job never committed two batches"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        s.wait_for_batches(&id, 2, Duration::from_secs(20)).await;
         ledger::request_cancel(&s.db, &id, Utc::now())
             .await
             .unwrap()

@@ -162,9 +162,17 @@ impl EngineTest {
         max_attempts: u32,
     ) -> ledger::Submitted {
         let request: JobRequest = serde_json::from_value(job).unwrap();
-        ledger::submit(&self.db, catalog, &request, max_attempts, Utc::now(), None)
-            .await
-            .unwrap()
+        ledger::submit(
+            &self.db,
+            catalog,
+            &request,
+            max_attempts,
+            Utc::now(),
+            None,
+            ledger::RunBy::Queue,
+        )
+        .await
+        .unwrap()
     }
 
     /// One run, as one queue pull.
@@ -236,6 +244,19 @@ impl EngineTest {
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no job {id}"))
+    }
+
+    /// Waits (polling every 2 ms) until the job has committed `batches` batches; fails after
+    /// `limit`.
+    pub async fn wait_for_batches(&self, id: &str, batches: i64, limit: Duration) {
+        let started = std::time::Instant::now();
+        while self.job(id).await.batches < batches {
+            assert!(
+                started.elapsed() < limit,
+                "the job never committed {batches} batches"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// The job's state, attempts and last error, from the ledger.

@@ -233,6 +233,7 @@ async fn create_job(
             &request,
             state.default_max_attempts,
             "api",
+            None,
         ),
     )
     .await;

@@ -136,6 +136,7 @@ pub(crate) async fn run(dir: &Path) -> anyhow::Result<()> {
             config.worker.max_attempts,
             Utc::now(),
             None,
+            ledger::RunBy::Queue,
         )
         .await?;
         queue.push(&submitted.job.id, None).await?;

@@ -63,64 +63,19 @@ impl EnqueueFlags {
             problems.push("--reason is required: it is recorded in every audit entry".into());
             String::new()
         });
-        // An unknown target or column passes as text here; validation then names it.
-        let column_type = |column: &str| {
-            catalog
-                .get(&target_name)
-                .and_then(|target| target.columns.get(column).copied())
-                .unwrap_or(ColumnType::Text)
-        };
         let mut all = Vec::new();
-        for (flag, raw, op) in self
-            .equals
-            .iter()
-            .map(|raw| ("--where", raw, Op::Eq))
+        let value_flags = (self.equals.iter().map(|raw| ("--where", raw, Op::Eq)))
             .chain(self.one_of.iter().map(|raw| ("--in", raw, Op::In)))
             .chain(
                 self.older_than
                     .iter()
                     .map(|raw| ("--older-than", raw, Op::OlderThan)),
-            )
-        {
-            let (column, value) = match (op, raw.split_once('=')) {
-                (_, Some(pair)) => pair,
-                (Op::OlderThan, None) => match catalog
-                    .get(&target_name)
-                    .ok_or_else(|| format!("--target: unknown target `{target_name}`"))
-                    .and_then(|target| age_column(target, "--older-than"))
-                {
-                    Ok(column) => (column, raw.as_str()),
-                    Err(problem) => {
-                        problems.push(problem);
-                        continue;
-                    }
-                },
-                (_, None) => {
-                    problems.push(format!("{flag} {raw}: expected COLUMN=VALUE"));
-                    continue;
-                }
-            };
-            let value = match op {
-                Op::In => value
-                    .split(',')
-                    .map(|item| typed(column_type(column), item, flag, raw))
-                    .collect::<Result<_, _>>()
-                    .map(serde_json::Value::Array),
-                Op::OlderThan => Ok(serde_json::Value::String(value.to_owned())),
-                _ => typed(column_type(column), value, flag, raw),
-            };
-            let value = match value {
-                Ok(value) => value,
-                Err(problem) => {
-                    problems.push(problem);
-                    continue;
-                }
-            };
-            all.push(Condition {
-                column: column.to_owned(),
-                op,
-                value: Some(value),
-            });
+            );
+        for (flag, raw, op) in value_flags {
+            match condition(catalog, &target_name, flag, raw, op) {
+                Ok(condition) => all.push(condition),
+                Err(problem) => problems.push(problem),
+            }
         }
         for column in self.is_null {
             all.push(Condition {
@@ -156,21 +111,67 @@ impl EnqueueFlags {
             // Validation runs where the job is accepted and reports everything at once.
             return Ok(request);
         }
-        // The rest of the job's problems too, except those the flags above already explain
-        // (a refused condition is left out, so the filter's are not meaningful).
-        if let Err(invalid) = reaper_core::validate::validate(&request, catalog, chrono::Utc::now())
-        {
-            for error in invalid.errors {
-                let explained = error.field.starts_with("filter")
-                    || error.field == "all_rows"
-                    || (error.field == "reason" && request.reason.is_empty());
-                if !explained {
-                    problems.push(error.to_string());
-                }
-            }
-        }
+        problems.extend(problems_beyond_the_flags(&request, catalog));
         Err(problems.join("; "))
     }
+}
+
+/// The condition one `--where`/`--in`/`--older-than` flag describes, or what is wrong with it.
+fn condition(
+    catalog: &Catalog,
+    target_name: &str,
+    flag: &str,
+    raw: &str,
+    op: Op,
+) -> Result<Condition, String> {
+    let (column, value) = match (op, raw.split_once('=')) {
+        (_, Some(pair)) => pair,
+        (Op::OlderThan, None) => {
+            let target = catalog
+                .get(target_name)
+                .ok_or_else(|| format!("--target: unknown target `{target_name}`"))?;
+            (age_column(target, "--older-than")?, raw)
+        }
+        (_, None) => return Err(format!("{flag} {raw}: expected COLUMN=VALUE")),
+    };
+    // An unknown target or column passes as text here; validation then names it.
+    let column_type = catalog
+        .get(target_name)
+        .and_then(|target| target.columns.get(column).copied())
+        .unwrap_or(ColumnType::Text);
+    let value = match op {
+        Op::In => value
+            .split(',')
+            .map(|item| typed(column_type, item, flag, raw))
+            .collect::<Result<_, _>>()
+            .map(serde_json::Value::Array)?,
+        Op::OlderThan => serde_json::Value::String(value.to_owned()),
+        _ => typed(column_type, value, flag, raw)?,
+    };
+    Ok(Condition {
+        column: column.to_owned(),
+        op,
+        value: Some(value),
+    })
+}
+
+/// The rest of the job's problems, except those the flags already explain (a refused
+/// condition is left out, so the filter's are not meaningful).
+fn problems_beyond_the_flags(request: &JobRequest, catalog: &Catalog) -> Vec<String> {
+    let Err(invalid) = reaper_core::validate::validate(request, catalog, chrono::Utc::now()) else {
+        return Vec::new();
+    };
+    invalid
+        .errors
+        .into_iter()
+        .filter(|error| {
+            let explained = error.field.starts_with("filter")
+                || error.field == "all_rows"
+                || (error.field == "reason" && request.reason.is_empty());
+            !explained
+        })
+        .map(|error| error.to_string())
+        .collect()
 }
 
 /// The timestamp column an age without a column refers to: the target's only one (its
@@ -214,31 +215,18 @@ fn typed(kind: ColumnType, text: &str, flag: &str, raw: &str) -> Result<serde_js
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use reaper_core::catalog::{KeyType, Mode};
+    use reaper_testkit::engine::TargetFixture;
 
     use super::*;
 
     fn catalog() -> Catalog {
+        let users = Target::fixture("users")
+            .column("id", ColumnType::Int)
+            .column("plan", ColumnType::Text)
+            .column("last_seen_at", ColumnType::Timestamp);
         Catalog::new([Target {
-            name: "users".into(),
-            schema: None,
-            table: "users".into(),
-            primary_key: "id".into(),
-            key_type: KeyType::Int,
-            columns: BTreeMap::from([
-                ("id".into(), ColumnType::Int),
-                ("plan".into(), ColumnType::Text),
-                ("last_seen_at".into(), ColumnType::Timestamp),
-            ]),
-            default_mode: Mode::Hard,
-            batch_size: 100,
-            max_batch_size: 1000,
-            soft_delete_column: None,
             max_rows: 1000,
-            max_attempts: None,
-            throttle: Default::default(),
+            ..users
         }])
     }
 

@@ -243,6 +243,7 @@ impl Intake {
             &request,
             self.default_max_attempts,
             "redis",
+            None,
         )
         .await
         {

@@ -46,7 +46,8 @@ pub(crate) fn parse(bytes: &[u8], catalog: &Catalog) -> Result<JobRequest, Unacc
 }
 
 /// Validates, records and enqueues `request`. A repeated idempotency key returns the existing
-/// job and enqueues nothing. `source` labels the metrics (`api`, `cli`, `redis`, `scheduler`).
+/// job and enqueues nothing. `source` labels the metrics (`api`, `cli`, `redis`, `scheduler`);
+/// `policy` names the retention policy submitting (the scheduler's windows), none for producers.
 /// Producers may not use the scheduler's key prefix (`policy:`): a forged key could take a
 /// retention window's place.
 pub(crate) async fn accept(
@@ -56,9 +57,11 @@ pub(crate) async fn accept(
     request: &JobRequest,
     default_max_attempts: u32,
     source: &'static str,
+    policy: Option<&str>,
 ) -> Result<Submitted, EngineError> {
     // Case-insensitively: MySQL's default collation compares keys that way.
-    if let Some(key) = &request.idempotency_key
+    if policy.is_none()
+        && let Some(key) = &request.idempotency_key
         && key
             .get(..retention::KEY_PREFIX.len())
             .is_some_and(|prefix| prefix.eq_ignore_ascii_case(retention::KEY_PREFIX))
@@ -74,29 +77,6 @@ pub(crate) async fn accept(
             }],
         }));
     }
-    accept_as(
-        db,
-        catalog,
-        queue,
-        request,
-        default_max_attempts,
-        source,
-        None,
-    )
-    .await
-}
-
-/// [`accept`] for any source, including the retention scheduler (`policy` set, its reserved
-/// keys allowed).
-pub(crate) async fn accept_as(
-    db: &Database,
-    catalog: &Catalog,
-    queue: &JobQueue,
-    request: &JobRequest,
-    default_max_attempts: u32,
-    source: &'static str,
-    policy: Option<&str>,
-) -> Result<Submitted, EngineError> {
     let submitted = match ledger::submit(
         db,
         catalog,
@@ -104,6 +84,7 @@ pub(crate) async fn accept_as(
         default_max_attempts,
         Utc::now(),
         policy,
+        ledger::RunBy::Queue,
     )
     .await
     {

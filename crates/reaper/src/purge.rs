@@ -448,27 +448,19 @@ async fn report_end(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reaper_core::catalog::{ColumnType, KeyType, Mode, Target};
-    use std::collections::BTreeMap;
+    use reaper_core::catalog::{ColumnType, Target};
+    use reaper_testkit::engine::TargetFixture;
 
     fn catalog(columns: &[(&str, ColumnType)]) -> Catalog {
+        let sessions = columns
+            .iter()
+            .fold(Target::fixture("sessions"), |target, (name, kind)| {
+                target.column(name, *kind)
+            });
         Catalog::new([Target {
-            name: "sessions".into(),
-            schema: None,
-            table: "sessions".into(),
-            primary_key: "id".into(),
-            key_type: KeyType::Int,
-            columns: columns
-                .iter()
-                .map(|(name, kind)| ((*name).to_owned(), *kind))
-                .collect::<BTreeMap<_, _>>(),
-            default_mode: Mode::Hard,
-            batch_size: 100,
-            max_batch_size: 1000,
             soft_delete_column: Some("deleted_at".into()),
             max_rows: 1000,
-            max_attempts: None,
-            throttle: Default::default(),
+            ..sessions
         }])
     }
 

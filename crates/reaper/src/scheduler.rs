@@ -72,7 +72,7 @@ impl Scheduler {
             return Ok(WindowJob::Skipped { previous });
         }
         let request = policy.job_request(Some(window), retention::SCHEDULER);
-        let submitted = producer::accept_as(
+        let submitted = producer::accept(
             &self.db,
             &self.catalog,
             &self.queue,

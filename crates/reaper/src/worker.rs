@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::{BackendExt, PollSnapshot, PollStrategy};
-use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt, WorkerContext};
+use apalis::prelude::{
+    BoxDynError, Data, Monitor, MonitorError, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+};
 use reaper_core::catalog::Catalog;
 use reaper_core::config::WorkerConfig;
 use reaper_engine::runner::{self, RunOutcome, RunSettings};
@@ -268,10 +270,51 @@ pub(crate) async fn run_workers(
         } else {
             format!("{}-r{restarts}", state.settings.owner)
         };
-        let mut signal = stop.clone();
+        let generation = WorkerGeneration {
+            name,
+            concurrency,
+            poll_interval,
+            grace,
+        };
+        let ended = generation.run(&state, stop.clone()).await;
+        if *stop.borrow() {
+            if let Err(error) = ended {
+                tracing::warn!(message = "Workers ended with an error while stopping.", %error);
+            }
+            return Ok(());
+        }
+        restarts += 1;
+        if !pause_before_restart(restarts, ended, stop.clone()).await {
+            return Ok(());
+        }
+    }
+}
+
+/// One set of workers under one name, from start until apalis ends them or `stop`.
+struct WorkerGeneration {
+    /// The worker name apalis registers (unique per generation).
+    name: String,
+    concurrency: u32,
+    poll_interval: Duration,
+    grace: Duration,
+}
+
+impl WorkerGeneration {
+    /// Runs the workers and keeps `reaper_workers_alive` / `/readyz` true while they poll.
+    async fn run(
+        self,
+        state: &Arc<WorkerState>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), MonitorError> {
+        let Self {
+            name,
+            concurrency,
+            poll_interval,
+            grace,
+        } = self;
         let shutdown = async move {
             // A dropped sender means the process is going down: stop too.
-            let _ = signal.wait_for(|stopping| *stopping).await;
+            let _ = stop.wait_for(|stopping| *stopping).await;
             Ok(())
         };
         let state_for_workers = state.clone();
@@ -318,30 +361,32 @@ pub(crate) async fn run_workers(
         };
         instruments::workers_alive(0);
         state.workers_alive.store(false, Ordering::Relaxed);
-        if *stop.borrow() {
-            if let Err(error) = ended {
-                tracing::warn!(message = "Workers ended with an error while stopping.", %error);
-            }
-            return Ok(());
+        ended
+    }
+}
+
+/// Logs why the workers ended and waits a pause that grows with `restarts` (capped at 5 s);
+/// false when `stop` turns true during the pause.
+async fn pause_before_restart(
+    restarts: u32,
+    ended: Result<(), MonitorError>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let pause = Duration::from_millis(250 * u64::from(restarts.min(20)));
+    match ended {
+        Err(error) => {
+            tracing::error!(message = "Workers stopped on a queue error; restarting.", %error, restarts, pause_ms = pause.as_millis() as u64)
         }
-        restarts += 1;
-        let pause = Duration::from_millis(250 * u64::from(restarts.min(20)));
-        match ended {
-            Err(error) => {
-                tracing::error!(message = "Workers stopped on a queue error; restarting.", %error, restarts, pause_ms = pause.as_millis() as u64)
-            }
-            Ok(()) => {
-                tracing::error!(
-                    message = "Workers stopped unexpectedly; restarting.",
-                    restarts,
-                    pause_ms = pause.as_millis() as u64
-                )
-            }
+        Ok(()) => {
+            tracing::error!(
+                message = "Workers stopped unexpectedly; restarting.",
+                restarts,
+                pause_ms = pause.as_millis() as u64
+            )
         }
-        let mut signal = stop.clone();
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = signal.wait_for(|stopping| *stopping) => return Ok(()),
-        }
+    }
+    tokio::select! {
+        () = tokio::time::sleep(pause) => true,
+        _ = stop.wait_for(|stopping| *stopping) => false,
     }
 }

@@ -645,12 +645,7 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
-            .unwrap()
-            .into()
-    }
+    use crate::sql::test_support::at;
 
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {

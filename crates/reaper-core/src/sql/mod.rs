@@ -419,6 +419,13 @@ pub(crate) mod test_support {
     use crate::job::JobRequest;
     use crate::validate::{ValidatedJob, validate};
 
+    /// The fixed clock of the SQL snapshots.
+    pub(crate) fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
+            .unwrap()
+            .into()
+    }
+
     pub(crate) fn job(json: &serde_json::Value) -> ValidatedJob {
         let catalog = Catalog::new([Target {
             name: "events".into(),

@@ -88,13 +88,7 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
-    use crate::sql::test_support::job;
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
-            .unwrap()
-            .into()
-    }
+    use crate::sql::test_support::{at, job};
 
     #[test]
     fn the_window_is_locked_nowait_first_then_skip_locked() {

@@ -51,13 +51,7 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
-    use crate::sql::test_support::job;
-
-    fn at() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-25T08:30:00Z")
-            .unwrap()
-            .into()
-    }
+    use crate::sql::test_support::{at, job};
 
     #[test]
     fn hard_batch_deletes_a_keyset_window_returning_keys() {

@@ -32,6 +32,7 @@ pub(crate) async fn run(
         &request,
         settings.config.worker.max_attempts,
         "cli",
+        None,
     )
     .await
     .map_err(|error| match error {

@@ -62,13 +62,14 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
     if let Err(refusal) = validated.check_max_rows(matching) {
         return Err(CommandError::Invalid(refusal.to_string()));
     }
-    let submitted = ledger::submit_paused(
+    let submitted = ledger::submit(
         &db,
         &settings.catalog,
         &request,
         settings.config.worker.max_attempts,
         Utc::now(),
         policy.as_deref(),
+        ledger::RunBy::Foreground,
     )
     .await?;
     let end = purge::run_foreground(&db, settings, submitted.job, Some(matching)).await?;
