@@ -699,8 +699,13 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
             None,
         )
         .await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["cancel"], "stopping");
+    // Usually `stopping` (202); when the worker reaches its batch boundary between the cancel's
+    // write and its read-back, the reply already says `cancelled` (200).
+    assert!(
+        (status == 202 && body["cancel"] == "stopping")
+            || (status == 200 && body["cancel"] == "cancelled"),
+        "{status} {body}"
+    );
     let cancelled = api
         .wait_for(&id, "cancelled", Duration::from_secs(10))
         .await;

@@ -170,7 +170,8 @@ pub struct JobPage {
 /// The reply to `POST /v1/jobs/{id}/cancel` (`CancelResult` in `docs/openapi.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cancelled {
-    /// `cancelled` (it was pending) or `stopping` (it stops at its next batch boundary).
+    /// `cancelled` (it was pending or paused, or it was running and reached its batch boundary
+    /// before this reply) or `stopping` (it stops at its next batch boundary).
     pub cancel: String,
     /// The job.
     pub job: JobView,
