@@ -15,10 +15,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use reaper_testkit::{PrivateRedis, Removal, TableSnapshot, TestDatabase};
+use reaper_testkit::{
+    PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
+};
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Daemon, RedisDeployment, free_port};
+use crate::Deployment;
+use crate::daemon::{Api, Daemon, RedisDeployment, free_port, reaper_sessions, wait_mid_batch};
 
 /// Every batch takes at least this long (a fault point), so faults land mid-batch.
 const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
@@ -42,15 +45,6 @@ fn erase(tenants: &[i64], batch_size: i64) -> Value {
 /// A job's state, attempts and last error, from the ledger (no daemon needed).
 async fn ledger_job(test: &TestDatabase, id: &str) -> (String, i64, Option<String>) {
     reaper_testkit::engine::job_state(test, id).await
-}
-
-/// Sessions of reaper on this test's database in `state`.
-async fn sessions(test: &TestDatabase, state: &str) -> i64 {
-    test.int(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-         AND application_name = 'reaper' AND state = '{state}'"
-    ))
-    .await
 }
 
 /// What a scenario must leave behind, checked by [`Settled::check`].
@@ -153,20 +147,25 @@ fn redis_connection(redis: &PrivateRedis) -> redis::Connection {
 
 /// A daemon of `d` with its API on a port of its own (several may run at once).
 fn another_daemon(d: &RedisDeployment, env: &[(&str, &str)]) -> (Daemon, u16) {
+    daemon_of(&d.deployment, env)
+}
+
+/// A daemon of `deployment` (either queue) with its API on a port of its own.
+fn daemon_of(deployment: &Deployment, env: &[(&str, &str)]) -> (Daemon, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut env = env.to_vec();
     env.push(("REAPER_API__LISTEN", listen.as_str()));
     (
-        Daemon::start(&d.deployment.config, d.deployment.dir.path(), port, &env),
+        Daemon::start(&deployment.config, deployment.dir.path(), port, &env),
         port,
     )
 }
 
 /// Adds `line` to the config file's `[worker]` table: for the CLI that submits (a job's
 /// `max_attempts` is fixed when it is accepted) and for every daemon.
-fn worker_setting(d: &RedisDeployment, line: &str) {
-    let config = &d.deployment.config;
+fn worker_setting(deployment: &Deployment, line: &str) {
+    let config = &deployment.config;
     let text = std::fs::read_to_string(config).unwrap();
     assert!(text.contains("[worker]\n"), "{text}");
     std::fs::write(
@@ -189,10 +188,21 @@ impl Scenario {
     /// `rows` events; the jobs must remove exactly the rows of `tenants`; `worker` lines are
     /// added to the config's `[worker]` table.
     async fn new(rows: u32, tenants: &[i64], worker: &[&str]) -> Self {
-        let redis = PrivateRedis::start();
-        let d = RedisDeployment::new(rows, Some(&redis)).await;
+        let test = TestDatabase::postgres().await;
+        Self::on(test, PrivateRedis::start(), rows, tenants, worker).await
+    }
+
+    /// The scenario on `test` (a database on a cluster the test owns) and `redis`.
+    async fn on(
+        test: TestDatabase,
+        redis: PrivateRedis,
+        rows: u32,
+        tenants: &[i64],
+        worker: &[&str],
+    ) -> Self {
+        let d = RedisDeployment::on(test, rows, Some(&redis)).await;
         for line in worker {
-            worker_setting(&d, line);
+            worker_setting(&d.deployment, line);
         }
         let expected = keys_of(&d.deployment.test, tenants).await;
         let before = d.deployment.test.snapshot_events().await;
@@ -231,6 +241,41 @@ impl Scenario {
             .await;
         finals
     }
+
+    /// [`Scenario::settle`], every job `done` with no error.
+    async fn settle_done(
+        &self,
+        jobs: Vec<String>,
+        within: Duration,
+        max_batch: i64,
+    ) -> Vec<(String, i64, Option<String>)> {
+        let finals = self.settle(jobs, within, max_batch).await;
+        for (state, _, error) in &finals {
+            assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+        }
+        finals
+    }
+
+    /// [`Scenario::settle`] for one job in batches of 20 that a fault failed at least once:
+    /// `done` with no error after two attempts or more.
+    async fn settle_retried(&self, id: String) {
+        let finals = self
+            .settle_done(vec![id], Duration::from_secs(60), 20)
+            .await;
+        assert!(finals[0].1 >= 2, "never retried: {finals:?}");
+    }
+}
+
+/// While a fault holds: no row of `events` removed for a second. The rows left.
+async fn nothing_removed_for_a_second(test: &TestDatabase) -> i64 {
+    let left = test.int("SELECT count(*) FROM events").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        test.int("SELECT count(*) FROM events").await,
+        left,
+        "rows removed while the fault held"
+    );
+    left
 }
 
 /// Keys matching any of `tenants` (`tenant_id = id % 10`).
@@ -284,7 +329,7 @@ async fn chaos_kill_9_at_random_moments_loses_and_repeats_nothing() {
         tokio::time::sleep(wait).await;
         // Where the kill lands: a batch inside its transaction, or a claimed job between
         // batches, or neither (starting up, waiting for a lease to expire).
-        let in_batch = sessions(test, "idle in transaction").await;
+        let in_batch = reaper_sessions(test, "idle in transaction").await;
         let running = test
             .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running'")
             .await;
@@ -313,11 +358,7 @@ async fn chaos_kill_9_at_random_moments_loses_and_repeats_nothing() {
         "the jobs did not run between kills ({progress} rows)"
     );
     let _last = d.start(&env);
-    let finals = s.settle(ids, Duration::from_secs(60), 10).await;
-    for (state, attempts, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-        assert!(*attempts >= 1);
-    }
+    let finals = s.settle_done(ids, Duration::from_secs(60), 10).await;
     let attempts: i64 = finals.iter().map(|job| job.1).sum();
     assert!(
         attempts > finals.len() as i64,
@@ -349,7 +390,7 @@ async fn chaos_a_job_that_kills_its_worker_every_time_ends_dead_after_max_attemp
             let (state, attempts, _) = ledger_job(test, poison).await;
             if state == "running"
                 && attempts == attempt
-                && sessions(test, "idle in transaction").await > 0
+                && reaper_sessions(test, "idle in transaction").await > 0
             {
                 break;
             }
@@ -419,12 +460,8 @@ async fn chaos_redis_paused_past_its_timeouts_stalls_nothing_for_good() {
     );
     // Submitted after the stall: the daemon that started still consumes.
     let second = api.submit(&erase(&[5, 6], 20)).await;
-    let finals = s
-        .settle(vec![first, second], Duration::from_secs(60), 20)
+    s.settle_done(vec![first, second], Duration::from_secs(60), 20)
         .await;
-    for (state, _, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-    }
     drop(daemon);
 }
 
@@ -499,14 +536,10 @@ async fn chaos_a_database_turned_read_only_mid_job_resumes_when_writable() {
     read_only(test, &name, true).await;
     let line = daemon.wait_for_log(&["read-only transaction"], Duration::from_secs(20));
     eprintln!("refused while read-only: {line}");
-    let left = test.int("SELECT count(*) FROM events").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(test.int("SELECT count(*) FROM events").await, left);
+    let left = nothing_removed_for_a_second(test).await;
     assert!(left > 2_000 - expected.len() as i64, "finished before");
     read_only(test, &name, false).await;
-    let finals = s.settle(vec![id], Duration::from_secs(60), 20).await;
-    assert_eq!((finals[0].0.as_str(), &finals[0].2), ("done", &None));
-    assert!(finals[0].1 >= 2, "never retried: {finals:?}");
+    s.settle_retried(id).await;
     drop(daemon);
 }
 
@@ -567,7 +600,7 @@ async fn chaos_a_message_delivered_twice_deletes_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let finals = s.settle(vec![id], Duration::from_secs(10), 20).await;
+    let finals = s.settle_done(vec![id], Duration::from_secs(10), 20).await;
     assert_eq!(finals[0].1, 1, "claimed twice: {finals:?}");
     drop(daemon);
 }
@@ -611,19 +644,22 @@ async fn chaos_a_rolling_restart_of_three_daemons_finishes_every_job_once() {
         stopped_mid_run >= 3,
         "the restarts missed the jobs ({stopped_mid_run} of 6 mid-run)"
     );
-    let finals = s.settle(ids, Duration::from_secs(60), 10).await;
-    for (state, _, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-    }
+    s.settle_done(ids, Duration::from_secs(60), 10).await;
     drop(daemons);
 }
 
-/// Redis restarted without its data (the private server killed and started empty on its port)
-/// while a job runs and another waits in the queue: the workers reconnect, the reconciler
-/// re-enqueues what the queue lost, both jobs finish once.
-#[tokio::test]
-async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
-    let mut s = Scenario::new(2_000, &[1, 2, 3], &[]).await;
+/// Redis restarted (the private server killed and started again on its port) while a job runs
+/// and another waits in the queue: the workers reconnect, both jobs finish once. The keys
+/// the server held before and after the restart.
+async fn redis_restarted_mid_run(redis: PrivateRedis) -> (i64, i64) {
+    let mut s = Scenario::on(
+        TestDatabase::postgres().await,
+        redis,
+        2_000,
+        &[1, 2, 3],
+        &[],
+    )
+    .await;
     let daemon =
         s.d.start(&[SLOW_BATCHES, ("REAPER_WORKER__CONCURRENCY", "1")]);
     let api = s.d.api();
@@ -631,20 +667,147 @@ async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
     api.wait_mid_run(&first, 2).await;
     // One worker, busy: the second job's message waits in the queue.
     let second = api.submit(&erase(&[3], 20)).await;
-    assert!(s.redis.keys() > 0);
+    let before = s.redis.keys();
     s.redis.restart();
-    // Empty: both the running job's and the waiting job's messages are gone.
-    assert_eq!(s.redis.keys(), 0, "the restart kept data");
+    let after = s.redis.keys();
+    eprintln!("redis keys: {before} before the restart, {after} after");
     assert_eq!(
         ledger_job(s.test(), &second).await.0,
         "pending",
         "the second job ran before the restart"
     );
-    let finals = s
-        .settle(vec![first, second], Duration::from_secs(60), 20)
+    s.settle_done(vec![first, second], Duration::from_secs(60), 20)
         .await;
-    for (state, _, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-    }
     drop(daemon);
+    (before, after)
+}
+
+/// Without its data: both the running job's and the waiting job's messages are lost; the
+/// reconciler re-enqueues them from the ledger.
+#[tokio::test]
+async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
+    let (before, after) = redis_restarted_mid_run(PrivateRedis::start()).await;
+    assert!(before > 0);
+    assert_eq!(after, 0, "the restart kept data");
+}
+
+/// With its data (append-only file, synced on every write): the queue, the workers' in-flight
+/// sets and heartbeats come back as they were; nothing runs twice.
+#[tokio::test]
+async fn chaos_redis_restarted_with_its_data_mid_run_loses_and_repeats_nothing() {
+    let (before, after) = redis_restarted_mid_run(PrivateRedis::with_data()).await;
+    assert!(
+        after > 0,
+        "the restart lost the data ({before} keys before)"
+    );
+}
+
+/// The test-owned PostgreSQL cluster that holds both the target and the ledger is restarted
+/// (`pg_ctl restart -m fast`: every session ended) and then crashed (`-m immediate`: no
+/// shutdown checkpoint, crash recovery on start), each while a batch is open. Each time the
+/// batch rolls back, the daemon's pool reconnects, and batches commit again; the job ends
+/// `done`, every row removed and audited exactly once.
+#[tokio::test]
+async fn chaos_postgres_restarted_and_crashed_mid_batch_finishes_the_job_once() {
+    let cluster = PrivatePostgres::start();
+    let test = TestDatabase::postgres_on(cluster.admin_url.clone()).await;
+    let tenants = [1, 2, 3, 4];
+    let s = Scenario::on(
+        test,
+        PrivateRedis::start(),
+        4_000,
+        &tenants,
+        &["max_attempts = 100"],
+    )
+    .await;
+    let (d, test) = (&s.d, s.test());
+    let daemon = d.start(&[SLOW_BATCHES]);
+    let api = d.api();
+    let id = api.submit(&erase(&tenants, 20)).await;
+    api.wait_mid_run(&id, 2).await;
+    for mode in ["fast", "immediate"] {
+        // From the ledger, not the API: right after a restart the API may answer 503 (the
+        // ledger unavailable, retry), as documented.
+        let batches_sql = format!("SELECT batches FROM reaper_jobs WHERE id = '{id}'");
+        let batches = test.int(&batches_sql).await;
+        wait_mid_batch(test).await;
+        let started = Instant::now();
+        cluster.restart(mode);
+        eprintln!(
+            "restart -m {mode} with a batch open, after {batches} batches: {:?}",
+            started.elapsed()
+        );
+        // The daemon carries on: batches commit again after the restart.
+        while test.int(&batches_sql).await <= batches + 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no batch committed after the restart -m {mode}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let log = cluster.log();
+    assert!(
+        log.contains("terminating connection due to administrator command"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not properly shut down"),
+        "no crash recovery:\n{log}"
+    );
+    s.settle_retried(id).await;
+    drop(daemon);
+}
+
+/// A full disk under SQLite (a 16 MB tmpfs holding the target database, which also holds the
+/// ledger, filled up to its last byte while the daemon is frozen): batches fail with "database
+/// or disk is full" (SQLITE_FULL, transient), whole — nothing is removed while the disk is
+/// full; space freed, the job finishes exactly once.
+#[tokio::test]
+async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_finishes_the_job() {
+    let disk = SmallDisk::mount(16);
+    let deployment = Deployment::on(TestDatabase::sqlite_in(disk.path()).await, 20_000).await;
+    deployment.migrate();
+    worker_setting(&deployment, "max_attempts = 1000");
+    let test = &deployment.test;
+    let tenants = [1, 2, 3, 4, 5];
+    let expected = keys_of(test, &tenants).await;
+    let before = test.snapshot_events().await;
+    let (mut daemon, _) = daemon_of(&deployment, &[]);
+    daemon.freeze();
+    let id = deployment.enqueue(&erase(&tenants, 1_000));
+    let filled = disk.fill();
+    eprintln!("disk filled with {filled} bytes");
+    daemon.signal("CONT");
+    let line = daemon.wait_for_log(&["database or disk is full"], Duration::from_secs(30));
+    eprintln!("while full: {line}");
+    nothing_removed_for_a_second(test).await;
+    assert_ne!(ledger_job(test, &id).await.0, "done");
+    disk.free();
+    let started = Instant::now();
+    let finals = loop {
+        let job = ledger_job(test, &id).await;
+        if job.0 == "done" || job.0 == "dead" {
+            break job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not finished after the space was freed: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("after the space was freed: {finals:?}");
+    assert_eq!(
+        (finals.0.as_str(), &finals.2),
+        ("done", &None),
+        "{finals:?}"
+    );
+    // Once: the writes refused while the disk was full (the claim's own update first)
+    // changed nothing, not even the attempts.
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 1_000)
+        .await;
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
 }
