@@ -811,3 +811,109 @@ async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_fini
     let (status, _) = daemon.wait(Duration::from_secs(10));
     assert!(status.success(), "{status}");
 }
+
+/// A real deadlock between a batch and another session (PostgreSQL; reaper's sessions wait
+/// up to 10 s for a row lock here instead of 50 ms, and the database detects deadlocks after
+/// 100 ms, so the wait cycle is one the database must break, not a lock timeout): the other
+/// session records a witness row and locks the tenant's second row; the batch locks the first
+/// and waits for the second; the other session then asks for the first. PostgreSQL aborts one
+/// of the two with `deadlock detected` (40P01): either the batch (rolled back, retried as
+/// transient) and the other session commits its witness, or the other session (its
+/// transaction rolled back whole, no witness). The log and the witness table say which; either
+/// way the job finishes exactly once.
+#[tokio::test]
+async fn chaos_a_deadlock_with_another_session_loses_neither_side() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let s = Scenario::new(1_000, &[6], &["max_attempts = 10"]).await;
+    let (d, test, expected) = (&s.d, s.test(), &s.expected);
+    let name = test.strings("SELECT current_database()").await.remove(0);
+    test.exec(&format!(
+        "ALTER DATABASE \"{name}\" SET deadlock_timeout = '100ms'; \
+         CREATE TABLE chaos_witness (note text NOT NULL)"
+    ))
+    .await;
+    let mut keys = expected
+        .iter()
+        .map(|key| key.parse::<i64>().unwrap())
+        .collect::<Vec<_>>();
+    keys.sort_unstable();
+    let (first, second) = (keys[0], keys[1]);
+    let other = test.conn.begin().await.unwrap();
+    other
+        .execute_unprepared(&format!(
+            "SET LOCAL deadlock_timeout = '100ms'; \
+             INSERT INTO chaos_witness VALUES ('other session'); \
+             SELECT id FROM events WHERE id = {second} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let daemon = d.start(&[("REAPER_DATABASE__LOCK_TIMEOUT", "10s")]);
+    let api = d.api();
+    let id = api.submit(&erase(&[6], 20)).await;
+    // The batch holds the first row and waits for the second.
+    let started = Instant::now();
+    while test
+        .int(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'reaper' AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the batch never waited for the other session's row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cycle: the other session asks for the row the batch holds.
+    let other_side = other
+        .execute_unprepared(&format!(
+            "SELECT id FROM events WHERE id = {first} FOR UPDATE"
+        ))
+        .await;
+    let other_lost = match other_side {
+        Ok(_) => {
+            other.commit().await.unwrap();
+            false
+        }
+        Err(error) => {
+            assert!(
+                error.to_string().contains("deadlock detected"),
+                "the other session failed otherwise: {error}"
+            );
+            other.rollback().await.unwrap();
+            true
+        }
+    };
+    let finals = s.settle(vec![id], Duration::from_secs(30), 20).await;
+    assert_eq!(finals[0].0, "done", "{finals:?}");
+    let witnesses = test.int("SELECT count(*) FROM chaos_witness").await;
+    let batch_lost = daemon.log_text().contains("deadlock detected");
+    eprintln!(
+        "deadlock broken by aborting {}; job {finals:?}; witness rows {witnesses}",
+        if other_lost {
+            "the other session"
+        } else {
+            "reaper's batch"
+        }
+    );
+    // Exactly one side was aborted; the other session's transaction is whole or gone whole.
+    assert!(
+        other_lost != batch_lost,
+        "other lost: {other_lost}, batch lost: {batch_lost}"
+    );
+    assert_eq!(witnesses, i64::from(!other_lost));
+    // The ledger says it too: a retried batch keeps the deadlock as the job's last error.
+    if batch_lost {
+        assert!(
+            finals[0].1 >= 2,
+            "the aborted batch was not retried: {finals:?}"
+        );
+        let error = finals[0].2.as_deref().unwrap_or_default();
+        assert!(error.contains("deadlock detected"), "{finals:?}");
+    } else {
+        assert_eq!(finals[0].2, None, "{finals:?}");
+    }
+    drop(daemon);
+}
