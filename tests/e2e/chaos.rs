@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use reaper_testkit::{
     PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
 };
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::Deployment;
@@ -45,6 +46,27 @@ fn erase(tenants: &[i64], batch_size: i64) -> Value {
 /// A job's state, attempts and last error, from the ledger (no daemon needed).
 async fn ledger_job(test: &TestDatabase, id: &str) -> (String, i64, Option<String>) {
     reaper_testkit::engine::job_state(test, id).await
+}
+
+/// Waits until job `id` is `done` or `dead` (a daemon without the chaos checker: SQLite,
+/// MariaDB); its (state, attempts, last error).
+async fn wait_finished(
+    test: &TestDatabase,
+    id: &str,
+    limit: Duration,
+) -> (String, i64, Option<String>) {
+    let started = Instant::now();
+    loop {
+        let job = ledger_job(test, id).await;
+        if ["done", "dead"].contains(&job.0.as_str()) {
+            return job;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not finished within {limit:?}: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What a scenario must leave behind, checked by [`Settled::check`].
@@ -784,18 +806,7 @@ async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_fini
     nothing_removed_for_a_second(test).await;
     assert_ne!(ledger_job(test, &id).await.0, "done");
     disk.free();
-    let started = Instant::now();
-    let finals = loop {
-        let job = ledger_job(test, &id).await;
-        if job.0 == "done" || job.0 == "dead" {
-            break job;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "not finished after the space was freed: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let finals = wait_finished(test, &id, Duration::from_secs(60)).await;
     eprintln!("after the space was freed: {finals:?}");
     assert_eq!(
         (finals.0.as_str(), &finals.2),
@@ -823,7 +834,6 @@ async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_fini
 /// way the job finishes exactly once.
 #[tokio::test]
 async fn chaos_a_deadlock_with_another_session_loses_neither_side() {
-    use sea_orm::{ConnectionTrait, TransactionTrait};
     let s = Scenario::new(1_000, &[6], &["max_attempts = 10"]).await;
     let (d, test, expected) = (&s.d, s.test(), &s.expected);
     let name = test.strings("SELECT current_database()").await.remove(0);
@@ -916,4 +926,70 @@ async fn chaos_a_deadlock_with_another_session_loses_neither_side() {
         assert_eq!(finals[0].2, None, "{finals:?}");
     }
     drop(daemon);
+}
+
+/// Reaper's MariaDB sessions with a transaction open on `test`'s database (a batch between
+/// its statements and its COMMIT): their connection ids.
+async fn mariadb_open_batches(test: &TestDatabase) -> Vec<String> {
+    test.strings(
+        "SELECT CAST(t.trx_mysql_thread_id AS CHAR) FROM information_schema.INNODB_TRX t \
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()",
+    )
+    .await
+}
+
+/// MariaDB: reaper's session killed (`KILL CONNECTION`) while its batch is open, twice. The
+/// batch rolls back (InnoDB), the lost connection is transient, the job finishes exactly once
+/// and no transaction is left open.
+#[tokio::test]
+async fn chaos_mariadb_session_killed_mid_batch_is_rolled_back_and_retried() {
+    let deployment = Deployment::new(reaper_core::sql::Backend::MySql, 2_000).await;
+    deployment.migrate();
+    worker_setting(&deployment, "max_attempts = 100");
+    let test = &deployment.test;
+    let tenants = [1, 2];
+    let expected = keys_of(test, &tenants).await;
+    let before = test.snapshot_events().await;
+    let (daemon, port) = daemon_of(&deployment, &[SLOW_BATCHES]);
+    let api = Api::at(port);
+    let id = api.submit(&erase(&tenants, 20)).await;
+    for kill in 1..=2 {
+        let started = Instant::now();
+        let open = loop {
+            let open = mariadb_open_batches(test).await;
+            if !open.is_empty() {
+                break open;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "kill {kill}: no batch opened"
+            );
+            // InnoDB refreshes INNODB_TRX only when it was last read over 100 ms ago: a
+            // faster poll reads the same stale answer for ever.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        };
+        for connection in &open {
+            // The batch may have committed meanwhile and its connection gone: that KILL fails.
+            let killed = test
+                .conn
+                .execute_unprepared(&format!("KILL CONNECTION {connection}"))
+                .await;
+            eprintln!("kill {kill}: KILL CONNECTION {connection}: {killed:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let finals = wait_finished(test, &id, Duration::from_secs(60)).await;
+    eprintln!("after the kills: {finals:?}");
+    assert_eq!(finals.0, "done", "{finals:?}");
+    assert!(finals.1 >= 2, "no killed batch was retried: {finals:?}");
+    assert!(
+        daemon.log_text().contains("Job will be retried"),
+        "{}",
+        daemon.log_text()
+    );
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
+        .await;
+    assert_eq!(mariadb_open_batches(test).await, Vec::<String>::new());
 }
