@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use reaper_testkit::{
-    PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
+    PrivateMariaDb, PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
 };
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
@@ -939,37 +939,88 @@ async fn mariadb_open_batches(test: &TestDatabase) -> Vec<String> {
     .await
 }
 
+/// Waits (20 s at most) until one of reaper's MariaDB sessions has a batch open; their ids.
+async fn wait_mariadb_open_batch(test: &TestDatabase) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let open = mariadb_open_batches(test).await;
+        if !open.is_empty() {
+            return open;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no batch opened"
+        );
+        // InnoDB refreshes INNODB_TRX only when it was last read over 100 ms ago: a faster
+        // poll reads the same stale answer for ever.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A MariaDB deployment on `test` (target and ledger; the embedded SQLite queue) whose job
+/// erases tenants 1 and 2 in slow batches of 20, submitted to a running daemon.
+struct MariaDbRun {
+    deployment: Deployment,
+    expected: BTreeSet<String>,
+    before: TableSnapshot,
+    daemon: Daemon,
+    id: String,
+}
+
+impl MariaDbRun {
+    async fn start(test: TestDatabase) -> Self {
+        let deployment = Deployment::on(test, 2_000).await;
+        deployment.migrate();
+        worker_setting(&deployment, "max_attempts = 100");
+        let tenants = [1, 2];
+        let expected = keys_of(&deployment.test, &tenants).await;
+        let before = deployment.test.snapshot_events().await;
+        let (daemon, port) = daemon_of(&deployment, &[SLOW_BATCHES]);
+        let id = Api::at(port).submit(&erase(&tenants, 20)).await;
+        Self {
+            deployment,
+            expected,
+            before,
+            daemon,
+            id,
+        }
+    }
+
+    /// The job `done` after at least one retry (the fault failed a run), exactly the tenants'
+    /// rows removed and audited once, no transaction left open.
+    async fn settle(&self) {
+        let test = &self.deployment.test;
+        let finals = wait_finished(test, &self.id, Duration::from_secs(60)).await;
+        eprintln!("after the faults: {finals:?}");
+        assert_eq!(finals.0, "done", "{finals:?}");
+        assert!(
+            finals.1 >= 2,
+            "no interrupted batch was retried: {finals:?}"
+        );
+        // The failed run is in the log: retried, or (when the connection died before the
+        // failure could be recorded) left to its lease to expire and claimed again.
+        let log = self.daemon.log_text();
+        assert!(
+            log.contains("Job will be retried")
+                || log.contains("Could not record the job's outcome"),
+            "{log}"
+        );
+        self.before
+            .assert_removed_exactly(test, &self.expected, Removal::Hard, 20)
+            .await;
+        assert_eq!(mariadb_open_batches(test).await, Vec::<String>::new());
+    }
+}
+
 /// MariaDB: reaper's session killed (`KILL CONNECTION`) while its batch is open, twice. The
 /// batch rolls back (InnoDB), the lost connection is transient, the job finishes exactly once
 /// and no transaction is left open.
 #[tokio::test]
 async fn chaos_mariadb_session_killed_mid_batch_is_rolled_back_and_retried() {
-    let deployment = Deployment::new(reaper_core::sql::Backend::MySql, 2_000).await;
-    deployment.migrate();
-    worker_setting(&deployment, "max_attempts = 100");
-    let test = &deployment.test;
-    let tenants = [1, 2];
-    let expected = keys_of(test, &tenants).await;
-    let before = test.snapshot_events().await;
-    let (daemon, port) = daemon_of(&deployment, &[SLOW_BATCHES]);
-    let api = Api::at(port);
-    let id = api.submit(&erase(&tenants, 20)).await;
+    let run = MariaDbRun::start(TestDatabase::mysql().await).await;
+    let test = &run.deployment.test;
     for kill in 1..=2 {
-        let started = Instant::now();
-        let open = loop {
-            let open = mariadb_open_batches(test).await;
-            if !open.is_empty() {
-                break open;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "kill {kill}: no batch opened"
-            );
-            // InnoDB refreshes INNODB_TRX only when it was last read over 100 ms ago: a
-            // faster poll reads the same stale answer for ever.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        };
-        for connection in &open {
+        for connection in wait_mariadb_open_batch(test).await {
             // The batch may have committed meanwhile and its connection gone: that KILL fails.
             let killed = test
                 .conn
@@ -979,17 +1030,25 @@ async fn chaos_mariadb_session_killed_mid_batch_is_rolled_back_and_retried() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let finals = wait_finished(test, &id, Duration::from_secs(60)).await;
-    eprintln!("after the kills: {finals:?}");
-    assert_eq!(finals.0, "done", "{finals:?}");
-    assert!(finals.1 >= 2, "no killed batch was retried: {finals:?}");
-    assert!(
-        daemon.log_text().contains("Job will be retried"),
-        "{}",
-        daemon.log_text()
+    run.settle().await;
+}
+
+/// A test-owned MariaDB server (target and ledger) killed (kill -9) with a batch open and
+/// started again: InnoDB's crash recovery rolls the batch back, the daemon reconnects, the job
+/// finishes exactly once.
+#[tokio::test]
+async fn chaos_mariadb_crashed_and_restarted_mid_batch_finishes_the_job_once() {
+    let mut server = PrivateMariaDb::start();
+    let run = MariaDbRun::start(TestDatabase::mysql_on(server.admin_url.clone()).await).await;
+    let test = &run.deployment.test;
+    let batches_sql = format!("SELECT batches FROM reaper_jobs WHERE id = '{}'", run.id);
+    wait_mariadb_open_batch(test).await;
+    let batches = test.int(&batches_sql).await;
+    let started = Instant::now();
+    server.crash_and_restart();
+    eprintln!(
+        "crashed with a batch open after {batches} batches, back in {:?}",
+        started.elapsed()
     );
-    before
-        .assert_removed_exactly(test, &expected, Removal::Hard, 20)
-        .await;
-    assert_eq!(mariadb_open_batches(test).await, Vec::<String>::new());
+    run.settle().await;
 }

@@ -13,7 +13,7 @@ mod invariants;
 mod private_servers;
 mod redis_queue;
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
-pub use private_servers::{PrivatePostgres, SmallDisk};
+pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
 
 use std::collections::BTreeSet;
@@ -88,8 +88,13 @@ impl TestDatabase {
     }
 
     pub async fn mysql() -> Self {
+        Self::mysql_on(mysql_admin_url()).await
+    }
+
+    /// A database on the MariaDB server `admin_url` names (a [`PrivateMariaDb`]).
+    pub async fn mysql_on(admin_url: String) -> Self {
         let (admin_url, name, url) =
-            create_database(mysql_admin_url(), "MariaDB/MySQL", "REAPER_TEST_MYSQL_URL").await;
+            create_database(admin_url, "MariaDB/MySQL", "REAPER_TEST_MYSQL_URL").await;
         let conn = Database::connect(&url).await.unwrap();
         conn.execute_unprepared("SET SESSION time_zone = '+00:00'")
             .await

@@ -1,11 +1,13 @@
 //! Servers and disks a test owns, for faults it must not inflict on the shared services: a
-//! PostgreSQL cluster of its own (restarted, crashed) and a small tmpfs (filled up). Each is
-//! torn down on drop. They need root (the machine's test runner is root): the cluster runs as
-//! the `postgres` user through `runuser`, the tmpfs is mounted. A missing binary or a refused
-//! mount fails the test loudly; nothing is skipped.
+//! PostgreSQL cluster and a MariaDB server of its own (restarted, crashed) and a small tmpfs
+//! (filled up). Each is torn down on drop. They need root (the machine's test runner is root):
+//! the cluster runs as the `postgres` user through `runuser`, MariaDB as root (`--user=root`),
+//! the tmpfs is mounted. A missing binary or a refused mount fails the test loudly; nothing is
+//! skipped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Where PostgreSQL's server binaries are (`REAPER_TEST_PG_BIN`, default: Debian's 15).
 fn postgres_bin(program: &str) -> PathBuf {
@@ -135,6 +137,105 @@ impl Drop for PrivatePostgres {
             .arg(pg_ctl)
             .args(["-D", &self.data(), "stop", "-m", "immediate", "-w"])
             .output();
+    }
+}
+
+/// A MariaDB server of the test's own (`mariadb-install-db` into a temp datadir, `mariadbd` on
+/// a free loopback port with its own socket, root without a password), killed on drop.
+#[derive(Debug)]
+pub struct PrivateMariaDb {
+    /// `mysql://root@127.0.0.1:PORT/mysql`: pass to [`crate::TestDatabase::mysql_on`].
+    pub admin_url: String,
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateMariaDb {
+    /// Creates the datadir and starts the server (a few seconds).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("reaper-mariadb-")
+            .tempdir()
+            .unwrap();
+        run_checked(
+            Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .args([
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ]),
+        );
+        let port = free_port();
+        let child = spawn_mariadbd(dir.path(), port);
+        Self {
+            admin_url: format!("mysql://root@127.0.0.1:{port}/mysql"),
+            port,
+            child,
+            dir,
+        }
+    }
+
+    /// Kills the server (kill -9: a crash, InnoDB recovers on start) and starts it again on
+    /// the same port; returns once it answers.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_mariadbd(self.dir.path(), self.port);
+    }
+}
+
+/// Starts `mariadbd` on `dir`'s datadir and `port` and waits until it answers, 30 s at most.
+// The caller owns the child: `PrivateMariaDb` kills and waits for it on drop.
+#[allow(clippy::zombie_processes)]
+fn spawn_mariadbd(dir: &Path, port: u16) -> Child {
+    let mut child = Command::new("mariadbd")
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
+        .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
+        .arg(format!("--log-error={}", dir.join("error.log").display()))
+        .arg(format!("--port={port}"))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--user=root",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=32M",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("mariadbd is required for this test: {error}"));
+    let started = Instant::now();
+    loop {
+        let answered = Command::new("mariadb")
+            .args([
+                "-uroot",
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-e",
+                "SELECT 1",
+            ])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if answered {
+            return child;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("private mariadbd did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
