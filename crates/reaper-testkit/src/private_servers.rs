@@ -191,7 +191,7 @@ impl PrivateMariaDb {
 // The caller owns the child: `PrivateMariaDb` kills and waits for it on drop.
 #[allow(clippy::zombie_processes)]
 fn spawn_mariadbd(dir: &Path, port: u16) -> Child {
-    let mut child = Command::new("mariadbd")
+    let child = Command::new("mariadbd")
         .arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
         .arg(format!("--socket={}", dir.join("mariadb.sock").display()))
@@ -208,9 +208,8 @@ fn spawn_mariadbd(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("mariadbd is required for this test: {error}"));
-    let started = Instant::now();
-    loop {
-        let answered = Command::new("mariadb")
+    let answers = || {
+        Command::new("mariadb")
             .args([
                 "-uroot",
                 "-h127.0.0.1",
@@ -219,16 +218,35 @@ fn spawn_mariadbd(dir: &Path, port: u16) -> Child {
                 "SELECT 1",
             ])
             .output()
-            .is_ok_and(|output| output.status.success());
-        if answered {
+            .is_ok_and(|output| output.status.success())
+    };
+    wait_until_answers(
+        child,
+        &format!("mariadbd on port {port}"),
+        Duration::from_secs(30),
+        answers,
+    )
+}
+
+/// Returns the started server `child` once `answers` (polled every 50 ms), or kills it and
+/// fails the test after `limit`.
+pub(crate) fn wait_until_answers(
+    mut child: Child,
+    server: &str,
+    limit: Duration,
+    answers: impl Fn() -> bool,
+) -> Child {
+    let started = Instant::now();
+    loop {
+        if answers() {
             return child;
         }
-        if started.elapsed() > Duration::from_secs(30) {
+        if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("private mariadbd did not start on port {port}");
+            panic!("private {server} did not start within {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -4,7 +4,7 @@
 //! `redis-server` on a free loopback port instead, so they never touch other tests' keys.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The shared test Redis URL.
 pub fn redis_url() -> String {
@@ -151,27 +151,23 @@ fn spawn_redis(port: u16, url: &str, data: Option<&std::path::Path>) -> Child {
             .arg(dir),
         None => command.args(["--appendonly", "no"]),
     };
-    let mut child = command
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("redis-server is required for this test: {error}"));
-    let started = Instant::now();
-    loop {
-        let ready = redis::Client::open(url)
+    let answers = || {
+        redis::Client::open(url)
             .and_then(|client| client.get_connection())
             .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
-            .is_ok();
-        if ready {
-            return child;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("private redis-server did not start on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .is_ok()
+    };
+    crate::private_servers::wait_until_answers(
+        child,
+        &format!("redis-server on port {port}"),
+        Duration::from_secs(10),
+        answers,
+    )
 }
 
 impl Drop for PrivateRedis {
