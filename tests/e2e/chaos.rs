@@ -15,10 +15,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use reaper_testkit::{PrivateRedis, Removal, TableSnapshot, TestDatabase};
+use reaper_testkit::{
+    PrivateMariaDb, PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
+};
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, Daemon, RedisDeployment, free_port};
+use crate::Deployment;
+use crate::daemon::{Api, Daemon, RedisDeployment, free_port, reaper_sessions, wait_mid_batch};
 
 /// Every batch takes at least this long (a fault point), so faults land mid-batch.
 const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
@@ -44,13 +48,25 @@ async fn ledger_job(test: &TestDatabase, id: &str) -> (String, i64, Option<Strin
     reaper_testkit::engine::job_state(test, id).await
 }
 
-/// Sessions of reaper on this test's database in `state`.
-async fn sessions(test: &TestDatabase, state: &str) -> i64 {
-    test.int(&format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-         AND application_name = 'reaper' AND state = '{state}'"
-    ))
-    .await
+/// Waits until job `id` is `done` or `dead` (a daemon without the chaos checker: SQLite,
+/// MariaDB); its (state, attempts, last error).
+async fn wait_finished(
+    test: &TestDatabase,
+    id: &str,
+    limit: Duration,
+) -> (String, i64, Option<String>) {
+    let started = Instant::now();
+    loop {
+        let job = ledger_job(test, id).await;
+        if ["done", "dead"].contains(&job.0.as_str()) {
+            return job;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not finished within {limit:?}: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What a scenario must leave behind, checked by [`Settled::check`].
@@ -153,20 +169,25 @@ fn redis_connection(redis: &PrivateRedis) -> redis::Connection {
 
 /// A daemon of `d` with its API on a port of its own (several may run at once).
 fn another_daemon(d: &RedisDeployment, env: &[(&str, &str)]) -> (Daemon, u16) {
+    daemon_of(&d.deployment, env)
+}
+
+/// A daemon of `deployment` (either queue) with its API on a port of its own.
+fn daemon_of(deployment: &Deployment, env: &[(&str, &str)]) -> (Daemon, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut env = env.to_vec();
     env.push(("REAPER_API__LISTEN", listen.as_str()));
     (
-        Daemon::start(&d.deployment.config, d.deployment.dir.path(), port, &env),
+        Daemon::start(&deployment.config, deployment.dir.path(), port, &env),
         port,
     )
 }
 
 /// Adds `line` to the config file's `[worker]` table: for the CLI that submits (a job's
 /// `max_attempts` is fixed when it is accepted) and for every daemon.
-fn worker_setting(d: &RedisDeployment, line: &str) {
-    let config = &d.deployment.config;
+fn worker_setting(deployment: &Deployment, line: &str) {
+    let config = &deployment.config;
     let text = std::fs::read_to_string(config).unwrap();
     assert!(text.contains("[worker]\n"), "{text}");
     std::fs::write(
@@ -189,10 +210,21 @@ impl Scenario {
     /// `rows` events; the jobs must remove exactly the rows of `tenants`; `worker` lines are
     /// added to the config's `[worker]` table.
     async fn new(rows: u32, tenants: &[i64], worker: &[&str]) -> Self {
-        let redis = PrivateRedis::start();
-        let d = RedisDeployment::new(rows, Some(&redis)).await;
+        let test = TestDatabase::postgres().await;
+        Self::on(test, PrivateRedis::start(), rows, tenants, worker).await
+    }
+
+    /// The scenario on `test` (a database on a cluster the test owns) and `redis`.
+    async fn on(
+        test: TestDatabase,
+        redis: PrivateRedis,
+        rows: u32,
+        tenants: &[i64],
+        worker: &[&str],
+    ) -> Self {
+        let d = RedisDeployment::on(test, rows, Some(&redis)).await;
         for line in worker {
-            worker_setting(&d, line);
+            worker_setting(&d.deployment, line);
         }
         let expected = keys_of(&d.deployment.test, tenants).await;
         let before = d.deployment.test.snapshot_events().await;
@@ -231,6 +263,41 @@ impl Scenario {
             .await;
         finals
     }
+
+    /// [`Scenario::settle`], every job `done` with no error.
+    async fn settle_done(
+        &self,
+        jobs: Vec<String>,
+        within: Duration,
+        max_batch: i64,
+    ) -> Vec<(String, i64, Option<String>)> {
+        let finals = self.settle(jobs, within, max_batch).await;
+        for (state, _, error) in &finals {
+            assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+        }
+        finals
+    }
+
+    /// [`Scenario::settle`] for one job in batches of 20 that a fault failed at least once:
+    /// `done` with no error after two attempts or more.
+    async fn settle_retried(&self, id: String) {
+        let finals = self
+            .settle_done(vec![id], Duration::from_secs(60), 20)
+            .await;
+        assert!(finals[0].1 >= 2, "never retried: {finals:?}");
+    }
+}
+
+/// While a fault holds: no row of `events` removed for a second. The rows left.
+async fn nothing_removed_for_a_second(test: &TestDatabase) -> i64 {
+    let left = test.int("SELECT count(*) FROM events").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        test.int("SELECT count(*) FROM events").await,
+        left,
+        "rows removed while the fault held"
+    );
+    left
 }
 
 /// Keys matching any of `tenants` (`tenant_id = id % 10`).
@@ -284,7 +351,7 @@ async fn chaos_kill_9_at_random_moments_loses_and_repeats_nothing() {
         tokio::time::sleep(wait).await;
         // Where the kill lands: a batch inside its transaction, or a claimed job between
         // batches, or neither (starting up, waiting for a lease to expire).
-        let in_batch = sessions(test, "idle in transaction").await;
+        let in_batch = reaper_sessions(test, "idle in transaction").await;
         let running = test
             .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running'")
             .await;
@@ -313,11 +380,7 @@ async fn chaos_kill_9_at_random_moments_loses_and_repeats_nothing() {
         "the jobs did not run between kills ({progress} rows)"
     );
     let _last = d.start(&env);
-    let finals = s.settle(ids, Duration::from_secs(60), 10).await;
-    for (state, attempts, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-        assert!(*attempts >= 1);
-    }
+    let finals = s.settle_done(ids, Duration::from_secs(60), 10).await;
     let attempts: i64 = finals.iter().map(|job| job.1).sum();
     assert!(
         attempts > finals.len() as i64,
@@ -326,8 +389,9 @@ async fn chaos_kill_9_at_random_moments_loses_and_repeats_nothing() {
 }
 
 /// A poison job: its worker dies (kill -9, as a segfault would) inside a batch on every
-/// attempt. With `max_attempts` 3 it ends `dead` (the attempts are counted at claim, so the
-/// crashes count), nothing of it committed; a healthy job submitted afterwards still runs.
+/// attempt. With `max_attempts` 3 it ends `dead` with `attempts` 3 (the attempts are counted
+/// at claim, so the crashes count; the claim that finds them used up counts nothing), nothing
+/// of it committed; a healthy job submitted afterwards still runs.
 #[tokio::test]
 async fn chaos_a_job_that_kills_its_worker_every_time_ends_dead_after_max_attempts() {
     let s = Scenario::new(2_000, &[3], &["max_attempts = 3"]).await;
@@ -348,7 +412,7 @@ async fn chaos_a_job_that_kills_its_worker_every_time_ends_dead_after_max_attemp
             let (state, attempts, _) = ledger_job(test, poison).await;
             if state == "running"
                 && attempts == attempt
-                && sessions(test, "idle in transaction").await > 0
+                && reaper_sessions(test, "idle in transaction").await > 0
             {
                 break;
             }
@@ -376,11 +440,11 @@ async fn chaos_a_job_that_kills_its_worker_every_time_ends_dead_after_max_attemp
             50,
         )
         .await;
-    // Three claims that crashed, and the fourth that found them used up and ran nothing
-    // (the ledger counts claims; the fourth refuses before any batch).
+    // Three claims that crashed; the fourth found them used up, counted nothing and ran
+    // nothing: attempts never exceed max_attempts.
     assert_eq!(
         (finals[0].0.as_str(), finals[0].1),
-        ("dead", 4),
+        ("dead", 3),
         "{finals:?}"
     );
     assert_eq!(dead["rows_deleted"], 0, "{dead}");
@@ -418,12 +482,8 @@ async fn chaos_redis_paused_past_its_timeouts_stalls_nothing_for_good() {
     );
     // Submitted after the stall: the daemon that started still consumes.
     let second = api.submit(&erase(&[5, 6], 20)).await;
-    let finals = s
-        .settle(vec![first, second], Duration::from_secs(60), 20)
+    s.settle_done(vec![first, second], Duration::from_secs(60), 20)
         .await;
-    for (state, _, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-    }
     drop(daemon);
 }
 
@@ -498,14 +558,10 @@ async fn chaos_a_database_turned_read_only_mid_job_resumes_when_writable() {
     read_only(test, &name, true).await;
     let line = daemon.wait_for_log(&["read-only transaction"], Duration::from_secs(20));
     eprintln!("refused while read-only: {line}");
-    let left = test.int("SELECT count(*) FROM events").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(test.int("SELECT count(*) FROM events").await, left);
+    let left = nothing_removed_for_a_second(test).await;
     assert!(left > 2_000 - expected.len() as i64, "finished before");
     read_only(test, &name, false).await;
-    let finals = s.settle(vec![id], Duration::from_secs(60), 20).await;
-    assert_eq!((finals[0].0.as_str(), &finals[0].2), ("done", &None));
-    assert!(finals[0].1 >= 2, "never retried: {finals:?}");
+    s.settle_retried(id).await;
     drop(daemon);
 }
 
@@ -566,7 +622,7 @@ async fn chaos_a_message_delivered_twice_deletes_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let finals = s.settle(vec![id], Duration::from_secs(10), 20).await;
+    let finals = s.settle_done(vec![id], Duration::from_secs(10), 20).await;
     assert_eq!(finals[0].1, 1, "claimed twice: {finals:?}");
     drop(daemon);
 }
@@ -610,19 +666,22 @@ async fn chaos_a_rolling_restart_of_three_daemons_finishes_every_job_once() {
         stopped_mid_run >= 3,
         "the restarts missed the jobs ({stopped_mid_run} of 6 mid-run)"
     );
-    let finals = s.settle(ids, Duration::from_secs(60), 10).await;
-    for (state, _, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
-    }
+    s.settle_done(ids, Duration::from_secs(60), 10).await;
     drop(daemons);
 }
 
-/// Redis restarted without its data (the private server killed and started empty on its port)
-/// while a job runs and another waits in the queue: the workers reconnect, the reconciler
-/// re-enqueues what the queue lost, both jobs finish once.
-#[tokio::test]
-async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
-    let mut s = Scenario::new(2_000, &[1, 2, 3], &[]).await;
+/// Redis restarted (the private server killed and started again on its port) while a job runs
+/// and another waits in the queue: the workers reconnect, both jobs finish once. The keys
+/// the server held before and after the restart.
+async fn redis_restarted_mid_run(redis: PrivateRedis) -> (i64, i64) {
+    let mut s = Scenario::on(
+        TestDatabase::postgres().await,
+        redis,
+        2_000,
+        &[1, 2, 3],
+        &[],
+    )
+    .await;
     let daemon =
         s.d.start(&[SLOW_BATCHES, ("REAPER_WORKER__CONCURRENCY", "1")]);
     let api = s.d.api();
@@ -630,20 +689,366 @@ async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
     api.wait_mid_run(&first, 2).await;
     // One worker, busy: the second job's message waits in the queue.
     let second = api.submit(&erase(&[3], 20)).await;
-    assert!(s.redis.keys() > 0);
+    let before = s.redis.keys();
     s.redis.restart();
-    // Empty: both the running job's and the waiting job's messages are gone.
-    assert_eq!(s.redis.keys(), 0, "the restart kept data");
+    let after = s.redis.keys();
+    eprintln!("redis keys: {before} before the restart, {after} after");
     assert_eq!(
         ledger_job(s.test(), &second).await.0,
         "pending",
         "the second job ran before the restart"
     );
-    let finals = s
-        .settle(vec![first, second], Duration::from_secs(60), 20)
+    s.settle_done(vec![first, second], Duration::from_secs(60), 20)
         .await;
-    for (state, _, error) in &finals {
-        assert_eq!((state.as_str(), error), ("done", &None), "{finals:?}");
+    drop(daemon);
+    (before, after)
+}
+
+/// Without its data: both the running job's and the waiting job's messages are lost; the
+/// reconciler re-enqueues them from the ledger.
+#[tokio::test]
+async fn chaos_redis_restarted_without_its_data_mid_run_loses_no_job() {
+    let (before, after) = redis_restarted_mid_run(PrivateRedis::start()).await;
+    assert!(before > 0);
+    assert_eq!(after, 0, "the restart kept data");
+}
+
+/// With its data (append-only file, synced on every write): the queue, the workers' in-flight
+/// sets and heartbeats come back as they were; nothing runs twice.
+#[tokio::test]
+async fn chaos_redis_restarted_with_its_data_mid_run_loses_and_repeats_nothing() {
+    let (before, after) = redis_restarted_mid_run(PrivateRedis::with_data()).await;
+    assert!(
+        after > 0,
+        "the restart lost the data ({before} keys before)"
+    );
+}
+
+/// The test-owned PostgreSQL cluster that holds both the target and the ledger is restarted
+/// (`pg_ctl restart -m fast`: every session ended) and then crashed (`-m immediate`: no
+/// shutdown checkpoint, crash recovery on start), each while a batch is open. Each time the
+/// batch rolls back, the daemon's pool reconnects, and batches commit again; the job ends
+/// `done`, every row removed and audited exactly once.
+#[tokio::test]
+async fn chaos_postgres_restarted_and_crashed_mid_batch_finishes_the_job_once() {
+    let cluster = PrivatePostgres::start();
+    let test = TestDatabase::postgres_on(cluster.admin_url.clone()).await;
+    let tenants = [1, 2, 3, 4];
+    let s = Scenario::on(
+        test,
+        PrivateRedis::start(),
+        4_000,
+        &tenants,
+        &["max_attempts = 100"],
+    )
+    .await;
+    let (d, test) = (&s.d, s.test());
+    let daemon = d.start(&[SLOW_BATCHES]);
+    let api = d.api();
+    let id = api.submit(&erase(&tenants, 20)).await;
+    api.wait_mid_run(&id, 2).await;
+    for mode in ["fast", "immediate"] {
+        // From the ledger, not the API: right after a restart the API may answer 503 (the
+        // ledger unavailable, retry), as documented.
+        let batches_sql = format!("SELECT batches FROM reaper_jobs WHERE id = '{id}'");
+        let batches = test.int(&batches_sql).await;
+        wait_mid_batch(test).await;
+        let started = Instant::now();
+        cluster.restart(mode);
+        eprintln!(
+            "restart -m {mode} with a batch open, after {batches} batches: {:?}",
+            started.elapsed()
+        );
+        // The daemon carries on: batches commit again after the restart.
+        while test.int(&batches_sql).await <= batches + 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no batch committed after the restart -m {mode}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let log = cluster.log();
+    assert!(
+        log.contains("terminating connection due to administrator command"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not properly shut down"),
+        "no crash recovery:\n{log}"
+    );
+    s.settle_retried(id).await;
+    drop(daemon);
+}
+
+/// A full disk under SQLite (a 16 MB tmpfs holding the target database, which also holds the
+/// ledger, filled up to its last byte while the daemon is frozen): batches fail with "database
+/// or disk is full" (SQLITE_FULL, transient), whole — nothing is removed while the disk is
+/// full; space freed, the job finishes exactly once.
+#[tokio::test]
+async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_finishes_the_job() {
+    let disk = SmallDisk::mount(16);
+    let deployment = Deployment::on(TestDatabase::sqlite_in(disk.path()).await, 20_000).await;
+    deployment.migrate();
+    worker_setting(&deployment, "max_attempts = 1000");
+    let test = &deployment.test;
+    let tenants = [1, 2, 3, 4, 5];
+    let expected = keys_of(test, &tenants).await;
+    let before = test.snapshot_events().await;
+    let (mut daemon, _) = daemon_of(&deployment, &[]);
+    daemon.freeze();
+    let id = deployment.enqueue(&erase(&tenants, 1_000));
+    let filled = disk.fill();
+    eprintln!("disk filled with {filled} bytes");
+    daemon.signal("CONT");
+    let line = daemon.wait_for_log(&["database or disk is full"], Duration::from_secs(30));
+    eprintln!("while full: {line}");
+    nothing_removed_for_a_second(test).await;
+    assert_ne!(ledger_job(test, &id).await.0, "done");
+    disk.free();
+    let finals = wait_finished(test, &id, Duration::from_secs(60)).await;
+    eprintln!("after the space was freed: {finals:?}");
+    assert_eq!(
+        (finals.0.as_str(), &finals.2),
+        ("done", &None),
+        "{finals:?}"
+    );
+    // Once: the writes refused while the disk was full (the claim's own update first)
+    // changed nothing, not even the attempts.
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 1_000)
+        .await;
+    daemon.signal("TERM");
+    let (status, _) = daemon.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
+/// A real deadlock between a batch and another session (PostgreSQL; reaper's sessions wait
+/// up to 10 s for a row lock here instead of 50 ms, and the database detects deadlocks after
+/// 100 ms, so the wait cycle is one the database must break, not a lock timeout): the other
+/// session records a witness row and locks the tenant's second row; the batch locks the first
+/// and waits for the second; the other session then asks for the first. PostgreSQL aborts one
+/// of the two with `deadlock detected` (40P01): either the batch (rolled back, retried as
+/// transient) and the other session commits its witness, or the other session (its
+/// transaction rolled back whole, no witness). The log and the witness table say which; either
+/// way the job finishes exactly once.
+#[tokio::test]
+async fn chaos_a_deadlock_with_another_session_loses_neither_side() {
+    let s = Scenario::new(1_000, &[6], &["max_attempts = 10"]).await;
+    let (d, test, expected) = (&s.d, s.test(), &s.expected);
+    let name = test.strings("SELECT current_database()").await.remove(0);
+    test.exec(&format!(
+        "ALTER DATABASE \"{name}\" SET deadlock_timeout = '100ms'; \
+         CREATE TABLE chaos_witness (note text NOT NULL)"
+    ))
+    .await;
+    let mut keys = expected
+        .iter()
+        .map(|key| key.parse::<i64>().unwrap())
+        .collect::<Vec<_>>();
+    keys.sort_unstable();
+    let (first, second) = (keys[0], keys[1]);
+    let other = test.conn.begin().await.unwrap();
+    other
+        .execute_unprepared(&format!(
+            "SET LOCAL deadlock_timeout = '100ms'; \
+             INSERT INTO chaos_witness VALUES ('other session'); \
+             SELECT id FROM events WHERE id = {second} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let daemon = d.start(&[("REAPER_DATABASE__LOCK_TIMEOUT", "10s")]);
+    let api = d.api();
+    let id = api.submit(&erase(&[6], 20)).await;
+    // The batch holds the first row and waits for the second.
+    let started = Instant::now();
+    while test
+        .int(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'reaper' AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the batch never waited for the other session's row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cycle: the other session asks for the row the batch holds.
+    let other_side = other
+        .execute_unprepared(&format!(
+            "SELECT id FROM events WHERE id = {first} FOR UPDATE"
+        ))
+        .await;
+    let other_lost = match other_side {
+        Ok(_) => {
+            other.commit().await.unwrap();
+            false
+        }
+        Err(error) => {
+            assert!(
+                error.to_string().contains("deadlock detected"),
+                "the other session failed otherwise: {error}"
+            );
+            other.rollback().await.unwrap();
+            true
+        }
+    };
+    let finals = s.settle(vec![id], Duration::from_secs(30), 20).await;
+    assert_eq!(finals[0].0, "done", "{finals:?}");
+    let witnesses = test.int("SELECT count(*) FROM chaos_witness").await;
+    let batch_lost = daemon.log_text().contains("deadlock detected");
+    eprintln!(
+        "deadlock broken by aborting {}; job {finals:?}; witness rows {witnesses}",
+        if other_lost {
+            "the other session"
+        } else {
+            "reaper's batch"
+        }
+    );
+    // Exactly one side was aborted; the other session's transaction is whole or gone whole.
+    assert!(
+        other_lost != batch_lost,
+        "other lost: {other_lost}, batch lost: {batch_lost}"
+    );
+    assert_eq!(witnesses, i64::from(!other_lost));
+    // The ledger says it too: a retried batch keeps the deadlock as the job's last error.
+    if batch_lost {
+        assert!(
+            finals[0].1 >= 2,
+            "the aborted batch was not retried: {finals:?}"
+        );
+        let error = finals[0].2.as_deref().unwrap_or_default();
+        assert!(error.contains("deadlock detected"), "{finals:?}");
+    } else {
+        assert_eq!(finals[0].2, None, "{finals:?}");
     }
     drop(daemon);
+}
+
+/// Reaper's MariaDB sessions with a transaction open on `test`'s database (a batch between
+/// its statements and its COMMIT): their connection ids.
+async fn mariadb_open_batches(test: &TestDatabase) -> Vec<String> {
+    test.strings(
+        "SELECT CAST(t.trx_mysql_thread_id AS CHAR) FROM information_schema.INNODB_TRX t \
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()",
+    )
+    .await
+}
+
+/// Waits (20 s at most) until one of reaper's MariaDB sessions has a batch open; their ids.
+async fn wait_mariadb_open_batch(test: &TestDatabase) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let open = mariadb_open_batches(test).await;
+        if !open.is_empty() {
+            return open;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no batch opened"
+        );
+        // InnoDB refreshes INNODB_TRX only when it was last read over 100 ms ago: a faster
+        // poll reads the same stale answer for ever.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A MariaDB deployment on `test` (target and ledger; the embedded SQLite queue) whose job
+/// erases tenants 1 and 2 in slow batches of 20, submitted to a running daemon.
+struct MariaDbRun {
+    deployment: Deployment,
+    expected: BTreeSet<String>,
+    before: TableSnapshot,
+    daemon: Daemon,
+    id: String,
+}
+
+impl MariaDbRun {
+    async fn start(test: TestDatabase) -> Self {
+        let deployment = Deployment::on(test, 2_000).await;
+        deployment.migrate();
+        worker_setting(&deployment, "max_attempts = 100");
+        let tenants = [1, 2];
+        let expected = keys_of(&deployment.test, &tenants).await;
+        let before = deployment.test.snapshot_events().await;
+        let (daemon, port) = daemon_of(&deployment, &[SLOW_BATCHES]);
+        let id = Api::at(port).submit(&erase(&tenants, 20)).await;
+        Self {
+            deployment,
+            expected,
+            before,
+            daemon,
+            id,
+        }
+    }
+
+    /// The job `done` after at least one retry (the fault failed a run), exactly the tenants'
+    /// rows removed and audited once, no transaction left open.
+    async fn settle(&self) {
+        let test = &self.deployment.test;
+        let finals = wait_finished(test, &self.id, Duration::from_secs(60)).await;
+        eprintln!("after the faults: {finals:?}");
+        assert_eq!(finals.0, "done", "{finals:?}");
+        assert!(
+            finals.1 >= 2,
+            "no interrupted batch was retried: {finals:?}"
+        );
+        // The failed run is in the log: retried, or (when the connection died before the
+        // failure could be recorded) left to its lease to expire and claimed again.
+        let log = self.daemon.log_text();
+        assert!(
+            log.contains("Job will be retried")
+                || log.contains("Could not record the job's outcome"),
+            "{log}"
+        );
+        self.before
+            .assert_removed_exactly(test, &self.expected, Removal::Hard, 20)
+            .await;
+        assert_eq!(mariadb_open_batches(test).await, Vec::<String>::new());
+    }
+}
+
+/// MariaDB: reaper's session killed (`KILL CONNECTION`) while its batch is open, twice. The
+/// batch rolls back (InnoDB), the lost connection is transient, the job finishes exactly once
+/// and no transaction is left open.
+#[tokio::test]
+async fn chaos_mariadb_session_killed_mid_batch_is_rolled_back_and_retried() {
+    let run = MariaDbRun::start(TestDatabase::mysql().await).await;
+    let test = &run.deployment.test;
+    for kill in 1..=2 {
+        for connection in wait_mariadb_open_batch(test).await {
+            // The batch may have committed meanwhile and its connection gone: that KILL fails.
+            let killed = test
+                .conn
+                .execute_unprepared(&format!("KILL CONNECTION {connection}"))
+                .await;
+            eprintln!("kill {kill}: KILL CONNECTION {connection}: {killed:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    run.settle().await;
+}
+
+/// A test-owned MariaDB server (target and ledger) killed (kill -9) with a batch open and
+/// started again: InnoDB's crash recovery rolls the batch back, the daemon reconnects, the job
+/// finishes exactly once.
+#[tokio::test]
+async fn chaos_mariadb_crashed_and_restarted_mid_batch_finishes_the_job_once() {
+    let mut server = PrivateMariaDb::start();
+    let run = MariaDbRun::start(TestDatabase::mysql_on(server.admin_url.clone()).await).await;
+    let test = &run.deployment.test;
+    let batches_sql = format!("SELECT batches FROM reaper_jobs WHERE id = '{}'", run.id);
+    wait_mariadb_open_batch(test).await;
+    let batches = test.int(&batches_sql).await;
+    let started = Instant::now();
+    server.crash_and_restart();
+    eprintln!(
+        "crashed with a batch open after {batches} batches, back in {:?}",
+        started.elapsed()
+    );
+    run.settle().await;
 }

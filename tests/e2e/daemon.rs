@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use reaper_core::sql::Backend;
 use reaper_testkit::engine::assert_clean;
 use reaper_testkit::{PrivateRedis, Removal, TableSnapshot, TestDatabase, TestQueue};
 use redis::AsyncCommands;
@@ -40,7 +39,16 @@ pub(crate) fn free_port() -> u16 {
 
 impl RedisDeployment {
     pub(crate) async fn new(rows: u32, private_redis: Option<&PrivateRedis>) -> Self {
-        let deployment = Deployment::new(Backend::Postgres, rows).await;
+        Self::on(TestDatabase::postgres().await, rows, private_redis).await
+    }
+
+    /// The deployment on `test` (a database on a PostgreSQL server the test owns).
+    pub(crate) async fn on(
+        test: TestDatabase,
+        rows: u32,
+        private_redis: Option<&PrivateRedis>,
+    ) -> Self {
+        let deployment = Deployment::on(test, rows).await;
         let (queue, redis_url, queue_name) = match private_redis {
             Some(redis) => (None, redis.url.clone(), "reaper-private".to_owned()),
             None => {
@@ -424,7 +432,7 @@ impl Api {
 
 /// Sessions of reaper on this test's PostgreSQL database in `state` (`idle in transaction`:
 /// a batch between its statement and its COMMIT, where the slow-batch fault point holds it).
-async fn reaper_sessions(test: &TestDatabase, state: &str) -> i64 {
+pub(crate) async fn reaper_sessions(test: &TestDatabase, state: &str) -> i64 {
     test.int(&format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
          AND application_name = 'reaper' AND state = '{state}'"
@@ -433,7 +441,7 @@ async fn reaper_sessions(test: &TestDatabase, state: &str) -> i64 {
 }
 
 /// Waits, 10 s at most, until a batch is inside its transaction.
-async fn wait_mid_batch(test: &TestDatabase) {
+pub(crate) async fn wait_mid_batch(test: &TestDatabase) {
     let started = Instant::now();
     while reaper_sessions(test, "idle in transaction").await == 0 {
         assert!(

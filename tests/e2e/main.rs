@@ -98,7 +98,11 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     pub(crate) async fn new(backend: Backend, rows: u32) -> Self {
-        let test = TestDatabase::new(backend).await;
+        Self::on(TestDatabase::new(backend).await, rows).await
+    }
+
+    /// The deployment on `test` (a database on a server or disk the test owns).
+    pub(crate) async fn on(test: TestDatabase, rows: u32) -> Self {
         test.seed_events(rows).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("reaper.toml");

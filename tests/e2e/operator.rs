@@ -210,6 +210,18 @@ async fn operator_run_until_idle_fails_naming_a_job_that_ended_dead() {
     assert!(text.contains("injected fault"), "{text}");
 }
 
+/// Whether process `pid` has a handler for SIGTERM (`SigCgt` in `/proc/PID/status`, bit 15).
+fn catches_sigterm(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+}
+
 #[tokio::test]
 async fn operator_run_signalled_at_start_up_exits_zero() {
     let deployment = Deployment::migrated(Backend::Sqlite, 10).await;
@@ -220,8 +232,17 @@ async fn operator_run_signalled_at_start_up_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Early in start-up: before the catalog check, the ledger check and the queue.
-    std::thread::sleep(Duration::from_millis(8));
+    // Early in start-up: as soon as the process catches SIGTERM (the first thing its main
+    // does), before the runtime, the config, the catalog check, the ledger check and the queue.
+    let pid = child.id();
+    let started = Instant::now();
+    while !catches_sigterm(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "run never installed its SIGTERM handler"
+        );
+        std::thread::yield_now();
+    }
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -170,6 +170,31 @@ impl Policy {
         self.schedule.after(&now).next()
     }
 
+    /// The windows that open after `after` and at or before `until`, oldest first: the ticks a
+    /// running scheduler's late timer jumped over. At most the newest `limit`: a scheduler
+    /// stalled for many windows catches up like one that was down (the newest only, or a few).
+    pub fn windows_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut newest = std::collections::VecDeque::with_capacity(limit);
+        for tick in self
+            .schedule
+            .after(&after)
+            .take_while(|tick| *tick <= until)
+        {
+            if newest.len() == limit {
+                newest.pop_front();
+            }
+            if limit > 0 {
+                newest.push_back(tick);
+            }
+        }
+        newest.into()
+    }
+
     /// The distance between the next two ticks: the period an operator expects runs at.
     pub fn interval(&self, now: DateTime<Utc>) -> Option<Duration> {
         let mut ticks = self.schedule.after(&now);
@@ -247,6 +272,31 @@ mod tests {
             true,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_windows_a_late_tick_jumped_over_are_listed_oldest_first_and_bounded() {
+        let every_second = policy("* * * * * *");
+        let last = at("2026-11-30T23:00:00Z");
+        assert_eq!(
+            every_second.windows_between(last, at("2026-11-30T23:00:03Z"), 8),
+            vec![
+                at("2026-11-30T23:00:01Z"),
+                at("2026-11-30T23:00:02Z"),
+                at("2026-11-30T23:00:03Z")
+            ]
+        );
+        // Neither end's own window again; nothing when no tick fell between.
+        assert!(every_second.windows_between(last, last, 8).is_empty());
+        assert_eq!(
+            every_second.windows_between(last, at("2026-11-30T23:10:00Z"), 2),
+            vec![at("2026-11-30T23:09:59Z"), at("2026-11-30T23:10:00Z")]
+        );
+        assert!(
+            every_second
+                .windows_between(last, at("2026-11-30T23:10:00Z"), 0)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -154,10 +154,10 @@ impl From<DbErr> for EngineError {
 
 /// SQLSTATEs (PostgreSQL) that mean "try again": serialization failure, deadlock, lock not
 /// available, statement timeout / cancel, admin shutdown or terminated backend, crash
-/// recovery, too many connections, read-only transaction (failover in progress), and the whole
-/// connection-exception class `08`.
+/// recovery, too many connections, disk full (53100: see [`classify_sqlite_code`] for why),
+/// read-only transaction (failover in progress), and the whole connection-exception class `08`.
 const TRANSIENT_SQLSTATES: &[&str] = &[
-    "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "25006",
+    "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300", "53100", "25006",
 ];
 
 /// Classifies a database error, connection errors included. Driver-level failures (I/O, pool,
@@ -257,11 +257,15 @@ pub fn classify_sqlstate(code: &str) -> ErrorClass {
     }
 }
 
-/// A SQLite extended result code (decimal text): SQLITE_BUSY (5) and SQLITE_LOCKED (6) with
-/// their extended codes (`code & 0xff`) are transient.
+/// A SQLite extended result code (decimal text): SQLITE_BUSY (5), SQLITE_LOCKED (6) and
+/// SQLITE_FULL (13) with their extended codes (`code & 0xff`) are transient. A full disk is
+/// transient because the batch that hit it rolled back whole (SQLite's rollback is atomic) and
+/// the fix is outside the job: a DBA frees space and expects the job to carry on, not to be
+/// resubmitted; the backoff spaces the retries, and `max_attempts` still ends a job whose disk
+/// stays full, `dead` with the error naming it.
 pub fn classify_sqlite_code(code: &str) -> ErrorClass {
     match code.parse::<u32>() {
-        Ok(sqlite_code) if matches!(sqlite_code & 0xff, 5 | 6) => ErrorClass::Transient,
+        Ok(sqlite_code) if matches!(sqlite_code & 0xff, 5 | 6 | 13) => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }
@@ -279,6 +283,7 @@ mod tests {
             ("57014", ErrorClass::Transient), // query_canceled (statement_timeout)
             ("57P01", ErrorClass::Transient), // admin_shutdown (pg_terminate_backend)
             ("08006", ErrorClass::Transient), // connection_failure
+            ("53100", ErrorClass::Transient), // disk_full
             ("42501", ErrorClass::Permanent), // insufficient_privilege (digits only, low byte 5)
             ("42P01", ErrorClass::Permanent), // undefined_table
             ("42703", ErrorClass::Permanent), // undefined_column
@@ -291,6 +296,7 @@ mod tests {
             ("5", ErrorClass::Transient),   // SQLITE_BUSY
             ("517", ErrorClass::Transient), // SQLITE_BUSY_SNAPSHOT
             ("6", ErrorClass::Transient),   // SQLITE_LOCKED
+            ("13", ErrorClass::Transient),  // SQLITE_FULL (space freed, the job carries on)
             ("1", ErrorClass::Permanent),   // SQLITE_ERROR (no such table, …)
             ("787", ErrorClass::Permanent), // SQLITE_CONSTRAINT_FOREIGNKEY
         ];

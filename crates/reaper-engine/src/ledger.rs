@@ -16,7 +16,7 @@ use sea_orm::QueryResult;
 use crate::database::{Database, DbRow};
 use crate::error::EngineError;
 
-pub use reaper_core::sql::ledger::{ClaimFrom, Transition};
+pub use reaper_core::sql::ledger::{ClaimFrom, Lease, Transition};
 pub use reaper_core::sql::rows::{AuditRecord, JobRecord};
 
 /// Reads a row of `T`'s columns by name.
@@ -199,28 +199,49 @@ pub async fn take_stranded(
     Ok(stranded)
 }
 
-/// Claims a job for `owner` with a fresh lease token until `lease_until`. `None` when the job
-/// is finished, unknown, held by a live lease, or in a state `from` does not take.
+/// Claims a job with a fresh lease (see `reaper_core::sql::ledger::claim`), counting an
+/// attempt. `None` when the job is finished, unknown, held by a live lease, in a state `from`
+/// does not take, or out of attempts (see [`claim_used_up`]).
 pub async fn claim(
     db: &Database,
-    id: &str,
-    owner: &str,
-    token: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    lease: &Lease<'_>,
     from: ClaimFrom,
 ) -> Result<Option<JobRecord>, EngineError> {
-    let statement = ledger::claim(db.backend(), id, owner, token, now, lease_until, from);
+    take_lease(db, lease.id, &ledger::claim(db.backend(), lease, from)).await
+}
+
+/// Takes the lease of a job [`claim`] refused because its attempts are used up, counting
+/// nothing, so that its holder records it `dead`. `None` when the job has attempts left or
+/// [`claim`] would not take it for another reason.
+pub async fn claim_used_up(
+    db: &Database,
+    lease: &Lease<'_>,
+    from: ClaimFrom,
+) -> Result<Option<JobRecord>, EngineError> {
+    take_lease(
+        db,
+        lease.id,
+        &ledger::claim_used_up(db.backend(), lease, from),
+    )
+    .await
+}
+
+/// Runs a lease-taking `statement` on job `id` and returns the job it took.
+async fn take_lease(
+    db: &Database,
+    id: &str,
+    statement: &Statement,
+) -> Result<Option<JobRecord>, EngineError> {
     match db.backend() {
         // No UPDATE … RETURNING on MySQL: the update's match count decides, then a read.
         Backend::MySql => {
-            if db.execute(&statement).await? == 1 {
+            if db.execute(statement).await? == 1 {
                 get(db, id).await
             } else {
                 Ok(None)
             }
         }
-        Backend::Postgres | Backend::Sqlite => first_job(db, &statement).await,
+        Backend::Postgres | Backend::Sqlite => first_job(db, statement).await,
     }
 }
 

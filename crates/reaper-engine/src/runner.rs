@@ -184,17 +184,22 @@ pub async fn run_job(
 ) -> Result<RunReport, EngineError> {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let now = Utc::now();
-    let Some(job) = ledger::claim(
-        db,
+    let lease = ledger::Lease {
         id,
-        &settings.owner,
-        &token,
+        owner: &settings.owner,
+        token: &token,
         now,
-        batch::lease_until(now, settings.lease),
-        settings.claim_from,
-    )
-    .await?
-    else {
+        lease_until: batch::lease_until(now, settings.lease),
+    };
+    // A job out of attempts is not claimed (its attempts never exceed the limit); its lease is
+    // taken without counting, only to record it dead with the reason.
+    let claimed = match ledger::claim(db, &lease, settings.claim_from).await? {
+        Some(job) => Some((job, Attempt::Counted)),
+        None => ledger::claim_used_up(db, &lease, settings.claim_from)
+            .await?
+            .map(|job| (job, Attempt::UsedUp)),
+    };
+    let Some((job, attempt)) = claimed else {
         return Ok(RunReport {
             outcome: RunOutcome::NotClaimed,
             batches: 0,
@@ -206,15 +211,23 @@ pub async fn run_job(
     };
     let span =
         tracing::info_span!("job", job_id = %job.id, target = %job.target, attempt = job.attempts);
-    run_claimed(db, catalog, &job, &token, settings, should_stop)
+    run_claimed(db, catalog, &job, attempt, &token, settings, should_stop)
         .instrument(span)
         .await
+}
+
+/// How the claim counted: an attempt of the job, or none because its attempts are used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Counted,
+    UsedUp,
 }
 
 async fn run_claimed(
     db: &Database,
     catalog: &Catalog,
     job: &JobRecord,
+    attempt: Attempt,
     token: &str,
     settings: &RunSettings,
     should_stop: &(dyn Fn() -> bool + Sync),
@@ -233,7 +246,7 @@ async fn run_claimed(
     let outcome = if job.cancel_requested_at.is_some() {
         let rows_deleted = u64::try_from(job.rows_deleted).unwrap_or(0);
         Ok(run.cancelled(rows_deleted, job.passes).await?)
-    } else if job.attempts > job.max_attempts {
+    } else if attempt == Attempt::UsedUp {
         Err(Refusal::AttemptsUsedUp {
             max_attempts: job.max_attempts,
             last_error: job.last_error.clone(),

@@ -310,9 +310,14 @@ pub async fn claim(
     lease: chrono::Duration,
 ) -> Option<JobRecord> {
     let now = Utc::now();
-    ledger::claim(db, id, owner, token, now, now + lease, ClaimFrom::Queue)
-        .await
-        .unwrap()
+    let lease = ledger::Lease {
+        id,
+        owner,
+        token,
+        now,
+        lease_until: now + lease,
+    };
+    ledger::claim(db, &lease, ClaimFrom::Queue).await.unwrap()
 }
 
 /// A job's state, attempts and last error, read with plain SQL.

@@ -10,8 +10,10 @@
 
 pub mod engine;
 mod invariants;
+mod private_servers;
 mod redis_queue;
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
+pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
 
 use std::collections::BTreeSet;
@@ -73,6 +75,7 @@ enum Cleanup {
     Postgres { admin_url: String, name: String },
     MySql { admin_url: String, name: String },
     Sqlite { _dir: tempfile::TempDir },
+    SqliteInPlace,
 }
 
 impl TestDatabase {
@@ -85,8 +88,13 @@ impl TestDatabase {
     }
 
     pub async fn mysql() -> Self {
+        Self::mysql_on(mysql_admin_url()).await
+    }
+
+    /// A database on the MariaDB server `admin_url` names (a [`PrivateMariaDb`]).
+    pub async fn mysql_on(admin_url: String) -> Self {
         let (admin_url, name, url) =
-            create_database(mysql_admin_url(), "MariaDB/MySQL", "REAPER_TEST_MYSQL_URL").await;
+            create_database(admin_url, "MariaDB/MySQL", "REAPER_TEST_MYSQL_URL").await;
         let conn = Database::connect(&url).await.unwrap();
         conn.execute_unprepared("SET SESSION time_zone = '+00:00'")
             .await
@@ -100,12 +108,13 @@ impl TestDatabase {
     }
 
     pub async fn postgres() -> Self {
-        let (admin_url, name, url) = create_database(
-            postgres_admin_url(),
-            "PostgreSQL",
-            "REAPER_TEST_POSTGRES_URL",
-        )
-        .await;
+        Self::postgres_on(postgres_admin_url()).await
+    }
+
+    /// A database on the PostgreSQL server `admin_url` names (a [`PrivatePostgres`]).
+    pub async fn postgres_on(admin_url: String) -> Self {
+        let (admin_url, name, url) =
+            create_database(admin_url, "PostgreSQL", "REAPER_TEST_POSTGRES_URL").await;
         let conn = Database::connect(&url).await.unwrap();
         Self {
             backend: Backend::Postgres,
@@ -117,16 +126,22 @@ impl TestDatabase {
 
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("target.db").display()
-        );
+        Self::sqlite_file(&dir.path().join("target.db"), Cleanup::Sqlite { _dir: dir }).await
+    }
+
+    /// A SQLite database in `dir` (a [`SmallDisk`]), left there: its owner removes it.
+    pub async fn sqlite_in(dir: &std::path::Path) -> Self {
+        Self::sqlite_file(&dir.join("target.db"), Cleanup::SqliteInPlace).await
+    }
+
+    async fn sqlite_file(file: &std::path::Path, cleanup: Cleanup) -> Self {
+        let url = format!("sqlite://{}?mode=rwc", file.display());
         let conn = Database::connect(&url).await.unwrap();
         Self {
             backend: Backend::Sqlite,
             url,
             conn,
-            cleanup: Cleanup::Sqlite { _dir: dir },
+            cleanup,
         }
     }
 
@@ -294,7 +309,7 @@ impl Drop for TestDatabase {
                 admin_url.clone(),
                 format!("SET SESSION lock_wait_timeout = 10; DROP DATABASE IF EXISTS {name}"),
             ),
-            Cleanup::Sqlite { .. } => return,
+            Cleanup::Sqlite { .. } | Cleanup::SqliteInPlace => return,
         };
         {
             // Drop runs inside the test's runtime; the cleanup gets a runtime of its own.

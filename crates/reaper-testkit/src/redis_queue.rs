@@ -4,7 +4,7 @@
 //! `redis-server` on a free loopback port instead, so they never touch other tests' keys.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The shared test Redis URL.
 pub fn redis_url() -> String {
@@ -75,23 +75,35 @@ impl Drop for TestQueue {
 pub struct PrivateRedis {
     pub url: String,
     child: Child,
+    /// With persistence: the server's working directory, where its append-only file lives.
+    data: Option<tempfile::TempDir>,
 }
 
 impl PrivateRedis {
-    /// Fails loudly when `redis-server` is not installed.
+    /// Without persistence. Fails loudly when `redis-server` is not installed.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With persistence: an append-only file in a temp dir of its own, synced on every write
+    /// (`appendfsync always`), so that [`PrivateRedis::restart`] keeps every key.
+    pub fn with_data() -> Self {
+        Self::start_with(Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn start_with(data: Option<tempfile::TempDir>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let url = format!("redis://127.0.0.1:{port}/0");
-        let child = spawn_redis(port, &url);
-        Self { url, child }
+        let child = spawn_redis(port, &url, data.as_ref().map(tempfile::TempDir::path));
+        Self { url, child, data }
     }
 
-    /// Kills the server and starts an empty one on the same port (no persistence: every key
-    /// is lost, as in a restart without data).
+    /// Kills the server (kill -9) and starts it again on the same port: empty without
+    /// persistence (a restart without data), with every key from its append-only file with it.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -102,7 +114,11 @@ impl PrivateRedis {
             .and_then(|rest| rest.split('/').next())
             .and_then(|port| port.parse().ok())
             .unwrap();
-        self.child = spawn_redis(port, &self.url);
+        self.child = spawn_redis(
+            port,
+            &self.url,
+            self.data.as_ref().map(tempfile::TempDir::path),
+        );
     }
 
     /// `DBSIZE`: how many keys the server holds.
@@ -115,41 +131,43 @@ impl PrivateRedis {
     }
 }
 
-/// Starts `redis-server` on `port` and waits until it answers, 10 s at most.
+/// Starts `redis-server` on `port` and waits until it answers, 10 s at most; persistent in
+/// `data` when given.
 // The caller owns the child: `PrivateRedis` kills and waits for it on drop.
 #[allow(clippy::zombie_processes)]
-fn spawn_redis(port: u16, url: &str) -> Child {
-    let mut child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+fn spawn_redis(port: u16, url: &str, data: Option<&std::path::Path>) -> Child {
+    let mut command = Command::new("redis-server");
+    command.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+    ]);
+    match data {
+        Some(dir) => command
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir),
+        None => command.args(["--appendonly", "no"]),
+    };
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("redis-server is required for this test: {error}"));
-    let started = Instant::now();
-    loop {
-        let ready = redis::Client::open(url)
+    let answers = || {
+        redis::Client::open(url)
             .and_then(|client| client.get_connection())
             .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
-            .is_ok();
-        if ready {
-            return child;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("private redis-server did not start on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .is_ok()
+    };
+    crate::private_servers::wait_until_answers(
+        child,
+        &format!("redis-server on port {port}"),
+        Duration::from_secs(10),
+        answers,
+    )
 }
 
 impl Drop for PrivateRedis {

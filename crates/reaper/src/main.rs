@@ -40,9 +40,31 @@ use clap::Parser;
 use crate::cli::{Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat};
 use crate::commands::{CommandError, CommandResult};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon listens for stop signals before anything else (the runtime, the logging, the
+    // configuration, the connections), so that a signal during start-up stops it gracefully
+    // (exit 0) instead of killing it.
+    let daemon_signals = match &cli.command {
+        Command::Configured(ConfiguredCommand::Run { .. }) => {
+            match signals::StopSignals::new(false) {
+                Ok(signals) => Some(signals),
+                Err(error) => return CommandError::from(error).exit(),
+            }
+        }
+        _ => None,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return CommandError::from(error).exit(),
+    };
+    runtime.block_on(start(cli, daemon_signals))
+}
+
+async fn start(cli: Cli, daemon_signals: Option<signals::StopSignals>) -> ExitCode {
     // The demo's and a purge's output is for people (a purge's is a live progress bar, which a
     // log line would break); their logs stay quiet unless REAPER_LOG asks otherwise.
     let default_filter = match cli.command {
@@ -53,7 +75,9 @@ async fn main() -> ExitCode {
     // Fault injection for the crash tests: only test builds compile the fault points, and
     // only the FAILPOINTS variable configures them.
     let _failpoints = std::env::var_os("FAILPOINTS").map(|_| fail::FailScenario::setup());
-    dispatch(cli).await.unwrap_or_else(CommandError::exit)
+    dispatch(cli, daemon_signals)
+        .await
+        .unwrap_or_else(CommandError::exit)
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -70,19 +94,13 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
-async fn dispatch(cli: Cli) -> CommandResult {
+async fn dispatch(cli: Cli, daemon_signals: Option<signals::StopSignals>) -> CommandResult {
     let command = match cli.command {
         Command::Demo { dir } => {
             demo::run(&dir).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Configured(command) => command,
-    };
-    // The daemon listens for stop signals before it reads anything, so that a signal during
-    // start-up stops it gracefully (exit 0) instead of killing it.
-    let daemon_signals = match command {
-        ConfiguredCommand::Run { .. } => Some(signals::StopSignals::new(false)?),
-        _ => None,
     };
     let settings = settings::load(cli.config.as_deref()).map_err(CommandError::Invalid)?;
     let result = run_configured(command, &settings, daemon_signals).await;

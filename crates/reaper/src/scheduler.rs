@@ -8,7 +8,10 @@
 //! only for a policy that has run before, so adding a policy never starts a purge before its
 //! first scheduled tick (`reaper purge --policy` runs one now). A policy's runs never overlap:
 //! while its previous job is unfinished, a new window is skipped (and logged), so a slow or
-//! capped run is not joined by a second one on the same rows.
+//! capped run is not joined by a second one on the same rows. A daemon that is up loses no
+//! window to a late timer: when a tick comes after the next window opened (the process or the
+//! machine stalled), the windows it jumped over are submitted too, oldest first (at most
+//! [`MAX_JUMPED_WINDOWS`]).
 //!
 //! This module submits jobs; it never deletes. The jobs run on the workers like any other.
 
@@ -30,6 +33,10 @@ use crate::queue::JobQueue;
 /// Tries to submit one window's job (2, 4, 8 and 16 s apart) before leaving it to a peer or the
 /// next start's catch-up.
 const SUBMIT_ATTEMPTS: u32 = 5;
+
+/// At most this many windows jumped over by late ticks are submitted (the newest): a daemon
+/// stalled for longer catches up like one that was down.
+const MAX_JUMPED_WINDOWS: usize = 16;
 
 /// What submitting a window did.
 #[derive(Debug)]
@@ -214,13 +221,27 @@ impl Scheduler {
             if last_window.is_some_and(|last| window <= last) {
                 continue;
             }
+            // A timer that fired late (the process or the machine stalled past a tick) jumps
+            // over windows this daemon was up for: they are submitted too, oldest first, one
+            // after the other, so that the policy's no-overlap rule sees them in order.
+            let windows = match last_window {
+                Some(last) => policy.windows_between(last, window, MAX_JUMPED_WINDOWS),
+                None => vec![window],
+            };
+            if windows.len() > 1 {
+                tracing::warn!(message = "Ticks came late; submitting the windows they jumped over.", policy = %policy.name, from = %windows[0], to = %window, windows = windows.len());
+            }
             last_window = Some(window);
             // Submitting may wait on the database (and retry); the next tick must not.
             let scheduler = self.clone();
             let stop = stop.clone();
             submissions.spawn(async move {
                 let policy = &scheduler.policies[index];
-                scheduler.submit_with_retries(policy, window, stop).await;
+                for window in windows {
+                    scheduler
+                        .submit_with_retries(policy, window, stop.clone())
+                        .await;
+                }
             });
             while submissions.try_join_next().is_some() {}
         }

@@ -1,7 +1,10 @@
 //! The signals that stop reaper. Listening starts when a [`StopSignals`] is created, so that no
-//! signal can arrive while nobody listens; the second signal ends the process from inside the
-//! signal handler (signal-hook), whatever the runtime's threads are doing.
+//! signal can arrive while nobody listens; creating one needs no runtime, so the daemon does it
+//! first thing in `main`, before the runtime, the logging and the configuration. The second
+//! signal ends the process from inside the signal handler (signal-hook), whatever the runtime's
+//! threads are doing.
 
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 /// SIGINT or SIGTERM.
@@ -14,24 +17,18 @@ pub(crate) async fn shutdown_signal() -> std::io::Result<()> {
 /// to from creation on. The first one is for the caller to act on; the second one ends the
 /// process with status 130 from inside the signal handler (the batch in flight rolls back in
 /// the database), so it works whatever the runtime's threads are busy with.
+#[derive(Debug)]
 pub(crate) struct StopSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-    hangup: Option<tokio::signal::unix::Signal>,
-}
-
-impl std::fmt::Debug for StopSignals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StopSignals")
-            .field("hangup", &self.hangup.is_some())
-            .finish()
-    }
+    /// The read end of a socket pair the signal handler writes a byte to (the self-pipe
+    /// pattern): a signal that arrives before anyone awaits [`StopSignals::recv`], even before
+    /// the runtime exists, waits there.
+    wake: UnixStream,
 }
 
 impl StopSignals {
+    /// Starts listening. Needs no runtime.
     pub(crate) fn new(with_hangup: bool) -> std::io::Result<Self> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        use tokio::signal::unix::{SignalKind, signal};
         // The exit is registered before the flag that arms it, so the first signal only arms it.
         let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping: &[i32] = if with_hangup {
@@ -39,33 +36,43 @@ impl StopSignals {
         } else {
             &[SIGINT, SIGTERM]
         };
+        let (wake, signalled) = UnixStream::pair()?;
         for &number in stopping {
             signal_hook::flag::register_conditional_shutdown(number, 130, armed.clone())?;
             signal_hook::flag::register(number, armed.clone())?;
+            signal_hook::low_level::pipe::register(number, signalled.try_clone()?)?;
         }
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: if with_hangup {
-                Some(signal(SignalKind::hangup())?)
-            } else {
-                None
-            },
-        })
+        Ok(Self { wake })
     }
 
-    /// The next stop signal.
+    /// The next stop signal (or one that arrived since creation). If the runtime cannot watch
+    /// the socket (it always can inside a tokio runtime with I/O enabled), the error is logged
+    /// and this waits forever: the second signal still ends the process.
     pub(crate) async fn recv(&mut self) {
-        let hangup = async {
-            match &mut self.hangup {
-                Some(hangup) => hangup.recv().await,
-                None => std::future::pending().await,
+        if let Err(error) = self.wait().await {
+            tracing::error!(
+                message = "Cannot wait for stop signals; a second signal still exits (status 130).",
+                %error
+            );
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<()> {
+        self.wake.set_nonblocking(true)?;
+        let watched = tokio::net::UnixStream::from_std(self.wake.try_clone()?)?;
+        let mut byte = [0_u8; 1];
+        loop {
+            watched.readable().await?;
+            match watched.try_read(&mut byte) {
+                Ok(_) => return Ok(()),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(error) => return Err(error),
             }
-        };
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-            _ = hangup => {}
         }
     }
 }

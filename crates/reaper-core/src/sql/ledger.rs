@@ -185,36 +185,78 @@ pub enum ClaimFrom {
     Resume,
 }
 
-/// Claims the job: `pending`, or `running` under an expired lease (its worker died). Counts the
-/// attempt here, at claim, so a job that kills its worker every time still runs out of
-/// attempts. No row returned: somebody else holds it, or it is finished. On MySQL (no
-/// `RETURNING`) the caller checks the affected rows and reads the job back. Taking over an
-/// expired lease is one of the three writes without the lease token: the old holder's token
-/// is replaced, so its next write changes nothing. Expected plan: the primary key.
-pub fn claim(
+/// Claims the job: `pending`, or `running` under an expired lease (its worker died), while it
+/// has attempts left. Counts the attempt here, at claim, so a job that kills its worker every
+/// time still runs out of attempts; a job whose attempts are used up is not claimed, so
+/// `attempts` never exceeds `max_attempts` ([`claim_used_up`] takes it to record why it is
+/// dead). No row returned: somebody else holds it, it is finished, or its attempts are used up.
+/// On MySQL (no `RETURNING`) the caller checks the affected rows and reads the job back. Taking
+/// over an expired lease is one of the three writes without the lease token: the old holder's
+/// token is replaced, so its next write changes nothing. Expected plan: the primary key.
+pub fn claim(backend: Backend, lease: &Lease<'_>, from: ClaimFrom) -> Statement {
+    lease_statement(backend, lease, from, AttemptsLeft::Some)
+}
+
+/// Takes the lease of a job that [`claim`] refused because its attempts are used up (its
+/// workers kept dying), without counting an attempt: its holder only records it `dead` with
+/// the reason. Same states as [`claim`]; no row: the job has attempts left, is held or is
+/// finished. Expected plan: the primary key.
+pub fn claim_used_up(backend: Backend, lease: &Lease<'_>, from: ClaimFrom) -> Statement {
+    lease_statement(backend, lease, from, AttemptsLeft::None)
+}
+
+/// A lease a claim takes: on which job, for whom, with which token, from when until when.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// The job.
+    pub id: &'a str,
+    /// The worker taking it.
+    pub owner: &'a str,
+    /// The fresh token every write of the holder is guarded by.
+    pub token: &'a str,
+    /// The claim's time.
+    pub now: DateTime<Utc>,
+    /// When the lease expires unless renewed.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Which jobs a lease statement takes: those with attempts left (counting this one), or those
+/// without (counting nothing).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttemptsLeft {
+    Some,
+    None,
+}
+
+/// The statement of [`claim`] and [`claim_used_up`].
+fn lease_statement(
     backend: Backend,
-    id: &str,
-    owner: &str,
-    token: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    lease: &Lease<'_>,
     from: ClaimFrom,
+    attempts: AttemptsLeft,
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET state = ")
         .state(JobState::Running)
         .push(", lease_owner = ")
-        .param(text(owner))
+        .param(text(lease.owner))
         .push(", lease_token = ")
-        .param(text(token))
+        .param(text(lease.token))
         .push(", lease_expires_at = ")
-        .param(SqlValue::Timestamp(lease_until))
-        .push(", attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, ")
-        .param(SqlValue::Timestamp(now))
+        .param(SqlValue::Timestamp(lease.lease_until));
+    if attempts == AttemptsLeft::Some {
+        w.push(", attempts = attempts + 1");
+    }
+    w.push(", run_after = NULL, started_at = COALESCE(started_at, ")
+        .param(SqlValue::Timestamp(lease.now))
         .push("), updated_at = ")
-        .param(SqlValue::Timestamp(now))
+        .param(SqlValue::Timestamp(lease.now))
         .push(" WHERE id = ")
-        .param(text(id))
+        .param(text(lease.id))
+        .push(match attempts {
+            AttemptsLeft::Some => " AND attempts < max_attempts",
+            AttemptsLeft::None => " AND attempts >= max_attempts",
+        })
         .push(" AND (state ");
     match from {
         ClaimFrom::Queue => w.push("= ").state(JobState::Pending),
@@ -223,7 +265,7 @@ pub fn claim(
     w.push(" OR (state = ")
         .state(JobState::Running)
         .push(" AND lease_expires_at < ")
-        .param(SqlValue::Timestamp(now))
+        .param(SqlValue::Timestamp(lease.now))
         .push("))");
     if backend != Backend::MySql {
         w.push(" RETURNING ").push(JOB_COLUMNS);
@@ -647,22 +689,23 @@ mod tests {
     use super::*;
     use crate::sql::test_support::at;
 
+    fn lease() -> Lease<'static> {
+        Lease {
+            id: "j1",
+            owner: "w1",
+            token: "tok",
+            now: at(),
+            lease_until: at(),
+        }
+    }
+
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
-        .assert_eq(&claim(Backend::Postgres, "j1", "w1", "tok", at(), at(), ClaimFrom::Queue).to_string());
-        let resume = claim(
-            Backend::Postgres,
-            "j1",
-            "w1",
-            "tok",
-            at(),
-            at(),
-            ClaimFrom::Resume,
-        )
-        .sql;
+        .assert_eq(&claim(Backend::Postgres, &lease(), ClaimFrom::Queue).to_string());
+        let resume = claim(Backend::Postgres, &lease(), ClaimFrom::Resume).sql;
         assert!(
             resume.contains("AND (state IN ('pending', 'paused') OR (state = 'running'"),
             "{resume}"
@@ -670,17 +713,23 @@ mod tests {
     }
 
     #[test]
+    fn a_used_up_job_is_taken_without_counting_and_never_claimed() {
+        let claim = claim(Backend::Sqlite, &lease(), ClaimFrom::Queue).sql;
+        assert!(
+            claim.contains("WHERE id = ? AND attempts < max_attempts AND (state"),
+            "{claim}"
+        );
+        let used_up = claim_used_up(Backend::Sqlite, &lease(), ClaimFrom::Queue).sql;
+        assert!(!used_up.contains("attempts + 1"), "{used_up}");
+        assert!(
+            used_up.contains("WHERE id = ? AND attempts >= max_attempts AND (state = 'pending' OR (state = 'running'"),
+            "{used_up}"
+        );
+    }
+
+    #[test]
     fn mysql_claims_without_returning_and_inserts_without_on_conflict() {
-        let claim = claim(
-            Backend::MySql,
-            "j1",
-            "w1",
-            "tok",
-            at(),
-            at(),
-            ClaimFrom::Queue,
-        )
-        .sql;
+        let claim = claim(Backend::MySql, &lease(), ClaimFrom::Queue).sql;
         assert!(claim.ends_with("lease_expires_at < ?))"), "{claim}");
         let insert = insert_job(
             Backend::MySql,
