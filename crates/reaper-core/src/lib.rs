@@ -11,6 +11,7 @@
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
+//! - [`strategy`]: key order or physical order, chosen from the database's estimate;
 //! - [`sql`]: the SQL text and bound parameters of every statement family, per backend;
 //! - [`views`]: how jobs and audit entries are shown (API bodies, CLI output, client crate).
 //!
@@ -30,6 +31,7 @@ pub mod span;
 pub mod sql;
 #[cfg(test)]
 mod sql_tokens;
+pub mod strategy;
 pub mod throttle;
 pub mod validate;
 pub mod value;

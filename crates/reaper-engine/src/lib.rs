@@ -2,7 +2,7 @@
 //!
 //! Owns everything that talks to the target database: connecting ([`database`]), reaper's own
 //! tables ([`migration`]), the job ledger ([`ledger`]), checking the catalog against the real
-//! schema ([`schema_check`]) and the relations against its foreign keys and indexes ([`graph_check`]), one batch transaction ([`batch`]) and running a job batch by batch
+//! schema ([`schema_check`]) and the relations against its foreign keys and indexes ([`graph_check`]), one batch transaction ([`batch`], and over heap-block ranges on PostgreSQL, [`physical`]) and running a job batch by batch
 //! under its lease ([`runner`]) at the pace of its target's throttle ([`pacing`]), and what it measures ([`instruments`]).
 //!
 //! It must not know about queues, HTTP, signals or configuration files: the binary wires those
@@ -19,6 +19,7 @@ pub mod instruments;
 pub mod ledger;
 pub mod migration;
 pub mod pacing;
+pub mod physical;
 pub mod runner;
 pub mod schema_check;
 

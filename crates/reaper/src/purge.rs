@@ -127,6 +127,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         requested_by: crate::cli::requested_by(args.requested_by.clone()),
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
         idempotency_key: None,
+        strategy: None,
     })
 }
 

@@ -1,7 +1,8 @@
 //! SQL planning: the text and bound parameters of every statement reaper runs.
 //!
 //! Statement families live in named places: one module per backend for the batch family
-//! ([`postgres`], [`mysql`], [`sqlite`]), [`ledger`] for reaper's own tables and [`rows`] for
+//! ([`postgres`], [`mysql`], [`sqlite`]), [`physical`] for PostgreSQL's batches over heap-block
+//! ranges, [`ledger`] for reaper's own tables and [`rows`] for
 //! reading their rows back (each column list beside its decoder), [`schema`] for the start-up
 //! look at the target's schema, [`session`] for per-connection and per-transaction settings,
 //! [`migration`] for the DDL the migration builder cannot express, and [`queue`] for the one
@@ -19,6 +20,7 @@ pub mod graph;
 pub mod ledger;
 pub mod migration;
 pub mod mysql;
+pub mod physical;
 pub mod postgres;
 pub mod queue;
 pub mod rows;
