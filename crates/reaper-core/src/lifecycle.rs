@@ -214,6 +214,9 @@ pub struct DryRunReport {
     /// The strategy the job would run with, why, and the estimate it would be chosen from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<StrategyChoice>,
+    /// The plan guard's report on the first batch's plan, and its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan_guard::PlanReport>,
 }
 
 #[cfg(test)]

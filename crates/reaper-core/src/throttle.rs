@@ -21,6 +21,8 @@ pub struct Throttle {
     pub strategy: crate::strategy::StrategySetting,
     /// `strategy` is the job's own (`validate` sets both when a job overrides its target's).
     pub strategy_set_by_job: bool,
+    /// Run jobs whose plan the guard ([`crate::plan_guard`]) would refuse.
+    pub allow_slow_plan: bool,
 }
 
 /// Adaptive batch sizing: bounds and the duration one batch should take.

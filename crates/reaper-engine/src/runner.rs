@@ -38,6 +38,7 @@ use rand::Rng;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
 use reaper_core::lifecycle::{JobResult, JobState, JobSummary, RunNote};
+use reaper_core::plan_guard::Verdict;
 use reaper_core::sql;
 use reaper_core::sql::{Backend, RowLocking};
 use reaper_core::strategy::{self, PHYSICAL_PASS, Strategy, StrategyChoice, StrategySetting, Tid};
@@ -563,6 +564,7 @@ impl Run<'_> {
     /// False: the lease is lost.
     async fn choose_strategy(&mut self, walk: &mut Walk<'_>) -> Result<bool, EngineError> {
         let choice = strategy_for(self.db, walk.job).await?;
+        guard_plan(self.db, walk.job, &choice).await?;
         tracing::info!(
             message = "Chose the job's strategy.",
             strategy = %choice.strategy,
@@ -913,6 +915,10 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
     let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
     let (tables, sql) = crate::graph_run::describe(db, job, matching_rows, Utc::now()).await?;
     let strategy = strategy_for(db, job).await?;
+    let plan = match job.graph.is_empty() {
+        true => Some(crate::plan_check::check(db, job, &strategy).await?),
+        false => None,
+    };
     let sql = match strategy.strategy {
         Strategy::Physical => crate::physical::describe(job, &sql, Utc::now()),
         Strategy::Keyset => sql,
@@ -926,7 +932,36 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
         sql,
         tables,
         strategy: Some(strategy),
+        plan,
     })
+}
+
+/// The plan guard before a fresh job's first batch: refuses (permanently) a job on one table
+/// whose plan would read far more rows than it removes, unless its target allows slow plans.
+async fn guard_plan(
+    db: &Database,
+    job: &ValidatedJob,
+    choice: &StrategyChoice,
+) -> Result<(), EngineError> {
+    if !job.graph.is_empty() {
+        return Ok(());
+    }
+    let report = crate::plan_check::check(db, job, choice).await?;
+    match report.verdict {
+        Verdict::Pass => Ok(()),
+        Verdict::Allowed => {
+            tracing::warn!(
+                message = "The plan reads far more rows than it removes; the target allows it.",
+                plan = %report.plan,
+                rows_read_per_row = report.rows_read_per_row
+            );
+            Ok(())
+        }
+        Verdict::Refuse => Err(Refusal::SlowPlan {
+            report: Box::new(report),
+        }
+        .into()),
+    }
 }
 
 /// The strategy `job` gets now: the target's and the job's settings, and on PostgreSQL the
