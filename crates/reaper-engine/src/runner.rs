@@ -663,7 +663,9 @@ impl Run<'_> {
     }
 
     /// Ends the physical pass: the note records the rows it removed, and the keyset sweep
-    /// starts from the first key (pass 1).
+    /// starts from the first key (pass 1) — unless one probe over the filter finds no matching
+    /// row left, which proves what the sweep would (without walking the whole key index to find
+    /// nothing), and the job is done.
     async fn start_sweep(
         &mut self,
         walk: &mut Walk<'_>,
@@ -673,6 +675,10 @@ impl Run<'_> {
             ..note
         });
         self.note = note;
+        walk.passes = 1;
+        if batch::count_matching(self.db, walk.job, Some(1)).await? == 0 {
+            return Ok(ControlFlow::Break(self.done(walk, false).await?));
+        }
         let text = note
             .map(|note| JobResult::Running(note).to_json())
             .unwrap_or_default();
@@ -684,7 +690,6 @@ impl Run<'_> {
             message = "Physical pass over; sweeping by key for what it could not see.",
             rows = walk.rows_deleted
         );
-        walk.passes = 1;
         walk.physical_after = None;
         walk.checkpoint = None;
         walk.pass_skipped_rows = false;
