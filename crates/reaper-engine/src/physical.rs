@@ -98,7 +98,8 @@ pub async fn run_range_batch(
     holder: LeaseHolder<'_>,
     locking: RowLocking,
 ) -> Result<(RangeResult, RowLocking), EngineError> {
-    match run_range_transaction(db, job, (after, end), limit, holder, locking).await {
+    let attempt = |locking| run_range_transaction(db, job, (after, end), limit, holder, locking);
+    match attempt(locking).await {
         Err(EngineError::Database { error, .. })
             if locking == RowLocking::Direct
                 && database_code(&error).as_deref() == Some("55P03") =>
@@ -106,10 +107,10 @@ pub async fn run_range_batch(
             tracing::debug!(
                 message = "Rows are locked by other transactions; the sweep will take them."
             );
-            let result =
-                run_range_transaction(db, job, (after, end), limit, holder, RowLocking::SkipLocked)
-                    .await?;
-            Ok((result, RowLocking::SkipLocked))
+            Ok((
+                attempt(RowLocking::SkipLocked).await?,
+                RowLocking::SkipLocked,
+            ))
         }
         other => Ok((other?, locking)),
     }
