@@ -14,6 +14,7 @@ mod erasure_graph;
 mod hostile_input;
 mod operator;
 mod outages;
+mod physical_order;
 mod redis_bounds;
 mod retention;
 

@@ -24,6 +24,7 @@ use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
 use reaper_core::config::DatabaseConfig;
 use reaper_core::job::JobRequest;
 use reaper_core::span::Span;
+use reaper_core::strategy::StrategySetting;
 use reaper_core::throttle::Throttle;
 use reaper_engine::runner::{self, RunOutcome, RunSettings};
 use reaper_engine::{Database, ledger, migration::Migrator};
@@ -191,8 +192,9 @@ async fn engine(
         "(a fresh, vacuumed, analyzed table for every run; loading is not timed; {repeat} interleaved runs per variant, medians)\n"
     );
 
-    let (mut unbounded, mut loops, mut engines, mut peak_large) =
-        (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut unbounded, mut loops, mut engines, mut physicals, mut peak_large) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut sweep_rows = Vec::new();
     for run in 1..=repeat {
         load(&conn, rows).await?;
         keep_run(
@@ -207,25 +209,64 @@ async fn engine(
             keyset_loop(&conn, batch).await?,
         );
         load(&conn, rows).await?;
-        let (figures, peak) = reaper_engine(&url, batch).await?;
+        let (figures, peak, _) = reaper_engine(&url, batch, StrategySetting::Keyset).await?;
         peak_large = peak_large.max(peak);
         report(
             &format!("run {run}: reaper engine, {batch}/batch + audit"),
             &figures,
         );
         engines.push(figures);
+        load(&conn, rows).await?;
+        let (figures, peak, swept) = reaper_engine(&url, batch, StrategySetting::Physical).await?;
+        peak_large = peak_large.max(peak);
+        report(
+            &format!("run {run}: reaper physical, ≤{batch}/batch + audit"),
+            &figures,
+        );
+        sweep_rows.push(swept);
+        physicals.push(figures);
     }
     load(&conn, small_rows).await?;
-    let (_, peak_small) = reaper_engine(&url, batch).await?;
+    let (_, peak_small, _) = reaper_engine(&url, batch, StrategySetting::Keyset).await?;
+    load(&conn, small_rows).await?;
+    let (_, peak_small_physical, _) = reaper_engine(&url, batch, StrategySetting::Physical).await?;
+    let peak_small = peak_small.max(peak_small_physical);
 
-    let (unbounded, loops, engines) = (median(unbounded), median(loops), median(engines));
+    let (unbounded, loops, engines, physicals) = (
+        median(unbounded),
+        median(loops),
+        median(engines),
+        median(physicals),
+    );
     println!("\nmedians:");
     report("unbounded DELETE (one transaction)", &unbounded);
     report(&format!("hand-written keyset loop, {batch}/batch"), &loops);
     report(&format!("reaper engine, {batch}/batch + audit"), &engines);
+    report(
+        &format!("reaper physical, ≤{batch}/batch + audit"),
+        &physicals,
+    );
     println!();
     // The labels' column, as the figures have always been printed (scripts compare them).
     let pad = 29;
+    print_ratio(
+        "physical / unbounded DELETE",
+        pad,
+        &physicals,
+        &unbounded,
+        "   (target ≥ 0.70×)",
+    );
+    println!(
+        "{:<pad$} = {:.1} ms (target ≤ 50 ms; worst of all runs)",
+        "physical longest batch txn",
+        physicals.longest.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<pad$} = {} of {} rows (the rows the keyset sweep took after the physical pass, worst run)",
+        "physical sweep's share",
+        sweep_rows.iter().max().copied().unwrap_or(0),
+        physicals.rows
+    );
     print_ratio(
         "reaper / unbounded DELETE",
         pad,
@@ -430,9 +471,18 @@ async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Fi
 }
 
 /// The engine as the daemon runs it: ledger, lease, one transaction per batch with the audit
-/// entry and the checkpoint. Returns the figures and the peak RSS (KiB) of the run.
-pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
-    let catalog = Catalog::new([events_target(batch, batch, Throttle::default())]);
+/// entry and the checkpoint, walking the way `strategy` says. Returns the figures, the peak RSS
+/// (KiB) of the run and the rows a physical run's keyset sweep removed.
+pub(crate) async fn reaper_engine(
+    url: &str,
+    batch: u32,
+    strategy: StrategySetting,
+) -> anyhow::Result<(Figures, u64, u64)> {
+    let throttle = Throttle {
+        strategy,
+        ..Throttle::default()
+    };
+    let catalog = Catalog::new([events_target(batch, batch, throttle)]);
     let (db, id) = submit_purge(url, &catalog, batch).await?;
     let settings = bench_run_settings();
     reset_peak_rss();
@@ -450,6 +500,11 @@ pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figu
         "the engine did not finish: {:?}",
         report.outcome
     );
+    let swept = ledger::get(&db, &id)
+        .await?
+        .and_then(|job| job.job_result())
+        .and_then(|result| result.summary().and_then(|summary| summary.sweep_rows))
+        .unwrap_or(0);
     Ok((
         Figures {
             rows: report.rows,
@@ -458,6 +513,7 @@ pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figu
             batches: report.batches,
         },
         peak,
+        swept,
     ))
 }
 

@@ -96,7 +96,8 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
             );
         }
         load(&conn, rows).await?;
-        let (figures, _) = reaper_engine(&url, batch).await?;
+        let (figures, _, _) =
+            reaper_engine(&url, batch, reaper_core::strategy::StrategySetting::Keyset).await?;
         report(&format!("run {run}: reaper engine + audit"), &figures);
         engines.push(figures);
     }

@@ -303,6 +303,7 @@ fn throttle(args: &LoadArgs) -> Throttle {
             min: args.min_batch,
             max: args.max_batch,
         }),
+        ..Throttle::default()
     }
 }
 

@@ -316,6 +316,14 @@ pub struct TargetConfig {
     /// The smallest adaptive batch (default: 100, or `batch_size` when smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_batch_size: Option<u32>,
+    /// `auto` (default: physical order on PostgreSQL 14+ when the planner expects more than 5%
+    /// of the table to match, else the keyset), `keyset` or `physical`. A job may override it.
+    #[serde(default)]
+    pub strategy: crate::strategy::StrategySetting,
+    /// Run jobs whose plan would read more than 100 rows per row removed (a scan per batch, a
+    /// walk past most rows) instead of refusing them with the index that would fix it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_slow_plan: bool,
     /// The tables that hang off this one (`[[targets.NAME.children]]`): a job on this target
     /// removes their rows first, deepest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -591,6 +599,9 @@ impl Config {
                             min: min_batch_size,
                             max: target.max_batch_size,
                         }),
+                        strategy: target.strategy,
+                        strategy_set_by_job: false,
+                        allow_slow_plan: target.allow_slow_plan,
                     },
                 });
             }

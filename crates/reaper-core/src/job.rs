@@ -60,6 +60,10 @@ pub struct JobRequest {
     /// Submitting the same key twice yields one job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// `keyset` or `physical` to force the walk, `auto` for the target's choice (absent: the
+    /// target's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<crate::strategy::StrategySetting>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -165,6 +169,7 @@ const FIELDS: &[&str] = &[
     "requested_by",
     "reason",
     "idempotency_key",
+    "strategy",
 ];
 
 /// The operators' wire names.
@@ -206,6 +211,7 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
         requested_by: String::new(),
         reason: String::new(),
         idempotency_key: None,
+        strategy: None,
     };
     let mut kept_conditions = Vec::new();
     let Some(object) = value.as_object() else {
@@ -270,6 +276,20 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
         Some(Json::String(text)) if text == "hard" => request.mode = Some(Mode::Hard),
         Some(Json::String(text)) if text == "soft" => request.mode = Some(Mode::Soft),
         Some(other) => fail("mode", format!("must be \"hard\" or \"soft\"; got {other}")),
+    }
+    match present("strategy") {
+        None => {}
+        Some(Json::String(text)) => match serde_json::from_value(Json::String(text.clone())) {
+            Ok(setting) => request.strategy = Some(setting),
+            Err(_) => fail(
+                "strategy",
+                format!("must be \"auto\", \"keyset\" or \"physical\"; got \"{text}\""),
+            ),
+        },
+        Some(other) => fail(
+            "strategy",
+            format!("must be \"auto\", \"keyset\" or \"physical\"; got {other}"),
+        ),
     }
     match present("batch_size") {
         None => {}

@@ -11,6 +11,8 @@
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
+//! - [`plan_guard`]: refusing a job whose plan would read far more rows than it removes;
+//! - [`strategy`]: key order or physical order, chosen from the database's estimate;
 //! - [`sql`]: the SQL text and bound parameters of every statement family, per backend;
 //! - [`views`]: how jobs and audit entries are shown (API bodies, CLI output, client crate).
 //!
@@ -23,6 +25,7 @@ pub mod config;
 pub mod graph;
 pub mod job;
 pub mod lifecycle;
+pub mod plan_guard;
 #[cfg(test)]
 mod properties;
 pub mod retention;
@@ -30,6 +33,7 @@ pub mod span;
 pub mod sql;
 #[cfg(test)]
 mod sql_tokens;
+pub mod strategy;
 pub mod throttle;
 pub mod validate;
 pub mod value;

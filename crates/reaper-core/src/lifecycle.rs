@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::strategy::StrategyChoice;
 use crate::value::KeyValue;
 
 /// Where a job is in its life.
@@ -112,7 +113,8 @@ impl FromStr for JobState {
     }
 }
 
-/// What a finished job stores as its result (`reaper_jobs.result`, shown as `result`).
+/// What a job stores as its result (`reaper_jobs.result`, shown as `result`): a finished job's
+/// summary or dry-run report, or, while it runs, the strategy it runs with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum JobResult {
@@ -120,6 +122,20 @@ pub enum JobResult {
     DryRun(DryRunReport),
     /// What a `done` or `cancelled` job deleted.
     Summary(JobSummary),
+    /// An unfinished job's strategy (it has no `rows_deleted`), kept across its runs.
+    Running(RunNote),
+}
+
+/// What an unfinished job records about how it runs, so that its later runs (and its final
+/// summary) know it: the strategy chosen at its start and, once its physical pass is over, the
+/// rows that pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunNote {
+    /// The strategy, why, and the estimate it was chosen from.
+    pub strategy: StrategyChoice,
+    /// Rows the physical pass removed; set when it ended and the keyset sweep began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_rows: Option<u64>,
 }
 
 impl JobResult {
@@ -138,7 +154,15 @@ impl JobResult {
     pub fn summary(&self) -> Option<&JobSummary> {
         match self {
             JobResult::Summary(summary) => Some(summary),
-            JobResult::DryRun(_) => None,
+            JobResult::DryRun(_) | JobResult::Running(_) => None,
+        }
+    }
+
+    /// An unfinished job's note, when this is one.
+    pub fn running(&self) -> Option<&RunNote> {
+        match self {
+            JobResult::Running(note) => Some(note),
+            JobResult::DryRun(_) | JobResult::Summary(_) => None,
         }
     }
 }
@@ -159,6 +183,13 @@ pub struct JobSummary {
     /// own included, summed from its audit. Absent for a one-table job.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tables: std::collections::BTreeMap<String, u64>,
+    /// The strategy the job ran with, why, and the estimate it was chosen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyChoice>,
+    /// A physical job: the rows its keyset sweep removed after the physical pass (rows the
+    /// physical order could not see: moved behind its position, or inserted into passed blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_rows: Option<u64>,
 }
 
 /// What a dry run reports (stored as the job's result).
@@ -180,6 +211,12 @@ pub struct DryRunReport {
     /// soft-deleted or nulled), its own included. Absent for a one-table job.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tables: std::collections::BTreeMap<String, u64>,
+    /// The strategy the job would run with, why, and the estimate it would be chosen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyChoice>,
+    /// The plan guard's report on the first batch's plan, and its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan_guard::PlanReport>,
 }
 
 #[cfg(test)]
@@ -223,6 +260,8 @@ mod tests {
                 passes: 1,
                 stopped_at_max_rows: false,
                 tables: Default::default(),
+                strategy: None,
+                sweep_rows: None,
             })
         );
         assert_eq!(summary.to_json(), old);
@@ -242,5 +281,13 @@ mod tests {
         let report = JobResult::parse(dry).unwrap();
         assert!(matches!(report, JobResult::DryRun(_)));
         assert_eq!(report.to_json(), dry);
+        let running = r#"{"strategy":{"strategy":"physical","reason":"estimate","estimate":{"matching_rows":5,"table_rows":9}},"physical_rows":4}"#;
+        let note = JobResult::parse(running).unwrap();
+        assert_eq!(note.running().and_then(|note| note.physical_rows), Some(4));
+        assert_eq!(note.to_json(), running);
+        let physical = r#"{"rows_deleted":5,"batches":2,"passes":1,"strategy":{"strategy":"physical","reason":"job"},"sweep_rows":1}"#;
+        let summary = JobResult::parse(physical).unwrap();
+        assert_eq!(summary.summary().and_then(|s| s.sweep_rows), Some(1));
+        assert_eq!(summary.to_json(), physical);
     }
 }

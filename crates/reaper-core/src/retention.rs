@@ -246,6 +246,7 @@ impl Policy {
             requested_by: requested_by.to_owned(),
             reason,
             idempotency_key: window.map(|window| self.window_key(window)),
+            strategy: None,
         }
     }
 }

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-/// A target's throttle, from its configuration.
+/// A target's throttle, from its configuration: how fast its jobs may go, and by which walk
+/// ([`crate::strategy`]) and plans they may read it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Throttle {
     /// Sleep this long after every committed batch.
@@ -16,6 +17,12 @@ pub struct Throttle {
     pub max_rows_per_second: Option<u32>,
     /// Adapt the batch size toward a target duration.
     pub adaptive: Option<Adaptive>,
+    /// Keyset, physical order, or chosen per job from the database's estimate.
+    pub strategy: crate::strategy::StrategySetting,
+    /// `strategy` is the job's own (`validate` sets both when a job overrides its target's).
+    pub strategy_set_by_job: bool,
+    /// Run jobs whose plan the guard ([`crate::plan_guard`]) would refuse.
+    pub allow_slow_plan: bool,
 }
 
 /// Adaptive batch sizing: bounds and the duration one batch should take.

@@ -324,6 +324,13 @@ pub fn validate(
         adaptive.max = adaptive.max.min(batch_size);
         adaptive.min = adaptive.min.min(batch_size);
     }
+    // A job's `strategy` (other than `auto`) overrides its target's, as its batch size does.
+    if let Some(setting) = request.strategy
+        && setting != crate::strategy::StrategySetting::Auto
+    {
+        target.throttle.strategy = setting;
+        target.throttle.strategy_set_by_job = true;
+    }
     let graph = catalog.resolved_plan(&target.name, mode);
     Ok(ValidatedJob {
         target,

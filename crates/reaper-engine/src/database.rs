@@ -22,6 +22,9 @@ use crate::error::{EngineError, ErrorClass, Refusal};
 pub struct Database {
     connection: DatabaseConnection,
     backend: Backend,
+    /// Whether the server plans TID range scans (PostgreSQL 14+), once asked: the server's
+    /// version does not change under a pool, and every fresh job would ask again.
+    physical_order: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl Database {
@@ -101,7 +104,13 @@ impl Database {
         Ok(Self {
             connection,
             backend,
+            physical_order: Default::default(),
         })
+    }
+
+    /// What [`crate::physical::available`] found, once it asked.
+    pub(crate) fn physical_order(&self) -> &std::sync::OnceLock<bool> {
+        &self.physical_order
     }
 
     /// The dialect.

@@ -116,6 +116,20 @@ pub enum Refusal {
         /// The last error recorded, if any.
         last_error: Option<String>,
     },
+    /// The plan guard: the job's batches would read far more rows than they remove.
+    #[error(
+        "refused by the plan guard: the first batch's plan ({}) would read ~{} rows per row removed \
+         (~{} of ~{} rows match); {}, or set allow_slow_plan = true on the target to run it anyway",
+        report.plan,
+        report.rows_read_per_row,
+        report.matching_rows,
+        report.table_rows,
+        report.fix.as_deref().map_or_else(|| "narrow the filter".to_owned(), |fix| format!("create the index that lets the filter find its rows: {fix}"))
+    )]
+    SlowPlan {
+        /// The guard's report.
+        report: Box<reaper_core::plan_guard::PlanReport>,
+    },
     /// `database.url` names no backend reaper supports.
     #[error(
         "database.url: unsupported scheme in `{url}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://"

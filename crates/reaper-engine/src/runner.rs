@@ -37,8 +37,11 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
-use reaper_core::lifecycle::{JobResult, JobState, JobSummary};
-use reaper_core::sql::RowLocking;
+use reaper_core::lifecycle::{JobResult, JobState, JobSummary, RunNote};
+use reaper_core::plan_guard::Verdict;
+use reaper_core::sql;
+use reaper_core::sql::{Backend, RowLocking};
+use reaper_core::strategy::{self, PHYSICAL_PASS, Strategy, StrategyChoice, StrategySetting, Tid};
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_core::value::KeyValue;
 use tracing::Instrument;
@@ -241,6 +244,11 @@ async fn run_claimed(
         rows: 0,
         longest_batch: Duration::ZERO,
         batch_time: Duration::ZERO,
+        note: job
+            .result
+            .as_deref()
+            .and_then(JobResult::parse)
+            .and_then(|result| result.running().copied()),
     };
 
     let outcome = if job.cancel_requested_at.is_some() {
@@ -292,6 +300,8 @@ struct Run<'a> {
     rows: u64,
     longest_batch: Duration,
     batch_time: Duration,
+    /// The strategy the job runs with (chosen at its start, kept in the ledger's result).
+    note: Option<RunNote>,
 }
 
 /// Where a run is in its walk over the job's keys: the checkpoint, the pass, what the job has
@@ -299,6 +309,8 @@ struct Run<'a> {
 struct Walk<'j> {
     job: &'j ValidatedJob,
     checkpoint: Option<KeyValue>,
+    /// In the physical pass ([`PHYSICAL_PASS`]): the last tuple position it covered.
+    physical_after: Option<Tid>,
     rows_deleted: u64,
     passes: i64,
     /// This pass used `SKIP LOCKED`, so it may have passed over matching rows.
@@ -315,9 +327,18 @@ impl<'j> Walk<'j> {
         job: &'j ValidatedJob,
         pacer: &Pacer,
     ) -> Result<Self, EngineError> {
-        let checkpoint = match &record.checkpoint {
-            Some(text) => Some(batch::parse_key(job.target.key_type, text)?),
-            None => None,
+        // The pass number says the checkpoint's format: a tuple position in the physical pass,
+        // a key in keyset passes.
+        let (checkpoint, physical_after) = match (&record.checkpoint, record.passes) {
+            (None, PHYSICAL_PASS) => (None, Some(Tid::START)),
+            (Some(text), PHYSICAL_PASS) => {
+                let after = strategy::decode_checkpoint(text).ok_or_else(|| {
+                    EngineError::Corrupt(format!("`{text}` is not a physical checkpoint"))
+                })?;
+                (None, Some(after))
+            }
+            (Some(text), _) => (Some(batch::parse_key(job.target.key_type, text)?), None),
+            (None, _) => (None, None),
         };
         // An adaptive size starts where the target's last batches left it (in this process),
         // so a new slice or job does not pay for a bad starting size again.
@@ -332,6 +353,7 @@ impl<'j> Walk<'j> {
         Ok(Self {
             job,
             checkpoint,
+            physical_after,
             rows_deleted: u64::try_from(record.rows_deleted).unwrap_or(0),
             passes: record.passes,
             pass_skipped_rows: record.locked_rows_skipped,
@@ -390,6 +412,14 @@ impl Run<'_> {
         progress
             .batch_size
             .store(walk.batch_size, Ordering::Relaxed);
+        if walk.is_fresh() && self.note.is_none() && !self.choose_strategy(&mut walk).await? {
+            return Ok(RunOutcome::LeaseLost);
+        }
+        if walk.physical_after.is_some()
+            && let ControlFlow::Break(outcome) = self.physical_pass(&mut walk, should_stop).await?
+        {
+            return Ok(outcome);
+        }
         loop {
             if let ControlFlow::Break(outcome) = self.before_batch(&walk, should_stop).await? {
                 return Ok(outcome);
@@ -495,15 +525,8 @@ impl Run<'_> {
         let job = walk.job;
         let limit = walk.limit();
         let batch_started = Instant::now();
-        let holder = LeaseHolder {
-            job_id: &self.job.id,
-            token: self.token,
-            lease: self.settings.lease,
-        };
-        let batch_span = tracing::debug_span!(
-            "batch",
-            batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
-        );
+        let holder = self.holder();
+        let batch_span = self.batch_span();
         let after = walk.checkpoint.as_ref();
         let result = if job.graph.is_empty() {
             batch::run_batch(self.db, job, after, limit, holder, walk.locking())
@@ -546,6 +569,161 @@ impl Run<'_> {
             }
         }
         Ok(Some(selected < u64::from(limit)))
+    }
+
+    /// Chooses the fresh job's strategy and records it: a physical job starts its physical pass
+    /// (pass 0) with the note as its result; a keyset job on PostgreSQL keeps the note (and
+    /// its estimate) as its result; elsewhere the keyset is the only walk and nothing is written.
+    /// False: the lease is lost.
+    async fn choose_strategy(&mut self, walk: &mut Walk<'_>) -> Result<bool, EngineError> {
+        let choice = strategy_for(self.db, walk.job).await?;
+        guard_plan(self.db, walk.job, &choice).await?;
+        tracing::info!(
+            message = "Chose the job's strategy.",
+            strategy = %choice.strategy,
+            reason = ?choice.reason,
+            estimate = ?choice.estimate
+        );
+        let note = RunNote {
+            strategy: choice,
+            physical_rows: None,
+        };
+        self.note = Some(note);
+        let text = JobResult::Running(note).to_json();
+        let now = Utc::now();
+        let statement = match choice.strategy {
+            Strategy::Physical => {
+                walk.passes = PHYSICAL_PASS;
+                walk.physical_after = Some(Tid::START);
+                sql::physical::start_physical_pass(&self.job.id, self.token, &text, now)
+            }
+            Strategy::Keyset if self.db.backend() == Backend::Postgres => {
+                sql::physical::record_note(&self.job.id, self.token, &text, now)
+            }
+            Strategy::Keyset => return Ok(true),
+        };
+        Ok(self.db.execute(&statement).await? == 1)
+    }
+
+    /// The physical pass: batches over heap-block ranges from the checkpoint to the table's end
+    /// (as it was when this run started), each range sized toward the target duration and
+    /// bounded to the job's batch size in rows; then the keyset sweep starts (pass 1), which
+    /// takes what physical order could not see. Breaks when the run ends inside the pass.
+    async fn physical_pass(
+        &mut self,
+        walk: &mut Walk<'_>,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<ControlFlow<RunOutcome>, EngineError> {
+        let job = walk.job;
+        let (end_block, _) = crate::physical::table_size(self.db, &job.target).await?;
+        let span_rule = strategy::BlockSpan {
+            target: job
+                .target
+                .throttle
+                .adaptive
+                .map_or(strategy::DEFAULT_PHYSICAL_BATCH_DURATION, |a| a.target),
+            min: 1,
+            max: u64::from(u32::MAX),
+        };
+        let mut span = strategy::FIRST_BLOCK_SPAN;
+        let mut locking = RowLocking::Direct;
+        while let Some(after) = walk.physical_after.filter(|after| after.block < end_block) {
+            if let ControlFlow::Break(outcome) = self.before_batch(walk, should_stop).await? {
+                return Ok(ControlFlow::Break(outcome));
+            }
+            let end = Tid::block_start(after.block.saturating_add(span).min(end_block));
+            let limit = walk.limit();
+            let batch_started = Instant::now();
+            let holder = self.holder();
+            let (result, used) = crate::physical::run_range_batch(
+                self.db,
+                job,
+                (after, end),
+                limit,
+                holder,
+                locking,
+            )
+            .instrument(self.batch_span())
+            .await?;
+            locking = used;
+            let crate::physical::RangeResult::Committed {
+                rows,
+                selected,
+                next,
+                elapsed,
+            } = result
+            else {
+                let outcome = self.cancelled(walk.rows_deleted, walk.passes).await?;
+                return Ok(ControlFlow::Break(outcome));
+            };
+            crate::instruments::batch_committed(&job.target.name, job.mode.as_str(), rows, elapsed);
+            self.book(rows, elapsed);
+            walk.rows_deleted += rows;
+            walk.physical_after = Some(next);
+            if let Some(rate) = job.target.throttle.max_rows_per_second {
+                self.settings
+                    .pacer
+                    .book(&job.target.name, batch_started, rows, rate);
+            }
+            let covered = (selected >= u64::from(limit)).then(|| next.block - after.block + 1);
+            span = span_rule.next_span(span, elapsed, covered);
+            let pause = job.target.throttle.pause;
+            if !pause.is_zero() && !sleep_unless_stopped(pause, should_stop).await {
+                return Ok(ControlFlow::Break(self.stop().await?));
+            }
+        }
+        self.start_sweep(walk).await
+    }
+
+    /// Ends the physical pass: the note records the rows it removed, and the keyset sweep
+    /// starts from the first key (pass 1) — unless one probe over the filter finds no matching
+    /// row left, which proves what the sweep would (without walking the whole key index to find
+    /// nothing), and the job is done.
+    async fn start_sweep(
+        &mut self,
+        walk: &mut Walk<'_>,
+    ) -> Result<ControlFlow<RunOutcome>, EngineError> {
+        let note = self.note.map(|note| RunNote {
+            physical_rows: Some(walk.rows_deleted),
+            ..note
+        });
+        self.note = note;
+        walk.passes = 1;
+        if batch::count_matching(self.db, walk.job, Some(1)).await? == 0 {
+            return Ok(ControlFlow::Break(self.done(walk, false).await?));
+        }
+        let text = note
+            .map(|note| JobResult::Running(note).to_json())
+            .unwrap_or_default();
+        let statement = sql::physical::start_sweep(&self.job.id, self.token, &text, Utc::now());
+        if self.db.execute(&statement).await? != 1 {
+            return Ok(ControlFlow::Break(RunOutcome::LeaseLost));
+        }
+        tracing::info!(
+            message = "Physical pass over; sweeping by key for what it could not see.",
+            rows = walk.rows_deleted
+        );
+        walk.physical_after = None;
+        walk.checkpoint = None;
+        walk.pass_skipped_rows = false;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Who may write this run's batches.
+    fn holder(&self) -> LeaseHolder<'_> {
+        LeaseHolder {
+            job_id: &self.job.id,
+            token: self.token,
+            lease: self.settings.lease,
+        }
+    }
+
+    /// The span of the next batch.
+    fn batch_span(&self) -> tracing::Span {
+        tracing::debug_span!(
+            "batch",
+            batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
+        )
     }
 
     /// Counts a committed batch in this run's figures.
@@ -617,12 +795,18 @@ impl Run<'_> {
         } else {
             (rows_deleted, Default::default())
         };
+        let sweep_rows = self
+            .note
+            .and_then(|note| note.physical_rows)
+            .map(|physical| rows_deleted.saturating_sub(physical));
         Ok(JobResult::Summary(JobSummary {
             rows_deleted,
             batches: self.job.batches + i64::try_from(self.batches).unwrap_or(0),
             passes,
             stopped_at_max_rows,
             tables,
+            strategy: self.note.map(|note| note.strategy),
+            sweep_rows,
         }))
     }
 
@@ -748,6 +932,15 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
     let matching_rows = batch::count_matching(db, job, None).await?;
     let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
     let (tables, sql) = crate::graph_run::describe(db, job, matching_rows, Utc::now()).await?;
+    let strategy = strategy_for(db, job).await?;
+    let plan = match job.graph.is_empty() {
+        true => Some(crate::plan_check::check(db, job, &strategy).await?),
+        false => None,
+    };
+    let sql = match strategy.strategy {
+        Strategy::Physical => crate::physical::describe(job, &sql, Utc::now()),
+        Strategy::Keyset => sql,
+    };
     Ok(DryRunReport {
         dry_run: true,
         matching_rows,
@@ -756,7 +949,63 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
         batches: matching_rows.div_ceil(u64::from(job.batch_size)),
         sql,
         tables,
+        strategy: Some(strategy),
+        plan,
     })
+}
+
+/// The plan guard before a fresh job's first batch: refuses (permanently) a job on one table
+/// whose plan would read far more rows than it removes, unless its target allows slow plans.
+async fn guard_plan(
+    db: &Database,
+    job: &ValidatedJob,
+    choice: &StrategyChoice,
+) -> Result<(), EngineError> {
+    if !job.graph.is_empty() {
+        return Ok(());
+    }
+    let report = crate::plan_check::check(db, job, choice).await?;
+    match report.verdict {
+        Verdict::Pass => Ok(()),
+        Verdict::Allowed => {
+            tracing::warn!(
+                message = "The plan reads far more rows than it removes; the target allows it.",
+                plan = %report.plan,
+                rows_read_per_row = report.rows_read_per_row
+            );
+            Ok(())
+        }
+        Verdict::Refuse => Err(Refusal::SlowPlan {
+            report: Box::new(report),
+        }
+        .into()),
+    }
+}
+
+/// The strategy `job` gets now: the target's and the job's settings, and on PostgreSQL the
+/// planner's estimate (physical order only on 14+ and for a job on one table).
+pub async fn strategy_for(
+    db: &Database,
+    job: &ValidatedJob,
+) -> Result<StrategyChoice, EngineError> {
+    let (available, estimate) = if db.backend() == Backend::Postgres {
+        let available = job.graph.is_empty() && crate::physical::available(db).await?;
+        (available, Some(crate::physical::estimate(db, job).await?))
+    } else {
+        (false, None)
+    };
+    let throttle = &job.target.throttle;
+    let (target_setting, job_setting) = if throttle.strategy_set_by_job {
+        (StrategySetting::Auto, Some(throttle.strategy))
+    } else {
+        (throttle.strategy, None)
+    };
+    Ok(strategy::choose(
+        target_setting,
+        job_setting,
+        available,
+        estimate,
+    ))
 }
 
 /// Exponential backoff: `base × 2^(attempt−1)`, capped at `max`, scaled by `jitter` (drawn

@@ -106,6 +106,7 @@ impl EnqueueFlags {
             requested_by: crate::cli::requested_by(self.requested_by),
             reason,
             idempotency_key: self.idempotency_key,
+            strategy: None,
         };
         if problems.is_empty() {
             // Validation runs where the job is accepted and reports everything at once.

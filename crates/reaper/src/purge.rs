@@ -18,8 +18,10 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use reaper_core::catalog::Catalog;
 use reaper_core::job::{Condition, Filter, JobRequest, Op};
+use reaper_core::plan_guard::Verdict;
 use reaper_core::retention::Policy;
 use reaper_core::span::Span;
+use reaper_core::strategy::{ChoiceReason, StrategyChoice};
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_engine::ledger::{self, ClaimFrom, JobRecord};
 use reaper_engine::runner::{self, RunOutcome, RunSettings, StopAs};
@@ -127,6 +129,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         requested_by: crate::cli::requested_by(args.requested_by.clone()),
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
         idempotency_key: None,
+        strategy: None,
     })
 }
 
@@ -187,8 +190,43 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
             sample.join(", ")
         }
     );
+    if let Some(choice) = &report.strategy {
+        outln!("strategy:      {}", describe_strategy(choice));
+    }
+    if let Some(plan) = &report.plan {
+        outln!(
+            "plan guard:    {} — {}, ~{} rows read per row removed",
+            match plan.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Refuse => "refuse (the purge would be refused)",
+                Verdict::Allowed => "allowed (slow, but the target allows it)",
+            },
+            plan.plan,
+            plan.rows_read_per_row
+        );
+        if let Some(fix) = &plan.fix {
+            outln!("               fix: {fix}");
+        }
+    }
     outln!("one batch runs:\n{}", report.sql);
     Ok(())
+}
+
+/// `physical (estimate: ~500000 of ~1000000 rows match)`: the walk and why.
+fn describe_strategy(choice: &StrategyChoice) -> String {
+    let why = match (choice.reason, choice.estimate) {
+        (ChoiceReason::Estimate, Some(estimate)) => format!(
+            "estimate: ~{} of ~{} rows match",
+            estimate.matching_rows, estimate.table_rows
+        ),
+        (ChoiceReason::Estimate, None) => "no estimate".to_owned(),
+        (ChoiceReason::Target, _) => "the target's strategy".to_owned(),
+        (ChoiceReason::Job, _) => "the job's strategy".to_owned(),
+        (ChoiceReason::Unavailable, _) => {
+            "physical order needs PostgreSQL 14+ and a job on one table".to_owned()
+        }
+    };
+    format!("{} ({why})", choice.strategy)
 }
 
 /// Validates the request now (for the dry run and the error message), against `catalog`.

@@ -1,7 +1,8 @@
 //! SQL planning: the text and bound parameters of every statement reaper runs.
 //!
 //! Statement families live in named places: one module per backend for the batch family
-//! ([`postgres`], [`mysql`], [`sqlite`]), [`ledger`] for reaper's own tables and [`rows`] for
+//! ([`postgres`], [`mysql`], [`sqlite`]), [`physical`] for PostgreSQL's batches over heap-block
+//! ranges, [`explain`] for the plan guard's look at a batch's plan, [`ledger`] for reaper's own tables and [`rows`] for
 //! reading their rows back (each column list beside its decoder), [`schema`] for the start-up
 //! look at the target's schema, [`session`] for per-connection and per-transaction settings,
 //! [`migration`] for the DDL the migration builder cannot express, and [`queue`] for the one
@@ -15,10 +16,12 @@
 //!
 //! This module builds statements; it never runs them.
 
+pub mod explain;
 pub mod graph;
 pub mod ledger;
 pub mod migration;
 pub mod mysql;
+pub mod physical;
 pub mod postgres;
 pub mod queue;
 pub mod rows;
@@ -307,17 +310,27 @@ pub fn select_keys(
     after: Option<&KeyValue>,
     limit: u32,
 ) -> Statement {
-    let target = &job.target;
     let mut w = SqlWriter::new(backend);
+    write_select_keys(&mut w, job, after, limit);
+    w.finish()
+}
+
+/// The text of [`select_keys`], for statements that wrap it (`EXPLAIN`).
+pub(crate) fn write_select_keys(
+    w: &mut SqlWriter,
+    job: &ValidatedJob,
+    after: Option<&KeyValue>,
+    limit: u32,
+) {
+    let target = &job.target;
     w.push("SELECT ");
-    write_key_projection(&mut w, target);
+    write_key_projection(w, target);
     w.push(" FROM ").table(target).push(" WHERE ");
-    write_keyset_and_filter(&mut w, job, after);
+    write_keyset_and_filter(w, job, after);
     w.push(" ORDER BY ")
         .ident(&target.primary_key)
         .push(" LIMIT ")
         .param(SqlValue::Int(i64::from(limit)));
-    w.finish()
 }
 
 /// `SELECT count(*) FROM (SELECT 1 FROM t WHERE <filter> LIMIT $cap) AS matching`: how many

@@ -56,9 +56,8 @@ pub fn delete_batch(
     let target = &job.target;
     let pk = &target.primary_key;
     let mut w = SqlWriter::new(Backend::Postgres);
-    w.push("WITH lease AS (SELECT id FROM reaper_jobs")
-        .lease_guard(ctx.job_id, ctx.lease_token)
-        .push(" AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT ")
+    write_lease_cte(&mut w, ctx);
+    w.push(", batch AS MATERIALIZED (SELECT ")
         .ident(pk)
         .push(" AS reaper_key FROM ")
         .table(target)
@@ -94,17 +93,8 @@ pub fn delete_batch(
     }
     write_filter(&mut w, job);
     w.push(") RETURNING batch.reaper_key)");
-    // PostgreSQL (before 16) has no min/max for uuid; a uuid's order is its canonical text's.
-    let (min, max) = match target.key_type {
-        KeyType::Uuid => ("min(reaper_key::text)", "max(reaper_key::text)"),
-        KeyType::Int | KeyType::Text => ("min(reaper_key)::text", "max(reaper_key)::text"),
-    };
-    w.push(", summary AS (SELECT count(*) AS n, ")
-        .push(min)
-        .push(" AS first_key, ")
-        .push(max)
-        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ")
-        .push("(SELECT count(*) FROM batch) AS selected, (SELECT ")
+    let max = write_summary_head(&mut w, target.key_type);
+    w.push("(SELECT ")
         .push(max)
         .push(" FROM batch) AS window_end FROM removed)");
     w.push(
@@ -116,14 +106,60 @@ pub fn delete_batch(
         RowLocking::Direct => "j.locked_rows_skipped",
         RowLocking::SkipLocked => "TRUE",
     })
-    .push(", lease_expires_at = ")
-    .param(SqlValue::Timestamp(ctx.lease_until))
-    .push(", updated_at = ")
-    .param(SqlValue::Timestamp(ctx.now))
-    .push(" FROM summary AS s WHERE j.id = ")
-    .param(SqlValue::Text(ctx.job_id.to_owned()))
-    .push(
-        " AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, \
+    .push(", ");
+    write_lease_renewal_for_job(&mut w, ctx);
+    w.push(" AND s.selected > 0 RETURNING j.batches)");
+    write_audit_cte_and_result(&mut w, job, ctx);
+    w.finish()
+}
+
+/// `lease_expires_at = $, updated_at = $ FROM summary AS s WHERE j.id = $`: the end of a batch's
+/// `progress` CTE, renewing the lease of the job's ledger row.
+pub(crate) fn write_lease_renewal_for_job(w: &mut SqlWriter, ctx: &BatchContext<'_>) {
+    w.push("lease_expires_at = ")
+        .param(SqlValue::Timestamp(ctx.lease_until))
+        .push(", updated_at = ")
+        .param(SqlValue::Timestamp(ctx.now))
+        .push(" FROM summary AS s WHERE j.id = ")
+        .param(SqlValue::Text(ctx.job_id.to_owned()));
+}
+
+/// `WITH lease AS (…)`: locks the job's ledger row if and only if this worker still holds the
+/// lease and nobody asked to cancel the job; every later CTE of a batch depends on it.
+pub(crate) fn write_lease_cte(w: &mut SqlWriter, ctx: &BatchContext<'_>) {
+    w.push("WITH lease AS (SELECT id FROM reaper_jobs")
+        .lease_guard(ctx.job_id, ctx.lease_token)
+        .push(" AND cancel_requested_at IS NULL FOR UPDATE)");
+}
+
+/// `, summary AS (SELECT count(*) AS n, first_key, last_key, deleted_keys, selected, ` over the
+/// `removed` CTE's `reaper_key`s and the `batch` CTE; the caller writes the `window_end` column
+/// and closes it. Returns the `max` expression for the key type.
+pub(crate) fn write_summary_head(w: &mut SqlWriter, key_type: KeyType) -> &'static str {
+    // PostgreSQL (before 16) has no min/max for uuid; a uuid's order is its canonical text's.
+    let (min, max) = match key_type {
+        KeyType::Uuid => ("min(reaper_key::text)", "max(reaper_key::text)"),
+        KeyType::Int | KeyType::Text => ("min(reaper_key)::text", "max(reaper_key)::text"),
+    };
+    w.push(", summary AS (SELECT count(*) AS n, ")
+        .push(min)
+        .push(" AS first_key, ")
+        .push(max)
+        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ")
+        .push("(SELECT count(*) FROM batch) AS selected, ");
+    max
+}
+
+/// `, audit AS (…) SELECT <BATCH_SUMMARY_COLUMNS> FROM summary AS s`: the audit row of a batch
+/// that removed rows, numbered by the `progress` CTE, and the statement's one result row.
+pub(crate) fn write_audit_cte_and_result(
+    w: &mut SqlWriter,
+    job: &ValidatedJob,
+    ctx: &BatchContext<'_>,
+) {
+    let target = &job.target;
+    w.push(
+        ", audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, \
          mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT ",
     )
     .param(SqlValue::Text(ctx.job_id.to_owned()))
@@ -140,7 +176,6 @@ pub fn delete_batch(
     .push(" FROM summary AS s, progress AS p WHERE s.n > 0) SELECT ")
     .push(BATCH_SUMMARY_COLUMNS)
     .push(" FROM summary AS s");
-    w.finish()
 }
 
 /// The one row [`delete_batch`] returns ([`BatchSummary::decode`] reads it by name).
