@@ -2,6 +2,9 @@
 //! read far more rows than it removes is refused (permanently, nothing deleted) with the index
 //! that fixes it; with that index each backend's plan uses it and the job runs; a target that
 //! allows slow plans runs it anyway; a dry run shows the plan and the verdict.
+// The tests' futures (the engine's run nested in the testkit's helpers) are deeper than rustc's
+// default layout query depth.
+#![recursion_limit = "256"]
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
