@@ -492,7 +492,7 @@ impl Run<'_> {
             batch_no = self.job.batches + i64::try_from(self.batches).unwrap_or(0) + 1
         );
         let after = walk.checkpoint.as_ref();
-        let result = if job.graph.is_empty() {
+        let result = if !job.is_graph() {
             batch::run_batch(self.db, job, after, limit, holder, walk.locking())
                 .instrument(batch_span)
                 .await?

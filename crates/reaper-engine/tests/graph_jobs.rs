@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::config::DatabaseConfig;
-use reaper_core::graph::{Action, Relation};
+use reaper_core::graph::{Action, Cascade, Relation};
 use reaper_core::lifecycle::JobState;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
@@ -33,6 +33,7 @@ reaper_testkit::on_every_backend!(
     a_user_with_twenty_thousand_child_rows_is_drained_in_bounded_batches,
     a_dry_run_shows_per_table_counts_and_the_statements,
     soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_parent,
+    an_accepted_database_cascade_stays_within_its_bound_in_every_transaction,
 );
 
 /// Child batch size of every child table unless a test says otherwise; the parents' is the job's.
@@ -809,4 +810,108 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
     ]
     .map(|(t, m)| (t.to_owned(), m.to_owned()));
     assert_eq!(modes, expected);
+}
+
+/// The shop's catalog with `sessions` (ON DELETE CASCADE) no longer a child but accepted as a
+/// database cascade of at most `bound` rows per batch.
+fn with_sessions_as_a_cascade(catalog: &Catalog, bound: u64) -> Catalog {
+    let relations = catalog
+        .relations()
+        .iter()
+        .filter(|relation| relation.child != "sessions")
+        .cloned()
+        .collect();
+    Catalog::new(catalog.targets().cloned())
+        .with_relations(relations)
+        .unwrap()
+        .with_cascades(vec![Cascade {
+            parent: "users".into(),
+            schema: None,
+            table: "sessions".into(),
+            column: "user_id".into(),
+            parent_column: "id".into(),
+            max_rows_per_batch: bound,
+        }])
+}
+
+/// Each user cascades 2 sessions and the bound is 5, so a window of 10 users is removed two
+/// users per transaction; a user whose 6 sessions alone exceed the bound fails the job
+/// (permanently) and keeps every row.
+async fn an_accepted_database_cascade_stays_within_its_bound_in_every_transaction(
+    backend: Backend,
+) {
+    let mut s = shop(backend, 30).await;
+    s.catalog = with_sessions_as_a_cascade(&s.catalog, 5);
+    s.test
+        .exec(
+            "INSERT INTO sessions (id, user_id) VALUES (900, 20), (901, 20), (902, 20), (903, 20)",
+        )
+        .await;
+    let first_nineteen = serde_json::json!([{"column": "id", "op": "le", "value": 19}]);
+    let id = s.submit(erase(first_nineteen, 10), 1).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let users_per_transaction: Vec<i64> = s
+        .test
+        .optional_strings(&format!(
+            "SELECT {} FROM reaper_audit WHERE job_id = '{id}' AND target = 'users' ORDER BY batch_no",
+            s.test.as_text("row_count")
+        ))
+        .await
+        .into_iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(users_per_transaction.iter().sum::<i64>(), 19);
+    assert!(
+        users_per_transaction.iter().all(|&n| n <= 2),
+        "at most 5 cascaded sessions per transaction: {users_per_transaction:?}"
+    );
+    for (table, column, kept) in [
+        ("users", "id", 11),
+        ("sessions", "user_id", 26),
+        ("orders", "user_id", 22),
+    ] {
+        let count =
+            |condition: &str| format!("SELECT count(*) FROM {table} WHERE {column} {condition}");
+        assert_eq!(
+            s.test.int(&count("<= 19")).await,
+            0,
+            "{table}: the erased users' rows"
+        );
+        assert_eq!(
+            s.test.int(&count("> 19")).await,
+            kept,
+            "{table}: the others'"
+        );
+    }
+    let audited_sessions = s
+        .test
+        .int(&format!(
+            "SELECT count(*) FROM reaper_audit WHERE job_id = '{id}' AND target = 'sessions'"
+        ))
+        .await;
+    assert_eq!(
+        audited_sessions, 0,
+        "cascaded rows are the database's, not audited by key"
+    );
+
+    let user_20 = serde_json::json!([{"column": "id", "op": "eq", "value": 20}]);
+    let id = s.submit(erase(user_20, 10), 1).await;
+    let outcome = s.run_to_end(&id).await;
+    assert!(
+        matches!(&outcome, RunOutcome::Dead { error } if error.contains(
+            "deleting row 20 of `users` would make the database cascade 6 rows of `sessions`, \
+             more than its accepted max_rows_per_batch (5); nothing of that row was deleted"
+        )),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        s.test.int("SELECT count(*) FROM users WHERE id = 20").await,
+        1
+    );
+    assert_eq!(
+        s.test
+            .int("SELECT count(*) FROM sessions WHERE user_id = 20")
+            .await,
+        6
+    );
 }

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::Target;
-use crate::graph::{Effect, ResolvedStep};
+use crate::graph::{Cascade, Effect, ResolvedStep};
 use crate::sql::{
     Backend, SqlWriter, Statement, key_param, write_filter, write_key_projection,
     write_removal_head,
@@ -179,6 +179,42 @@ pub fn remove_step(
     w.finish()
 }
 
+/// `SELECT (SELECT count(*) FROM cascade_table WHERE column = parent.parent_column) FROM parent
+/// WHERE pk IN (…) ORDER BY pk`: per row about to be deleted (in key order), how many rows the
+/// database's `ON DELETE CASCADE` will delete with it. Expected plan: primary-key lookups on
+/// the parent, and per parent an index lookup on the cascade's column (the start-up check
+/// requires an index it leads).
+pub fn count_cascade(
+    backend: Backend,
+    parent: &Target,
+    cascade: &Cascade,
+    keys: &[KeyValue],
+) -> Statement {
+    const PARENT: &str = "reaper_parent";
+    const CASCADED: &str = "reaper_cascaded";
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT (SELECT count(*) FROM ")
+        .qualified_table(cascade.schema.as_deref(), &cascade.table)
+        .push(" AS ")
+        .ident(CASCADED)
+        .push(" WHERE ")
+        .ident(CASCADED)
+        .push(".")
+        .ident(&cascade.column)
+        .push(" = ")
+        .ident(PARENT)
+        .push(".")
+        .ident(&cascade.parent_column)
+        .push(") FROM ")
+        .table(parent)
+        .push(" AS ")
+        .ident(PARENT)
+        .push(" WHERE ");
+    write_key_list(&mut w, parent, keys);
+    w.push(" ORDER BY ").ident(&parent.primary_key);
+    w.finish()
+}
+
 /// The window's parents that still match the job's filter, locked (PostgreSQL, MySQL) before
 /// the re-check of their children, so a child inserted for them meanwhile either committed
 /// before (and is seen) or waits for this transaction (a foreign key's share lock). Expected
@@ -276,6 +312,7 @@ mod tests {
             requested_by: "t".into(),
             reason: "r".into(),
             graph: catalog.resolved_plan("users", mode),
+            cascades: Vec::new(),
         }
     }
 
@@ -306,6 +343,23 @@ mod tests {
             SELECT "id" FROM "comments" WHERE "author_id" IN (SELECT "id" FROM "users" WHERE "id" IN (?, ?) AND (TRUE)) AND "deleted_at" IS NULL ORDER BY "id" LIMIT ?
             -- parameters: 7, 9, 50"#]]
         .assert_eq(&select_step(Backend::Sqlite, &job, &job.graph[2], &parents, 50).to_string());
+    }
+
+    #[test]
+    fn a_cascade_is_counted_per_parent_in_key_order() {
+        let cascade = Cascade {
+            parent: "users".into(),
+            schema: Some("app".into()),
+            table: "logins".into(),
+            column: "user_id".into(),
+            parent_column: "id".into(),
+            max_rows_per_batch: 100,
+        };
+        let keys = [KeyValue::Int(3), KeyValue::Int(4)];
+        expect![[r#"
+            SELECT (SELECT count(*) FROM "app"."logins" AS "reaper_cascaded" WHERE "reaper_cascaded"."user_id" = "reaper_parent"."id") FROM "users" AS "reaper_parent" WHERE "id" IN ($1, $2) ORDER BY "id"
+            -- parameters: 3, 4"#]]
+        .assert_eq(&count_cascade(Backend::Postgres, &target("users"), &cascade, &keys).to_string());
     }
 
     #[test]
