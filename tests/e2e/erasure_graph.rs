@@ -129,10 +129,14 @@ async fn start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_chil
          (ON DELETE CASCADE) but is not declared as a child; the database would delete its rows inside each \
          batch, unbounded. Add:",
     );
-    // … followed by the configuration to add, indented under the problem.
-    refused("[targets.event_notes]\n");
-    refused("[[targets.events.children]]\n");
-    refused("target = \"event_notes\"\n");
+    // … followed by the configuration to add, indented under the problem the same way by both
+    // commands (one formatter), then the cascade alternative.
+    refused(
+        "Add:\n    [targets.event_notes]\n    table = \"event_notes\"\n    primary_key = \"…\"\n    \
+         key_type = \"…\"\n    [[targets.events.children]]\n    target = \"event_notes\"\n    \
+         column = \"event_id\"\n    action = \"delete\"\n    or, when each row of `events` has few of them, \
+         accept the database's cascade:\n    [[targets.events.cascades]]\n",
+    );
 
     let declared = format!(
         "{}\n[targets.event_notes]\ntable = \"event_notes\"\nprimary_key = \"id\"\nkey_type = \"int\"\n\n\

@@ -224,6 +224,18 @@ impl Catalog {
         if let Some((index, _)) = unknown {
             return Err(vec![GraphProblem::UnknownTarget { index }]);
         }
+        // Refused here, not only in the configuration, so no plan ever holds a soft step
+        // without the column it sets.
+        let soft_without_column = relations.iter().position(|r| {
+            r.action == graph::Action::SoftDelete
+                && self
+                    .targets
+                    .get(&r.child)
+                    .is_some_and(|child| child.soft_delete_column.is_none())
+        });
+        if let Some(index) = soft_without_column {
+            return Err(vec![GraphProblem::SoftDeleteWithoutColumn { index }]);
+        }
         let problems = graph::check(&relations);
         if !problems.is_empty() {
             return Err(problems);

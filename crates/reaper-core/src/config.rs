@@ -393,14 +393,32 @@ pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
 }
 
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid configuration:")?;
-        for problem in &self.problems {
-            write!(f, "\n  {}: {}", problem.key, problem.message)?;
-        }
-        Ok(())
+        f.write_str(&list_problems("invalid configuration:", &self.problems))
     }
+}
+
+/// `heading`, then each problem on its own line indented by two spaces; the further lines a
+/// problem spans (the configuration to add, already indented by four) are kept as written. The
+/// one format of every list of configuration problems (`run`, `config check`), so an operator
+/// sees the same text wherever the check runs.
+pub fn list_problems<P: fmt::Display>(
+    heading: &str,
+    problems: impl IntoIterator<Item = P>,
+) -> String {
+    let mut text = heading.to_owned();
+    for problem in problems {
+        text.push_str("\n  ");
+        text.push_str(&problem.to_string());
+    }
+    text
 }
 
 impl Config {
@@ -835,6 +853,13 @@ fn graph_problem(relations: &[Relation], at: &[String], problem: GraphProblem) -
             key: at[index].clone(),
             message: "names a target the catalog does not declare".into(),
         },
+        GraphProblem::SoftDeleteWithoutColumn { index } => ConfigProblem {
+            key: format!("{}.action", at[index]),
+            message: format!(
+                "`soft_delete` needs a soft_delete_column on target `{}`",
+                relations[index].child
+            ),
+        },
     }
 }
 
@@ -1246,6 +1271,25 @@ mod tests {
         assert_eq!(throttle.max_rows_per_second, Some(50_000));
         let adaptive = throttle.adaptive.unwrap();
         assert_eq!((adaptive.min, adaptive.max), (100, 10_000));
+    }
+
+    #[test]
+    fn problems_are_listed_one_per_line_with_their_own_lines_kept() {
+        let problems = [
+            ConfigProblem {
+                key: "targets.users.children".into(),
+                message: "not declared. Add:\n    [[targets.users.children]]".into(),
+            },
+            ConfigProblem {
+                key: "targets.users.batch_size".into(),
+                message: "too large".into(),
+            },
+        ];
+        assert_eq!(
+            list_problems("invalid configuration:", &problems),
+            "invalid configuration:\n  targets.users.children: not declared. Add:\n    \
+             [[targets.users.children]]\n  targets.users.batch_size: too large"
+        );
     }
 
     #[test]

@@ -307,6 +307,11 @@ pub enum GraphProblem {
         /// The relation.
         index: usize,
     },
+    /// `relations[index]` is `soft_delete` but its child target has no `soft_delete_column`.
+    SoftDeleteWithoutColumn {
+        /// The relation.
+        index: usize,
+    },
 }
 
 /// Refuses cycles and tables reached with two different actions. Each cycle is reported once,

@@ -193,7 +193,7 @@ async fn child_batch(
         // The rest of the selection is the next child batch's.
         keys.truncate(within_cascade_bounds(txn, backend, job, child, &keys).await?);
     }
-    execute(txn, backend, &graph::remove_step(backend, step, &keys, now)).await?;
+    execute(txn, backend, &removal(backend, step, &keys, now)?).await?;
     let what = Written {
         target: &child.name,
         mode: step.effect.as_str(),
@@ -201,6 +201,23 @@ async fn child_batch(
         checkpoint: None,
     };
     record(txn, backend, job, holder, batches, &what, now).await
+}
+
+/// The step's removal statement; a soft step without a `soft_delete_column` (which the
+/// catalog refuses) is refused, never run as a delete.
+fn removal(
+    backend: Backend,
+    step: &ResolvedStep,
+    keys: &[KeyValue],
+    now: DateTime<Utc>,
+) -> Result<reaper_core::sql::Statement, EngineError> {
+    graph::remove_step(backend, step, keys, now).ok_or_else(|| {
+        EngineError::Corrupt(format!(
+            "{}: soft_delete on target `{}`, which has no soft_delete_column",
+            step.describe(),
+            step.target().name
+        ))
+    })
 }
 
 /// The parents' transaction: the window's parents still matching, locked; no row of a table
@@ -374,6 +391,22 @@ async fn record(
     Ok(Outcome::Done { rows, cut_at: None })
 }
 
+/// What the job would remove now across every table (the parents and each step's rows; a
+/// table reached by two paths counted on each), counting no further than `cap`: the `max_rows`
+/// pre-check of a graph job, whose `rows_deleted` counts every table's rows. Rows the database
+/// cascades are not counted (reaper never counts them as its own).
+pub async fn count_graph(db: &Database, job: &ValidatedJob, cap: u64) -> Result<u64, EngineError> {
+    let mut total = crate::batch::count_matching(db, job, Some(cap)).await?;
+    for step in &job.graph {
+        if total >= cap {
+            break;
+        }
+        let statement = graph::count_step(db.backend(), job, step, Some(cap - total));
+        total += query_count(db.connection(), db.backend(), &statement).await?;
+    }
+    Ok(total)
+}
+
 /// A dry run's per-table counts (empty for a one-table job) and the statements of one batch:
 /// a one-table job's batch, or a graph batch's window selection, each step's child batch and
 /// the parents' transaction.
@@ -398,17 +431,17 @@ pub async fn describe(
         let count = query_count(
             db.connection(),
             backend,
-            &graph::count_step(backend, job, step),
+            &graph::count_step(backend, job, step, None),
         )
         .await?;
         *tables.entry(step.target().name.clone()).or_default() += count;
         let select = graph::select_step(backend, job, step, &window, step.target().batch_size);
-        let remove = graph::remove_step(
+        let remove = removal(
             backend,
             step,
             &[KeyValue::Text("<locked keys>".into())],
             now,
-        );
+        )?;
         sql.push(format!("-- {}: one child batch (lease check, audit row and counters as a batch's)\n{select};\n{remove};", step.describe()));
     }
     let lock = graph::lock_parents(backend, job, &window);

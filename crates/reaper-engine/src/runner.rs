@@ -368,7 +368,12 @@ impl Run<'_> {
         }
         let mut walk = Walk::resume(self.job, job, &self.settings.pacer)?;
         if walk.is_fresh() && !job.stop_at_max_rows {
-            let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
+            let cap = job.max_rows + 1;
+            let matching = if job.is_graph() {
+                crate::graph_run::count_graph(self.db, job, cap).await?
+            } else {
+                batch::count_matching(self.db, job, Some(cap)).await?
+            };
             job.check_max_rows(matching).map_err(Refusal::from)?;
             // The slice is for batches: it starts after the pre-check.
             walk.started = Instant::now();

@@ -29,13 +29,13 @@ async fn shop(backend: Backend) -> (TestDatabase, Database) {
     let test = TestDatabase::new(backend).await;
     for ddl in [
         "CREATE TABLE users (id BIGINT PRIMARY KEY, email VARCHAR(100))",
-        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, deleted_at TIMESTAMP NULL, \
          FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)",
         "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
          FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE RESTRICT)",
         "CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT, \
          FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE SET NULL)",
-        "CREATE TABLE analytics (id BIGINT PRIMARY KEY, user_id BIGINT)",
+        "CREATE TABLE analytics (id BIGINT PRIMARY KEY, user_id BIGINT, deleted_at TIMESTAMP NULL)",
         "CREATE INDEX sessions_user_id ON sessions (user_id)",
         "CREATE INDEX orders_user_id ON orders (user_id)",
         "CREATE INDEX order_items_order_id ON order_items (order_id)",
@@ -197,7 +197,16 @@ async fn a_soft_delete_child_tied_by_a_foreign_key_is_refused(backend: Backend) 
     relations[0].action = Action::SoftDelete;
     relations[3].action = Action::SoftDelete;
     relations[3].allow_unindexed = true;
-    let catalog = Catalog::new(targets()).with_relations(relations).unwrap();
+    let soft = targets()
+        .into_iter()
+        .map(|target| match target.name.as_str() {
+            "sessions" | "analytics" => Target {
+                soft_delete_column: Some("deleted_at".into()),
+                ..target
+            },
+            _ => target,
+        });
+    let catalog = Catalog::new(soft).with_relations(relations).unwrap();
     let error = check_error(&db, &catalog).await;
     let expected = "targets.users.children[0].action: `soft_delete` keeps rows of `sessions` that refer to \
                     `users` through a foreign key on `user_id` (ON DELETE CASCADE): a hard delete of `users` \

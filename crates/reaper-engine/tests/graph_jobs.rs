@@ -34,6 +34,7 @@ reaper_testkit::on_every_backend!(
     a_dry_run_shows_per_table_counts_and_the_statements,
     soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_parent,
     an_accepted_database_cascade_stays_within_its_bound_in_every_transaction,
+    max_rows_is_checked_against_every_table_before_the_first_batch,
 );
 
 /// Child batch size of every child table unless a test says otherwise; the parents' is the job's.
@@ -914,4 +915,29 @@ async fn an_accepted_database_cascade_stays_within_its_bound_in_every_transactio
             .await,
         6
     );
+}
+
+/// User 7 is 1 row of `users` and 13 below it: a cap of 13 refuses the job before anything is
+/// removed, a cap of 14 lets it run.
+async fn max_rows_is_checked_against_every_table_before_the_first_batch(backend: Backend) {
+    let s = shop(backend, 30).await;
+    let before = state(&s).await;
+    let user_7 = serde_json::json!([{"column": "id", "op": "eq", "value": 7}]);
+    let capped = |max_rows: u64| {
+        job(
+            "users",
+            user_7.clone(),
+            serde_json::json!({"batch_size": 100, "max_rows": max_rows}),
+        )
+    };
+    let id = s.submit(capped(13), 1).await;
+    let outcome = s.run_to_end(&id).await;
+    assert!(
+        matches!(&outcome, RunOutcome::Dead { error } if error.contains("more than max_rows (13) rows match; nothing was done")),
+        "{outcome:?}"
+    );
+    assert_eq!(state(&s).await, before, "nothing removed from any table");
+    let id = s.submit(capped(14), 1).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert_erased(&s, &id, &before, &BTreeSet::from([7]), 100).await;
 }
