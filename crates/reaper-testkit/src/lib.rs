@@ -9,8 +9,10 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod engine;
+mod graph;
 mod invariants;
 mod redis_queue;
+pub use graph::{GraphSnapshot, GraphTable};
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
 
