@@ -248,7 +248,77 @@ async fn an_erasure_through_the_binary_removes_the_user_everywhere(backend: Back
 reaper_testkit::on_every_backend!(
     start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_child,
     an_erasure_through_the_binary_removes_the_user_everywhere,
+    a_retention_policy_on_a_parent_purges_its_old_rows_everywhere,
 );
+
+/// A retention policy on `users` (inactive for 30 days) through `reaper purge --policy`, the
+/// scheduler's own path: the old users go with their sessions, orders and items, each row
+/// audited once under its table; the recent user keeps everything.
+async fn a_retention_policy_on_a_parent_purges_its_old_rows_everywhere(backend: Backend) {
+    let deployment = Deployment::new(backend, 10).await;
+    deployment.migrate();
+    let timestamp = match backend {
+        Backend::Postgres => "timestamptz",
+        Backend::MySql => "DATETIME(6)",
+        Backend::Sqlite => "TEXT",
+    };
+    let add_column = format!("ALTER TABLE users ADD COLUMN last_seen_at {timestamp}");
+    for ddl in SHOP_DDL.into_iter().chain([
+        add_column.as_str(),
+        "INSERT INTO users (id, last_seen_at) VALUES (1, '2020-01-01 00:00:00'), \
+         (2, '2999-01-01 00:00:00'), (3, '2020-06-01 00:00:00')",
+        "INSERT INTO sessions (id, user_id) VALUES (11, 1), (21, 2), (22, 2), (31, 3)",
+        "INSERT INTO orders (id, user_id) VALUES (12, 1), (23, 2)",
+        "INSERT INTO order_items (id, order_id) VALUES (121, 12), (122, 12), (231, 23)",
+    ]) {
+        deployment.test.exec(ddl).await;
+    }
+    let child =
+        |parent: &str, target: &str, column: &str| child_toml(parent, target, column, "delete");
+    let config = [
+        std::fs::read_to_string(&deployment.config).unwrap(),
+        target_toml("users", Some(1)),
+        "[targets.users.columns]\nlast_seen_at = \"timestamp\"\n".into(),
+        child("users", "sessions", "user_id"),
+        child("users", "orders", "user_id"),
+        child("orders", "order_items", "order_id"),
+        target_toml("sessions", Some(1)),
+        target_toml("orders", Some(1)),
+        target_toml("order_items", Some(1)),
+        "[[retention]]\nname = \"expire-inactive-users\"\ntarget = \"users\"\nage_column = \"last_seen_at\"\n\
+         max_age = \"30d\"\nschedule = \"0 3 * * *\"\n"
+            .into(),
+    ]
+    .join("\n");
+    std::fs::write(&deployment.config, config).unwrap();
+    let tables: Vec<GraphTable<'_>> = KILL_GRAPH[..4]
+        .iter()
+        .map(|table| GraphTable {
+            max_batch: 1,
+            ..*table
+        })
+        .collect();
+    let before = GraphSnapshot::take(&deployment.test, &tables).await;
+    let output = run(deployment
+        .reaper()
+        .args(["purge", "--policy", "expire-inactive-users"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let ids = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<BTreeSet<_>>();
+    let expected = BTreeMap::from([
+        ("users", ids(&["1", "3"])),
+        ("sessions", ids(&["11", "31"])),
+        ("orders", ids(&["12"])),
+        ("order_items", ids(&["121", "122"])),
+    ]);
+    before
+        .assert_removed_exactly(&deployment.test, &expected)
+        .await;
+    let policy_jobs = deployment
+        .test
+        .int("SELECT count(*) FROM reaper_jobs WHERE policy = 'expire-inactive-users' AND state = 'done'")
+        .await;
+    assert_eq!(policy_jobs, 1, "one job, recorded as the policy's");
+}
 
 /// The graph of the kill test: users ← sessions (ON DELETE CASCADE), users ← orders
 /// (RESTRICT) ← order_items, users ← analytics (no constraint). `users` goes one per window with

@@ -7,6 +7,7 @@
 //! cargo run --release -p reaper-bench -- mariadb           # vs pt-archiver (percona-toolkit)
 //! cargo run --release -p reaper-bench -- daemon            # jobs/s through Redis, end to end
 //! cargo run --release -p reaper-bench -- load              # OLTP p99 during a purge
+//! cargo run --release -p reaper-bench -- graph             # erasures across five tables
 //! ```
 //!
 //! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
@@ -31,6 +32,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
 
 mod daemon;
+mod graph;
 mod mariadb;
 mod oltp;
 
@@ -86,24 +88,47 @@ enum Bench {
         /// The daemon's worker slots.
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
-        /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
-        #[arg(
-            long,
-            env = "REAPER_BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-        )]
-        postgres_url: String,
-        /// Redis; the benchmark uses its own queue name and deletes its keys afterwards.
-        #[arg(
-            long,
-            env = "REAPER_BENCH_REDIS_URL",
-            default_value = "redis://127.0.0.1:6379/0"
-        )]
-        redis_url: String,
+        #[command(flatten)]
+        servers: Servers,
     },
     /// PostgreSQL: p50/p99 of a fixed-rate OLTP load (select, insert, update by key) on the
     /// table without a purge, during one unbounded DELETE, and during a throttled reaper purge.
     Load(oltp::LoadArgs),
+    /// PostgreSQL: erasures across a graph of tables — users with 100 rows each over four
+    /// tables through the daemon (erasures/s, p50/p99), and one user with a million child rows
+    /// (rows/s, longest transaction) against one hand-written transaction.
+    Graph {
+        /// Users erased through the daemon.
+        #[arg(long, default_value_t = 1_000)]
+        users: u64,
+        /// Child rows of the one big user.
+        #[arg(long, default_value_t = 1_000_000)]
+        children: u64,
+        /// The daemon's worker slots.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+        #[command(flatten)]
+        servers: Servers,
+    },
+}
+
+/// PostgreSQL and Redis for the benchmarks that run the daemon.
+#[derive(Debug, clap::Args)]
+struct Servers {
+    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+    #[arg(
+        long,
+        env = "REAPER_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
+    /// Redis; the benchmark uses its own queue name and deletes its keys afterwards.
+    #[arg(
+        long,
+        env = "REAPER_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    redis_url: String,
 }
 
 /// Fixed reference time, so the cutoff and the data agree on every run.
@@ -130,10 +155,24 @@ async fn main() -> anyhow::Result<()> {
         Bench::Daemon {
             jobs,
             concurrency,
-            postgres_url,
-            redis_url,
-        } => daemon::run(jobs, concurrency, &postgres_url, &redis_url).await,
+            servers,
+        } => daemon::run(jobs, concurrency, &servers.postgres_url, &servers.redis_url).await,
         Bench::Load(args) => oltp::run(args).await,
+        Bench::Graph {
+            users,
+            children,
+            concurrency,
+            servers,
+        } => {
+            graph::run(
+                users,
+                children,
+                concurrency,
+                &servers.postgres_url,
+                &servers.redis_url,
+            )
+            .await
+        }
     }
 }
 
@@ -361,13 +400,7 @@ async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Fi
 pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figures, u64)> {
     let catalog = Catalog::new([events_target(batch, batch, Throttle::default())]);
     let (db, id) = submit_purge(url, &catalog, batch).await?;
-    let settings = RunSettings::for_worker(
-        "reaper-bench".into(),
-        Duration::from_secs(300),
-        Duration::from_secs(3_600),
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
+    let settings = worker_settings();
     reset_peak_rss();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
@@ -392,6 +425,17 @@ pub(crate) async fn reaper_engine(url: &str, batch: u32) -> anyhow::Result<(Figu
         },
         peak,
     ))
+}
+
+/// A worker's settings for one uninterrupted run (a long lease, an hour's slice).
+pub(crate) fn worker_settings() -> RunSettings {
+    RunSettings::for_worker(
+        "reaper-bench".into(),
+        Duration::from_secs(300),
+        Duration::from_secs(3_600),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
 }
 
 /// The `events` table as a catalog target: batches start at `batch_size` rows (at most
@@ -424,6 +468,20 @@ pub(crate) async fn submit_purge(
     catalog: &Catalog,
     batch: u32,
 ) -> anyhow::Result<(Database, String)> {
+    let request = serde_json::json!({
+        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
+        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
+    });
+    submit(url, catalog, request).await
+}
+
+/// Connects the engine (as the daemon would: 4 connections, 50 ms lock timeout), creates its
+/// tables and submits `request`; returns the job's id.
+pub(crate) async fn submit(
+    url: &str,
+    catalog: &Catalog,
+    request: serde_json::Value,
+) -> anyhow::Result<(Database, String)> {
     let db = Database::connect(&DatabaseConfig {
         url: url.to_owned(),
         max_connections: 4,
@@ -432,10 +490,7 @@ pub(crate) async fn submit_purge(
     })
     .await?;
     Migrator::up(db.connection(), None).await?;
-    let request: JobRequest = serde_json::from_value(serde_json::json!({
-        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
-        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
-    }))?;
+    let request: JobRequest = serde_json::from_value(request)?;
     let id = ledger::submit(&db, catalog, &request, 3, Utc::now(), None)
         .await?
         .job

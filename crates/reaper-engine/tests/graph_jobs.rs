@@ -296,6 +296,16 @@ async fn assert_erased(
     );
 }
 
+/// The filter of one user.
+fn user(id: i64) -> serde_json::Value {
+    serde_json::json!([{"column": "id", "op": "eq", "value": id}])
+}
+
+/// The filter of one tenant's users.
+fn tenant(id: i64) -> serde_json::Value {
+    serde_json::json!([{"column": "tenant_id", "op": "eq", "value": id}])
+}
+
 fn erase(filter: serde_json::Value, batch_size: u32) -> serde_json::Value {
     job(
         "users",
@@ -307,15 +317,7 @@ fn erase(filter: serde_json::Value, batch_size: u32) -> serde_json::Value {
 async fn erasing_one_user_removes_it_everywhere_children_first(backend: Backend) {
     let s = shop(backend, 30).await;
     let before = state(&s).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "id", "op": "eq", "value": 7}]),
-                100,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(user(7), 100), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     assert_erased(&s, &id, &before, &BTreeSet::from([7]), 100).await;
@@ -344,15 +346,7 @@ async fn erasing_one_user_removes_it_everywhere_children_first(backend: Backend)
 async fn erasing_thousands_of_users_drains_every_table_in_bounded_batches(backend: Backend) {
     let s = shop_with(backend, 3_000, 200).await;
     let before = state(&s).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                50,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(tenant(1), 50), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     let erased: BTreeSet<i64> = (1..=3_000).filter(|u| u % 3 == 1).collect();
@@ -365,8 +359,7 @@ async fn a_crash_mid_children_or_mid_parents_resumes_exactly_once(backend: Backe
     // transaction is a child batch.
     let s = shop(backend, 300).await;
     let before = state(&s).await;
-    let tenant = serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]);
-    let id = s.submit(erase(tenant.clone(), 50), 5).await;
+    let id = s.submit(erase(tenant(2), 50), 5).await;
     fail::cfg("graph::before_commit", "2*off->return").unwrap();
     let outcome = s.run_once(&id).await;
     assert!(
@@ -387,15 +380,7 @@ async fn a_crash_mid_children_or_mid_parents_resumes_exactly_once(backend: Backe
     // One user per window: sessions (2 rows), orders' items (6), orders (2), events (2),
     // reviews (1) are five child batches, the sixth transaction is the window's parents.
     let before = state(&s).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 0}]),
-                1,
-            ),
-            5,
-        )
-        .await;
+    let id = s.submit(erase(tenant(0), 1), 5).await;
     fail::cfg("graph::before_commit", "5*off->return").unwrap();
     let outcome = s.run_once(&id).await;
     assert!(
@@ -422,15 +407,7 @@ async fn a_crash_mid_children_or_mid_parents_resumes_exactly_once(backend: Backe
 async fn a_cancel_mid_graph_leaves_the_database_valid(backend: Backend) {
     let _scenario = fail::FailScenario::setup();
     let s = shop(backend, 60).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                50,
-            ),
-            5,
-        )
-        .await;
+    let id = s.submit(erase(tenant(1), 50), 5).await;
     // Every transaction takes at least 5 ms; the first window alone is dozens of child batches.
     fail::cfg("graph::before_commit", "sleep(5)").unwrap();
     let canceller = async {
@@ -496,15 +473,7 @@ async fn a_user_with_twenty_thousand_child_rows_is_drained_in_bounded_batches(ba
             ))
             .await;
     }
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "id", "op": "eq", "value": 2}]),
-                10,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(user(2), 10), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     let audit = audited(&s, &id, 10).await;
@@ -575,15 +544,7 @@ async fn children_inserted_during_the_erasure_are_removed_too(backend: Backend) 
         }
     })
     .unwrap();
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                50,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(tenant(1), 50), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     assert!(calls.load(std::sync::atomic::Ordering::SeqCst) > 8);
@@ -637,7 +598,7 @@ mod concurrent {
 async fn a_dry_run_shows_per_table_counts_and_the_statements(backend: Backend) {
     let s = shop(backend, 30).await;
     let before = state(&s).await;
-    let filter = serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]);
+    let filter = tenant(1);
     let id = s
         .submit(
             job("users", filter, serde_json::json!({"dry_run": true})),
@@ -689,15 +650,7 @@ async fn measure_a_user_with_200_000_events_on_postgres() {
         recorder.lock().unwrap().push(std::time::Instant::now());
     })
     .unwrap();
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "id", "op": "eq", "value": 2}]),
-                10,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(user(2), 10), 1).await;
     let started = std::time::Instant::now();
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     let total = started.elapsed();
@@ -759,13 +712,8 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
     ])
     .unwrap();
     let s = EngineTest { test, db, catalog };
-    let erase_user = |user: i64, mode: &str| {
-        job(
-            "users",
-            serde_json::json!([{"column": "id", "op": "eq", "value": user}]),
-            serde_json::json!({"mode": mode}),
-        )
-    };
+    let erase_user =
+        |user: i64, mode: &str| job("users", self::user(user), serde_json::json!({"mode": mode}));
     let soft_job = s.submit(erase_user(1, "soft"), 1).await;
     assert_eq!(s.run_to_end(&soft_job).await, RunOutcome::Done);
     let test = &s.test;
@@ -895,8 +843,7 @@ async fn an_accepted_database_cascade_stays_within_its_bound_in_every_transactio
         "cascaded rows are the database's, not audited by key"
     );
 
-    let user_20 = serde_json::json!([{"column": "id", "op": "eq", "value": 20}]);
-    let id = s.submit(erase(user_20, 10), 1).await;
+    let id = s.submit(erase(user(20), 10), 1).await;
     let outcome = s.run_to_end(&id).await;
     assert!(
         matches!(&outcome, RunOutcome::Dead { error } if error.contains(
@@ -922,11 +869,10 @@ async fn an_accepted_database_cascade_stays_within_its_bound_in_every_transactio
 async fn max_rows_is_checked_against_every_table_before_the_first_batch(backend: Backend) {
     let s = shop(backend, 30).await;
     let before = state(&s).await;
-    let user_7 = serde_json::json!([{"column": "id", "op": "eq", "value": 7}]);
     let capped = |max_rows: u64| {
         job(
             "users",
-            user_7.clone(),
+            user(7),
             serde_json::json!({"batch_size": 100, "max_rows": max_rows}),
         )
     };
