@@ -7,6 +7,7 @@
 //! cargo run --release -p reaper-bench -- mariadb           # vs pt-archiver (percona-toolkit)
 //! cargo run --release -p reaper-bench -- daemon            # jobs/s through Redis, end to end
 //! cargo run --release -p reaper-bench -- load              # OLTP p99 during a purge
+//! cargo run --release -p reaper-bench -- graph             # erasures across five tables
 //! ```
 //!
 //! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
@@ -32,6 +33,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
 
 mod daemon;
+mod graph;
 mod mariadb;
 mod oltp;
 
@@ -83,18 +85,41 @@ enum Bench {
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
         #[command(flatten)]
-        postgres: PostgresServer,
-        /// Redis; the benchmark uses its own queue name and deletes its keys afterwards.
-        #[arg(
-            long,
-            env = "REAPER_BENCH_REDIS_URL",
-            default_value = "redis://127.0.0.1:6379/0"
-        )]
-        redis_url: String,
+        servers: Servers,
     },
     /// PostgreSQL: p50/p99 of a fixed-rate OLTP load (select, insert, update by key) on the
     /// table without a purge, during one unbounded DELETE, and during a throttled reaper purge.
     Load(oltp::LoadArgs),
+    /// PostgreSQL: erasures across a graph of tables — users with 100 rows each over four
+    /// tables through the daemon (erasures/s, p50/p99), and one user with a million child rows
+    /// (rows/s, longest transaction) against one hand-written transaction.
+    Graph {
+        /// Users erased through the daemon.
+        #[arg(long, default_value_t = 1_000)]
+        users: u64,
+        /// Child rows of the one big user.
+        #[arg(long, default_value_t = 1_000_000)]
+        children: u64,
+        /// The daemon's worker slots.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+        #[command(flatten)]
+        servers: Servers,
+    },
+}
+
+/// PostgreSQL and Redis for the benchmarks that run the daemon.
+#[derive(Debug, clap::Args)]
+struct Servers {
+    #[command(flatten)]
+    postgres: PostgresServer,
+    /// Redis; the benchmark uses its own queue name and deletes its keys afterwards.
+    #[arg(
+        long,
+        env = "REAPER_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    redis_url: String,
 }
 
 /// The PostgreSQL server a benchmark runs on.
@@ -154,10 +179,32 @@ async fn main() -> anyhow::Result<()> {
         Bench::Daemon {
             jobs,
             concurrency,
-            postgres,
-            redis_url,
-        } => daemon::run(jobs, concurrency, &postgres.postgres_url, &redis_url).await,
+            servers,
+        } => {
+            daemon::run(
+                jobs,
+                concurrency,
+                &servers.postgres.postgres_url,
+                &servers.redis_url,
+            )
+            .await
+        }
         Bench::Load(args) => oltp::run(args).await,
+        Bench::Graph {
+            users,
+            children,
+            concurrency,
+            servers,
+        } => {
+            graph::run(
+                users,
+                children,
+                concurrency,
+                &servers.postgres.postgres_url,
+                &servers.redis_url,
+            )
+            .await
+        }
     }
 }
 
@@ -484,7 +531,7 @@ pub(crate) async fn reaper_engine(
     };
     let catalog = Catalog::new([events_target(batch, batch, throttle)]);
     let (db, id) = submit_purge(url, &catalog, batch).await?;
-    let settings = bench_run_settings();
+    let settings = worker_settings();
     reset_peak_rss();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
@@ -517,6 +564,17 @@ pub(crate) async fn reaper_engine(
     ))
 }
 
+/// A worker's settings for one uninterrupted run (a long lease, an hour's slice).
+pub(crate) fn worker_settings() -> RunSettings {
+    RunSettings::for_worker(
+        "reaper-bench".into(),
+        Duration::from_secs(300),
+        Duration::from_secs(3_600),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+}
+
 /// The `events` table as a catalog target: batches start at `batch_size` rows (at most
 /// `max_batch_size`), paced by `throttle`.
 pub(crate) fn events_target(batch_size: u32, max_batch_size: u32, throttle: Throttle) -> Target {
@@ -547,6 +605,20 @@ pub(crate) async fn submit_purge(
     catalog: &Catalog,
     batch: u32,
 ) -> anyhow::Result<(Database, String)> {
+    let request = serde_json::json!({
+        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
+        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
+    });
+    submit(url, catalog, request).await
+}
+
+/// Connects the engine (as the daemon would: 4 connections, 50 ms lock timeout), creates its
+/// tables and submits `request`; returns the job's id.
+pub(crate) async fn submit(
+    url: &str,
+    catalog: &Catalog,
+    request: serde_json::Value,
+) -> anyhow::Result<(Database, String)> {
     let db = Database::connect(&DatabaseConfig {
         url: url.to_owned(),
         max_connections: 4,
@@ -555,10 +627,7 @@ pub(crate) async fn submit_purge(
     })
     .await?;
     Migrator::up(db.connection(), None).await?;
-    let request: JobRequest = serde_json::from_value(serde_json::json!({
-        "target": "events", "batch_size": batch, "requested_by": "reaper-bench", "reason": "benchmark",
-        "filter": {"all": [{"column": "created_at", "op": "lt", "value": CUTOFF}]}
-    }))?;
+    let request: JobRequest = serde_json::from_value(request)?;
     let id = ledger::submit(
         &db,
         catalog,

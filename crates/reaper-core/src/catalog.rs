@@ -163,6 +163,7 @@ pub struct Target {
 pub struct Catalog {
     targets: BTreeMap<String, Target>,
     relations: Vec<Relation>,
+    cascades: Vec<graph::Cascade>,
 }
 
 impl Catalog {
@@ -171,7 +172,47 @@ impl Catalog {
         Self {
             targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
             relations: Vec::new(),
+            cascades: Vec::new(),
         }
+    }
+
+    /// This catalog with the database cascades its targets accept (their parents are targets
+    /// of this catalog: the configuration only declares them under one).
+    pub fn with_cascades(mut self, cascades: Vec<graph::Cascade>) -> Self {
+        self.cascades = cascades;
+        self
+    }
+
+    /// The database cascades accepted for deletes of `parent`'s rows.
+    pub fn cascades<'a>(
+        &'a self,
+        parent: &'a str,
+    ) -> impl Iterator<Item = &'a graph::Cascade> + 'a {
+        self.cascades.iter().filter(move |c| c.parent == parent)
+    }
+
+    /// The cascades a job on `root` in `mode` with this `plan` sets off: those of every table
+    /// whose rows it deletes (its own in hard mode, and each deleting step's).
+    pub fn job_cascades(
+        &self,
+        root: &str,
+        mode: Mode,
+        plan: &[ResolvedStep],
+    ) -> Vec<graph::Cascade> {
+        let root_deletes = (mode == Mode::Hard).then_some(root);
+        let deleting = plan
+            .iter()
+            .filter(|step| step.effect == graph::Effect::Delete)
+            .map(|step| step.target().name.as_str());
+        let mut cascades: Vec<graph::Cascade> = Vec::new();
+        for table in root_deletes.into_iter().chain(deleting) {
+            for cascade in self.cascades(table) {
+                if !cascades.contains(cascade) {
+                    cascades.push(cascade.clone());
+                }
+            }
+        }
+        cascades
     }
 
     /// This catalog with `relations` between its targets, refused when [`graph::check`] finds a
@@ -182,6 +223,18 @@ impl Catalog {
         });
         if let Some((index, _)) = unknown {
             return Err(vec![GraphProblem::UnknownTarget { index }]);
+        }
+        // Refused here, not only in the configuration, so no plan ever holds a soft step
+        // without the column it sets.
+        let soft_without_column = relations.iter().position(|r| {
+            r.action == graph::Action::SoftDelete
+                && self
+                    .targets
+                    .get(&r.child)
+                    .is_some_and(|child| child.soft_delete_column.is_none())
+        });
+        if let Some(index) = soft_without_column {
+            return Err(vec![GraphProblem::SoftDeleteWithoutColumn { index }]);
         }
         let problems = graph::check(&relations);
         if !problems.is_empty() {
@@ -210,7 +263,8 @@ impl Catalog {
     /// [`Catalog::plan`] with every target on each path resolved (a relation's targets always
     /// exist: [`Catalog::with_relations`] refuses others).
     pub fn resolved_plan(&self, root: &str, mode: Mode) -> Vec<ResolvedStep> {
-        self.plan(root, mode)
+        let mut steps: Vec<ResolvedStep> = self
+            .plan(root, mode)
             .into_iter()
             .filter_map(|step| {
                 let links = step
@@ -224,9 +278,18 @@ impl Catalog {
                 (!links.is_empty()).then_some(ResolvedStep {
                     links,
                     effect: step.effect,
+                    directly_below: Vec::new(),
                 })
             })
-            .collect()
+            .collect();
+        // Computed once here, so a job never searches its plan per batch.
+        for index in 0..steps.len() {
+            let below = (0..steps.len())
+                .filter(|&other| steps[other].is_directly_below(&steps[index]))
+                .collect();
+            steps[index].directly_below = below;
+        }
+        steps
     }
 
     /// The target with this name, if the catalog declares it.

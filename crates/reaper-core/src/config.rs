@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
-use crate::graph::{Action, GraphProblem, Relation, describe_path};
+use crate::graph::{Action, Cascade, GraphProblem, Relation, describe_path};
 use crate::job::Condition;
 use crate::retention::Policy;
 use crate::span::Span;
@@ -328,6 +328,30 @@ pub struct TargetConfig {
     /// removes their rows first, deepest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<ChildConfig>,
+    /// Database `ON DELETE CASCADE`s of this target's rows that reaper accepts because they are
+    /// small (`[[targets.NAME.cascades]]`); any other cascade is refused at start-up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cascades: Vec<CascadeConfig>,
+}
+
+/// `[[targets.NAME.cascades]]`: a table the database empties by `ON DELETE CASCADE` when this
+/// target's rows are deleted, accepted with a bound per batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeConfig {
+    /// The referencing table.
+    pub table: String,
+    /// Its schema; this target's schema when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The referencing column.
+    pub column: String,
+    /// The column of this target it refers to; this target's `primary_key` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_column: Option<String>,
+    /// The most rows of `table` one batch may make the database delete: a batch whose rows
+    /// would cascade more deletes fewer of them; a single row that cascades more fails the job.
+    pub max_rows_per_batch: u64,
 }
 
 /// `[[targets.NAME.children]]`: rows of another target that refer to this one's rows.
@@ -377,14 +401,32 @@ pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
 }
 
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid configuration:")?;
-        for problem in &self.problems {
-            write!(f, "\n  {}: {}", problem.key, problem.message)?;
-        }
-        Ok(())
+        f.write_str(&list_problems("invalid configuration:", &self.problems))
     }
+}
+
+/// `heading`, then each problem on its own line indented by two spaces; the further lines a
+/// problem spans (the configuration to add, already indented by four) are kept as written. The
+/// one format of every list of configuration problems (`run`, `config check`), so an operator
+/// sees the same text wherever the check runs.
+pub fn list_problems<P: fmt::Display>(
+    heading: &str,
+    problems: impl IntoIterator<Item = P>,
+) -> String {
+    let mut text = heading.to_owned();
+    for problem in problems {
+        text.push_str("\n  ");
+        text.push_str(&problem.to_string());
+    }
+    text
 }
 
 impl Config {
@@ -607,6 +649,8 @@ impl Config {
             }
         }
         let catalog = Catalog::new(targets);
+        let cascades = self.cascades(&catalog, &mut problems);
+        let catalog = catalog.with_cascades(cascades);
         let (relations, at) = self.relations(&catalog, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -655,6 +699,71 @@ impl Config {
             }
         }
         (relations, keys)
+    }
+}
+
+impl Config {
+    /// The accepted `cascades` of every valid target; problems go to `problems` and a cascade
+    /// with one is left out.
+    fn cascades(&self, catalog: &Catalog, problems: &mut Vec<ConfigProblem>) -> Vec<Cascade> {
+        let mut cascades = Vec::new();
+        for (name, target) in &self.targets {
+            let Some(parent) = catalog.get(name) else {
+                continue;
+            };
+            for (index, cascade) in target.cascades.iter().enumerate() {
+                let at = format!("targets.{name}.cascades[{index}]");
+                let before = problems.len();
+                let parent_column = cascade
+                    .parent_column
+                    .clone()
+                    .unwrap_or_else(|| parent.primary_key.clone());
+                let schema = cascade.schema.clone().or_else(|| parent.schema.clone());
+                let identifiers = [
+                    ("table", Some(&cascade.table)),
+                    ("schema", schema.as_ref()),
+                    ("column", Some(&cascade.column)),
+                    ("parent_column", Some(&parent_column)),
+                ];
+                for (field, identifier) in identifiers {
+                    if let Some(identifier) = identifier.filter(|i| !valid_identifier(i)) {
+                        problems.push(ConfigProblem {
+                            key: format!("{at}.{field}"),
+                            message: format!("`{identifier}` is not a usable identifier"),
+                        });
+                    }
+                }
+                if cascade.max_rows_per_batch == 0 {
+                    problems.push(ConfigProblem {
+                        key: format!("{at}.max_rows_per_batch"),
+                        message: "must be at least 1 (a cascade that may remove nothing would stop every batch); declare the table as a child instead".into(),
+                    });
+                }
+                if target.cascades[..index]
+                    .iter()
+                    .any(|e| e.table == cascade.table && e.column == cascade.column)
+                {
+                    problems.push(ConfigProblem {
+                        key: at.clone(),
+                        message: format!(
+                            "`{}.{}` is already declared as a cascade of `{name}`",
+                            cascade.table, cascade.column
+                        ),
+                    });
+                }
+                if problems.len() == before {
+                    cascades.push(Cascade {
+                        parent: name.clone(),
+                        schema,
+                        table: cascade.table.clone(),
+                        column: cascade.column.clone(),
+                        parent_column,
+                        max_rows_per_batch: cascade.max_rows_per_batch,
+                    });
+                }
+            }
+        }
+        cascades
     }
 }
 
@@ -754,6 +863,13 @@ fn graph_problem(relations: &[Relation], at: &[String], problem: GraphProblem) -
         GraphProblem::UnknownTarget { index } => ConfigProblem {
             key: at[index].clone(),
             message: "names a target the catalog does not declare".into(),
+        },
+        GraphProblem::SoftDeleteWithoutColumn { index } => ConfigProblem {
+            key: format!("{}.action", at[index]),
+            message: format!(
+                "`soft_delete` needs a soft_delete_column on target `{}`",
+                relations[index].child
+            ),
         },
     }
 }
@@ -1166,6 +1282,59 @@ mod tests {
         assert_eq!(throttle.max_rows_per_second, Some(50_000));
         let adaptive = throttle.adaptive.unwrap();
         assert_eq!((adaptive.min, adaptive.max), (100, 10_000));
+    }
+
+    #[test]
+    fn problems_are_listed_one_per_line_with_their_own_lines_kept() {
+        let problems = [
+            ConfigProblem {
+                key: "targets.users.children".into(),
+                message: "not declared. Add:\n    [[targets.users.children]]".into(),
+            },
+            ConfigProblem {
+                key: "targets.users.batch_size".into(),
+                message: "too large".into(),
+            },
+        ];
+        assert_eq!(
+            list_problems("invalid configuration:", &problems),
+            "invalid configuration:\n  targets.users.children: not declared. Add:\n    \
+             [[targets.users.children]]\n  targets.users.batch_size: too large"
+        );
+    }
+
+    #[test]
+    fn accepted_cascades_are_read_with_defaults_and_checked() {
+        let config = parse(&base(
+            r#"{"table": "events", "schema": "app", "primary_key": "id", "key_type": "int",
+                "cascades": [{"table": "event_tags", "column": "event_id", "max_rows_per_batch": 500}]}"#,
+        ));
+        let catalog = config.catalog().unwrap();
+        let cascades: Vec<&Cascade> = catalog.cascades("events").collect();
+        assert_eq!(
+            cascades,
+            [&Cascade {
+                parent: "events".into(),
+                schema: Some("app".into()),
+                table: "event_tags".into(),
+                column: "event_id".into(),
+                parent_column: "id".into(),
+                max_rows_per_batch: 500,
+            }]
+        );
+        let config = parse(&base(
+            r#"{"table": "events", "primary_key": "id", "key_type": "int",
+                "cascades": [{"table": "event_tags", "column": "", "max_rows_per_batch": 0},
+                             {"table": "event_tags", "column": "", "max_rows_per_batch": 5}]}"#,
+        ));
+        let error = config.catalog().unwrap_err().to_string();
+        for expected in [
+            "targets.events.cascades[0].column: `` is not a usable identifier",
+            "targets.events.cascades[0].max_rows_per_batch: must be at least 1",
+            "targets.events.cascades[1]: `event_tags.` is already declared as a cascade of `events`",
+        ] {
+            assert!(error.contains(expected), "{expected} missing in {error}");
+        }
     }
 
     /// users → sessions, orders → order_items, events (no constraint), comments (soft), with

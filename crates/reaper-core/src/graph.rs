@@ -17,6 +17,12 @@
 //!
 //! A row that stays (soft-deleted, or its column set to NULL) keeps its own children, except
 //! that a soft delete carries on to the children declared `soft_delete`.
+//!
+//! A [`Cascade`] is the one exception to "reaper removes every row itself": a table the
+//! database empties through its own `ON DELETE CASCADE`, accepted because it is known to be
+//! small. Its rows are not audited by key (reaper never sees them); instead every transaction
+//! that deletes rows of the cascade's parent first counts the rows the database will cascade
+//! and deletes only as many parents as stay within the cascade's bound ([`within_bound`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +75,47 @@ pub struct Relation {
     pub action: Action,
     /// Whether the start-up check accepts a child column that leads no index.
     pub allow_unindexed: bool,
+}
+
+/// A database `ON DELETE CASCADE` a target accepts (`[[targets.NAME.cascades]]`): deleting a
+/// row of `parent` makes the database delete the rows of `table` whose `column` equals the
+/// row's `parent_column` — at most `max_rows_per_batch` of them in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cascade {
+    /// The target whose deleted rows cascade.
+    pub parent: String,
+    /// The cascaded table's schema (the parent's when absent).
+    pub schema: Option<String>,
+    /// The table the database deletes from.
+    pub table: String,
+    /// Its column that refers to the parent.
+    pub column: String,
+    /// The parent's column it refers to.
+    pub parent_column: String,
+    /// The most rows of `table` one batch may make the database delete.
+    pub max_rows_per_batch: u64,
+}
+
+/// How many of a batch's rows (in order) may be deleted together: the longest prefix whose
+/// cascaded rows, summed per cascade, stay within every cascade's bound. `cascaded[c][k]` is
+/// what deleting row `k` cascades through `cascades[c]`. 0 means the first row alone
+/// cascades more than a bound allows.
+pub fn within_bound(cascades: &[Cascade], cascaded: &[Vec<u64>], rows: usize) -> usize {
+    let mut totals = vec![0_u64; cascades.len()];
+    for row in 0..rows {
+        for (index, cascade) in cascades.iter().enumerate() {
+            let adds = cascaded
+                .get(index)
+                .and_then(|counts| counts.get(row))
+                .copied()
+                .unwrap_or(0);
+            totals[index] = totals[index].saturating_add(adds);
+            if totals[index] > cascade.max_rows_per_batch {
+                return row;
+            }
+        }
+    }
+    rows
 }
 
 /// What one step does to the rows it selects.
@@ -156,9 +203,22 @@ pub struct ResolvedStep {
     pub links: Vec<Link>,
     /// What the step does to its rows.
     pub effect: Effect,
+    /// The plan's indexes of the steps whose rows hang directly off this step's rows (their
+    /// path is this one's plus one link): what a batch that deletes this step's rows re-checks.
+    pub directly_below: Vec<usize>,
 }
 
 impl ResolvedStep {
+    /// Whether `self`'s path is `step`'s plus one link (its rows hang off `step`'s rows).
+    pub fn is_directly_below(&self, step: &ResolvedStep) -> bool {
+        self.links.len() == step.links.len() + 1
+            && self
+                .links
+                .iter()
+                .zip(&step.links)
+                .all(|(a, b)| a.relation == b.relation)
+    }
+
     /// The step's table (the last link's child).
     pub fn target(&self) -> &crate::catalog::Target {
         // Built only from non-empty steps (see `Catalog::resolved_plan`).
@@ -244,6 +304,11 @@ pub enum GraphProblem {
     },
     /// `relations[index]` names a parent or child the catalog does not declare.
     UnknownTarget {
+        /// The relation.
+        index: usize,
+    },
+    /// `relations[index]` is `soft_delete` but its child target has no `soft_delete_column`.
+    SoftDeleteWithoutColumn {
         /// The relation.
         index: usize,
     },
@@ -446,6 +511,24 @@ mod tests {
             check(&relations),
             vec![GraphProblem::ConflictingActions { index: 8, other: 2 }]
         );
+    }
+
+    #[test]
+    fn a_batch_keeps_the_longest_prefix_within_every_cascade_bound() {
+        let cascade = |table: &str, bound| Cascade {
+            parent: "users".into(),
+            schema: None,
+            table: table.into(),
+            column: "user_id".into(),
+            parent_column: "id".into(),
+            max_rows_per_batch: bound,
+        };
+        let both = [cascade("logins", 10), cascade("tokens", 3)];
+        assert_eq!(within_bound(&both, &[vec![4, 4, 2], vec![1, 1, 1]], 3), 3);
+        assert_eq!(within_bound(&both, &[vec![4, 4, 3], vec![1, 1, 1]], 3), 2);
+        assert_eq!(within_bound(&both, &[vec![1, 1, 1], vec![2, 2, 0]], 3), 1);
+        assert_eq!(within_bound(&both, &[vec![11, 0], vec![0, 0]], 2), 0);
+        assert_eq!(within_bound(&[], &[], 5), 5, "no cascade, no bound");
     }
 
     #[test]

@@ -140,9 +140,18 @@ pub struct ValidatedJob {
     /// The tables the job reaches through relations before its own rows, deepest first
     /// ([`Catalog::resolved_plan`]); empty for a one-table job.
     pub graph: Vec<crate::graph::ResolvedStep>,
+    /// The database cascades the job sets off ([`Catalog::job_cascades`]): each of its
+    /// transactions deletes only as many rows as keep every cascade within its bound.
+    pub cascades: Vec<crate::graph::Cascade>,
 }
 
 impl ValidatedJob {
+    /// Whether the job runs as a graph (steps before its own rows, or cascades to bound) rather
+    /// than as one table's batches.
+    pub fn is_graph(&self) -> bool {
+        !self.graph.is_empty() || !self.cascades.is_empty()
+    }
+
     /// The `max_rows` safety rail, checked before anything is deleted: a job that may not stop
     /// at its cap (`stop_at_max_rows` unset) is refused when more rows match than it may
     /// delete. `matching` need not be counted past `max_rows + 1`.
@@ -332,6 +341,7 @@ pub fn validate(
         target.throttle.strategy_set_by_job = true;
     }
     let graph = catalog.resolved_plan(&target.name, mode);
+    let cascades = catalog.job_cascades(&target.name, mode, &graph);
     Ok(ValidatedJob {
         target,
         predicates,
@@ -343,6 +353,7 @@ pub fn validate(
         requested_by: request.requested_by.clone(),
         reason: request.reason.clone(),
         graph,
+        cascades,
     })
 }
 

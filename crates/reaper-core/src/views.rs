@@ -69,6 +69,11 @@ pub struct Progress {
     pub passes: i64,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Rows removed so far per table, from the committed batches' audit rows: shown (by `GET
+    /// /v1/jobs/{id}` and `reaper status`) for a job across relations while it runs and after;
+    /// empty for a one-table job, whose `rows_deleted` says it all.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u64>,
 }
 
 /// One audit entry (one committed batch) as shown.

@@ -478,14 +478,8 @@ pub async fn count_matching(
     job: &ValidatedJob,
     cap: Option<u64>,
 ) -> Result<u64, EngineError> {
-    let rows = db
-        .query_all(&sql::count_matching(db.backend(), job, cap))
-        .await?;
-    let count: i64 = match rows.first() {
-        Some(row) => row.try_get_by_index(0)?,
-        None => 0,
-    };
-    Ok(u64::try_from(count).unwrap_or(0))
+    let statement = sql::count_matching(db.backend(), job, cap);
+    Ok(crate::database::query_count(db.connection(), db.backend(), &statement).await?)
 }
 
 /// The first `limit` matching keys after `after`, without locking or writing.

@@ -364,6 +364,22 @@ pub async fn query_all<C: ConnectionTrait>(
     conn.query_all_raw(to_sea(backend, statement)).await
 }
 
+/// Runs a `SELECT count(*)`-shaped statement: its first row's first column (0 without a row).
+pub async fn query_count<C: ConnectionTrait>(
+    conn: &C,
+    backend: Backend,
+    statement: &Statement,
+) -> Result<u64, DbErr> {
+    let rows = query_all(conn, backend, statement).await?;
+    rows.first().map_or(Ok(0), count_of)
+}
+
+/// A row's first column read as a count (databases return counts as signed integers).
+pub fn count_of(row: &QueryResult) -> Result<u64, DbErr> {
+    let count: i64 = row.try_get_by_index(0)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// Runs a statement on any connection or transaction, returning the rows it affected.
 pub async fn execute<C: ConnectionTrait>(
     conn: &C,

@@ -130,6 +130,25 @@ pub enum Refusal {
         /// The guard's report.
         report: Box<reaper_core::plan_guard::PlanReport>,
     },
+    /// A row whose delete would make the database cascade more rows than the cascade's
+    /// accepted bound per batch.
+    #[error(
+        "deleting row {key} of `{target}` would make the database cascade {rows} rows of `{table}`, \
+         more than its accepted max_rows_per_batch ({bound}); nothing of that row was deleted. \
+         Declare `{table}` as a child of `{target}` so reaper removes its rows in batches, or raise the bound"
+    )]
+    CascadeOverBound {
+        /// The target whose row it is.
+        target: String,
+        /// The row's key.
+        key: String,
+        /// The cascaded table.
+        table: String,
+        /// Rows the delete would cascade.
+        rows: u64,
+        /// The accepted bound.
+        bound: u64,
+    },
     /// `database.url` names no backend reaper supports.
     #[error(
         "database.url: unsupported scheme in `{url}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://"

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use reaper_core::catalog::{Catalog, Target};
 use reaper_core::config::ConfigProblem;
-use reaper_core::graph::{Action, Relation};
+use reaper_core::graph::{Action, Cascade, Relation};
 use reaper_core::sql::schema::{self, OnDelete};
 
 use crate::database::Database;
@@ -43,8 +43,12 @@ pub async fn check_relations(
     problems: &mut Vec<ConfigProblem>,
 ) -> Result<(), EngineError> {
     for target in catalog.targets().filter(|t| present.contains(&t.name)) {
-        for key in referencing_keys(db, target).await? {
+        let keys = referencing_keys(db, target).await?;
+        check_cascades(db, catalog, target, &keys, problems).await?;
+        for key in keys {
+            let accepted = is_accepted_cascade(catalog, target, &key);
             match declared(catalog, target, &key) {
+                None if accepted && key.on_delete == OnDelete::Cascade => {}
                 None => problems.push(undeclared(catalog, target, &key)),
                 Some((index, relation)) if relation.action == Action::SoftDelete => {
                     problems.push(soft_child_with_a_key(target, relation, index, &key));
@@ -62,6 +66,85 @@ pub async fn check_relations(
         }
     }
     Ok(())
+}
+
+/// Every cascade `target` accepts matches an `ON DELETE CASCADE` foreign key among `keys` (the
+/// keys referring to `target`), and its column leads an index (the database finds the
+/// cascaded rows through it, inside reaper's batch).
+async fn check_cascades(
+    db: &Database,
+    catalog: &Catalog,
+    target: &Target,
+    keys: &[ReferencingKey],
+    problems: &mut Vec<ConfigProblem>,
+) -> Result<(), EngineError> {
+    for (index, cascade) in catalog.cascades(&target.name).enumerate() {
+        let at = format!("targets.{}.cascades[{index}]", target.name);
+        let key = keys.iter().find(|key| matches_cascade(cascade, key));
+        match key.map(|key| key.on_delete) {
+            Some(OnDelete::Cascade) => {}
+            Some(other) => problems.push(ConfigProblem {
+                key: at,
+                message: format!(
+                    "the foreign key of `{}.{}` on `{}` is ON DELETE {other}, not CASCADE: \
+                     the database would not delete its rows; declare `{}` as a child instead",
+                    cascade.table, cascade.column, target.table, cascade.table
+                ),
+            }),
+            None => problems.push(ConfigProblem {
+                key: at,
+                message: format!(
+                    "no foreign key of `{}.{}` refers to `{}` with ON DELETE CASCADE; \
+                     remove the declaration or fix its table and column",
+                    cascade.table, cascade.column, target.table
+                ),
+            }),
+        }
+        if key.is_none() {
+            continue;
+        }
+        let table = cascaded_table(target, cascade);
+        if leading_indexes(db, &table, &cascade.column).await? == 0 {
+            problems.push(ConfigProblem {
+                key: format!("targets.{}.cascades[{index}].column", target.name),
+                message: format!(
+                    "column `{}` of table `{}` leads no index, so the database's cascade from every batch of `{}` \
+                     would scan `{}`; run `{};`",
+                    cascade.column,
+                    cascade.table,
+                    target.name,
+                    cascade.table,
+                    schema::create_index_hint(db.backend(), &table, &cascade.column)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `target` declares a cascade that covers the foreign key.
+fn is_accepted_cascade(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> bool {
+    catalog
+        .cascades(&target.name)
+        .any(|cascade| matches_cascade(cascade, key))
+}
+
+/// Whether the foreign key is the cascade's: same table and column (and schema when the
+/// cascade names one).
+fn matches_cascade(cascade: &Cascade, key: &ReferencingKey) -> bool {
+    cascade.table == key.table
+        && cascade.column == key.column
+        && cascade.schema.as_ref().is_none_or(|s| *s == key.schema)
+}
+
+/// The cascaded table in the shape the schema statements take: the parent target with the
+/// cascade's schema and table (the statements read only those two).
+fn cascaded_table(parent: &Target, cascade: &Cascade) -> Target {
+    Target {
+        schema: cascade.schema.clone(),
+        table: cascade.table.clone(),
+        ..parent.clone()
+    }
 }
 
 /// The relation's columns exist (the child's column in the child's table, the parent column in
@@ -191,6 +274,16 @@ fn undeclared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> Confi
         OnDelete::SetNull => "set_null",
         _ => "delete",
     };
+    // A cascade known to be small may stay the database's, bounded per batch.
+    let small_cascade = if key.on_delete == OnDelete::Cascade {
+        format!(
+            "\n    or, when each row of `{0}` has few of them, accept the database's cascade:\n    \
+             [[targets.{0}.cascades]]\n    table = \"{1}\"\n    column = \"{2}\"\n    max_rows_per_batch = 1000",
+            target.name, key.table, key.column
+        )
+    } else {
+        String::new()
+    };
     let child = catalog.targets().find(|t| t.table == key.table);
     let (child_name, declare_target) = match child {
         Some(child) => (child.name.clone(), String::new()),
@@ -207,7 +300,7 @@ fn undeclared(catalog: &Catalog, target: &Target, key: &ReferencingKey) -> Confi
         message: format!(
             "table `{}` refers to `{}` through column `{}` (ON DELETE {}) but is not declared as a child; \
              {consequence}. Add:{declare_target}\n    [[targets.{}.children]]\n    target = \"{child_name}\"\n    \
-             column = \"{}\"\n    action = \"{action}\"",
+             column = \"{}\"\n    action = \"{action}\"{small_cascade}",
             key.table, target.table, key.column, key.on_delete, target.name, key.column
         ),
     }

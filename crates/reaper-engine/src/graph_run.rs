@@ -14,7 +14,8 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use reaper_core::graph::{Effect, ResolvedStep};
+use reaper_core::catalog::Target;
+use reaper_core::graph::{Cascade, Effect, ResolvedStep};
 use reaper_core::sql::{Backend, graph, ledger};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
@@ -23,16 +24,18 @@ use sea_orm::DatabaseTransaction;
 use crate::batch::{
     BatchResult, LeaseHolder, begin, lease_until, lock_job, read_keys, update_own_job,
 };
-use crate::database::{Database, execute, query_all};
-use crate::error::EngineError;
+use crate::database::{Database, count_of, execute, query_all, query_count};
+use crate::error::{EngineError, Refusal};
 
 /// How many times a window is drained again when child rows appeared meanwhile.
 pub const REDRAINS: u32 = 5;
 
 /// What one transaction of the graph did.
 enum Outcome {
-    /// Wrote this many rows (with its audit row when more than 0, and its counters): commit.
-    Done(u64),
+    /// Wrote `rows` (with its audit row when more than 0, and its counters): commit. `cut_at`:
+    /// the parents' transaction removed its window only up to this key, to keep a database
+    /// cascade within its bound; the next batch starts after it.
+    Done { rows: u64, cut_at: Option<KeyValue> },
     /// Nothing was left to remove: nothing written, roll back.
     Nothing,
     /// Rows directly below appeared since they were drained (in this child's target): roll
@@ -69,22 +72,21 @@ pub async fn run_graph_batch(
             }
             other => other,
         };
-        let removed = match outcome {
-            Outcome::Done(removed) => removed,
-            Outcome::Nothing => 0,
+        let (removed, cut_at) = match outcome {
+            Outcome::Done { rows, cut_at } => (rows, cut_at),
+            Outcome::Nothing => (0, None),
             Outcome::Refused => return Ok(BatchResult::Refused),
             Outcome::ChildrenLeft(table) => {
                 appeared = table;
                 continue;
             }
         };
-        let selected = parents.len() as u64;
-        return Ok(committed(
-            rows + removed,
-            selected,
-            Some(window_end),
-            started,
-        ));
+        // A cut window reports a full one, so the pass goes on after the cut.
+        let (selected, last_key) = match cut_at {
+            Some(key) => (u64::from(limit), key),
+            None => (parents.len() as u64, window_end),
+        };
+        return Ok(committed(rows + removed, selected, Some(last_key), started));
     }
     Err(EngineError::ChildrenKeptComing {
         table: appeared,
@@ -121,7 +123,7 @@ async fn drain_all(
             let txn = begin(db).await?;
             let written = child_batch(&txn, db.backend(), job, step, parents, holder).await;
             match settle(txn, written).await? {
-                Outcome::Done(removed) => *rows += removed,
+                Outcome::Done { rows: removed, .. } => *rows += removed,
                 Outcome::Nothing => break,
                 stop => return Ok(stop),
             }
@@ -138,7 +140,7 @@ async fn settle(
     // Without the `failpoints` feature the fault point compiles to nothing.
     #[allow(clippy::bind_instead_of_map)]
     let written = written.and_then(|outcome| {
-        if matches!(outcome, Outcome::Done(_)) {
+        if matches!(outcome, Outcome::Done { .. }) {
             fail::fail_point!("graph::before_commit", |_| Err(EngineError::Injected(
                 "graph::before_commit"
             )));
@@ -146,9 +148,9 @@ async fn settle(
         Ok(outcome)
     });
     match written {
-        Ok(Outcome::Done(rows)) => {
+        Ok(done @ Outcome::Done { .. }) => {
             txn.commit().await?;
-            Ok(Outcome::Done(rows))
+            Ok(done)
         }
         Ok(other) => {
             txn.rollback().await?;
@@ -179,17 +181,19 @@ async fn child_batch(
     };
     let child = step.target();
     let select = graph::select_step(backend, job, step, parents, child.batch_size);
-    let keys = read_keys(&query_all(txn, backend, &select).await?, child.key_type)?;
+    let mut keys = read_keys(&query_all(txn, backend, &select).await?, child.key_type)?;
     if keys.is_empty() {
         return Ok(Outcome::Nothing);
     }
     if step.effect == Effect::Delete {
-        let below = job.graph.iter().filter(|s| is_directly_below(s, step));
+        let below = step.directly_below.iter().filter_map(|&i| job.graph.get(i));
         if let Some(table) = first_with_rows(txn, backend, job, below, parents).await? {
             return Ok(Outcome::ChildrenLeft(table));
         }
+        // The rest of the selection is the next child batch's.
+        keys.truncate(within_cascade_bounds(txn, backend, job, child, &keys).await?);
     }
-    execute(txn, backend, &graph::remove_step(backend, step, &keys, now)).await?;
+    execute(txn, backend, &removal(backend, step, &keys, now)?).await?;
     let what = Written {
         target: &child.name,
         mode: step.effect.as_str(),
@@ -197,6 +201,23 @@ async fn child_batch(
         checkpoint: None,
     };
     record(txn, backend, job, holder, batches, &what, now).await
+}
+
+/// The step's removal statement; a soft step without a `soft_delete_column` (which the
+/// catalog refuses) is refused, never run as a delete.
+fn removal(
+    backend: Backend,
+    step: &ResolvedStep,
+    keys: &[KeyValue],
+    now: DateTime<Utc>,
+) -> Result<reaper_core::sql::Statement, EngineError> {
+    graph::remove_step(backend, step, keys, now).ok_or_else(|| {
+        EngineError::Corrupt(format!(
+            "{}: soft_delete on target `{}`, which has no soft_delete_column",
+            step.describe(),
+            step.target().name
+        ))
+    })
 }
 
 /// The parents' transaction: the window's parents still matching, locked; no row of a table
@@ -215,12 +236,22 @@ async fn parent_batch(
         return Ok(Outcome::Refused);
     };
     let lock = graph::lock_parents(backend, job, parents);
-    let keys = read_keys(&query_all(txn, backend, &lock).await?, job.target.key_type)?;
+    let mut keys = read_keys(&query_all(txn, backend, &lock).await?, job.target.key_type)?;
+    let mut checkpoint = window_end.clone();
+    let mut cut = false;
     if !keys.is_empty() {
         if job.mode == reaper_core::catalog::Mode::Hard {
             let below = job.graph.iter().filter(|s| s.links.len() == 1);
             if let Some(table) = first_with_rows(txn, backend, job, below, &keys).await? {
                 return Ok(Outcome::ChildrenLeft(table));
+            }
+            let within = within_cascade_bounds(txn, backend, job, &job.target, &keys).await?;
+            if within < keys.len() {
+                keys.truncate(within);
+                cut = true;
+                if let Some(last) = keys.last() {
+                    checkpoint = last.clone();
+                }
             }
         }
         execute(
@@ -234,19 +265,71 @@ async fn parent_batch(
         target: &job.target.name,
         mode: job.mode.as_str(),
         keys: &keys,
-        checkpoint: Some(window_end),
+        checkpoint: Some(&checkpoint),
     };
-    record(txn, backend, job, holder, batches, &what, now).await
+    let outcome = record(txn, backend, job, holder, batches, &what, now).await?;
+    Ok(match outcome {
+        Outcome::Done { rows, .. } if cut => Outcome::Done {
+            rows,
+            cut_at: Some(checkpoint),
+        },
+        other => other,
+    })
 }
 
-/// Whether `candidate`'s path is `step`'s plus one link (its rows hang off `step`'s rows).
-fn is_directly_below(candidate: &ResolvedStep, step: &ResolvedStep) -> bool {
-    candidate.links.len() == step.links.len() + 1
-        && candidate
-            .links
-            .iter()
-            .zip(&step.links)
-            .all(|(a, b)| a.relation == b.relation)
+/// How many of `keys` (rows of `table` about to be deleted, in key order) one transaction may
+/// delete: the longest prefix whose database cascades stay within their accepted bounds. A
+/// first row that alone cascades more is refused (permanent: the bound or the declaration has
+/// to change).
+async fn within_cascade_bounds(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    table: &Target,
+    keys: &[KeyValue],
+) -> Result<usize, EngineError> {
+    let cascades: Vec<Cascade> = job
+        .cascades
+        .iter()
+        .filter(|c| c.parent == table.name)
+        .cloned()
+        .collect();
+    if cascades.is_empty() {
+        return Ok(keys.len());
+    }
+    let mut cascaded = Vec::with_capacity(cascades.len());
+    for cascade in &cascades {
+        let statement = graph::count_cascade(backend, table, cascade, keys);
+        let rows = query_all(txn, backend, &statement).await?;
+        if rows.len() != keys.len() {
+            return Err(EngineError::Corrupt(format!(
+                "counted the cascade to `{}` for {} of {} locked rows of `{}`",
+                cascade.table,
+                rows.len(),
+                keys.len(),
+                table.name
+            )));
+        }
+        cascaded.push(rows.iter().map(count_of).collect::<Result<Vec<u64>, _>>()?);
+    }
+    let within = reaper_core::graph::within_bound(&cascades, &cascaded, keys.len());
+    if within > 0 {
+        return Ok(within);
+    }
+    let (cascade, rows) = cascades
+        .iter()
+        .zip(&cascaded)
+        .map(|(cascade, counts)| (cascade, counts.first().copied().unwrap_or(0)))
+        .find(|(cascade, rows)| *rows > cascade.max_rows_per_batch)
+        .ok_or_else(|| EngineError::Corrupt("a cascade bound refused no cascade".into()))?;
+    Err(Refusal::CascadeOverBound {
+        target: table.name.clone(),
+        key: keys[0].to_string(),
+        table: cascade.table.clone(),
+        rows,
+        bound: cascade.max_rows_per_batch,
+    }
+    .into())
 }
 
 /// The first of `steps` with a row left for the window (locked, so none is added under this
@@ -305,7 +388,23 @@ async fn record(
         lease_until(now, holder.lease),
     );
     update_own_job(txn, backend, &count, holder.job_id).await?;
-    Ok(Outcome::Done(rows))
+    Ok(Outcome::Done { rows, cut_at: None })
+}
+
+/// What the job would remove now across every table (the parents and each step's rows; a
+/// table reached by two paths counted on each), counting no further than `cap`: the `max_rows`
+/// pre-check of a graph job, whose `rows_deleted` counts every table's rows. Rows the database
+/// cascades are not counted (reaper never counts them as its own).
+pub async fn count_graph(db: &Database, job: &ValidatedJob, cap: u64) -> Result<u64, EngineError> {
+    let mut total = crate::batch::count_matching(db, job, Some(cap)).await?;
+    for step in &job.graph {
+        if total >= cap {
+            break;
+        }
+        let statement = graph::count_step(db.backend(), job, step, Some(cap - total));
+        total += query_count(db.connection(), db.backend(), &statement).await?;
+    }
+    Ok(total)
 }
 
 /// A dry run's per-table counts (empty for a one-table job) and the statements of one batch:
@@ -318,7 +417,7 @@ pub async fn describe(
     now: DateTime<Utc>,
 ) -> Result<(std::collections::BTreeMap<String, u64>, String), EngineError> {
     let backend = db.backend();
-    if job.graph.is_empty() {
+    if !job.is_graph() {
         let sql = crate::batch::describe_batch(backend, job, now);
         return Ok((Default::default(), sql));
     }
@@ -329,19 +428,20 @@ pub async fn describe(
         reaper_core::sql::select_keys(backend, job, None, job.batch_size)
     )];
     for step in &job.graph {
-        let rows = db.query_all(&graph::count_step(backend, job, step)).await?;
-        let count: i64 = match rows.first() {
-            Some(row) => row.try_get_by_index(0)?,
-            None => 0,
-        };
-        *tables.entry(step.target().name.clone()).or_default() += u64::try_from(count).unwrap_or(0);
+        let count = query_count(
+            db.connection(),
+            backend,
+            &graph::count_step(backend, job, step, None),
+        )
+        .await?;
+        *tables.entry(step.target().name.clone()).or_default() += count;
         let select = graph::select_step(backend, job, step, &window, step.target().batch_size);
-        let remove = graph::remove_step(
+        let remove = removal(
             backend,
             step,
             &[KeyValue::Text("<locked keys>".into())],
             now,
-        );
+        )?;
         sql.push(format!("-- {}: one child batch (lease check, audit row and counters as a batch's)\n{select};\n{remove};", step.describe()));
     }
     let lock = graph::lock_parents(backend, job, &window);

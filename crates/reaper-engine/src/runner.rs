@@ -403,7 +403,12 @@ impl Run<'_> {
         }
         let mut walk = Walk::resume(self.job, job, &self.settings.pacer)?;
         if walk.is_fresh() && !job.stop_at_max_rows {
-            let matching = batch::count_matching(self.db, job, Some(job.max_rows + 1)).await?;
+            let cap = job.max_rows + 1;
+            let matching = if job.is_graph() {
+                crate::graph_run::count_graph(self.db, job, cap).await?
+            } else {
+                batch::count_matching(self.db, job, Some(cap)).await?
+            };
             job.check_max_rows(matching).map_err(Refusal::from)?;
             // The slice is for batches: it starts after the pre-check.
             walk.started = Instant::now();
@@ -528,7 +533,7 @@ impl Run<'_> {
         let holder = self.holder();
         let batch_span = self.batch_span();
         let after = walk.checkpoint.as_ref();
-        let result = if job.graph.is_empty() {
+        let result = if !job.is_graph() {
             batch::run_batch(self.db, job, after, limit, holder, walk.locking())
                 .instrument(batch_span)
                 .await?

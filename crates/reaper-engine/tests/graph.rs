@@ -6,7 +6,7 @@
 
 use reaper_core::catalog::{Catalog, Target};
 use reaper_core::config::DatabaseConfig;
-use reaper_core::graph::{Action, Relation};
+use reaper_core::graph::{Action, Cascade, Relation};
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
 use reaper_engine::Database;
@@ -20,6 +20,7 @@ reaper_testkit::on_every_backend!(
     a_soft_delete_child_tied_by_a_foreign_key_is_refused,
     an_undeclared_referencing_table_is_refused_with_the_config_to_add,
     a_declared_graph_passes_and_an_unindexed_child_column_is_refused_with_its_create_index,
+    a_database_cascade_passes_only_when_accepted_as_a_real_indexed_cascade,
 );
 
 /// users ← sessions (CASCADE), users ← orders (RESTRICT) ← order_items (SET NULL), and
@@ -28,13 +29,13 @@ async fn shop(backend: Backend) -> (TestDatabase, Database) {
     let test = TestDatabase::new(backend).await;
     for ddl in [
         "CREATE TABLE users (id BIGINT PRIMARY KEY, email VARCHAR(100))",
-        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
+        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, deleted_at TIMESTAMP NULL, \
          FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)",
         "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
          FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE RESTRICT)",
         "CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT, \
          FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE SET NULL)",
-        "CREATE TABLE analytics (id BIGINT PRIMARY KEY, user_id BIGINT)",
+        "CREATE TABLE analytics (id BIGINT PRIMARY KEY, user_id BIGINT, deleted_at TIMESTAMP NULL)",
         "CREATE INDEX sessions_user_id ON sessions (user_id)",
         "CREATE INDEX orders_user_id ON orders (user_id)",
         "CREATE INDEX order_items_order_id ON order_items (order_id)",
@@ -196,7 +197,16 @@ async fn a_soft_delete_child_tied_by_a_foreign_key_is_refused(backend: Backend) 
     relations[0].action = Action::SoftDelete;
     relations[3].action = Action::SoftDelete;
     relations[3].allow_unindexed = true;
-    let catalog = Catalog::new(targets()).with_relations(relations).unwrap();
+    let soft = targets()
+        .into_iter()
+        .map(|target| match target.name.as_str() {
+            "sessions" | "analytics" => Target {
+                soft_delete_column: Some("deleted_at".into()),
+                ..target
+            },
+            _ => target,
+        });
+    let catalog = Catalog::new(soft).with_relations(relations).unwrap();
     let error = check_error(&db, &catalog).await;
     let expected = "targets.users.children[0].action: `soft_delete` keeps rows of `sessions` that refer to \
                     `users` through a foreign key on `user_id` (ON DELETE CASCADE): a hard delete of `users` \
@@ -206,5 +216,72 @@ async fn a_soft_delete_child_tied_by_a_foreign_key_is_refused(backend: Backend) 
         error.matches("targets.").count(),
         1,
         "analytics has no key: {error}"
+    );
+}
+
+fn cascade(table: &str, column: &str) -> Cascade {
+    Cascade {
+        parent: "users".into(),
+        schema: None,
+        table: table.into(),
+        column: column.into(),
+        parent_column: "id".into(),
+        max_rows_per_batch: 10,
+    }
+}
+
+async fn a_database_cascade_passes_only_when_accepted_as_a_real_indexed_cascade(backend: Backend) {
+    let (test, db) = shop(backend).await;
+    // `sessions` is not a child: its ON DELETE CASCADE is accepted as small instead.
+    let with_cascades = |cascades: Vec<Cascade>| {
+        let mut relations = graph()[1..].to_vec();
+        relations[2].allow_unindexed = true;
+        Catalog::new(targets())
+            .with_relations(relations)
+            .unwrap()
+            .with_cascades(cascades)
+    };
+    let undeclared = check_error(&db, &with_cascades(Vec::new())).await;
+    assert!(
+        undeclared.contains("table `sessions` refers to `users` through column `user_id` (ON DELETE CASCADE) but is not declared"),
+        "{undeclared}"
+    );
+    assert!(
+        undeclared.contains(
+            "accept the database's cascade:\n    [[targets.users.cascades]]\n    table = \"sessions\"\n    \
+             column = \"user_id\"\n    max_rows_per_batch = 1000"
+        ),
+        "{undeclared}"
+    );
+    schema_check::check_catalog(&db, &with_cascades(vec![cascade("sessions", "user_id")]))
+        .await
+        .unwrap();
+    let wrong = with_cascades(vec![
+        cascade("sessions", "user_id"),
+        cascade("orders", "user_id"),
+        cascade("analytics", "user_id"),
+    ]);
+    let error = check_error(&db, &wrong).await;
+    for expected in [
+        "targets.users.cascades[1]: the foreign key of `orders.user_id` on `users` is ON DELETE RESTRICT, not CASCADE: \
+         the database would not delete its rows; declare `orders` as a child instead",
+        "targets.users.cascades[2]: no foreign key of `analytics.user_id` refers to `users` with ON DELETE CASCADE; \
+         remove the declaration or fix its table and column",
+    ] {
+        assert!(error.contains(expected), "{expected} missing in {error}");
+    }
+    assert!(!error.contains("cascades[0]"), "{error}");
+    if backend == Backend::MySql {
+        // MariaDB keeps a foreign key's column indexed (it refuses to drop that index).
+        return;
+    }
+    test.exec("DROP INDEX sessions_user_id").await;
+    let error = check_error(&db, &with_cascades(vec![cascade("sessions", "user_id")])).await;
+    assert!(
+        error.contains(
+            "targets.users.cascades[0].column: column `user_id` of table `sessions` leads no index, so the \
+             database's cascade from every batch of `users` would scan `sessions`; run `CREATE INDEX"
+        ),
+        "{error}"
     );
 }

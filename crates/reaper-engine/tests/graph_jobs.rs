@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::config::DatabaseConfig;
-use reaper_core::graph::{Action, Relation};
+use reaper_core::graph::{Action, Cascade, Relation};
 use reaper_core::lifecycle::JobState;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
@@ -33,6 +33,8 @@ reaper_testkit::on_every_backend!(
     a_user_with_twenty_thousand_child_rows_is_drained_in_bounded_batches,
     a_dry_run_shows_per_table_counts_and_the_statements,
     soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_parent,
+    an_accepted_database_cascade_stays_within_its_bound_in_every_transaction,
+    max_rows_is_checked_against_every_table_before_the_first_batch,
 );
 
 /// Child batch size of every child table unless a test says otherwise; the parents' is the job's.
@@ -294,6 +296,16 @@ async fn assert_erased(
     );
 }
 
+/// The filter of one user.
+fn user(id: i64) -> serde_json::Value {
+    serde_json::json!([{"column": "id", "op": "eq", "value": id}])
+}
+
+/// The filter of one tenant's users.
+fn tenant(id: i64) -> serde_json::Value {
+    serde_json::json!([{"column": "tenant_id", "op": "eq", "value": id}])
+}
+
 fn erase(filter: serde_json::Value, batch_size: u32) -> serde_json::Value {
     job(
         "users",
@@ -305,15 +317,7 @@ fn erase(filter: serde_json::Value, batch_size: u32) -> serde_json::Value {
 async fn erasing_one_user_removes_it_everywhere_children_first(backend: Backend) {
     let s = shop(backend, 30).await;
     let before = state(&s).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "id", "op": "eq", "value": 7}]),
-                100,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(user(7), 100), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     assert_erased(&s, &id, &before, &BTreeSet::from([7]), 100).await;
@@ -342,15 +346,7 @@ async fn erasing_one_user_removes_it_everywhere_children_first(backend: Backend)
 async fn erasing_thousands_of_users_drains_every_table_in_bounded_batches(backend: Backend) {
     let s = shop_with(backend, 3_000, 200).await;
     let before = state(&s).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                50,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(tenant(1), 50), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     let erased: BTreeSet<i64> = (1..=3_000).filter(|u| u % 3 == 1).collect();
@@ -363,8 +359,7 @@ async fn a_crash_mid_children_or_mid_parents_resumes_exactly_once(backend: Backe
     // transaction is a child batch.
     let s = shop(backend, 300).await;
     let before = state(&s).await;
-    let tenant = serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 2}]);
-    let id = s.submit(erase(tenant.clone(), 50), 5).await;
+    let id = s.submit(erase(tenant(2), 50), 5).await;
     fail::cfg("graph::before_commit", "2*off->return").unwrap();
     let outcome = s.run_once(&id).await;
     assert!(
@@ -385,15 +380,7 @@ async fn a_crash_mid_children_or_mid_parents_resumes_exactly_once(backend: Backe
     // One user per window: sessions (2 rows), orders' items (6), orders (2), events (2),
     // reviews (1) are five child batches, the sixth transaction is the window's parents.
     let before = state(&s).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 0}]),
-                1,
-            ),
-            5,
-        )
-        .await;
+    let id = s.submit(erase(tenant(0), 1), 5).await;
     fail::cfg("graph::before_commit", "5*off->return").unwrap();
     let outcome = s.run_once(&id).await;
     assert!(
@@ -420,15 +407,7 @@ async fn a_crash_mid_children_or_mid_parents_resumes_exactly_once(backend: Backe
 async fn a_cancel_mid_graph_leaves_the_database_valid(backend: Backend) {
     let _scenario = fail::FailScenario::setup();
     let s = shop(backend, 60).await;
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                50,
-            ),
-            5,
-        )
-        .await;
+    let id = s.submit(erase(tenant(1), 50), 5).await;
     // Every transaction takes at least 5 ms; the first window alone is dozens of child batches.
     fail::cfg("graph::before_commit", "sleep(5)").unwrap();
     let canceller = async {
@@ -494,15 +473,7 @@ async fn a_user_with_twenty_thousand_child_rows_is_drained_in_bounded_batches(ba
             ))
             .await;
     }
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "id", "op": "eq", "value": 2}]),
-                10,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(user(2), 10), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     let audit = audited(&s, &id, 10).await;
@@ -573,15 +544,7 @@ async fn children_inserted_during_the_erasure_are_removed_too(backend: Backend) 
         }
     })
     .unwrap();
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]),
-                50,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(tenant(1), 50), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     s.assert_clean(&id, JobState::Done, 1).await;
     assert!(calls.load(std::sync::atomic::Ordering::SeqCst) > 8);
@@ -635,7 +598,7 @@ mod concurrent {
 async fn a_dry_run_shows_per_table_counts_and_the_statements(backend: Backend) {
     let s = shop(backend, 30).await;
     let before = state(&s).await;
-    let filter = serde_json::json!([{"column": "tenant_id", "op": "eq", "value": 1}]);
+    let filter = tenant(1);
     let id = s
         .submit(
             job("users", filter, serde_json::json!({"dry_run": true})),
@@ -687,15 +650,7 @@ async fn measure_a_user_with_200_000_events_on_postgres() {
         recorder.lock().unwrap().push(std::time::Instant::now());
     })
     .unwrap();
-    let id = s
-        .submit(
-            erase(
-                serde_json::json!([{"column": "id", "op": "eq", "value": 2}]),
-                10,
-            ),
-            1,
-        )
-        .await;
+    let id = s.submit(erase(user(2), 10), 1).await;
     let started = std::time::Instant::now();
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     let total = started.elapsed();
@@ -757,13 +712,8 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
     ])
     .unwrap();
     let s = EngineTest { test, db, catalog };
-    let erase_user = |user: i64, mode: &str| {
-        job(
-            "users",
-            serde_json::json!([{"column": "id", "op": "eq", "value": user}]),
-            serde_json::json!({"mode": mode}),
-        )
-    };
+    let erase_user =
+        |user: i64, mode: &str| job("users", self::user(user), serde_json::json!({"mode": mode}));
     let soft_job = s.submit(erase_user(1, "soft"), 1).await;
     assert_eq!(s.run_to_end(&soft_job).await, RunOutcome::Done);
     let test = &s.test;
@@ -809,4 +759,131 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
     ]
     .map(|(t, m)| (t.to_owned(), m.to_owned()));
     assert_eq!(modes, expected);
+}
+
+/// The shop's catalog with `sessions` (ON DELETE CASCADE) no longer a child but accepted as a
+/// database cascade of at most `bound` rows per batch.
+fn with_sessions_as_a_cascade(catalog: &Catalog, bound: u64) -> Catalog {
+    let relations = catalog
+        .relations()
+        .iter()
+        .filter(|relation| relation.child != "sessions")
+        .cloned()
+        .collect();
+    Catalog::new(catalog.targets().cloned())
+        .with_relations(relations)
+        .unwrap()
+        .with_cascades(vec![Cascade {
+            parent: "users".into(),
+            schema: None,
+            table: "sessions".into(),
+            column: "user_id".into(),
+            parent_column: "id".into(),
+            max_rows_per_batch: bound,
+        }])
+}
+
+/// Each user cascades 2 sessions and the bound is 5, so a window of 10 users is removed two
+/// users per transaction; a user whose 6 sessions alone exceed the bound fails the job
+/// (permanently) and keeps every row.
+async fn an_accepted_database_cascade_stays_within_its_bound_in_every_transaction(
+    backend: Backend,
+) {
+    let mut s = shop(backend, 30).await;
+    s.catalog = with_sessions_as_a_cascade(&s.catalog, 5);
+    s.test
+        .exec(
+            "INSERT INTO sessions (id, user_id) VALUES (900, 20), (901, 20), (902, 20), (903, 20)",
+        )
+        .await;
+    let first_nineteen = serde_json::json!([{"column": "id", "op": "le", "value": 19}]);
+    let id = s.submit(erase(first_nineteen, 10), 1).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let users_per_transaction: Vec<i64> = s
+        .test
+        .optional_strings(&format!(
+            "SELECT {} FROM reaper_audit WHERE job_id = '{id}' AND target = 'users' ORDER BY batch_no",
+            s.test.as_text("row_count")
+        ))
+        .await
+        .into_iter()
+        .map(|row| row[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(users_per_transaction.iter().sum::<i64>(), 19);
+    assert!(
+        users_per_transaction.iter().all(|&n| n <= 2),
+        "at most 5 cascaded sessions per transaction: {users_per_transaction:?}"
+    );
+    for (table, column, kept) in [
+        ("users", "id", 11),
+        ("sessions", "user_id", 26),
+        ("orders", "user_id", 22),
+    ] {
+        let count =
+            |condition: &str| format!("SELECT count(*) FROM {table} WHERE {column} {condition}");
+        assert_eq!(
+            s.test.int(&count("<= 19")).await,
+            0,
+            "{table}: the erased users' rows"
+        );
+        assert_eq!(
+            s.test.int(&count("> 19")).await,
+            kept,
+            "{table}: the others'"
+        );
+    }
+    let audited_sessions = s
+        .test
+        .int(&format!(
+            "SELECT count(*) FROM reaper_audit WHERE job_id = '{id}' AND target = 'sessions'"
+        ))
+        .await;
+    assert_eq!(
+        audited_sessions, 0,
+        "cascaded rows are the database's, not audited by key"
+    );
+
+    let id = s.submit(erase(user(20), 10), 1).await;
+    let outcome = s.run_to_end(&id).await;
+    assert!(
+        matches!(&outcome, RunOutcome::Dead { error } if error.contains(
+            "deleting row 20 of `users` would make the database cascade 6 rows of `sessions`, \
+             more than its accepted max_rows_per_batch (5); nothing of that row was deleted"
+        )),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        s.test.int("SELECT count(*) FROM users WHERE id = 20").await,
+        1
+    );
+    assert_eq!(
+        s.test
+            .int("SELECT count(*) FROM sessions WHERE user_id = 20")
+            .await,
+        6
+    );
+}
+
+/// User 7 is 1 row of `users` and 13 below it: a cap of 13 refuses the job before anything is
+/// removed, a cap of 14 lets it run.
+async fn max_rows_is_checked_against_every_table_before_the_first_batch(backend: Backend) {
+    let s = shop(backend, 30).await;
+    let before = state(&s).await;
+    let capped = |max_rows: u64| {
+        job(
+            "users",
+            user(7),
+            serde_json::json!({"batch_size": 100, "max_rows": max_rows}),
+        )
+    };
+    let id = s.submit(capped(13), 1).await;
+    let outcome = s.run_to_end(&id).await;
+    assert!(
+        matches!(&outcome, RunOutcome::Dead { error } if error.contains("more than max_rows (13) rows match; nothing was done")),
+        "{outcome:?}"
+    );
+    assert_eq!(state(&s).await, before, "nothing removed from any table");
+    let id = s.submit(capped(14), 1).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert_erased(&s, &id, &before, &BTreeSet::from([7]), 100).await;
 }

@@ -5,7 +5,6 @@
 // The tests' futures (the engine's run nested in the testkit's helpers) are deeper than rustc's
 // default layout query depth.
 #![recursion_limit = "256"]
-
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reaper_core::catalog::{Catalog, Target};

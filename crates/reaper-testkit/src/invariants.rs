@@ -169,6 +169,12 @@ impl TestDatabase {
 
     /// Audit entries of `target` after audit id `mark`, by job and batch.
     pub async fn audit_entries_after(&self, target: &str, mark: i64) -> Vec<AuditEntry> {
+        self.audit_entries(&format!("target = '{target}' AND id > {mark}"))
+            .await
+    }
+
+    /// Audit entries matching `condition`, by job and batch.
+    async fn audit_entries(&self, condition: &str) -> Vec<AuditEntry> {
         let columns = [
             "job_id",
             "batch_no",
@@ -184,7 +190,7 @@ impl TestDatabase {
         // Ordered here: the casts to text would order batch numbers as text.
         let rows = self
             .optional_strings(&format!(
-                "SELECT {columns} FROM reaper_audit WHERE target = '{target}' AND id > {mark}"
+                "SELECT {columns} FROM reaper_audit WHERE {condition}"
             ))
             .await;
         let mut entries: Vec<AuditEntry> = rows
@@ -209,18 +215,9 @@ impl TestDatabase {
         entries
     }
 
-    /// Every audit entry of one job, by batch.
+    /// Every audit entry of one job, by batch (every table's, for a job across relations).
     pub async fn audit_of(&self, job_id: &str) -> Vec<AuditEntry> {
-        let target = self
-            .strings(&format!(
-                "SELECT target FROM reaper_jobs WHERE id = '{job_id}'"
-            ))
-            .await;
-        let entries = self.audit_entries_after(&target[0], 0).await;
-        entries
-            .into_iter()
-            .filter(|entry| entry.job_id == job_id)
-            .collect()
+        self.audit_entries(&format!("job_id = '{job_id}'")).await
     }
 }
 

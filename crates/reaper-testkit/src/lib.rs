@@ -9,9 +9,11 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod engine;
+mod graph;
 mod invariants;
 mod private_servers;
 mod redis_queue;
+pub use graph::{GraphSnapshot, GraphTable};
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
 pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};

@@ -29,7 +29,7 @@ use reaper_engine::{Database, EngineError, ErrorClass, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::job_view::{audit_view, job_view};
+use crate::job_view::{audit_view, job_view, job_view_with_tables};
 use crate::producer::Unacceptable;
 use crate::queue::JobQueue;
 
@@ -267,7 +267,7 @@ async fn create_job(
 
 async fn get_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     match bounded(&state, ledger::get(&state.db, &id)).await {
-        Ok(Some(job)) => match job_view(job) {
+        Ok(Some(job)) => match bounded(&state, job_view_with_tables(&state.db, job)).await {
             Ok(job) => axum::Json(job).into_response(),
             Err(error) => engine_problem(&error),
         },

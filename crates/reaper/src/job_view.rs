@@ -25,6 +25,7 @@ pub(crate) fn job_view(job: JobRecord) -> Result<JobView, EngineError> {
             checkpoint: job.checkpoint,
             passes: job.passes,
             updated_at: job.updated_at,
+            tables: Default::default(),
         },
         id: job.id,
         idempotency_key: job.idempotency_key,
@@ -43,6 +44,20 @@ pub(crate) fn job_view(job: JobRecord) -> Result<JobView, EngineError> {
         lease_owner: job.lease_owner,
         policy: job.policy,
     })
+}
+
+/// [`job_view`] with its per-table progress read from the audit (one grouped query): for a
+/// job that has removed rows of more tables than its own target (a job across relations).
+pub(crate) async fn job_view_with_tables(
+    db: &reaper_engine::Database,
+    job: JobRecord,
+) -> Result<JobView, EngineError> {
+    let tables = reaper_engine::ledger::rows_by_table(db, &job.id).await?;
+    let mut view = job_view(job)?;
+    if tables.keys().any(|table| *table != view.target) {
+        view.progress.tables = tables;
+    }
+    Ok(view)
 }
 
 /// An audit row as shown.

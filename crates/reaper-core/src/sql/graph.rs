@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::Target;
-use crate::graph::{Effect, ResolvedStep};
+use crate::graph::{Cascade, Effect, ResolvedStep};
 use crate::sql::{
     Backend, SqlWriter, Statement, key_param, write_filter, write_key_projection,
     write_removal_head,
@@ -116,15 +116,26 @@ fn write_parent_values(
     }
 }
 
-/// `SELECT count(*) FROM child WHERE column IN (<values of the path from every row the job's
-/// filter matches>)`: the rows the step would remove now, for a dry run. Expected plan: as
-/// [`select_step`]'s, the root level by the job's filter.
-pub fn count_step(backend: Backend, job: &ValidatedJob, step: &ResolvedStep) -> Statement {
+/// `SELECT count(*) FROM (SELECT 1 FROM child WHERE column IN (<values of the path from every
+/// row the job's filter matches>) LIMIT $cap) AS matching`: the rows the step would remove now,
+/// for a dry run (no cap) and the `max_rows` pre-check (counting no further than the cap).
+/// Expected plan: as [`select_step`]'s, the root level by the job's filter.
+pub fn count_step(
+    backend: Backend,
+    job: &ValidatedJob,
+    step: &ResolvedStep,
+    cap: Option<u64>,
+) -> Statement {
     let mut w = SqlWriter::new(backend);
-    w.push("SELECT count(*) FROM ")
+    w.push("SELECT count(*) FROM (SELECT 1 FROM ")
         .table(step.target())
         .push(" WHERE ");
     write_step_rows(&mut w, job, step, Root::Filter);
+    if let Some(cap) = cap {
+        w.push(" LIMIT ")
+            .param(SqlValue::Int(i64::try_from(cap).unwrap_or(i64::MAX)));
+    }
+    w.push(") AS matching");
     w.finish()
 }
 
@@ -143,12 +154,14 @@ fn write_key_list(w: &mut SqlWriter, target: &Target, keys: &[KeyValue]) {
 /// The step's effect on the rows [`select_step`] locked: `DELETE FROM child WHERE pk IN (…)`,
 /// `UPDATE child SET soft_delete_column = $now WHERE pk IN (…) AND soft_delete_column IS NULL`,
 /// or `UPDATE child SET column = NULL WHERE pk IN (…)`. Expected plan: primary-key lookups.
+/// `None` for a soft step on a table without a `soft_delete_column`, which
+/// [`crate::catalog::Catalog::with_relations`] refuses: never a `DELETE` in its place.
 pub fn remove_step(
     backend: Backend,
     step: &ResolvedStep,
     keys: &[KeyValue],
     now: DateTime<Utc>,
-) -> Statement {
+) -> Option<Statement> {
     let child = step.target();
     let mut w = SqlWriter::new(backend);
     match (step.effect, &child.soft_delete_column) {
@@ -171,11 +184,48 @@ pub fn remove_step(
                 .push(" = NULL WHERE ");
             write_key_list(&mut w, child, keys);
         }
-        _ => {
+        (Effect::Delete, _) => {
             w.push("DELETE FROM ").table(child).push(" WHERE ");
             write_key_list(&mut w, child, keys);
         }
+        (Effect::SoftDelete, None) => return None,
     }
+    Some(w.finish())
+}
+
+/// `SELECT (SELECT count(*) FROM cascade_table WHERE column = parent.parent_column) FROM parent
+/// WHERE pk IN (…) ORDER BY pk`: per row about to be deleted (in key order), how many rows the
+/// database's `ON DELETE CASCADE` will delete with it. Expected plan: primary-key lookups on
+/// the parent, and per parent an index lookup on the cascade's column (the start-up check
+/// requires an index it leads).
+pub fn count_cascade(
+    backend: Backend,
+    parent: &Target,
+    cascade: &Cascade,
+    keys: &[KeyValue],
+) -> Statement {
+    const PARENT: &str = "reaper_parent";
+    const CASCADED: &str = "reaper_cascaded";
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT (SELECT count(*) FROM ")
+        .qualified_table(cascade.schema.as_deref(), &cascade.table)
+        .push(" AS ")
+        .ident(CASCADED)
+        .push(" WHERE ")
+        .ident(CASCADED)
+        .push(".")
+        .ident(&cascade.column)
+        .push(" = ")
+        .ident(PARENT)
+        .push(".")
+        .ident(&cascade.parent_column)
+        .push(") FROM ")
+        .table(parent)
+        .push(" AS ")
+        .ident(PARENT)
+        .push(" WHERE ");
+    write_key_list(&mut w, parent, keys);
+    w.push(" ORDER BY ").ident(&parent.primary_key);
     w.finish()
 }
 
@@ -276,6 +326,7 @@ mod tests {
             requested_by: "t".into(),
             reason: "r".into(),
             graph: catalog.resolved_plan("users", mode),
+            cascades: Vec::new(),
         }
     }
 
@@ -309,19 +360,69 @@ mod tests {
     }
 
     #[test]
+    fn a_soft_step_without_its_column_is_refused_never_deleted() {
+        let mut step = job(Mode::Hard).graph[2].clone();
+        assert_eq!(step.effect, Effect::SoftDelete);
+        step.links[0].child.soft_delete_column = None;
+        assert_eq!(
+            remove_step(Backend::Postgres, &step, &[KeyValue::Int(1)], at()),
+            None
+        );
+        let bare = Target {
+            soft_delete_column: None,
+            ..target("comments")
+        };
+        let refused = Catalog::new([target("users"), bare])
+            .with_relations(vec![relation(
+                "users",
+                "comments",
+                "author_id",
+                Action::SoftDelete,
+            )])
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            [crate::graph::GraphProblem::SoftDeleteWithoutColumn { index: 0 }]
+        );
+    }
+
+    #[test]
+    fn a_cascade_is_counted_per_parent_in_key_order() {
+        let cascade = Cascade {
+            parent: "users".into(),
+            schema: Some("app".into()),
+            table: "logins".into(),
+            column: "user_id".into(),
+            parent_column: "id".into(),
+            max_rows_per_batch: 100,
+        };
+        let keys = [KeyValue::Int(3), KeyValue::Int(4)];
+        expect![[r#"
+            SELECT (SELECT count(*) FROM "app"."logins" AS "reaper_cascaded" WHERE "reaper_cascaded"."user_id" = "reaper_parent"."id") FROM "users" AS "reaper_parent" WHERE "id" IN ($1, $2) ORDER BY "id"
+            -- parameters: 3, 4"#]]
+        .assert_eq(&count_cascade(Backend::Postgres, &target("users"), &cascade, &keys).to_string());
+    }
+
+    #[test]
     fn a_dry_run_counts_a_step_from_the_filter() {
         let job = job(Mode::Hard);
+        expect![[r#"SELECT count(*) FROM (SELECT 1 FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE (TRUE)))) AS matching"#]]
+        .assert_eq(&count_step(Backend::Postgres, &job, &job.graph[0], None).to_string());
         expect![[r#"
-            SELECT count(*) FROM "order_items" WHERE "order_id" IN (SELECT "id" FROM "orders" WHERE "user_id" IN (SELECT "id" FROM "users" WHERE (TRUE)))"#]]
-        .assert_eq(&count_step(Backend::Postgres, &job, &job.graph[0]).to_string());
+            SELECT count(*) FROM (SELECT 1 FROM `orders` WHERE `user_id` IN (SELECT `id` FROM `users` WHERE (TRUE)) LIMIT ?) AS matching
+            -- parameters: 11"#]]
+        .assert_eq(&count_step(Backend::MySql, &job, &job.graph[1], Some(11)).to_string());
     }
 
     #[test]
     fn each_effect_removes_by_key() {
         let job = job(Mode::Hard);
         let keys = [KeyValue::Int(1), KeyValue::Int(2)];
-        let sql =
-            |index: usize| remove_step(Backend::MySql, &job.graph[index], &keys, at()).to_string();
+        let sql = |index: usize| {
+            remove_step(Backend::MySql, &job.graph[index], &keys, at())
+                .unwrap()
+                .to_string()
+        };
         expect![[r#"
             UPDATE `order_items` SET `order_id` = NULL WHERE `id` IN (?, ?)
             -- parameters: 1, 2"#]]

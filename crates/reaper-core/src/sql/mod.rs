@@ -197,10 +197,15 @@ impl SqlWriter {
 
     /// The target's table, schema-qualified when configured.
     pub(crate) fn table(&mut self, target: &Target) -> &mut Self {
-        if let Some(schema) = &target.schema {
+        self.qualified_table(target.schema.as_deref(), &target.table)
+    }
+
+    /// A table outside the catalog's targets (a cascade's), schema-qualified when given.
+    pub(crate) fn qualified_table(&mut self, schema: Option<&str>, table: &str) -> &mut Self {
+        if let Some(schema) = schema {
             self.ident(schema).push(".");
         }
-        self.ident(&target.table)
+        self.ident(table)
     }
 
     /// A bound parameter, encoded the way this backend stores the type.

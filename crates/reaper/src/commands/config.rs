@@ -36,11 +36,8 @@ pub(crate) async fn check(settings: &Settings, as_json: bool) -> CommandResult {
         return Ok(ExitCode::SUCCESS);
     }
     let refused = problems.iter().all(|problem| problem.refused);
-    let mut text = format!("configuration check failed ({} problems):", problems.len());
-    for problem in problems {
-        text.push_str("\n  ");
-        text.push_str(&problem.message.replace('\n', "\n  "));
-    }
+    let heading = format!("configuration check failed ({} problems):", problems.len());
+    let text = reaper_core::config::list_problems(&heading, problems.iter().map(|p| &p.message));
     Err(if refused {
         CommandError::Invalid(text)
     } else {
@@ -102,7 +99,7 @@ async fn database_problems(settings: &Settings) -> Vec<Problem> {
         Err(CheckError::Config(error)) => {
             problems.extend(error.problems.iter().map(|problem| Problem {
                 refused: true,
-                message: format!("{}: {}", problem.key, problem.message),
+                message: problem.to_string(),
             }))
         }
         Err(CheckError::Engine(error)) => problems.push(Problem {

@@ -30,7 +30,7 @@ pub(crate) async fn status(
     let Some(job) = ledger::get(&db, id).await? else {
         return Err(CommandError::no_job(id));
     };
-    let mut shown = serde_json::to_value(job_view::job_view(job)?)?;
+    let mut shown = serde_json::to_value(job_view::job_view_with_tables(&db, job).await?)?;
     let mut next = None;
     if let Some(page) = audit {
         // One more than asked, to know whether another page follows.
