@@ -14,6 +14,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use rand::{Rng, SeedableRng};
 use reaper_testkit::{
     PrivateMariaDb, PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
@@ -627,47 +629,207 @@ async fn chaos_a_message_delivered_twice_deletes_once() {
     drop(daemon);
 }
 
+/// The retention policy of the rolling restart: every second, on tenant 7's rows (no erase job
+/// touches them), in batches of 10; `enabled = false` turns its schedule off.
+fn rolling_policy(enabled: bool) -> String {
+    format!(
+        "\n[[retention]]\nname = \"{ROLLING_POLICY}\"\ntarget = \"events\"\nage_column = \"created_at\"\n\
+         max_age = \"1d\"\nschedule = \"* * * * * *\"\nbatch_size = 10\nenabled = {enabled}\n\
+         filter = [{{ column = \"tenant_id\", op = \"eq\", value = 7 }}]\n"
+    )
+}
+
+const ROLLING_POLICY: &str = "rolling";
+
+/// The windows named (`window=… UTC`) by the log lines of `logs` that contain `message`, each
+/// as often as it is named.
+fn windows_logged(logs: &str, message: &str) -> Vec<DateTime<Utc>> {
+    logs.lines()
+        .filter(|line| line.contains(message))
+        .map(|line| {
+            let named = line
+                .split("window=")
+                .nth(1)
+                .and_then(|rest| rest.split(" UTC").next())
+                .unwrap_or_else(|| panic!("no window in {line}"));
+            chrono::NaiveDateTime::parse_from_str(named, "%Y-%m-%d %H:%M:%S")
+                .unwrap_or_else(|error| panic!("{named}: {error}"))
+                .and_utc()
+        })
+        .collect()
+}
+
+/// The ledger's windows of the rolling policy (from the keys `policy:NAME:WINDOW`) and the
+/// ids of their jobs, oldest window first.
+async fn policy_windows(test: &TestDatabase) -> Vec<(DateTime<Utc>, String)> {
+    let rows = test
+        .optional_strings(&format!(
+            "SELECT idempotency_key, id FROM reaper_jobs WHERE policy = '{ROLLING_POLICY}' \
+             ORDER BY idempotency_key"
+        ))
+        .await;
+    rows.into_iter()
+        .map(|row| {
+            let key = row[0].clone().unwrap_or_default();
+            let window = key
+                .strip_prefix(&format!("policy:{ROLLING_POLICY}:"))
+                .and_then(|window| DateTime::parse_from_rfc3339(window).ok())
+                .unwrap_or_else(|| panic!("not a window key: {key}"));
+            (window.to_utc(), row[1].clone().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Stops `daemon` with SIGTERM: it must exit 0 within 10 s. How long it took.
+fn stop(daemon: &mut Daemon, what: &str) -> Duration {
+    daemon.signal("TERM");
+    let (status, took) = daemon.wait(Duration::from_secs(10));
+    assert!(status.success(), "{what}: {status}");
+    took
+}
+
 /// A rolling restart of three daemons (each in turn: SIGTERM, exit 0, a new one started) twice
-/// over while six jobs run: every job done, every row removed and audited exactly once.
+/// over while six erase jobs run and a retention policy ticks every second on rows they do not
+/// touch. Then the policy is turned off and one daemon drains what is left. Every erase job and
+/// every window's job done, every row of the six tenants and of the policy's removed and
+/// audited exactly once (one snapshot); every window between the policy's first and last
+/// covered by exactly one job or logged as skipped behind an unfinished run, none submitted
+/// twice.
 #[tokio::test]
 async fn chaos_a_rolling_restart_of_three_daemons_finishes_every_job_once() {
-    let tenants = [0, 1, 2, 3, 4, 5];
-    let s = Scenario::new(10_000, &tenants, &[]).await;
+    let erased = [0, 1, 2, 3, 4, 5];
+    let s = Scenario::new(10_000, &[0, 1, 2, 3, 4, 5, 7], &[]).await;
     let (d, test) = (&s.d, s.test());
+    let config = &d.deployment.config;
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, format!("{text}{}", rolling_policy(true))).unwrap();
     let env = [("FAILPOINTS", "batch::before_commit=sleep(150)")];
     let mut daemons: Vec<Daemon> = (0..3).map(|_| another_daemon(d, &env).0).collect();
-    let ids = enqueue_all(
+    let mut stopped: Vec<Daemon> = Vec::new();
+    let restarts_began = Utc::now();
+    let mut ids = enqueue_all(
         d,
-        &tenants
+        &erased
             .iter()
             .map(|tenant| erase(&[*tenant], 10))
             .collect::<Vec<_>>(),
     );
-    let mut stopped_mid_run = 0;
+    let (mut stopped_mid_run, mut stopped_mid_policy) = (0, 0);
     for round in 0..2 {
         for (slot, daemon) in daemons.iter_mut().enumerate() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let running = test
-                .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running'")
+                .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running' AND policy IS NULL")
                 .await;
-            if running > 0 {
-                stopped_mid_run += 1;
-            }
-            daemon.signal("TERM");
-            let (status, took) = daemon.wait(Duration::from_secs(10));
-            assert!(status.success(), "round {round}, daemon {slot}: {status}");
+            let policy_running = test
+                .int("SELECT count(*) FROM reaper_jobs WHERE state = 'running' AND policy IS NOT NULL")
+                .await;
+            stopped_mid_run += i64::from(running > 0);
+            stopped_mid_policy += i64::from(policy_running > 0);
+            let took = stop(daemon, &format!("round {round}, daemon {slot}"));
             eprintln!(
-                "round {round}, daemon {slot}: stopped in {took:?} with {running} jobs running"
+                "round {round}, daemon {slot}: stopped in {took:?} with {running} erase jobs \
+                 and {policy_running} policy jobs running"
             );
-            *daemon = another_daemon(d, &env).0;
+            stopped.push(std::mem::replace(daemon, another_daemon(d, &env).0));
         }
     }
+    let restarts_ended = Utc::now();
     assert!(
         stopped_mid_run >= 3,
         "the restarts missed the jobs ({stopped_mid_run} of 6 mid-run)"
     );
-    s.settle_done(ids, Duration::from_secs(60), 10).await;
-    drop(daemons);
+    assert!(
+        stopped_mid_policy >= 1,
+        "no restart stopped a daemon while a policy job ran"
+    );
+    // The policy runs on after the restarts until the erase jobs are done and its rows gone.
+    let started = Instant::now();
+    while test
+        .int("SELECT count(*) FROM reaper_jobs WHERE policy IS NULL AND state <> 'done'")
+        .await
+        + test
+            .int("SELECT count(*) FROM events WHERE tenant_id = 7")
+            .await
+        > 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "erase jobs or the policy's rows unfinished after 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (slot, daemon) in daemons.iter_mut().enumerate() {
+        stop(daemon, &format!("last daemon {slot}"));
+    }
+    stopped.append(&mut daemons);
+    // With the schedule off, one daemon finishes a window's job submitted just before the stop.
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        config,
+        text.replace(&rolling_policy(true), &rolling_policy(false)),
+    )
+    .unwrap();
+    let windows = policy_windows(test).await;
+    let drain = another_daemon(d, &env).0;
+    ids.extend(windows.iter().map(|(_, id)| id.clone()));
+    let finals = s.settle_done(ids, Duration::from_secs(60), 10).await;
+    assert_eq!(
+        policy_windows(test).await,
+        windows,
+        "a window submitted with the schedule off"
+    );
+    stopped.push(drain);
+    let logs: String = stopped.iter().map(Daemon::log_text).collect();
+    let submitted = [
+        windows_logged(&logs, "Submitted a retention window."),
+        windows_logged(&logs, "Caught up on a window missed"),
+    ]
+    .concat();
+    let skipped: BTreeSet<DateTime<Utc>> = windows_logged(&logs, "Skipped a window")
+        .into_iter()
+        .collect();
+    let jobs: Vec<DateTime<Utc>> = windows.iter().map(|(window, _)| *window).collect();
+    // No window submitted twice: one ledger job and one creating log line per window.
+    let mut once: Vec<DateTime<Utc>> = submitted.clone();
+    once.sort_unstable();
+    assert_eq!(once, jobs, "windows created per log vs ledger jobs");
+    // Every window between the first and the last is a job or was skipped, none lost.
+    let (first, last) = (jobs[0], jobs[jobs.len() - 1]);
+    let covered: BTreeSet<DateTime<Utc>> = jobs.iter().chain(&skipped).copied().collect();
+    let mut window = first;
+    while window <= last {
+        assert!(
+            covered.contains(&window),
+            "window {window} lost: jobs {jobs:?}, skipped {skipped:?}"
+        );
+        window += chrono::Duration::seconds(1);
+    }
+    assert!(
+        first <= restarts_began + chrono::Duration::seconds(2) && last >= restarts_ended,
+        "the policy did not tick through the restarts ({restarts_began} to {restarts_ended}): \
+         {first} to {last}"
+    );
+    // The policy's jobs removed its 1 000 rows between them (each audited once: the snapshot).
+    let policy_rows = test
+        .int(&format!(
+            "SELECT CAST(COALESCE(SUM(rows_deleted), 0) AS BIGINT) FROM reaper_jobs \
+             WHERE policy = '{ROLLING_POLICY}'"
+        ))
+        .await;
+    assert_eq!(policy_rows, 1_000);
+    eprintln!(
+        "policy: {} windows from {first} to {last}, {} jobs, {} skipped, {stopped_mid_policy} of \
+         6 stops with its job running; erase attempts {:?}",
+        (last - first).num_seconds() + 1,
+        jobs.len(),
+        skipped.len(),
+        finals
+            .iter()
+            .take(6)
+            .map(|(_, attempts, _)| *attempts)
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Redis restarted (the private server killed and started again on its port) while a job runs
