@@ -2,9 +2,9 @@
 //! PostgreSQL database and a private `redis-server`, under faults injected from outside —
 //! kill -9 at random moments, a worker that dies on every attempt, Redis paused past its
 //! timeouts, an audit insert that raises, the database turned read-only, the same queue
-//! message delivered twice, a rolling restart of three daemons. Each scenario first proves
-//! the fault hit where it claims, then runs one checker ([`Settled`]) over every table it
-//! touched: the rows of the snapshot removed exactly once and audited exactly once, nothing
+//! message delivered twice, a rolling restart of three daemons while a retention policy ticks
+//! every second. Each scenario first proves the fault hit where it claims, then runs one
+//! checker ([`Settled`]) over every table it touched: the rows of the snapshot removed exactly once and audited exactly once, nothing
 //! else changed (`TableSnapshot`), every job in exactly one terminal state within a bounded
 //! time, no session left idle in a transaction, the Redis server's memory bounded.
 //!
