@@ -122,14 +122,13 @@ async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchRe
         )));
         Ok(outcome)
     });
-    match written {
-        Ok(Some(Window {
-            rows,
-            selected,
-            last_key,
-        })) => {
-            txn.commit().await?;
-            Ok(BatchResult::Committed {
+    Ok(
+        match end_transaction(txn, written, Option::is_some).await? {
+            Some(Window {
+                rows,
+                selected,
+                last_key,
+            }) => BatchResult::Committed {
                 rows,
                 selected,
                 last_key,
@@ -137,14 +136,30 @@ async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchRe
                 // SQLite has one writer at a time: nothing is ever passed over there.
                 skipped_locked: db.backend() != Backend::Sqlite
                     && batch.locking == RowLocking::SkipLocked,
-            })
+            },
+            None => BatchResult::Refused,
+        },
+    )
+}
+
+/// Ends a batch transaction by what was written in it: COMMIT when `keep` says so, ROLLBACK
+/// for any other outcome and after an error, which is returned. A failed rollback after an
+/// error is only logged: the batch failed either way.
+pub(crate) async fn end_transaction<T>(
+    txn: DatabaseTransaction,
+    written: Result<T, EngineError>,
+    keep: impl FnOnce(&T) -> bool,
+) -> Result<T, EngineError> {
+    match written {
+        Ok(outcome) if keep(&outcome) => {
+            txn.commit().await?;
+            Ok(outcome)
         }
-        Ok(None) => {
+        Ok(outcome) => {
             txn.rollback().await?;
-            Ok(BatchResult::Refused)
+            Ok(outcome)
         }
         Err(error) => {
-            // The rollback result is secondary: the batch failed either way.
             if let Err(rollback_error) = txn.rollback().await {
                 tracing::warn!(message = "Rollback after a failed batch failed.", error = %rollback_error);
             }

@@ -16,7 +16,7 @@ use reaper_core::strategy::{self, Estimate, Tid};
 use reaper_core::validate::ValidatedJob;
 use sea_orm::DatabaseTransaction;
 
-use crate::batch::{LeaseHolder, begin, lease_until};
+use crate::batch::{LeaseHolder, begin, end_transaction, lease_until};
 use crate::database::{Database, query_all};
 use crate::error::{EngineError, database_code};
 use crate::ledger::decode;
@@ -133,28 +133,17 @@ async fn run_range_transaction(
     let started = Instant::now();
     let txn = begin(db).await?;
     let written = write_range(&txn, job, (after, end), limit, holder, locking).await;
-    match written {
-        Ok(Some((rows, selected, next))) => {
-            txn.commit().await?;
-            Ok(RangeResult::Committed {
+    Ok(
+        match end_transaction(txn, written, Option::is_some).await? {
+            Some((rows, selected, next)) => RangeResult::Committed {
                 rows,
                 selected,
                 next,
                 elapsed: started.elapsed(),
-            })
-        }
-        Ok(None) => {
-            txn.rollback().await?;
-            Ok(RangeResult::Refused)
-        }
-        Err(error) => {
-            // The rollback result is secondary: the batch failed either way.
-            if let Err(rollback_error) = txn.rollback().await {
-                tracing::warn!(message = "Rollback after a failed batch failed.", error = %rollback_error);
-            }
-            Err(error)
-        }
-    }
+            },
+            None => RangeResult::Refused,
+        },
+    )
 }
 
 /// `(rows, selected, next)`, or `None` when the lease check refused the batch.
