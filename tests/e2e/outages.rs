@@ -156,7 +156,7 @@ async fn with_the_database_unreachable_health_and_metrics_answer_within_2s_and_r
     let (status, _, metrics, scrape) = timed_get(d.port, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("\nreaper_ledger_up 0"), "{metrics}");
-    for series in reaper_engine::instruments::LEDGER_DERIVED {
+    for series in reaper_engine::instruments::ledger_derived() {
         assert!(
             !metrics.lines().any(|line| line.starts_with(series)),
             "{series} is reported while the ledger cannot be read:\n{metrics}"
