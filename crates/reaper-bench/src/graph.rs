@@ -197,7 +197,7 @@ async fn one_big_user(
         "filter": {"all": [{"column": "id", "op": "eq", "value": 1}]}
     });
     let (db, id) = crate::submit(url, &catalog, request).await?;
-    let settings = crate::worker_settings();
+    let settings = crate::bench_run_settings();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
     let total = started.elapsed();

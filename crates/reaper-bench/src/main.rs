@@ -545,7 +545,7 @@ pub(crate) async fn reaper_engine(
     };
     let catalog = Catalog::new([events_target(batch, batch, throttle)]);
     let (db, id) = submit_purge(url, &catalog, batch).await?;
-    let settings = worker_settings();
+    let settings = bench_run_settings();
     reset_peak_rss();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
@@ -576,17 +576,6 @@ pub(crate) async fn reaper_engine(
         peak,
         swept,
     ))
-}
-
-/// A worker's settings for one uninterrupted run (a long lease, an hour's slice).
-pub(crate) fn worker_settings() -> RunSettings {
-    RunSettings::for_worker(
-        "reaper-bench".into(),
-        Duration::from_secs(300),
-        Duration::from_secs(3_600),
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
 }
 
 /// The `events` table as a catalog target: batches start at `batch_size` rows (at most
