@@ -4,7 +4,7 @@ use reaper_core::sql::Backend;
 use reaper_testkit::Removal;
 use reaper_testkit::engine::erase_tenant;
 
-use crate::{Deployment, config_text, reaper, run, stderr, stdout};
+use crate::{Deployment, config_text, reaper, run, send_signal, stderr, stdout};
 
 async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
     let deployment = Deployment::migrated(backend, 3_000).await;
@@ -107,11 +107,7 @@ async fn sigterm_mid_job_exits_cleanly_and_a_new_daemon_finishes_the_job(backend
     }
     eprintln!("phase: two batches committed after {:?}", phase.elapsed());
     let signalled = std::time::Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    send_signal("-TERM", daemon.id());
     let status = daemon.wait().unwrap();
     let took = signalled.elapsed();
     let mut log = String::new();

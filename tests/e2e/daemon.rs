@@ -570,7 +570,7 @@ async fn an_api_job_is_done_exactly_once_and_a_repeated_key_returns_it() {
     assert_eq!(test.int("SELECT count(*) FROM reaper_jobs").await, 1);
     let metrics = api.text("/metrics").await;
     // Per-policy series exist once a policy is configured (tests/e2e/retention.rs).
-    for name in reaper_engine::instruments::ALWAYS {
+    for name in reaper_engine::instruments::always() {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
     assert!(

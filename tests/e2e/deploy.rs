@@ -159,11 +159,8 @@ async fn dashboards_and_alerts_use_only_metrics_the_daemon_exports() {
     let metrics = scrape_metrics("").await;
     let exported = exported_names(&metrics);
     // The retention-policy metrics have series only for configured policies: the next test.
-    for name in reaper_engine::instruments::ALWAYS {
-        assert!(
-            exported.contains(*name),
-            "/metrics lacks {name}:\n{metrics}"
-        );
+    for name in reaper_engine::instruments::always() {
+        assert!(exported.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
     let missing: Vec<String> = names_used_by_deploy_files()
         .into_iter()

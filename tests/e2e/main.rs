@@ -81,6 +81,15 @@ pub(crate) fn run(command: &mut Command) -> Output {
     output
 }
 
+/// Sends `signal` (`-INT`, `-TERM`) to process `pid` with kill(1), as an operator would.
+pub(crate) fn send_signal(signal: &str, pid: impl std::fmt::Display) {
+    let sent = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid} failed");
+}
+
 pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reaper_core::sql::Backend;
 
-use crate::{Deployment, config_text, poll_until, reaper, run, stderr, stdout};
+use crate::{Deployment, config_text, poll_until, reaper, run, send_signal, stderr, stdout};
 
 fn erase_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
     serde_json::json!({
@@ -243,11 +243,7 @@ async fn operator_run_signalled_at_start_up_exits_zero() {
         );
         std::thread::yield_now();
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    send_signal("-TERM", child.id());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -427,11 +423,7 @@ async fn interrupt_after(
         .spawn()
         .unwrap();
     wait_for_batches(deployment, batches).await;
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    send_signal("-INT", child.id());
     let output = child.wait_with_output().unwrap();
     let printed = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
@@ -824,11 +816,7 @@ async fn operator_the_purge_bar_shows_this_runs_rate_in_a_real_terminal() {
         !purge.is_empty(),
         "no purge process under the pane's shell {shell}"
     );
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &purge])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    send_signal("-INT", &purge);
     let screen = poll_until(
         Duration::from_secs(20),
         "the purge did not stop",

@@ -13,7 +13,7 @@ use reaper_testkit::PrivateRedis;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::daemon::{RedisDeployment, TOKEN, free_port};
-use crate::{Deployment, reaper, run, stderr};
+use crate::{Deployment, poll_until, reaper, run, stderr};
 
 /// A TCP proxy to the database that the test can freeze: a frozen proxy holds every byte and
 /// every new connection, as a network partition does (nothing is refused, nothing answers).
@@ -85,6 +85,12 @@ async fn pump(
 }
 
 /// `GET path` (with the token), its status, `Retry-After`, body and how long it took.
+/// `Ok` once `/readyz` on `port` answers 200; else its body.
+async fn ready(port: u16) -> Result<(), String> {
+    let (status, _, body, _) = timed_get(port, "/readyz").await;
+    if status == 200 { Ok(()) } else { Err(body) }
+}
+
 async fn timed_get(port: u16, path: &str) -> (u16, Option<String>, String, Duration) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -156,7 +162,7 @@ async fn with_the_database_unreachable_health_and_metrics_answer_within_2s_and_r
     let (status, _, metrics, scrape) = timed_get(d.port, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("\nreaper_ledger_up 0"), "{metrics}");
-    for series in reaper_engine::instruments::LEDGER_DERIVED {
+    for series in reaper_engine::instruments::ledger_derived() {
         assert!(
             !metrics.lines().any(|line| line.starts_with(series)),
             "{series} is reported while the ledger cannot be read:\n{metrics}"
@@ -191,18 +197,13 @@ async fn with_the_database_unreachable_health_and_metrics_answer_within_2s_and_r
 
     // Back: ready again, and the ledger series are back.
     proxy.freeze(false);
-    let started = Instant::now();
-    loop {
-        let (status, _, body, _) = timed_get(d.port, "/readyz").await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not ready after the database came back: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let port = d.port;
+    poll_until(
+        Duration::from_secs(30),
+        "not ready after the database came back",
+        async || ready(port).await,
+    )
+    .await;
     let (_, _, metrics, _) = timed_get(d.port, "/metrics").await;
     assert!(metrics.contains("\nreaper_ledger_up 1"), "{metrics}");
     assert!(metrics.contains("\nreaper_jobs_pending 0"), "{metrics}");
@@ -343,17 +344,14 @@ async fn readyz_is_not_ready_while_the_workers_cannot_poll() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let allowed = Instant::now();
-    loop {
-        let (status, _, body, _) = timed_get(d.port, "/readyz").await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            allowed.elapsed() < Duration::from_secs(15),
-            "not ready once the workers may poll: {body}\n{}",
-            daemon.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        Duration::from_secs(15),
+        "not ready once the workers may poll",
+        async || {
+            ready(d.port)
+                .await
+                .map_err(|body| format!("{body}\n{}", daemon.log_text()))
+        },
+    )
+    .await;
 }

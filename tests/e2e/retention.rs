@@ -11,7 +11,7 @@ use reaper_testkit::Removal;
 use serde_json::Value;
 
 use crate::daemon::{Daemon, RedisDeployment, free_port};
-use crate::{Deployment, config_text, run, stderr, stdout};
+use crate::{Deployment, config_text, run, send_signal, stderr, stdout};
 
 /// `[[retention]]` blocks appended to a deployment's config (TOML arrays of tables may follow
 /// any table).
@@ -412,11 +412,7 @@ async fn ctrl_c_stops_a_purge_at_a_batch_boundary_and_resume_finishes_it(backend
         test.int("SELECT count(*) FROM reaper_audit").await >= 2
     })
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal("-INT", child.id());
     let output = child.wait_with_output().unwrap();
     let printed = std::fs::read_to_string(&log).unwrap();
     assert_eq!(

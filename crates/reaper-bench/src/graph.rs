@@ -12,9 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
+use reaper_core::catalog::{Catalog, ColumnType, Target};
 use reaper_core::graph::{Action, Relation};
-use reaper_core::throttle::Throttle;
 use reaper_engine::runner::{self, RunOutcome};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
@@ -173,21 +172,7 @@ async fn load_big_user(conn: &DatabaseConnection, children: u64) -> anyhow::Resu
 }
 
 fn target(name: &str, batch_size: u32) -> Target {
-    Target {
-        name: name.into(),
-        schema: None,
-        table: name.into(),
-        primary_key: "id".into(),
-        key_type: KeyType::Int,
-        columns: [("id".to_owned(), ColumnType::Int)].into(),
-        default_mode: Mode::Hard,
-        batch_size,
-        max_batch_size: batch_size,
-        soft_delete_column: None,
-        max_rows: 10_000_000,
-        max_attempts: None,
-        throttle: Throttle::default(),
-    }
+    crate::bench_target(name, &[("id", ColumnType::Int)], batch_size)
 }
 
 /// The engine erases user 1 (its events in child batches of 1,000).
@@ -212,7 +197,7 @@ async fn one_big_user(
         "filter": {"all": [{"column": "id", "op": "eq", "value": 1}]}
     });
     let (db, id) = crate::submit(url, &catalog, request).await?;
-    let settings = crate::worker_settings();
+    let settings = crate::bench_run_settings();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
     let total = started.elapsed();

@@ -15,7 +15,6 @@
 //! `created_at < cutoff` matches exactly 50% of the rows, scattered over the whole id range.
 //! Each variant gets a freshly loaded, vacuumed and analyzed table.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -256,20 +255,20 @@ async fn engine(
             keyset_loop(&conn, batch).await?,
         );
         load(&conn, rows).await?;
-        let (figures, peak, _) = reaper_engine(&url, batch, StrategySetting::Keyset).await?;
-        peak_large = peak_large.max(peak);
-        report(
-            &format!("run {run}: reaper engine, {batch}/batch + audit"),
-            &figures,
-        );
+        let name = format!("run {run}: reaper engine, {batch}/batch + audit");
+        let (figures, _) =
+            reported_engine(&url, batch, StrategySetting::Keyset, &name, &mut peak_large).await?;
         engines.push(figures);
         load(&conn, rows).await?;
-        let (figures, peak, swept) = reaper_engine(&url, batch, StrategySetting::Physical).await?;
-        peak_large = peak_large.max(peak);
-        report(
-            &format!("run {run}: reaper physical, ≤{batch}/batch + audit"),
-            &figures,
-        );
+        let name = format!("run {run}: reaper physical, ≤{batch}/batch + audit");
+        let (figures, swept) = reported_engine(
+            &url,
+            batch,
+            StrategySetting::Physical,
+            &name,
+            &mut peak_large,
+        )
+        .await?;
         sweep_rows.push(swept);
         physicals.push(figures);
     }
@@ -517,6 +516,21 @@ async fn keyset_loop(conn: &DatabaseConnection, batch: u32) -> anyhow::Result<Fi
     })
 }
 
+/// [`reaper_engine`], reported under `name`, its peak RSS folded into `peak`. Returns the
+/// figures and the rows a physical run's keyset sweep removed.
+async fn reported_engine(
+    url: &str,
+    batch: u32,
+    strategy: StrategySetting,
+    name: &str,
+    peak: &mut u64,
+) -> anyhow::Result<(Figures, u64)> {
+    let (figures, run_peak, swept) = reaper_engine(url, batch, strategy).await?;
+    *peak = (*peak).max(run_peak);
+    report(name, &figures);
+    Ok((figures, swept))
+}
+
 /// The engine as the daemon runs it: ledger, lease, one transaction per batch with the audit
 /// entry and the checkpoint, walking the way `strategy` says. Returns the figures, the peak RSS
 /// (KiB) of the run and the rows a physical run's keyset sweep removed.
@@ -531,7 +545,7 @@ pub(crate) async fn reaper_engine(
     };
     let catalog = Catalog::new([events_target(batch, batch, throttle)]);
     let (db, id) = submit_purge(url, &catalog, batch).await?;
-    let settings = worker_settings();
+    let settings = bench_run_settings();
     reset_peak_rss();
     let started = Instant::now();
     let report = runner::run_job(&db, &catalog, &id, &settings, &|| false).await?;
@@ -564,37 +578,43 @@ pub(crate) async fn reaper_engine(
     ))
 }
 
-/// A worker's settings for one uninterrupted run (a long lease, an hour's slice).
-pub(crate) fn worker_settings() -> RunSettings {
-    RunSettings::for_worker(
-        "reaper-bench".into(),
-        Duration::from_secs(300),
-        Duration::from_secs(3_600),
-        Duration::from_secs(1),
-        Duration::from_secs(1),
-    )
-}
-
 /// The `events` table as a catalog target: batches start at `batch_size` rows (at most
 /// `max_batch_size`), paced by `throttle`.
 pub(crate) fn events_target(batch_size: u32, max_batch_size: u32, throttle: Throttle) -> Target {
     Target {
-        name: "events".into(),
+        max_batch_size,
+        throttle,
+        ..bench_target(
+            "events",
+            &[
+                ("created_at", ColumnType::Timestamp),
+                ("tenant_id", ColumnType::Int),
+            ],
+            batch_size,
+        )
+    }
+}
+
+/// A bench table as a catalog target: int key `id`, filterable `columns`, hard deletes in
+/// batches of `batch_size` rows, at most 10,000,000 rows a job, no throttle.
+pub(crate) fn bench_target(name: &str, columns: &[(&str, ColumnType)], batch_size: u32) -> Target {
+    Target {
+        name: name.into(),
         schema: None,
-        table: "events".into(),
+        table: name.into(),
         primary_key: "id".into(),
         key_type: KeyType::Int,
-        columns: BTreeMap::from([
-            ("created_at".into(), ColumnType::Timestamp),
-            ("tenant_id".into(), ColumnType::Int),
-        ]),
+        columns: columns
+            .iter()
+            .map(|&(column, column_type)| (column.to_owned(), column_type))
+            .collect(),
         default_mode: Mode::Hard,
         batch_size,
-        max_batch_size,
+        max_batch_size: batch_size,
         soft_delete_column: None,
         max_rows: 10_000_000,
         max_attempts: None,
-        throttle,
+        throttle: Throttle::default(),
     }
 }
 

@@ -32,6 +32,36 @@ pub struct LeaseHolder<'a> {
     pub lease: Duration,
 }
 
+impl<'a> LeaseHolder<'a> {
+    /// The context of a PostgreSQL batch statement this holder runs at `now`: the lease pushed
+    /// to `now + lease`.
+    pub(crate) fn batch_context(
+        &self,
+        now: DateTime<Utc>,
+        locking: RowLocking,
+    ) -> postgres::BatchContext<'a> {
+        postgres::BatchContext {
+            job_id: self.job_id,
+            lease_token: self.token,
+            now,
+            lease_until: lease_until(now, self.lease),
+            locking,
+        }
+    }
+}
+
+/// The context of a PostgreSQL batch rendered for a dry-run report: placeholders for the lease
+/// values, which are bound per batch when the job really runs.
+pub(crate) fn report_context(now: DateTime<Utc>) -> postgres::BatchContext<'static> {
+    postgres::BatchContext {
+        job_id: "<job id>",
+        lease_token: "<lease token>",
+        now,
+        lease_until: now,
+        locking: RowLocking::Direct,
+    }
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchResult {
@@ -122,14 +152,13 @@ async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchRe
         )));
         Ok(outcome)
     });
-    match written {
-        Ok(Some(Window {
-            rows,
-            selected,
-            last_key,
-        })) => {
-            txn.commit().await?;
-            Ok(BatchResult::Committed {
+    Ok(
+        match end_transaction(txn, written, Option::is_some).await? {
+            Some(Window {
+                rows,
+                selected,
+                last_key,
+            }) => BatchResult::Committed {
                 rows,
                 selected,
                 last_key,
@@ -137,14 +166,30 @@ async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchRe
                 // SQLite has one writer at a time: nothing is ever passed over there.
                 skipped_locked: db.backend() != Backend::Sqlite
                     && batch.locking == RowLocking::SkipLocked,
-            })
+            },
+            None => BatchResult::Refused,
+        },
+    )
+}
+
+/// Ends a batch transaction by what was written in it: COMMIT when `keep` says so, ROLLBACK
+/// for any other outcome and after an error, which is returned. A failed rollback after an
+/// error is only logged: the batch failed either way.
+pub(crate) async fn end_transaction<T>(
+    txn: DatabaseTransaction,
+    written: Result<T, EngineError>,
+    keep: impl FnOnce(&T) -> bool,
+) -> Result<T, EngineError> {
+    match written {
+        Ok(outcome) if keep(&outcome) => {
+            txn.commit().await?;
+            Ok(outcome)
         }
-        Ok(None) => {
+        Ok(outcome) => {
             txn.rollback().await?;
-            Ok(BatchResult::Refused)
+            Ok(outcome)
         }
         Err(error) => {
-            // The rollback result is secondary: the batch failed either way.
             if let Err(rollback_error) = txn.rollback().await {
                 tracing::warn!(message = "Rollback after a failed batch failed.", error = %rollback_error);
             }
@@ -196,13 +241,7 @@ async fn postgres_batch(
     txn: &DatabaseTransaction,
     batch: &BatchCall<'_>,
 ) -> Result<Written, EngineError> {
-    let context = postgres::BatchContext {
-        job_id: batch.holder.job_id,
-        lease_token: batch.holder.token,
-        now: batch.now,
-        lease_until: lease_until(batch.now, batch.holder.lease),
-        locking: batch.locking,
-    };
+    let context = batch.holder.batch_context(batch.now, batch.locking);
     let rows = query_all(
         txn,
         Backend::Postgres,
@@ -415,14 +454,7 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
     let limit = job.batch_size;
     match backend {
         Backend::Postgres => {
-            let context = postgres::BatchContext {
-                job_id: "<job id>",
-                lease_token: "<lease token>",
-                now,
-                lease_until: now,
-                locking: RowLocking::Direct,
-            };
-            postgres::delete_batch(job, None, limit, &context).to_string()
+            postgres::delete_batch(job, None, limit, &report_context(now)).to_string()
         }
         Backend::Sqlite => {
             let lease = ledger::lock_job(backend, "<job id>", "<lease token>");

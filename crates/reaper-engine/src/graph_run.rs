@@ -22,7 +22,8 @@ use reaper_core::value::KeyValue;
 use sea_orm::DatabaseTransaction;
 
 use crate::batch::{
-    BatchResult, LeaseHolder, begin, lease_until, lock_job, read_keys, update_own_job,
+    BatchResult, LeaseHolder, begin, end_transaction, lease_until, lock_job, read_keys,
+    update_own_job,
 };
 use crate::database::{Database, count_of, execute, query_all, query_count};
 use crate::error::{EngineError, Refusal};
@@ -147,22 +148,10 @@ async fn settle(
         }
         Ok(outcome)
     });
-    match written {
-        Ok(done @ Outcome::Done { .. }) => {
-            txn.commit().await?;
-            Ok(done)
-        }
-        Ok(other) => {
-            txn.rollback().await?;
-            Ok(other)
-        }
-        Err(error) => {
-            if let Err(rollback_error) = txn.rollback().await {
-                tracing::warn!(message = "Rollback after a failed graph batch failed.", error = %rollback_error);
-            }
-            Err(error)
-        }
-    }
+    end_transaction(txn, written, |outcome| {
+        matches!(outcome, Outcome::Done { .. })
+    })
+    .await
 }
 
 /// One child batch of `step`: its next rows hanging off the window, locked, checked for rows

@@ -59,14 +59,14 @@ pub const POLICY_INTERVAL: &str = "reaper_policy_interval_seconds";
 pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 
 /// 1 when the last scrape could read the ledger, 0 when it could not (the ledger-derived
-/// series, [`LEDGER_DERIVED`], are then left out of that scrape rather than shown stale or as 0).
+/// series, [`ledger_derived`], are then left out of that scrape rather than shown stale or as 0).
 pub const LEDGER_UP: &str = "reaper_ledger_up";
 
-/// The series read from the ledger at scrape time: left out of a scrape that cannot read it.
-pub const LEDGER_DERIVED: &[&str] = &[
-    JOBS_PENDING,
-    JOBS_RUNNING,
-    JOBS_PAUSED,
+/// The gauges of jobs by state, counted in the ledger at scrape time.
+const JOB_STATE_GAUGES: &[&str] = &[JOBS_PENDING, JOBS_RUNNING, JOBS_PAUSED];
+
+/// The per-policy gauges read from the ledger's runs at scrape time.
+const POLICY_RUN_GAUGES: &[&str] = &[
     POLICY_LAST_RUN,
     POLICY_LAST_RUN_ROWS,
     POLICY_LAST_RUN_DURATION,
@@ -75,20 +75,25 @@ pub const LEDGER_DERIVED: &[&str] = &[
     POLICY_LAST_SUCCESS,
 ];
 
+/// The per-policy gauges of its schedule (from the configuration, not the ledger).
+const POLICY_SCHEDULE_GAUGES: &[&str] = &[POLICY_INTERVAL, POLICY_NEXT_RUN];
+
+/// The series read from the ledger at scrape time: left out of a scrape that cannot read it.
+pub fn ledger_derived() -> impl Iterator<Item = &'static str> {
+    JOB_STATE_GAUGES.iter().chain(POLICY_RUN_GAUGES).copied()
+}
+
 /// The producers of jobs, the `source` label of [`JOBS_ACCEPTED`] and [`JOBS_REJECTED`]: the
 /// HTTP API, the CLI, the Redis intake list, and the retention scheduler.
 pub const SOURCES: &[&str] = &["api", "cli", "redis", "scheduler"];
 
-/// Every metric that exists from start-up, whatever the configuration.
-pub const ALWAYS: &[&str] = &[
+/// The metrics that exist from start-up besides the gauges of jobs by state.
+const ALWAYS_BESIDES_JOB_STATES: &[&str] = &[
     ROWS_DELETED,
     BATCHES,
     BATCH_DURATION,
     JOBS_FINISHED,
     JOB_RETRIES,
-    JOBS_PENDING,
-    JOBS_RUNNING,
-    JOBS_PAUSED,
     QUEUE_DEPTH,
     WORKERS_ALIVE,
     JOBS_ACCEPTED,
@@ -96,21 +101,25 @@ pub const ALWAYS: &[&str] = &[
     LEDGER_UP,
 ];
 
+/// Every metric that exists from start-up, whatever the configuration.
+pub fn always() -> impl Iterator<Item = &'static str> {
+    ALWAYS_BESIDES_JOB_STATES
+        .iter()
+        .chain(JOB_STATE_GAUGES)
+        .copied()
+}
+
 /// Gauges of the per-policy series (they exist once a policy is configured).
-pub const POLICY_GAUGES: &[&str] = &[
-    POLICY_LAST_RUN,
-    POLICY_LAST_RUN_ROWS,
-    POLICY_LAST_RUN_DURATION,
-    POLICY_LAST_RUN_SUCCESS,
-    POLICY_LAST_RUN_CAPPED,
-    POLICY_LAST_SUCCESS,
-    POLICY_INTERVAL,
-    POLICY_NEXT_RUN,
-];
+pub fn policy_gauges() -> impl Iterator<Item = &'static str> {
+    POLICY_RUN_GAUGES
+        .iter()
+        .chain(POLICY_SCHEDULE_GAUGES)
+        .copied()
+}
 
 /// Every exported metric name.
 pub fn all() -> impl Iterator<Item = &'static str> {
-    ALWAYS.iter().chain(POLICY_GAUGES).copied()
+    always().chain(policy_gauges())
 }
 
 /// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
@@ -251,8 +260,8 @@ pub fn describe() {
 /// Creates the per-policy series at zero (the scrape fills them from the ledger).
 pub fn register_policies<'a>(policies: impl IntoIterator<Item = &'a str>) {
     for policy in policies {
-        for gauge in POLICY_GAUGES {
-            metrics::gauge!(*gauge, "policy" => policy.to_owned()).set(0.0);
+        for gauge in policy_gauges() {
+            metrics::gauge!(gauge, "policy" => policy.to_owned()).set(0.0);
         }
     }
 }

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use reaper_core::catalog::Target;
-use reaper_core::sql::{Backend, RowLocking, physical, postgres};
+use reaper_core::sql::{Backend, RowLocking, Statement, physical, postgres};
 use reaper_core::strategy::{self, Estimate, Tid};
 use reaper_core::validate::ValidatedJob;
 use sea_orm::DatabaseTransaction;
 
-use crate::batch::{LeaseHolder, begin, lease_until};
+use crate::batch::{LeaseHolder, begin, end_transaction, report_context};
 use crate::database::{Database, query_all};
 use crate::error::{EngineError, database_code};
 use crate::ledger::decode;
@@ -104,7 +104,10 @@ pub async fn run_range_batch(
     holder: LeaseHolder<'_>,
     locking: RowLocking,
 ) -> Result<(RangeResult, RowLocking), EngineError> {
-    let attempt = |locking| run_range_transaction(db, job, (after, end), limit, holder, locking);
+    let attempt = |locking| {
+        let context = holder.batch_context(Utc::now(), locking);
+        run_range_transaction(db, physical::delete_range(job, after, end, limit, &context))
+    };
     match attempt(locking).await {
         Err(EngineError::Database { error, .. })
             if locking == RowLocking::Direct
@@ -122,60 +125,34 @@ pub async fn run_range_batch(
     }
 }
 
+/// One attempt at a physical batch (`statement`, from [`physical::delete_range`]), in its own
+/// transaction: committed, refused (rolled back) or failed (rolled back).
 async fn run_range_transaction(
     db: &Database,
-    job: &ValidatedJob,
-    (after, end): (Tid, Tid),
-    limit: u32,
-    holder: LeaseHolder<'_>,
-    locking: RowLocking,
+    statement: Statement,
 ) -> Result<RangeResult, EngineError> {
     let started = Instant::now();
     let txn = begin(db).await?;
-    let written = write_range(&txn, job, (after, end), limit, holder, locking).await;
-    match written {
-        Ok(Some((rows, selected, next))) => {
-            txn.commit().await?;
-            Ok(RangeResult::Committed {
+    let written = write_range(&txn, &statement).await;
+    Ok(
+        match end_transaction(txn, written, Option::is_some).await? {
+            Some((rows, selected, next)) => RangeResult::Committed {
                 rows,
                 selected,
                 next,
                 elapsed: started.elapsed(),
-            })
-        }
-        Ok(None) => {
-            txn.rollback().await?;
-            Ok(RangeResult::Refused)
-        }
-        Err(error) => {
-            // The rollback result is secondary: the batch failed either way.
-            if let Err(rollback_error) = txn.rollback().await {
-                tracing::warn!(message = "Rollback after a failed batch failed.", error = %rollback_error);
-            }
-            Err(error)
-        }
-    }
+            },
+            None => RangeResult::Refused,
+        },
+    )
 }
 
 /// `(rows, selected, next)`, or `None` when the lease check refused the batch.
 async fn write_range(
     txn: &DatabaseTransaction,
-    job: &ValidatedJob,
-    (after, end): (Tid, Tid),
-    limit: u32,
-    holder: LeaseHolder<'_>,
-    locking: RowLocking,
+    statement: &Statement,
 ) -> Result<Option<(u64, u64, Tid)>, EngineError> {
-    let now = Utc::now();
-    let context = postgres::BatchContext {
-        job_id: holder.job_id,
-        lease_token: holder.token,
-        now,
-        lease_until: lease_until(now, holder.lease),
-        locking,
-    };
-    let statement = physical::delete_range(job, after, end, limit, &context);
-    let rows = query_all(txn, Backend::Postgres, &statement).await?;
+    let rows = query_all(txn, Backend::Postgres, statement).await?;
     let row = rows.first().ok_or_else(|| {
         EngineError::Corrupt("the physical batch statement returned no summary row".into())
     })?;
@@ -204,13 +181,7 @@ async fn write_range(
 /// values are placeholders, bound per batch when the job runs), then the keyset sweep's batch
 /// (`keyset`, as the keyset report renders it).
 pub fn describe(job: &ValidatedJob, keyset: &str, now: chrono::DateTime<Utc>) -> String {
-    let context = postgres::BatchContext {
-        job_id: "<job id>",
-        lease_token: "<lease token>",
-        now,
-        lease_until: now,
-        locking: RowLocking::Direct,
-    };
+    let context = report_context(now);
     let first = physical::delete_range(
         job,
         Tid::START,

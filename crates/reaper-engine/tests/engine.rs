@@ -1096,67 +1096,31 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
     s.claim(&running, "w", "t", chrono::Duration::seconds(600))
         .await
         .unwrap();
-    let ids = |jobs: Vec<ledger::JobRecord>| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>();
+    // The ids `take_stranded` takes `seconds` after the submissions.
+    let db = &s.db;
+    let taken_after = move |seconds: i64| async move {
+        ledger::take_stranded(
+            db,
+            now + chrono::Duration::seconds(seconds),
+            quiet,
+            lease,
+            10,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|job| job.id)
+        .collect::<Vec<_>>()
+    };
     // Just enqueued: its message is in the queue; the live lease is respected.
-    assert!(
-        ids(
-            ledger::take_stranded(&s.db, now + chrono::Duration::seconds(59), quiet, lease, 10)
-                .await
-                .unwrap()
-        )
-        .is_empty()
-    );
+    assert!(taken_after(59).await.is_empty());
     // Untouched past `quiet`: the pending job is taken, once; the lease is still live.
-    assert_eq!(
-        ids(ledger::take_stranded(
-            &s.db,
-            now + chrono::Duration::seconds(120),
-            quiet,
-            lease,
-            10
-        )
-        .await
-        .unwrap()),
-        vec![pending.clone()]
-    );
-    assert!(
-        ids(ledger::take_stranded(
-            &s.db,
-            now + chrono::Duration::seconds(121),
-            quiet,
-            lease,
-            10
-        )
-        .await
-        .unwrap())
-        .is_empty()
-    );
+    assert_eq!(taken_after(120).await, vec![pending.clone()]);
+    assert!(taken_after(121).await.is_empty());
     // The worker died: just past its lease, the running job is taken too (and the pending one
     // again, untouched for `quiet` since it was last taken).
-    assert_eq!(
-        ids(ledger::take_stranded(
-            &s.db,
-            now + chrono::Duration::seconds(601),
-            quiet,
-            lease,
-            10
-        )
-        .await
-        .unwrap()),
-        vec![pending, running]
-    );
-    assert!(
-        ids(ledger::take_stranded(
-            &s.db,
-            now + chrono::Duration::seconds(602),
-            quiet,
-            lease,
-            10
-        )
-        .await
-        .unwrap())
-        .is_empty()
-    );
+    assert_eq!(taken_after(601).await, vec![pending, running]);
+    assert!(taken_after(602).await.is_empty());
 }
 
 async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use reaper_core::catalog::{Catalog, Target};
-use reaper_core::config::DatabaseConfig;
 use reaper_core::graph::{Action, Cascade, Relation};
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
@@ -13,7 +12,7 @@ use reaper_engine::Database;
 use reaper_engine::graph_check;
 use reaper_engine::schema_check;
 use reaper_testkit::TestDatabase;
-use reaper_testkit::engine::TargetFixture;
+use reaper_testkit::engine::{TargetFixture, connect, relation};
 
 reaper_testkit::on_every_backend!(
     foreign_keys_are_read_with_their_on_delete_action,
@@ -42,14 +41,7 @@ async fn shop(backend: Backend) -> (TestDatabase, Database) {
     ] {
         test.exec(ddl).await;
     }
-    let db = Database::connect(&DatabaseConfig {
-        url: test.url.clone(),
-        max_connections: 2,
-        statement_timeout: Span::from_secs(30),
-        lock_timeout: Span::from_millis(50),
-    })
-    .await
-    .unwrap();
+    let db = connect(&test, Span::from_millis(50)).await;
     (test, db)
 }
 
@@ -57,17 +49,6 @@ fn targets() -> Vec<Target> {
     ["users", "sessions", "orders", "order_items", "analytics"]
         .map(Target::fixture)
         .into()
-}
-
-fn relation(parent: &str, child: &str, column: &str, action: Action) -> Relation {
-    Relation {
-        parent: parent.into(),
-        child: child.into(),
-        column: column.into(),
-        parent_column: "id".into(),
-        action,
-        allow_unindexed: false,
-    }
 }
 
 fn graph() -> Vec<Relation> {

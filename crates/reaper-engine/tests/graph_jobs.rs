@@ -13,17 +13,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reaper_core::catalog::{Catalog, ColumnType, Target};
-use reaper_core::config::DatabaseConfig;
 use reaper_core::graph::{Action, Cascade, Relation};
 use reaper_core::lifecycle::JobState;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
-use reaper_engine::migration::Migrator;
+use reaper_engine::ledger;
 use reaper_engine::runner::RunOutcome;
-use reaper_engine::{Database, ledger};
 use reaper_testkit::TestDatabase;
-use reaper_testkit::engine::{EngineTest, TargetFixture, job, settings};
-use sea_orm_migration::MigratorTrait;
+use reaper_testkit::engine::{EngineTest, TargetFixture, job, migrated, relation, settings};
 
 reaper_testkit::on_every_backend!(
     erasing_one_user_removes_it_everywhere_children_first,
@@ -112,26 +109,12 @@ async fn shop_with(backend: Backend, users: i64, child_batch: u32) -> EngineTest
                 .await;
         }
     }
-    let db = migrated(&test).await;
+    let db = migrated(&test, Span::from_millis(50)).await;
     EngineTest {
         test,
         db,
         catalog: catalog(child_batch),
     }
-}
-
-/// reaper's connection to the test database, with its own tables migrated.
-async fn migrated(test: &TestDatabase) -> Database {
-    let db = Database::connect(&DatabaseConfig {
-        url: test.url.clone(),
-        max_connections: 4,
-        statement_timeout: Span::from_secs(30),
-        lock_timeout: Span::from_millis(50),
-    })
-    .await
-    .unwrap();
-    Migrator::up(db.connection(), None).await.unwrap();
-    db
 }
 
 fn catalog(child_batch: u32) -> Catalog {
@@ -142,14 +125,6 @@ fn catalog(child_batch: u32) -> Catalog {
     let users = Target::fixture("users")
         .column("id", ColumnType::Int)
         .column("tenant_id", ColumnType::Int);
-    let relation = |parent: &str, child: &str, column: &str, action| Relation {
-        parent: parent.into(),
-        child: child.into(),
-        column: column.into(),
-        parent_column: "id".into(),
-        action,
-        allow_unindexed: false,
-    };
     Catalog::new([users].into_iter().chain(TABLES.map(child)))
         .with_relations(vec![
             relation("users", "sessions", "user_id", Action::Delete),
@@ -688,18 +663,14 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
     ] {
         test.exec(&ddl).await;
     }
-    let db = migrated(&test).await;
+    let db = migrated(&test, Span::from_millis(50)).await;
     let soft = |name: &str| Target {
         soft_delete_column: Some("deleted_at".into()),
         ..Target::fixture(name)
     };
-    let relation = |child: &str, column: &str, action| Relation {
-        parent: "users".into(),
-        child: child.into(),
-        column: column.into(),
-        parent_column: "id".into(),
-        action,
+    let unindexed = |child: &str, column: &str, action| Relation {
         allow_unindexed: true,
+        ..relation("users", child, column, action)
     };
     let catalog = Catalog::new([
         soft("users").column("id", ColumnType::Int),
@@ -707,8 +678,8 @@ async fn soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_pare
         soft("comments"),
     ])
     .with_relations(vec![
-        relation("sessions", "user_id", Action::Delete),
-        relation("comments", "author_id", Action::SoftDelete),
+        unindexed("sessions", "user_id", Action::Delete),
+        unindexed("comments", "author_id", Action::SoftDelete),
     ])
     .unwrap();
     let s = EngineTest { test, db, catalog };

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use reaper_core::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
 use reaper_core::config::DatabaseConfig;
+use reaper_core::graph::{Action, Relation};
 use reaper_core::job::JobRequest;
 use reaper_core::span::Span;
 use reaper_core::sql::Backend;
@@ -112,6 +113,37 @@ pub fn erase_tenant(tenant: i64, extra: serde_json::Value) -> serde_json::Value 
     )
 }
 
+/// reaper's connection to `test`'s database: 4 connections, 30 s statements, `lock_timeout`.
+pub async fn connect(test: &TestDatabase, lock_timeout: Span) -> Database {
+    Database::connect(&DatabaseConfig {
+        url: test.url.clone(),
+        max_connections: 4,
+        statement_timeout: Span::from_secs(30),
+        lock_timeout,
+    })
+    .await
+    .unwrap()
+}
+
+/// [`connect`], with reaper's own tables migrated.
+pub async fn migrated(test: &TestDatabase, lock_timeout: Span) -> Database {
+    let db = connect(test, lock_timeout).await;
+    Migrator::up(db.connection(), None).await.unwrap();
+    db
+}
+
+/// The relation `parent.id` → `child.column` with `action`, on an indexed column.
+pub fn relation(parent: &str, child: &str, column: &str, action: Action) -> Relation {
+    Relation {
+        parent: parent.into(),
+        child: child.into(),
+        column: column.into(),
+        parent_column: "id".into(),
+        action,
+        allow_unindexed: false,
+    }
+}
+
 /// A migrated test database with the `events` and `tokens` fixtures and their catalog.
 #[derive(Debug)]
 pub struct EngineTest {
@@ -130,15 +162,7 @@ impl EngineTest {
         let test = TestDatabase::new(backend).await;
         test.seed_events(events).await;
         test.seed_tokens(500).await;
-        let db = Database::connect(&DatabaseConfig {
-            url: test.url.clone(),
-            max_connections: 4,
-            statement_timeout: Span::from_secs(30),
-            lock_timeout,
-        })
-        .await
-        .unwrap();
-        Migrator::up(db.connection(), None).await.unwrap();
+        let db = migrated(&test, lock_timeout).await;
         Self {
             test,
             db,

@@ -19,18 +19,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
-use reaper_core::catalog::Catalog;
 use reaper_core::lifecycle::JobState;
 use reaper_core::views::{
     AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage, Problem, Readiness, Submitted,
 };
 use reaper_engine::ledger::{self, CancelOutcome};
-use reaper_engine::{Database, EngineError, ErrorClass, instruments};
+use reaper_engine::{EngineError, ErrorClass, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::job_view::{audit_view, job_view, job_view_with_tables};
-use crate::producer::Unacceptable;
+use crate::producer::{Producer, Unacceptable};
 use crate::queue::JobQueue;
 
 /// Every route, as `(method, path)`; `docs/openapi.json` documents exactly these (a test
@@ -59,11 +58,9 @@ const MAX_PAGE: u32 = 500;
 /// What the handlers share.
 #[derive(Debug)]
 pub(crate) struct ApiState {
-    pub(crate) db: Database,
-    pub(crate) catalog: Catalog,
-    pub(crate) queue: JobQueue,
+    /// The ledger, catalog and queue the handlers use, and what accepting a job needs.
+    pub(crate) producer: Producer,
     pub(crate) token: String,
-    pub(crate) default_max_attempts: u32,
     pub(crate) metrics: PrometheusHandle,
     /// Set by the worker supervisor while workers poll the queue.
     pub(crate) workers_alive: Arc<AtomicBool>,
@@ -210,7 +207,7 @@ async fn create_job(
         }
         Err(rejection) => return problem(rejection.status(), rejection.body_text()),
     };
-    let request = match crate::producer::parse(&body, &state.catalog) {
+    let request = match crate::producer::parse(&body, &state.producer.catalog) {
         Ok(request) => request,
         Err(refused) => {
             instruments::job_submitted("api", false);
@@ -224,19 +221,7 @@ async fn create_job(
             };
         }
     };
-    let accepted = bounded(
-        &state,
-        crate::producer::accept(
-            &state.db,
-            &state.catalog,
-            &state.queue,
-            &request,
-            state.default_max_attempts,
-            "api",
-            None,
-        ),
-    )
-    .await;
+    let accepted = bounded(&state, state.producer.accept(&request, "api", None)).await;
     match accepted {
         Ok(submitted) => {
             let status = if submitted.created {
@@ -266,8 +251,9 @@ async fn create_job(
 }
 
 async fn get_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    match bounded(&state, ledger::get(&state.db, &id)).await {
-        Ok(Some(job)) => match bounded(&state, job_view_with_tables(&state.db, job)).await {
+    match bounded(&state, ledger::get(&state.producer.db, &id)).await {
+        Ok(Some(job)) => match bounded(&state, job_view_with_tables(&state.producer.db, job)).await
+        {
             Ok(job) => axum::Json(job).into_response(),
             Err(error) => engine_problem(&error),
         },
@@ -312,14 +298,14 @@ async fn list_jobs(
         );
     }
     let jobs = match &query.idempotency_key {
-        Some(key) => bounded(&state, ledger::get_by_key(&state.db, key))
+        Some(key) => bounded(&state, ledger::get_by_key(&state.producer.db, key))
             .await
             .map(|job| job.into_iter().collect()),
         None => {
             bounded(
                 &state,
                 ledger::list(
-                    &state.db,
+                    &state.producer.db,
                     wanted_state,
                     query.target.as_deref(),
                     query.before.as_deref(),
@@ -348,21 +334,25 @@ async fn list_jobs(
 }
 
 async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    let (status, cancel, job) =
-        match bounded(&state, ledger::request_cancel(&state.db, &id, Utc::now())).await {
-            Ok(Some(CancelOutcome::Cancelled(job))) => {
-                (StatusCode::OK, JobState::Cancelled.as_str(), job)
-            }
-            Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
-            Ok(Some(CancelOutcome::Finished(job))) => {
-                return problem(
-                    StatusCode::CONFLICT,
-                    format!("job `{id}` is {} already; nothing to cancel", job.state),
-                );
-            }
-            Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
-            Err(error) => return engine_problem(&error),
-        };
+    let (status, cancel, job) = match bounded(
+        &state,
+        ledger::request_cancel(&state.producer.db, &id, Utc::now()),
+    )
+    .await
+    {
+        Ok(Some(CancelOutcome::Cancelled(job))) => {
+            (StatusCode::OK, JobState::Cancelled.as_str(), job)
+        }
+        Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
+        Ok(Some(CancelOutcome::Finished(job))) => {
+            return problem(
+                StatusCode::CONFLICT,
+                format!("job `{id}` is {} already; nothing to cancel", job.state),
+            );
+        }
+        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => return engine_problem(&error),
+    };
     match job_view(job) {
         Ok(job) => (
             status,
@@ -400,14 +390,19 @@ async fn job_audit(
             format!("limit: {limit} is not allowed; allowed: 1 to {MAX_PAGE}"),
         );
     }
-    match bounded(&state, ledger::get(&state.db, &id)).await {
+    match bounded(&state, ledger::get(&state.producer.db, &id)).await {
         Ok(Some(_)) => {}
         Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
         Err(error) => return engine_problem(&error),
     }
     let entries = bounded(
         &state,
-        ledger::audit_of_job(&state.db, &id, query.after_batch.unwrap_or(0), limit),
+        ledger::audit_of_job(
+            &state.producer.db,
+            &id,
+            query.after_batch.unwrap_or(0),
+            limit,
+        ),
     )
     .await;
     match entries {
@@ -437,8 +432,8 @@ const PROBE_WAIT: Duration = Duration::from_millis(1_500);
 /// Ready when the database and the queue answer and the workers poll.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let (database, queue) = tokio::join!(
-        tokio::time::timeout(PROBE_WAIT, ledger::unfinished_counts(&state.db)),
-        tokio::time::timeout(PROBE_WAIT, queue_pullable(&state.queue)),
+        tokio::time::timeout(PROBE_WAIT, ledger::unfinished_counts(&state.producer.db)),
+        tokio::time::timeout(PROBE_WAIT, queue_pullable(&state.producer.queue)),
     );
     let database = match database {
         Ok(Ok(_)) => "ok".to_owned(),
@@ -493,7 +488,7 @@ async fn list_policies(State(state): State<Arc<ApiState>>) -> Response {
     for policy in &state.policies {
         match bounded(
             &state,
-            crate::policy_view::policy_view(&state.db, policy, now),
+            crate::policy_view::policy_view(&state.producer.db, policy, now),
         )
         .await
         {
@@ -513,7 +508,7 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
     };
     match bounded(
         &state,
-        crate::policy_view::policy_view(&state.db, policy, Utc::now()),
+        crate::policy_view::policy_view(&state.producer.db, policy, Utc::now()),
     )
     .await
     {
@@ -527,12 +522,12 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
 /// from it are left out of the scrape (a stale or zero count would read as "nothing pending").
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let ledger_read = async {
-        crate::policy_view::record_metrics(&state.db, &state.policies, Utc::now()).await?;
-        ledger::unfinished_counts(&state.db).await
+        crate::policy_view::record_metrics(&state.producer.db, &state.policies, Utc::now()).await?;
+        ledger::unfinished_counts(&state.producer.db).await
     };
     let (ledger_read, depth) = tokio::join!(
         tokio::time::timeout(PROBE_WAIT, ledger_read),
-        tokio::time::timeout(PROBE_WAIT, state.queue.depth()),
+        tokio::time::timeout(PROBE_WAIT, state.producer.queue.depth()),
     );
     let ledger_up = match ledger_read {
         Ok(Ok(counts)) => {
@@ -558,7 +553,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     }
     let mut text = state.metrics.render();
     if !ledger_up {
-        text = without_series(&text, instruments::LEDGER_DERIVED);
+        text = without_series(&text, &instruments::ledger_derived().collect::<Vec<_>>());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
@@ -584,8 +579,10 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use axum::body::Body;
+    use reaper_core::catalog::Catalog;
     use reaper_core::config::{DatabaseConfig, QueueBackend, QueueConfig};
     use reaper_core::span::Span;
+    use reaper_engine::Database;
     use sea_orm_migration::MigratorTrait;
     use tower::ServiceExt;
 
@@ -625,11 +622,13 @@ mod tests {
         .await
         .unwrap();
         Arc::new(ApiState {
-            db,
-            catalog,
-            queue,
+            producer: Producer {
+                db,
+                catalog,
+                queue,
+                default_max_attempts: 3,
+            },
             token: TOKEN.into(),
-            default_max_attempts: 3,
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),
@@ -746,7 +745,7 @@ mod tests {
                     reaper_jobs_pending_other 1\n\
                     reaper_policy_last_run_rows{policy=\"p\"} 5\nreaper_ledger_up 0\n";
         assert_eq!(
-            without_series(text, instruments::LEDGER_DERIVED),
+            without_series(text, &instruments::ledger_derived().collect::<Vec<_>>()),
             "# TYPE reaper_jobs_pending_other gauge\nreaper_jobs_pending_other 1\nreaper_ledger_up 0\n"
         );
     }
@@ -855,9 +854,15 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned();
-        reaper_testkit::engine::claim(&state.db, &running, "w", "t", chrono::Duration::seconds(60))
-            .await
-            .unwrap();
+        reaper_testkit::engine::claim(
+            &state.producer.db,
+            &running,
+            "w",
+            "t",
+            chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
         let (status, body) = answer!(
             "post",
             "/v1/jobs/{id}/cancel",
@@ -896,6 +901,7 @@ mod tests {
         // The ledger table gone (permanent, our side): 500 wherever the document says so.
         use sea_orm::ConnectionTrait;
         state
+            .producer
             .db
             .connection()
             .execute_unprepared("DROP TABLE reaper_jobs")
@@ -906,7 +912,7 @@ mod tests {
             answer!(*method, *route, uri, true, job(3));
         }
         // No connection to be had (transient): 503 with Retry-After.
-        state.db.connection().close_by_ref().await.unwrap();
+        state.producer.db.connection().close_by_ref().await.unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
             let (status, body) = answer!(*method, *route, uri, true, job(4));

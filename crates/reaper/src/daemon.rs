@@ -154,11 +154,8 @@ fn spawn_api(
 ) -> JoinHandle<()> {
     let config = &settings.config;
     let api_state = Arc::new(api::ApiState {
-        db: state.db.clone(),
-        catalog: settings.catalog.clone(),
-        queue: state.queue.clone(),
+        producer: producer(settings, state),
         token: config.api.token.clone().unwrap_or_default(),
-        default_max_attempts: config.worker.max_attempts,
         metrics,
         workers_alive: state.workers_alive.clone(),
         policies: settings.policies.clone(),
@@ -175,6 +172,17 @@ fn spawn_api(
     })
 }
 
+/// What the daemon's producers (API, intake, scheduler) accept jobs with: the workers' ledger
+/// connection and queue, the configured catalog and default attempts.
+fn producer(settings: &Settings, state: &WorkerState) -> crate::producer::Producer {
+    crate::producer::Producer {
+        db: state.db.clone(),
+        catalog: settings.catalog.clone(),
+        queue: state.queue.clone(),
+        default_max_attempts: settings.config.worker.max_attempts,
+    }
+}
+
 /// The Redis intake list, until `stop` (none on the SQLite queue).
 fn spawn_intake(
     settings: &Settings,
@@ -189,10 +197,7 @@ fn spawn_intake(
                 daemon: state.settings.owner.clone(),
                 redis_url: config.queue.url.clone(),
                 heartbeat: config.queue.heartbeat.as_duration(),
-                db: state.db.clone(),
-                catalog: settings.catalog.clone(),
-                queue: state.queue.clone(),
-                default_max_attempts: config.worker.max_attempts,
+                producer: producer(settings, state),
             });
             Some(tokio::spawn(intake.run(stop.clone())))
         }
@@ -227,11 +232,8 @@ fn spawn_scheduler(
         .any(|policy| policy.enabled)
         .then(|| {
             let scheduler = Arc::new(scheduler::Scheduler {
-                db: state.db.clone(),
-                catalog: settings.catalog.clone(),
-                queue: state.queue.clone(),
+                producer: producer(settings, state),
                 policies: settings.policies.clone(),
-                default_max_attempts: settings.config.worker.max_attempts,
             });
             tokio::spawn(scheduler.run(stop.clone()))
         })

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use reaper_core::catalog::Catalog;
-use reaper_engine::{Database, ErrorClass, instruments};
+use reaper_engine::{ErrorClass, instruments};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::queue::{JobQueue, MISSED_HEARTBEATS};
+use crate::producer::Producer;
+use crate::queue::MISSED_HEARTBEATS;
 
 /// Messages one daemon claims at once (submitted concurrently).
 const CLAIM_BATCH: usize = 64;
@@ -73,10 +73,7 @@ pub(crate) struct Intake {
     pub(crate) daemon: String,
     pub(crate) redis_url: String,
     pub(crate) heartbeat: Duration,
-    pub(crate) db: Database,
-    pub(crate) catalog: Catalog,
-    pub(crate) queue: JobQueue,
-    pub(crate) default_max_attempts: u32,
+    pub(crate) producer: Producer,
 }
 
 /// Moves up to `ARGV[1]` messages from the intake (oldest first) to the daemon's claimed list.
@@ -227,7 +224,7 @@ impl Intake {
         mut connection: redis::aio::ConnectionManager,
         message: &[u8],
     ) -> anyhow::Result<()> {
-        let request = match crate::producer::parse(message, &self.catalog) {
+        let request = match crate::producer::parse(message, &self.producer.catalog) {
             Ok(request) => request,
             Err(refused) => {
                 instruments::job_submitted("redis", false);
@@ -236,17 +233,7 @@ impl Intake {
                     .await;
             }
         };
-        match crate::producer::accept(
-            &self.db,
-            &self.catalog,
-            &self.queue,
-            &request,
-            self.default_max_attempts,
-            "redis",
-            None,
-        )
-        .await
-        {
+        match self.producer.accept(&request, "redis", None).await {
             Ok(_) => Ok(()),
             // Refused for good (invalid, a reused key, or anything the database will never
             // accept from this message): it goes to the rejected list, and the intake goes on

@@ -45,12 +45,43 @@ pub(crate) fn parse(bytes: &[u8], catalog: &Catalog) -> Result<JobRequest, Unacc
     reaper_core::validate::check_json(&value, catalog, Utc::now()).map_err(Unacceptable::Invalid)
 }
 
+/// What accepting a job needs: the ledger, the catalog, the queue and the attempts a job gets
+/// when it asks for none. Each producer (HTTP API, Redis intake, scheduler, CLI) holds one.
+#[derive(Debug, Clone)]
+pub(crate) struct Producer {
+    pub(crate) db: Database,
+    pub(crate) catalog: Catalog,
+    pub(crate) queue: JobQueue,
+    pub(crate) default_max_attempts: u32,
+}
+
+impl Producer {
+    /// [`accept`]s `request` from `source` (for `policy`, the scheduler's windows).
+    pub(crate) async fn accept(
+        &self,
+        request: &JobRequest,
+        source: &'static str,
+        policy: Option<&str>,
+    ) -> Result<Submitted, EngineError> {
+        accept(
+            &self.db,
+            &self.catalog,
+            &self.queue,
+            request,
+            self.default_max_attempts,
+            source,
+            policy,
+        )
+        .await
+    }
+}
+
 /// Validates, records and enqueues `request`. A repeated idempotency key returns the existing
 /// job and enqueues nothing. `source` labels the metrics (`api`, `cli`, `redis`, `scheduler`);
 /// `policy` names the retention policy submitting (the scheduler's windows), none for producers.
 /// Producers may not use the scheduler's key prefix (`policy:`): a forged key could take a
 /// retention window's place.
-pub(crate) async fn accept(
+async fn accept(
     db: &Database,
     catalog: &Catalog,
     queue: &JobQueue,

@@ -21,14 +21,12 @@ use std::time::Duration;
 use apalis_cron::CronScheduler;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use reaper_core::catalog::Catalog;
 use reaper_core::lifecycle::JobState;
 use reaper_core::retention::{self, Policy};
 use reaper_engine::ledger::{self, JobRecord};
-use reaper_engine::{Database, EngineError, ErrorClass};
+use reaper_engine::{EngineError, ErrorClass};
 
-use crate::producer;
-use crate::queue::JobQueue;
+use crate::producer::Producer;
 
 /// Tries to submit one window's job (2, 4, 8 and 16 s apart) before leaving it to a peer or the
 /// next start's catch-up.
@@ -55,11 +53,8 @@ pub(crate) enum WindowJob {
 /// What submitting a window's job needs.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
-    pub(crate) db: Database,
-    pub(crate) catalog: Catalog,
-    pub(crate) queue: JobQueue,
+    pub(crate) producer: Producer,
     pub(crate) policies: Vec<Policy>,
-    pub(crate) default_max_attempts: u32,
 }
 
 impl Scheduler {
@@ -72,23 +67,17 @@ impl Scheduler {
     ) -> Result<WindowJob, EngineError> {
         let key = policy.window_key(window);
         let unfinished =
-            ledger::policy_jobs(&self.db, &policy.name, JobState::UNFINISHED, 1).await?;
+            ledger::policy_jobs(&self.producer.db, &policy.name, JobState::UNFINISHED, 1).await?;
         if let Some(previous) = unfinished.into_iter().next()
             && previous.idempotency_key != key
         {
             return Ok(WindowJob::Skipped { previous });
         }
         let request = policy.job_request(Some(window), retention::SCHEDULER);
-        let submitted = producer::accept(
-            &self.db,
-            &self.catalog,
-            &self.queue,
-            &request,
-            self.default_max_attempts,
-            "scheduler",
-            Some(&policy.name),
-        )
-        .await?;
+        let submitted = self
+            .producer
+            .accept(&request, "scheduler", Some(&policy.name))
+            .await?;
         Ok(if submitted.created {
             WindowJob::Created(submitted.job)
         } else {
@@ -100,7 +89,7 @@ impl Scheduler {
     /// yet (every daemon was down at its tick). Returns the job it created.
     pub(crate) async fn catch_up(&self, policy: &Policy, now: DateTime<Utc>) -> Option<JobRecord> {
         let window = policy.latest_window(now)?;
-        match ledger::policy_jobs(&self.db, &policy.name, &[], 1).await {
+        match ledger::policy_jobs(&self.producer.db, &policy.name, &[], 1).await {
             Ok(history) if history.is_empty() => return None,
             Ok(_) => {}
             Err(error) => {

@@ -435,6 +435,8 @@ pub(crate) mod test_support {
 
     use crate::catalog::{Catalog, ColumnType, KeyType, Mode, Target};
     use crate::job::JobRequest;
+    use crate::sql::RowLocking;
+    use crate::sql::postgres::BatchContext;
     use crate::validate::{ValidatedJob, validate};
 
     /// The fixed clock of the SQL snapshots.
@@ -474,6 +476,21 @@ pub(crate) mod test_support {
             .unwrap()
             .into();
         validate(&request, &catalog, as_of).unwrap()
+    }
+
+    /// The batch context of the PostgreSQL batch snapshots: job `j1`, lease `tok`, and the
+    /// job's validation time as both the batch time and the lease's end.
+    pub(crate) fn batch_context(locking: RowLocking) -> BatchContext<'static> {
+        let at: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
+            .unwrap()
+            .into();
+        BatchContext {
+            job_id: "j1",
+            lease_token: "tok",
+            now: at,
+            lease_until: at,
+            locking,
+        }
     }
 }
 

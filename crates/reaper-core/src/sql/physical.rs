@@ -188,24 +188,10 @@ fn note_update(
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
     use expect_test::expect;
 
     use super::*;
-    use crate::sql::test_support::job;
-
-    fn ctx(locking: RowLocking) -> BatchContext<'static> {
-        let at: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
-            .unwrap()
-            .into();
-        BatchContext {
-            job_id: "j1",
-            lease_token: "tok",
-            now: at,
-            lease_until: at,
-            locking,
-        }
-    }
+    use crate::sql::test_support::{batch_context as ctx, job};
 
     #[test]
     fn a_physical_batch_is_one_statement_over_a_bounded_tid_range() {

@@ -222,7 +222,7 @@ mod tests {
 
     use super::*;
     use crate::sql::rows::tests::{Recording, names};
-    use crate::sql::test_support::job;
+    use crate::sql::test_support::{batch_context, job};
 
     #[test]
     fn the_summary_decoder_reads_exactly_its_columns() {
@@ -232,16 +232,7 @@ mod tests {
     }
 
     fn ctx() -> BatchContext<'static> {
-        let at: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
-            .unwrap()
-            .into();
-        BatchContext {
-            job_id: "j1",
-            lease_token: "tok",
-            now: at,
-            lease_until: at,
-            locking: RowLocking::Direct,
-        }
+        batch_context(RowLocking::Direct)
     }
 
     #[test]

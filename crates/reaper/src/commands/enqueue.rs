@@ -25,21 +25,20 @@ pub(crate) async fn run(
     let request = request(settings, file, json, flags)?;
     let db = connect(settings).await?;
     let queue = JobQueue::open(&settings.config.queue).await?;
-    let submitted = producer::accept(
-        &db,
-        &settings.catalog,
-        &queue,
-        &request,
-        settings.config.worker.max_attempts,
-        "cli",
-        None,
-    )
-    .await
-    .map_err(|error| match error {
-        EngineError::Invalid(error) => CommandError::Invalid(error.to_string()),
-        error @ EngineError::KeyReused { .. } => CommandError::Conflict(error.to_string()),
-        error => error.into(),
-    })?;
+    let producer = producer::Producer {
+        db,
+        catalog: settings.catalog.clone(),
+        queue,
+        default_max_attempts: settings.config.worker.max_attempts,
+    };
+    let submitted = producer
+        .accept(&request, "cli", None)
+        .await
+        .map_err(|error| match error {
+            EngineError::Invalid(error) => CommandError::Invalid(error.to_string()),
+            error @ EngineError::KeyReused { .. } => CommandError::Conflict(error.to_string()),
+            error => error.into(),
+        })?;
     if !submitted.created {
         eprintln!(
             "a job with idempotency key `{}` exists already",
