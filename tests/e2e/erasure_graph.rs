@@ -249,6 +249,7 @@ reaper_testkit::on_every_backend!(
     start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_child,
     an_erasure_through_the_binary_removes_the_user_everywhere,
     a_retention_policy_on_a_parent_purges_its_old_rows_everywhere,
+    kill_9_mid_children_and_mid_parents_resumes_exactly_once_in_every_table,
 );
 
 /// A retention policy on `users` (inactive for 30 days) through `reaper purge --policy`, the
@@ -491,9 +492,8 @@ async fn wait_for_audit(
 /// middle of the parents; a third daemon finishes. While the job runs, `reaper status` and
 /// `GET /v1/jobs/{id}` show its per-table progress; at the end every table of the graph has
 /// lost exactly the erased users' rows, each audited once under its table.
-#[tokio::test]
-async fn kill_9_mid_children_and_mid_parents_resumes_exactly_once_in_every_table() {
-    let deployment = Deployment::new(Backend::Postgres, 10).await;
+async fn kill_9_mid_children_and_mid_parents_resumes_exactly_once_in_every_table(backend: Backend) {
+    let deployment = Deployment::new(backend, 10).await;
     deployment.migrate();
     let erased = seed_kill_graph(&deployment).await;
     let before = GraphSnapshot::take(&deployment.test, &KILL_GRAPH).await;
