@@ -122,8 +122,8 @@ pub enum Refusal {
          (~{} of ~{} rows match); {}, or set allow_slow_plan = true on the target to run it anyway",
         report.plan,
         report.rows_read_per_row,
-        report.matching_rows,
-        report.table_rows,
+        report.matching_rows.map_or_else(|| "?".to_owned(), |rows| rows.to_string()),
+        report.table_rows.map_or_else(|| "?".to_owned(), |rows| rows.to_string()),
         report.fix.as_deref().map_or_else(|| "narrow the filter".to_owned(), |fix| format!("create the index that lets the filter find its rows: {fix}"))
     )]
     SlowPlan {

@@ -30,6 +30,11 @@ pub async fn check(
         ),
         Strategy::Keyset => explain_access(db, job).await?,
     };
+    // An index on the filter passes whatever the sizes; on SQLite and MySQL/MariaDB the sizes
+    // are counts, so they are asked for only when the verdict needs them.
+    if access.0 == Access::FilterIndex && backend != Backend::Postgres {
+        return Ok(plan_guard::judge_indexed(access.1));
+    }
     let (matching_rows, table_rows) = match (backend, choice.estimate) {
         (Backend::Postgres, Some(estimate)) => (estimate.matching_rows, estimate.table_rows),
         (Backend::Postgres, None) => {
