@@ -10,8 +10,10 @@
 //! while its previous job is unfinished, a new window is skipped (and logged), so a slow or
 //! capped run is not joined by a second one on the same rows. A daemon that is up loses no
 //! window to a late timer: when a tick comes after the next window opened (the process or the
-//! machine stalled), the windows it jumped over are submitted too, oldest first (at most
-//! [`MAX_JUMPED_WINDOWS`]).
+//! machine stalled), the newest window's job is submitted and each window it jumped over is
+//! logged as skipped (at most [`MAX_JUMPED_WINDOWS`]): a newer window's job removes every row an
+//! older one would have (its cutoff is later), and submitting the older ones first would make
+//! the no-overlap rule skip the newest.
 //!
 //! This module submits jobs; it never deletes. The jobs run on the workers like any other.
 
@@ -32,7 +34,7 @@ use crate::producer::Producer;
 /// next start's catch-up.
 const SUBMIT_ATTEMPTS: u32 = 5;
 
-/// At most this many windows jumped over by late ticks are submitted (the newest): a daemon
+/// At most this many windows jumped over by a late tick are looked at (the newest); a daemon
 /// stalled for longer catches up like one that was down.
 const MAX_JUMPED_WINDOWS: usize = 16;
 
@@ -211,14 +213,13 @@ impl Scheduler {
                 continue;
             }
             // A timer that fired late (the process or the machine stalled past a tick) jumps
-            // over windows this daemon was up for: they are submitted too, oldest first, one
-            // after the other, so that the policy's no-overlap rule sees them in order.
-            let windows = match last_window {
-                Some(last) => policy.windows_between(last, window, MAX_JUMPED_WINDOWS),
-                None => vec![window],
-            };
-            if windows.len() > 1 {
-                tracing::warn!(message = "Ticks came late; submitting the windows they jumped over.", policy = %policy.name, from = %windows[0], to = %window, windows = windows.len());
+            // over windows this daemon was up for: the newest window's job covers their rows,
+            // so they are logged, not submitted.
+            if let Some(last) = last_window {
+                let jumped = policy.windows_between(last, window, MAX_JUMPED_WINDOWS);
+                for skipped in jumped.iter().filter(|jumped| **jumped < window) {
+                    tracing::info!(message = "Skipped a window: a late tick jumped over it; the newest window's job covers its rows.", policy = %policy.name, window = %skipped, newest = %window);
+                }
             }
             last_window = Some(window);
             // Submitting may wait on the database (and retry); the next tick must not.
@@ -226,11 +227,7 @@ impl Scheduler {
             let stop = stop.clone();
             submissions.spawn(async move {
                 let policy = &scheduler.policies[index];
-                for window in windows {
-                    scheduler
-                        .submit_with_retries(policy, window, stop.clone())
-                        .await;
-                }
+                scheduler.submit_with_retries(policy, window, stop).await;
             });
             while submissions.try_join_next().is_some() {}
         }
