@@ -91,7 +91,7 @@ pub async fn run_graph_batch(
     }
     Err(EngineError::ChildrenKeptComing {
         table: appeared,
-        rounds: REDRAINS,
+        rounds: REDRAINS + 1,
     })
 }
 
@@ -292,7 +292,8 @@ async fn within_cascade_bounds(
         let rows = query_all(txn, backend, &statement).await?;
         if rows.len() != keys.len() {
             return Err(EngineError::Corrupt(format!(
-                "counted the cascade to `{}` for {} of {} locked rows of `{}`",
+                "counting the rows the database would cascade to `{}`: {} counts came back for \
+                 {} locked rows of `{}`; the batch was rolled back, nothing deleted",
                 cascade.table,
                 rows.len(),
                 keys.len(),
@@ -310,7 +311,13 @@ async fn within_cascade_bounds(
         .zip(&cascaded)
         .map(|(cascade, counts)| (cascade, counts.first().copied().unwrap_or(0)))
         .find(|(cascade, rows)| *rows > cascade.max_rows_per_batch)
-        .ok_or_else(|| EngineError::Corrupt("a cascade bound refused no cascade".into()))?;
+        .ok_or_else(|| {
+            EngineError::Corrupt(format!(
+                "the cascade bounds of `{}` allowed no row of the batch, yet no single row's \
+                 cascade is over its bound; the batch was rolled back, nothing deleted",
+                table.name
+            ))
+        })?;
     Err(Refusal::CascadeOverBound {
         target: table.name.clone(),
         key: keys[0].to_string(),

@@ -83,7 +83,12 @@ pub async fn estimate(db: &Database, job: &ValidatedJob) -> Result<Estimate, Eng
         None => serde_json::Value::Null,
     };
     let matching_rows = strategy::postgres_plan_rows(&explained).ok_or_else(|| {
-        EngineError::Corrupt(format!("EXPLAIN returned an unexpected shape: {explained}"))
+        EngineError::Corrupt(format!(
+            "choosing the walk for `{}`: PostgreSQL's EXPLAIN gave no row estimate for the job's \
+             filter; set strategy = \"keyset\" on the target (or the job) to skip the estimate. \
+             The plan: {explained}",
+            job.target.name
+        ))
     })?;
     let (_, table_rows) = table_size(db, &job.target).await?;
     Ok(Estimate {
@@ -170,7 +175,9 @@ async fn write_range(
         .and_then(Tid::parse_sql_text)
         .ok_or_else(|| {
             EngineError::Corrupt(format!(
-                "the physical batch returned no valid next position ({:?})",
+                "a physical-order batch reported no block position to resume from ({:?}); \
+                 nothing of it was committed. Set strategy = \"keyset\" on the target to walk \
+                 by key instead",
                 summary.window_end
             ))
         })?;

@@ -333,7 +333,12 @@ impl<'j> Walk<'j> {
             (None, PHYSICAL_PASS) => (None, Some(Tid::START)),
             (Some(text), PHYSICAL_PASS) => {
                 let after = strategy::decode_checkpoint(text).ok_or_else(|| {
-                    EngineError::Corrupt(format!("`{text}` is not a physical checkpoint"))
+                    EngineError::Corrupt(format!(
+                        "job {}: its checkpoint `{text}` should be a block position \
+                         `tid:(BLOCK,OFFSET)` (the job is in its physical-order pass) and cannot \
+                         be read; the ledger row was changed by hand or by another version",
+                        record.id
+                    ))
                 })?;
                 (None, Some(after))
             }
