@@ -10,7 +10,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::Mode;
 use crate::sql::{
     Backend, RowLocking, SqlWriter, Statement, key_param, select_keys, write_keyset_and_filter,
     write_removal_head,
@@ -66,21 +65,8 @@ pub fn delete_window(
 /// `SKIP LOCKED` (the window has holes) or when [`delete_window`] found the window changed.
 /// Expected plan: `PRIMARY` lookups (`type: range` on the IN list).
 pub fn delete_keys(job: &ValidatedJob, keys: &[KeyValue], now: DateTime<Utc>) -> Statement {
-    let target = &job.target;
-    let mut w = SqlWriter::new(Backend::MySql);
-    write_removal_head(&mut w, job, now);
-    w.push(" WHERE ").ident(&target.primary_key).push(" IN (");
-    for (index, key) in keys.iter().enumerate() {
-        if index > 0 {
-            w.push(", ");
-        }
-        w.param(key_param(target.key_type, key));
-    }
-    w.push(")");
-    if let (Mode::Soft, Some(column)) = (job.mode, &target.soft_delete_column) {
-        w.push(" AND ").ident(column).push(" IS NULL");
-    }
-    w.finish()
+    // The same statement as a graph job's parents: one builder for both.
+    super::graph::remove_parents(Backend::MySql, job, keys, now)
 }
 
 #[cfg(test)]

@@ -41,14 +41,12 @@ pub fn table_size(target: &Target) -> Statement {
     w.finish()
 }
 
-/// The target's table as `to_regclass` reads it: each part an identifier quoted the way
-/// [`SqlWriter::ident`] quotes it, bound as a value (never spliced into the statement).
+/// The target's table as `to_regclass` reads it: the text [`SqlWriter::table`] writes into
+/// every statement, bound here as a value (never spliced into this statement).
 fn quoted_table_name(target: &Target) -> String {
-    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-    match &target.schema {
-        Some(schema) => format!("{}.{}", quote(schema), quote(&target.table)),
-        None => quote(&target.table),
-    }
+    let mut name = SqlWriter::new(Backend::Postgres);
+    name.table(target);
+    name.finish().sql
 }
 
 /// One physical batch: one statement returning the row of
