@@ -310,6 +310,10 @@ async fn footprint(
 
 /// Builds the release binary (the benchmark measures what operators run) and returns its path.
 pub(crate) fn build_reaper() -> anyhow::Result<std::path::PathBuf> {
+    // Another build of reaper (an earlier commit's, say), for figures side by side.
+    if let Some(binary) = std::env::var_os("REAPER_BENCH_BINARY") {
+        return Ok(binary.into());
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--release", "-p", "reaper", "--bin", "reaper"])

@@ -69,6 +69,9 @@ pub enum ChoiceReason {
     Job,
     /// Physical order is not available here (not PostgreSQL 14+, or a job across relations).
     Unavailable,
+    /// The job's pre-check counted no more matching rows than one batch removes: one keyset
+    /// batch takes them all, so no estimate was asked for.
+    OneBatch,
 }
 
 /// What the database estimates about a job's rows.
@@ -133,6 +136,26 @@ pub fn choose(
         reason,
         estimate,
     }
+}
+
+/// The choice for a job whose pre-check counted `matching` rows, when that settles it without
+/// asking the database for an estimate: nothing forces a walk (both settings `Auto`) and one
+/// batch of `batch_size` rows takes every matching row, which physical order cannot beat (it
+/// would read at least one range of blocks and then sweep by keyset anyway). `None`: ask for
+/// the estimate and [`choose`].
+pub fn settled_by_count(
+    target: StrategySetting,
+    job: Option<StrategySetting>,
+    matching: u64,
+    batch_size: u32,
+) -> Option<StrategyChoice> {
+    let auto = target == StrategySetting::Auto
+        && job.is_none_or(|setting| setting == StrategySetting::Auto);
+    (auto && matching <= u64::from(batch_size)).then_some(StrategyChoice {
+        strategy: Strategy::Keyset,
+        reason: ChoiceReason::OneBatch,
+        estimate: None,
+    })
 }
 
 fn matches_large_share(estimate: Estimate) -> bool {
@@ -279,6 +302,28 @@ mod tests {
             Strategy::Keyset
         );
         assert_eq!(choose(auto, None, true, None).strategy, Strategy::Keyset);
+    }
+
+    #[test]
+    fn a_count_within_one_batch_settles_an_automatic_choice_only() {
+        let auto = StrategySetting::Auto;
+        let one_batch = settled_by_count(auto, None, 50, 1_000);
+        assert_eq!(
+            one_batch.map(|choice| (choice.strategy, choice.reason, choice.estimate)),
+            Some((Strategy::Keyset, ChoiceReason::OneBatch, None))
+        );
+        assert!(settled_by_count(auto, Some(auto), 1_000, 1_000).is_some());
+        // More than one batch: the estimate decides.
+        assert_eq!(settled_by_count(auto, None, 1_001, 1_000), None);
+        // A forced walk is the setting's, whatever the count.
+        assert_eq!(
+            settled_by_count(StrategySetting::Physical, None, 1, 1_000),
+            None
+        );
+        assert_eq!(
+            settled_by_count(auto, Some(StrategySetting::Physical), 1, 1_000),
+            None
+        );
     }
 
     #[test]

@@ -30,9 +30,12 @@ pub async fn check(
         ),
         Strategy::Keyset => explain_access(db, job).await?,
     };
-    // An index on the filter passes whatever the sizes; on SQLite and MySQL/MariaDB the sizes
-    // are counts, so they are asked for only when the verdict needs them.
-    if access.0 == Access::FilterIndex && backend != Backend::Postgres {
+    // An index on the filter passes whatever the sizes, so they are asked for only when the
+    // verdict needs them (on SQLite and MySQL/MariaDB they are counts; on PostgreSQL an
+    // estimate already taken for the strategy is shown).
+    if access.0 == Access::FilterIndex
+        && (backend != Backend::Postgres || choice.estimate.is_none())
+    {
         return Ok(plan_guard::judge_indexed(access.1));
     }
     let (matching_rows, table_rows) = match (backend, choice.estimate) {

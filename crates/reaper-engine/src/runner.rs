@@ -41,7 +41,9 @@ use reaper_core::lifecycle::{JobResult, JobState, JobSummary, RunNote};
 use reaper_core::plan_guard::Verdict;
 use reaper_core::sql;
 use reaper_core::sql::{Backend, RowLocking};
-use reaper_core::strategy::{self, PHYSICAL_PASS, Strategy, StrategyChoice, StrategySetting, Tid};
+use reaper_core::strategy::{
+    self, ChoiceReason, PHYSICAL_PASS, Strategy, StrategyChoice, StrategySetting, Tid,
+};
 use reaper_core::validate::{ValidatedJob, validate};
 use reaper_core::value::KeyValue;
 use tracing::Instrument;
@@ -407,6 +409,7 @@ impl Run<'_> {
                 .await;
         }
         let mut walk = Walk::resume(self.job, job, &self.settings.pacer)?;
+        let mut counted = None;
         if walk.is_fresh() && !job.stop_at_max_rows {
             let cap = job.max_rows + 1;
             let matching = if job.is_graph() {
@@ -415,6 +418,7 @@ impl Run<'_> {
                 batch::count_matching(self.db, job, Some(cap)).await?
             };
             job.check_max_rows(matching).map_err(Refusal::from)?;
+            counted = Some(matching);
             // The slice is for batches: it starts after the pre-check.
             walk.started = Instant::now();
         }
@@ -422,7 +426,10 @@ impl Run<'_> {
         progress
             .batch_size
             .store(walk.batch_size, Ordering::Relaxed);
-        if walk.is_fresh() && self.note.is_none() && !self.choose_strategy(&mut walk).await? {
+        if walk.is_fresh()
+            && self.note.is_none()
+            && !self.choose_strategy(&mut walk, counted).await?
+        {
             return Ok(RunOutcome::LeaseLost);
         }
         if walk.physical_after.is_some()
@@ -584,9 +591,15 @@ impl Run<'_> {
     /// Chooses the fresh job's strategy and records it: a physical job starts its physical pass
     /// (pass 0) with the note as its result; a keyset job on PostgreSQL keeps the note (and
     /// its estimate) as its result; elsewhere the keyset is the only walk and nothing is written.
-    /// False: the lease is lost.
-    async fn choose_strategy(&mut self, walk: &mut Walk<'_>) -> Result<bool, EngineError> {
-        let choice = strategy_for(self.db, walk.job).await?;
+    /// A job the pre-check counted (`counted`) within one batch is settled by the count: no
+    /// estimate, and its note is written only with its summary (its one batch ends it; should
+    /// it run again, its summary has no strategy). False: the lease is lost.
+    async fn choose_strategy(
+        &mut self,
+        walk: &mut Walk<'_>,
+        counted: Option<u64>,
+    ) -> Result<bool, EngineError> {
+        let choice = strategy_for(self.db, walk.job, counted).await?;
         guard_plan(self.db, walk.job, &choice).await?;
         tracing::info!(
             message = "Chose the job's strategy.",
@@ -607,7 +620,10 @@ impl Run<'_> {
                 walk.physical_after = Some(Tid::START);
                 sql::physical::start_physical_pass(&self.job.id, self.token, &text, now)
             }
-            Strategy::Keyset if self.db.backend() == Backend::Postgres => {
+            Strategy::Keyset
+                if self.db.backend() == Backend::Postgres
+                    && choice.reason != ChoiceReason::OneBatch =>
+            {
                 sql::physical::record_note(&self.job.id, self.token, &text, now)
             }
             Strategy::Keyset => return Ok(true),
@@ -792,14 +808,20 @@ impl Run<'_> {
 
     /// What the job has deleted, over all its runs. A job that removed rows of other tables
     /// (across relations) counts from its audit, per table: its run may have ended inside a
-    /// window, between child batches.
+    /// window, between child batches. `across_tables` false: the job is known to remove rows of
+    /// its own table only, and its audit is not read.
     async fn summary(
         &self,
         rows_deleted: u64,
         passes: i64,
         stopped_at_max_rows: bool,
+        across_tables: bool,
     ) -> Result<JobResult, EngineError> {
-        let tables = ledger::rows_by_table(self.db, &self.job.id).await?;
+        let tables = if across_tables {
+            ledger::rows_by_table(self.db, &self.job.id).await?
+        } else {
+            Default::default()
+        };
         let (rows_deleted, tables) = if tables.keys().any(|table| *table != self.job.target) {
             (tables.values().sum(), tables)
         } else {
@@ -827,7 +849,12 @@ impl Run<'_> {
         stopped_at_max_rows: bool,
     ) -> Result<RunOutcome, EngineError> {
         let result = self
-            .summary(walk.rows_deleted, walk.passes, stopped_at_max_rows)
+            .summary(
+                walk.rows_deleted,
+                walk.passes,
+                stopped_at_max_rows,
+                walk.job.is_graph(),
+            )
             .await?
             .to_json();
         self.finish(&Transition::Done { result: &result }, RunOutcome::Done)
@@ -836,7 +863,11 @@ impl Run<'_> {
 
     /// Records `cancelled` with what was deleted; `LeaseLost` if the lease is gone instead.
     async fn cancelled(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
-        let result = self.summary(rows_deleted, passes, false).await?.to_json();
+        // Not validated here (a cancel may end a job before it is): read its audit.
+        let result = self
+            .summary(rows_deleted, passes, false, true)
+            .await?
+            .to_json();
         self.finish(
             &Transition::Cancelled { result: &result },
             RunOutcome::Cancelled,
@@ -942,7 +973,7 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
     let matching_rows = batch::count_matching(db, job, None).await?;
     let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
     let (tables, sql) = crate::graph_run::describe(db, job, matching_rows, Utc::now()).await?;
-    let strategy = strategy_for(db, job).await?;
+    let strategy = strategy_for(db, job, None).await?;
     let plan = match job.graph.is_empty() {
         true => Some(crate::plan_check::check(db, job, &strategy).await?),
         false => None,
@@ -993,22 +1024,29 @@ async fn guard_plan(
 }
 
 /// The strategy `job` gets now: the target's and the job's settings, and on PostgreSQL the
-/// planner's estimate (physical order only on 14+ and for a job on one table).
+/// planner's estimate (physical order only on 14+ and for a job on one table) unless the rows
+/// the pre-check `counted` settle it.
 pub async fn strategy_for(
     db: &Database,
     job: &ValidatedJob,
+    counted: Option<u64>,
 ) -> Result<StrategyChoice, EngineError> {
-    let (available, estimate) = if db.backend() == Backend::Postgres {
-        let available = job.graph.is_empty() && crate::physical::available(db).await?;
-        (available, Some(crate::physical::estimate(db, job).await?))
-    } else {
-        (false, None)
-    };
     let throttle = &job.target.throttle;
     let (target_setting, job_setting) = if throttle.strategy_set_by_job {
         (StrategySetting::Auto, Some(throttle.strategy))
     } else {
         (throttle.strategy, None)
+    };
+    if let Some(choice) = counted.and_then(|matching| {
+        strategy::settled_by_count(target_setting, job_setting, matching, job.batch_size)
+    }) {
+        return Ok(choice);
+    }
+    let (available, estimate) = if db.backend() == Backend::Postgres {
+        let available = job.graph.is_empty() && crate::physical::available(db).await?;
+        (available, Some(crate::physical::estimate(db, job).await?))
+    } else {
+        (false, None)
     };
     Ok(strategy::choose(
         target_setting,

@@ -70,6 +70,43 @@ async fn physical_checkpoint(s: &Setup, id: &str) -> Tid {
     strategy::decode_checkpoint(&text).unwrap_or_else(|| panic!("not a tuple position: {text}"))
 }
 
+/// The erasure of tenant `tenant`'s events in batches of `batch_size`.
+fn tenant_erasure(tenant: i64, batch_size: u32) -> serde_json::Value {
+    job(
+        "events",
+        serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
+        serde_json::json!({"batch_size": batch_size}),
+    )
+}
+
+#[tokio::test]
+async fn a_job_its_count_puts_within_one_batch_walks_by_keyset_without_an_estimate() {
+    // Tenants of 500 rows each, 10% of the table: by the estimate alone, physical order.
+    let s = Setup::new(Backend::Postgres, 5_000).await;
+    s.test.exec("ANALYZE events").await;
+    let matching = s.test.ids("events", "tenant_id = 3").await;
+    assert_eq!(matching.len(), 500);
+    let before = s.snapshot().await;
+    let id = s.submit(tenant_erasure(3, 500), 5).await;
+    s.run_and_check(&id, &before, &matching, Removal::Hard, 500)
+        .await;
+    let choice = summary(&s, &id).await.strategy.expect("recorded");
+    assert_eq!(
+        (choice.strategy, choice.reason, choice.estimate),
+        (Strategy::Keyset, ChoiceReason::OneBatch, None)
+    );
+
+    // One row more than a batch takes: the estimate decides.
+    let matching = s.test.ids("events", "tenant_id = 4").await;
+    let before = s.snapshot().await;
+    let id = s.submit(tenant_erasure(4, 499), 5).await;
+    s.run_and_check(&id, &before, &matching, Removal::Hard, 499)
+        .await;
+    let choice = summary(&s, &id).await.strategy.expect("recorded");
+    assert_eq!(choice.reason, ChoiceReason::Estimate);
+    assert!(choice.estimate.is_some(), "{choice:?}");
+}
+
 #[tokio::test]
 async fn a_large_share_is_removed_in_physical_order_in_batches_no_larger_than_the_batch_size() {
     let s = Setup::new(Backend::Postgres, 20_000).await;

@@ -225,6 +225,7 @@ fn describe_strategy(choice: &StrategyChoice) -> String {
         (ChoiceReason::Unavailable, _) => {
             "physical order needs PostgreSQL 14+ and a job on one table".to_owned()
         }
+        (ChoiceReason::OneBatch, _) => "every matching row fits in one batch".to_owned(),
     };
     format!("{} ({why})", choice.strategy)
 }
