@@ -145,6 +145,11 @@ pub struct QueueConfig {
     /// metadata and ids); the ledger keeps the job.
     #[serde(default = "default_vacuum_every")]
     pub vacuum_every: Span,
+    /// Redis over TLS (`rediss://` URLs): the CA that verifies the server, and a client
+    /// certificate for servers that ask for one. Without it a `rediss://` URL verifies the
+    /// server against the system's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsConfig>,
 }
 
 fn default_vacuum_every() -> Span {
@@ -454,6 +459,7 @@ impl Config {
                 format!("a `{backend}` queue needs a `{scheme}…` URL"),
             );
         }
+        check_redis_tls(&self.queue, &mut fail);
         if self.queue.fetch_batch == 0 {
             fail("queue.fetch_batch".into(), "must be at least 1".into());
         }
@@ -1037,6 +1043,48 @@ fn valid_identifier(name: &str) -> bool {
         && !name.ends_with(' ')
 }
 
+/// `[queue.tls]`: how reaper verifies a Redis server over TLS, and proves who it is. Paths name
+/// PEM files, read at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// The CA certificate(s) the server's certificate must chain to (a managed service's CA
+    /// bundle); the system's trust store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// A client certificate, for servers that require one (`tls-auth-clients yes`); with
+    /// `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// The client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}
+
+/// `[queue.tls]` belongs to a `rediss://` URL, and a client certificate comes with its key.
+fn check_redis_tls(queue: &QueueConfig, fail: &mut impl FnMut(String, String)) {
+    let Some(tls) = &queue.tls else {
+        return;
+    };
+    if queue.backend != QueueBackend::Redis || !queue.url.starts_with("rediss://") {
+        fail(
+            "queue.tls".into(),
+            "applies to Redis over TLS only: queue.url must start with `rediss://`".into(),
+        );
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) => fail(
+            "queue.tls.client_key".into(),
+            "is required with queue.tls.client_cert".into(),
+        ),
+        (None, Some(_)) => fail(
+            "queue.tls.client_cert".into(),
+            "is required with queue.tls.client_key".into(),
+        ),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1486,6 +1534,37 @@ mod tests {
         assert!(
             unknown.to_string().contains("unknown variant `cascade`"),
             "{unknown}"
+        );
+    }
+
+    #[test]
+    fn queue_tls_needs_a_rediss_url_and_a_client_certificate_its_key() {
+        let config = |url: &str, tls: &str| {
+            parse(&format!(
+                r#"{{"database": {{"url": "sqlite://x.db"}},
+                     "queue": {{"backend": "redis", "url": "{url}", "tls": {tls}}}}}"#
+            ))
+        };
+        let problems = |config: Config| match config.catalog() {
+            Ok(_) => Vec::new(),
+            Err(error) => error.problems.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            problems(config(
+                "rediss://cache:6380",
+                r#"{"ca_file": "ca.pem", "client_cert": "c.pem", "client_key": "c.key"}"#
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(config("redis://cache:6379", r#"{"ca_file": "ca.pem"}"#)),
+            vec![
+                "queue.tls: applies to Redis over TLS only: queue.url must start with `rediss://`"
+            ]
+        );
+        assert_eq!(
+            problems(config("rediss://cache:6380", r#"{"client_cert": "c.pem"}"#)),
+            vec!["queue.tls.client_key: is required with queue.tls.client_cert"]
         );
     }
 }

@@ -618,6 +618,7 @@ mod tests {
             heartbeat: Span::from_secs(10),
             fetch_batch: 10,
             vacuum_every: Span::from_secs(60),
+            tls: None,
         })
         .await
         .unwrap();

@@ -22,6 +22,8 @@ use reaper_core::config::{QueueBackend, QueueConfig};
 use reaper_core::sql::{self, Backend};
 use serde::{Deserialize, Serialize};
 
+use crate::redis_connection::{RedisConnection, RedisTarget};
+
 /// A worker silent for this many heartbeats is dead; its messages go to live workers.
 pub(crate) const MISSED_HEARTBEATS: usize = 3;
 
@@ -39,7 +41,7 @@ pub(crate) enum JobQueue {
         /// apalis-sqlite's `job_type` column holds the queue name.
         queue_name: String,
     },
-    Redis(RedisStorage<JobMessage>),
+    Redis(RedisStorage<JobMessage, RedisConnection>),
 }
 
 impl JobQueue {
@@ -80,7 +82,7 @@ impl JobQueue {
                 })
             }
             QueueBackend::Redis => {
-                let connection = connect_redis(&config.url).await?;
+                let connection = RedisTarget::from_config(config)?.connect().await?;
                 let heartbeat = config.heartbeat.as_duration();
                 let redis_config = apalis_redis::Config::default()
                     .queue(&config.name)
@@ -165,22 +167,6 @@ impl JobQueue {
                 .map_err(|error| cannot(&error)),
         }
     }
-}
-
-/// Connects to Redis, failing within seconds (not the client's default ~10 s of silent retries)
-/// with a message naming `queue.url`. The connection manager reconnects after later outages.
-pub(crate) async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let shown = reaper_engine::database::redact_url(url);
-    let client = redis::Client::open(url)
-        .map_err(|error| anyhow::anyhow!("queue.url: `{shown}` is not a Redis URL: {error}"))?;
-    let settings = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(2)
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)));
-    client
-        .get_connection_manager_with_config(settings)
-        .await
-        .map_err(|error| anyhow::anyhow!("queue.url: cannot reach Redis at `{shown}`: {error}"))
 }
 
 /// `sqlite://.reaper/queue.db?mode=rwc` → creates `.reaper/` so a fresh clone just works.

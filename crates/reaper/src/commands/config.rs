@@ -124,11 +124,14 @@ async fn queue_problem(settings: &Settings) -> Option<Problem> {
     match queue.backend {
         QueueBackend::Redis => {
             let ping = async {
-                let mut connection = crate::queue::connect_redis(&queue.url).await?;
+                let redis = crate::redis_connection::RedisTarget::from_config(queue)?;
+                let mut connection = redis.connect().await?;
                 redis::cmd("PING")
                     .query_async::<String>(&mut connection)
                     .await
-                    .map_err(|error| anyhow::anyhow!("queue.url: Redis refused PING: {error}"))
+                    .map_err(|error| {
+                        anyhow::anyhow!("queue.url: Redis refused PING: {}", redis.describe(&error))
+                    })
             };
             let problem = match tokio::time::timeout(QUEUE_TIMEOUT, ping).await {
                 Ok(Ok(_)) => return None,

@@ -1,0 +1,213 @@
+//! Servers as managed infrastructure runs them, owned by one test: TLS-only Redis, PostgreSQL
+//! and MariaDB with certificates the test generates (the `openssl` CLI: a CA, a server
+//! certificate for `127.0.0.1`, a client certificate, and a second CA nobody trusts), a Redis
+//! master with a replica and three sentinels, and a three-master Redis Cluster. Built on
+//! `crate::private_servers` and [`PrivateRedis`]; everything is killed and removed on drop.
+//! A missing binary fails the test loudly; nothing is skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::private_servers::{free_port, run_checked};
+use crate::{PrivateMariaDb, PrivatePostgres, PrivateRedis};
+
+/// Certificates for one test, in a temp dir of their own (PEM files).
+#[derive(Debug)]
+pub struct TestCertificates {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// A CA that signed nothing here: trusting only it must refuse every server.
+    pub untrusted_ca: PathBuf,
+    /// The servers' certificate: `CN=127.0.0.1`, valid for the IP address 127.0.0.1 only
+    /// (not for the name `localhost`).
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate (`CN=reaper`) for servers that ask for one.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl TestCertificates {
+    /// Generates every certificate (EC P-256, valid two days).
+    pub fn generate() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("reaper-certs-")
+            .tempdir()
+            .unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let certificates = Self {
+            ca: at("ca.pem"),
+            untrusted_ca: at("untrusted-ca.pem"),
+            server_cert: at("server.pem"),
+            server_key: at("server.key"),
+            client_cert: at("client.pem"),
+            client_key: at("client.key"),
+            dir,
+        };
+        certificates.authority("ca", "reaper-test-ca");
+        certificates.authority("untrusted-ca", "reaper-untrusted-ca");
+        certificates.signed(
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        certificates.signed("client", "reaper", "extendedKeyUsage=clientAuth\n");
+        certificates
+    }
+
+    /// The directory holding every file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        run_checked(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(self.dir.path()),
+        );
+    }
+
+    /// A self-signed CA `NAME.pem` / `NAME.key`.
+    fn authority(&self, name: &str, common_name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={common_name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+
+    /// `NAME.pem` / `NAME.key`, signed by `ca`, with the X.509 v3 `extensions`.
+    fn signed(&self, name: &str, common_name: &str, extensions: &str) {
+        let extensions_file = format!("{name}.ext");
+        std::fs::write(
+            self.dir.path().join(&extensions_file),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{extensions}"),
+        )
+        .unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={common_name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &extensions_file,
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+}
+
+/// Whether a TLS server asks for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// Clients may present one (verified when presented).
+    Optional,
+    /// A client without a certificate signed by the CA is refused.
+    Required,
+}
+
+/// A private `redis-server` serving TLS on its own port (`rediss://127.0.0.1:PORT`), its plain
+/// port kept for the test's administration ([`PrivateRedis::url`]).
+#[derive(Debug)]
+pub struct TlsRedis {
+    pub server: PrivateRedis,
+    /// `rediss://127.0.0.1:TLS_PORT/0`: what reaper is configured with.
+    pub tls_url: String,
+}
+
+impl TlsRedis {
+    /// Starts the server with `certificates` (the server certificate, verifying clients
+    /// against the CA).
+    pub fn start(certificates: &TestCertificates, clients: ClientCertificates) -> Self {
+        let tls_port = free_port();
+        let path = |path: &Path| path.display().to_string();
+        let extra = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path(&certificates.server_cert),
+            "--tls-key-file".into(),
+            path(&certificates.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&certificates.ca),
+            "--tls-auth-clients".into(),
+            match clients {
+                ClientCertificates::Optional => "optional".into(),
+                ClientCertificates::Required => "yes".into(),
+            },
+        ];
+        Self {
+            server: PrivateRedis::start_with_args(None, extra),
+            tls_url: format!("rediss://127.0.0.1:{tls_port}/0"),
+        }
+    }
+}
+
+/// A private PostgreSQL cluster with `ssl = on` and the test's server certificate.
+pub fn tls_postgres(certificates: &TestCertificates) -> PrivatePostgres {
+    PrivatePostgres::start_with(|dir| {
+        // The server reads its key only when the `postgres` user owns it and nobody else may.
+        for (from, name) in [
+            (&certificates.server_cert, "server.pem"),
+            (&certificates.server_key, "server.key"),
+        ] {
+            std::fs::copy(from, dir.join(name)).unwrap();
+            run_checked(Command::new("chown").arg("postgres:").arg(dir.join(name)));
+            run_checked(Command::new("chmod").arg("600").arg(dir.join(name)));
+        }
+        format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        )
+    })
+}
+
+/// A private MariaDB server with TLS on and the test's server certificate.
+pub fn tls_mariadb(certificates: &TestCertificates) -> PrivateMariaDb {
+    let path = |path: &Path| path.display().to_string();
+    PrivateMariaDb::start_with(vec![
+        format!("--ssl-ca={}", path(&certificates.ca)),
+        format!("--ssl-cert={}", path(&certificates.server_cert)),
+        format!("--ssl-key={}", path(&certificates.server_key)),
+    ])
+}

@@ -1,0 +1,210 @@
+//! Reaching Redis as `[queue]` describes it: a `redis://` or `rediss://` URL, verified against
+//! `[queue.tls]`'s CA (or the system's trust store), with an optional client certificate. The
+//! one place that builds Redis clients and turns their connection and authentication errors
+//! into messages that name the cause (an untrusted certificate, a host name the certificate
+//! does not cover, a refused user and what it was denied).
+//!
+//! It must not know about queues or jobs: it hands out connections.
+
+use std::time::Duration;
+
+use reaper_core::config::{QueueConfig, RedisTlsConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// How to reach Redis, read once from `[queue]` (certificate files included).
+#[derive(Clone)]
+pub(crate) struct RedisTarget {
+    url: String,
+    tls: Option<TlsFiles>,
+}
+
+/// `[queue.tls]`: where its files are (for messages) and what they hold.
+#[derive(Clone)]
+struct TlsFiles {
+    config: RedisTlsConfig,
+    certificates: redis::TlsCertificates,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &reaper_engine::database::redact_url(&self.url))
+            .field("tls", &self.tls.as_ref().map(|tls| &tls.config))
+            .finish()
+    }
+}
+
+impl RedisTarget {
+    /// Reads `[queue.tls]`'s files; a file that cannot be read is named with its key.
+    pub(crate) fn from_config(queue: &QueueConfig) -> anyhow::Result<Self> {
+        let tls = match &queue.tls {
+            Some(config) => Some(TlsFiles {
+                certificates: read_certificates(config)?,
+                config: config.clone(),
+            }),
+            None => None,
+        };
+        Ok(Self {
+            url: queue.url.clone(),
+            tls,
+        })
+    }
+
+    /// The URL without its password, as messages show it.
+    pub(crate) fn shown(&self) -> String {
+        reaper_engine::database::redact_url(&self.url)
+    }
+
+    /// Connects, failing within seconds (not the client's default ~10 s of silent retries)
+    /// with a message naming `queue.url` and the cause. The connection reconnects after later
+    /// outages.
+    pub(crate) async fn connect(&self) -> anyhow::Result<RedisConnection> {
+        let shown = self.shown();
+        let client = match &self.tls {
+            Some(tls) => redis::Client::build_with_tls(self.url.as_str(), tls.certificates.clone()),
+            None => redis::Client::open(self.url.as_str()),
+        }
+        .map_err(|error| anyhow::anyhow!("queue.url: `{shown}` is not a Redis URL: {error}"))?;
+        let settings = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let manager = client
+            .get_connection_manager_with_config(settings)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "queue.url: cannot connect to Redis at `{shown}`: {}",
+                    self.describe(&error)
+                )
+            })?;
+        Ok(RedisConnection::Direct(manager))
+    }
+
+    /// What went wrong, in the operator's words, with the client's own text after it.
+    pub(crate) fn describe(&self, error: &redis::RedisError) -> String {
+        let text = error.to_string();
+        let ca = self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.config.ca_file.as_deref());
+        let trusted = match ca {
+            Some(file) => format!("the CA in queue.tls.ca_file `{file}`"),
+            None => {
+                "a CA in the system's trust store (set queue.tls.ca_file to the server's CA)".into()
+            }
+        };
+        if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+            format!(
+                "the server's TLS certificate is not trusted: it is not signed by {trusted} ({text})"
+            )
+        } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+            format!(
+                "the server's TLS certificate is not valid for the host name in queue.url \
+                 (connect with a name or address the certificate lists) ({text})"
+            )
+        } else if text.contains("CertificateRequired") || text.contains("certificate required") {
+            format!(
+                "the server requires a client certificate: set queue.tls.client_cert and \
+                 queue.tls.client_key ({text})"
+            )
+        } else if let Some(denied) = self.denied(&text) {
+            denied
+        } else {
+            text
+        }
+    }
+
+    /// An authentication or permission error, naming the user: Redis' own text names neither
+    /// the user nor, for a refused login, which of name or password was wrong.
+    fn denied(&self, text: &str) -> Option<String> {
+        let user = redis::parse_redis_url(&self.url)
+            .map(|url| url.username().to_owned())
+            .filter(|user| !user.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        if text.contains("WRONGPASS") || text.contains("invalid username-password") {
+            Some(format!(
+                "Redis refused the login of user `{user}`: the user does not exist, is disabled, \
+                 or the password in queue.url is wrong ({text})"
+            ))
+        } else if text.contains("NOAUTH") {
+            Some(format!(
+                "Redis requires a password and queue.url gives none for user `{user}` ({text})"
+            ))
+        } else if text.contains("NOPERM") {
+            Some(format!(
+                "Redis user `{user}` is not allowed to do this; see docs/operations.md for the \
+                 ACL reaper needs ({text})"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads the PEM files `[queue.tls]` names.
+fn read_certificates(config: &RedisTlsConfig) -> anyhow::Result<redis::TlsCertificates> {
+    let read = |key: &str, path: &str| {
+        std::fs::read(path)
+            .map_err(|error| anyhow::anyhow!("queue.tls.{key}: cannot read `{path}`: {error}"))
+    };
+    let root_cert = match &config.ca_file {
+        Some(path) => Some(read("ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.client_cert, &config.client_key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("client_cert", cert)?,
+            client_key: read("client_key", key)?,
+        }),
+        _ => None,
+    };
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// A connection to Redis that reconnects by itself; what apalis' storage, the intake and the
+/// vacuum run their commands on.
+#[derive(Clone)]
+pub(crate) enum RedisConnection {
+    /// One server (plain or TLS), through redis' connection manager.
+    Direct(ConnectionManager),
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisConnection::Direct(_) => f.write_str("RedisConnection::Direct"),
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Direct(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Direct(connection) => {
+                connection.req_packed_commands(cmd, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Direct(connection) => connection.get_db(),
+        }
+    }
+}
