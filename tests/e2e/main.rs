@@ -15,6 +15,7 @@ mod hostile_input;
 mod operator;
 mod outages;
 mod physical_order;
+mod redis_acl;
 mod redis_bounds;
 mod retention;
 mod tls;

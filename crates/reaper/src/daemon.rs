@@ -58,7 +58,7 @@ pub(crate) async fn run(
     let (stop, _signals) = stop_flag(signals, db.clone(), until_idle);
     let api = listener.map(|listener| spawn_api(settings, &state, metrics, listener, &stop));
     let redis = match config.queue.backend {
-        QueueBackend::Redis => Some(RedisTarget::from_config(&config.queue)?),
+        QueueBackend::Redis => Some(redis_checked(&config.queue).await?),
         QueueBackend::Sqlite => None,
     };
     let intake = redis
@@ -188,6 +188,18 @@ fn producer(settings: &Settings, state: &WorkerState) -> crate::producer::Produc
         queue: state.queue.clone(),
         default_max_attempts: settings.config.worker.max_attempts,
     }
+}
+
+/// How to reach the Redis queue, once it was tried. A user the ACL does not allow what the
+/// daemon does is logged as an error naming the user and what it was denied, but does not stop
+/// the daemon: its workers retry, and start once the ACL is fixed (`/readyz` says unready).
+async fn redis_checked(queue: &reaper_core::config::QueueConfig) -> anyhow::Result<RedisTarget> {
+    let redis = RedisTarget::from_config(queue)?;
+    let mut connection = redis.connect().await?;
+    if let Err(error) = crate::queue::check_redis_access(&redis, &mut connection, queue).await {
+        tracing::error!(message = "Redis refuses what the daemon needs; its workers fail until the ACL allows it.", %error);
+    }
+    Ok(redis)
 }
 
 /// The Redis intake list, until `stop` (Redis queues only).

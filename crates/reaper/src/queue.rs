@@ -169,6 +169,57 @@ impl JobQueue {
     }
 }
 
+/// apalis-redis' one key outside the queue's names: `register_worker.lua` adds every queue to
+/// this sorted set, so a Redis user needs it beside `QUEUE:*` (docs/operations.md, "ACL").
+pub(crate) const APALIS_QUEUE_LIST: &str = "core:apalis:queues:list";
+
+/// Tries, without changing anything, what the daemon will do on Redis — run scripts on the
+/// queue's keys, write the intake list, register in apalis' queue list — so that a user the
+/// ACL limits too far is named with what it was denied before any worker fails on it.
+pub(crate) async fn check_redis_access(
+    target: &RedisTarget,
+    connection: &mut RedisConnection,
+    queue: &QueueConfig,
+) -> anyhow::Result<()> {
+    let active = apalis_redis::Config::default()
+        .queue(&queue.name)
+        .active_jobs_list();
+    let intake = crate::intake::IntakeKeys::new(&queue.name).intake;
+    // Each probe touches one key (a cluster refuses a script across hash slots); removing a
+    // member that no message or queue has changes nothing.
+    let probes = [
+        (
+            "run the scripts apalis polls with on",
+            "return redis.call('LLEN', KEYS[1])",
+            active.as_str(),
+        ),
+        (
+            "write the intake list",
+            "return redis.call('LREM', KEYS[1], 0, ARGV[1])",
+            intake.as_str(),
+        ),
+        (
+            "register the queue in apalis' queue list",
+            "return redis.call('ZREM', KEYS[1], ARGV[1])",
+            APALIS_QUEUE_LIST,
+        ),
+    ];
+    for (what, script, key) in probes {
+        redis::Script::new(script)
+            .key(key)
+            .arg("reaper:access-check")
+            .invoke_async::<i64>(connection)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "queue.url: cannot {what} `{key}`: {}",
+                    target.describe(&error)
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// `sqlite://.reaper/queue.db?mode=rwc` → creates `.reaper/` so a fresh clone just works.
 pub(crate) fn ensure_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
     let path = url

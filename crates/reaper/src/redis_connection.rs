@@ -109,7 +109,7 @@ impl RedisTarget {
                 "the server requires a client certificate: set queue.tls.client_cert and \
                  queue.tls.client_key ({text})"
             )
-        } else if let Some(denied) = self.denied(&text) {
+        } else if let Some(denied) = self.denied(error.kind(), &text) {
             denied
         } else {
             text
@@ -118,12 +118,12 @@ impl RedisTarget {
 
     /// An authentication or permission error, naming the user: Redis' own text names neither
     /// the user nor, for a refused login, which of name or password was wrong.
-    fn denied(&self, text: &str) -> Option<String> {
+    fn denied(&self, kind: redis::ErrorKind, text: &str) -> Option<String> {
         let user = redis::parse_redis_url(&self.url)
             .map(|url| url.username().to_owned())
             .filter(|user| !user.is_empty())
             .unwrap_or_else(|| "default".to_owned());
-        if text.contains("WRONGPASS") || text.contains("invalid username-password") {
+        if kind == redis::ErrorKind::AuthenticationFailed || text.contains("WRONGPASS") {
             Some(format!(
                 "Redis refused the login of user `{user}`: the user does not exist, is disabled, \
                  or the password in queue.url is wrong ({text})"
@@ -132,10 +132,12 @@ impl RedisTarget {
             Some(format!(
                 "Redis requires a password and queue.url gives none for user `{user}` ({text})"
             ))
-        } else if text.contains("NOPERM") {
+        } else if kind == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+            || text.contains("NOPERM")
+        {
             Some(format!(
-                "Redis user `{user}` is not allowed to do this; see docs/operations.md for the \
-                 ACL reaper needs ({text})"
+                "Redis denied it to user `{user}` ({text}); docs/operations.md lists the ACL \
+                 reaper needs"
             ))
         } else {
             None

@@ -118,7 +118,8 @@ async fn database_problems(settings: &Settings) -> Vec<Problem> {
     problems
 }
 
-/// The queue: Redis answers a PING.
+/// The queue: Redis answers a PING, and lets reaper's user do what the daemon does
+/// ([`crate::queue::check_redis_access`]).
 async fn queue_problem(settings: &Settings) -> Option<Problem> {
     let queue = &settings.config.queue;
     match queue.backend {
@@ -131,7 +132,8 @@ async fn queue_problem(settings: &Settings) -> Option<Problem> {
                     .await
                     .map_err(|error| {
                         anyhow::anyhow!("queue.url: Redis refused PING: {}", redis.describe(&error))
-                    })
+                    })?;
+                crate::queue::check_redis_access(&redis, &mut connection, queue).await
             };
             let problem = match tokio::time::timeout(QUEUE_TIMEOUT, ping).await {
                 Ok(Ok(_)) => return None,
