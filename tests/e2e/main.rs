@@ -18,6 +18,7 @@ mod physical_order;
 mod redis_acl;
 mod redis_bounds;
 mod retention;
+mod sentinel;
 mod tls;
 
 use std::path::{Path, PathBuf};

@@ -150,6 +150,11 @@ pub struct QueueConfig {
     /// server against the system's trust store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RedisTlsConfig>,
+    /// Redis through Sentinel: the sentinels name the master, and reaper follows a failover to
+    /// the new one. `queue.url` then gives only the scheme (`rediss://` for TLS), the user,
+    /// the password and the database; its host and port are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelConfig>,
 }
 
 fn default_vacuum_every() -> Span {
@@ -460,6 +465,7 @@ impl Config {
             );
         }
         check_redis_tls(&self.queue, &mut fail);
+        check_redis_sentinel(&self.queue, &mut fail);
         if self.queue.fetch_batch == 0 {
             fail("queue.fetch_batch".into(), "must be at least 1".into());
         }
@@ -1059,6 +1065,49 @@ pub struct RedisTlsConfig {
     /// The client certificate's private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+}
+
+/// `[queue.sentinel]`: where the sentinels are and which master they watch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelConfig {
+    /// The master's name, as the sentinels monitor it (`sentinel monitor NAME …`).
+    pub master: String,
+    /// The sentinels' URLs (`redis://10.0.0.5:26379`), asked in turn for the master.
+    pub sentinels: Vec<String>,
+}
+
+/// `[queue.sentinel]` names a master and at least one sentinel, on a Redis queue.
+fn check_redis_sentinel(queue: &QueueConfig, fail: &mut impl FnMut(String, String)) {
+    let Some(sentinel) = &queue.sentinel else {
+        return;
+    };
+    if queue.backend != QueueBackend::Redis {
+        fail(
+            "queue.sentinel".into(),
+            "applies to a `redis` queue only".into(),
+        );
+    }
+    if sentinel.master.trim().is_empty() {
+        fail(
+            "queue.sentinel.master".into(),
+            "must name the master the sentinels monitor".into(),
+        );
+    }
+    if sentinel.sentinels.is_empty() {
+        fail(
+            "queue.sentinel.sentinels".into(),
+            "must list at least one sentinel (`redis://host:26379`)".into(),
+        );
+    }
+    for (index, url) in sentinel.sentinels.iter().enumerate() {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            fail(
+                format!("queue.sentinel.sentinels[{index}]"),
+                format!("`{url}` is not a `redis://` or `rediss://` URL"),
+            );
+        }
+    }
 }
 
 /// `[queue.tls]` belongs to a `rediss://` URL, and a client certificate comes with its key.

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::private_servers::{free_port, run_checked};
 use crate::{PrivateMariaDb, PrivatePostgres, PrivateRedis};
@@ -210,4 +211,161 @@ pub fn tls_mariadb(certificates: &TestCertificates) -> PrivateMariaDb {
         format!("--ssl-cert={}", path(&certificates.server_cert)),
         format!("--ssl-key={}", path(&certificates.server_key)),
     ])
+}
+
+/// The name the sentinels monitor the master under.
+pub const SENTINEL_MASTER: &str = "reaper-master";
+
+/// A Redis master, one replica and three sentinels (quorum 2, a master is down after 1 s of
+/// silence) on loopback ports, each a process of the test's own.
+#[derive(Debug)]
+pub struct RedisSentinels {
+    pub master: PrivateRedis,
+    pub replica: PrivateRedis,
+    sentinels: Vec<(u16, std::process::Child)>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinels {
+    /// Starts them all and returns once every sentinel knows the replica and the other two
+    /// sentinels (a failover needs both).
+    pub fn start() -> Self {
+        let master = PrivateRedis::start();
+        let replica = PrivateRedis::start_with_args(
+            None,
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port().to_string(),
+            ],
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("reaper-sentinels-")
+            .tempdir()
+            .unwrap();
+        let sentinels = (0..3)
+            .map(|index| {
+                let port = free_port();
+                let file = dir.path().join(format!("sentinel-{index}.conf"));
+                std::fs::write(
+                    &file,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                         sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                         sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                        dir = dir.path().display(),
+                        master = master.port()
+                    ),
+                )
+                .unwrap();
+                (port, spawn_sentinel(&file, port))
+            })
+            .collect();
+        let set = Self {
+            master,
+            replica,
+            sentinels,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while !set.ready() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the sentinels did not find the replica and each other within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        set
+    }
+
+    /// `redis://127.0.0.1:PORT` of each sentinel.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `host:port` of the master as the first sentinel that answers names it.
+    pub fn master_address(&self) -> Option<String> {
+        self.sentinels.iter().find_map(|(port, _)| {
+            let reply: Vec<String> =
+                sentinel_command(*port, &["get-master-addr-by-name", SENTINEL_MASTER])?;
+            Some(reply.join(":"))
+        })
+    }
+
+    /// Kills the master (kill -9) and returns once every sentinel names the replica as the
+    /// master, within 30 s; how long the promotion took.
+    pub fn kill_master_and_wait_for_promotion(&mut self) -> Duration {
+        let replica = format!("127.0.0.1:{}", self.replica.port());
+        let started = Instant::now();
+        self.master.kill();
+        loop {
+            let promoted = self.sentinels.iter().all(|(port, _)| {
+                sentinel_command::<Vec<String>>(
+                    *port,
+                    &["get-master-addr-by-name", SENTINEL_MASTER],
+                )
+                .is_some_and(|reply| reply.join(":") == replica)
+            });
+            if promoted {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no promotion within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.sentinels.iter().all(|(port, _)| {
+            let replicas: Option<Vec<redis::Value>> =
+                sentinel_command(*port, &["replicas", SENTINEL_MASTER]);
+            let others: Option<Vec<redis::Value>> =
+                sentinel_command(*port, &["sentinels", SENTINEL_MASTER]);
+            replicas.is_some_and(|replicas| replicas.len() == 1)
+                && others.is_some_and(|others| others.len() == 2)
+        })
+    }
+}
+
+/// `SENTINEL args` on the sentinel at `port`; `None` when it does not answer.
+fn sentinel_command<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    redis::cmd("SENTINEL").arg(args).query(&mut connection).ok()
+}
+
+/// Starts `redis-server FILE --sentinel` and waits until it answers, 10 s at most.
+// The caller owns the child: `RedisSentinels` kills and waits for it on drop.
+#[allow(clippy::zombie_processes)]
+fn spawn_sentinel(file: &Path, port: u16) -> std::process::Child {
+    let child = Command::new("redis-server")
+        .arg(file)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("redis-server is required for this test: {error}"));
+    crate::private_servers::wait_until_answers(
+        child,
+        &format!("sentinel on port {port}"),
+        Duration::from_secs(10),
+        || sentinel_command::<String>(port, &["myid"]).is_some(),
+    )
+}
+
+impl Drop for RedisSentinels {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

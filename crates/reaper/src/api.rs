@@ -619,6 +619,7 @@ mod tests {
             fetch_batch: 10,
             vacuum_every: Span::from_secs(60),
             tls: None,
+            sentinel: None,
         })
         .await
         .unwrap();

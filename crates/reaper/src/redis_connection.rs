@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use reaper_core::config::{QueueConfig, RedisTlsConfig};
+use reaper_core::config::{QueueConfig, RedisSentinelConfig, RedisTlsConfig};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -17,6 +17,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 pub(crate) struct RedisTarget {
     url: String,
     tls: Option<TlsFiles>,
+    sentinel: Option<RedisSentinelConfig>,
 }
 
 /// `[queue.tls]`: where its files are (for messages) and what they hold.
@@ -31,6 +32,7 @@ impl std::fmt::Debug for RedisTarget {
         f.debug_struct("RedisTarget")
             .field("url", &reaper_engine::database::redact_url(&self.url))
             .field("tls", &self.tls.as_ref().map(|tls| &tls.config))
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -48,6 +50,7 @@ impl RedisTarget {
         Ok(Self {
             url: queue.url.clone(),
             tls,
+            sentinel: queue.sentinel.clone(),
         })
     }
 
@@ -60,6 +63,9 @@ impl RedisTarget {
     /// with a message naming `queue.url` and the cause. The connection reconnects after later
     /// outages.
     pub(crate) async fn connect(&self) -> anyhow::Result<RedisConnection> {
+        if let Some(sentinel) = &self.sentinel {
+            return self.connect_through(sentinel).await;
+        }
         let shown = self.shown();
         let client = match &self.tls {
             Some(tls) => redis::Client::build_with_tls(self.url.as_str(), tls.certificates.clone()),
@@ -68,8 +74,8 @@ impl RedisTarget {
         .map_err(|error| anyhow::anyhow!("queue.url: `{shown}` is not a Redis URL: {error}"))?;
         let settings = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(2)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
         let manager = client
             .get_connection_manager_with_config(settings)
             .await
@@ -80,6 +86,65 @@ impl RedisTarget {
                 )
             })?;
         Ok(RedisConnection::Direct(manager))
+    }
+
+    /// The master the sentinels name, connected: failing here names the sentinels or the
+    /// master, and why.
+    async fn connect_through(
+        &self,
+        sentinel: &RedisSentinelConfig,
+    ) -> anyhow::Result<RedisConnection> {
+        let invalid = |what: &str, error: &redis::RedisError| {
+            anyhow::anyhow!("{what}: {}", self.describe(error))
+        };
+        let mut sentinels = Vec::with_capacity(sentinel.sentinels.len());
+        for (index, url) in sentinel.sentinels.iter().enumerate() {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(|error| invalid(&format!("queue.sentinel.sentinels[{index}]"), &error))?;
+            sentinels.push(info.addr().clone());
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
+            .map_err(|error| invalid("queue.url", &error))?;
+        let settings = info.redis_settings();
+        let mut builder = redis::sentinel::SentinelClientBuilder::new(
+            sentinels,
+            &sentinel.master,
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|error| invalid("queue.sentinel", &error))?
+        .set_client_to_redis_db(settings.db());
+        if let Some(user) = settings.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = settings.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if self.url.starts_with("rediss://") {
+            builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+            if let Some(tls) = &self.tls {
+                builder = builder.set_client_to_redis_certificates(tls.certificates.clone());
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|error| invalid("queue.sentinel", &error))?;
+        let connection = SentinelConnection {
+            shared: std::sync::Arc::new(SentinelShared {
+                client: tokio::sync::Mutex::new(client),
+                current: std::sync::Mutex::new(None),
+                db: settings.db(),
+                master: sentinel.master.clone(),
+            }),
+        };
+        connection.current().await.map_err(|error| {
+            anyhow::anyhow!(
+                "queue.sentinel: cannot reach the master `{}` through the sentinels {:?}: {}",
+                sentinel.master,
+                sentinel.sentinels,
+                self.describe(&error)
+            )
+        })?;
+        Ok(RedisConnection::Sentinel(connection))
     }
 
     /// What went wrong, in the operator's words, with the client's own text after it.
@@ -168,18 +233,29 @@ fn read_certificates(config: &RedisTlsConfig) -> anyhow::Result<redis::TlsCertif
     })
 }
 
+/// How long connecting to a server, and one answer, may take: a dead master must fail a
+/// command quickly, so the next one asks the sentinels.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection to Redis that reconnects by itself; what apalis' storage, the intake and the
-/// vacuum run their commands on.
+/// vacuum run their commands on. Clones share the connection (and, through Sentinel, the
+/// knowledge of which server is the master).
 #[derive(Clone)]
 pub(crate) enum RedisConnection {
     /// One server (plain or TLS), through redis' connection manager.
     Direct(ConnectionManager),
+    /// The master the sentinels name, followed through failovers.
+    Sentinel(SentinelConnection),
 }
 
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RedisConnection::Direct(_) => f.write_str("RedisConnection::Direct"),
+            RedisConnection::Sentinel(connection) => {
+                write!(f, "RedisConnection::Sentinel({})", connection.shared.master)
+            }
         }
     }
 }
@@ -188,6 +264,12 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConnection::Direct(connection) => connection.req_packed_command(cmd),
+            RedisConnection::Sentinel(connection) => Box::pin(async move {
+                let mut master = connection.current().await?;
+                let answer = master.req_packed_command(cmd).await;
+                connection.forget_if_lost(&answer);
+                answer
+            }),
         }
     }
 
@@ -201,12 +283,93 @@ impl ConnectionLike for RedisConnection {
             RedisConnection::Direct(connection) => {
                 connection.req_packed_commands(cmd, offset, count)
             }
+            RedisConnection::Sentinel(connection) => Box::pin(async move {
+                let mut master = connection.current().await?;
+                let answer = master.req_packed_commands(cmd, offset, count).await;
+                connection.forget_if_lost(&answer);
+                answer
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             RedisConnection::Direct(connection) => connection.get_db(),
+            RedisConnection::Sentinel(connection) => connection.shared.db,
+        }
+    }
+}
+
+/// The master the sentinels name. A command that finds the master gone (connection lost,
+/// refused, timed out) or demoted (`READONLY`) fails, and the next one asks the sentinels
+/// again: during a failover commands fail until the sentinels promote a replica, then go to
+/// it. apalis ends its workers on such an error and the worker supervisor restarts them.
+#[derive(Clone)]
+pub(crate) struct SentinelConnection {
+    shared: std::sync::Arc<SentinelShared>,
+}
+
+struct SentinelShared {
+    /// Asked for the master; one question at a time.
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    /// The master's connection, until a command finds it lost.
+    current: std::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    db: i64,
+    master: String,
+}
+
+impl SentinelConnection {
+    /// The master's connection, asking the sentinels when there is none.
+    async fn current(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        if let Some(connection) = self.held() {
+            return Ok(connection);
+        }
+        let mut client = self.shared.client.lock().await;
+        // Another command may have reconnected while this one waited for the sentinels.
+        if let Some(connection) = self.held() {
+            return Ok(connection);
+        }
+        let master = client.async_get_client().await?;
+        let address = master.get_connection_info().addr().to_string();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let connection = master
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        tracing::info!(message = "Connected to the Redis master the sentinels name.", master = %self.shared.master, %address);
+        reaper_engine::instruments::redis_master(&address);
+        if let Ok(mut current) = self.shared.current.lock() {
+            *current = Some(connection.clone());
+        }
+        Ok(connection)
+    }
+
+    fn held(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.shared
+            .current
+            .lock()
+            .ok()
+            .and_then(|current| current.clone())
+    }
+
+    /// Drops the master's connection when `answer` says the master is gone or demoted.
+    fn forget_if_lost<T>(&self, answer: &redis::RedisResult<T>) {
+        let Err(error) = answer else {
+            return;
+        };
+        let lost = error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_timeout()
+            || error.is_unrecoverable_error()
+            || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+        if lost
+            && let Ok(mut current) = self.shared.current.lock()
+            && current.take().is_some()
+        {
+            tracing::warn!(message = "Lost the Redis master; asking the sentinels again.", master = %self.shared.master, %error);
+            reaper_engine::instruments::redis_reconnect();
         }
     }
 }

@@ -1,0 +1,129 @@
+//! Redis through Sentinel: a master, a replica and three sentinels the test starts
+//! (`reaper_testkit::RedisSentinels`). The master is killed in the middle of a run of many
+//! jobs; after the promotion every job finishes, each row removed exactly once (the invariant
+//! checker), readiness reports the outage and the recovery, and the daemon's intake and the CLI
+//! reach the new master.
+
+use std::time::{Duration, Instant};
+
+use reaper_testkit::engine::erase_tenant;
+use reaper_testkit::{RedisSentinels, Removal, SENTINEL_MASTER, TestDatabase};
+use redis::AsyncCommands;
+use serde_json::json;
+
+use crate::daemon::RedisDeployment;
+use crate::poll_until;
+
+const QUEUE: &str = "reaper-sentinel";
+const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(40)");
+
+#[tokio::test]
+async fn killing_the_master_mid_run_delays_jobs_but_every_one_finishes_exactly_once() {
+    let redis = RedisSentinels::start();
+    let sentinels = redis
+        .urls()
+        .iter()
+        .map(|url| format!("\"{url}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keys =
+        format!("sentinel = {{ master = \"{SENTINEL_MASTER}\", sentinels = [{sentinels}] }}");
+    let d = RedisDeployment::at(
+        TestDatabase::postgres().await,
+        10_000,
+        &redis.master.url,
+        QUEUE,
+        &keys,
+    )
+    .await;
+    let test = &d.deployment.test;
+    let expected = test.ids("events", "true").await;
+    let before = test.snapshot_events().await;
+    let daemon = d.start(&[SLOW_BATCHES]);
+    let api = d.api();
+    let mut ids = Vec::new();
+    for tenant in 0..8 {
+        ids.push(
+            api.submit(&erase_tenant(tenant, json!({"batch_size": 50})))
+                .await,
+        );
+    }
+    api.wait_mid_run(&ids[0], 3).await;
+
+    // Readiness is sampled while the master is down and until the sentinels promote the
+    // replica, then until the daemon is ready again.
+    let kill = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        let took = redis.kill_master_and_wait_for_promotion();
+        (redis, took)
+    });
+    let mut outage = Vec::new();
+    while !kill.is_finished() {
+        let (status, readiness) = api.get("/readyz").await;
+        if status != 200 {
+            outage.push(readiness);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (redis, took) = kill.await.unwrap();
+    eprintln!("the sentinels promoted the replica {took:?} after the kill");
+    assert!(
+        outage.iter().any(|readiness| readiness["queue"]
+            .as_str()
+            .is_some_and(|queue| queue.starts_with("unavailable"))),
+        "readiness never reported the queue's outage: {outage:?}"
+    );
+    let promoted_at = Instant::now();
+    poll_until(
+        Duration::from_secs(30),
+        "not ready after the promotion",
+        async || match api.get("/readyz").await {
+            (200, _) => Ok(()),
+            (_, readiness) => Err(format!("{readiness}\n{}", daemon.log_text())),
+        },
+    )
+    .await;
+    eprintln!(
+        "{} unready samples; ready {:?} after the promotion",
+        outage.len(),
+        promoted_at.elapsed()
+    );
+    daemon.wait_for_log(&["Lost the Redis master"], Duration::from_secs(1));
+
+    // The intake and the CLI reach the new master too.
+    let mut new_master = redis::Client::open(redis.replica.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let job = erase_tenant(8, json!({"batch_size": 50, "idempotency_key": "after-8"}));
+    let _: i64 = new_master
+        .lpush(format!("{QUEUE}:intake"), job.to_string())
+        .await
+        .unwrap();
+    ids.push(api.wait_for_key("after-8", Duration::from_secs(20)).await);
+    ids.push(
+        d.deployment
+            .enqueue(&erase_tenant(9, json!({"batch_size": 50}))),
+    );
+
+    for id in &ids {
+        let done = api.wait_for(id, "done", Duration::from_secs(90)).await;
+        assert_eq!(done["last_error"], serde_json::Value::Null, "{done}");
+    }
+    before
+        .assert_removed_exactly(test, &expected, Removal::Hard, 50)
+        .await;
+    let metrics = api.text("/metrics").await;
+    let promoted = format!("127.0.0.1:{}", redis.replica.port());
+    assert_eq!(redis.master_address(), Some(promoted.clone()));
+    assert!(
+        metrics.contains(&format!("reaper_redis_master{{address=\"{promoted}\"}} 1")),
+        "{metrics}"
+    );
+    let reconnects = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("reaper_redis_reconnects_total "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(reconnects.is_some_and(|count| count >= 1.0), "{metrics}");
+}
