@@ -7,6 +7,7 @@
 
 mod chaos;
 mod cli;
+mod cluster;
 mod daemon;
 mod demo;
 mod deploy;

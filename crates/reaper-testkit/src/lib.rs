@@ -19,8 +19,8 @@ pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
 pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
 pub use tls_servers::{
-    ClientCertificates, RedisSentinels, SENTINEL_MASTER, TestCertificates, TlsRedis, tls_mariadb,
-    tls_postgres,
+    ClientCertificates, RedisCluster, RedisSentinels, SENTINEL_MASTER, TestCertificates, TlsRedis,
+    tls_mariadb, tls_postgres,
 };
 
 use std::collections::BTreeSet;

@@ -230,7 +230,10 @@ impl RedisSentinels {
     /// Starts them all and returns once every sentinel knows the replica and the other two
     /// sentinels (a failover needs both).
     pub fn start() -> Self {
-        let master = PrivateRedis::start();
+        let master = PrivateRedis::start_with_args(
+            None,
+            vec!["--repl-diskless-sync-delay".into(), "0".into()],
+        );
         let replica = PrivateRedis::start_with_args(
             None,
             vec![
@@ -268,14 +271,10 @@ impl RedisSentinels {
             sentinels,
             _dir: dir,
         };
-        let started = Instant::now();
-        while !set.ready() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the sentinels did not find the replica and each other within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(
+            "the sentinels to find the synced replica and each other",
+            || set.ready() && replica_synced(&set.replica),
+        );
         set
     }
 
@@ -368,4 +367,164 @@ impl Drop for RedisSentinels {
             let _ = child.wait();
         }
     }
+}
+
+/// A Redis Cluster of three masters, each with one replica (`redis-cli --cluster create`), on
+/// loopback ports; a node silent for 1 s is failed over.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<PrivateRedis>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster and returns once every node reports it `ok`.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("reaper-cluster-")
+            .tempdir()
+            .unwrap();
+        let nodes: Vec<PrivateRedis> = (0..6)
+            .map(|index| {
+                PrivateRedis::start_with_args(
+                    None,
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        dir.path()
+                            .join(format!("nodes-{index}.conf"))
+                            .display()
+                            .to_string(),
+                        "--cluster-node-timeout".into(),
+                        "1000".into(),
+                        // Replicas sync at once, not after the default 5 s wait for others.
+                        "--repl-diskless-sync-delay".into(),
+                        "0".into(),
+                    ],
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        run_checked(create.args(["--cluster-replicas", "1", "--cluster-yes"]));
+        let cluster = Self { nodes, _dir: dir };
+        cluster.wait_until_ok(&[]);
+        // A replica that has not synced yet cannot take over (its data is too old).
+        wait_for("the replicas to sync", || {
+            cluster.nodes.iter().all(replica_synced)
+        });
+        cluster
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| node.url.clone()).collect()
+    }
+
+    /// The port of the master serving `slot`, as a live node sees it.
+    pub fn master_of(&self, slot: u16) -> u16 {
+        self.nodes
+            .iter()
+            .find_map(|node| master_of(node, slot))
+            .unwrap()
+    }
+
+    /// Kills the master serving `slot` (kill -9) and returns once its replica serves the slot
+    /// and the cluster is `ok` again, within 30 s; how long that took.
+    pub fn kill_master_and_wait_for_promotion(&mut self, slot: u16) -> Duration {
+        let old = self.master_of(slot);
+        let started = Instant::now();
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port() == old)
+            .unwrap();
+        node.kill();
+        self.wait_until_ok(&[old]);
+        loop {
+            if self
+                .live_except(old)
+                .all(|node| master_of(node, slot).is_some_and(|port| port != old))
+            {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no replica took slot {slot} over within 30 s: {:?}",
+                self.live_except(old)
+                    .map(|node| node_command::<String>(node, &["CLUSTER", "NODES"]))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn live_except(&self, dead: u16) -> impl Iterator<Item = &PrivateRedis> {
+        self.nodes.iter().filter(move |node| node.port() != dead)
+    }
+
+    /// Waits until every node but `dead` reports `cluster_state:ok`.
+    fn wait_until_ok(&self, dead: &[u16]) {
+        wait_for("the cluster to be ok", || {
+            self.nodes
+                .iter()
+                .filter(|node| !dead.contains(&node.port()))
+                .all(|node| {
+                    node_command::<String>(node, &["CLUSTER", "INFO"])
+                        .is_some_and(|info| info.contains("cluster_state:ok"))
+                })
+        });
+    }
+}
+
+/// Polls `ready` every 50 ms, failing the test after 30 s waiting for `what`.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out after 30 s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A master, or a replica whose link to its master is up.
+fn replica_synced(node: &PrivateRedis) -> bool {
+    node_command::<String>(node, &["INFO", "replication"])
+        .is_some_and(|info| info.contains("role:master") || info.contains("master_link_status:up"))
+}
+
+/// `args` on `node`; `None` when it does not answer.
+fn node_command<T: redis::FromRedisValue>(node: &PrivateRedis, args: &[&str]) -> Option<T> {
+    let client = redis::Client::open(node.url.as_str()).ok()?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    redis::cmd(args[0])
+        .arg(&args[1..])
+        .query(&mut connection)
+        .ok()
+}
+
+/// The port of the live master serving `slot`, per `node`'s `CLUSTER NODES`.
+fn master_of(node: &PrivateRedis, slot: u16) -> Option<u16> {
+    let nodes: String = node_command(node, &["CLUSTER", "NODES"])?;
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let flags = fields.get(2)?;
+        if !flags.contains("master") || flags.contains("fail") {
+            return None;
+        }
+        let serves = fields.iter().skip(8).any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(low), Ok(high)) if (low..=high).contains(&slot))
+        });
+        let port = fields.get(1)?.split('@').next()?.rsplit(':').next()?;
+        serves.then(|| port.parse().ok()).flatten()
+    })
 }

@@ -620,6 +620,7 @@ mod tests {
             vacuum_every: Span::from_secs(60),
             tls: None,
             sentinel: None,
+            cluster: None,
         })
         .await
         .unwrap();

@@ -169,10 +169,6 @@ impl JobQueue {
     }
 }
 
-/// apalis-redis' one key outside the queue's names: `register_worker.lua` adds every queue to
-/// this sorted set, so a Redis user needs it beside `QUEUE:*` (docs/operations.md, "ACL").
-pub(crate) const APALIS_QUEUE_LIST: &str = "core:apalis:queues:list";
-
 /// Tries, without changing anything, what the daemon will do on Redis — run scripts on the
 /// queue's keys, write the intake list, register in apalis' queue list — so that a user the
 /// ACL limits too far is named with what it was denied before any worker fails on it.
@@ -201,7 +197,7 @@ pub(crate) async fn check_redis_access(
         (
             "register the queue in apalis' queue list",
             "return redis.call('ZREM', KEYS[1], ARGV[1])",
-            APALIS_QUEUE_LIST,
+            reaper_core::config::APALIS_QUEUE_LIST,
         ),
     ];
     for (what, script, key) in probes {

@@ -1,5 +1,6 @@
 //! Reaching Redis as `[queue]` describes it: a `redis://` or `rediss://` URL, verified against
-//! `[queue.tls]`'s CA (or the system's trust store), with an optional client certificate. The
+//! `[queue.tls]`'s CA (or the system's trust store), with an optional client certificate; a
+//! master named by `[queue.sentinel]`, followed through failovers; or `[queue.cluster]`. The
 //! one place that builds Redis clients and turns their connection and authentication errors
 //! into messages that name the cause (an untrusted certificate, a host name the certificate
 //! does not cover, a refused user and what it was denied).
@@ -8,7 +9,7 @@
 
 use std::time::Duration;
 
-use reaper_core::config::{QueueConfig, RedisSentinelConfig, RedisTlsConfig};
+use reaper_core::config::{QueueConfig, RedisClusterConfig, RedisSentinelConfig, RedisTlsConfig};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -18,6 +19,7 @@ pub(crate) struct RedisTarget {
     url: String,
     tls: Option<TlsFiles>,
     sentinel: Option<RedisSentinelConfig>,
+    cluster: Option<RedisClusterConfig>,
 }
 
 /// `[queue.tls]`: where its files are (for messages) and what they hold.
@@ -33,6 +35,7 @@ impl std::fmt::Debug for RedisTarget {
             .field("url", &reaper_engine::database::redact_url(&self.url))
             .field("tls", &self.tls.as_ref().map(|tls| &tls.config))
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -51,6 +54,7 @@ impl RedisTarget {
             url: queue.url.clone(),
             tls,
             sentinel: queue.sentinel.clone(),
+            cluster: queue.cluster.clone(),
         })
     }
 
@@ -65,6 +69,9 @@ impl RedisTarget {
     pub(crate) async fn connect(&self) -> anyhow::Result<RedisConnection> {
         if let Some(sentinel) = &self.sentinel {
             return self.connect_through(sentinel).await;
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.connect_cluster(cluster).await;
         }
         let shown = self.shown();
         let client = match &self.tls {
@@ -145,6 +152,40 @@ impl RedisTarget {
             )
         })?;
         Ok(RedisConnection::Sentinel(connection))
+    }
+
+    /// The cluster, from its listed nodes; the user and password come from `queue.url`.
+    async fn connect_cluster(
+        &self,
+        cluster: &RedisClusterConfig,
+    ) -> anyhow::Result<RedisConnection> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(cluster.nodes.clone())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT);
+        if let Some(url) = redis::parse_redis_url(&self.url) {
+            if !url.username().is_empty() {
+                builder = builder.username(url.username());
+            }
+            if let Some(password) = url.password() {
+                builder = builder.password(password);
+            }
+        }
+        if self.url.starts_with("rediss://") {
+            builder = builder.tls(redis::TlsMode::Secure);
+            if let Some(tls) = &self.tls {
+                builder = builder.certs(tls.certificates.clone());
+            }
+        }
+        let connection = async { builder.build()?.get_async_connection().await }
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "queue.cluster: cannot reach the Redis Cluster at {:?}: {}",
+                    cluster.nodes,
+                    self.describe(&error)
+                )
+            })?;
+        Ok(RedisConnection::Cluster(connection))
     }
 
     /// What went wrong, in the operator's words, with the client's own text after it.
@@ -247,6 +288,9 @@ pub(crate) enum RedisConnection {
     Direct(ConnectionManager),
     /// The master the sentinels name, followed through failovers.
     Sentinel(SentinelConnection),
+    /// A Redis Cluster: redis' cluster client routes each command to the node holding its
+    /// key's slot, follows `MOVED`/`ASK`, and relearns the slots after a failover.
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -256,6 +300,7 @@ impl std::fmt::Debug for RedisConnection {
             RedisConnection::Sentinel(connection) => {
                 write!(f, "RedisConnection::Sentinel({})", connection.shared.master)
             }
+            RedisConnection::Cluster(_) => f.write_str("RedisConnection::Cluster"),
         }
     }
 }
@@ -264,6 +309,7 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConnection::Direct(connection) => connection.req_packed_command(cmd),
+            RedisConnection::Cluster(connection) => connection.req_packed_command(cmd),
             RedisConnection::Sentinel(connection) => Box::pin(async move {
                 let mut master = connection.current().await?;
                 let answer = master.req_packed_command(cmd).await;
@@ -283,6 +329,9 @@ impl ConnectionLike for RedisConnection {
             RedisConnection::Direct(connection) => {
                 connection.req_packed_commands(cmd, offset, count)
             }
+            RedisConnection::Cluster(connection) => {
+                connection.req_packed_commands(cmd, offset, count)
+            }
             RedisConnection::Sentinel(connection) => Box::pin(async move {
                 let mut master = connection.current().await?;
                 let answer = master.req_packed_commands(cmd, offset, count).await;
@@ -295,6 +344,7 @@ impl ConnectionLike for RedisConnection {
     fn get_db(&self) -> i64 {
         match self {
             RedisConnection::Direct(connection) => connection.get_db(),
+            RedisConnection::Cluster(connection) => connection.get_db(),
             RedisConnection::Sentinel(connection) => connection.shared.db,
         }
     }
