@@ -44,6 +44,8 @@ async fn killing_the_queue_s_master_mid_run_delays_jobs_but_every_one_finishes_e
             .unwrap();
         let _: i64 = connection.lpush(key, job).await.unwrap();
     };
+    // The cluster client waits for the slot's new master and retries: the failover shows as
+    // commands that wait (readiness: no answer), not as lost connections.
     jobs_survive_a_failover(&d, &queue, kill, intake).await;
     let after = cluster.lock().unwrap().master_of(slot);
     assert_ne!(

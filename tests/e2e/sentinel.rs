@@ -79,8 +79,9 @@ pub(crate) async fn jobs_survive_a_failover(
     )
     .await;
     eprintln!(
-        "{} unready samples; ready {:?} after the promotion",
+        "{} unready samples, the first {:?}; ready {:?} after the promotion",
         outage.len(),
+        outage.first(),
         promoted_at.elapsed()
     );
 
@@ -140,6 +141,11 @@ async fn killing_the_master_mid_run_delays_jobs_but_every_one_finishes_exactly_o
         metrics.contains(&format!("reaper_redis_master{{address=\"{promoted}\"}} 1")),
         "{metrics}"
     );
+    assert_reconnected(&metrics);
+}
+
+/// `metrics` count at least one reconnect to Redis.
+pub(crate) fn assert_reconnected(metrics: &str) {
     let reconnects = metrics
         .lines()
         .find_map(|line| line.strip_prefix("reaper_redis_reconnects_total "))

@@ -61,7 +61,7 @@ fn queue_tls(ca: &Path, client: Option<&TestCertificates>) -> String {
 #[tokio::test]
 async fn a_daemon_on_tls_redis_runs_a_job_and_refuses_an_untrusted_certificate() {
     let certificates = TestCertificates::generate();
-    let redis = TlsRedis::start(&certificates, ClientCertificates::Required);
+    let mut redis = TlsRedis::start(&certificates, ClientCertificates::Required);
     let trusted = queue_tls(&certificates.ca, Some(&certificates));
     let d = RedisDeployment::at(
         TestDatabase::postgres().await,
@@ -84,6 +84,22 @@ async fn a_daemon_on_tls_redis_runs_a_job_and_refuses_an_untrusted_certificate()
         before
             .assert_removed_exactly(test, &expected, Removal::Hard, 50)
             .await;
+        // A restart of the server: the daemon reconnects over TLS, and counts it.
+        redis.server.restart();
+        crate::poll_until(
+            Duration::from_secs(20),
+            "not ready again",
+            async || match api.get("/readyz").await {
+                (200, _) => Ok(()),
+                (_, readiness) => Err(readiness.to_string()),
+            },
+        )
+        .await;
+        let id = api
+            .submit(&erase_tenant(4, serde_json::json!({"batch_size": 50})))
+            .await;
+        api.wait_for(&id, "done", Duration::from_secs(30)).await;
+        crate::sentinel::assert_reconnected(&api.text("/metrics").await);
     }
     // The queue lived on the TLS server (its plain port is the test's own view of it).
     let mut admin = redis::Client::open(redis.server.url.as_str())

@@ -62,8 +62,8 @@ pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 /// series, [`ledger_derived`], are then left out of that scrape rather than shown stale or as 0).
 pub const LEDGER_UP: &str = "reaper_ledger_up";
 
-/// Times a daemon lost its Redis master's connection and asked the sentinels again (Redis
-/// through Sentinel).
+/// Times a daemon found its Redis connection lost and reconnected: once per outage of a
+/// connection (through Sentinel, each time it asked the sentinels again).
 pub const REDIS_RECONNECTS: &str = "reaper_redis_reconnects_total";
 /// 1 for the Redis master this daemon last connected to, by `address` (Redis through
 /// Sentinel); the previous master's series drops to 0.
@@ -169,7 +169,7 @@ const COUNTER_HELP: &[Help] = &[
     (
         REDIS_RECONNECTS,
         None,
-        "Times the Redis master's connection was lost and the sentinels asked again.",
+        "Times a Redis connection was found lost and reconnected (through Sentinel: the sentinels asked again).",
     ),
 ];
 
@@ -417,7 +417,8 @@ pub fn redis_master(address: &str) {
     }
 }
 
-/// The Redis master's connection was lost; the next command asks the sentinels.
+/// A Redis connection was found lost; it reconnects (through Sentinel: the next command asks
+/// the sentinels).
 pub fn redis_reconnect() {
     metrics::counter!(REDIS_RECONNECTS).increment(1);
 }

@@ -92,7 +92,7 @@ impl RedisTarget {
                     self.describe(&error)
                 )
             })?;
-        Ok(RedisConnection::Direct(manager))
+        Ok(RedisConnection::Direct(Watched::new(manager)))
     }
 
     /// The master the sentinels name, connected: failing here names the sentinels or the
@@ -185,7 +185,7 @@ impl RedisTarget {
                     self.describe(&error)
                 )
             })?;
-        Ok(RedisConnection::Cluster(connection))
+        Ok(RedisConnection::Cluster(Watched::new(connection)))
     }
 
     /// What went wrong, in the operator's words, with the client's own text after it.
@@ -285,12 +285,12 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) enum RedisConnection {
     /// One server (plain or TLS), through redis' connection manager.
-    Direct(ConnectionManager),
+    Direct(Watched<ConnectionManager>),
     /// The master the sentinels name, followed through failovers.
     Sentinel(SentinelConnection),
     /// A Redis Cluster: redis' cluster client routes each command to the node holding its
     /// key's slot, follows `MOVED`/`ASK`, and relearns the slots after a failover.
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(Watched<redis::cluster_async::ClusterConnection>),
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -348,6 +348,72 @@ impl ConnectionLike for RedisConnection {
             RedisConnection::Sentinel(connection) => connection.shared.db,
         }
     }
+}
+
+/// A connection that reconnects by itself (redis' connection manager, its cluster client),
+/// watched so that each outage counts once in `reaper_redis_reconnects_total`: a command that
+/// finds the connection lost marks it, the next one that succeeds clears the mark.
+#[derive(Clone)]
+pub(crate) struct Watched<C> {
+    inner: C,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<C> Watched<C> {
+    fn new(inner: C) -> Self {
+        Self {
+            inner,
+            lost: Default::default(),
+        }
+    }
+
+    fn note<T>(&self, answer: &redis::RedisResult<T>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match answer {
+            Ok(_) => self.lost.store(false, Relaxed),
+            Err(error) if connection_lost(error) && !self.lost.swap(true, Relaxed) => {
+                tracing::warn!(message = "Lost the connection to Redis; reconnecting.", %error);
+                reaper_engine::instruments::redis_reconnect();
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl<C: ConnectionLike + Send> ConnectionLike for Watched<C> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let answer = self.inner.req_packed_command(cmd).await;
+            self.note(&answer);
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let answer = self.inner.req_packed_commands(cmd, offset, count).await;
+            self.note(&answer);
+            answer
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// Whether `error` says the server is gone: the connection dropped, refused or timed out.
+fn connection_lost(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
 }
 
 /// The master the sentinels name. A command that finds the master gone (connection lost,
@@ -408,11 +474,7 @@ impl SentinelConnection {
         let Err(error) = answer else {
             return;
         };
-        let lost = error.is_io_error()
-            || error.is_connection_dropped()
-            || error.is_connection_refusal()
-            || error.is_timeout()
-            || error.is_unrecoverable_error()
+        let lost = connection_lost(error)
             || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
         if lost
             && let Ok(mut current) = self.shared.current.lock()
