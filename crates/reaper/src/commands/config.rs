@@ -50,6 +50,22 @@ fn effective(settings: &Settings, as_json: bool) -> anyhow::Result<String> {
     let mut shown = settings.config.clone();
     shown.database.url = reaper_engine::database::redact_url(&shown.database.url);
     shown.queue.url = reaper_engine::database::redact_url(&shown.queue.url);
+    // Sentinels and cluster nodes may carry passwords in their URLs too.
+    let servers = shown
+        .queue
+        .sentinel
+        .iter_mut()
+        .flat_map(|sentinel| sentinel.sentinels.iter_mut())
+        .chain(
+            shown
+                .queue
+                .cluster
+                .iter_mut()
+                .flat_map(|cluster| cluster.nodes.iter_mut()),
+        );
+    for url in servers {
+        *url = reaper_engine::database::redact_url(url);
+    }
     if shown.api.token.is_some() {
         shown.api.token = Some("<redacted>".into());
     }
