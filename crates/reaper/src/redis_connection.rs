@@ -88,7 +88,7 @@ impl RedisTarget {
             .await
             .map_err(|error| {
                 anyhow::anyhow!(
-                    "queue.url: cannot connect to Redis at `{shown}`: {}",
+                    "queue.url: cannot reach Redis at `{shown}`: {}",
                     self.describe(&error)
                 )
             })?;
