@@ -230,22 +230,32 @@ impl RedisSentinels {
     /// Starts them all and returns once every sentinel knows the replica and the other two
     /// sentinels (a failover needs both).
     pub fn start() -> Self {
-        let master = PrivateRedis::start_with_args(
-            None,
-            vec!["--repl-diskless-sync-delay".into(), "0".into()],
-        );
-        let replica = PrivateRedis::start_with_args(
-            None,
-            vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master.port().to_string(),
-            ],
-        );
         let dir = tempfile::Builder::new()
             .prefix("reaper-sentinels-")
             .tempdir()
             .unwrap();
+        // A replica's sync writes dump.rdb into the working directory: this one.
+        let in_dir = || vec!["--dir".to_owned(), dir.path().display().to_string()];
+        let master = PrivateRedis::start_with_args(
+            None,
+            [
+                in_dir(),
+                vec!["--repl-diskless-sync-delay".into(), "0".into()],
+            ]
+            .concat(),
+        );
+        let replica = PrivateRedis::start_with_args(
+            None,
+            [
+                in_dir(),
+                vec![
+                    "--replicaof".into(),
+                    "127.0.0.1".into(),
+                    master.port().to_string(),
+                ],
+            ]
+            .concat(),
+        );
         let sentinels = (0..3)
             .map(|index| {
                 let port = free_port();
@@ -401,6 +411,9 @@ impl RedisCluster {
                         // Replicas sync at once, not after the default 5 s wait for others.
                         "--repl-diskless-sync-delay".into(),
                         "0".into(),
+                        // A replica's sync writes dump.rdb into the working directory.
+                        "--dir".into(),
+                        dir.path().display().to_string(),
                     ],
                 )
             })
