@@ -8,13 +8,7 @@ use crate::{Deployment, config_text, reaper, run, send_signal, stderr, stdout};
 
 async fn enqueue_and_run_deletes_exactly_once(backend: Backend) {
     let deployment = Deployment::migrated(backend, 3_000).await;
-    let expected = deployment.test.ids("events", "tenant_id = 3").await;
-    let before = deployment.test.snapshot_events().await;
-    let id = deployment.enqueue(&erase_tenant(3, serde_json::json!({"batch_size": 70})));
-    deployment.run_until_idle(&[]);
-    deployment
-        .assert_done_once(&id, &before, &expected, 70)
-        .await;
+    let id = deployment.erase_tenant_once(3, 70).await;
 
     let status = run(deployment.reaper().args(["status", &id, "--audit"]));
     let shown: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();

@@ -48,7 +48,6 @@ impl RedisDeployment {
         rows: u32,
         private_redis: Option<&PrivateRedis>,
     ) -> Self {
-        let deployment = Deployment::on(test, rows).await;
         let (queue, redis_url, queue_name) = match private_redis {
             Some(redis) => (None, redis.url.clone(), "reaper-private".to_owned()),
             None => {
@@ -58,6 +57,22 @@ impl RedisDeployment {
                 (Some(queue), url, name)
             }
         };
+        let mut d = Self::at(test, rows, &redis_url, &queue_name, "").await;
+        d._queue = queue;
+        d
+    }
+
+    /// The deployment on `test` with its queue `queue_name` on the Redis `redis_url` names (a
+    /// server the test owns), the `[queue]` section ending with `queue_keys` (TOML lines:
+    /// `[queue.tls]`'s keys, a sentinel, a cluster).
+    pub(crate) async fn at(
+        test: TestDatabase,
+        rows: u32,
+        redis_url: &str,
+        queue_name: &str,
+        queue_keys: &str,
+    ) -> Self {
+        let deployment = Deployment::on(test, rows).await;
         let port = free_port();
         let text = config_text(&deployment.test.url, deployment.dir.path(), "")
             .replace(
@@ -66,7 +81,7 @@ impl RedisDeployment {
                     deployment.dir.path().join("queue.db").display()
                 ),
                 &format!(
-                    "backend = \"redis\"\nurl = \"{redis_url}\"\nname = \"{queue_name}\"\nheartbeat = \"1s\""
+                    "backend = \"redis\"\nurl = \"{redis_url}\"\nname = \"{queue_name}\"\nheartbeat = \"1s\"\n{queue_keys}"
                 ),
             )
             .replace(
@@ -80,10 +95,10 @@ impl RedisDeployment {
         deployment.migrate();
         Self {
             deployment,
-            queue_name,
-            redis_url,
+            queue_name: queue_name.to_owned(),
+            redis_url: redis_url.to_owned(),
             port,
-            _queue: queue,
+            _queue: None,
         }
     }
 

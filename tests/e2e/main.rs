@@ -7,6 +7,7 @@
 
 mod chaos;
 mod cli;
+mod cluster;
 mod daemon;
 mod demo;
 mod deploy;
@@ -15,8 +16,11 @@ mod hostile_input;
 mod operator;
 mod outages;
 mod physical_order;
+mod redis_acl;
 mod redis_bounds;
 mod retention;
+mod sentinel;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -194,6 +198,24 @@ impl Deployment {
                 max_batch,
             )
             .await;
+    }
+
+    /// Enqueues the erasure of `tenant` (batches of `batch_size`), runs the daemon until idle
+    /// and checks the job removed exactly the tenant's rows, once; the job's id.
+    pub(crate) async fn erase_tenant_once(&self, tenant: i64, batch_size: i64) -> String {
+        let expected = self
+            .test
+            .ids("events", &format!("tenant_id = {tenant}"))
+            .await;
+        let before = self.test.snapshot_events().await;
+        let id = self.enqueue(&reaper_testkit::engine::erase_tenant(
+            tenant,
+            serde_json::json!({ "batch_size": batch_size }),
+        ));
+        self.run_until_idle(&[]);
+        self.assert_done_once(&id, &before, &expected, batch_size)
+            .await;
+        id
     }
 
     pub(crate) fn run_until_idle(&self, extra_env: &[(&str, &str)]) {

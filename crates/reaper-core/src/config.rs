@@ -145,6 +145,22 @@ pub struct QueueConfig {
     /// metadata and ids); the ledger keeps the job.
     #[serde(default = "default_vacuum_every")]
     pub vacuum_every: Span,
+    /// Redis over TLS (`rediss://` URLs): the CA that verifies the server, and a client
+    /// certificate for servers that ask for one. Without it a `rediss://` URL verifies the
+    /// server against the system's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsConfig>,
+    /// Redis through Sentinel: the sentinels name the master, and reaper follows a failover to
+    /// the new one. `queue.url` then gives only the scheme (`rediss://` for TLS), the user,
+    /// the password and the database; its host and port are not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinelConfig>,
+    /// Redis Cluster: the nodes to start from (the client learns the rest and follows
+    /// `MOVED`/`ASK` redirections and failovers). `queue.url` then gives only the scheme, the
+    /// user and the password. The queue's name must carry a hash tag in apalis' slot
+    /// ([`APALIS_CLUSTER_TAG`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RedisClusterConfig>,
 }
 
 fn default_vacuum_every() -> Span {
@@ -454,6 +470,9 @@ impl Config {
                 format!("a `{backend}` queue needs a `{scheme}…` URL"),
             );
         }
+        check_redis_tls(&self.queue, &mut fail);
+        check_redis_sentinel(&self.queue, &mut fail);
+        check_redis_cluster(&self.queue, &mut fail);
         if self.queue.fetch_batch == 0 {
             fail("queue.fetch_batch".into(), "must be at least 1".into());
         }
@@ -1037,6 +1056,162 @@ fn valid_identifier(name: &str) -> bool {
         && !name.ends_with(' ')
 }
 
+/// `[queue.tls]`: how reaper verifies a Redis server over TLS, and proves who it is. Paths name
+/// PEM files, read at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// The CA certificate(s) the server's certificate must chain to (a managed service's CA
+    /// bundle); the system's trust store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// A client certificate, for servers that require one (`tls-auth-clients yes`); with
+    /// `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// The client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}
+
+/// `[queue.sentinel]`: where the sentinels are and which master they watch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelConfig {
+    /// The master's name, as the sentinels monitor it (`sentinel monitor NAME …`).
+    pub master: String,
+    /// The sentinels' URLs (`redis://10.0.0.5:26379`), asked in turn for the master.
+    pub sentinels: Vec<String>,
+}
+
+/// `[queue.sentinel]` names a master and at least one sentinel, on a Redis queue.
+fn check_redis_sentinel(queue: &QueueConfig, fail: &mut impl FnMut(String, String)) {
+    let Some(sentinel) = &queue.sentinel else {
+        return;
+    };
+    if queue.backend != QueueBackend::Redis {
+        fail(
+            "queue.sentinel".into(),
+            "applies to a `redis` queue only".into(),
+        );
+    }
+    if sentinel.master.trim().is_empty() {
+        fail(
+            "queue.sentinel.master".into(),
+            "must name the master the sentinels monitor".into(),
+        );
+    }
+    check_redis_urls("queue.sentinel.sentinels", &sentinel.sentinels, fail);
+}
+
+/// A list of Redis servers at `key`: at least one, each a `redis://` or `rediss://` URL.
+fn check_redis_urls(key: &str, urls: &[String], fail: &mut impl FnMut(String, String)) {
+    if urls.is_empty() {
+        fail(
+            key.into(),
+            "must list at least one server (`redis://host:port`)".into(),
+        );
+    }
+    for (index, url) in urls.iter().enumerate() {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            fail(
+                format!("{key}[{index}]"),
+                format!("`{url}` is not a `redis://` or `rediss://` URL"),
+            );
+        }
+    }
+}
+
+/// `[queue.cluster]`: where a Redis Cluster starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisClusterConfig {
+    /// Some of the cluster's nodes (`redis://10.0.0.7:6379`); one that answers is enough.
+    pub nodes: Vec<String>,
+}
+
+/// The one key apalis-redis writes outside the queue's names: `register_worker.lua` adds
+/// every queue to it. A Redis Cluster runs a script only on the node that holds its keys, so
+/// every key of the queue must live in this key's hash slot.
+pub const APALIS_QUEUE_LIST: &str = "core:apalis:queues:list";
+
+/// A hash tag whose slot is [`APALIS_QUEUE_LIST`]'s (2813): a queue named `{reaper15823}:jobs`
+/// has every key, and apalis' queue list, in one slot.
+pub const APALIS_CLUSTER_TAG: &str = "{reaper15823}";
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+pub fn redis_cluster_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = key.find('{').and_then(|open| {
+        let close = key[open + 1..].find('}')? + open + 1;
+        (close > open + 1).then(|| &bytes[open + 1..close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// `[queue.cluster]` lists nodes, excludes `[queue.sentinel]`, and the queue's keys share
+/// apalis' slot.
+fn check_redis_cluster(queue: &QueueConfig, fail: &mut impl FnMut(String, String)) {
+    let Some(cluster) = &queue.cluster else {
+        return;
+    };
+    if queue.sentinel.is_some() {
+        fail(
+            "queue.cluster".into(),
+            "cannot be combined with queue.sentinel (a cluster fails over by itself)".into(),
+        );
+    }
+    check_redis_urls("queue.cluster.nodes", &cluster.nodes, fail);
+    let wanted = redis_cluster_slot(APALIS_QUEUE_LIST);
+    if redis_cluster_slot(&queue.name) != wanted {
+        fail(
+            "queue.name".into(),
+            format!(
+                "on a Redis Cluster every key of the queue must be in the hash slot of apalis' \
+                 `{APALIS_QUEUE_LIST}` ({wanted}), which its scripts write: name the queue with \
+                 a hash tag in that slot, such as `{APALIS_CLUSTER_TAG}:{}`",
+                queue.name
+            ),
+        );
+    }
+}
+
+/// `[queue.tls]` belongs to a `rediss://` URL, and a client certificate comes with its key.
+fn check_redis_tls(queue: &QueueConfig, fail: &mut impl FnMut(String, String)) {
+    let Some(tls) = &queue.tls else {
+        return;
+    };
+    if queue.backend != QueueBackend::Redis || !queue.url.starts_with("rediss://") {
+        fail(
+            "queue.tls".into(),
+            "applies to Redis over TLS only: queue.url must start with `rediss://`".into(),
+        );
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) => fail(
+            "queue.tls.client_key".into(),
+            "is required with queue.tls.client_cert".into(),
+        ),
+        (None, Some(_)) => fail(
+            "queue.tls.client_cert".into(),
+            "is required with queue.tls.client_key".into(),
+        ),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1486,6 +1661,75 @@ mod tests {
         assert!(
             unknown.to_string().contains("unknown variant `cascade`"),
             "{unknown}"
+        );
+    }
+
+    #[test]
+    fn queue_tls_needs_a_rediss_url_and_a_client_certificate_its_key() {
+        let config = |url: &str, tls: &str| {
+            parse(&format!(
+                r#"{{"database": {{"url": "sqlite://x.db"}},
+                     "queue": {{"backend": "redis", "url": "{url}", "tls": {tls}}}}}"#
+            ))
+        };
+        let problems = |config: Config| match config.catalog() {
+            Ok(_) => Vec::new(),
+            Err(error) => error.problems.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            problems(config(
+                "rediss://cache:6380",
+                r#"{"ca_file": "ca.pem", "client_cert": "c.pem", "client_key": "c.key"}"#
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(config("redis://cache:6379", r#"{"ca_file": "ca.pem"}"#)),
+            vec![
+                "queue.tls: applies to Redis over TLS only: queue.url must start with `rediss://`"
+            ]
+        );
+        assert_eq!(
+            problems(config("rediss://cache:6380", r#"{"client_cert": "c.pem"}"#)),
+            vec!["queue.tls.client_key: is required with queue.tls.client_cert"]
+        );
+    }
+
+    #[test]
+    fn cluster_slots_follow_redis_hash_tags() {
+        // Redis' own examples: CRC16 of "123456789" is 0x31C3.
+        assert_eq!(redis_cluster_slot("123456789"), 0x31C3);
+        assert_eq!(redis_cluster_slot(APALIS_QUEUE_LIST), 2813);
+        assert_eq!(redis_cluster_slot(APALIS_CLUSTER_TAG), 2813);
+        assert_eq!(
+            redis_cluster_slot("{reaper15823}:jobs:active"),
+            redis_cluster_slot("{reaper15823}:jobs:intake:claimed:daemon-1")
+        );
+        // Redis' answers (`CLUSTER KEYSLOT`): an empty tag hashes the whole key.
+        assert_eq!(redis_cluster_slot("{}x"), 10595);
+        assert_eq!(redis_cluster_slot("a{b}c"), 3300);
+    }
+
+    #[test]
+    fn a_cluster_queue_must_share_apalis_slot() {
+        let problems = |name: &str| {
+            let config = parse(&format!(
+                r#"{{"database": {{"url": "sqlite://x.db"}},
+                     "queue": {{"backend": "redis", "url": "redis://", "name": "{name}",
+                                "cluster": {{"nodes": ["redis://127.0.0.1:7000"]}}}}}}"#
+            ));
+            match config.catalog() {
+                Ok(_) => Vec::new(),
+                Err(error) => error.problems.iter().map(ToString::to_string).collect(),
+            }
+        };
+        assert_eq!(problems("{reaper15823}:jobs"), Vec::<String>::new());
+        let refused = problems("reaper-jobs");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("queue.name: on a Redis Cluster")
+                && refused[0].contains("`{reaper15823}:reaper-jobs`"),
+            "{refused:?}"
         );
     }
 }

@@ -269,11 +269,38 @@ impl ProbedServer {
                     ),
                 }
             }
-            other => unreachable(
-                crate::error::classify_sqlx_error(other),
-                format!("cannot connect to {place}: {other}"),
-            ),
+            other => match tls_refusal(&other.to_string()) {
+                Some(why) => unreachable(
+                    ErrorClass::Permanent,
+                    format!("TLS to {place} failed: {why} ({other})"),
+                ),
+                None => unreachable(
+                    crate::error::classify_sqlx_error(other),
+                    format!("cannot connect to {place}: {other}"),
+                ),
+            },
         }
+    }
+}
+
+/// Why a TLS handshake was refused, in the URL's terms (`sslrootcert` is PostgreSQL's CA
+/// parameter, `ssl-ca` MySQL's); `None` when `text` is no TLS refusal. Permanent: the same
+/// certificate is refused again on a retry.
+fn tls_refusal(text: &str) -> Option<&'static str> {
+    if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        Some(
+            "the server's certificate is not trusted: it is not signed by the CA the URL names \
+             (`sslrootcert=` for PostgreSQL, `ssl-ca=` for MySQL/MariaDB)",
+        )
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        Some(
+            "the server's certificate is not valid for the host in the URL (connect with a \
+             name or address the certificate lists)",
+        )
+    } else if text.contains("does not support TLS") || text.contains("not support SSL") {
+        Some("the server does not offer TLS, and the URL requires it")
+    } else {
+        None
     }
 }
 

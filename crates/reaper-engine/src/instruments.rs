@@ -62,6 +62,13 @@ pub const POLICY_NEXT_RUN: &str = "reaper_policy_next_run_timestamp_seconds";
 /// series, [`ledger_derived`], are then left out of that scrape rather than shown stale or as 0).
 pub const LEDGER_UP: &str = "reaper_ledger_up";
 
+/// Times a daemon found its Redis connection lost and reconnected: once per outage of a
+/// connection (through Sentinel, each time it asked the sentinels again).
+pub const REDIS_RECONNECTS: &str = "reaper_redis_reconnects_total";
+/// 1 for the Redis master this daemon last connected to, by `address` (Redis through
+/// Sentinel); the previous master's series drops to 0.
+pub const REDIS_MASTER: &str = "reaper_redis_master";
+
 /// The gauges of jobs by state, counted in the ledger at scrape time.
 const JOB_STATE_GAUGES: &[&str] = &[JOBS_PENDING, JOBS_RUNNING, JOBS_PAUSED];
 
@@ -99,6 +106,7 @@ const ALWAYS_BESIDES_JOB_STATES: &[&str] = &[
     JOBS_ACCEPTED,
     JOBS_REJECTED,
     LEDGER_UP,
+    REDIS_RECONNECTS,
 ];
 
 /// Every metric that exists from start-up, whatever the configuration.
@@ -117,9 +125,12 @@ pub fn policy_gauges() -> impl Iterator<Item = &'static str> {
         .copied()
 }
 
-/// Every exported metric name.
+/// Every exported metric name (the Redis master's gauge exists once a daemon reached one
+/// through Sentinel).
 pub fn all() -> impl Iterator<Item = &'static str> {
-    always().chain(policy_gauges())
+    always()
+        .chain(policy_gauges())
+        .chain(std::iter::once(REDIS_MASTER))
 }
 
 /// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
@@ -155,10 +166,20 @@ const COUNTER_HELP: &[Help] = &[
         None,
         "Job requests refused as invalid, by source.",
     ),
+    (
+        REDIS_RECONNECTS,
+        None,
+        "Times a Redis connection was found lost and reconnected (through Sentinel: the sentinels asked again).",
+    ),
 ];
 
 /// The gauges' help texts.
 const GAUGE_HELP: &[Help] = &[
+    (
+        REDIS_MASTER,
+        None,
+        "1 for the Redis master (by address) the sentinels last named to this daemon.",
+    ),
     (JOBS_PENDING, None, "Jobs pending in the ledger."),
     (
         JOBS_RUNNING,
@@ -336,6 +357,7 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
         }
         metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
     }
+    metrics::counter!(REDIS_RECONNECTS).increment(0);
     for source in SOURCES.iter().copied() {
         metrics::counter!(JOBS_ACCEPTED, "source" => source).increment(0);
         metrics::counter!(JOBS_REJECTED, "source" => source).increment(0);
@@ -380,6 +402,25 @@ pub fn ledger_counts(counts: &crate::ledger::UnfinishedCounts) {
 /// Whether this scrape could read the ledger.
 pub fn ledger_up(up: bool) {
     metrics::gauge!(LEDGER_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The sentinels named `address` as the Redis master, and this daemon connected to it.
+pub fn redis_master(address: &str) {
+    static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    if let Ok(mut last) = LAST.lock() {
+        if let Some(previous) = last.replace(address.to_owned())
+            && previous != address
+        {
+            metrics::gauge!(REDIS_MASTER, "address" => previous).set(0.0);
+        }
+        metrics::gauge!(REDIS_MASTER, "address" => address.to_owned()).set(1.0);
+    }
+}
+
+/// A Redis connection was found lost; it reconnects (through Sentinel: the next command asks
+/// the sentinels).
+pub fn redis_reconnect() {
+    metrics::counter!(REDIS_RECONNECTS).increment(1);
 }
 
 /// Messages waiting in the queue transport (set at scrape time).

@@ -13,10 +13,15 @@ mod graph;
 mod invariants;
 mod private_servers;
 mod redis_queue;
+mod tls_servers;
 pub use graph::{GraphSnapshot, GraphTable};
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
 pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
+pub use tls_servers::{
+    ClientCertificates, RedisCluster, RedisSentinels, SENTINEL_MASTER, TestCertificates, TlsRedis,
+    tls_mariadb, tls_postgres,
+};
 
 use std::collections::BTreeSet;
 

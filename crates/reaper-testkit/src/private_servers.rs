@@ -17,7 +17,7 @@ fn postgres_bin(program: &str) -> PathBuf {
 }
 
 /// Runs `command`, failing the test with its output unless it succeeds.
-fn run_checked(command: &mut Command) -> Output {
+pub(crate) fn run_checked(command: &mut Command) -> Output {
     let output = command
         .output()
         .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
@@ -32,7 +32,7 @@ fn run_checked(command: &mut Command) -> Output {
 }
 
 /// A free loopback port (bound, then released for the server to take).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -52,6 +52,13 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Creates and starts the cluster (a few seconds).
     pub fn start() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// [`PrivatePostgres::start`] with server options `configure` returns; it runs before
+    /// the start with the cluster's directory (owned by `postgres`), where it may put files
+    /// the server reads (TLS certificates: `crate::tls_servers`).
+    pub(crate) fn start_with(configure: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("reaper-pg-")
             .tempdir()
@@ -75,8 +82,9 @@ impl PrivatePostgres {
         );
         let port = cluster.port().to_string();
         let socket = cluster.dir.path().display().to_string();
+        let extra = configure(cluster.dir.path());
         let options = format!(
-            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off {extra}"
         );
         cluster.pg_ctl(&["start", "-o", &options]);
         cluster
@@ -149,11 +157,18 @@ pub struct PrivateMariaDb {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl PrivateMariaDb {
     /// Creates the datadir and starts the server (a few seconds).
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// [`PrivateMariaDb::start`] with `extra` server arguments (TLS: `crate::tls_servers`),
+    /// kept for restarts.
+    pub(crate) fn start_with(extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("reaper-mariadb-")
             .tempdir()
@@ -169,12 +184,13 @@ impl PrivateMariaDb {
                 ]),
         );
         let port = free_port();
-        let child = spawn_mariadbd(dir.path(), port);
+        let child = spawn_mariadbd(dir.path(), port, &extra);
         Self {
             admin_url: format!("mysql://root@127.0.0.1:{port}/mysql"),
             port,
             child,
             dir,
+            extra,
         }
     }
 
@@ -183,14 +199,15 @@ impl PrivateMariaDb {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_mariadbd(self.dir.path(), self.port);
+        self.child = spawn_mariadbd(self.dir.path(), self.port, &self.extra);
     }
 }
 
-/// Starts `mariadbd` on `dir`'s datadir and `port` and waits until it answers, 30 s at most.
+/// Starts `mariadbd` on `dir`'s datadir and `port` (with `extra` arguments) and waits until it
+/// answers, 30 s at most.
 // The caller owns the child: `PrivateMariaDb` kills and waits for it on drop.
 #[allow(clippy::zombie_processes)]
-fn spawn_mariadbd(dir: &Path, port: u16) -> Child {
+fn spawn_mariadbd(dir: &Path, port: u16, extra: &[String]) -> Child {
     let child = Command::new("mariadbd")
         .arg("--no-defaults")
         .arg(format!("--datadir={}", dir.join("data").display()))
@@ -204,6 +221,7 @@ fn spawn_mariadbd(dir: &Path, port: u16) -> Child {
             "--skip-log-bin",
             "--innodb-buffer-pool-size=32M",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

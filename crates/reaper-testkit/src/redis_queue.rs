@@ -77,6 +77,8 @@ pub struct PrivateRedis {
     child: Child,
     /// With persistence: the server's working directory, where its append-only file lives.
     data: Option<tempfile::TempDir>,
+    /// Arguments beyond the defaults (TLS, ACL files: `crate::tls_servers`), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
@@ -92,32 +94,53 @@ impl PrivateRedis {
     }
 
     fn start_with(data: Option<tempfile::TempDir>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with_args(data, Vec::new())
+    }
+
+    /// Without persistence, with `extra` arguments (a TLS port and its certificates); `url`
+    /// stays the plain port's, for the test's own administration.
+    pub(crate) fn start_with_args(data: Option<tempfile::TempDir>, extra: Vec<String>) -> Self {
+        let port = crate::private_servers::free_port();
         let url = format!("redis://127.0.0.1:{port}/0");
-        let child = spawn_redis(port, &url, data.as_ref().map(tempfile::TempDir::path));
-        Self { url, child, data }
+        let child = spawn_redis(
+            port,
+            &url,
+            data.as_ref().map(tempfile::TempDir::path),
+            &extra,
+        );
+        Self {
+            url,
+            child,
+            data,
+            extra,
+        }
+    }
+
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap()
+    }
+
+    /// Kills the server (kill -9) and leaves it down.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Kills the server (kill -9) and starts it again on the same port: empty without
     /// persistence (a restart without data), with every key from its append-only file with it.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let port = self
-            .url
-            .rsplit(':')
-            .next()
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap();
+        self.kill();
         self.child = spawn_redis(
-            port,
+            self.port(),
             &self.url,
             self.data.as_ref().map(tempfile::TempDir::path),
+            &self.extra,
         );
     }
 
@@ -132,10 +155,10 @@ impl PrivateRedis {
 }
 
 /// Starts `redis-server` on `port` and waits until it answers, 10 s at most; persistent in
-/// `data` when given.
+/// `data` when given; `extra` arguments last.
 // The caller owns the child: `PrivateRedis` kills and waits for it on drop.
 #[allow(clippy::zombie_processes)]
-fn spawn_redis(port: u16, url: &str, data: Option<&std::path::Path>) -> Child {
+fn spawn_redis(port: u16, url: &str, data: Option<&std::path::Path>, extra: &[String]) -> Child {
     let mut command = Command::new("redis-server");
     command.args([
         "--bind",
@@ -151,6 +174,7 @@ fn spawn_redis(port: u16, url: &str, data: Option<&std::path::Path>) -> Child {
             .arg(dir),
         None => command.args(["--appendonly", "no"]),
     };
+    command.args(extra);
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())

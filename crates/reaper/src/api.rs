@@ -618,6 +618,9 @@ mod tests {
             heartbeat: Span::from_secs(10),
             fetch_batch: 10,
             vacuum_every: Span::from_secs(60),
+            tls: None,
+            sentinel: None,
+            cluster: None,
         })
         .await
         .unwrap();

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands::{CommandError, CommandResult, check_ledger, connect_checked};
 use crate::queue::JobQueue;
+use crate::redis_connection::RedisTarget;
 use crate::settings::Settings;
 use crate::signals::StopSignals;
 use crate::worker::{self, WorkerState};
@@ -56,8 +57,14 @@ pub(crate) async fn run(
 
     let (stop, _signals) = stop_flag(signals, db.clone(), until_idle);
     let api = listener.map(|listener| spawn_api(settings, &state, metrics, listener, &stop));
-    let intake = spawn_intake(settings, &state, &stop);
-    let vacuum = spawn_vacuum(settings, &stop);
+    let redis = match config.queue.backend {
+        QueueBackend::Redis => Some(redis_checked(&config.queue).await?),
+        QueueBackend::Sqlite => None,
+    };
+    let intake = redis
+        .clone()
+        .map(|redis| spawn_intake(settings, &state, redis, &stop));
+    let vacuum = redis.map(|redis| spawn_vacuum(settings, redis, &stop));
     let scheduler = spawn_scheduler(settings, &state, &stop);
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
@@ -183,41 +190,50 @@ fn producer(settings: &Settings, state: &WorkerState) -> crate::producer::Produc
     }
 }
 
-/// The Redis intake list, until `stop` (none on the SQLite queue).
+/// How to reach the Redis queue, once it was tried. A user the ACL does not allow what the
+/// daemon does is logged as an error naming the user and what it was denied, but does not stop
+/// the daemon: its workers retry, and start once the ACL is fixed (`/readyz` says unready).
+async fn redis_checked(queue: &reaper_core::config::QueueConfig) -> anyhow::Result<RedisTarget> {
+    let redis = RedisTarget::from_config(queue)?;
+    let mut connection = redis.connect().await?;
+    if let Err(error) = crate::queue::check_redis_access(&redis, &mut connection, queue).await {
+        tracing::error!(message = "Redis refuses what the daemon needs; its workers fail until the ACL allows it.", %error);
+    }
+    Ok(redis)
+}
+
+/// The Redis intake list, until `stop` (Redis queues only).
 fn spawn_intake(
     settings: &Settings,
     state: &WorkerState,
+    redis: RedisTarget,
     stop: &watch::Receiver<bool>,
-) -> Option<JoinHandle<()>> {
+) -> JoinHandle<()> {
     let config = &settings.config;
-    match config.queue.backend {
-        QueueBackend::Redis => {
-            let intake = Arc::new(intake::Intake {
-                keys: intake::IntakeKeys::new(&config.queue.name),
-                daemon: state.settings.owner.clone(),
-                redis_url: config.queue.url.clone(),
-                heartbeat: config.queue.heartbeat.as_duration(),
-                producer: producer(settings, state),
-            });
-            Some(tokio::spawn(intake.run(stop.clone())))
-        }
-        QueueBackend::Sqlite => None,
-    }
+    let intake = Arc::new(intake::Intake {
+        keys: intake::IntakeKeys::new(&config.queue.name),
+        daemon: state.settings.owner.clone(),
+        redis,
+        heartbeat: config.queue.heartbeat.as_duration(),
+        producer: producer(settings, state),
+    });
+    tokio::spawn(intake.run(stop.clone()))
 }
 
-/// The vacuum of finished Redis messages, until `stop` (none on the SQLite queue, whose
+/// The vacuum of finished Redis messages, until `stop` (Redis queues only: the SQLite queue's
 /// apalis rows are its own business).
-fn spawn_vacuum(settings: &Settings, stop: &watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+fn spawn_vacuum(
+    settings: &Settings,
+    redis: RedisTarget,
+    stop: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
     let queue = &settings.config.queue;
-    match queue.backend {
-        QueueBackend::Redis => Some(tokio::spawn(crate::vacuum::run(
-            queue.url.clone(),
-            crate::vacuum::VacuumKeys::new(&queue.name),
-            queue.vacuum_every.as_duration(),
-            stop.clone(),
-        ))),
-        QueueBackend::Sqlite => None,
-    }
+    tokio::spawn(crate::vacuum::run(
+        redis,
+        crate::vacuum::VacuumKeys::new(&queue.name),
+        queue.vacuum_every.as_duration(),
+        stop.clone(),
+    ))
 }
 
 /// The retention scheduler, until `stop` (none when no policy is enabled).

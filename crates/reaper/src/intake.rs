@@ -71,7 +71,7 @@ struct Rejection<'a> {
 pub(crate) struct Intake {
     pub(crate) keys: IntakeKeys,
     pub(crate) daemon: String,
-    pub(crate) redis_url: String,
+    pub(crate) redis: crate::redis_connection::RedisTarget,
     pub(crate) heartbeat: Duration,
     pub(crate) producer: Producer,
 }
@@ -115,7 +115,7 @@ impl Intake {
                 }
             }
             // A blocking pop holds its connection; this loop has its own.
-            let mut connection = match crate::queue::connect_redis(&self.redis_url).await {
+            let mut connection = match self.redis.connect().await {
                 Ok(connection) => connection,
                 Err(error) => {
                     tracing::error!(message = "Intake cannot reach Redis.", %error);
@@ -131,7 +131,7 @@ impl Intake {
                 }
             }
         }
-        if let Ok(mut connection) = crate::queue::connect_redis(&self.redis_url).await
+        if let Ok(mut connection) = self.redis.connect().await
             && let Err(error) = self.hand_back(&mut connection, &self.daemon).await
         {
             tracing::warn!(message = "Could not hand back claimed intake messages.", %error);
@@ -140,7 +140,7 @@ impl Intake {
 
     async fn serve(
         &self,
-        connection: &mut redis::aio::ConnectionManager,
+        connection: &mut crate::redis_connection::RedisConnection,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let claimed = self.keys.claimed(&self.daemon);
@@ -192,7 +192,7 @@ impl Intake {
     /// Waits up to a second for a message, then takes whatever else is waiting.
     async fn claim(
         &self,
-        connection: &mut redis::aio::ConnectionManager,
+        connection: &mut crate::redis_connection::RedisConnection,
         claimed: &str,
     ) -> anyhow::Result<Vec<Vec<u8>>> {
         let first: Option<Vec<u8>> = connection
@@ -221,7 +221,7 @@ impl Intake {
     /// Submits one message. `Err` when the message could not be judged (it stays claimed).
     async fn submit(
         &self,
-        mut connection: redis::aio::ConnectionManager,
+        mut connection: crate::redis_connection::RedisConnection,
         message: &[u8],
     ) -> anyhow::Result<()> {
         let request = match crate::producer::parse(message, &self.producer.catalog) {
@@ -250,7 +250,7 @@ impl Intake {
 
     async fn reject(
         &self,
-        connection: &mut redis::aio::ConnectionManager,
+        connection: &mut crate::redis_connection::RedisConnection,
         message: &[u8],
         error: String,
     ) -> anyhow::Result<()> {
@@ -275,7 +275,7 @@ impl Intake {
     /// three heartbeats.
     async fn heartbeat_and_recover(
         &self,
-        connection: &mut redis::aio::ConnectionManager,
+        connection: &mut crate::redis_connection::RedisConnection,
     ) -> anyhow::Result<()> {
         let now = Utc::now().timestamp();
         let _: i64 = connection
@@ -296,7 +296,7 @@ impl Intake {
 
     async fn hand_back(
         &self,
-        connection: &mut redis::aio::ConnectionManager,
+        connection: &mut crate::redis_connection::RedisConnection,
         daemon: &str,
     ) -> anyhow::Result<i64> {
         Ok(redis::Script::new(RETURN_SCRIPT)

@@ -27,6 +27,7 @@ mod policy_view;
 mod producer;
 mod purge;
 mod queue;
+mod redis_connection;
 mod scheduler;
 mod settings;
 mod signals;

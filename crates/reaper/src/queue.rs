@@ -22,6 +22,8 @@ use reaper_core::config::{QueueBackend, QueueConfig};
 use reaper_core::sql::{self, Backend};
 use serde::{Deserialize, Serialize};
 
+use crate::redis_connection::{RedisConnection, RedisTarget};
+
 /// A worker silent for this many heartbeats is dead; its messages go to live workers.
 pub(crate) const MISSED_HEARTBEATS: usize = 3;
 
@@ -39,7 +41,7 @@ pub(crate) enum JobQueue {
         /// apalis-sqlite's `job_type` column holds the queue name.
         queue_name: String,
     },
-    Redis(RedisStorage<JobMessage>),
+    Redis(RedisStorage<JobMessage, RedisConnection>),
 }
 
 impl JobQueue {
@@ -80,7 +82,7 @@ impl JobQueue {
                 })
             }
             QueueBackend::Redis => {
-                let connection = connect_redis(&config.url).await?;
+                let connection = RedisTarget::from_config(config)?.connect().await?;
                 let heartbeat = config.heartbeat.as_duration();
                 let redis_config = apalis_redis::Config::default()
                     .queue(&config.name)
@@ -167,20 +169,51 @@ impl JobQueue {
     }
 }
 
-/// Connects to Redis, failing within seconds (not the client's default ~10 s of silent retries)
-/// with a message naming `queue.url`. The connection manager reconnects after later outages.
-pub(crate) async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let shown = reaper_engine::database::redact_url(url);
-    let client = redis::Client::open(url)
-        .map_err(|error| anyhow::anyhow!("queue.url: `{shown}` is not a Redis URL: {error}"))?;
-    let settings = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(2)
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)));
-    client
-        .get_connection_manager_with_config(settings)
-        .await
-        .map_err(|error| anyhow::anyhow!("queue.url: cannot reach Redis at `{shown}`: {error}"))
+/// Tries, without changing anything, what the daemon will do on Redis — run scripts on the
+/// queue's keys, write the intake list, register in apalis' queue list — so that a user the
+/// ACL limits too far is named with what it was denied before any worker fails on it.
+pub(crate) async fn check_redis_access(
+    target: &RedisTarget,
+    connection: &mut RedisConnection,
+    queue: &QueueConfig,
+) -> anyhow::Result<()> {
+    let active = apalis_redis::Config::default()
+        .queue(&queue.name)
+        .active_jobs_list();
+    let intake = crate::intake::IntakeKeys::new(&queue.name).intake;
+    // Each probe touches one key (a cluster refuses a script across hash slots); removing a
+    // member that no message or queue has changes nothing.
+    let probes = [
+        (
+            "run the scripts apalis polls with on",
+            "return redis.call('LLEN', KEYS[1])",
+            active.as_str(),
+        ),
+        (
+            "write the intake list",
+            "return redis.call('LREM', KEYS[1], 0, ARGV[1])",
+            intake.as_str(),
+        ),
+        (
+            "register the queue in apalis' queue list",
+            "return redis.call('ZREM', KEYS[1], ARGV[1])",
+            reaper_core::config::APALIS_QUEUE_LIST,
+        ),
+    ];
+    for (what, script, key) in probes {
+        redis::Script::new(script)
+            .key(key)
+            .arg("reaper:access-check")
+            .invoke_async::<i64>(connection)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "queue.url: cannot {what} `{key}`: {}",
+                    target.describe(&error)
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// `sqlite://.reaper/queue.db?mode=rwc` → creates `.reaper/` so a fresh clone just works.

@@ -169,6 +169,29 @@ mod tests {
     }
 
     #[test]
+    fn the_managed_infrastructure_example_is_valid() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REAPER_API_TOKEN", "a-token-of-enough-length");
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/managed.toml");
+            let settings = load(Some(&path)).map_err(figment::Error::from)?;
+            let queue = &settings.config.queue;
+            assert!(queue.url.starts_with("rediss://"));
+            assert_eq!(
+                queue.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()),
+                Some("/etc/reaper/redis-ca.pem")
+            );
+            assert_eq!(
+                queue
+                    .sentinel
+                    .as_ref()
+                    .map(|sentinel| sentinel.sentinels.len()),
+                Some(3)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn environment_overrides_and_shortcuts_apply() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("REAPER_WORKER__CONCURRENCY", "7");

@@ -59,7 +59,7 @@ impl VacuumKeys {
 
 /// Removes every finished message of the queue; how many.
 pub(crate) async fn vacuum(
-    connection: &mut redis::aio::ConnectionManager,
+    connection: &mut crate::redis_connection::RedisConnection,
     keys: &VacuumKeys,
 ) -> redis::RedisResult<u64> {
     let script = redis::Script::new(VACUUM_SCRIPT);
@@ -82,7 +82,7 @@ pub(crate) async fn vacuum(
 
 /// Vacuums every `every` until `stop`; errors are logged and the next round tries again.
 pub(crate) async fn run(
-    redis_url: String,
+    redis: crate::redis_connection::RedisTarget,
     keys: VacuumKeys,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -92,7 +92,7 @@ pub(crate) async fn run(
             () = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|stopping| *stopping) => return,
         }
-        let removed = match crate::queue::connect_redis(&redis_url).await {
+        let removed = match redis.connect().await {
             Ok(mut connection) => vacuum(&mut connection, &keys)
                 .await
                 .map_err(anyhow::Error::from),

@@ -50,6 +50,22 @@ fn effective(settings: &Settings, as_json: bool) -> anyhow::Result<String> {
     let mut shown = settings.config.clone();
     shown.database.url = reaper_engine::database::redact_url(&shown.database.url);
     shown.queue.url = reaper_engine::database::redact_url(&shown.queue.url);
+    // Sentinels and cluster nodes may carry passwords in their URLs too.
+    let servers = shown
+        .queue
+        .sentinel
+        .iter_mut()
+        .flat_map(|sentinel| sentinel.sentinels.iter_mut())
+        .chain(
+            shown
+                .queue
+                .cluster
+                .iter_mut()
+                .flat_map(|cluster| cluster.nodes.iter_mut()),
+        );
+    for url in servers {
+        *url = reaper_engine::database::redact_url(url);
+    }
     if shown.api.token.is_some() {
         shown.api.token = Some("<redacted>".into());
     }
@@ -118,17 +134,22 @@ async fn database_problems(settings: &Settings) -> Vec<Problem> {
     problems
 }
 
-/// The queue: Redis answers a PING.
+/// The queue: Redis answers a PING, and lets reaper's user do what the daemon does
+/// ([`crate::queue::check_redis_access`]).
 async fn queue_problem(settings: &Settings) -> Option<Problem> {
     let queue = &settings.config.queue;
     match queue.backend {
         QueueBackend::Redis => {
             let ping = async {
-                let mut connection = crate::queue::connect_redis(&queue.url).await?;
+                let redis = crate::redis_connection::RedisTarget::from_config(queue)?;
+                let mut connection = redis.connect().await?;
                 redis::cmd("PING")
                     .query_async::<String>(&mut connection)
                     .await
-                    .map_err(|error| anyhow::anyhow!("queue.url: Redis refused PING: {error}"))
+                    .map_err(|error| {
+                        anyhow::anyhow!("queue.url: Redis refused PING: {}", redis.describe(&error))
+                    })?;
+                crate::queue::check_redis_access(&redis, &mut connection, queue).await
             };
             let problem = match tokio::time::timeout(QUEUE_TIMEOUT, ping).await {
                 Ok(Ok(_)) => return None,
