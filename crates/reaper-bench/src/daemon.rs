@@ -2,8 +2,10 @@
 //! single-row erase jobs ("delete user k's row"), enqueued with plain Redis commands (the
 //! documented intake) as fast as one producer can. Prints jobs/s from the first enqueue to the
 //! last job done, and the p50/p99 of each job's enqueue→done latency (done = the ledger's
-//! `finished_at`, written by the daemon on the same host clock). Then, once the daemon's vacuum
-//! has run, what the queue holds in Redis: its keys and their bytes (`MEMORY USAGE`).
+//! `finished_at`, written by the daemon on the same host clock). Then jobs at a steady rate,
+//! one at a time (no backlog): the enqueue→done latency a producer sees in normal operation.
+//! Then, once the daemon's vacuum has run, what the queue holds in Redis: its keys and their
+//! bytes (`MEMORY USAGE`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,19 +14,35 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
-/// Runs the benchmark; `jobs` single-row erase jobs, the daemon with `concurrency` slots.
+/// The steady phase: `rate` jobs a second for `seconds` seconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Steady {
+    pub(crate) rate: u32,
+    pub(crate) seconds: u32,
+}
+
+impl Steady {
+    fn jobs(self) -> u64 {
+        u64::from(self.rate) * u64::from(self.seconds)
+    }
+}
+
+/// Runs the benchmark; `jobs` single-row erase jobs as one backlog, then the `steady` phase,
+/// the daemon with `concurrency` slots.
 pub(crate) async fn run(
     jobs: u64,
     concurrency: u32,
+    steady: Steady,
     postgres_admin_url: &str,
     redis_url: &str,
 ) -> anyhow::Result<()> {
     let reaper = build_reaper()?;
     let url = crate::create_database(postgres_admin_url).await?;
     let conn = sea_orm::Database::connect(&url).await?;
+    let users = jobs + steady.jobs();
     conn.execute_unprepared(&format!(
         "CREATE TABLE profiles (id bigserial PRIMARY KEY, user_id bigint NOT NULL, payload text NOT NULL);
-         INSERT INTO profiles (user_id, payload) SELECT g, repeat('x', 200) FROM generate_series(1, {jobs}) g;
+         INSERT INTO profiles (user_id, payload) SELECT g, repeat('x', 200) FROM generate_series(1, {users}) g;
          CREATE INDEX profiles_user ON profiles (user_id);"
     ))
     .await?;
@@ -48,6 +66,16 @@ user_id = "int"
     let produced = started.elapsed();
     wait_finished(&conn, jobs).await?;
     let finished = Finished::read(&conn, &enqueued).await?;
+    let steady_finished = if steady.jobs() > 0 {
+        let erasures = (jobs + 1..=users).map(|user| erasure("profiles", "user_id", user));
+        let enqueued = daemon
+            .enqueue_steadily(&mut redis, erasures, steady.rate)
+            .await?;
+        wait_finished(&conn, users).await?;
+        Some(Finished::read(&conn, &enqueued).await?)
+    } else {
+        None
+    };
     let left: i64 = crate::query_one(&conn, "SELECT count(*) FROM profiles").await?;
     // What Redis holds once the vacuum has run (every 2 s here; a minute by default).
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -74,6 +102,18 @@ user_id = "int"
         rate / 1000.0
     );
     finished.print_latencies();
+    if let Some(steady_finished) = steady_finished {
+        println!(
+            "then {} jobs at a steady {} jobs/s (no backlog): enqueue → done",
+            steady.jobs(),
+            steady.rate
+        );
+        steady_finished.print_latencies();
+        println!(
+            "  p99 against the target (≤ 250 ms) {:>7.2}×",
+            steady_finished.percentile(0.99).as_secs_f64() / 0.250
+        );
+    }
     println!("  rows left in the table          {left:>9}");
     println!(
         "  Redis after the vacuum          {redis_keys:>9} keys, {redis_bytes} bytes (keys under `{}`)",
@@ -169,6 +209,32 @@ concurrency = {concurrency}
                 enqueued_at.insert(key.clone(), now);
             }
             pipe.query_async::<()>(redis).await?;
+        }
+        Ok(enqueued_at)
+    }
+
+    /// Pushes the jobs on the Redis intake one at a time, `rate` a second on a fixed schedule
+    /// (a late push is not made up for by a burst); when each was enqueued, by key.
+    pub(crate) async fn enqueue_steadily(
+        &self,
+        redis: &mut redis::aio::MultiplexedConnection,
+        jobs: impl Iterator<Item = (String, serde_json::Value)>,
+        rate: u32,
+    ) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+        let intake = format!("{}:intake", self.queue);
+        let mut ticks =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut enqueued_at = HashMap::new();
+        for (key, job) in jobs {
+            ticks.tick().await;
+            let now = Utc::now();
+            redis::cmd("LPUSH")
+                .arg(&intake)
+                .arg(job.to_string())
+                .query_async::<()>(redis)
+                .await?;
+            enqueued_at.insert(key, now);
         }
         Ok(enqueued_at)
     }

@@ -83,6 +83,13 @@ enum Bench {
         /// The daemon's worker slots.
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
+        /// Then jobs at this steady rate (jobs/s), one at a time, for the latency a producer
+        /// sees when there is no backlog; 0 skips the phase.
+        #[arg(long, default_value_t = 200)]
+        steady_rate: u32,
+        /// How long the steady phase lasts, in seconds.
+        #[arg(long, default_value_t = 10)]
+        steady_seconds: u32,
         #[command(flatten)]
         servers: Servers,
     },
@@ -178,11 +185,17 @@ async fn main() -> anyhow::Result<()> {
         Bench::Daemon {
             jobs,
             concurrency,
+            steady_rate,
+            steady_seconds,
             servers,
         } => {
             daemon::run(
                 jobs,
                 concurrency,
+                daemon::Steady {
+                    rate: steady_rate,
+                    seconds: steady_seconds,
+                },
                 &servers.postgres.postgres_url,
                 &servers.redis_url,
             )
