@@ -9,6 +9,7 @@ mod actions;
 mod chaos;
 mod cli;
 mod daemon;
+mod dashboard;
 mod demo;
 mod deploy;
 mod erasure_graph;

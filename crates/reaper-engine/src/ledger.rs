@@ -17,7 +17,7 @@ use crate::database::{Database, DbRow};
 use crate::error::EngineError;
 
 pub use reaper_core::sql::ledger::{ClaimFrom, Lease, Transition};
-pub use reaper_core::sql::rows::{ActionRecord, AuditRecord, JobRecord};
+pub use reaper_core::sql::rows::{ActionRecord, AuditRecord, BatchPoint, JobRecord};
 
 /// Reads a row of `T`'s columns by name.
 pub(crate) fn decode<'r, T>(
@@ -584,17 +584,7 @@ pub async fn rows_by_table(
     db: &Database,
     job_id: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    let rows = db
-        .query_all(&ledger::rows_by_table(db.backend(), job_id))
-        .await?;
-    let [target, count] = ledger::ROWS_BY_TABLE_COLUMNS;
-    rows.iter()
-        .map(|row| {
-            let table: String = row.try_get("", target)?;
-            let rows: i64 = row.try_get("", count)?;
-            Ok((table, u64::try_from(rows).unwrap_or(0)))
-        })
-        .collect()
+    named_counts(db, &ledger::rows_by_table(db.backend(), job_id)).await
 }
 
 /// The newest audit entries, newest first.
@@ -605,6 +595,80 @@ pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>,
     rows.iter()
         .map(|row| decode(row, db.backend(), AuditRecord::decode))
         .collect()
+}
+
+/// Jobs per state, every state (the dashboard's overview).
+pub async fn count_by_state(
+    db: &Database,
+) -> Result<std::collections::BTreeMap<&'static str, u64>, EngineError> {
+    let rows = db.query_all(&ledger::count_by_state(db.backend())).await?;
+    let mut counts: std::collections::BTreeMap<&'static str, u64> = JobState::ALL
+        .iter()
+        .map(|state| (state.as_str(), 0))
+        .collect();
+    for row in &rows {
+        let (state, count) = decode(row, db.backend(), rows::decode_state_count)?;
+        counts.insert(state.as_str(), count);
+    }
+    Ok(counts)
+}
+
+/// Pending jobs waiting for a retry after a failure.
+pub async fn count_retrying(db: &Database) -> Result<u64, EngineError> {
+    Ok(crate::database::query_count(
+        db.connection(),
+        db.backend(),
+        &ledger::count_retrying(db.backend()),
+    )
+    .await?)
+}
+
+/// Running jobs per lease owner (worker), across every daemon on this ledger.
+pub async fn running_by_owner(
+    db: &Database,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    named_counts(db, &ledger::running_by_owner(db.backend())).await
+}
+
+/// Rows removed per target since `since`, from the audit.
+pub async fn rows_since(
+    db: &Database,
+    since: DateTime<Utc>,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    named_counts(db, &ledger::rows_since(db.backend(), since)).await
+}
+
+/// Rows of [`ledger::ROWS_BY_TABLE_COLUMNS`] as a map.
+async fn named_counts(
+    db: &Database,
+    statement: &Statement,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    let rows = db.query_all(statement).await?;
+    let [name, count] = ledger::ROWS_BY_TABLE_COLUMNS;
+    rows.iter()
+        .map(|row| {
+            let key: String = row.try_get("", name)?;
+            let value: i64 = row.try_get("", count)?;
+            Ok((key, u64::try_from(value).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// The newest `limit` batches of a job, oldest first (the job page's chart).
+pub async fn batch_series(
+    db: &Database,
+    job_id: &str,
+    limit: u32,
+) -> Result<Vec<BatchPoint>, EngineError> {
+    let rows = db
+        .query_all(&ledger::batch_series(db.backend(), job_id, limit))
+        .await?;
+    let mut points = rows
+        .iter()
+        .map(|row| decode(row, db.backend(), BatchPoint::decode))
+        .collect::<Result<Vec<_>, _>>()?;
+    points.reverse();
+    Ok(points)
 }
 
 async fn all_jobs(db: &Database, statement: &Statement) -> Result<Vec<JobRecord>, EngineError> {

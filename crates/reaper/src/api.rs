@@ -75,6 +75,8 @@ pub(crate) struct ApiState {
     pub(crate) policies: Vec<reaper_core::retention::Policy>,
     /// How long a `/v1` call waits for the ledger before answering 503 (`api.ledger_wait`).
     pub(crate) ledger_wait: Duration,
+    /// The dashboard's sessions and read-only token (`crate::ui`).
+    pub(crate) ui: crate::ui::UiState,
 }
 
 /// The whole API.
@@ -94,6 +96,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)
+        .merge(crate::ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -154,7 +157,7 @@ const RETRY_AFTER: &str = "2";
 
 /// Runs a ledger call within the API's bounded wait (`api.ledger_wait`): past it the call
 /// fails as transient (503), however long the database would keep the caller waiting.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     state: &ApiState,
     call: impl std::future::Future<Output = Result<T, EngineError>>,
 ) -> Result<T, EngineError> {
@@ -197,7 +200,7 @@ async fn require_token(
 /// right nor whether its length was: a plain constant-time compare returns at once on a length
 /// difference. Hashing takes time in proportion to each input's length, which says nothing
 /// about the token's content.
-fn token_matches(presented: &str, token: &str) -> bool {
+pub(crate) fn token_matches(presented: &str, token: &str) -> bool {
     use sha2::{Digest, Sha256};
     let presented = Sha256::digest(presented.as_bytes());
     let token = Sha256::digest(token.as_bytes());
@@ -751,6 +754,7 @@ mod tests {
             workers_alive: Arc::new(AtomicBool::new(true)),
             policies,
             ledger_wait: Duration::from_secs(5),
+            ui: crate::ui::UiState::default(),
         })
     }
 

@@ -31,6 +31,7 @@ mod queue;
 mod scheduler;
 mod settings;
 mod signals;
+mod ui;
 mod vacuum;
 mod worker;
 

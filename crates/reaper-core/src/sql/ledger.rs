@@ -359,17 +359,23 @@ pub fn count_graph_batch(
 /// Columns read back by [`rows_by_table`].
 pub const ROWS_BY_TABLE_COLUMNS: [&str; 2] = ["target", "row_count"];
 
+/// `sum(row_count)` as a 64-bit integer on every backend (PostgreSQL sums a bigint to a
+/// numeric, MySQL to a decimal).
+fn sum_of_rows(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "CAST(sum(row_count) AS BIGINT)",
+        Backend::MySql => "CAST(sum(row_count) AS SIGNED)",
+        Backend::Sqlite => "sum(row_count)",
+    }
+}
+
 /// Rows a job removed per target, summed over its audit rows: `SELECT target, sum(row_count)
 /// … GROUP BY target`. Expected plan: the `(job_id, batch_no)` unique index, then a small
 /// aggregate.
 pub fn rows_by_table(backend: Backend, job_id: &str) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT target, ")
-        .push(match backend {
-            Backend::Postgres => "CAST(sum(row_count) AS BIGINT)",
-            Backend::MySql => "CAST(sum(row_count) AS SIGNED)",
-            Backend::Sqlite => "sum(row_count)",
-        })
+        .push(sum_of_rows(backend))
         .push(" AS row_count FROM reaper_audit WHERE job_id = ")
         .param(text(job_id))
         .push(" GROUP BY target ORDER BY target");
@@ -823,6 +829,66 @@ pub fn job_actions(backend: Backend, job_id: &str, limit: u32) -> Statement {
         .push(" FROM reaper_job_actions WHERE job_id = ")
         .param(text(job_id))
         .push(" ORDER BY id DESC LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// Jobs per state, every state (the dashboard's overview). Expected plan: an index-only scan of
+/// `(state, created_at)` (100,000 jobs: a few milliseconds). Returns [`STATE_COUNT_COLUMNS`].
+pub fn count_by_state(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(STATE_COUNT_COLUMNS)
+        .push(" FROM reaper_jobs GROUP BY state");
+    w.finish()
+}
+
+/// Pending jobs that failed before and wait for their retry. Expected plan: the `(state,
+/// created_at)` index's `pending` range (the queue's backlog, small), filtered.
+pub fn count_retrying(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT COUNT(*) FROM reaper_jobs WHERE state = ")
+        .state(JobState::Pending)
+        .push(" AND last_error IS NOT NULL");
+    w.finish()
+}
+
+/// Running jobs per lease owner (a worker of some daemon): the workers at work across every
+/// daemon on this ledger. Expected plan: the `(state, created_at)` index's `running` range.
+/// Returns [`ROWS_BY_TABLE_COLUMNS`]-like pairs: `lease_owner`, `row_count` (the job count).
+pub fn running_by_owner(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT lease_owner AS target, COUNT(*) AS row_count FROM reaper_jobs WHERE state = ")
+        .state(JobState::Running)
+        .push(" AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner");
+    w.finish()
+}
+
+/// Rows removed per target since `since`, summed over the audit (the overview's last hour and
+/// day). Expected plan: an index-only range scan of `reaper_audit_created` (`created_at,
+/// target, row_count`), no heap visit, then a small aggregate. Returns
+/// [`ROWS_BY_TABLE_COLUMNS`].
+pub fn rows_since(backend: Backend, since: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, ")
+        .push(sum_of_rows(backend))
+        .push(" AS row_count FROM reaper_audit WHERE created_at >= ")
+        .param(SqlValue::Timestamp(since))
+        .push(" GROUP BY target ORDER BY target");
+    w.finish()
+}
+
+/// Columns of [`batch_series`].
+pub const BATCH_SERIES_COLUMNS: [&str; 3] = ["batch_no", "row_count", "created_at"];
+
+/// The newest `limit` batches of a job, newest first, without their keys (the job page's
+/// chart of rows per batch and batch time). Expected plan: the unique `(job_id, batch_no)`
+/// index backwards, stopping at LIMIT.
+pub fn batch_series(backend: Backend, job_id: &str, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT batch_no, row_count, created_at FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" ORDER BY batch_no DESC LIMIT ")
         .param(SqlValue::Int(i64::from(limit)));
     w.finish()
 }

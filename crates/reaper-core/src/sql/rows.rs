@@ -248,6 +248,28 @@ impl ActionRecord {
     }
 }
 
+/// One committed batch as the job page's chart reads it (`sql::ledger::batch_series`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPoint {
+    /// 1-based batch number.
+    pub batch_no: i64,
+    /// Rows it removed.
+    pub row_count: i64,
+    /// Its commit time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl BatchPoint {
+    /// Reads one row of `sql::ledger::BATCH_SERIES_COLUMNS`.
+    pub fn decode<R: Row>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            batch_no: required(row, "batch_no", R::int)?,
+            row_count: required(row, "row_count", R::int)?,
+            created_at: required(row, "created_at", R::time)?,
+        })
+    }
+}
+
 /// Column of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches.
 pub const LOCKED_JOB_COLUMNS: &str = "batches";
 
@@ -327,5 +349,9 @@ pub(crate) mod tests {
         assert_eq!(read_by(decode_state_count), names(STATE_COUNT_COLUMNS));
         assert_eq!(read_by(decode_locked_job), names(LOCKED_JOB_COLUMNS));
         assert_eq!(read_by(ActionRecord::decode), names(ACTION_COLUMNS));
+        assert_eq!(
+            read_by(BatchPoint::decode),
+            crate::sql::ledger::BATCH_SERIES_COLUMNS
+        );
     }
 }

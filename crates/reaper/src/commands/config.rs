@@ -50,6 +50,9 @@ fn effective(settings: &Settings, as_json: bool) -> anyhow::Result<String> {
     let mut shown = settings.config.clone();
     shown.database.url = reaper_engine::database::redact_url(&shown.database.url);
     shown.queue.url = reaper_engine::database::redact_url(&shown.queue.url);
+    if shown.api.read_token.is_some() {
+        shown.api.read_token = Some("<redacted>".into());
+    }
     if shown.api.token.is_some() {
         shown.api.token = Some("<redacted>".into());
     }
