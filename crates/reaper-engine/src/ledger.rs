@@ -597,6 +597,11 @@ pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>,
         .collect()
 }
 
+/// The jobs of `ids` that exist, in no particular order.
+pub async fn jobs_by_ids(db: &Database, ids: &[&str]) -> Result<Vec<JobRecord>, EngineError> {
+    all_jobs(db, &ledger::jobs_by_ids(db.backend(), ids)).await
+}
+
 /// Jobs per state, every state (the dashboard's overview).
 pub async fn count_by_state(
     db: &Database,

@@ -28,7 +28,7 @@
 //! 9. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
 //!    check sees the request), and the job ends `cancelled` with what it had deleted.
 //! 10. **Pause**: a pause request sets the same stop mark, so it stops the same way; the job
-//!    is then left `paused` with its checkpoint (no worker claims it) until resumed.
+//!     is then left `paused` with its checkpoint (no worker claims it) until resumed.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;

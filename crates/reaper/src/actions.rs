@@ -19,7 +19,7 @@ use crate::producer::Producer;
 pub(crate) enum Outcome {
     /// It applied: the word for what it did (`paused`, `stopping`, `pending`, `cancelled`,
     /// `created`) and the job now.
-    Done(&'static str, JobRecord),
+    Done(&'static str, Box<JobRecord>),
     /// The job's state does not take it; the message says why.
     Conflict(String),
     /// No such job or policy.
@@ -37,8 +37,10 @@ pub(crate) async fn act(
     let db = &producer.db;
     if action == Action::Cancel {
         return Ok(match ledger::cancel(db, id, actor, now).await? {
-            Some(ledger::CancelOutcome::Cancelled(job)) => Outcome::Done("cancelled", job),
-            Some(ledger::CancelOutcome::Stopping(job)) => Outcome::Done("stopping", job),
+            Some(ledger::CancelOutcome::Cancelled(job)) => {
+                Outcome::Done("cancelled", Box::new(job))
+            }
+            Some(ledger::CancelOutcome::Stopping(job)) => Outcome::Done("stopping", Box::new(job)),
             Some(ledger::CancelOutcome::Finished(job)) => Outcome::Conflict(format!(
                 "job `{id}` is {} already; nothing to cancel",
                 job.state
@@ -69,7 +71,7 @@ pub(crate) async fn act(
                 (Action::Pause, _) => "paused",
                 _ => "pending",
             };
-            Outcome::Done(word, job)
+            Outcome::Done(word, Box::new(job))
         }
     })
 }
@@ -124,7 +126,7 @@ pub(crate) async fn run_policy(
         Utc::now(),
     )
     .await?;
-    Ok(Outcome::Done("created", submitted.job))
+    Ok(Outcome::Done("created", Box::new(submitted.job)))
 }
 
 /// Who asked, from an action's optional JSON body `{"requested_by": "…"}`; `api` without one.

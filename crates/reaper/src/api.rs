@@ -368,7 +368,7 @@ async fn cancel_job(
         Ok(Outcome::NotFound(message)) => return problem(StatusCode::NOT_FOUND, message),
         Err(error) => return engine_problem(&error),
     };
-    match job_view(job) {
+    match job_view(*job) {
         Ok(job) => (
             status,
             axum::Json(Cancelled {
@@ -425,7 +425,7 @@ fn acted(outcome: Outcome, done: StatusCode) -> Response {
             } else {
                 done
             };
-            match job_view(job) {
+            match job_view(*job) {
                 Ok(job) => (
                     status,
                     axum::Json(Acted {

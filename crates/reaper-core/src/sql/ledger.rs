@@ -878,6 +878,26 @@ pub fn rows_since(backend: Backend, since: DateTime<Utc>) -> Statement {
     w.finish()
 }
 
+/// The jobs of `ids` (the dashboard's live poll of one page of jobs). Expected plan: one
+/// primary-key probe per id. An empty list reads nothing (`IN (NULL)`).
+pub fn jobs_by_ids(backend: Backend, ids: &[&str]) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE id IN (");
+    if ids.is_empty() {
+        w.push("NULL");
+    }
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(text(id));
+    }
+    w.push(")");
+    w.finish()
+}
+
 /// Columns of [`batch_series`].
 pub const BATCH_SERIES_COLUMNS: [&str; 3] = ["batch_no", "row_count", "created_at"];
 

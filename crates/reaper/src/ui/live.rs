@@ -45,25 +45,23 @@ fn refused() -> Response {
 
 async fn read_live(state: &ApiState, ids: &[&str]) -> Result<BTreeMap<String, Live>, EngineError> {
     let now = Utc::now();
-    let mut found = BTreeMap::new();
-    for id in ids {
-        if let Some(job) = ledger::get(&state.producer.db, id).await? {
-            let row = job_row(&job, now);
-            found.insert(
-                row.id,
-                Live {
-                    state: row.state,
-                    progress: row.percent,
-                    rows: row.rows,
-                    batches: row.batches,
-                    rate: row.rate,
-                    eta: row.eta,
-                    live: row.live,
-                },
-            );
-        }
-    }
-    Ok(found)
+    let jobs = ledger::jobs_by_ids(&state.producer.db, ids).await?;
+    Ok(jobs
+        .iter()
+        .map(|job| {
+            let row = job_row(job, now);
+            let live = Live {
+                state: row.state,
+                progress: row.percent,
+                rows: row.rows,
+                batches: row.batches,
+                rate: row.rate,
+                eta: row.eta,
+                live: row.live,
+            };
+            (row.id, live)
+        })
+        .collect())
 }
 
 /// `GET /ui/live?ids=a,b`: the figures of those jobs, by id.

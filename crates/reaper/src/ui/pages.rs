@@ -48,12 +48,12 @@ fn head(session: &Session, active: &'static str) -> Head {
 }
 
 /// The request's session, or the answer to give instead: the sign-in page.
-fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Response> {
+fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Box<Response>> {
     state
         .ui
         .sessions
         .of(headers)
-        .ok_or_else(|| Redirect::to("/ui/login").into_response())
+        .ok_or_else(|| Box::new(Redirect::to("/ui/login").into_response()))
 }
 
 /// A rendered template, or a 500 naming the template problem.
@@ -251,7 +251,7 @@ fn throttle_text(throttle: &reaper_core::throttle::Throttle) -> String {
 pub(crate) async fn overview(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let facts = match bounded(&state, overview_facts(&state)).await {
         Ok(facts) => facts,
@@ -482,7 +482,7 @@ pub(crate) async fn jobs(
 ) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let wanted = match filter.state.as_str() {
         "" => None,
@@ -501,7 +501,7 @@ pub(crate) async fn dead(
 ) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     listing(&state, &session, filter, Some(JobState::Dead), true).await
 }
@@ -596,7 +596,7 @@ pub(crate) async fn job(
 ) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let job = match bounded(&state, ledger::get(&state.producer.db, &id)).await {
         Ok(Some(job)) => job,
@@ -686,7 +686,7 @@ pub(crate) async fn confirm(
 ) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if session.role != Role::Operator {
         return read_only();
@@ -707,20 +707,20 @@ pub(crate) async fn confirm(
 
 /// Checks a state-changing request: signed in, an operator, the session's anti-forgery token
 /// and no foreign origin.
-fn may_act(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+fn may_act(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<Session, Box<Response>> {
     let session = state
         .ui
         .sessions
         .of(headers)
-        .ok_or_else(|| plain(StatusCode::FORBIDDEN, "not signed in".into()))?;
+        .ok_or_else(|| Box::new(plain(StatusCode::FORBIDDEN, "not signed in".into())))?;
     if !session::may_change(&session, headers, csrf) {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::FORBIDDEN,
             "forged request refused: the form's token is missing or wrong, or it came from another site".into(),
-        ));
+        )));
     }
     if session.role != Role::Operator {
-        return Err(read_only());
+        return Err(Box::new(read_only()));
     }
     Ok(session)
 }
@@ -742,7 +742,7 @@ pub(crate) async fn act(
 ) -> Response {
     let session = match may_act(&state, &headers, &form.csrf) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let Some((action, _)) = job_action(&word) else {
         return plain(StatusCode::NOT_FOUND, format!("no action `{word}`"));
@@ -858,7 +858,7 @@ async fn policy_line(
 pub(crate) async fn policies(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let mut lines = Vec::with_capacity(state.policies.len());
     for policy in &state.policies {
@@ -880,7 +880,7 @@ pub(crate) async fn confirm_run(
 ) -> Response {
     let session = match signed_in(&state, &headers) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if session.role != Role::Operator {
         return read_only();
@@ -909,7 +909,7 @@ pub(crate) async fn run_policy(
 ) -> Response {
     let session = match may_act(&state, &headers, &form.csrf) {
         Ok(session) => session,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let Some(policy) = state.policies.iter().find(|policy| policy.name == name) else {
         return plain(
@@ -926,5 +926,38 @@ pub(crate) async fn run_policy(
         Ok(Outcome::Done(_, job)) => Redirect::to(&format!("/ui/jobs/{}", job.id)).into_response(),
         Ok(outcome) => after_action(outcome, "/ui/policies"),
         Err(error) => unavailable(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration_text(0.4), "0s");
+        assert_eq!(duration_text(59.0), "59s");
+        assert_eq!(duration_text(200.0), "3m 20s");
+        assert_eq!(duration_text(3_720.0), "1h 02m");
+        assert_eq!(duration_text(-5.0), "0s");
+    }
+
+    #[test]
+    fn a_short_id_is_the_random_end_of_a_uuid_v7() {
+        assert_eq!(short_id("01a233ab-8115-74f3-81a9-b6100efc1b74"), "0efc1b74");
+        assert_eq!(short_id("abc"), "abc");
+    }
+
+    #[test]
+    fn next_page_keeps_the_filters_and_encodes_them() {
+        let filter = JobFilter {
+            state: "dead".into(),
+            requested_by: "a&b c".into(),
+            ..JobFilter::default()
+        };
+        assert_eq!(
+            next_page("/ui/jobs", &filter, "id-1"),
+            "/ui/jobs?state=dead&target=&requested_by=a%26b%20c&before=id-1"
+        );
     }
 }
