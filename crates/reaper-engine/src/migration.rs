@@ -178,7 +178,12 @@ impl MigrationTrait for AddPolicy {
 /// `pause_requested_at` mark on `reaper_jobs` (set with the stop mark `cancel_requested_at`; it
 /// tells the worker to leave the job `paused`), and `reaper_job_actions` — who cancelled,
 /// paused, resumed or retried a job, or ran a policy now, and when — read per job through its
-/// `(job_id, id)` index.
+/// `(job_id, id)` index; and `reaper_audit_created (created_at, target, row_count)`, which the
+/// dashboard's rows removed per target over the last hour and day read without the heap.
+///
+/// Building that index locks `reaper_audit` against writes for its duration (about a minute
+/// per 10,000,000 audit rows on PostgreSQL), so batches wait or fail their short lock timeout
+/// and retry: migrate with the daemons stopped (docs/operations.md).
 #[derive(Debug)]
 struct AddPauseAndActions;
 
