@@ -181,9 +181,9 @@ impl MigrationTrait for AddPolicy {
 /// `(job_id, id)` index; and `reaper_audit_created (created_at, target, row_count)`, which the
 /// dashboard's rows removed per target over the last hour and day read without the heap.
 ///
-/// Building that index locks `reaper_audit` against writes for its duration (about a minute
-/// per 10,000,000 audit rows on PostgreSQL), so batches wait or fail their short lock timeout
-/// and retry: migrate with the daemons stopped (docs/operations.md).
+/// Building that index locks `reaper_audit` against writes for its duration (it reads every
+/// audit row), so batches wait or fail their short lock timeout and retry: migrate with the
+/// daemons stopped (docs/operations.md).
 #[derive(Debug)]
 struct AddPauseAndActions;
 
