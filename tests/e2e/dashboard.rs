@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven over WebDriver with fantoccini) against a real `reaper run` on
 //! PostgreSQL with Redis. Sign in; watch a running job's progress move without a reload; pause,
-//! resume and cancel it through the confirmation pages; retry a dead job; a read-only session
+//! resume and cancel it through the confirmation pages (confirmed from the keyboard); retry a
+//! dead job; a read-only session
 //! sees no action and is refused one; a forged request from another origin is refused. Each
 //! page is saved as a screenshot under `target/dashboard-screenshots/` (the README shows some).
 
@@ -153,7 +154,8 @@ async fn sign_out(browser: &Client) {
         .unwrap();
 }
 
-/// Opens the job's page, follows its `action` link to the confirmation page and confirms.
+/// Opens the job's page, follows its `action` link to the confirmation page and confirms it
+/// from the keyboard: the confirm button has the focus, Enter presses it.
 async fn act(browser: &Client, base: &str, id: &str, action: &str) {
     browser.goto(&format!("{base}/ui/jobs/{id}")).await.unwrap();
     browser
@@ -165,13 +167,18 @@ async fn act(browser: &Client, base: &str, id: &str, action: &str) {
         .click()
         .await
         .unwrap();
-    let confirm = browser
+    browser
         .wait()
         .for_element(Locator::Id("confirm"))
         .await
         .unwrap();
     assert!(text_of(browser, "h1").await.contains(id));
-    confirm.click().await.unwrap();
+    let focused = browser.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("id").await.unwrap().as_deref(),
+        Some("confirm")
+    );
+    focused.send_keys("\u{e007}").await.unwrap();
     browser
         .wait()
         .for_element(Locator::Css(".job-head"))
