@@ -2,9 +2,8 @@
 //! `chromium-driver`, driven over WebDriver with fantoccini) against a real `reaper run` on
 //! PostgreSQL with Redis. Sign in; watch a running job's progress move without a reload; pause,
 //! resume and cancel it through the confirmation pages (confirmed from the keyboard); retry a
-//! dead job; a read-only session
-//! sees no action and is refused one; a forged request from another origin is refused. Each
-//! page is saved as a screenshot under `target/dashboard-screenshots/` (the README shows some).
+//! dead job; a read-only session sees no action and is refused one; a forged request from
+//! another origin is refused. Each page is saved as a screenshot under `target/dashboard-screenshots/` (the README shows some).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
