@@ -695,10 +695,10 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
 }
 
 /// Every batch takes at least this long in these tests (a fault point), so signals land mid-job.
-const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
+pub(crate) const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
 
 /// A job on tenants 1 and 2 (200 rows) in batches of 20.
-fn erase_two_tenants() -> Value {
+pub(crate) fn erase_two_tenants() -> Value {
     json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"})
 }
 

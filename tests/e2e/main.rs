@@ -5,10 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod actions;
 mod chaos;
 mod cli;
 mod cluster;
 mod daemon;
+mod dashboard;
 mod demo;
 mod deploy;
 mod erasure_graph;

@@ -25,8 +25,10 @@
 use std::time::Duration;
 
 pub use reaper_core::job::{Condition, Filter, JobRequest, Op};
-use reaper_core::views::{AuditPage, Problem};
-pub use reaper_core::views::{AuditView, Cancelled, FieldProblem, JobView, Progress, Submitted};
+pub use reaper_core::views::{
+    Acted, ActionView, AuditView, Cancelled, FieldProblem, JobView, Progress, Submitted,
+};
+use reaper_core::views::{ActionPage, AuditPage, Problem};
 
 /// What went wrong, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,41 @@ impl Client {
         self.send(
             self.http
                 .post(self.url(&format!("/v1/jobs/{}/cancel", segment(id)))),
+        )
+        .await
+    }
+
+    /// Pauses a job: a pending one at once (`outcome` `paused`), a running one at its next
+    /// batch boundary (`stopping`); it keeps its checkpoint until [`Client::resume`].
+    pub async fn pause(&self, id: &str) -> Result<Acted, ClientError> {
+        self.act(id, "pause").await
+    }
+
+    /// Hands a paused job back to the daemons (`outcome` `pending`).
+    pub async fn resume(&self, id: &str) -> Result<Acted, ClientError> {
+        self.act(id, "resume").await
+    }
+
+    /// Gives a dead job one more attempt from its checkpoint (`outcome` `pending`).
+    pub async fn retry(&self, id: &str) -> Result<Acted, ClientError> {
+        self.act(id, "retry").await
+    }
+
+    /// Who acted on a job, and when, newest first.
+    pub async fn actions(&self, id: &str) -> Result<Vec<ActionView>, ClientError> {
+        let page: ActionPage = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/jobs/{}/actions", segment(id)))),
+            )
+            .await?;
+        Ok(page.actions)
+    }
+
+    async fn act(&self, id: &str, action: &str) -> Result<Acted, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/jobs/{}/{action}", segment(id)))),
         )
         .await
     }

@@ -190,6 +190,10 @@ pub struct ApiConfig {
     /// through the environment (`REAPER_API_TOKEN`) rather than a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A second token that signs in to the dashboard (`/ui`) to look, never to act; best given
+    /// through the environment (`REAPER_API_READ_TOKEN`). No read-only sign-in when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token: Option<String>,
     /// How long a `/v1` call waits for the database before it answers 503 with `Retry-After`
     /// (default [`DEFAULT_LEDGER_WAIT_SECS`] seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -496,6 +500,17 @@ impl Config {
                 }
                 Some(_) => {}
             }
+        }
+        match &self.api.read_token {
+            Some(read) if read.len() < 16 => fail(
+                "api.read_token".into(),
+                "must be at least 16 characters".into(),
+            ),
+            Some(read) if Some(read) == self.api.token.as_ref() => fail(
+                "api.read_token".into(),
+                "must differ from api.token (it may only look)".into(),
+            ),
+            _ => {}
         }
         if self.worker.concurrency == 0 {
             fail("worker.concurrency".into(), "must be at least 1".into());

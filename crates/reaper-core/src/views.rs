@@ -51,6 +51,10 @@ pub struct JobView {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// The worker holding the job, while it runs.
     pub lease_owner: Option<String>,
+    /// When somebody asked the running job to pause (it stops at its next batch boundary and
+    /// stays `paused` until resumed); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_requested_at: Option<DateTime<Utc>>,
 }
 
 impl JobView {
@@ -180,6 +184,37 @@ pub struct Cancelled {
     pub cancel: String,
     /// The job.
     pub job: JobView,
+}
+
+/// The reply to `POST /v1/jobs/{id}/pause`, `/resume` and `/retry` (`ActionResult` in
+/// `docs/openapi.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acted {
+    /// What the action did: `paused` (a pending job), `stopping` (a running job pauses at its
+    /// next batch boundary), `pending` (resumed or retried: back on the queue).
+    pub outcome: String,
+    /// The job.
+    pub job: JobView,
+}
+
+/// One recorded operator action on a job (`GET /v1/jobs/{id}/actions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionView {
+    /// `cancel`, `pause`, `resume`, `retry` or `run` (a policy run now).
+    pub action: String,
+    /// Who asked.
+    pub actor: String,
+    /// What it did.
+    pub outcome: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The reply to `GET /v1/jobs/{id}/actions`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionPage {
+    /// The actions.
+    pub actions: Vec<ActionView>,
 }
 
 /// One page of `GET /v1/jobs/{id}/audit`, in batch order.

@@ -17,7 +17,7 @@ use crate::database::{Database, DbRow};
 use crate::error::EngineError;
 
 pub use reaper_core::sql::ledger::{ClaimFrom, Lease, Transition};
-pub use reaper_core::sql::rows::{AuditRecord, JobRecord};
+pub use reaper_core::sql::rows::{ActionRecord, AuditRecord, BatchPoint, JobRecord};
 
 /// Reads a row of `T`'s columns by name.
 pub(crate) fn decode<'r, T>(
@@ -270,11 +270,22 @@ pub enum CancelOutcome {
     Finished(JobRecord),
 }
 
-/// Asks job `id` to stop (see `reaper_core::sql::ledger::request_cancel`). `None` for an
-/// unknown id.
+/// Asks job `id` to stop (see `reaper_core::sql::ledger::request_cancel`), recorded as asked
+/// by nobody in particular; the API and the CLI use [`cancel`]. `None` for an unknown id.
 pub async fn request_cancel(
     db: &Database,
     id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<CancelOutcome>, EngineError> {
+    cancel(db, id, "unknown", now).await
+}
+
+/// Asks job `id` to stop on behalf of `actor` (see `reaper_core::sql::ledger::request_cancel`),
+/// and records who asked in the same transaction. `None` for an unknown id.
+pub async fn cancel(
+    db: &Database,
+    id: &str,
+    actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<CancelOutcome>, EngineError> {
     match get(db, id).await? {
@@ -283,27 +294,190 @@ pub async fn request_cancel(
         Some(_) => {}
     }
     let statement = ledger::request_cancel(db.backend(), id, now);
-    match db.backend() {
-        // A running job's batch holds its ledger row for the batch's duration; the cancel waits
-        // for it rather than give up after reaper's short per-session lock_timeout.
-        Backend::Postgres => {
-            use sea_orm::TransactionTrait;
-            let txn = db.connection().begin().await?;
-            crate::database::execute(&txn, Backend::Postgres, &session::cancel_lock_timeout())
-                .await?;
-            crate::database::execute(&txn, Backend::Postgres, &statement).await?;
-            txn.commit().await?;
+    let acted = act(db, id, Action::Cancel, actor, now, &statement).await?;
+    Ok(acted.map(|acted| {
+        let job = acted.job();
+        match job.state {
+            JobState::Cancelled => CancelOutcome::Cancelled(job),
+            JobState::Pending | JobState::Running => CancelOutcome::Stopping(job),
+            // It finished (or its foreground run paused it) on its own between the two reads.
+            JobState::Paused | JobState::Done | JobState::Dead => CancelOutcome::Finished(job),
         }
-        Backend::MySql | Backend::Sqlite => {
-            db.execute(&statement).await?;
+    }))
+}
+
+/// An operator action on a job, as recorded in `reaper_job_actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stop for good ([`cancel`]).
+    Cancel,
+    /// Stop at a batch boundary, keeping the checkpoint ([`pause`]).
+    Pause,
+    /// Hand a paused job back to the daemons ([`resume`]).
+    Resume,
+    /// One more attempt for a dead job ([`retry`]).
+    Retry,
+    /// A retention policy's run submitted now, off its schedule ([`record_action`]).
+    Run,
+}
+
+impl Action {
+    /// The stored word.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Cancel => "cancel",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Retry => "retry",
+            Action::Run => "run",
         }
     }
-    Ok(get(db, id).await?.map(|job| match job.state {
-        JobState::Cancelled => CancelOutcome::Cancelled(job),
-        JobState::Pending | JobState::Running => CancelOutcome::Stopping(job),
-        // It finished (or its foreground run paused it) on its own between the two reads.
-        JobState::Paused | JobState::Done | JobState::Dead => CancelOutcome::Finished(job),
-    }))
+}
+
+/// What [`pause`], [`resume`] and [`retry`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acted {
+    /// The action applied; the job as it is now.
+    Changed(JobRecord),
+    /// The job's state does not take the action (a pause of a finished job, a resume of a
+    /// running one); nothing changed.
+    Refused(JobRecord),
+}
+
+impl Acted {
+    /// The job, either way.
+    pub fn job(self) -> JobRecord {
+        match self {
+            Acted::Changed(job) | Acted::Refused(job) => job,
+        }
+    }
+}
+
+/// Asks job `id` to pause (see `reaper_core::sql::ledger::request_pause`): a pending job is
+/// `paused` now, a running one at its next batch boundary. `None` for an unknown id.
+pub async fn pause(
+    db: &Database,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Acted>, EngineError> {
+    let statement = ledger::request_pause(db.backend(), id, now);
+    act(db, id, Action::Pause, actor, now, &statement).await
+}
+
+/// Makes a `paused` job `pending` again; the caller enqueues it. `None` for an unknown id.
+pub async fn resume(
+    db: &Database,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Acted>, EngineError> {
+    let statement = ledger::resume_paused(db.backend(), id, now);
+    act(db, id, Action::Resume, actor, now, &statement).await
+}
+
+/// Gives a `dead` job one more attempt from its checkpoint; the caller enqueues it. `None` for
+/// an unknown id.
+pub async fn retry(
+    db: &Database,
+    id: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Acted>, EngineError> {
+    let statement = ledger::retry_dead(db.backend(), id, now);
+    act(db, id, Action::Retry, actor, now, &statement).await
+}
+
+/// Records an action whose change was made elsewhere (a policy run now is a job submitted
+/// through the producer).
+pub async fn record_action(
+    db: &Database,
+    job_id: &str,
+    action: Action,
+    actor: &str,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    db.execute(&ledger::insert_action(
+        db.backend(),
+        &ledger::ActionEntry {
+            job_id,
+            action: action.as_str(),
+            actor,
+            outcome,
+            at: now,
+        },
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A job's recorded actions, newest first.
+pub async fn actions_of_job(
+    db: &Database,
+    job_id: &str,
+    limit: u32,
+) -> Result<Vec<ActionRecord>, EngineError> {
+    let rows = db
+        .query_all(&ledger::job_actions(db.backend(), job_id, limit))
+        .await?;
+    rows.iter()
+        .map(|row| decode(row, db.backend(), ActionRecord::decode))
+        .collect()
+}
+
+/// Runs an action's `statement` on job `id` and, when it changed the job, records the action
+/// (with what it left the job as) in the same transaction. On PostgreSQL a running job's batch
+/// holds its ledger row for the batch's duration; the action waits for it as a cancel does.
+async fn act(
+    db: &Database,
+    id: &str,
+    action: Action,
+    actor: &str,
+    now: DateTime<Utc>,
+    statement: &Statement,
+) -> Result<Option<Acted>, EngineError> {
+    use sea_orm::TransactionTrait;
+    let backend = db.backend();
+    let txn = db.connection().begin().await?;
+    if backend == Backend::Postgres {
+        crate::database::execute(&txn, backend, &session::cancel_lock_timeout()).await?;
+    }
+    let changed = crate::database::execute(&txn, backend, statement).await? == 1;
+    let rows = crate::database::query_all(&txn, backend, &ledger::get_job(backend, id)).await?;
+    let Some(job) = rows
+        .first()
+        .map(|row| decode(row, backend, JobRecord::decode))
+        .transpose()?
+    else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    if !changed {
+        txn.rollback().await?;
+        return Ok(Some(Acted::Refused(job)));
+    }
+    let outcome = match (action, job.state) {
+        (Action::Pause | Action::Cancel, JobState::Running) => "stopping",
+        (_, state) => state.as_str(),
+    };
+    crate::database::execute(
+        &txn,
+        backend,
+        &ledger::insert_action(
+            backend,
+            &ledger::ActionEntry {
+                job_id: id,
+                action: action.as_str(),
+                actor,
+                outcome,
+                at: now,
+            },
+        ),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(Some(Acted::Changed(job)))
 }
 
 /// One page of jobs, newest first (see `reaper_core::sql::ledger::list_jobs`).
@@ -410,17 +584,7 @@ pub async fn rows_by_table(
     db: &Database,
     job_id: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    let rows = db
-        .query_all(&ledger::rows_by_table(db.backend(), job_id))
-        .await?;
-    let [target, count] = ledger::ROWS_BY_TABLE_COLUMNS;
-    rows.iter()
-        .map(|row| {
-            let table: String = row.try_get("", target)?;
-            let rows: i64 = row.try_get("", count)?;
-            Ok((table, u64::try_from(rows).unwrap_or(0)))
-        })
-        .collect()
+    named_counts(db, &ledger::rows_by_table(db.backend(), job_id)).await
 }
 
 /// The newest audit entries, newest first.
@@ -431,6 +595,85 @@ pub async fn recent_audit(db: &Database, limit: u32) -> Result<Vec<AuditRecord>,
     rows.iter()
         .map(|row| decode(row, db.backend(), AuditRecord::decode))
         .collect()
+}
+
+/// The jobs of `ids` that exist, in no particular order.
+pub async fn jobs_by_ids(db: &Database, ids: &[&str]) -> Result<Vec<JobRecord>, EngineError> {
+    all_jobs(db, &ledger::jobs_by_ids(db.backend(), ids)).await
+}
+
+/// Jobs per state, every state (the dashboard's overview).
+pub async fn count_by_state(
+    db: &Database,
+) -> Result<std::collections::BTreeMap<&'static str, u64>, EngineError> {
+    let rows = db.query_all(&ledger::count_by_state(db.backend())).await?;
+    let mut counts: std::collections::BTreeMap<&'static str, u64> = JobState::ALL
+        .iter()
+        .map(|state| (state.as_str(), 0))
+        .collect();
+    for row in &rows {
+        let (state, count) = decode(row, db.backend(), rows::decode_state_count)?;
+        counts.insert(state.as_str(), count);
+    }
+    Ok(counts)
+}
+
+/// Pending jobs waiting for a retry after a failure.
+pub async fn count_retrying(db: &Database) -> Result<u64, EngineError> {
+    Ok(crate::database::query_count(
+        db.connection(),
+        db.backend(),
+        &ledger::count_retrying(db.backend()),
+    )
+    .await?)
+}
+
+/// Running jobs per lease owner (worker), across every daemon on this ledger.
+pub async fn running_by_owner(
+    db: &Database,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    named_counts(db, &ledger::running_by_owner(db.backend())).await
+}
+
+/// Rows removed per target since `since`, from the audit.
+pub async fn rows_since(
+    db: &Database,
+    since: DateTime<Utc>,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    named_counts(db, &ledger::rows_since(db.backend(), since)).await
+}
+
+/// Rows of [`ledger::ROWS_BY_TABLE_COLUMNS`] as a map.
+async fn named_counts(
+    db: &Database,
+    statement: &Statement,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    let rows = db.query_all(statement).await?;
+    let [name, count] = ledger::ROWS_BY_TABLE_COLUMNS;
+    rows.iter()
+        .map(|row| {
+            let key: String = row.try_get("", name)?;
+            let value: i64 = row.try_get("", count)?;
+            Ok((key, u64::try_from(value).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// The newest `limit` batches of a job, oldest first (the job page's chart).
+pub async fn batch_series(
+    db: &Database,
+    job_id: &str,
+    limit: u32,
+) -> Result<Vec<BatchPoint>, EngineError> {
+    let rows = db
+        .query_all(&ledger::batch_series(db.backend(), job_id, limit))
+        .await?;
+    let mut points = rows
+        .iter()
+        .map(|row| decode(row, db.backend(), BatchPoint::decode))
+        .collect::<Result<Vec<_>, _>>()?;
+    points.reverse();
+    Ok(points)
 }
 
 async fn all_jobs(db: &Database, statement: &Statement) -> Result<Vec<JobRecord>, EngineError> {

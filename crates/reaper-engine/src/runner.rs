@@ -27,6 +27,8 @@
 //!    is asked to stop.
 //! 9. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
 //!    check sees the request), and the job ends `cancelled` with what it had deleted.
+//! 10. **Pause**: a pause request sets the same stop mark, so it stops the same way; the job
+//!     is then left `paused` with its checkpoint (no worker claims it) until resumed.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -861,8 +863,25 @@ impl Run<'_> {
             .await
     }
 
-    /// Records `cancelled` with what was deleted; `LeaseLost` if the lease is gone instead.
+    /// Ends a run a stop request refused: `paused` with its checkpoint when the request is a
+    /// pause (still asked for: a cancel withdraws it), else `cancelled` with what was deleted;
+    /// `LeaseLost` if the lease is gone instead. The one extra read happens once, at the stop.
     async fn cancelled(&self, rows_deleted: u64, passes: i64) -> Result<RunOutcome, EngineError> {
+        let pause_asked = ledger::get(self.db, &self.job.id)
+            .await?
+            .is_some_and(|job| job.pause_requested_at.is_some());
+        if pause_asked
+            && ledger::transition(
+                self.db,
+                &self.job.id,
+                self.token,
+                Utc::now(),
+                &Transition::PausedOnRequest,
+            )
+            .await?
+        {
+            return Ok(RunOutcome::Paused);
+        }
         // Not validated here (a cancel may end a job before it is): read its audit.
         let result = self
             .summary(rows_deleted, passes, false, true)

@@ -21,13 +21,15 @@ use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::lifecycle::JobState;
 use reaper_core::views::{
-    AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage, Problem, Readiness, Submitted,
+    Acted, ActionPage, ActionView, AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage,
+    Problem, Readiness, Submitted,
 };
-use reaper_engine::ledger::{self, CancelOutcome};
+use reaper_engine::ledger::{self, Action};
 use reaper_engine::{EngineError, ErrorClass, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::actions::{self, Outcome};
 use crate::job_view::{audit_view, job_view, job_view_with_tables};
 use crate::producer::{Producer, Unacceptable};
 use crate::queue::JobQueue;
@@ -43,6 +45,11 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}/audit"),
     ("get", "/v1/policies"),
     ("get", "/v1/policies/{name}"),
+    ("post", "/v1/jobs/{id}/pause"),
+    ("post", "/v1/jobs/{id}/resume"),
+    ("post", "/v1/jobs/{id}/retry"),
+    ("get", "/v1/jobs/{id}/actions"),
+    ("post", "/v1/policies/{name}/run"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -68,6 +75,8 @@ pub(crate) struct ApiState {
     pub(crate) policies: Vec<reaper_core::retention::Policy>,
     /// How long a `/v1` call waits for the ledger before answering 503 (`api.ledger_wait`).
     pub(crate) ledger_wait: Duration,
+    /// The dashboard's sessions and read-only token (`crate::ui`).
+    pub(crate) ui: crate::ui::UiState,
 }
 
 /// The whole API.
@@ -79,9 +88,15 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/audit", get(job_audit))
         .route("/v1/policies", get(list_policies))
         .route("/v1/policies/{name}", get(get_policy))
+        .route("/v1/jobs/{id}/pause", post(pause_job))
+        .route("/v1/jobs/{id}/resume", post(resume_job))
+        .route("/v1/jobs/{id}/retry", post(retry_job))
+        .route("/v1/jobs/{id}/actions", get(job_actions))
+        .route("/v1/policies/{name}/run", post(run_policy))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)
+        .merge(crate::ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -142,7 +157,7 @@ const RETRY_AFTER: &str = "2";
 
 /// Runs a ledger call within the API's bounded wait (`api.ledger_wait`): past it the call
 /// fails as transient (503), however long the database would keep the caller waiting.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     state: &ApiState,
     call: impl std::future::Future<Output = Result<T, EngineError>>,
 ) -> Result<T, EngineError> {
@@ -185,7 +200,7 @@ async fn require_token(
 /// right nor whether its length was: a plain constant-time compare returns at once on a length
 /// difference. Hashing takes time in proportion to each input's length, which says nothing
 /// about the token's content.
-fn token_matches(presented: &str, token: &str) -> bool {
+pub(crate) fn token_matches(presented: &str, token: &str) -> bool {
     use sha2::{Digest, Sha256};
     let presented = Sha256::digest(presented.as_bytes());
     let token = Sha256::digest(token.as_bytes());
@@ -333,27 +348,27 @@ async fn list_jobs(
     }
 }
 
-async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+async fn cancel_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let actor = actions::actor_from_body(&body);
     let (status, cancel, job) = match bounded(
         &state,
-        ledger::request_cancel(&state.producer.db, &id, Utc::now()),
+        actions::act(&state.producer, Action::Cancel, &id, &actor),
     )
     .await
     {
-        Ok(Some(CancelOutcome::Cancelled(job))) => {
-            (StatusCode::OK, JobState::Cancelled.as_str(), job)
+        Ok(Outcome::Done(word, job)) if job.state == JobState::Cancelled => {
+            (StatusCode::OK, word, job)
         }
-        Ok(Some(CancelOutcome::Stopping(job))) => (StatusCode::ACCEPTED, "stopping", job),
-        Ok(Some(CancelOutcome::Finished(job))) => {
-            return problem(
-                StatusCode::CONFLICT,
-                format!("job `{id}` is {} already; nothing to cancel", job.state),
-            );
-        }
-        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Ok(Outcome::Done(word, job)) => (StatusCode::ACCEPTED, word, job),
+        Ok(Outcome::Conflict(message)) => return problem(StatusCode::CONFLICT, message),
+        Ok(Outcome::NotFound(message)) => return problem(StatusCode::NOT_FOUND, message),
         Err(error) => return engine_problem(&error),
     };
-    match job_view(job) {
+    match job_view(*job) {
         Ok(job) => (
             status,
             axum::Json(Cancelled {
@@ -362,6 +377,110 @@ async fn cancel_job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) 
             }),
         )
             .into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+async fn pause_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    act_on_job(&state, Action::Pause, &id, &body).await
+}
+
+async fn resume_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    act_on_job(&state, Action::Resume, &id, &body).await
+}
+
+async fn retry_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    act_on_job(&state, Action::Retry, &id, &body).await
+}
+
+/// Pause (200 paused, 202 stopping at the batch boundary), resume and retry (200): the job as
+/// the action left it; 409 when its state does not take the action.
+async fn act_on_job(state: &ApiState, action: Action, id: &str, body: &[u8]) -> Response {
+    let actor = actions::actor_from_body(body);
+    match bounded(state, actions::act(&state.producer, action, id, &actor)).await {
+        Ok(outcome) => acted(outcome, StatusCode::OK),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// An action's outcome as a reply: `done` (202 for a job that stops at its batch boundary),
+/// 409 or 404.
+fn acted(outcome: Outcome, done: StatusCode) -> Response {
+    match outcome {
+        Outcome::Done(word, job) => {
+            let status = if word == "stopping" {
+                StatusCode::ACCEPTED
+            } else {
+                done
+            };
+            match job_view(*job) {
+                Ok(job) => (
+                    status,
+                    axum::Json(Acted {
+                        outcome: word.to_owned(),
+                        job,
+                    }),
+                )
+                    .into_response(),
+                Err(error) => engine_problem(&error),
+            }
+        }
+        Outcome::Conflict(message) => problem(StatusCode::CONFLICT, message),
+        Outcome::NotFound(message) => problem(StatusCode::NOT_FOUND, message),
+    }
+}
+
+/// The recorded actions on a job, newest first (at most 100).
+async fn job_actions(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    match bounded(&state, ledger::get(&state.producer.db, &id)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => return engine_problem(&error),
+    }
+    match bounded(&state, ledger::actions_of_job(&state.producer.db, &id, 100)).await {
+        Ok(records) => axum::Json(ActionPage {
+            actions: records
+                .into_iter()
+                .map(|record| ActionView {
+                    action: record.action,
+                    actor: record.actor,
+                    outcome: record.outcome,
+                    created_at: record.created_at,
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// Submits a run of a policy now (201), unless its previous run is unfinished (409).
+async fn run_policy(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(policy) = state.policies.iter().find(|policy| policy.name == name) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no retention policy `{name}`"),
+        );
+    };
+    let actor = actions::actor_from_body(&body);
+    match bounded(&state, actions::run_policy(&state.producer, policy, &actor)).await {
+        Ok(outcome) => acted(outcome, StatusCode::CREATED),
         Err(error) => engine_problem(&error),
     }
 }
@@ -638,6 +757,7 @@ mod tests {
             workers_alive: Arc::new(AtomicBool::new(true)),
             policies,
             ledger_wait: Duration::from_secs(5),
+            ui: crate::ui::UiState::default(),
         })
     }
 
@@ -874,6 +994,116 @@ mod tests {
             ""
         );
         assert_eq!(status, 202, "{body}");
+        // Pause, resume, retry, actions and a policy run: unknown → 404; a pending job pauses
+        // (200) and resumes (200); a running one is stopping (202); a dead one is retried (200);
+        // a policy with an unfinished run refuses another (409; the loop above submitted one).
+        for route in [
+            "/v1/jobs/{id}/pause",
+            "/v1/jobs/{id}/resume",
+            "/v1/jobs/{id}/retry",
+        ] {
+            answer!(
+                "post",
+                route,
+                route.replace("{id}", "no-such-job"),
+                true,
+                ""
+            );
+        }
+        answer!(
+            "get",
+            "/v1/jobs/{id}/actions",
+            "/v1/jobs/no-such-job/actions",
+            true,
+            ""
+        );
+        answer!(
+            "post",
+            "/v1/policies/{name}/run",
+            "/v1/policies/nope/run",
+            true,
+            ""
+        );
+        let (status, body) = answer!(
+            "post",
+            "/v1/policies/{name}/run",
+            "/v1/policies/old-events/run",
+            true,
+            ""
+        );
+        assert_eq!(status, 409, "{body}");
+        let (_, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, job(6));
+        let pending = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for (action, expected) in [("pause", 200), ("resume", 200)] {
+            let route = format!("/v1/jobs/{{id}}/{action}");
+            let (status, body) = answer!(
+                "post",
+                route.as_str(),
+                route.replace("{id}", &pending),
+                true,
+                r#"{"requested_by": "ann"}"#
+            );
+            assert_eq!(status, expected, "{action}: {body}");
+        }
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs/{id}/pause",
+            format!("/v1/jobs/{running}/pause"),
+            true,
+            ""
+        );
+        assert_eq!(status, 409, "being cancelled: {body}");
+        let (_, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, job(7));
+        let busy = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        reaper_testkit::engine::claim(
+            &state.producer.db,
+            &busy,
+            "w",
+            "t7",
+            chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs/{id}/pause",
+            format!("/v1/jobs/{busy}/pause"),
+            true,
+            ""
+        );
+        assert_eq!(status, 202, "{body}");
+        let dead = |error: &'static str| ledger::Transition::Dead { error };
+        assert!(
+            ledger::transition(&state.producer.db, &busy, "t7", Utc::now(), &dead("boom"))
+                .await
+                .unwrap()
+        );
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs/{id}/retry",
+            format!("/v1/jobs/{busy}/retry"),
+            true,
+            ""
+        );
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = answer!(
+            "get",
+            "/v1/jobs/{id}/actions",
+            format!("/v1/jobs/{pending}/actions"),
+            true,
+            ""
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(r#""action":"resume","actor":"ann","outcome":"pending""#),
+            "{body}"
+        );
         for (method, route) in ROUTES
             .iter()
             .filter(|(_, route)| !route.starts_with("/v1/"))

@@ -94,6 +94,22 @@ pub(crate) enum ConfiguredCommand {
         /// The job id.
         job: String,
     },
+    /// Pause a daemon job: a pending job at once, a running one at its next batch boundary. It
+    /// keeps its checkpoint, and no worker takes it until `reaper resume`.
+    Pause {
+        /// The job id.
+        job: String,
+    },
+    /// Hand a paused job back to the daemons: pending again, on the queue, from its checkpoint.
+    Resume {
+        /// The job id.
+        job: String,
+    },
+    /// Give a dead job one more attempt from its checkpoint (recorded in its actions).
+    Retry {
+        /// The job id.
+        job: String,
+    },
     /// Run a retention purge now, in the foreground, without a daemon: a policy's
     /// (`--policy NAME`) or ad hoc (`--target T --older-than 30d`). Shows a progress bar;
     /// Ctrl-C stops at a batch boundary and prints how to resume.

@@ -170,6 +170,10 @@ fn spawn_api(
             std::time::Duration::from_secs(reaper_core::config::DEFAULT_LEDGER_WAIT_SECS),
             |wait| wait.as_duration(),
         ),
+        ui: crate::ui::UiState {
+            read_token: config.api.read_token.clone(),
+            sessions: Default::default(),
+        },
     });
     let stop = stop.clone();
     tokio::spawn(async move {

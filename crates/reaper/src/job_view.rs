@@ -40,7 +40,11 @@ pub(crate) fn job_view(job: JobRecord) -> Result<JobView, EngineError> {
         started_at: job.started_at,
         finished_at: job.finished_at,
         run_after: job.run_after,
-        cancel_requested_at: job.cancel_requested_at,
+        // The stop mark of a pause request is not a cancel.
+        cancel_requested_at: job
+            .cancel_requested_at
+            .filter(|_| job.pause_requested_at.is_none()),
+        pause_requested_at: job.pause_requested_at,
         lease_owner: job.lease_owner,
         policy: job.policy,
     })

@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod actions;
 mod api;
 mod cli;
 mod commands;
@@ -31,6 +32,7 @@ mod redis_connection;
 mod scheduler;
 mod settings;
 mod signals;
+mod ui;
 mod vacuum;
 mod worker;
 
@@ -140,6 +142,15 @@ async fn run_configured(
             json,
         } => commands::jobs::list(settings, state, target, limit, json).await,
         ConfiguredCommand::Cancel { job } => commands::jobs::cancel(settings, &job).await,
+        ConfiguredCommand::Pause { job } => {
+            commands::jobs::act(settings, reaper_engine::ledger::Action::Pause, &job).await
+        }
+        ConfiguredCommand::Resume { job } => {
+            commands::jobs::act(settings, reaper_engine::ledger::Action::Resume, &job).await
+        }
+        ConfiguredCommand::Retry { job } => {
+            commands::jobs::act(settings, reaper_engine::ledger::Action::Retry, &job).await
+        }
         ConfiguredCommand::Purge { args } => commands::purge::run(settings, &args).await,
         ConfiguredCommand::Policies { json } => commands::policies::run(settings, json).await,
         ConfiguredCommand::Run { until_idle } => {

@@ -85,6 +85,11 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Settings, String> {
             Env::raw()
                 .only(&["REAPER_API_TOKEN"])
                 .map(|_| "api.token".into()),
+        )
+        .merge(
+            Env::raw()
+                .only(&["REAPER_API_READ_TOKEN"])
+                .map(|_| "api.read_token".into()),
         );
     let config: Config = figment
         .extract()

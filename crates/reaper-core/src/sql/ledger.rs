@@ -13,7 +13,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::lifecycle::JobState;
-use crate::sql::rows::{AUDIT_COLUMNS, JOB_COLUMNS, LOCKED_JOB_COLUMNS, STATE_COUNT_COLUMNS};
+use crate::sql::rows::{
+    ACTION_COLUMNS, AUDIT_COLUMNS, JOB_COLUMNS, LOCKED_JOB_COLUMNS, STATE_COUNT_COLUMNS,
+};
 use crate::sql::{Backend, SqlWriter, Statement};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
@@ -357,17 +359,23 @@ pub fn count_graph_batch(
 /// Columns read back by [`rows_by_table`].
 pub const ROWS_BY_TABLE_COLUMNS: [&str; 2] = ["target", "row_count"];
 
+/// `sum(row_count)` as a 64-bit integer on every backend (PostgreSQL sums a bigint to a
+/// numeric, MySQL to a decimal).
+fn sum_of_rows(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "CAST(sum(row_count) AS BIGINT)",
+        Backend::MySql => "CAST(sum(row_count) AS SIGNED)",
+        Backend::Sqlite => "sum(row_count)",
+    }
+}
+
 /// Rows a job removed per target, summed over its audit rows: `SELECT target, sum(row_count)
 /// … GROUP BY target`. Expected plan: the `(job_id, batch_no)` unique index, then a small
 /// aggregate.
 pub fn rows_by_table(backend: Backend, job_id: &str) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT target, ")
-        .push(match backend {
-            Backend::Postgres => "CAST(sum(row_count) AS BIGINT)",
-            Backend::MySql => "CAST(sum(row_count) AS SIGNED)",
-            Backend::Sqlite => "sum(row_count)",
-        })
+        .push(sum_of_rows(backend))
         .push(" AS row_count FROM reaper_audit WHERE job_id = ")
         .param(text(job_id))
         .push(" GROUP BY target ORDER BY target");
@@ -472,6 +480,12 @@ pub enum Transition<'a> {
         /// JSON summary of what the job deleted before it stopped.
         result: &'a str,
     },
+    /// Stopped at a batch boundary because somebody asked for a pause ([`request_pause`]):
+    /// `paused` with its checkpoint, the stop marks cleared so that a resumed run's batches
+    /// pass the lease check again; the attempt is given back. Only while the pause is still
+    /// asked for: a cancel that came meanwhile cleared `pause_requested_at`, and then this
+    /// changes nothing and the caller records `cancelled`.
+    PausedOnRequest,
 }
 
 impl Transition<'_> {
@@ -481,7 +495,9 @@ impl Transition<'_> {
             Transition::Continue | Transition::RetryLater { paused: false, .. } => {
                 JobState::Pending
             }
-            Transition::Pause | Transition::RetryLater { paused: true, .. } => JobState::Paused,
+            Transition::Pause
+            | Transition::PausedOnRequest
+            | Transition::RetryLater { paused: true, .. } => JobState::Paused,
             Transition::Done { .. } => JobState::Done,
             Transition::Dead { .. } => JobState::Dead,
             Transition::Cancelled { .. } => JobState::Cancelled,
@@ -527,15 +543,24 @@ pub fn transition(
                 .push(", finished_at = ")
                 .param(SqlValue::Timestamp(now));
         }
+        Transition::PausedOnRequest => {
+            w.push(
+                ", attempts = attempts - 1, cancel_requested_at = NULL, pause_requested_at = NULL",
+            );
+        }
     }
     w.lease_guard(id, token);
+    if matches!(to, Transition::PausedOnRequest) {
+        w.push(" AND pause_requested_at IS NOT NULL");
+    }
     w.finish()
 }
 
 /// Asks a job to stop. An unclaimed ([`JobState::UNCLAIMED`]: `pending` or `paused`) job is
 /// `cancelled` at once; a `running` one is marked, and its next batch transaction refuses to
 /// run (the lease checks look at the mark), so it stops at a batch boundary and its worker
-/// records `cancelled`. Finished jobs are left alone. One of the three writes without the
+/// records `cancelled`; a pause asked for earlier is withdrawn (the cancel wins). Finished jobs
+/// are left alone. One of the three writes without the
 /// lease token: it sets only the mark (and `updated_at`) on a running job, never its state.
 /// Assignments are ordered so MySQL, which evaluates them left to right with the new values,
 /// still sees the old `state` in each `CASE`. Expected plan: the primary key.
@@ -543,7 +568,7 @@ pub fn request_cancel(backend: Backend, id: &str, now: DateTime<Utc>) -> Stateme
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ")
         .param(SqlValue::Timestamp(now))
-        .push("), finished_at = CASE WHEN state IN ")
+        .push("), pause_requested_at = NULL, finished_at = CASE WHEN state IN ")
         .states(JobState::UNCLAIMED)
         .push(" THEN ")
         .param(SqlValue::Timestamp(now))
@@ -682,6 +707,212 @@ pub fn recent_audit(backend: Backend, limit: u32) -> Statement {
     w.finish()
 }
 
+/// Asks a job to pause. A `pending` job is `paused` at once (its queue message finds nothing to
+/// claim); a `running` one gets the stop mark every batch's lease check refuses on
+/// (`cancel_requested_at`, as for a cancel) and `pause_requested_at`, which tells its worker
+/// to leave it `paused` with its checkpoint ([`Transition::PausedOnRequest`]) instead of
+/// `cancelled`. A job being cancelled, paused already or finished is left alone (the caller
+/// reads which). Without the lease token, like [`request_cancel`]: on a running job it sets
+/// only the marks, never its state. Assignments are ordered so MySQL, which evaluates them left
+/// to right, still sees the old `state` in each `CASE`. Expected plan: the primary key.
+pub fn request_pause(backend: Backend, id: &str, now: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET pause_requested_at = CASE WHEN state = ")
+        .state(JobState::Running)
+        .push(" THEN COALESCE(pause_requested_at, ")
+        .param(SqlValue::Timestamp(now))
+        .push(") ELSE pause_requested_at END, cancel_requested_at = CASE WHEN state = ")
+        .state(JobState::Running)
+        .push(" THEN COALESCE(cancel_requested_at, ")
+        .param(SqlValue::Timestamp(now))
+        .push(") ELSE cancel_requested_at END");
+    w.push(", updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(", state = CASE WHEN state = ")
+        .state(JobState::Pending)
+        .push(" THEN ")
+        .state(JobState::Paused)
+        .push(" ELSE state END WHERE id = ")
+        .param(text(id))
+        .push(" AND state IN ")
+        .states(JobState::ACTIVE)
+        .push(" AND (cancel_requested_at IS NULL OR pause_requested_at IS NOT NULL)");
+    w.finish()
+}
+
+/// Hands a `paused` job back to the daemons: `pending`, due now (the caller enqueues it). Its
+/// checkpoint, counters and attempts stay. Anything else is left alone. Expected plan: the
+/// primary key.
+pub fn resume_paused(backend: Backend, id: &str, now: DateTime<Utc>) -> Statement {
+    back_to_pending(
+        backend,
+        id,
+        now,
+        "UPDATE reaper_jobs SET ",
+        JobState::Paused,
+    )
+}
+
+/// Gives a `dead` job one more attempt from its checkpoint: `pending` again with `max_attempts`
+/// one above the attempts it used (the caller enqueues it and records the retry). The last
+/// error stays until the new attempt replaces it. Expected plan: the primary key.
+pub fn retry_dead(backend: Backend, id: &str, now: DateTime<Utc>) -> Statement {
+    back_to_pending(
+        backend,
+        id,
+        now,
+        "UPDATE reaper_jobs SET max_attempts = attempts + 1, finished_at = NULL, ",
+        JobState::Dead,
+    )
+}
+
+/// `head` (the update and its own assignments), then: due now, `pending`, only from `from`.
+fn back_to_pending(
+    backend: Backend,
+    id: &str,
+    now: DateTime<Utc>,
+    head: &'static str,
+    from: JobState,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push(head)
+        .push("run_after = NULL, updated_at = ")
+        .param(SqlValue::Timestamp(now))
+        .push(", state = ")
+        .state(JobState::Pending)
+        .push(" WHERE id = ")
+        .param(text(id))
+        .push(" AND state = ")
+        .state(from);
+    w.finish()
+}
+
+/// An operator action on a job, as recorded in `reaper_job_actions`.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionEntry<'a> {
+    /// The job acted on.
+    pub job_id: &'a str,
+    /// `cancel`, `pause`, `resume`, `retry` or `run`.
+    pub action: &'a str,
+    /// Who asked.
+    pub actor: &'a str,
+    /// What it did (`cancelled`, `stopping`, `paused`, `pending`, `created`).
+    pub outcome: &'a str,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Records an operator action, in the transaction that made the change it records. Expected
+/// plan: a single-row insert.
+pub fn insert_action(backend: Backend, entry: &ActionEntry<'_>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("INSERT INTO reaper_job_actions (job_id, action, actor, outcome, created_at) VALUES (")
+        .param(text(entry.job_id))
+        .push(", ")
+        .param(text(entry.action))
+        .push(", ")
+        .param(text(entry.actor))
+        .push(", ")
+        .param(text(entry.outcome))
+        .push(", ")
+        .param(SqlValue::Timestamp(entry.at))
+        .push(")");
+    w.finish()
+}
+
+/// A job's recorded actions, newest first. Expected plan: the `(job_id, id)` index backwards,
+/// stopping at LIMIT. Returns [`ACTION_COLUMNS`].
+pub fn job_actions(backend: Backend, job_id: &str, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(ACTION_COLUMNS)
+        .push(" FROM reaper_job_actions WHERE job_id = ")
+        .param(text(job_id))
+        .push(" ORDER BY id DESC LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// Jobs per state, every state (the dashboard's overview). Expected plan: an index-only scan of
+/// `(state, created_at)` (100,000 jobs: a few milliseconds). Returns [`STATE_COUNT_COLUMNS`].
+pub fn count_by_state(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(STATE_COUNT_COLUMNS)
+        .push(" FROM reaper_jobs GROUP BY state");
+    w.finish()
+}
+
+/// Pending jobs that failed before and wait for their retry. Expected plan: the `(state,
+/// created_at)` index's `pending` range (the queue's backlog, small), filtered.
+pub fn count_retrying(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT COUNT(*) FROM reaper_jobs WHERE state = ")
+        .state(JobState::Pending)
+        .push(" AND last_error IS NOT NULL");
+    w.finish()
+}
+
+/// Running jobs per lease owner (a worker of some daemon): the workers at work across every
+/// daemon on this ledger. Expected plan: the `(state, created_at)` index's `running` range.
+/// Returns [`ROWS_BY_TABLE_COLUMNS`]-like pairs: `lease_owner`, `row_count` (the job count).
+pub fn running_by_owner(backend: Backend) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT lease_owner AS target, COUNT(*) AS row_count FROM reaper_jobs WHERE state = ")
+        .state(JobState::Running)
+        .push(" AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner");
+    w.finish()
+}
+
+/// Rows removed per target since `since`, summed over the audit (the overview's last hour and
+/// day). Expected plan: an index-only range scan of `reaper_audit_created` (`created_at,
+/// target, row_count`), no heap visit, then a small aggregate. Returns
+/// [`ROWS_BY_TABLE_COLUMNS`].
+pub fn rows_since(backend: Backend, since: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, ")
+        .push(sum_of_rows(backend))
+        .push(" AS row_count FROM reaper_audit WHERE created_at >= ")
+        .param(SqlValue::Timestamp(since))
+        .push(" GROUP BY target ORDER BY target");
+    w.finish()
+}
+
+/// The jobs of `ids` (the dashboard's live poll of one page of jobs). Expected plan: one
+/// primary-key probe per id. An empty list reads nothing (`IN (NULL)`).
+pub fn jobs_by_ids(backend: Backend, ids: &[&str]) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(JOB_COLUMNS)
+        .push(" FROM reaper_jobs WHERE id IN (");
+    if ids.is_empty() {
+        w.push("NULL");
+    }
+    for (index, id) in ids.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(text(id));
+    }
+    w.push(")");
+    w.finish()
+}
+
+/// Columns of [`batch_series`].
+pub const BATCH_SERIES_COLUMNS: [&str; 3] = ["batch_no", "row_count", "created_at"];
+
+/// The newest `limit` batches of a job, newest first, without their keys (the job page's
+/// chart of rows per batch and batch time). Expected plan: the unique `(job_id, batch_no)`
+/// index backwards, stopping at LIMIT.
+pub fn batch_series(backend: Backend, job_id: &str, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT batch_no, row_count, created_at FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" ORDER BY batch_no DESC LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::expect;
@@ -702,7 +933,7 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, &lease(), ClaimFrom::Queue).to_string());
         let resume = claim(Backend::Postgres, &lease(), ClaimFrom::Resume).sql;
@@ -825,5 +1056,43 @@ mod tests {
             "{}",
             cont.sql
         );
+    }
+
+    #[test]
+    fn a_pause_marks_a_running_job_pauses_a_pending_one_and_a_cancel_withdraws_it() {
+        let pause = request_pause(Backend::MySql, "j1", at()).sql;
+        // MySQL assigns left to right: both marks read the old state before `state` changes.
+        let state_at = pause.find(", state = CASE").unwrap();
+        assert!(
+            pause.find("cancel_requested_at = CASE").unwrap() < state_at,
+            "{pause}"
+        );
+        expect![[r#"UPDATE reaper_jobs SET pause_requested_at = CASE WHEN state = 'running' THEN COALESCE(pause_requested_at, ?) ELSE pause_requested_at END, cancel_requested_at = CASE WHEN state = 'running' THEN COALESCE(cancel_requested_at, ?) ELSE cancel_requested_at END, updated_at = ?, state = CASE WHEN state = 'pending' THEN 'paused' ELSE state END WHERE id = ? AND state IN ('pending', 'running') AND (cancel_requested_at IS NULL OR pause_requested_at IS NOT NULL)"#]]
+            .assert_eq(&pause);
+        let cancel = request_cancel(Backend::Sqlite, "j1", at()).sql;
+        assert!(cancel.contains("pause_requested_at = NULL"), "{cancel}");
+        let paused = transition(
+            Backend::Postgres,
+            "j1",
+            "tok",
+            at(),
+            &Transition::PausedOnRequest,
+        )
+        .sql;
+        assert!(
+            paused.contains("state = 'paused', attempts = attempts - 1, cancel_requested_at = NULL, pause_requested_at = NULL")
+                && paused.ends_with("AND state = 'running' AND pause_requested_at IS NOT NULL"),
+            "{paused}"
+        );
+    }
+
+    #[test]
+    fn resume_and_retry_take_only_paused_and_dead_jobs() {
+        expect![[r#"UPDATE reaper_jobs SET run_after = NULL, updated_at = $1, state = 'pending' WHERE id = $2 AND state = 'paused'"#]]
+            .assert_eq(&resume_paused(Backend::Postgres, "j1", at()).sql);
+        expect![[r#"UPDATE reaper_jobs SET max_attempts = attempts + 1, finished_at = NULL, run_after = NULL, updated_at = ?, state = 'pending' WHERE id = ? AND state = 'dead'"#]]
+            .assert_eq(&retry_dead(Backend::MySql, "j1", at()).sql);
+        expect![[r#"SELECT id, job_id, action, actor, outcome, created_at FROM reaper_job_actions WHERE job_id = ? ORDER BY id DESC LIMIT ?"#]]
+            .assert_eq(&job_actions(Backend::Sqlite, "j1", 20).sql);
     }
 }

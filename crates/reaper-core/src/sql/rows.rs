@@ -36,7 +36,7 @@ fn required<R: Row, T>(row: &R, column: &'static str, read: Reader<R, T>) -> Res
 /// Columns every job read returns ([`JobRecord::decode`] reads them by name).
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
      batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at";
 
 /// A job's row in the ledger (`reaper_jobs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -84,10 +84,14 @@ pub struct JobRecord {
     /// The current keyset pass may have passed over rows other transactions held (PostgreSQL),
     /// so its end must look for them.
     pub locked_rows_skipped: bool,
-    /// When somebody asked the job to stop (it stops at the next batch boundary).
+    /// When somebody asked the job to stop (it stops at the next batch boundary): the mark
+    /// every batch's lease check refuses on, set by a cancel and by a pause request alike.
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// The retention policy that submitted the job, if one did.
     pub policy: Option<String>,
+    /// Set with `cancel_requested_at` when the stop asked for is a pause: the job's worker
+    /// then leaves it `paused` instead of `cancelled`.
+    pub pause_requested_at: Option<DateTime<Utc>>,
 }
 
 impl JobRecord {
@@ -120,6 +124,7 @@ impl JobRecord {
             locked_rows_skipped: required(row, "locked_rows_skipped", R::flag)?,
             cancel_requested_at: row.time("cancel_requested_at")?,
             policy: row.text("policy")?,
+            pause_requested_at: row.time("pause_requested_at")?,
         })
     }
 
@@ -208,6 +213,63 @@ pub fn decode_state_count<R: Row>(row: &R) -> Result<(JobState, u64), R::Error> 
     Ok((state, u64::try_from(jobs).unwrap_or(0)))
 }
 
+/// Columns every read of `reaper_job_actions` returns ([`ActionRecord::decode`] reads them).
+pub const ACTION_COLUMNS: &str = "id, job_id, action, actor, outcome, created_at";
+
+/// One operator action on a job (cancel, pause, resume, retry, a policy run now), as
+/// `reaper_job_actions` records it: who asked, when, and what it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRecord {
+    /// Row id (ascending with time).
+    pub id: i64,
+    /// The job acted on.
+    pub job_id: String,
+    /// `cancel`, `pause`, `resume`, `retry` or `run` (see `sql::ledger::Action`).
+    pub action: String,
+    /// Who asked (the signed-in name, `$USER` for the CLI, `api` for a bare API call).
+    pub actor: String,
+    /// What it did: `cancelled`, `stopping`, `paused`, `pending`, `created`.
+    pub outcome: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl ActionRecord {
+    /// Reads one row of [`ACTION_COLUMNS`].
+    pub fn decode<R: Row>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            id: required(row, "id", R::int)?,
+            job_id: required(row, "job_id", R::text)?,
+            action: required(row, "action", R::text)?,
+            actor: required(row, "actor", R::text)?,
+            outcome: required(row, "outcome", R::text)?,
+            created_at: required(row, "created_at", R::time)?,
+        })
+    }
+}
+
+/// One committed batch as the job page's chart reads it (`sql::ledger::batch_series`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPoint {
+    /// 1-based batch number.
+    pub batch_no: i64,
+    /// Rows it removed.
+    pub row_count: i64,
+    /// Its commit time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl BatchPoint {
+    /// Reads one row of `sql::ledger::BATCH_SERIES_COLUMNS`.
+    pub fn decode<R: Row>(row: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            batch_no: required(row, "batch_no", R::int)?,
+            row_count: required(row, "row_count", R::int)?,
+            created_at: required(row, "created_at", R::time)?,
+        })
+    }
+}
+
 /// Column of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches.
 pub const LOCKED_JOB_COLUMNS: &str = "batches";
 
@@ -286,5 +348,10 @@ pub(crate) mod tests {
         assert_eq!(read_by(AuditRecord::decode), names(AUDIT_COLUMNS));
         assert_eq!(read_by(decode_state_count), names(STATE_COUNT_COLUMNS));
         assert_eq!(read_by(decode_locked_job), names(LOCKED_JOB_COLUMNS));
+        assert_eq!(read_by(ActionRecord::decode), names(ACTION_COLUMNS));
+        assert_eq!(
+            read_by(BatchPoint::decode),
+            crate::sql::ledger::BATCH_SERIES_COLUMNS
+        );
     }
 }

@@ -66,6 +66,9 @@ fn effective(settings: &Settings, as_json: bool) -> anyhow::Result<String> {
     for url in servers {
         *url = reaper_engine::database::redact_url(url);
     }
+    if shown.api.read_token.is_some() {
+        shown.api.read_token = Some("<redacted>".into());
+    }
     if shown.api.token.is_some() {
         shown.api.token = Some("<redacted>".into());
     }

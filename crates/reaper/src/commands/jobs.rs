@@ -1,5 +1,6 @@
-//! The job commands that read or cancel one job or list them: `reaper status`, `reaper jobs`,
-//! `reaper cancel`.
+//! The job commands that read or act on one job or list them: `reaper status`, `reaper jobs`,
+//! `reaper cancel`, `reaper pause`, `reaper resume`, `reaper retry`. Actions are recorded as
+//! asked by `$USER`.
 
 use std::process::ExitCode;
 
@@ -103,7 +104,8 @@ pub(crate) async fn list(
 /// Asks a job to stop.
 pub(crate) async fn cancel(settings: &Settings, id: &str) -> CommandResult {
     let db = connect(settings).await?;
-    match ledger::request_cancel(&db, id, Utc::now()).await? {
+    let actor = crate::cli::requested_by(None);
+    match ledger::cancel(&db, id, &actor, Utc::now()).await? {
         Some(ledger::CancelOutcome::Cancelled(job)) => {
             outln!(
                 "{}: cancelled ({} rows deleted before)",
@@ -125,5 +127,35 @@ pub(crate) async fn cancel(settings: &Settings, id: &str) -> CommandResult {
             job.id, job.state
         ))),
         None => Err(CommandError::no_job(id)),
+    }
+}
+
+/// Pauses, resumes or retries a job (see [`crate::actions`]); a resumed or retried job goes on
+/// the queue, so this opens it.
+pub(crate) async fn act(settings: &Settings, action: ledger::Action, id: &str) -> CommandResult {
+    let producer = crate::producer::Producer {
+        db: connect(settings).await?,
+        catalog: settings.catalog.clone(),
+        queue: crate::queue::JobQueue::open(&settings.config.queue).await?,
+        default_max_attempts: settings.config.worker.max_attempts,
+    };
+    let actor = crate::cli::requested_by(None);
+    match crate::actions::act(&producer, action, id, &actor).await? {
+        crate::actions::Outcome::Done(word, job) => {
+            let said = match word {
+                "stopping" => "pausing at its next batch boundary",
+                "paused" => "paused",
+                _ if action == ledger::Action::Retry => "pending again, one more attempt",
+                _ => "pending again, from its checkpoint",
+            };
+            outln!(
+                "{}: {said} ({} rows deleted so far)",
+                job.id,
+                job.rows_deleted
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::actions::Outcome::Conflict(message) => Err(CommandError::Conflict(message)),
+        crate::actions::Outcome::NotFound(_) => Err(CommandError::no_job(id)),
     }
 }
