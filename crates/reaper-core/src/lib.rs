@@ -5,6 +5,7 @@
 //!
 //! - [`catalog`]: the targets a deployment allows jobs to delete from;
 //! - [`graph`]: relations between targets and the deepest-first plan of a job on a parent;
+//! - [`holds`]: legal holds, their validation and the compiled form every batch excludes;
 //! - [`job`]: the public JSON wire format of a deletion job (what producers send);
 //! - [`lifecycle`]: a job's states in the ledger and the result it ends with;
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
@@ -23,6 +24,7 @@
 pub mod catalog;
 pub mod config;
 pub mod graph;
+pub mod holds;
 pub mod job;
 pub mod lifecycle;
 pub mod plan_guard;

@@ -25,6 +25,9 @@ pub struct JobView {
     pub policy: Option<String>,
     /// Rows deleted (or soft-deleted) so far.
     pub rows_deleted: i64,
+    /// Matching rows left in place under legal holds so far.
+    #[serde(default)]
+    pub rows_held: i64,
     /// Batches committed so far.
     pub batches: i64,
     /// Runs started (a clean slice hand-over does not count).
@@ -87,6 +90,9 @@ pub struct AuditView {
     pub mode: String,
     /// Rows in the batch.
     pub row_count: i64,
+    /// Matching rows the batch left in place under legal holds.
+    #[serde(default)]
+    pub rows_held: i64,
     /// Smallest key of the batch.
     pub first_key: String,
     /// Largest key of the batch.

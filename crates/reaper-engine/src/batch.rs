@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::KeyType;
-use reaper_core::sql::{self, Backend, RowLocking, ledger, mysql, postgres, rows, sqlite};
+use reaper_core::holds::HeldRows;
+use reaper_core::sql::{self, Backend, RowLocking, holds, ledger, mysql, postgres, rows, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
 use sea_orm::{
@@ -35,17 +36,22 @@ pub struct LeaseHolder<'a> {
 impl<'a> LeaseHolder<'a> {
     /// The context of a PostgreSQL batch statement this holder runs at `now`: the lease pushed
     /// to `now + lease`.
-    pub(crate) fn batch_context(
+    pub(crate) fn batch_context<'h>(
         &self,
         now: DateTime<Utc>,
         locking: RowLocking,
-    ) -> postgres::BatchContext<'a> {
+        held: &'h [HeldRows],
+    ) -> postgres::BatchContext<'h>
+    where
+        'a: 'h,
+    {
         postgres::BatchContext {
             job_id: self.job_id,
             lease_token: self.token,
             now,
             lease_until: lease_until(now, self.lease),
             locking,
+            held,
         }
     }
 }
@@ -59,6 +65,7 @@ pub(crate) fn report_context(now: DateTime<Utc>) -> postgres::BatchContext<'stat
         now,
         lease_until: now,
         locking: RowLocking::Direct,
+        held: &[],
     }
 }
 
@@ -69,6 +76,8 @@ pub enum BatchResult {
     Committed {
         /// Rows deleted or soft-deleted.
         rows: u64,
+        /// Matching rows of the window left in place under a legal hold.
+        held: u64,
         /// Keys the batch's window held; more than `rows` when concurrent changes removed or
         /// changed some of them first.
         selected: u64,
@@ -138,11 +147,7 @@ fn is_lock_conflict(error: &EngineError) -> bool {
 async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchResult, EngineError> {
     let started = Instant::now();
     let txn = begin(db).await?;
-    let written = match db.backend() {
-        Backend::Postgres => postgres_batch(&txn, batch).await,
-        Backend::Sqlite => sqlite_batch(&txn, batch).await,
-        Backend::MySql => mysql_batch(&txn, batch).await,
-    };
+    let written = backend_batch(&txn, db.backend(), batch).await;
     // Without the `failpoints` feature the fault point compiles to nothing and this closure is
     // a plain `Ok`; with it, it can return the injected error.
     #[allow(clippy::bind_instead_of_map)]
@@ -156,10 +161,12 @@ async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchRe
         match end_transaction(txn, written, Option::is_some).await? {
             Some(Window {
                 rows,
+                held,
                 selected,
                 last_key,
             }) => BatchResult::Committed {
                 rows,
+                held,
                 selected,
                 last_key,
                 elapsed: started.elapsed(),
@@ -214,9 +221,10 @@ pub(crate) async fn begin(db: &Database) -> Result<DatabaseTransaction, DbErr> {
     }
 }
 
-/// What a batch wrote: rows removed, keys in its window, the window's last key.
+/// What a batch wrote: rows removed, rows held, keys in its window, the window's last key.
 struct Window {
     rows: u64,
+    held: u64,
     selected: u64,
     last_key: Option<KeyValue>,
 }
@@ -237,11 +245,29 @@ struct BatchCall<'a> {
     locking: RowLocking,
 }
 
+/// The batch on `backend`, after the first statement of every batch: the legal holds active on
+/// the target, read in this transaction (unreadable: the batch fails, nothing removed).
+async fn backend_batch(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    batch: &BatchCall<'_>,
+) -> Result<Written, EngineError> {
+    let active = crate::holds::read_active(txn, backend, &[&batch.job.target], batch.now).await?;
+    let held = active.on(&batch.job.target.name);
+    match backend {
+        Backend::Postgres => postgres_batch(txn, batch, held).await,
+        Backend::Sqlite if held.is_empty() => sqlite_batch(txn, batch).await,
+        Backend::Sqlite => sqlite_held_batch(txn, batch, held).await,
+        Backend::MySql => mysql_batch(txn, batch, held).await,
+    }
+}
+
 async fn postgres_batch(
     txn: &DatabaseTransaction,
     batch: &BatchCall<'_>,
+    held: &[HeldRows],
 ) -> Result<Written, EngineError> {
-    let context = batch.holder.batch_context(batch.now, batch.locking);
+    let context = batch.holder.batch_context(batch.now, batch.locking, held);
     let rows = query_all(
         txn,
         Backend::Postgres,
@@ -261,6 +287,7 @@ async fn postgres_batch(
     };
     Ok(Some(Window {
         rows: summary.row_count,
+        held: summary.rows_held,
         selected: summary.selected,
         last_key,
     }))
@@ -278,48 +305,113 @@ async fn sqlite_batch(
     };
     keys.sort();
     // One writer at a time on SQLite: every key of the window is removed.
-    record(txn, Backend::Sqlite, batch, batches, keys, false).await
+    let window = HeldWindow::all_removed(keys);
+    record(txn, Backend::Sqlite, batch, batches, window, false).await
+}
+
+/// SQLite while a hold is active on the target: the window with each key's hold, then the
+/// keys not held removed by key (one writer at a time: none changed in between).
+async fn sqlite_held_batch(
+    txn: &DatabaseTransaction,
+    batch: &BatchCall<'_>,
+    held: &[HeldRows],
+) -> Result<Written, EngineError> {
+    let select = holds::select_window(Backend::Sqlite, batch.job, batch.after, batch.limit, held);
+    let Some((batches, window)) =
+        lease_then_held_window(txn, Backend::Sqlite, batch, (&select, true)).await?
+    else {
+        return Ok(None);
+    };
+    if !window.removed.is_empty() {
+        let remove =
+            sql::graph::remove_parents(Backend::Sqlite, batch.job, &window.removed, batch.now);
+        execute(txn, Backend::Sqlite, &remove).await?;
+    }
+    record(txn, Backend::Sqlite, batch, batches, window, false).await
+}
+
+/// A batch's key window split by the legal holds: the keys it removes and how many it leaves.
+struct HeldWindow {
+    /// Keys removed, ascending.
+    removed: Vec<KeyValue>,
+    /// Matching keys left in place under a hold.
+    held: u64,
+    /// The window's last key (held or not): the new checkpoint.
+    end: Option<KeyValue>,
+}
+
+impl HeldWindow {
+    fn all_removed(keys: Vec<KeyValue>) -> Self {
+        Self {
+            end: keys.last().cloned(),
+            removed: keys,
+            held: 0,
+        }
+    }
+
+    /// Reads [`holds::select_window`]'s rows (key, then 1 for a held key), in key order.
+    fn read(rows: &[QueryResult], key_type: KeyType, marked: bool) -> Result<Self, DbErr> {
+        let mut window = Self::all_removed(Vec::with_capacity(rows.len()));
+        for row in rows {
+            let key = read_key(row, key_type)?;
+            window.end = Some(key.clone());
+            if marked && row.try_get_by_index::<i64>(1)? != 0 {
+                window.held += 1;
+            } else {
+                window.removed.push(key);
+            }
+        }
+        Ok(window)
+    }
+}
+
+/// [`lease_then_window`] for a window selected with each key's hold.
+async fn lease_then_held_window(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    batch: &BatchCall<'_>,
+    (window, marked): (&sql::Statement, bool),
+) -> Result<Option<(i64, HeldWindow)>, EngineError> {
+    let Some(batches) = lock_job(txn, backend, batch.holder).await? else {
+        return Ok(None);
+    };
+    let rows = query_all(txn, backend, window).await?;
+    let window = HeldWindow::read(&rows, batch.job.target.key_type, marked)?;
+    Ok(Some((batches, window)))
 }
 
 async fn mysql_batch(
     txn: &DatabaseTransaction,
     batch: &BatchCall<'_>,
+    held: &[HeldRows],
 ) -> Result<Written, EngineError> {
-    let window = mysql::lock_batch(batch.job, batch.after, batch.limit, batch.locking);
-    let Some((batches, keys)) =
-        lease_then_window(txn, Backend::MySql, batch.job, batch.holder, &window).await?
+    let select = mysql::lock_batch(batch.job, batch.after, batch.limit, batch.locking, held);
+    let Some((batches, window)) =
+        lease_then_held_window(txn, Backend::MySql, batch, (&select, !held.is_empty())).await?
     else {
         return Ok(None);
     };
     // Tests insert into the locked window here, as a concurrent writer could.
     fail::fail_point!("batch::window_locked");
-    // Every key is locked by this transaction, so every one of them is removed.
-    if let Some(last) = keys.last() {
+    // Every key is locked by this transaction, so every one not held is removed.
+    if let (Some(last), false) = (&window.end, window.removed.is_empty()) {
         match batch.locking {
             // NOWAIT locked every matching row of the window: one range pass removes them.
             RowLocking::Direct => {
-                let removed = execute(
-                    txn,
-                    Backend::MySql,
-                    &mysql::delete_window(batch.job, batch.after, last, batch.now),
-                )
-                .await?;
-                if removed != keys.len() as u64 {
+                let range = mysql::delete_window(batch.job, batch.after, last, batch.now, held);
+                let removed = execute(txn, Backend::MySql, &range).await?;
+                if removed != window.removed.len() as u64 {
                     return Err(EngineError::WindowChanged);
                 }
             }
             RowLocking::SkipLocked => {
-                execute(
-                    txn,
-                    Backend::MySql,
-                    &mysql::delete_keys(batch.job, &keys, batch.now),
-                )
-                .await?;
+                let keys = mysql::delete_keys(batch.job, &window.removed, batch.now);
+                execute(txn, Backend::MySql, &keys).await?;
             }
         }
     }
     let skipped_locked = batch.locking == RowLocking::SkipLocked;
-    record(txn, Backend::MySql, batch, batches, keys, skipped_locked).await
+    record(txn, Backend::MySql, batch, batches, window, skipped_locked).await
 }
 
 /// The start of the multi-statement batches (SQLite, MySQL): the lease check, then `window`,
@@ -357,31 +449,35 @@ pub(crate) async fn lock_job(
         .transpose()
 }
 
-/// Writes the audit entry and advances the checkpoint for `keys` (ascending), in the batch's
-/// transaction. An empty window writes nothing: it is the end of the pass.
+/// Writes the audit entry (when the window removed or held rows) and advances the checkpoint
+/// to the window's end, in the batch's transaction. An empty window writes nothing: it is the
+/// end of the pass.
 async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
     batch: &BatchCall<'_>,
     batches: i64,
-    keys: Vec<KeyValue>,
+    window: HeldWindow,
     skipped_locked: bool,
 ) -> Result<Written, EngineError> {
     let BatchCall {
         job, holder, now, ..
     } = *batch;
-    let Some(last_key) = keys.last().cloned() else {
+    let Some(last_key) = window.end else {
         return Ok(Some(Window {
             rows: 0,
+            held: 0,
             selected: 0,
             last_key: None,
         }));
     };
+    let keys = window.removed;
     let count = keys.len() as u64;
     let entry = ledger::AuditEntry {
         job_id: holder.job_id,
         batch_no: batches + 1,
         keys: &keys,
+        held: window.held,
         at: now,
     };
     execute(txn, backend, &ledger::insert_audit(backend, job, &entry)).await?;
@@ -390,7 +486,7 @@ async fn record(
         holder.job_id,
         holder.token,
         &last_key,
-        count,
+        (count, window.held),
         skipped_locked,
         now,
         lease_until(now, holder.lease),
@@ -398,7 +494,8 @@ async fn record(
     update_own_job(txn, backend, &advance, holder.job_id).await?;
     Ok(Some(Window {
         rows: count,
-        selected: count,
+        held: window.held,
+        selected: count + window.held,
         last_key: Some(last_key),
     }))
 }
@@ -467,7 +564,7 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
         }
         Backend::MySql => {
             let lease = ledger::lock_job(backend, "<job id>", "<lease token>");
-            let lock = mysql::lock_batch(job, None, limit, RowLocking::Direct);
+            let lock = mysql::lock_batch(job, None, limit, RowLocking::Direct, &[]);
             let delete = mysql::delete_keys(job, &[KeyValue::Text("<locked keys>".into())], now);
             format!(
                 "BEGIN;\n{lease};\n{lock};\n{delete};\n{};\n{};\nCOMMIT;",
@@ -486,6 +583,7 @@ fn audit_placeholder(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) -
             job_id: "<job id>",
             batch_no: 1,
             keys: &[],
+            held: 0,
             at: now,
         },
     )
@@ -497,7 +595,7 @@ fn checkpoint_placeholder(backend: Backend, now: DateTime<Utc>) -> sql::Statemen
         "<job id>",
         "<lease token>",
         &KeyValue::Text("<last key>".into()),
-        0,
+        (0, 0),
         false,
         now,
         now,

@@ -103,6 +103,7 @@ fn committed(
 ) -> BatchResult {
     BatchResult::Committed {
         rows,
+        held: 0,
         selected,
         last_key,
         elapsed: started.elapsed(),
@@ -165,6 +166,7 @@ async fn child_batch(
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
+    refuse_held(txn, backend, job, now).await?;
     let Some(batches) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
@@ -221,6 +223,7 @@ async fn parent_batch(
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
+    refuse_held(txn, backend, job, now).await?;
     let Some(batches) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
@@ -264,6 +267,32 @@ async fn parent_batch(
         },
         other => other,
     })
+}
+
+/// The first statement of every graph transaction: the legal holds active on any table of the
+/// job. Any hold refuses the transaction before it removes anything (fail closed), as does a
+/// failure to read them.
+async fn refuse_held(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    now: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let mut tables: Vec<&Target> = vec![&job.target];
+    tables.extend(job.graph.iter().map(ResolvedStep::target));
+    tables.dedup_by(|a, b| a.name == b.name);
+    let active = crate::holds::read_active(txn, backend, &tables, now).await?;
+    match tables
+        .iter()
+        .find(|table| !active.on(&table.name).is_empty())
+    {
+        Some(table) => Err(Refusal::HeldAcrossRelations {
+            target: job.target.name.clone(),
+            table: table.name.clone(),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// How many of `keys` (rows of `table` about to be deleted, in key order) one transaction may
@@ -370,6 +399,7 @@ async fn record(
             job_id: holder.job_id,
             batch_no: batches + 1,
             keys: what.keys,
+            held: 0,
             at: now,
         };
         let audit = ledger::insert_audit_as(backend, job, what.target, what.mode, &entry);
@@ -379,7 +409,7 @@ async fn record(
         backend,
         (holder.job_id, holder.token),
         what.checkpoint,
-        rows,
+        (rows, 0),
         now,
         lease_until(now, holder.lease),
     );

@@ -410,10 +410,26 @@ pub async fn rows_by_table(
     db: &Database,
     job_id: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    let rows = db
-        .query_all(&ledger::rows_by_table(db.backend(), job_id))
-        .await?;
-    let [target, count] = ledger::ROWS_BY_TABLE_COLUMNS;
+    let statement = ledger::rows_by_table(db.backend(), job_id);
+    sums_by_table(db, &statement, ledger::ROWS_BY_TABLE_COLUMNS).await
+}
+
+/// Matching rows a job left in place under legal holds, per target, from its audit.
+pub async fn held_by_table(
+    db: &Database,
+    job_id: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    let statement = ledger::held_by_table(db.backend(), job_id);
+    sums_by_table(db, &statement, ledger::HELD_BY_TABLE_COLUMNS).await
+}
+
+/// Reads `(target, sum)` rows into a map.
+async fn sums_by_table(
+    db: &Database,
+    statement: &reaper_core::sql::Statement,
+    [target, count]: [&str; 2],
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    let rows = db.query_all(statement).await?;
     rows.iter()
         .map(|row| {
             let table: String = row.try_get("", target)?;

@@ -15,6 +15,7 @@ pub mod database;
 pub mod error;
 pub mod graph_check;
 pub mod graph_run;
+pub mod holds;
 pub mod instruments;
 pub mod ledger;
 pub mod migration;

@@ -4,6 +4,7 @@
 //! - `reaper_jobs`: the ledger, one row per job (the truth; queues only carry work).
 //! - `reaper_audit`: one row per committed batch; unique `(job_id, batch_no)` makes a second
 //!   entry for the same batch impossible.
+//! - `reaper_holds`: legal holds; every batch reads the active ones first in its transaction.
 
 use reaper_core::sql;
 use sea_orm_migration::prelude::*;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateLedgerAndAudit),
             Box::new(AddCancelRequest),
             Box::new(AddPolicy),
+            Box::new(AddLegalHolds),
         ]
     }
 
@@ -289,4 +291,82 @@ async fn create_audit(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         execute(manager, &sql::migration::audit_keys_compression()).await?;
     }
     Ok(())
+}
+
+/// Legal holds (issue 14): `reaper_holds`, read by every batch transaction first, and the
+/// counters of matching rows left in place under them (`rows_held`, on the job and on each
+/// audit row).
+#[derive(Debug)]
+struct AddLegalHolds;
+
+impl MigrationName for AddLegalHolds {
+    fn name(&self) -> &str {
+        "m20261201_000014_add_legal_holds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddLegalHolds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_holds")
+                    .if_not_exists()
+                    .col(string_len("id", 64).primary_key())
+                    .col(string_len("target", 63))
+                    .col(text_null("held_keys"))
+                    .col(text_null("held_filter"))
+                    .col(text("reason"))
+                    .col(text("placed_by"))
+                    .col(timestamp_with_time_zone("placed_at"))
+                    .col(timestamp_with_time_zone_null("expires_at"))
+                    .col(timestamp_with_time_zone_null("released_at"))
+                    .col(text_null("released_by"))
+                    .to_owned(),
+            )
+            .await?;
+        if !manager
+            .has_index("reaper_holds", "reaper_holds_target_released")
+            .await?
+        {
+            create_index(
+                manager,
+                "reaper_holds_target_released",
+                "reaper_holds",
+                ["target", "released_at"],
+                false,
+            )
+            .await?;
+        }
+        for table in ["reaper_jobs", "reaper_audit"] {
+            if !manager.has_column(table, "rows_held").await? {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(table)
+                            .add_column(big_integer("rows_held").default(0))
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["reaper_jobs", "reaper_audit"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .drop_column("rows_held")
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .drop_table(Table::drop().table("reaper_holds").if_exists().to_owned())
+            .await
+    }
 }

@@ -553,6 +553,7 @@ impl Run<'_> {
             last_key,
             elapsed,
             skipped_locked,
+            ..
         } = result
         else {
             return Ok(None);
@@ -815,6 +816,7 @@ impl Run<'_> {
             passes,
             stopped_at_max_rows,
             tables,
+            held: ledger::held_by_table(self.db, &self.job.id).await?,
             strategy: self.note.map(|note| note.strategy),
             sweep_rows,
         }))

@@ -293,7 +293,9 @@ pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
 }
 
 /// Advances the checkpoint and counters and renews the lease, in the batch's transaction, after
-/// [`lock_job`] (so exactly one row is affected). `skipped_locked` marks the pass. Expected
+/// [`lock_job`] (so exactly one row is affected): `batches + 1` when the batch removed or held
+/// rows (its audit row has that number), `rows_deleted + rows`, `rows_held + held`.
+/// `skipped_locked` marks the pass. Expected
 /// plan: the primary key (the row is locked already).
 #[allow(clippy::too_many_arguments)] // One statement's bound values; a struct would only rename them.
 pub fn advance_checkpoint(
@@ -301,7 +303,7 @@ pub fn advance_checkpoint(
     job_id: &str,
     token: &str,
     last_key: &KeyValue,
-    rows: u64,
+    (rows, held): (u64, u64),
     skipped_locked: bool,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
@@ -309,8 +311,12 @@ pub fn advance_checkpoint(
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET checkpoint = ")
         .param(SqlValue::Text(last_key.to_text()))
-        .push(", batches = batches + 1, rows_deleted = rows_deleted + ")
-        .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)));
+        .push(", batches = batches + ")
+        .param(SqlValue::Int(i64::from(rows > 0 || held > 0)))
+        .push(", rows_deleted = rows_deleted + ")
+        .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
+        .push(", rows_held = rows_held + ")
+        .param(SqlValue::Int(i64::try_from(held).unwrap_or(i64::MAX)));
     if skipped_locked {
         w.push(", locked_rows_skipped = TRUE");
     }
@@ -330,7 +336,7 @@ pub fn count_graph_batch(
     backend: Backend,
     holder: (&str, &str),
     checkpoint: Option<&KeyValue>,
-    rows: u64,
+    (rows, held): (u64, u64),
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Statement {
@@ -343,9 +349,11 @@ pub fn count_graph_batch(
             .push(", ");
     }
     w.push("batches = batches + ")
-        .param(SqlValue::Int(i64::from(rows > 0)))
+        .param(SqlValue::Int(i64::from(rows > 0 || held > 0)))
         .push(", rows_deleted = rows_deleted + ")
         .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
+        .push(", rows_held = rows_held + ")
+        .param(SqlValue::Int(i64::try_from(held).unwrap_or(i64::MAX)))
         .push(", lease_expires_at = ")
         .param(SqlValue::Timestamp(lease_until))
         .push(", updated_at = ")
@@ -374,6 +382,25 @@ pub fn rows_by_table(backend: Backend, job_id: &str) -> Statement {
     w.finish()
 }
 
+/// Columns read back by [`held_by_table`].
+pub const HELD_BY_TABLE_COLUMNS: [&str; 2] = ["target", "rows_held"];
+
+/// Matching rows a job left in place under legal holds, per target, summed over its audit
+/// rows (targets with none left out). Expected plan: as [`rows_by_table`]'s.
+pub fn held_by_table(backend: Backend, job_id: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, ")
+        .push(match backend {
+            Backend::Postgres => "CAST(sum(rows_held) AS BIGINT)",
+            Backend::MySql => "CAST(sum(rows_held) AS SIGNED)",
+            Backend::Sqlite => "sum(rows_held)",
+        })
+        .push(" AS rows_held FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" AND rows_held > 0 GROUP BY target ORDER BY target");
+    w.finish()
+}
+
 /// One audit row for one committed batch.
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
@@ -383,6 +410,8 @@ pub struct AuditEntry<'a> {
     pub batch_no: i64,
     /// The keys the batch removed, ascending.
     pub keys: &'a [KeyValue],
+    /// Matching rows the batch left in place under a legal hold.
+    pub held: u64,
     /// Batch time.
     pub at: DateTime<Utc>,
 }
@@ -412,8 +441,8 @@ pub fn insert_audit_as(
     let last = entry.keys.last().map(KeyValue::to_text).unwrap_or_default();
     let mut w = SqlWriter::new(backend);
     w.push(
-        "INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, \
-         requested_by, reason, created_at) VALUES (",
+        "INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, \
+         deleted_keys, requested_by, reason, created_at) VALUES (",
     );
     let values = [
         text(entry.job_id),
@@ -421,6 +450,7 @@ pub fn insert_audit_as(
         SqlValue::Text(target.to_owned()),
         SqlValue::Text(mode.to_owned()),
         SqlValue::Int(i64::try_from(entry.keys.len()).unwrap_or(i64::MAX)),
+        SqlValue::Int(i64::try_from(entry.held).unwrap_or(i64::MAX)),
         SqlValue::Text(first),
         SqlValue::Text(last),
         SqlValue::Text(keys_json),
@@ -702,7 +732,7 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, &lease(), ClaimFrom::Queue).to_string());
         let resume = claim(Backend::Postgres, &lease(), ClaimFrom::Resume).sql;
@@ -767,19 +797,19 @@ mod tests {
             "j1",
             "tok",
             &KeyValue::Int(42),
-            3,
+            (3, 0),
             false,
             at(),
             at(),
         );
-        expect![[r#"UPDATE reaper_jobs SET checkpoint = ?, batches = batches + 1, rows_deleted = rows_deleted + ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'"#]]
+        expect!["UPDATE reaper_jobs SET checkpoint = ?, batches = batches + ?, rows_deleted = rows_deleted + ?, rows_held = rows_held + ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'"]
             .assert_eq(&checkpoint.sql);
         let marked = advance_checkpoint(
             Backend::MySql,
             "j1",
             "tok",
             &KeyValue::Int(42),
-            3,
+            (3, 0),
             true,
             at(),
             at(),
@@ -798,12 +828,13 @@ mod tests {
                 job_id: "j1",
                 batch_no: 2,
                 keys: &keys,
+                held: 0,
                 at: at(),
             },
         );
         expect![[r#"
-            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            -- parameters: 'j1', 2, 'events', 'hard', 3, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00'"#]]
+            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            -- parameters: 'j1', 2, 'events', 'hard', 3, 0, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00'"#]]
         .assert_eq(&audit.to_string());
     }
 

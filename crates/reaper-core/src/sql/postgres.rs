@@ -7,6 +7,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{KeyType, Mode};
+use crate::holds::HeldRows;
+use crate::sql::holds::write_held;
 use crate::sql::rows::Row;
 use crate::sql::{
     Backend, RowLocking, SqlWriter, Statement, write_filter, write_keyset_and_filter,
@@ -27,6 +29,9 @@ pub struct BatchContext<'a> {
     pub lease_until: DateTime<Utc>,
     /// How rows held by other transactions are dealt with ([`RowLocking`]).
     pub locking: RowLocking,
+    /// The legal holds active on the target, read first in the batch's transaction: their rows
+    /// stay and are counted ([`crate::holds`]).
+    pub held: &'a [HeldRows],
 }
 
 /// The batch: one statement returning one row
@@ -59,7 +64,9 @@ pub fn delete_batch(
     write_lease_cte(&mut w, ctx);
     w.push(", batch AS MATERIALIZED (SELECT ")
         .ident(pk)
-        .push(" AS reaper_key FROM ")
+        .push(" AS reaper_key");
+    write_held_column(&mut w, job, ctx);
+    w.push(" FROM ")
         .table(target)
         .push(" WHERE EXISTS (SELECT 1 FROM lease) AND ");
     write_keyset_and_filter(&mut w, job, after);
@@ -92,15 +99,17 @@ pub fn delete_batch(
         }
     }
     write_filter(&mut w, job);
-    w.push(") RETURNING batch.reaper_key)");
-    let max = write_summary_head(&mut w, target.key_type);
+    w.push(")");
+    write_not_held(&mut w, job, ctx);
+    w.push(" RETURNING batch.reaper_key)");
+    let max = write_summary_head(&mut w, target.key_type, ctx);
     w.push("(SELECT ")
         .push(max)
         .push(" FROM batch) AS window_end FROM removed)");
     w.push(
         ", progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, \
-         batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, \
-         locked_rows_skipped = ",
+         batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, \
+         rows_held = j.rows_held + s.held, locked_rows_skipped = ",
     )
     .push(match ctx.locking {
         RowLocking::Direct => "j.locked_rows_skipped",
@@ -135,7 +144,11 @@ pub(crate) fn write_lease_cte(w: &mut SqlWriter, ctx: &BatchContext<'_>) {
 /// `, summary AS (SELECT count(*) AS n, first_key, last_key, deleted_keys, selected, ` over the
 /// `removed` CTE's `reaper_key`s and the `batch` CTE; the caller writes the `window_end` column
 /// and closes it. Returns the `max` expression for the key type.
-pub(crate) fn write_summary_head(w: &mut SqlWriter, key_type: KeyType) -> &'static str {
+pub(crate) fn write_summary_head(
+    w: &mut SqlWriter,
+    key_type: KeyType,
+    ctx: &BatchContext<'_>,
+) -> &'static str {
     // PostgreSQL (before 16) has no min/max for uuid; a uuid's order is its canonical text's.
     let (min, max) = match key_type {
         KeyType::Uuid => ("min(reaper_key::text)", "max(reaper_key::text)"),
@@ -146,8 +159,32 @@ pub(crate) fn write_summary_head(w: &mut SqlWriter, key_type: KeyType) -> &'stat
         .push(" AS first_key, ")
         .push(max)
         .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ")
-        .push("(SELECT count(*) FROM batch) AS selected, ");
+        .push("(SELECT count(*) FROM batch) AS selected, ")
+        .push(if ctx.held.is_empty() {
+            "0 AS held, "
+        } else {
+            "(SELECT count(*) FROM batch WHERE reaper_held) AS held, "
+        });
     max
+}
+
+/// `, <held> AS reaper_held`: the batch CTE's mark of each selected row an active hold covers
+/// (nothing while no hold is active on the target).
+pub(crate) fn write_held_column(w: &mut SqlWriter, job: &ValidatedJob, ctx: &BatchContext<'_>) {
+    if !ctx.held.is_empty() {
+        w.push(", ");
+        write_held(w, &job.target, ctx.held);
+        w.push(" AS reaper_held");
+    }
+}
+
+/// ` AND NOT <held>`: the removal's own exclusion of held rows, judged on the row version it
+/// removes (nothing while no hold is active on the target).
+pub(crate) fn write_not_held(w: &mut SqlWriter, job: &ValidatedJob, ctx: &BatchContext<'_>) {
+    if !ctx.held.is_empty() {
+        w.push(" AND NOT ");
+        write_held(w, &job.target, ctx.held);
+    }
 }
 
 /// `, audit AS (…) SELECT <BATCH_SUMMARY_COLUMNS> FROM summary AS s`: the audit row of a batch
@@ -160,27 +197,32 @@ pub(crate) fn write_audit_cte_and_result(
     let target = &job.target;
     w.push(
         ", audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, \
-         mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT ",
+         mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT ",
     )
     .param(SqlValue::Text(ctx.job_id.to_owned()))
     .push(", p.batches, ")
     .param(SqlValue::Text(target.name.clone()))
     .push(", ")
     .param(SqlValue::Text(job.mode.as_str().to_owned()))
-    .push(", s.n, s.first_key, s.last_key, s.deleted_keys, ")
+    // A batch that only left held rows has no first or last key: empty text, as elsewhere.
+    .push(", s.n, s.held, COALESCE(s.first_key, ")
+    .param(SqlValue::Text(String::new()))
+    .push("), COALESCE(s.last_key, ")
+    .param(SqlValue::Text(String::new()))
+    .push("), s.deleted_keys, ")
     .param(SqlValue::Text(job.requested_by.clone()))
     .push(", ")
     .param(SqlValue::Text(job.reason.clone()))
     .push(", ")
     .param(SqlValue::Timestamp(ctx.now))
-    .push(" FROM summary AS s, progress AS p WHERE s.n > 0) SELECT ")
+    .push(" FROM summary AS s, progress AS p WHERE s.n > 0 OR s.held > 0) SELECT ")
     .push(BATCH_SUMMARY_COLUMNS)
     .push(" FROM summary AS s");
 }
 
 /// The one row [`delete_batch`] returns ([`BatchSummary::decode`] reads it by name).
 pub const BATCH_SUMMARY_COLUMNS: &str = "(SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, \
-     s.first_key, s.last_key, s.selected, s.window_end";
+     s.held AS rows_held, s.first_key, s.last_key, s.selected, s.window_end";
 
 /// What one PostgreSQL batch statement reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +231,8 @@ pub struct BatchSummary {
     pub lease_held: bool,
     /// Rows removed.
     pub row_count: u64,
+    /// Matching rows of the window left in place under a legal hold.
+    pub rows_held: u64,
     /// Smallest removed key, as text.
     pub first_key: Option<String>,
     /// Largest removed key, as text.
@@ -208,6 +252,7 @@ impl BatchSummary {
         Ok(Self {
             lease_held: count("lease_held")? > 0,
             row_count: count("row_count")?,
+            rows_held: count("rows_held")?,
             first_key: row.text("first_key")?,
             last_key: row.text("last_key")?,
             selected: count("selected")?,
@@ -240,7 +285,7 @@ mod tests {
         let job = job(
             &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.first_key, s.last_key, s.deleted_keys, $13, $14, $15 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, 0 AS held, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, rows_held = j.rows_held + s.held, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.held, COALESCE(s.first_key, $13), COALESCE(s.last_key, $14), s.deleted_keys, $15, $16, $17 FROM summary AS s, progress AS p WHERE s.n > 0 OR s.held > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.held AS rows_held, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
     }
 

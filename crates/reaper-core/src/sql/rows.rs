@@ -29,13 +29,17 @@ pub trait Row {
 type Reader<R, T> = fn(&R, &'static str) -> Result<Option<T>, <R as Row>::Error>;
 
 /// Reads a column that is never NULL.
-fn required<R: Row, T>(row: &R, column: &'static str, read: Reader<R, T>) -> Result<T, R::Error> {
+pub(crate) fn required<R: Row, T>(
+    row: &R,
+    column: &'static str,
+    read: Reader<R, T>,
+) -> Result<T, R::Error> {
     read(row, column)?.ok_or_else(|| R::corrupt(column, "is NULL".into()))
 }
 
 /// Columns every job read returns ([`JobRecord::decode`] reads them by name).
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
-     batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
+     rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
      updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
 
 /// A job's row in the ledger (`reaper_jobs`).
@@ -57,6 +61,8 @@ pub struct JobRecord {
     pub passes: i64,
     /// Rows deleted (or soft-deleted) so far.
     pub rows_deleted: i64,
+    /// Matching rows left in place under legal holds so far.
+    pub rows_held: i64,
     /// Batches committed so far.
     pub batches: i64,
     /// Claims that did not end cleanly, including the current one.
@@ -105,6 +111,7 @@ impl JobRecord {
             checkpoint: row.text("checkpoint")?,
             passes: required(row, "passes", R::int)?,
             rows_deleted: required(row, "rows_deleted", R::int)?,
+            rows_held: required(row, "rows_held", R::int)?,
             batches: required(row, "batches", R::int)?,
             attempts: required(row, "attempts", R::int)?,
             max_attempts: required(row, "max_attempts", R::int)?,
@@ -144,7 +151,7 @@ impl JobRecord {
 }
 
 /// Columns every audit read returns ([`AuditRecord::decode`] reads them by name).
-pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
+pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at";
 
 /// One committed batch, as the audit log (`reaper_audit`) records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +168,8 @@ pub struct AuditRecord {
     pub mode: String,
     /// Rows in the batch.
     pub row_count: i64,
+    /// Matching rows the batch left in place under legal holds.
+    pub rows_held: i64,
     /// Smallest key of the batch.
     pub first_key: String,
     /// Largest key of the batch.
@@ -185,6 +194,7 @@ impl AuditRecord {
             target: required(row, "target", R::text)?,
             mode: required(row, "mode", R::text)?,
             row_count: required(row, "row_count", R::int)?,
+            rows_held: required(row, "rows_held", R::int)?,
             first_key: required(row, "first_key", R::text)?,
             last_key: required(row, "last_key", R::text)?,
             deleted_keys: required(row, "deleted_keys", R::text)?,
