@@ -379,6 +379,7 @@ fn statements(backend: Backend, job: &ValidatedJob, after: &KeyValue) -> Vec<Sta
                     lease_until: now,
                     locking,
                     held: &[],
+                    count_held: true,
                 };
                 all.push(sql::postgres::delete_batch(job, Some(after), 100, &ctx));
                 all.push(sql::postgres::delete_batch(job, None, 100, &ctx));

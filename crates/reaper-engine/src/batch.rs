@@ -40,7 +40,7 @@ impl<'a> LeaseHolder<'a> {
         &self,
         now: DateTime<Utc>,
         locking: RowLocking,
-        held: &'h [HeldRows],
+        (held, count_held): (&'h [HeldRows], bool),
     ) -> postgres::BatchContext<'h>
     where
         'a: 'h,
@@ -52,6 +52,7 @@ impl<'a> LeaseHolder<'a> {
             lease_until: lease_until(now, self.lease),
             locking,
             held,
+            count_held,
         }
     }
 }
@@ -66,6 +67,7 @@ pub(crate) fn report_context(now: DateTime<Utc>) -> postgres::BatchContext<'stat
         lease_until: now,
         locking: RowLocking::Direct,
         held: &[],
+        count_held: true,
     }
 }
 
@@ -107,6 +109,19 @@ pub async fn run_batch(
     holder: LeaseHolder<'_>,
     locking: RowLocking,
 ) -> Result<BatchResult, EngineError> {
+    run_batch_in_pass(db, job, (after, limit), holder, locking, true).await
+}
+
+/// [`run_batch`] in a pass that counts the held rows it leaves (`count_held`) or not: only the
+/// job's first pass over its rows counts them, so each held row is counted once per job.
+pub async fn run_batch_in_pass(
+    db: &Database,
+    job: &ValidatedJob,
+    (after, limit): (Option<&KeyValue>, u32),
+    holder: LeaseHolder<'_>,
+    locking: RowLocking,
+    count_held: bool,
+) -> Result<BatchResult, EngineError> {
     let batch = BatchCall {
         job,
         after,
@@ -114,6 +129,7 @@ pub async fn run_batch(
         holder,
         now: Utc::now(),
         locking,
+        count_held,
     };
     match run_transaction(db, &batch).await {
         Err(error)
@@ -243,6 +259,8 @@ struct BatchCall<'a> {
     /// The batch's time (audit, soft-delete, lease expiry).
     now: DateTime<Utc>,
     locking: RowLocking,
+    /// The pass counts the held rows it leaves.
+    count_held: bool,
 }
 
 /// The batch on `backend`, after the first statement of every batch: the legal holds active on
@@ -267,7 +285,9 @@ async fn postgres_batch(
     batch: &BatchCall<'_>,
     held: &[HeldRows],
 ) -> Result<Written, EngineError> {
-    let context = batch.holder.batch_context(batch.now, batch.locking, held);
+    let context = batch
+        .holder
+        .batch_context(batch.now, batch.locking, (held, batch.count_held));
     let rows = query_all(
         txn,
         Backend::Postgres,
@@ -376,7 +396,10 @@ async fn lease_then_held_window(
         return Ok(None);
     };
     let rows = query_all(txn, backend, window).await?;
-    let window = HeldWindow::read(&rows, batch.job.target.key_type, marked)?;
+    let mut window = HeldWindow::read(&rows, batch.job.target.key_type, marked)?;
+    if !batch.count_held {
+        window.held = 0;
+    }
     Ok(Some((batches, window)))
 }
 

@@ -113,7 +113,8 @@ pub async fn run_range_batch(
     let attempt = |locking| {
         let now = Utc::now();
         run_range_transaction(db, job, now, move |held: &[HeldRows]| {
-            let context = holder.batch_context(now, locking, held);
+            // The physical pass is the job's first over its rows: it counts the held ones.
+            let context = holder.batch_context(now, locking, (held, true));
             physical::delete_range(job, after, end, limit, &context)
         })
     };

@@ -539,7 +539,9 @@ impl Run<'_> {
         let batch_span = self.batch_span();
         let after = walk.checkpoint.as_ref();
         let result = if !job.is_graph() {
-            batch::run_batch(self.db, job, after, limit, holder, walk.locking())
+            let count_held = walk.passes == self.first_pass();
+            let at = (after, limit);
+            batch::run_batch_in_pass(self.db, job, at, holder, walk.locking(), count_held)
                 .instrument(batch_span)
                 .await?
         } else {
@@ -580,6 +582,15 @@ impl Run<'_> {
             }
         }
         Ok(Some(selected < u64::from(limit)))
+    }
+
+    /// The job's first pass over its rows, the one that counts the rows it leaves under legal
+    /// holds: the physical pass when the job walks the heap first, else the first keyset pass.
+    fn first_pass(&self) -> i64 {
+        match self.note {
+            Some(note) if note.strategy.strategy == Strategy::Physical => PHYSICAL_PASS,
+            _ => 1,
+        }
     }
 
     /// Chooses the fresh job's strategy and records it: a physical job starts its physical pass

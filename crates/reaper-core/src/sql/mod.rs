@@ -497,6 +497,7 @@ pub(crate) mod test_support {
             lease_until: at,
             locking,
             held: &[],
+            count_held: true,
         }
     }
 }

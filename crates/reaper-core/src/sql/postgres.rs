@@ -32,6 +32,10 @@ pub struct BatchContext<'a> {
     /// The legal holds active on the target, read first in the batch's transaction: their rows
     /// stay and are counted ([`crate::holds`]).
     pub held: &'a [HeldRows],
+    /// Whether this pass counts the held rows it leaves: only the job's first pass over its
+    /// rows does, so a later pass (a keyset sweep after a physical pass, a pass after rows were
+    /// locked) does not count the same held rows again.
+    pub count_held: bool,
 }
 
 /// The batch: one statement returning one row
@@ -160,8 +164,8 @@ pub(crate) fn write_summary_head(
         .push(max)
         .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ")
         .push("(SELECT count(*) FROM batch) AS selected, ")
-        .push(if ctx.held.is_empty() {
-            "0 AS held, "
+        .push(if ctx.held.is_empty() || !ctx.count_held {
+            "0::int8 AS held, "
         } else {
             "(SELECT count(*) FROM batch WHERE reaper_held) AS held, "
         });
