@@ -311,3 +311,10 @@ mod envelope_tests {
         assert_eq!(problem.fields, None);
     }
 }
+
+/// `GET /v1/holds`: legal holds, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldPage {
+    /// The holds.
+    pub holds: Vec<crate::holds::Hold>,
+}

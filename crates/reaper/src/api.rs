@@ -24,7 +24,7 @@ use reaper_core::views::{
     AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage, Problem, Readiness, Submitted,
 };
 use reaper_engine::ledger::{self, CancelOutcome};
-use reaper_engine::{EngineError, ErrorClass, instruments};
+use reaper_engine::{EngineError, ErrorClass, holds, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -43,6 +43,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}/audit"),
     ("get", "/v1/policies"),
     ("get", "/v1/policies/{name}"),
+    ("post", "/v1/holds"),
+    ("get", "/v1/holds"),
+    ("post", "/v1/holds/{id}/release"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -79,6 +82,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/audit", get(job_audit))
         .route("/v1/policies", get(list_policies))
         .route("/v1/policies/{name}", get(get_policy))
+        .route("/v1/holds", post(place_hold).get(list_holds))
+        .route("/v1/holds/{id}/release", post(release_hold))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)
@@ -417,6 +422,62 @@ async fn job_audit(
             })
             .into_response()
         }
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// `POST /v1/holds`: places a legal hold (201 with the hold); it takes effect for every batch
+/// that begins after the reply.
+async fn place_hold(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return problem(rejection.status(), rejection.body_text()),
+    };
+    let request: reaper_core::holds::HoldRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("invalid hold: {error}")),
+    };
+    let db = &state.producer.db;
+    let catalog = &state.producer.catalog;
+    match bounded(&state, holds::place(db, catalog, &request, Utc::now())).await {
+        Ok(hold) => (StatusCode::CREATED, axum::Json(hold)).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldsQuery {
+    /// Also released and expired holds.
+    all: Option<bool>,
+}
+
+/// `GET /v1/holds`: the active holds (with `all=true` every one), newest first.
+async fn list_holds(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<HoldsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let active_at = (!query.all.unwrap_or(false)).then(Utc::now);
+    match bounded(&state, holds::list(&state.producer.db, active_at, MAX_PAGE)).await {
+        Ok(holds) => axum::Json(reaper_core::views::HoldPage { holds }).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// `POST /v1/holds/{id}/release`: ends a hold (200 with it); batches that begin after the reply
+/// may remove its rows.
+async fn release_hold(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let released = holds::release(&state.producer.db, &id, "api", Utc::now());
+    match bounded(&state, released).await {
+        Ok(Some(hold)) => axum::Json(hold).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no hold `{id}`")),
         Err(error) => engine_problem(&error),
     }
 }
@@ -817,11 +878,36 @@ mod tests {
             true,
             r#"{"target": "nope"}"#
         );
+        // The holds' routes take a hold, not a job.
+        let hold = r#"{"target": "events", "keys": [1], "reason": "case 1", "placed_by": "legal"}"#;
+        let body_for = |route: &str, job: String| {
+            if route.starts_with("/v1/holds") {
+                hold.to_owned()
+            } else {
+                job
+            }
+        };
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
             answer!(*method, *route, uri, false, "{}");
-            answer!(*method, *route, uri, true, job(9));
+            answer!(*method, *route, uri, true, body_for(route, job(9)));
         }
+        let (status, body_text) = answer!("post", "/v1/holds", "/v1/holds", true, job(9));
+        assert_eq!(status, 400, "{body_text}");
+        answer!("get", "/v1/holds", "/v1/holds?all=maybe", true, "");
+        let (_, placed) = answer!("post", "/v1/holds", "/v1/holds", true, hold);
+        let hold_id = serde_json::from_str::<serde_json::Value>(&placed).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, released) = answer!(
+            "post",
+            "/v1/holds/{id}/release",
+            format!("/v1/holds/{hold_id}/release"),
+            true,
+            ""
+        );
+        assert_eq!(status, 200, "{released}");
         answer!("get", "/v1/jobs", "/v1/jobs?state=bogus", true, "");
         for route in ["/v1/jobs/{id}", "/v1/jobs/{id}/audit"] {
             answer!("get", route, route.replace("{id}", "no-such-job"), true, "");
@@ -909,13 +995,13 @@ mod tests {
             .unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
-            answer!(*method, *route, uri, true, job(3));
+            answer!(*method, *route, uri, true, body_for(route, job(3)));
         }
         // No connection to be had (transient): 503 with Retry-After.
         state.producer.db.connection().close_by_ref().await.unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
-            let (status, body) = answer!(*method, *route, uri, true, job(4));
+            let (status, body) = answer!(*method, *route, uri, true, body_for(route, job(4)));
             assert_eq!(status, 503, "{method} {route}: {body}");
         }
 

@@ -94,6 +94,30 @@ pub(crate) enum ConfiguredCommand {
         /// The job id.
         job: String,
     },
+    /// Place a legal hold: rows of a target (by key or by filter) that no batch of any job may
+    /// remove until it is released or expires. Takes effect for every batch that begins after
+    /// this command returns; prints the hold as JSON.
+    Hold {
+        #[command(flatten)]
+        args: crate::commands::holds::HoldArgs,
+    },
+    /// List legal holds as JSON, newest first: the active ones (or with --all every one).
+    Holds {
+        /// Also the released and expired ones.
+        #[arg(long)]
+        all: bool,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Release a legal hold: batches that begin after this command returns may remove its rows.
+    Release {
+        /// The hold id.
+        hold: String,
+        /// Who releases it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Run a retention purge now, in the foreground, without a daemon: a policy's
     /// (`--policy NAME`) or ad hoc (`--target T --older-than 30d`). Shows a progress bar;
     /// Ctrl-C stops at a batch boundary and prints how to resume.

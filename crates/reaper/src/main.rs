@@ -139,6 +139,13 @@ async fn run_configured(
             json,
         } => commands::jobs::list(settings, state, target, limit, json).await,
         ConfiguredCommand::Cancel { job } => commands::jobs::cancel(settings, &job).await,
+        ConfiguredCommand::Hold { args } => commands::holds::place(settings, args).await,
+        ConfiguredCommand::Holds { all, limit } => {
+            commands::holds::list(settings, all, limit).await
+        }
+        ConfiguredCommand::Release { hold, by } => {
+            commands::holds::release(settings, &hold, by).await
+        }
         ConfiguredCommand::Purge { args } => commands::purge::run(settings, &args).await,
         ConfiguredCommand::Policies { json } => commands::policies::run(settings, json).await,
         ConfiguredCommand::Run { until_idle } => {

@@ -6,6 +6,7 @@
 
 pub(crate) mod config;
 pub(crate) mod enqueue;
+pub(crate) mod holds;
 pub(crate) mod jobs;
 pub(crate) mod migrate;
 pub(crate) mod policies;
