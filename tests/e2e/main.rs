@@ -11,6 +11,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod erasure_graph;
+mod holds;
 mod hostile_input;
 mod operator;
 mod outages;
