@@ -3,6 +3,7 @@
 //! This crate owns the *words* of reaper and every decision that can be made without touching
 //! the outside world:
 //!
+//! - [`audit_chain`]: the hash chain over a job's audit rows and its check;
 //! - [`catalog`]: the targets a deployment allows jobs to delete from;
 //! - [`graph`]: relations between targets and the deepest-first plan of a job on a parent;
 //! - [`holds`]: legal holds, their validation and the compiled form every batch excludes;
@@ -21,6 +22,7 @@
 //! runtime crate. Its functions fail only through validation errors. Time is an input (`as_of`),
 //! never read from the clock here. `cron` is pure too (expression parsing and tick arithmetic).
 
+pub mod audit_chain;
 pub mod catalog;
 pub mod config;
 pub mod graph;

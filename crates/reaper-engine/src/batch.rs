@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::KeyType;
 use reaper_core::holds::HeldRows;
+use reaper_core::sql::rows::LockedJob;
 use reaper_core::sql::{self, Backend, RowLocking, holds, ledger, mysql, postgres, rows, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
@@ -318,7 +319,7 @@ async fn sqlite_batch(
     batch: &BatchCall<'_>,
 ) -> Result<Written, EngineError> {
     let window = sqlite::delete_batch(batch.job, batch.after, batch.limit, batch.now);
-    let Some((batches, mut keys)) =
+    let Some((locked, mut keys)) =
         lease_then_window(txn, Backend::Sqlite, batch.job, batch.holder, &window).await?
     else {
         return Ok(None);
@@ -326,7 +327,7 @@ async fn sqlite_batch(
     keys.sort();
     // One writer at a time on SQLite: every key of the window is removed.
     let window = HeldWindow::all_removed(keys);
-    record(txn, Backend::Sqlite, batch, batches, window, false).await
+    record(txn, Backend::Sqlite, batch, &locked, window, false).await
 }
 
 /// SQLite while a hold is active on the target: the window with each key's hold, then the
@@ -337,7 +338,7 @@ async fn sqlite_held_batch(
     held: &[HeldRows],
 ) -> Result<Written, EngineError> {
     let select = holds::select_window(Backend::Sqlite, batch.job, batch.after, batch.limit, held);
-    let Some((batches, window)) =
+    let Some((locked, window)) =
         lease_then_held_window(txn, Backend::Sqlite, batch, (&select, true)).await?
     else {
         return Ok(None);
@@ -347,7 +348,7 @@ async fn sqlite_held_batch(
             sql::graph::remove_parents(Backend::Sqlite, batch.job, &window.removed, batch.now);
         execute(txn, Backend::Sqlite, &remove).await?;
     }
-    record(txn, Backend::Sqlite, batch, batches, window, false).await
+    record(txn, Backend::Sqlite, batch, &locked, window, false).await
 }
 
 /// A batch's key window split by the legal holds: the keys it removes and how many it leaves.
@@ -391,8 +392,8 @@ async fn lease_then_held_window(
     backend: Backend,
     batch: &BatchCall<'_>,
     (window, marked): (&sql::Statement, bool),
-) -> Result<Option<(i64, HeldWindow)>, EngineError> {
-    let Some(batches) = lock_job(txn, backend, batch.holder).await? else {
+) -> Result<Option<(LockedJob, HeldWindow)>, EngineError> {
+    let Some(locked) = lock_job(txn, backend, batch.holder).await? else {
         return Ok(None);
     };
     let rows = query_all(txn, backend, window).await?;
@@ -400,7 +401,7 @@ async fn lease_then_held_window(
     if !batch.count_held {
         window.held = 0;
     }
-    Ok(Some((batches, window)))
+    Ok(Some((locked, window)))
 }
 
 async fn mysql_batch(
@@ -409,7 +410,7 @@ async fn mysql_batch(
     held: &[HeldRows],
 ) -> Result<Written, EngineError> {
     let select = mysql::lock_batch(batch.job, batch.after, batch.limit, batch.locking, held);
-    let Some((batches, window)) =
+    let Some((locked, window)) =
         lease_then_held_window(txn, Backend::MySql, batch, (&select, !held.is_empty())).await?
     else {
         return Ok(None);
@@ -434,7 +435,7 @@ async fn mysql_batch(
         }
     }
     let skipped_locked = batch.locking == RowLocking::SkipLocked;
-    record(txn, Backend::MySql, batch, batches, window, skipped_locked).await
+    record(txn, Backend::MySql, batch, &locked, window, skipped_locked).await
 }
 
 /// The start of the multi-statement batches (SQLite, MySQL): the lease check, then `window`,
@@ -446,21 +447,21 @@ async fn lease_then_window(
     job: &ValidatedJob,
     holder: LeaseHolder<'_>,
     window: &sql::Statement,
-) -> Result<Option<(i64, Vec<KeyValue>)>, EngineError> {
-    let Some(batches) = lock_job(txn, backend, holder).await? else {
+) -> Result<Option<(LockedJob, Vec<KeyValue>)>, EngineError> {
+    let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(None);
     };
     let rows = query_all(txn, backend, window).await?;
-    Ok(Some((batches, read_keys(&rows, job.target.key_type)?)))
+    Ok(Some((locked, read_keys(&rows, job.target.key_type)?)))
 }
 
-/// The lease check of the multi-statement batches: the job's `batches`, or `None` when it
-/// refuses (lease lost or cancel requested).
+/// The lease check of the multi-statement batches: the job's `batches` and audit chain head, or
+/// `None` when it refuses (lease lost or cancel requested).
 pub(crate) async fn lock_job(
     txn: &DatabaseTransaction,
     backend: Backend,
     holder: LeaseHolder<'_>,
-) -> Result<Option<i64>, EngineError> {
+) -> Result<Option<LockedJob>, EngineError> {
     let rows = query_all(
         txn,
         backend,
@@ -479,7 +480,7 @@ async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
     batch: &BatchCall<'_>,
-    batches: i64,
+    locked: &LockedJob,
     window: HeldWindow,
     skipped_locked: bool,
 ) -> Result<Written, EngineError> {
@@ -496,21 +497,26 @@ async fn record(
     };
     let keys = window.removed;
     let count = keys.len() as u64;
-    let entry = ledger::AuditEntry {
-        job_id: holder.job_id,
-        batch_no: batches + 1,
-        keys: &keys,
-        held: window.held,
-        at: now,
+    // A window whose rows were all taken meanwhile (or held, in a pass that does not count
+    // them) writes no audit row: only the checkpoint moves.
+    let head = if count > 0 || window.held > 0 {
+        let audited = Audited {
+            target: &job.target.name,
+            mode: job.mode.as_str(),
+            keys: &keys,
+            held: window.held,
+        };
+        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
+    } else {
+        None
     };
-    execute(txn, backend, &ledger::insert_audit(backend, job, &entry)).await?;
     let advance = ledger::advance_checkpoint(
         backend,
         holder.job_id,
         holder.token,
         &last_key,
         (count, window.held),
-        skipped_locked,
+        (skipped_locked, head.as_deref()),
         now,
         lease_until(now, holder.lease),
     );
@@ -521,6 +527,42 @@ async fn record(
         selected: count + window.held,
         last_key: Some(last_key),
     }))
+}
+
+/// One audit row about to be written: the table, mode (or effect), removed keys and held count.
+pub(crate) struct Audited<'a> {
+    pub(crate) target: &'a str,
+    pub(crate) mode: &'a str,
+    pub(crate) keys: &'a [KeyValue],
+    pub(crate) held: u64,
+}
+
+/// Inserts the audit row of a batch, numbered and chained after the job row `locked` (its
+/// `batches` and chain head, read under the lease in this transaction); returns the row's hash,
+/// the job's new chain head.
+pub(crate) async fn insert_chained_audit(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    (holder, locked): (LeaseHolder<'_>, &LockedJob),
+    audited: &Audited<'_>,
+    now: DateTime<Utc>,
+) -> Result<String, EngineError> {
+    let mut entry = ledger::AuditEntry {
+        job_id: holder.job_id,
+        batch_no: locked.batches + 1,
+        keys: audited.keys,
+        held: audited.held,
+        prev_hash: &locked.chain_head,
+        row_hash: "",
+        at: crate::audit_chain::audit_time(backend, now),
+    };
+    let content = ledger::audit_content(job, audited.target, audited.mode, &entry);
+    let row_hash = crate::audit_chain::hash(&content);
+    entry.row_hash = &row_hash;
+    let insert = ledger::insert_audit_as(backend, job, audited.target, audited.mode, &entry);
+    execute(txn, backend, &insert).await?;
+    Ok(row_hash)
 }
 
 /// Runs a lease-guarded update of the job's own ledger row, locked by [`lock_job`] in this
@@ -607,6 +649,8 @@ fn audit_placeholder(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) -
             batch_no: 1,
             keys: &[],
             held: 0,
+            prev_hash: "<chain head>",
+            row_hash: "<row hash>",
             at: now,
         },
     )
@@ -619,7 +663,7 @@ fn checkpoint_placeholder(backend: Backend, now: DateTime<Utc>) -> sql::Statemen
         "<lease token>",
         &KeyValue::Text("<last key>".into()),
         (0, 0),
-        false,
+        (false, Some("<row hash>")),
         now,
         now,
     )

@@ -16,14 +16,15 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::Target;
 use reaper_core::graph::{Cascade, Effect, ResolvedStep};
+use reaper_core::sql::rows::LockedJob;
 use reaper_core::sql::{Backend, graph, ledger};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
 use sea_orm::DatabaseTransaction;
 
 use crate::batch::{
-    BatchResult, LeaseHolder, begin, end_transaction, lease_until, lock_job, read_keys,
-    update_own_job,
+    Audited, BatchResult, LeaseHolder, begin, end_transaction, insert_chained_audit, lease_until,
+    lock_job, read_keys, update_own_job,
 };
 use crate::database::{Database, count_of, execute, query_all, query_count};
 use crate::error::{EngineError, Refusal};
@@ -167,7 +168,7 @@ async fn child_batch(
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
     refuse_held(txn, backend, job, now).await?;
-    let Some(batches) = lock_job(txn, backend, holder).await? else {
+    let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let child = step.target();
@@ -191,7 +192,7 @@ async fn child_batch(
         keys: &keys,
         checkpoint: None,
     };
-    record(txn, backend, job, holder, batches, &what, now).await
+    record(txn, backend, job, (holder, &locked), &what, now).await
 }
 
 /// The step's removal statement; a soft step without a `soft_delete_column` (which the
@@ -224,7 +225,7 @@ async fn parent_batch(
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
     refuse_held(txn, backend, job, now).await?;
-    let Some(batches) = lock_job(txn, backend, holder).await? else {
+    let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let lock = graph::lock_parents(backend, job, parents);
@@ -259,7 +260,7 @@ async fn parent_batch(
         keys: &keys,
         checkpoint: Some(&checkpoint),
     };
-    let outcome = record(txn, backend, job, holder, batches, &what, now).await?;
+    let outcome = record(txn, backend, job, (holder, &locked), &what, now).await?;
     Ok(match outcome {
         Outcome::Done { rows, .. } if cut => Outcome::Done {
             rows,
@@ -388,30 +389,29 @@ async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
     job: &ValidatedJob,
-    holder: LeaseHolder<'_>,
-    batches: i64,
+    (holder, locked): (LeaseHolder<'_>, &LockedJob),
     what: &Written<'_>,
     now: DateTime<Utc>,
 ) -> Result<Outcome, EngineError> {
     let rows = what.keys.len() as u64;
-    if rows > 0 {
-        let entry = ledger::AuditEntry {
-            job_id: holder.job_id,
-            batch_no: batches + 1,
+    let head = if rows > 0 {
+        let audited = Audited {
+            target: what.target,
+            mode: what.mode,
             keys: what.keys,
             held: 0,
-            at: now,
         };
-        let audit = ledger::insert_audit_as(backend, job, what.target, what.mode, &entry);
-        execute(txn, backend, &audit).await?;
-    }
+        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
+    } else {
+        None
+    };
     let count = ledger::count_graph_batch(
         backend,
         (holder.job_id, holder.token),
         what.checkpoint,
         (rows, 0),
-        now,
-        lease_until(now, holder.lease),
+        head.as_deref(),
+        (now, lease_until(now, holder.lease)),
     );
     update_own_job(txn, backend, &count, holder.job_id).await?;
     Ok(Outcome::Done { rows, cut_at: None })

@@ -5,6 +5,7 @@
 //! - `reaper_audit`: one row per committed batch; unique `(job_id, batch_no)` makes a second
 //!   entry for the same batch impossible.
 //! - `reaper_holds`: legal holds; every batch reads the active ones first in its transaction.
+//! - the audit chain: `prev_hash`/`row_hash` on each audit row, `chain_head` on the job.
 
 use reaper_core::sql;
 use sea_orm_migration::prelude::*;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddCancelRequest),
             Box::new(AddPolicy),
             Box::new(AddLegalHolds),
+            Box::new(AddAuditChain),
         ]
     }
 
@@ -368,5 +370,53 @@ impl MigrationTrait for AddLegalHolds {
         manager
             .drop_table(Table::drop().table("reaper_holds").if_exists().to_owned())
             .await
+    }
+}
+
+/// The tamper-evident audit log (issue 14): each audit row's `prev_hash` and `row_hash`, the
+/// job's `chain_head` (see `reaper_core::audit_chain`). Rows written before this migration have
+/// none; `reaper audit verify` reports such a job's first row as changed.
+#[derive(Debug)]
+struct AddAuditChain;
+
+impl MigrationName for AddAuditChain {
+    fn name(&self) -> &str {
+        "m20261201_000014_add_audit_chain"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddAuditChain {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in [
+            ("reaper_audit", "prev_hash"),
+            ("reaper_audit", "row_hash"),
+            ("reaper_jobs", "chain_head"),
+        ] {
+            if !manager.has_column(table, column).await? {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(table)
+                            .add_column(string_len_null(column, 64))
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in [
+            ("reaper_audit", "prev_hash"),
+            ("reaper_audit", "row_hash"),
+            ("reaper_jobs", "chain_head"),
+        ] {
+            manager
+                .alter_table(Table::alter().table(table).drop_column(column).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -891,4 +891,8 @@ async fn a_hold_on_any_table_of_the_graph_stops_the_job_before_it_deletes(backen
     let again = s.submit(again, 1).await;
     assert_eq!(s.run_to_end(&again).await, RunOutcome::Done);
     assert_erased(&s, &again, &before, &BTreeSet::from([7]), 100).await;
+    // Every table's audit rows chain, child batches and the parents' alike.
+    let chain = reaper_engine::audit_chain::verify_job(&s.db, &again).await;
+    let verified = chain.unwrap().unwrap().unwrap();
+    assert_eq!(verified.rows as i64, s.job(&again).await.batches);
 }

@@ -138,10 +138,26 @@ pub(crate) enum ConfiguredCommand {
         #[arg(long)]
         until_idle: bool,
     },
+    /// Audit commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check a job's tamper-evident audit chain: every audit row against its hash and the row
+    /// before it, the newest against the job's chain head. Prints the verdict as JSON; exits 1
+    /// naming the first row changed, removed or reordered.
+    Verify {
+        /// The job id.
+        job: String,
     },
 }
 

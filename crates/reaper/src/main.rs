@@ -37,7 +37,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat};
+use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat};
 use crate::commands::{CommandError, CommandResult};
 
 fn main() -> ExitCode {
@@ -139,6 +139,9 @@ async fn run_configured(
             json,
         } => commands::jobs::list(settings, state, target, limit, json).await,
         ConfiguredCommand::Cancel { job } => commands::jobs::cancel(settings, &job).await,
+        ConfiguredCommand::Audit {
+            command: AuditCommand::Verify { job },
+        } => commands::audit::verify(settings, &job).await,
         ConfiguredCommand::Hold { args } => commands::holds::place(settings, args).await,
         ConfiguredCommand::Holds { all, limit } => {
             commands::holds::list(settings, all, limit).await

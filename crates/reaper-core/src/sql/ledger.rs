@@ -304,14 +304,15 @@ pub fn advance_checkpoint(
     token: &str,
     last_key: &KeyValue,
     (rows, held): (u64, u64),
-    skipped_locked: bool,
+    (skipped_locked, chain_head): (bool, Option<&str>),
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET checkpoint = ")
-        .param(SqlValue::Text(last_key.to_text()))
-        .push(", batches = batches + ")
+        .param(SqlValue::Text(last_key.to_text()));
+    write_chain_head(&mut w, chain_head);
+    w.push(", batches = batches + ")
         .param(SqlValue::Int(i64::from(rows > 0 || held > 0)))
         .push(", rows_deleted = rows_deleted + ")
         .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
@@ -337,12 +338,17 @@ pub fn count_graph_batch(
     holder: (&str, &str),
     checkpoint: Option<&KeyValue>,
     (rows, held): (u64, u64),
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    chain_head: Option<&str>,
+    (now, lease_until): (DateTime<Utc>, DateTime<Utc>),
 ) -> Statement {
     let (job_id, token) = holder;
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET ");
+    if let Some(head) = chain_head {
+        w.push("chain_head = ")
+            .param(SqlValue::Text(head.to_owned()))
+            .push(", ");
+    }
     if let Some(checkpoint) = checkpoint {
         w.push("checkpoint = ")
             .param(SqlValue::Text(checkpoint.to_text()))
@@ -360,6 +366,14 @@ pub fn count_graph_batch(
         .param(SqlValue::Timestamp(now))
         .lease_guard(job_id, token);
     w.finish()
+}
+
+/// `, chain_head = $head` when the batch wrote an audit row.
+fn write_chain_head(w: &mut SqlWriter, chain_head: Option<&str>) {
+    if let Some(head) = chain_head {
+        w.push(", chain_head = ")
+            .param(SqlValue::Text(head.to_owned()));
+    }
 }
 
 /// Columns read back by [`rows_by_table`].
@@ -412,6 +426,10 @@ pub struct AuditEntry<'a> {
     pub keys: &'a [KeyValue],
     /// Matching rows the batch left in place under a legal hold.
     pub held: u64,
+    /// The job's chain head before this row (empty for the first row).
+    pub prev_hash: &'a str,
+    /// This row's hash, of [`audit_content`] ([`crate::audit_chain`]).
+    pub row_hash: &'a str,
     /// Batch time.
     pub at: DateTime<Utc>,
 }
@@ -432,17 +450,11 @@ pub fn insert_audit_as(
     mode: &str,
     entry: &AuditEntry<'_>,
 ) -> Statement {
-    let keys_json = serde_json::to_string(entry.keys).unwrap_or_else(|_| "[]".into());
-    let first = entry
-        .keys
-        .first()
-        .map(KeyValue::to_text)
-        .unwrap_or_default();
-    let last = entry.keys.last().map(KeyValue::to_text).unwrap_or_default();
+    let (keys_json, first, last) = audit_keys(entry.keys);
     let mut w = SqlWriter::new(backend);
     w.push(
         "INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, \
-         deleted_keys, requested_by, reason, created_at) VALUES (",
+         deleted_keys, requested_by, reason, created_at, prev_hash, row_hash) VALUES (",
     );
     let values = [
         text(entry.job_id),
@@ -457,6 +469,8 @@ pub fn insert_audit_as(
         SqlValue::Text(job.requested_by.clone()),
         SqlValue::Text(job.reason.clone()),
         SqlValue::Timestamp(entry.at),
+        SqlValue::Text(entry.prev_hash.to_owned()),
+        SqlValue::Text(entry.row_hash.to_owned()),
     ];
     for (index, value) in values.into_iter().enumerate() {
         if index > 0 {
@@ -466,6 +480,40 @@ pub fn insert_audit_as(
     }
     w.push(")");
     w.finish()
+}
+
+/// The key list as an audit row stores it: JSON, first and last key (empty when none).
+fn audit_keys(keys: &[KeyValue]) -> (String, String, String) {
+    let json = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+    let first = keys.first().map(KeyValue::to_text).unwrap_or_default();
+    let last = keys.last().map(KeyValue::to_text).unwrap_or_default();
+    (json, first, last)
+}
+
+/// What the audit chain hashes for the row [`insert_audit_as`] writes: its fields as stored,
+/// after `entry.prev_hash` ([`crate::audit_chain::content`]).
+pub fn audit_content(
+    job: &ValidatedJob,
+    target: &str,
+    mode: &str,
+    entry: &AuditEntry<'_>,
+) -> String {
+    let (keys_json, first, last) = audit_keys(entry.keys);
+    let fields = crate::audit_chain::ChainFields {
+        job_id: entry.job_id,
+        batch_no: entry.batch_no,
+        target,
+        mode,
+        row_count: i64::try_from(entry.keys.len()).unwrap_or(i64::MAX),
+        rows_held: i64::try_from(entry.held).unwrap_or(i64::MAX),
+        first_key: &first,
+        last_key: &last,
+        deleted_keys: &keys_json,
+        requested_by: &job.requested_by,
+        reason: &job.reason,
+        created_at: entry.at,
+    };
+    crate::audit_chain::content(entry.prev_hash, &fields)
 }
 
 /// The end state of one run of a job, written under its lease.
@@ -732,7 +780,7 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, chain_head
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, &lease(), ClaimFrom::Queue).to_string());
         let resume = claim(Backend::Postgres, &lease(), ClaimFrom::Resume).sql;
@@ -781,7 +829,7 @@ mod tests {
         );
         assert_eq!(
             lock_job(Backend::MySql, "j1", "tok").sql,
-            "SELECT batches FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE"
+            "SELECT batches, chain_head FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE"
         );
         assert!(
             !lock_job(Backend::Sqlite, "j1", "tok")
@@ -798,7 +846,7 @@ mod tests {
             "tok",
             &KeyValue::Int(42),
             (3, 0),
-            false,
+            (false, None),
             at(),
             at(),
         );
@@ -810,7 +858,7 @@ mod tests {
             "tok",
             &KeyValue::Int(42),
             (3, 0),
-            true,
+            (true, Some("h")),
             at(),
             at(),
         );
@@ -829,12 +877,14 @@ mod tests {
                 batch_no: 2,
                 keys: &keys,
                 held: 0,
+                prev_hash: "",
+                row_hash: "h",
                 at: at(),
             },
         );
         expect![[r#"
-            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            -- parameters: 'j1', 2, 'events', 'hard', 3, 0, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00'"#]]
+            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, prev_hash, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            -- parameters: 'j1', 2, 'events', 'hard', 3, 0, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00', '', 'h'"#]]
         .assert_eq(&audit.to_string());
     }
 

@@ -110,6 +110,7 @@ pub fn delete_batch(
     w.push("(SELECT ")
         .push(max)
         .push(" FROM batch) AS window_end FROM removed)");
+    write_chained_cte(&mut w, job, ctx);
     w.push(
         ", progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, \
          batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, \
@@ -126,21 +127,25 @@ pub fn delete_batch(
     w.finish()
 }
 
-/// `lease_expires_at = $, updated_at = $ FROM summary AS s WHERE j.id = $`: the end of a batch's
-/// `progress` CTE, renewing the lease of the job's ledger row.
+/// `chain_head = …, lease_expires_at = $, updated_at = $ FROM summary AS s WHERE j.id = $`: the
+/// end of a batch's `progress` CTE, moving the audit chain's head to the batch's audit row (when
+/// it writes one) and renewing the lease of the job's ledger row.
 pub(crate) fn write_lease_renewal_for_job(w: &mut SqlWriter, ctx: &BatchContext<'_>) {
-    w.push("lease_expires_at = ")
-        .param(SqlValue::Timestamp(ctx.lease_until))
-        .push(", updated_at = ")
-        .param(SqlValue::Timestamp(ctx.now))
-        .push(" FROM summary AS s WHERE j.id = ")
-        .param(SqlValue::Text(ctx.job_id.to_owned()));
+    w.push(
+        "chain_head = CASE WHEN s.n > 0 OR s.held > 0 THEN (SELECT hash FROM chained) \
+         ELSE j.chain_head END, lease_expires_at = ",
+    )
+    .param(SqlValue::Timestamp(ctx.lease_until))
+    .push(", updated_at = ")
+    .param(SqlValue::Timestamp(ctx.now))
+    .push(" FROM summary AS s WHERE j.id = ")
+    .param(SqlValue::Text(ctx.job_id.to_owned()));
 }
 
 /// `WITH lease AS (…)`: locks the job's ledger row if and only if this worker still holds the
 /// lease and nobody asked to cancel the job; every later CTE of a batch depends on it.
 pub(crate) fn write_lease_cte(w: &mut SqlWriter, ctx: &BatchContext<'_>) {
-    w.push("WITH lease AS (SELECT id FROM reaper_jobs")
+    w.push("WITH lease AS (SELECT id, batches, chain_head FROM reaper_jobs")
         .lease_guard(ctx.job_id, ctx.lease_token)
         .push(" AND cancel_requested_at IS NULL FOR UPDATE)");
 }
@@ -191,6 +196,41 @@ pub(crate) fn write_not_held(w: &mut SqlWriter, job: &ValidatedJob, ctx: &BatchC
     }
 }
 
+/// `, chained AS (SELECT <sha256 hex of the audit row's content> AS hash, <previous head> AS
+/// prev FROM summary AS s, lease AS l)`: the audit chain's link for the row the batch may write,
+/// the content [`crate::audit_chain::content`] describes (the same text the engine hashes for
+/// the other backends), bound values for every constant. One row while the lease is held.
+pub(crate) fn write_chained_cte(w: &mut SqlWriter, job: &ValidatedJob, ctx: &BatchContext<'_>) {
+    let text = |value: &str| SqlValue::Text(value.to_owned());
+    w.push(", chained AS (SELECT encode(sha256(convert_to(concat_ws(")
+        .param(text(crate::audit_chain::SEPARATOR))
+        .push(", COALESCE(l.chain_head, ")
+        .param(text(""))
+        .push("), ")
+        .param(text(ctx.job_id))
+        .push(", (l.batches + 1)::text, ")
+        .param(text(&job.target.name))
+        .push(", ")
+        .param(text(job.mode.as_str()))
+        .push(", s.n::text, s.held::text, COALESCE(s.first_key, ")
+        .param(text(""))
+        .push("), COALESCE(s.last_key, ")
+        .param(text(""))
+        .push("), s.deleted_keys, ")
+        .param(text(&job.requested_by))
+        .push(", ")
+        .param(text(&job.reason))
+        .push(", ")
+        .param(text(&crate::audit_chain::chain_time(ctx.now)))
+        .push("), ")
+        .param(text("UTF8"))
+        .push(")), ")
+        .param(text("hex"))
+        .push(") AS hash, COALESCE(l.chain_head, ")
+        .param(text(""))
+        .push(") AS prev FROM summary AS s, lease AS l)");
+}
+
 /// `, audit AS (…) SELECT <BATCH_SUMMARY_COLUMNS> FROM summary AS s`: the audit row of a batch
 /// that removed rows, numbered by the `progress` CTE, and the statement's one result row.
 pub(crate) fn write_audit_cte_and_result(
@@ -201,7 +241,8 @@ pub(crate) fn write_audit_cte_and_result(
     let target = &job.target;
     w.push(
         ", audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, \
-         mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT ",
+         mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, \
+         prev_hash, row_hash) SELECT ",
     )
     .param(SqlValue::Text(ctx.job_id.to_owned()))
     .push(", p.batches, ")
@@ -219,7 +260,7 @@ pub(crate) fn write_audit_cte_and_result(
     .param(SqlValue::Text(job.reason.clone()))
     .push(", ")
     .param(SqlValue::Timestamp(ctx.now))
-    .push(" FROM summary AS s, progress AS p WHERE s.n > 0 OR s.held > 0) SELECT ")
+    .push(", c.prev, c.hash FROM summary AS s, progress AS p, chained AS c WHERE s.n > 0 OR s.held > 0) SELECT ")
     .push(BATCH_SUMMARY_COLUMNS)
     .push(" FROM summary AS s");
 }
@@ -289,7 +330,7 @@ mod tests {
         let job = job(
             &serde_json::json!({"filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, 0 AS held, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, rows_held = j.rows_held + s.held, locked_rows_skipped = j.locked_rows_skipped, lease_expires_at = $7, updated_at = $8 FROM summary AS s WHERE j.id = $9 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $10, p.batches, $11, $12, s.n, s.held, COALESCE(s.first_key, $13), COALESCE(s.last_key, $14), s.deleted_keys, $15, $16, $17 FROM summary AS s, progress AS p WHERE s.n > 0 OR s.held > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.held AS rows_held, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id, batches, chain_head FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT "id" AS reaper_key FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND "id" > $3 AND ("tenant_id" = $4) ORDER BY "id" LIMIT $5), removed AS (DELETE FROM "app"."events" AS t USING batch WHERE t."id" = batch.reaper_key AND ("tenant_id" = $6) RETURNING batch.reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, 0::int8 AS held, (SELECT max(reaper_key)::text FROM batch) AS window_end FROM removed), chained AS (SELECT encode(sha256(convert_to(concat_ws($7, COALESCE(l.chain_head, $8), $9, (l.batches + 1)::text, $10, $11, s.n::text, s.held::text, COALESCE(s.first_key, $12), COALESCE(s.last_key, $13), s.deleted_keys, $14, $15, $16), $17)), $18) AS hash, COALESCE(l.chain_head, $19) AS prev FROM summary AS s, lease AS l), progress AS (UPDATE reaper_jobs AS j SET checkpoint = s.window_end, batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, rows_held = j.rows_held + s.held, locked_rows_skipped = j.locked_rows_skipped, chain_head = CASE WHEN s.n > 0 OR s.held > 0 THEN (SELECT hash FROM chained) ELSE j.chain_head END, lease_expires_at = $20, updated_at = $21 FROM summary AS s WHERE j.id = $22 AND s.selected > 0 RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, prev_hash, row_hash) SELECT $23, p.batches, $24, $25, s.n, s.held, COALESCE(s.first_key, $26), COALESCE(s.last_key, $27), s.deleted_keys, $28, $29, $30, c.prev, c.hash FROM summary AS s, progress AS p, chained AS c WHERE s.n > 0 OR s.held > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.held AS rows_held, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
             .assert_eq(&delete_batch(&job, Some(&KeyValue::Int(10)), 500, &ctx()).sql);
     }
 

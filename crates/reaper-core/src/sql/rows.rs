@@ -40,7 +40,7 @@ pub(crate) fn required<R: Row, T>(
 /// Columns every job read returns ([`JobRecord::decode`] reads them by name).
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
      rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy";
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, chain_head";
 
 /// A job's row in the ledger (`reaper_jobs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +94,8 @@ pub struct JobRecord {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// The retention policy that submitted the job, if one did.
     pub policy: Option<String>,
+    /// The newest audit row's hash (the head of the job's audit chain).
+    pub chain_head: Option<String>,
 }
 
 impl JobRecord {
@@ -127,6 +129,7 @@ impl JobRecord {
             locked_rows_skipped: required(row, "locked_rows_skipped", R::flag)?,
             cancel_requested_at: row.time("cancel_requested_at")?,
             policy: row.text("policy")?,
+            chain_head: row.text("chain_head")?,
         })
     }
 
@@ -151,7 +154,7 @@ impl JobRecord {
 }
 
 /// Columns every audit read returns ([`AuditRecord::decode`] reads them by name).
-pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at";
+pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, prev_hash, row_hash";
 
 /// One committed batch, as the audit log (`reaper_audit`) records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +185,10 @@ pub struct AuditRecord {
     pub reason: String,
     /// Commit time of the batch.
     pub created_at: DateTime<Utc>,
+    /// The previous audit row's hash (empty for the first; NULL before the chain existed).
+    pub prev_hash: Option<String>,
+    /// This row's hash ([`crate::audit_chain`]).
+    pub row_hash: Option<String>,
 }
 
 impl AuditRecord {
@@ -201,6 +208,8 @@ impl AuditRecord {
             requested_by: required(row, "requested_by", R::text)?,
             reason: required(row, "reason", R::text)?,
             created_at: required(row, "created_at", R::time)?,
+            prev_hash: row.text("prev_hash")?,
+            row_hash: row.text("row_hash")?,
         })
     }
 }
@@ -218,12 +227,25 @@ pub fn decode_state_count<R: Row>(row: &R) -> Result<(JobState, u64), R::Error> 
     Ok((state, u64::try_from(jobs).unwrap_or(0)))
 }
 
-/// Column of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches.
-pub const LOCKED_JOB_COLUMNS: &str = "batches";
+/// Columns of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches and the
+/// head of its audit chain.
+pub const LOCKED_JOB_COLUMNS: &str = "batches, chain_head";
 
-/// The row of [`LOCKED_JOB_COLUMNS`]: the batches the job has committed.
-pub fn decode_locked_job<R: Row>(row: &R) -> Result<i64, R::Error> {
-    required(row, "batches", R::int)
+/// The job's row as a batch locks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedJob {
+    /// Batches committed (the batch being written is number `batches + 1`).
+    pub batches: i64,
+    /// The newest audit row's hash (empty before the first).
+    pub chain_head: String,
+}
+
+/// The row of [`LOCKED_JOB_COLUMNS`].
+pub fn decode_locked_job<R: Row>(row: &R) -> Result<LockedJob, R::Error> {
+    Ok(LockedJob {
+        batches: required(row, "batches", R::int)?,
+        chain_head: row.text("chain_head")?.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
