@@ -49,32 +49,27 @@ async fn a_job_s_audit_chain_verifies_and_finds_rows_changed_by_hand(backend: Ba
     assert_eq!(verdict().await, Err(ChainBreak::Changed { batch_no: 3 }));
     s.test.exec(&audit("reason = 'invariants'")).await;
     assert!(verdict().await.is_ok());
-    // Reordered: two rows' numbers swapped.
-    s.test
-        .exec(&format!(
-            "UPDATE reaper_audit SET batch_no = 1000 + batch_no WHERE job_id = '{id}' AND batch_no IN (2, 3)"
-        ))
-        .await;
-    s.test
-        .exec(&format!(
-            "UPDATE reaper_audit SET batch_no = 5 - (batch_no - 1000) WHERE job_id = '{id}' AND batch_no > 1000"
-        ))
-        .await;
+    // Reordered: two rows' numbers swapped (and swapped back).
+    let swap_2_and_3 = || async {
+        for step in [
+            "batch_no = 1000 + batch_no WHERE batch_no IN (2, 3)",
+            "batch_no = 5 - (batch_no - 1000) WHERE batch_no > 1000",
+        ] {
+            let (set, condition) = step.split_once(" WHERE ").unwrap();
+            s.test
+                .exec(&format!(
+                    "UPDATE reaper_audit SET {set} WHERE job_id = '{id}' AND {condition}"
+                ))
+                .await;
+        }
+    };
+    swap_2_and_3().await;
     assert!(
         matches!(verdict().await, Err(ChainBreak::Reordered { batch_no: 2 })),
         "{:?}",
         verdict().await
     );
-    s.test
-        .exec(&format!(
-            "UPDATE reaper_audit SET batch_no = 1000 + batch_no WHERE job_id = '{id}' AND batch_no IN (2, 3)"
-        ))
-        .await;
-    s.test
-        .exec(&format!(
-            "UPDATE reaper_audit SET batch_no = 5 - (batch_no - 1000) WHERE job_id = '{id}' AND batch_no > 1000"
-        ))
-        .await;
+    swap_2_and_3().await;
     assert!(verdict().await.is_ok());
     // Removed: the newest row, then a row in the middle.
     s.test
