@@ -16,6 +16,7 @@ mod hostile_input;
 mod operator;
 mod outages;
 mod physical_order;
+mod receipts;
 mod redis_bounds;
 mod retention;
 

@@ -11,6 +11,7 @@
 //! - [`lifecycle`]: a job's states in the ledger and the result it ends with;
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
+//! - [`receipt`]: the signed erasure receipt's document and the bytes its signature covers;
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
 //! - [`plan_guard`]: refusing a job whose plan would read far more rows than it removes;
@@ -32,6 +33,7 @@ pub mod lifecycle;
 pub mod plan_guard;
 #[cfg(test)]
 mod properties;
+pub mod receipt;
 pub mod retention;
 pub mod span;
 pub mod sql;

@@ -28,6 +28,9 @@ pub struct JobView {
     /// Matching rows left in place under legal holds so far.
     #[serde(default)]
     pub rows_held: i64,
+    /// The newest audit row's hash: the head of the job's tamper-evident audit chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<String>,
     /// Batches committed so far.
     pub batches: i64,
     /// Runs started (a clean slice hand-over does not count).

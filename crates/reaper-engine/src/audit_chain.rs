@@ -40,6 +40,13 @@ pub async fn verify_job(
     let Some(job) = ledger::get(db, job_id).await? else {
         return Ok(None);
     };
+    let records = audit_rows(db, job_id).await?;
+    let links: Vec<StoredLink<'_>> = records.iter().map(link).collect();
+    Ok(Some(verify(&links, job.chain_head.as_deref(), hash)))
+}
+
+/// Every audit row of a job, in batch order (read a page at a time).
+pub async fn audit_rows(db: &Database, job_id: &str) -> Result<Vec<AuditRecord>, EngineError> {
     let mut records: Vec<AuditRecord> = Vec::new();
     loop {
         let after = records.last().map_or(0, |record| record.batch_no);
@@ -47,11 +54,9 @@ pub async fn verify_job(
         let full = page.len() == 500;
         records.extend(page);
         if !full {
-            break;
+            return Ok(records);
         }
     }
-    let links: Vec<StoredLink<'_>> = records.iter().map(link).collect();
-    Ok(Some(verify(&links, job.chain_head.as_deref(), hash)))
 }
 
 fn link(record: &AuditRecord) -> StoredLink<'_> {

@@ -397,10 +397,7 @@ async fn lease_then_held_window(
         return Ok(None);
     };
     let rows = query_all(txn, backend, window).await?;
-    let mut window = HeldWindow::read(&rows, batch.job.target.key_type, marked)?;
-    if !batch.count_held {
-        window.held = 0;
-    }
+    let window = HeldWindow::read(&rows, batch.job.target.key_type, marked)?;
     Ok(Some((locked, window)))
 }
 
@@ -497,14 +494,17 @@ async fn record(
     };
     let keys = window.removed;
     let count = keys.len() as u64;
-    // A window whose rows were all taken meanwhile (or held, in a pass that does not count
-    // them) writes no audit row: only the checkpoint moves.
-    let head = if count > 0 || window.held > 0 {
+    // Held rows count only in the job's first pass over them (`selected` counts them always:
+    // a full window is not the end of the pass).
+    let held = if batch.count_held { window.held } else { 0 };
+    // A window whose rows were all held, in a pass that does not count them, writes no audit
+    // row: only the checkpoint moves.
+    let head = if count > 0 || held > 0 {
         let audited = Audited {
             target: &job.target.name,
             mode: job.mode.as_str(),
             keys: &keys,
-            held: window.held,
+            held,
         };
         Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
     } else {
@@ -515,7 +515,7 @@ async fn record(
         holder.job_id,
         holder.token,
         &last_key,
-        (count, window.held),
+        (count, held),
         (skipped_locked, head.as_deref()),
         now,
         lease_until(now, holder.lease),
@@ -523,7 +523,7 @@ async fn record(
     update_own_job(txn, backend, &advance, holder.job_id).await?;
     Ok(Some(Window {
         rows: count,
-        held: window.held,
+        held,
         selected: count + window.held,
         last_key: Some(last_key),
     }))

@@ -23,6 +23,7 @@ pub mod migration;
 pub mod pacing;
 pub mod physical;
 pub mod plan_check;
+pub mod receipt;
 pub mod runner;
 pub mod schema_check;
 

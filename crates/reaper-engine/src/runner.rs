@@ -282,7 +282,7 @@ async fn run_claimed(
 }
 
 /// Parses and validates the stored request with the job's reference time.
-fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineError> {
+pub fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineError> {
     let request: JobRequest = serde_json::from_str(&job.request).map_err(|error| {
         EngineError::Corrupt(format!("the stored job request is unreadable: {error}"))
     })?;

@@ -138,6 +138,18 @@ pub(crate) enum ConfiguredCommand {
         #[arg(long)]
         until_idle: bool,
     },
+    /// Print a finished job's receipt as JSON, signed with Ed25519 (the key's seed from
+    /// $REAPER_RECEIPT_KEY or the file $REAPER_RECEIPT_KEY_FILE names, never the config file):
+    /// the request, start and end, per table the rows removed and held with the holds' reasons,
+    /// a digest of the removed keys, the audit chain's head, and how many rows still match now.
+    /// `reaper receipt verify FILE --public-key HEX [--database]` checks one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Receipt {
+        /// The job id.
+        job: Option<String>,
+        #[command(subcommand)]
+        command: Option<ReceiptCommand>,
+    },
     /// Audit commands.
     Audit {
         #[command(subcommand)]
@@ -147,6 +159,22 @@ pub(crate) enum ConfiguredCommand {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReceiptCommand {
+    /// Check a receipt: its signature with the public key, and with --database the job's audit
+    /// chain and key digests in the configured database. Exits 1 when it does not hold.
+    Verify {
+        /// The receipt (JSON, as `reaper receipt JOB` printed it).
+        file: std::path::PathBuf,
+        /// The Ed25519 public key (64 hex digits).
+        #[arg(long)]
+        public_key: String,
+        /// Also re-check the audit chain and the key digests in the database.
+        #[arg(long)]
+        database: bool,
     },
 }
 

@@ -33,6 +33,7 @@ pub(crate) fn job_view(job: JobRecord) -> Result<JobView, EngineError> {
         state: job.state,
         rows_deleted: job.rows_deleted,
         rows_held: job.rows_held,
+        chain_head: job.chain_head,
         batches: job.batches,
         attempts: job.attempts,
         max_attempts: job.max_attempts,

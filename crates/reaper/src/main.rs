@@ -37,7 +37,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{AuditCommand, Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat};
+use crate::cli::{
+    AuditCommand, Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat, ReceiptCommand,
+};
 use crate::commands::{CommandError, CommandResult};
 
 fn main() -> ExitCode {
@@ -139,6 +141,21 @@ async fn run_configured(
             json,
         } => commands::jobs::list(settings, state, target, limit, json).await,
         ConfiguredCommand::Cancel { job } => commands::jobs::cancel(settings, &job).await,
+        ConfiguredCommand::Receipt {
+            command:
+                Some(ReceiptCommand::Verify {
+                    file,
+                    public_key,
+                    database,
+                }),
+            ..
+        } => commands::receipt::verify(settings, &file, &public_key, database).await,
+        ConfiguredCommand::Receipt { job: Some(job), .. } => {
+            commands::receipt::make(settings, &job).await
+        }
+        ConfiguredCommand::Receipt { .. } => Err(CommandError::Invalid(
+            "reaper receipt JOB, or reaper receipt verify FILE --public-key HEX".into(),
+        )),
         ConfiguredCommand::Audit {
             command: AuditCommand::Verify { job },
         } => commands::audit::verify(settings, &job).await,

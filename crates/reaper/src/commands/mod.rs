@@ -12,6 +12,7 @@ pub(crate) mod jobs;
 pub(crate) mod migrate;
 pub(crate) mod policies;
 pub(crate) mod purge;
+pub(crate) mod receipt;
 
 use std::process::ExitCode;
 
