@@ -7,6 +7,7 @@ use std::path::Path;
 
 use reaper_core::sql::Backend;
 
+use crate::daemon::RedisDeployment;
 use crate::{Deployment, run, stderr, stdout};
 
 reaper_testkit::on_every_backend!(a_receipt_is_signed_verified_and_finds_what_changed_after_it,);
@@ -101,4 +102,42 @@ async fn a_receipt_is_signed_verified_and_finds_what_changed_after_it(backend: B
         "{}",
         stdout(&output)
     );
+}
+
+/// The daemon (PostgreSQL, Redis) over HTTP: a hold placed through the API leaves its row, and
+/// the finished job's receipt (signed with the key in the daemon's environment) names the hold's
+/// reason and the held row.
+#[tokio::test]
+async fn the_daemon_serves_a_signed_receipt_naming_the_holds() {
+    let d = RedisDeployment::new(200, None).await;
+    let _daemon = d.start(&[("REAPER_RECEIPT_KEY", SEED)]);
+    let api = d.api();
+    let hold = serde_json::json!({
+        "target": "events", "keys": [13], "reason": "litigation 4", "placed_by": "legal"
+    });
+    let (status, placed) = api
+        .call(reqwest::Method::POST, "/v1/holds", Some(&hold))
+        .await;
+    assert_eq!(status, 201, "{placed}");
+    let id = api
+        .submit(&serde_json::json!({
+            "target": "events", "requested_by": "dpo", "reason": "erasure #8",
+            "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 3}]}
+        }))
+        .await;
+    api.wait_done(&id, 1, std::time::Duration::from_secs(30))
+        .await;
+    let (status, signed) = api.get(&format!("/v1/jobs/{id}/receipt")).await;
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(signed["public_key"], PUBLIC_KEY);
+    let events = &signed["receipt"]["tables"]["events"];
+    assert_eq!(
+        (&events["removed"], &events["held"]),
+        (&19.into(), &1.into())
+    );
+    assert_eq!(signed["receipt"]["holds"][0]["reason"], "litigation 4");
+    let file = d.deployment.dir.path().join("receipt.json");
+    std::fs::write(&file, signed.to_string()).unwrap();
+    let output = verify(&d.deployment, &file);
+    assert!(output.status.success(), "{}", stderr(&output));
 }

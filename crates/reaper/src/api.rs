@@ -41,6 +41,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("get", "/v1/jobs/{id}/audit"),
+    ("get", "/v1/jobs/{id}/receipt"),
     ("get", "/v1/policies"),
     ("get", "/v1/policies/{name}"),
     ("post", "/v1/holds"),
@@ -80,6 +81,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/audit", get(job_audit))
+        .route("/v1/jobs/{id}/receipt", get(job_receipt))
         .route("/v1/policies", get(list_policies))
         .route("/v1/policies/{name}", get(get_policy))
         .route("/v1/holds", post(place_hold).get(list_holds))
@@ -422,6 +424,37 @@ async fn job_audit(
             })
             .into_response()
         }
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// `GET /v1/jobs/{id}/receipt`: a finished job's receipt, signed with the key from the daemon's
+/// environment ([`crate::signing`]); 409 for an unfinished job, 500 when no key is set.
+async fn job_receipt(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let job = match bounded(&state, ledger::get(&state.producer.db, &id)).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => return engine_problem(&error),
+    };
+    if !job.is_finished() {
+        let message = format!(
+            "job `{id}` is {}; a receipt is made for a finished job",
+            job.state
+        );
+        return problem(StatusCode::CONFLICT, message);
+    }
+    let key = match crate::signing::signing_key() {
+        Ok(key) => key,
+        Err(message) => return problem(StatusCode::INTERNAL_SERVER_ERROR, message),
+    };
+    let built = reaper_engine::receipt::build(
+        &state.producer.db,
+        &state.producer.catalog,
+        &job,
+        Utc::now(),
+    );
+    match bounded(&state, built).await {
+        Ok(body) => axum::Json(crate::signing::sign(&key, body)).into_response(),
         Err(error) => engine_problem(&error),
     }
 }
@@ -812,7 +845,13 @@ mod tests {
     }
 
     /// Documented responses no in-process call can produce, and why.
-    const NOT_EXERCISED: &[(&str, &str, u16, &str)] = &[];
+    const NOT_EXERCISED: &[(&str, &str, u16, &str)] = &[(
+        "get",
+        "/v1/jobs/{id}/receipt",
+        200,
+        "signing needs REAPER_RECEIPT_KEY in the daemon's environment; tests/e2e/receipts.rs \
+         gets a receipt from a running daemon",
+    )];
 
     #[tokio::test]
     async fn every_status_the_api_answers_is_documented_and_every_documented_one_answered() {
@@ -909,7 +948,11 @@ mod tests {
         );
         assert_eq!(status, 200, "{released}");
         answer!("get", "/v1/jobs", "/v1/jobs?state=bogus", true, "");
-        for route in ["/v1/jobs/{id}", "/v1/jobs/{id}/audit"] {
+        for route in [
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/audit",
+            "/v1/jobs/{id}/receipt",
+        ] {
             answer!("get", route, route.replace("{id}", "no-such-job"), true, "");
         }
         answer!(
@@ -957,6 +1000,14 @@ mod tests {
             ""
         );
         assert_eq!(status, 202, "{body}");
+        let (status, body) = answer!(
+            "get",
+            "/v1/jobs/{id}/receipt",
+            format!("/v1/jobs/{running}/receipt"),
+            true,
+            ""
+        );
+        assert_eq!(status, 409, "a running job has no receipt yet: {body}");
         for (method, route) in ROUTES
             .iter()
             .filter(|(_, route)| !route.starts_with("/v1/"))

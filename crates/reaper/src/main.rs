@@ -30,6 +30,7 @@ mod queue;
 mod scheduler;
 mod settings;
 mod signals;
+mod signing;
 mod vacuum;
 mod worker;
 
