@@ -288,7 +288,7 @@ mod tests {
         crate::sql::test_support::at()
     }
 
-    fn request(json: serde_json::Value) -> HoldRequest {
+    fn request(json: &serde_json::Value) -> HoldRequest {
         let mut base =
             serde_json::json!({"target": "events", "reason": "case 7", "placed_by": "legal"});
         if let (Some(base), Some(extra)) = (base.as_object_mut(), json.as_object()) {
@@ -299,15 +299,15 @@ mod tests {
 
     #[test]
     fn a_hold_holds_keys_or_a_filter_never_both_nor_neither() {
-        let both = request(serde_json::json!({"keys": [1],
+        let both = request(&serde_json::json!({"keys": [1],
             "filter": {"all": [{"column": "tenant_id", "op": "eq", "value": 7}]}}));
-        let neither = request(serde_json::json!({}));
+        let neither = request(&serde_json::json!({}));
         for bad in [both, neither] {
             let error = validate_hold(&bad, &catalog(), "h".into(), at()).unwrap_err();
             assert_eq!(error.errors[0].field, "keys");
         }
         let keys = validate_hold(
-            &request(serde_json::json!({"keys": [1, "2"]})),
+            &request(&serde_json::json!({"keys": [1, "2"]})),
             &catalog(),
             "h".into(),
             at(),
@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn bad_keys_filters_and_expiries_name_their_field() {
         let error = validate_hold(
-            &request(serde_json::json!({"keys": ["x"], "expires_at": "2020-01-01T00:00:00Z"})),
+            &request(&serde_json::json!({"keys": ["x"], "expires_at": "2020-01-01T00:00:00Z"})),
             &catalog(),
             "h".into(),
             at(),
@@ -328,7 +328,7 @@ mod tests {
         let fields: Vec<&str> = error.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["expires_at", "keys"]);
         let error = validate_hold(
-            &request(serde_json::json!({"filter": {"all": [{"column": "secret", "op": "eq", "value": 1}]}})),
+            &request(&serde_json::json!({"filter": {"all": [{"column": "secret", "op": "eq", "value": 1}]}})),
             &catalog(),
             "h".into(),
             at(),
@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn compiling_fails_closed_on_a_hold_the_catalog_no_longer_allows() {
         let mut hold = validate_hold(
-            &request(serde_json::json!({"filter": {"all": [{"column": "kind", "op": "eq", "value": "a"}]}})),
+            &request(&serde_json::json!({"filter": {"all": [{"column": "kind", "op": "eq", "value": "a"}]}})),
             &catalog(),
             "h1".into(),
             at(),
@@ -364,7 +364,7 @@ mod tests {
     #[test]
     fn a_released_or_expired_hold_is_inactive() {
         let mut hold = validate_hold(
-            &request(serde_json::json!({"keys": [1], "expires_at": "2026-12-01T00:00:00Z"})),
+            &request(&serde_json::json!({"keys": [1], "expires_at": "2026-12-01T00:00:00Z"})),
             &catalog(),
             "h".into(),
             at(),

@@ -23,7 +23,7 @@ reaper_testkit::on_every_backend!(
     holds_that_cannot_be_read_fail_the_batch_and_nothing_is_deleted,
 );
 
-fn hold(json: serde_json::Value) -> HoldRequest {
+fn hold(json: &serde_json::Value) -> HoldRequest {
     let mut base =
         serde_json::json!({"target": "events", "reason": "case 7", "placed_by": "legal"});
     base.as_object_mut()
@@ -57,7 +57,7 @@ async fn held_rows_by_keys_and_by_filter_are_skipped_counted_then_deleted_once_r
     let by_keys = holds::place(
         &s.db,
         &s.catalog,
-        &hold(serde_json::json!({"keys": [3, 23]})),
+        &hold(&serde_json::json!({"keys": [3, 23]})),
         now,
     )
     .await
@@ -65,7 +65,7 @@ async fn held_rows_by_keys_and_by_filter_are_skipped_counted_then_deleted_once_r
     let by_filter = holds::place(
         &s.db,
         &s.catalog,
-        &hold(serde_json::json!({"filter": {"all": [{"column": "kind", "op": "eq", "value": "click"}]}})),
+        &hold(&serde_json::json!({"filter": {"all": [{"column": "kind", "op": "eq", "value": "click"}]}})),
         now,
     )
     .await
@@ -165,7 +165,7 @@ async fn a_hold_placed_while_a_job_runs_applies_to_every_batch_after_it(backend:
     holds::place(
         &s.db,
         &s.catalog,
-        &hold(serde_json::json!({"keys": [3, 53]})),
+        &hold(&serde_json::json!({"keys": [3, 53]})),
         Utc::now(),
     )
     .await
