@@ -24,6 +24,7 @@
 
 use std::time::Duration;
 
+pub use reaper_core::holds::{Hold, HoldRequest};
 pub use reaper_core::job::{Condition, Filter, JobRequest, Op};
 pub use reaper_core::views::{
     Acted, ActionView, AuditView, Cancelled, FieldProblem, JobView, Progress, Submitted,
@@ -185,6 +186,30 @@ impl Client {
                 None => return Ok(entries),
             }
         }
+    }
+
+    /// Places a legal hold: rows no batch removes while it is active. It takes effect for every
+    /// batch that begins after this returns.
+    pub async fn place_hold(&self, hold: &HoldRequest) -> Result<Hold, ClientError> {
+        self.send(self.http.post(self.url("/v1/holds")).json(hold))
+            .await
+    }
+
+    /// The active legal holds (with `all`, every one ever placed), newest first.
+    pub async fn holds(&self, all: bool) -> Result<Vec<Hold>, ClientError> {
+        let page: reaper_core::views::HoldPage = self
+            .send(self.http.get(self.url(&format!("/v1/holds?all={all}"))))
+            .await?;
+        Ok(page.holds)
+    }
+
+    /// Releases a legal hold; batches that begin after this returns may remove its rows.
+    pub async fn release_hold(&self, id: &str) -> Result<Hold, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/holds/{}/release", segment(id)))),
+        )
+        .await
     }
 
     fn url(&self, path: &str) -> String {

@@ -183,6 +183,9 @@ pub struct JobSummary {
     /// own included, summed from its audit. Absent for a one-table job.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tables: std::collections::BTreeMap<String, u64>,
+    /// Matching rows left in place under legal holds, per target (absent when none was).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held: std::collections::BTreeMap<String, u64>,
     /// The strategy the job ran with, why, and the estimate it was chosen from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<StrategyChoice>,
@@ -260,6 +263,7 @@ mod tests {
                 passes: 1,
                 stopped_at_max_rows: false,
                 tables: Default::default(),
+                held: Default::default(),
                 strategy: None,
                 sweep_rows: None,
             })

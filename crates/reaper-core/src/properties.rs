@@ -378,6 +378,8 @@ fn statements(backend: Backend, job: &ValidatedJob, after: &KeyValue) -> Vec<Sta
                     now,
                     lease_until: now,
                     locking,
+                    held: &[],
+                    count_held: true,
                 };
                 all.push(sql::postgres::delete_batch(job, Some(after), 100, &ctx));
                 all.push(sql::postgres::delete_batch(job, None, 100, &ctx));
@@ -385,10 +387,10 @@ fn statements(backend: Backend, job: &ValidatedJob, after: &KeyValue) -> Vec<Sta
         }
         Backend::MySql => {
             for locking in [RowLocking::Direct, RowLocking::SkipLocked] {
-                all.push(sql::mysql::lock_batch(job, Some(after), 100, locking));
+                all.push(sql::mysql::lock_batch(job, Some(after), 100, locking, &[]));
             }
-            all.push(sql::mysql::delete_window(job, Some(after), after, now));
-            all.push(sql::mysql::delete_window(job, None, after, now));
+            all.push(sql::mysql::delete_window(job, Some(after), after, now, &[]));
+            all.push(sql::mysql::delete_window(job, None, after, now, &[]));
             all.push(sql::mysql::delete_keys(
                 job,
                 std::slice::from_ref(after),

@@ -365,6 +365,31 @@ fn has_nul(text: &str) -> bool {
     text.contains('\0')
 }
 
+/// The predicates of a filter on `target` (a legal hold's, [`crate::holds`]), each problem
+/// named `filter.all[i]…` as a job's are. `as_of` is the reference time of `older_than`.
+pub fn filter_predicates(
+    filter: &crate::job::Filter,
+    target: &Target,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<Predicate>, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut predicates = Vec::with_capacity(filter.all.len());
+    for (index, condition) in filter.all.iter().enumerate() {
+        match predicate(condition, target, as_of) {
+            Ok(predicate) => predicates.push(predicate),
+            Err((suffix, message)) => errors.push(FieldError {
+                field: format!("filter.all[{index}]{suffix}"),
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(predicates)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Reads a job from JSON and checks it against `catalog`, reporting every problem at once:
 /// type and shape errors ([`crate::job::parse`]) together with what [`validate`] finds in the
 /// fields that were well formed. The request is returned only when there is no problem.

@@ -25,6 +25,12 @@ pub struct JobView {
     pub policy: Option<String>,
     /// Rows deleted (or soft-deleted) so far.
     pub rows_deleted: i64,
+    /// Matching rows left in place under legal holds so far.
+    #[serde(default)]
+    pub rows_held: i64,
+    /// The newest audit row's hash: the head of the job's tamper-evident audit chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<String>,
     /// Batches committed so far.
     pub batches: i64,
     /// Runs started (a clean slice hand-over does not count).
@@ -91,6 +97,9 @@ pub struct AuditView {
     pub mode: String,
     /// Rows in the batch.
     pub row_count: i64,
+    /// Matching rows the batch left in place under legal holds.
+    #[serde(default)]
+    pub rows_held: i64,
     /// Smallest key of the batch.
     pub first_key: String,
     /// Largest key of the batch.
@@ -339,4 +348,11 @@ mod envelope_tests {
         let problem: Problem = serde_json::from_str(r#"{"error": "down"}"#).unwrap();
         assert_eq!(problem.fields, None);
     }
+}
+
+/// `GET /v1/holds`: legal holds, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldPage {
+    /// The holds.
+    pub holds: Vec<crate::holds::Hold>,
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::KeyType;
-use reaper_core::sql::{self, Backend, RowLocking, ledger, mysql, postgres, rows, sqlite};
+use reaper_core::holds::HeldRows;
+use reaper_core::sql::rows::LockedJob;
+use reaper_core::sql::{self, Backend, RowLocking, holds, ledger, mysql, postgres, rows, sqlite};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
 use sea_orm::{
@@ -35,17 +37,23 @@ pub struct LeaseHolder<'a> {
 impl<'a> LeaseHolder<'a> {
     /// The context of a PostgreSQL batch statement this holder runs at `now`: the lease pushed
     /// to `now + lease`.
-    pub(crate) fn batch_context(
+    pub(crate) fn batch_context<'h>(
         &self,
         now: DateTime<Utc>,
         locking: RowLocking,
-    ) -> postgres::BatchContext<'a> {
+        (held, count_held): (&'h [HeldRows], bool),
+    ) -> postgres::BatchContext<'h>
+    where
+        'a: 'h,
+    {
         postgres::BatchContext {
             job_id: self.job_id,
             lease_token: self.token,
             now,
             lease_until: lease_until(now, self.lease),
             locking,
+            held,
+            count_held,
         }
     }
 }
@@ -59,6 +67,8 @@ pub(crate) fn report_context(now: DateTime<Utc>) -> postgres::BatchContext<'stat
         now,
         lease_until: now,
         locking: RowLocking::Direct,
+        held: &[],
+        count_held: true,
     }
 }
 
@@ -69,6 +79,8 @@ pub enum BatchResult {
     Committed {
         /// Rows deleted or soft-deleted.
         rows: u64,
+        /// Matching rows of the window left in place under a legal hold.
+        held: u64,
         /// Keys the batch's window held; more than `rows` when concurrent changes removed or
         /// changed some of them first.
         selected: u64,
@@ -98,6 +110,19 @@ pub async fn run_batch(
     holder: LeaseHolder<'_>,
     locking: RowLocking,
 ) -> Result<BatchResult, EngineError> {
+    run_batch_in_pass(db, job, (after, limit), holder, locking, true).await
+}
+
+/// [`run_batch`] in a pass that counts the held rows it leaves (`count_held`) or not: only the
+/// job's first pass over its rows counts them, so each held row is counted once per job.
+pub async fn run_batch_in_pass(
+    db: &Database,
+    job: &ValidatedJob,
+    (after, limit): (Option<&KeyValue>, u32),
+    holder: LeaseHolder<'_>,
+    locking: RowLocking,
+    count_held: bool,
+) -> Result<BatchResult, EngineError> {
     let batch = BatchCall {
         job,
         after,
@@ -105,6 +130,7 @@ pub async fn run_batch(
         holder,
         now: Utc::now(),
         locking,
+        count_held,
     };
     match run_transaction(db, &batch).await {
         Err(error)
@@ -138,11 +164,7 @@ fn is_lock_conflict(error: &EngineError) -> bool {
 async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchResult, EngineError> {
     let started = Instant::now();
     let txn = begin(db).await?;
-    let written = match db.backend() {
-        Backend::Postgres => postgres_batch(&txn, batch).await,
-        Backend::Sqlite => sqlite_batch(&txn, batch).await,
-        Backend::MySql => mysql_batch(&txn, batch).await,
-    };
+    let written = backend_batch(&txn, db.backend(), batch).await;
     // Without the `failpoints` feature the fault point compiles to nothing and this closure is
     // a plain `Ok`; with it, it can return the injected error.
     #[allow(clippy::bind_instead_of_map)]
@@ -156,10 +178,12 @@ async fn run_transaction(db: &Database, batch: &BatchCall<'_>) -> Result<BatchRe
         match end_transaction(txn, written, Option::is_some).await? {
             Some(Window {
                 rows,
+                held,
                 selected,
                 last_key,
             }) => BatchResult::Committed {
                 rows,
+                held,
                 selected,
                 last_key,
                 elapsed: started.elapsed(),
@@ -214,9 +238,10 @@ pub(crate) async fn begin(db: &Database) -> Result<DatabaseTransaction, DbErr> {
     }
 }
 
-/// What a batch wrote: rows removed, keys in its window, the window's last key.
+/// What a batch wrote: rows removed, rows held, keys in its window, the window's last key.
 struct Window {
     rows: u64,
+    held: u64,
     selected: u64,
     last_key: Option<KeyValue>,
 }
@@ -235,13 +260,35 @@ struct BatchCall<'a> {
     /// The batch's time (audit, soft-delete, lease expiry).
     now: DateTime<Utc>,
     locking: RowLocking,
+    /// The pass counts the held rows it leaves.
+    count_held: bool,
+}
+
+/// The batch on `backend`, after the first statement of every batch: the legal holds active on
+/// the target, read in this transaction (unreadable: the batch fails, nothing removed).
+async fn backend_batch(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    batch: &BatchCall<'_>,
+) -> Result<Written, EngineError> {
+    let active = crate::holds::read_active(txn, backend, &[&batch.job.target], batch.now).await?;
+    let held = active.on(&batch.job.target.name);
+    match backend {
+        Backend::Postgres => postgres_batch(txn, batch, held).await,
+        Backend::Sqlite if held.is_empty() => sqlite_batch(txn, batch).await,
+        Backend::Sqlite => sqlite_held_batch(txn, batch, held).await,
+        Backend::MySql => mysql_batch(txn, batch, held).await,
+    }
 }
 
 async fn postgres_batch(
     txn: &DatabaseTransaction,
     batch: &BatchCall<'_>,
+    held: &[HeldRows],
 ) -> Result<Written, EngineError> {
-    let context = batch.holder.batch_context(batch.now, batch.locking);
+    let context = batch
+        .holder
+        .batch_context(batch.now, batch.locking, (held, batch.count_held));
     let rows = query_all(
         txn,
         Backend::Postgres,
@@ -261,6 +308,7 @@ async fn postgres_batch(
     };
     Ok(Some(Window {
         rows: summary.row_count,
+        held: summary.rows_held,
         selected: summary.selected,
         last_key,
     }))
@@ -271,55 +319,120 @@ async fn sqlite_batch(
     batch: &BatchCall<'_>,
 ) -> Result<Written, EngineError> {
     let window = sqlite::delete_batch(batch.job, batch.after, batch.limit, batch.now);
-    let Some((batches, mut keys)) =
+    let Some((locked, mut keys)) =
         lease_then_window(txn, Backend::Sqlite, batch.job, batch.holder, &window).await?
     else {
         return Ok(None);
     };
     keys.sort();
     // One writer at a time on SQLite: every key of the window is removed.
-    record(txn, Backend::Sqlite, batch, batches, keys, false).await
+    let window = HeldWindow::all_removed(keys);
+    record(txn, Backend::Sqlite, batch, &locked, window, false).await
+}
+
+/// SQLite while a hold is active on the target: the window with each key's hold, then the
+/// keys not held removed by key (one writer at a time: none changed in between).
+async fn sqlite_held_batch(
+    txn: &DatabaseTransaction,
+    batch: &BatchCall<'_>,
+    held: &[HeldRows],
+) -> Result<Written, EngineError> {
+    let select = holds::select_window(Backend::Sqlite, batch.job, batch.after, batch.limit, held);
+    let Some((locked, window)) =
+        lease_then_held_window(txn, Backend::Sqlite, batch, (&select, true)).await?
+    else {
+        return Ok(None);
+    };
+    if !window.removed.is_empty() {
+        let remove =
+            sql::graph::remove_parents(Backend::Sqlite, batch.job, &window.removed, batch.now);
+        execute(txn, Backend::Sqlite, &remove).await?;
+    }
+    record(txn, Backend::Sqlite, batch, &locked, window, false).await
+}
+
+/// A batch's key window split by the legal holds: the keys it removes and how many it leaves.
+struct HeldWindow {
+    /// Keys removed, ascending.
+    removed: Vec<KeyValue>,
+    /// Matching keys left in place under a hold.
+    held: u64,
+    /// The window's last key (held or not): the new checkpoint.
+    end: Option<KeyValue>,
+}
+
+impl HeldWindow {
+    fn all_removed(keys: Vec<KeyValue>) -> Self {
+        Self {
+            end: keys.last().cloned(),
+            removed: keys,
+            held: 0,
+        }
+    }
+
+    /// Reads [`holds::select_window`]'s rows (key, then 1 for a held key), in key order.
+    fn read(rows: &[QueryResult], key_type: KeyType, marked: bool) -> Result<Self, DbErr> {
+        let mut window = Self::all_removed(Vec::with_capacity(rows.len()));
+        for row in rows {
+            let key = read_key(row, key_type)?;
+            window.end = Some(key.clone());
+            if marked && row.try_get_by_index::<i64>(1)? != 0 {
+                window.held += 1;
+            } else {
+                window.removed.push(key);
+            }
+        }
+        Ok(window)
+    }
+}
+
+/// [`lease_then_window`] for a window selected with each key's hold.
+async fn lease_then_held_window(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    batch: &BatchCall<'_>,
+    (window, marked): (&sql::Statement, bool),
+) -> Result<Option<(LockedJob, HeldWindow)>, EngineError> {
+    let Some(locked) = lock_job(txn, backend, batch.holder).await? else {
+        return Ok(None);
+    };
+    let rows = query_all(txn, backend, window).await?;
+    let window = HeldWindow::read(&rows, batch.job.target.key_type, marked)?;
+    Ok(Some((locked, window)))
 }
 
 async fn mysql_batch(
     txn: &DatabaseTransaction,
     batch: &BatchCall<'_>,
+    held: &[HeldRows],
 ) -> Result<Written, EngineError> {
-    let window = mysql::lock_batch(batch.job, batch.after, batch.limit, batch.locking);
-    let Some((batches, keys)) =
-        lease_then_window(txn, Backend::MySql, batch.job, batch.holder, &window).await?
+    let select = mysql::lock_batch(batch.job, batch.after, batch.limit, batch.locking, held);
+    let Some((locked, window)) =
+        lease_then_held_window(txn, Backend::MySql, batch, (&select, !held.is_empty())).await?
     else {
         return Ok(None);
     };
     // Tests insert into the locked window here, as a concurrent writer could.
     fail::fail_point!("batch::window_locked");
-    // Every key is locked by this transaction, so every one of them is removed.
-    if let Some(last) = keys.last() {
+    // Every key is locked by this transaction, so every one not held is removed.
+    if let (Some(last), false) = (&window.end, window.removed.is_empty()) {
         match batch.locking {
             // NOWAIT locked every matching row of the window: one range pass removes them.
             RowLocking::Direct => {
-                let removed = execute(
-                    txn,
-                    Backend::MySql,
-                    &mysql::delete_window(batch.job, batch.after, last, batch.now),
-                )
-                .await?;
-                if removed != keys.len() as u64 {
+                let range = mysql::delete_window(batch.job, batch.after, last, batch.now, held);
+                let removed = execute(txn, Backend::MySql, &range).await?;
+                if removed != window.removed.len() as u64 {
                     return Err(EngineError::WindowChanged);
                 }
             }
             RowLocking::SkipLocked => {
-                execute(
-                    txn,
-                    Backend::MySql,
-                    &mysql::delete_keys(batch.job, &keys, batch.now),
-                )
-                .await?;
+                let keys = mysql::delete_keys(batch.job, &window.removed, batch.now);
+                execute(txn, Backend::MySql, &keys).await?;
             }
         }
     }
     let skipped_locked = batch.locking == RowLocking::SkipLocked;
-    record(txn, Backend::MySql, batch, batches, keys, skipped_locked).await
+    record(txn, Backend::MySql, batch, &locked, window, skipped_locked).await
 }
 
 /// The start of the multi-statement batches (SQLite, MySQL): the lease check, then `window`,
@@ -331,21 +444,21 @@ async fn lease_then_window(
     job: &ValidatedJob,
     holder: LeaseHolder<'_>,
     window: &sql::Statement,
-) -> Result<Option<(i64, Vec<KeyValue>)>, EngineError> {
-    let Some(batches) = lock_job(txn, backend, holder).await? else {
+) -> Result<Option<(LockedJob, Vec<KeyValue>)>, EngineError> {
+    let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(None);
     };
     let rows = query_all(txn, backend, window).await?;
-    Ok(Some((batches, read_keys(&rows, job.target.key_type)?)))
+    Ok(Some((locked, read_keys(&rows, job.target.key_type)?)))
 }
 
-/// The lease check of the multi-statement batches: the job's `batches`, or `None` when it
-/// refuses (lease lost or cancel requested).
+/// The lease check of the multi-statement batches: the job's `batches` and audit chain head, or
+/// `None` when it refuses (lease lost or cancel requested).
 pub(crate) async fn lock_job(
     txn: &DatabaseTransaction,
     backend: Backend,
     holder: LeaseHolder<'_>,
-) -> Result<Option<i64>, EngineError> {
+) -> Result<Option<LockedJob>, EngineError> {
     let rows = query_all(
         txn,
         backend,
@@ -357,50 +470,99 @@ pub(crate) async fn lock_job(
         .transpose()
 }
 
-/// Writes the audit entry and advances the checkpoint for `keys` (ascending), in the batch's
-/// transaction. An empty window writes nothing: it is the end of the pass.
+/// Writes the audit entry (when the window removed or held rows) and advances the checkpoint
+/// to the window's end, in the batch's transaction. An empty window writes nothing: it is the
+/// end of the pass.
 async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
     batch: &BatchCall<'_>,
-    batches: i64,
-    keys: Vec<KeyValue>,
+    locked: &LockedJob,
+    window: HeldWindow,
     skipped_locked: bool,
 ) -> Result<Written, EngineError> {
     let BatchCall {
         job, holder, now, ..
     } = *batch;
-    let Some(last_key) = keys.last().cloned() else {
+    let Some(last_key) = window.end else {
         return Ok(Some(Window {
             rows: 0,
+            held: 0,
             selected: 0,
             last_key: None,
         }));
     };
+    let keys = window.removed;
     let count = keys.len() as u64;
-    let entry = ledger::AuditEntry {
-        job_id: holder.job_id,
-        batch_no: batches + 1,
-        keys: &keys,
-        at: now,
+    // Held rows count only in the job's first pass over them (`selected` counts them always:
+    // a full window is not the end of the pass).
+    let held = if batch.count_held { window.held } else { 0 };
+    // A window whose rows were all held, in a pass that does not count them, writes no audit
+    // row: only the checkpoint moves.
+    let head = if count > 0 || held > 0 {
+        let audited = Audited {
+            target: &job.target.name,
+            mode: job.mode.as_str(),
+            keys: &keys,
+            held,
+        };
+        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
+    } else {
+        None
     };
-    execute(txn, backend, &ledger::insert_audit(backend, job, &entry)).await?;
     let advance = ledger::advance_checkpoint(
         backend,
         holder.job_id,
         holder.token,
         &last_key,
-        count,
-        skipped_locked,
+        (count, held),
+        (skipped_locked, head.as_deref()),
         now,
         lease_until(now, holder.lease),
     );
     update_own_job(txn, backend, &advance, holder.job_id).await?;
     Ok(Some(Window {
         rows: count,
-        selected: count,
+        held,
+        selected: count + window.held,
         last_key: Some(last_key),
     }))
+}
+
+/// One audit row about to be written: the table, mode (or effect), removed keys and held count.
+pub(crate) struct Audited<'a> {
+    pub(crate) target: &'a str,
+    pub(crate) mode: &'a str,
+    pub(crate) keys: &'a [KeyValue],
+    pub(crate) held: u64,
+}
+
+/// Inserts the audit row of a batch, numbered and chained after the job row `locked` (its
+/// `batches` and chain head, read under the lease in this transaction); returns the row's hash,
+/// the job's new chain head.
+pub(crate) async fn insert_chained_audit(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    (holder, locked): (LeaseHolder<'_>, &LockedJob),
+    audited: &Audited<'_>,
+    now: DateTime<Utc>,
+) -> Result<String, EngineError> {
+    let mut entry = ledger::AuditEntry {
+        job_id: holder.job_id,
+        batch_no: locked.batches + 1,
+        keys: audited.keys,
+        held: audited.held,
+        prev_hash: &locked.chain_head,
+        row_hash: "",
+        at: crate::audit_chain::audit_time(backend, now),
+    };
+    let content = ledger::audit_content(job, audited.target, audited.mode, &entry);
+    let row_hash = crate::audit_chain::hash(&content);
+    entry.row_hash = &row_hash;
+    let insert = ledger::insert_audit_as(backend, job, audited.target, audited.mode, &entry);
+    execute(txn, backend, &insert).await?;
+    Ok(row_hash)
 }
 
 /// Runs a lease-guarded update of the job's own ledger row, locked by [`lock_job`] in this
@@ -467,7 +629,7 @@ pub fn describe_batch(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) 
         }
         Backend::MySql => {
             let lease = ledger::lock_job(backend, "<job id>", "<lease token>");
-            let lock = mysql::lock_batch(job, None, limit, RowLocking::Direct);
+            let lock = mysql::lock_batch(job, None, limit, RowLocking::Direct, &[]);
             let delete = mysql::delete_keys(job, &[KeyValue::Text("<locked keys>".into())], now);
             format!(
                 "BEGIN;\n{lease};\n{lock};\n{delete};\n{};\n{};\nCOMMIT;",
@@ -486,6 +648,9 @@ fn audit_placeholder(backend: Backend, job: &ValidatedJob, now: DateTime<Utc>) -
             job_id: "<job id>",
             batch_no: 1,
             keys: &[],
+            held: 0,
+            prev_hash: "<chain head>",
+            row_hash: "<row hash>",
             at: now,
         },
     )
@@ -497,8 +662,8 @@ fn checkpoint_placeholder(backend: Backend, now: DateTime<Utc>) -> sql::Statemen
         "<job id>",
         "<lease token>",
         &KeyValue::Text("<last key>".into()),
-        0,
-        false,
+        (0, 0),
+        (false, Some("<row hash>")),
         now,
         now,
     )

@@ -81,6 +81,10 @@ pub enum EngineError {
         /// Re-drains made.
         rounds: u32,
     },
+    /// A stored legal hold the batch cannot apply; permanent, and nothing was deleted (holds
+    /// fail closed).
+    #[error(transparent)]
+    HoldUnreadable(#[from] reaper_core::holds::UnreadableHold),
     /// A fault injected by a test (`failpoints` feature); transient, like the crash it stands for.
     #[error("injected fault at {0}")]
     Injected(&'static str),
@@ -149,6 +153,21 @@ pub enum Refusal {
         /// The accepted bound.
         bound: u64,
     },
+    /// A legal hold is active on a table of a job across relations; reaper does not yet leave
+    /// held rows in place across relations, so the job stops before the transaction that read
+    /// the hold removes anything.
+    #[error(
+        "a legal hold is active on `{table}`, a table of this job across relations from `{target}`; \
+         erasure-graph jobs do not yet leave held rows in place, so the job stopped and this \
+         transaction deleted nothing. Release the hold (reaper holds, reaper release) or erase \
+         the other rows with one-table jobs"
+    )]
+    HeldAcrossRelations {
+        /// The job's target.
+        target: String,
+        /// A table of the job with an active hold.
+        table: String,
+    },
     /// `database.url` names no backend reaper supports.
     #[error(
         "database.url: unsupported scheme in `{url}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://"
@@ -169,9 +188,10 @@ impl EngineError {
             | EngineError::WindowChanged
             | EngineError::ChildrenKeptComing { .. }
             | EngineError::RowsHeld { .. } => ErrorClass::Transient,
-            EngineError::Invalid(_) | EngineError::Refused(_) | EngineError::Corrupt(_) => {
-                ErrorClass::Permanent
-            }
+            EngineError::Invalid(_)
+            | EngineError::Refused(_)
+            | EngineError::Corrupt(_)
+            | EngineError::HoldUnreadable(_) => ErrorClass::Permanent,
         }
     }
 }

@@ -16,14 +16,15 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::Target;
 use reaper_core::graph::{Cascade, Effect, ResolvedStep};
+use reaper_core::sql::rows::LockedJob;
 use reaper_core::sql::{Backend, graph, ledger};
 use reaper_core::validate::ValidatedJob;
 use reaper_core::value::KeyValue;
 use sea_orm::DatabaseTransaction;
 
 use crate::batch::{
-    BatchResult, LeaseHolder, begin, end_transaction, lease_until, lock_job, read_keys,
-    update_own_job,
+    Audited, BatchResult, LeaseHolder, begin, end_transaction, insert_chained_audit, lease_until,
+    lock_job, read_keys, update_own_job,
 };
 use crate::database::{Database, count_of, execute, query_all, query_count};
 use crate::error::{EngineError, Refusal};
@@ -103,6 +104,7 @@ fn committed(
 ) -> BatchResult {
     BatchResult::Committed {
         rows,
+        held: 0,
         selected,
         last_key,
         elapsed: started.elapsed(),
@@ -165,7 +167,8 @@ async fn child_batch(
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
-    let Some(batches) = lock_job(txn, backend, holder).await? else {
+    refuse_held(txn, backend, job, now).await?;
+    let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let child = step.target();
@@ -189,7 +192,7 @@ async fn child_batch(
         keys: &keys,
         checkpoint: None,
     };
-    record(txn, backend, job, holder, batches, &what, now).await
+    record(txn, backend, job, (holder, &locked), &what, now).await
 }
 
 /// The step's removal statement; a soft step without a `soft_delete_column` (which the
@@ -221,7 +224,8 @@ async fn parent_batch(
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
-    let Some(batches) = lock_job(txn, backend, holder).await? else {
+    refuse_held(txn, backend, job, now).await?;
+    let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let lock = graph::lock_parents(backend, job, parents);
@@ -256,7 +260,7 @@ async fn parent_batch(
         keys: &keys,
         checkpoint: Some(&checkpoint),
     };
-    let outcome = record(txn, backend, job, holder, batches, &what, now).await?;
+    let outcome = record(txn, backend, job, (holder, &locked), &what, now).await?;
     Ok(match outcome {
         Outcome::Done { rows, .. } if cut => Outcome::Done {
             rows,
@@ -264,6 +268,32 @@ async fn parent_batch(
         },
         other => other,
     })
+}
+
+/// The first statement of every graph transaction: the legal holds active on any table of the
+/// job. Any hold refuses the transaction before it removes anything (fail closed), as does a
+/// failure to read them.
+async fn refuse_held(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    now: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let mut tables: Vec<&Target> = vec![&job.target];
+    tables.extend(job.graph.iter().map(ResolvedStep::target));
+    tables.dedup_by(|a, b| a.name == b.name);
+    let active = crate::holds::read_active(txn, backend, &tables, now).await?;
+    match tables
+        .iter()
+        .find(|table| !active.on(&table.name).is_empty())
+    {
+        Some(table) => Err(Refusal::HeldAcrossRelations {
+            target: job.target.name.clone(),
+            table: table.name.clone(),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// How many of `keys` (rows of `table` about to be deleted, in key order) one transaction may
@@ -359,29 +389,29 @@ async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
     job: &ValidatedJob,
-    holder: LeaseHolder<'_>,
-    batches: i64,
+    (holder, locked): (LeaseHolder<'_>, &LockedJob),
     what: &Written<'_>,
     now: DateTime<Utc>,
 ) -> Result<Outcome, EngineError> {
     let rows = what.keys.len() as u64;
-    if rows > 0 {
-        let entry = ledger::AuditEntry {
-            job_id: holder.job_id,
-            batch_no: batches + 1,
+    let head = if rows > 0 {
+        let audited = Audited {
+            target: what.target,
+            mode: what.mode,
             keys: what.keys,
-            at: now,
+            held: 0,
         };
-        let audit = ledger::insert_audit_as(backend, job, what.target, what.mode, &entry);
-        execute(txn, backend, &audit).await?;
-    }
+        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
+    } else {
+        None
+    };
     let count = ledger::count_graph_batch(
         backend,
         (holder.job_id, holder.token),
         what.checkpoint,
-        rows,
-        now,
-        lease_until(now, holder.lease),
+        (rows, 0),
+        head.as_deref(),
+        (now, lease_until(now, holder.lease)),
     );
     update_own_job(txn, backend, &count, holder.job_id).await?;
     Ok(Outcome::Done { rows, cut_at: None })

@@ -584,7 +584,15 @@ pub async fn rows_by_table(
     db: &Database,
     job_id: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::rows_by_table(db.backend(), job_id)).await
+    named_counts(db, &ledger::rows_by_table(db.backend(), job_id), ledger::ROWS_BY_TABLE_COLUMNS).await
+}
+
+/// Matching rows a job left in place under legal holds, per target, from its audit.
+pub async fn held_by_table(
+    db: &Database,
+    job_id: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
+    named_counts(db, &ledger::held_by_table(db.backend(), job_id), ledger::HELD_BY_TABLE_COLUMNS).await
 }
 
 /// The newest audit entries, newest first.
@@ -632,7 +640,7 @@ pub async fn count_retrying(db: &Database) -> Result<u64, EngineError> {
 pub async fn running_by_owner(
     db: &Database,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::running_by_owner(db.backend())).await
+    named_counts(db, &ledger::running_by_owner(db.backend()), ledger::ROWS_BY_TABLE_COLUMNS).await
 }
 
 /// Rows removed per target since `since`, from the audit.
@@ -640,16 +648,16 @@ pub async fn rows_since(
     db: &Database,
     since: DateTime<Utc>,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::rows_since(db.backend(), since)).await
+    named_counts(db, &ledger::rows_since(db.backend(), since), ledger::ROWS_BY_TABLE_COLUMNS).await
 }
 
-/// Rows of [`ledger::ROWS_BY_TABLE_COLUMNS`] as a map.
+/// `(name, count)` rows, read by the column names `[name, count]`, as a map.
 async fn named_counts(
     db: &Database,
     statement: &Statement,
+    [name, count]: [&str; 2],
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
     let rows = db.query_all(statement).await?;
-    let [name, count] = ledger::ROWS_BY_TABLE_COLUMNS;
     rows.iter()
         .map(|row| {
             let key: String = row.try_get("", name)?;

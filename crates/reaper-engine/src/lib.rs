@@ -10,17 +10,20 @@
 //! SQL text comes from `reaper_core::sql`; this crate only executes it — except the DDL of
 //! reaper's own tables that sea-orm-migration's schema builder renders ([`migration`]).
 
+pub mod audit_chain;
 pub mod batch;
 pub mod database;
 pub mod error;
 pub mod graph_check;
 pub mod graph_run;
+pub mod holds;
 pub mod instruments;
 pub mod ledger;
 pub mod migration;
 pub mod pacing;
 pub mod physical;
 pub mod plan_check;
+pub mod receipt;
 pub mod runner;
 pub mod schema_check;
 

@@ -4,6 +4,8 @@
 //! - `reaper_jobs`: the ledger, one row per job (the truth; queues only carry work).
 //! - `reaper_audit`: one row per committed batch; unique `(job_id, batch_no)` makes a second
 //!   entry for the same batch impossible.
+//! - `reaper_holds`: legal holds; every batch reads the active ones first in its transaction.
+//! - the audit chain: `prev_hash`/`row_hash` on each audit row, `chain_head` on the job.
 
 use reaper_core::sql;
 use sea_orm_migration::prelude::*;
@@ -32,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(AddCancelRequest),
             Box::new(AddPolicy),
             Box::new(AddPauseAndActions),
+            Box::new(AddLegalHolds),
+            Box::new(AddAuditChain),
         ]
     }
 
@@ -403,4 +407,130 @@ async fn create_audit(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         execute(manager, &sql::migration::audit_keys_compression()).await?;
     }
     Ok(())
+}
+
+/// Legal holds (issue 14): `reaper_holds`, read by every batch transaction first, and the
+/// counters of matching rows left in place under them (`rows_held`, on the job and on each
+/// audit row).
+#[derive(Debug)]
+struct AddLegalHolds;
+
+impl MigrationName for AddLegalHolds {
+    fn name(&self) -> &str {
+        "m20261201_000014_add_legal_holds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddLegalHolds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_holds")
+                    .if_not_exists()
+                    .col(string_len("id", 64).primary_key())
+                    .col(string_len("target", 63))
+                    .col(text_null("held_keys"))
+                    .col(text_null("held_filter"))
+                    .col(text("reason"))
+                    .col(text("placed_by"))
+                    .col(timestamp_with_time_zone("placed_at"))
+                    .col(timestamp_with_time_zone_null("expires_at"))
+                    .col(timestamp_with_time_zone_null("released_at"))
+                    .col(text_null("released_by"))
+                    .to_owned(),
+            )
+            .await?;
+        if !manager
+            .has_index("reaper_holds", "reaper_holds_target_released")
+            .await?
+        {
+            create_index(
+                manager,
+                "reaper_holds_target_released",
+                "reaper_holds",
+                ["target", "released_at"],
+                false,
+            )
+            .await?;
+        }
+        for table in ["reaper_jobs", "reaper_audit"] {
+            if !manager.has_column(table, "rows_held").await? {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(table)
+                            .add_column(big_integer("rows_held").default(0))
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["reaper_jobs", "reaper_audit"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .drop_column("rows_held")
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .drop_table(Table::drop().table("reaper_holds").if_exists().to_owned())
+            .await
+    }
+}
+
+/// The tamper-evident audit log (issue 14): each audit row's `prev_hash` and `row_hash`, the
+/// job's `chain_head` (see `reaper_core::audit_chain`). Rows written before this migration have
+/// none; `reaper audit verify` reports such a job's first row as changed.
+#[derive(Debug)]
+struct AddAuditChain;
+
+impl MigrationName for AddAuditChain {
+    fn name(&self) -> &str {
+        "m20261201_000014_add_audit_chain"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddAuditChain {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in [
+            ("reaper_audit", "prev_hash"),
+            ("reaper_audit", "row_hash"),
+            ("reaper_jobs", "chain_head"),
+        ] {
+            if !manager.has_column(table, column).await? {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(table)
+                            .add_column(string_len_null(column, 64))
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in [
+            ("reaper_audit", "prev_hash"),
+            ("reaper_audit", "row_hash"),
+            ("reaper_jobs", "chain_head"),
+        ] {
+            manager
+                .alter_table(Table::alter().table(table).drop_column(column).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
 }

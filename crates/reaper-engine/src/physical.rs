@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use reaper_core::catalog::Target;
+use reaper_core::holds::HeldRows;
 use reaper_core::sql::{Backend, RowLocking, Statement, physical, postgres};
 use reaper_core::strategy::{self, Estimate, Tid};
 use reaper_core::validate::ValidatedJob;
@@ -110,8 +111,12 @@ pub async fn run_range_batch(
     locking: RowLocking,
 ) -> Result<(RangeResult, RowLocking), EngineError> {
     let attempt = |locking| {
-        let context = holder.batch_context(Utc::now(), locking);
-        run_range_transaction(db, physical::delete_range(job, after, end, limit, &context))
+        let now = Utc::now();
+        run_range_transaction(db, job, now, move |held: &[HeldRows]| {
+            // The physical pass is the job's first over its rows: it counts the held ones.
+            let context = holder.batch_context(now, locking, (held, true));
+            physical::delete_range(job, after, end, limit, &context)
+        })
     };
     match attempt(locking).await {
         Err(EngineError::Database { error, .. })
@@ -130,15 +135,22 @@ pub async fn run_range_batch(
     }
 }
 
-/// One attempt at a physical batch (`statement`, from [`physical::delete_range`]), in its own
-/// transaction: committed, refused (rolled back) or failed (rolled back).
+/// One attempt at a physical batch (`statement`, from [`physical::delete_range`] given the
+/// legal holds active on the target, read first in the transaction), in its own transaction:
+/// committed, refused (rolled back) or failed (rolled back, also when the holds are unreadable).
 async fn run_range_transaction(
     db: &Database,
-    statement: Statement,
+    job: &ValidatedJob,
+    now: chrono::DateTime<Utc>,
+    statement: impl FnOnce(&[HeldRows]) -> Statement,
 ) -> Result<RangeResult, EngineError> {
     let started = Instant::now();
     let txn = begin(db).await?;
-    let written = write_range(&txn, &statement).await;
+    let written =
+        match crate::holds::read_active(&txn, Backend::Postgres, &[&job.target], now).await {
+            Ok(active) => write_range(&txn, &statement(active.on(&job.target.name))).await,
+            Err(error) => Err(error),
+        };
     Ok(
         match end_transaction(txn, written, Option::is_some).await? {
             Some((rows, selected, next)) => RangeResult::Committed {

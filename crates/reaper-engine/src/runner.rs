@@ -286,7 +286,7 @@ async fn run_claimed(
 }
 
 /// Parses and validates the stored request with the job's reference time.
-fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineError> {
+pub fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, EngineError> {
     let request: JobRequest = serde_json::from_str(&job.request).map_err(|error| {
         EngineError::Corrupt(format!("the stored job request is unreadable: {error}"))
     })?;
@@ -548,7 +548,9 @@ impl Run<'_> {
         let batch_span = self.batch_span();
         let after = walk.checkpoint.as_ref();
         let result = if !job.is_graph() {
-            batch::run_batch(self.db, job, after, limit, holder, walk.locking())
+            let count_held = walk.passes == self.first_pass();
+            let at = (after, limit);
+            batch::run_batch_in_pass(self.db, job, at, holder, walk.locking(), count_held)
                 .instrument(batch_span)
                 .await?
         } else {
@@ -562,6 +564,7 @@ impl Run<'_> {
             last_key,
             elapsed,
             skipped_locked,
+            ..
         } = result
         else {
             return Ok(None);
@@ -588,6 +591,15 @@ impl Run<'_> {
             }
         }
         Ok(Some(selected < u64::from(limit)))
+    }
+
+    /// The job's first pass over its rows, the one that counts the rows it leaves under legal
+    /// holds: the physical pass when the job walks the heap first, else the first keyset pass.
+    fn first_pass(&self) -> i64 {
+        match self.note {
+            Some(note) if note.strategy.strategy == Strategy::Physical => PHYSICAL_PASS,
+            _ => 1,
+        }
     }
 
     /// Chooses the fresh job's strategy and records it: a physical job starts its physical pass
@@ -839,6 +851,7 @@ impl Run<'_> {
             passes,
             stopped_at_max_rows,
             tables,
+            held: ledger::held_by_table(self.db, &self.job.id).await?,
             strategy: self.note.map(|note| note.strategy),
             sweep_rows,
         }))

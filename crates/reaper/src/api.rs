@@ -24,8 +24,8 @@ use reaper_core::views::{
     Acted, ActionPage, ActionView, AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage,
     Problem, Readiness, Submitted,
 };
-use reaper_engine::ledger::{self, Action};
-use reaper_engine::{EngineError, ErrorClass, instruments};
+use reaper_engine::ledger::{self, Action, CancelOutcome};
+use reaper_engine::{EngineError, ErrorClass, holds, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -43,6 +43,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("get", "/v1/jobs/{id}/audit"),
+    ("get", "/v1/jobs/{id}/receipt"),
     ("get", "/v1/policies"),
     ("get", "/v1/policies/{name}"),
     ("post", "/v1/jobs/{id}/pause"),
@@ -50,6 +51,9 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs/{id}/retry"),
     ("get", "/v1/jobs/{id}/actions"),
     ("post", "/v1/policies/{name}/run"),
+    ("post", "/v1/holds"),
+    ("get", "/v1/holds"),
+    ("post", "/v1/holds/{id}/release"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -86,6 +90,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/audit", get(job_audit))
+        .route("/v1/jobs/{id}/receipt", get(job_receipt))
         .route("/v1/policies", get(list_policies))
         .route("/v1/policies/{name}", get(get_policy))
         .route("/v1/jobs/{id}/pause", post(pause_job))
@@ -93,6 +98,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/retry", post(retry_job))
         .route("/v1/jobs/{id}/actions", get(job_actions))
         .route("/v1/policies/{name}/run", post(run_policy))
+        .route("/v1/holds", post(place_hold).get(list_holds))
+        .route("/v1/holds/{id}/release", post(release_hold))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)
@@ -540,6 +547,93 @@ async fn job_audit(
     }
 }
 
+/// `GET /v1/jobs/{id}/receipt`: a finished job's receipt, signed with the key from the daemon's
+/// environment ([`crate::signing`]); 409 for an unfinished job, 500 when no key is set.
+async fn job_receipt(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let job = match bounded(&state, ledger::get(&state.producer.db, &id)).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no job `{id}`")),
+        Err(error) => return engine_problem(&error),
+    };
+    if !job.is_finished() {
+        let message = format!(
+            "job `{id}` is {}; a receipt is made for a finished job",
+            job.state
+        );
+        return problem(StatusCode::CONFLICT, message);
+    }
+    let key = match crate::signing::signing_key() {
+        Ok(key) => key,
+        Err(message) => return problem(StatusCode::INTERNAL_SERVER_ERROR, message),
+    };
+    let built = reaper_engine::receipt::build(
+        &state.producer.db,
+        &state.producer.catalog,
+        &job,
+        Utc::now(),
+    );
+    match bounded(&state, built).await {
+        Ok(body) => axum::Json(crate::signing::sign(&key, body)).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// `POST /v1/holds`: places a legal hold (201 with the hold); it takes effect for every batch
+/// that begins after the reply.
+async fn place_hold(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return problem(rejection.status(), rejection.body_text()),
+    };
+    let request: reaper_core::holds::HoldRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, format!("invalid hold: {error}")),
+    };
+    let db = &state.producer.db;
+    let catalog = &state.producer.catalog;
+    match bounded(&state, holds::place(db, catalog, &request, Utc::now())).await {
+        Ok(hold) => (StatusCode::CREATED, axum::Json(hold)).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldsQuery {
+    /// Also released and expired holds.
+    all: Option<bool>,
+}
+
+/// `GET /v1/holds`: the active holds (with `all=true` every one), newest first.
+async fn list_holds(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<HoldsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let active_at = (!query.all.unwrap_or(false)).then(Utc::now);
+    match bounded(&state, holds::list(&state.producer.db, active_at, MAX_PAGE)).await {
+        Ok(holds) => axum::Json(reaper_core::views::HoldPage { holds }).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// `POST /v1/holds/{id}/release`: ends a hold (200 with it); batches that begin after the reply
+/// may remove its rows.
+async fn release_hold(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let released = holds::release(&state.producer.db, &id, "api", Utc::now());
+    match bounded(&state, released).await {
+        Ok(Some(hold)) => axum::Json(hold).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no hold `{id}`")),
+        Err(error) => engine_problem(&error),
+    }
+}
+
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
@@ -874,7 +968,13 @@ mod tests {
     }
 
     /// Documented responses no in-process call can produce, and why.
-    const NOT_EXERCISED: &[(&str, &str, u16, &str)] = &[];
+    const NOT_EXERCISED: &[(&str, &str, u16, &str)] = &[(
+        "get",
+        "/v1/jobs/{id}/receipt",
+        200,
+        "signing needs REAPER_RECEIPT_KEY in the daemon's environment; tests/e2e/receipts.rs \
+         gets a receipt from a running daemon",
+    )];
 
     #[tokio::test]
     async fn every_status_the_api_answers_is_documented_and_every_documented_one_answered() {
@@ -940,13 +1040,42 @@ mod tests {
             true,
             r#"{"target": "nope"}"#
         );
+        // The holds' routes take a hold, not a job.
+        let hold = r#"{"target": "events", "keys": [1], "reason": "case 1", "placed_by": "legal"}"#;
+        let body_for = |route: &str, job: String| {
+            if route.starts_with("/v1/holds") {
+                hold.to_owned()
+            } else {
+                job
+            }
+        };
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
             answer!(*method, *route, uri, false, "{}");
-            answer!(*method, *route, uri, true, job(9));
+            answer!(*method, *route, uri, true, body_for(route, job(9)));
         }
+        let (status, body_text) = answer!("post", "/v1/holds", "/v1/holds", true, job(9));
+        assert_eq!(status, 400, "{body_text}");
+        answer!("get", "/v1/holds", "/v1/holds?all=maybe", true, "");
+        let (_, placed) = answer!("post", "/v1/holds", "/v1/holds", true, hold);
+        let hold_id = serde_json::from_str::<serde_json::Value>(&placed).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, released) = answer!(
+            "post",
+            "/v1/holds/{id}/release",
+            format!("/v1/holds/{hold_id}/release"),
+            true,
+            ""
+        );
+        assert_eq!(status, 200, "{released}");
         answer!("get", "/v1/jobs", "/v1/jobs?state=bogus", true, "");
-        for route in ["/v1/jobs/{id}", "/v1/jobs/{id}/audit"] {
+        for route in [
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/audit",
+            "/v1/jobs/{id}/receipt",
+        ] {
             answer!("get", route, route.replace("{id}", "no-such-job"), true, "");
         }
         answer!(
@@ -1104,6 +1233,14 @@ mod tests {
             body.contains(r#""action":"resume","actor":"ann","outcome":"pending""#),
             "{body}"
         );
+        let (status, body) = answer!(
+            "get",
+            "/v1/jobs/{id}/receipt",
+            format!("/v1/jobs/{running}/receipt"),
+            true,
+            ""
+        );
+        assert_eq!(status, 409, "a running job has no receipt yet: {body}");
         for (method, route) in ROUTES
             .iter()
             .filter(|(_, route)| !route.starts_with("/v1/"))
@@ -1142,13 +1279,13 @@ mod tests {
             .unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
-            answer!(*method, *route, uri, true, job(3));
+            answer!(*method, *route, uri, true, body_for(route, job(3)));
         }
         // No connection to be had (transient): 503 with Retry-After.
         state.producer.db.connection().close_by_ref().await.unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
             let uri = route.replace("{id}", &id).replace("{name}", "old-events");
-            let (status, body) = answer!(*method, *route, uri, true, job(4));
+            let (status, body) = answer!(*method, *route, uri, true, body_for(route, job(4)));
             assert_eq!(status, 503, "{method} {route}: {body}");
         }
 

@@ -110,6 +110,30 @@ pub(crate) enum ConfiguredCommand {
         /// The job id.
         job: String,
     },
+    /// Place a legal hold: rows of a target (by key or by filter) that no batch of any job may
+    /// remove until it is released or expires. Takes effect for every batch that begins after
+    /// this command returns; prints the hold as JSON.
+    Hold {
+        #[command(flatten)]
+        args: crate::commands::holds::HoldArgs,
+    },
+    /// List legal holds as JSON, newest first: the active ones (or with --all every one).
+    Holds {
+        /// Also the released and expired ones.
+        #[arg(long)]
+        all: bool,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Release a legal hold: batches that begin after this command returns may remove its rows.
+    Release {
+        /// The hold id.
+        hold: String,
+        /// Who releases it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Run a retention purge now, in the foreground, without a daemon: a policy's
     /// (`--policy NAME`) or ad hoc (`--target T --older-than 30d`). Shows a progress bar;
     /// Ctrl-C stops at a batch boundary and prints how to resume.
@@ -130,10 +154,54 @@ pub(crate) enum ConfiguredCommand {
         #[arg(long)]
         until_idle: bool,
     },
+    /// Print a finished job's receipt as JSON, signed with Ed25519 (the key's seed from
+    /// $REAPER_RECEIPT_KEY or the file $REAPER_RECEIPT_KEY_FILE names, never the config file):
+    /// the request, start and end, per table the rows removed and held with the holds' reasons,
+    /// a digest of the removed keys, the audit chain's head, and how many rows still match now.
+    /// `reaper receipt verify FILE --public-key HEX [--database]` checks one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Receipt {
+        /// The job id.
+        job: Option<String>,
+        #[command(subcommand)]
+        command: Option<ReceiptCommand>,
+    },
+    /// Audit commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReceiptCommand {
+    /// Check a receipt: its signature with the public key, and with --database the job's audit
+    /// chain and key digests in the configured database. Exits 1 when it does not hold.
+    Verify {
+        /// The receipt (JSON, as `reaper receipt JOB` printed it).
+        file: std::path::PathBuf,
+        /// The Ed25519 public key (64 hex digits).
+        #[arg(long)]
+        public_key: String,
+        /// Also re-check the audit chain and the key digests in the database.
+        #[arg(long)]
+        database: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check a job's tamper-evident audit chain: every audit row against its hash and the row
+    /// before it, the newest against the job's chain head. Prints the verdict as JSON; exits 1
+    /// naming the first row changed, removed or reordered.
+    Verify {
+        /// The job id.
+        job: String,
     },
 }
 

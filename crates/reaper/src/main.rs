@@ -33,6 +33,7 @@ mod scheduler;
 mod settings;
 mod signals;
 mod ui;
+mod signing;
 mod vacuum;
 mod worker;
 
@@ -40,7 +41,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat};
+use crate::cli::{
+    AuditCommand, Cli, Command, ConfigCommand, ConfiguredCommand, LogFormat, ReceiptCommand,
+};
 use crate::commands::{CommandError, CommandResult};
 
 fn main() -> ExitCode {
@@ -150,6 +153,31 @@ async fn run_configured(
         }
         ConfiguredCommand::Retry { job } => {
             commands::jobs::act(settings, reaper_engine::ledger::Action::Retry, &job).await
+        }
+        ConfiguredCommand::Receipt {
+            command:
+                Some(ReceiptCommand::Verify {
+                    file,
+                    public_key,
+                    database,
+                }),
+            ..
+        } => commands::receipt::verify(settings, &file, &public_key, database).await,
+        ConfiguredCommand::Receipt { job: Some(job), .. } => {
+            commands::receipt::make(settings, &job).await
+        }
+        ConfiguredCommand::Receipt { .. } => Err(CommandError::Invalid(
+            "reaper receipt JOB, or reaper receipt verify FILE --public-key HEX".into(),
+        )),
+        ConfiguredCommand::Audit {
+            command: AuditCommand::Verify { job },
+        } => commands::audit::verify(settings, &job).await,
+        ConfiguredCommand::Hold { args } => commands::holds::place(settings, args).await,
+        ConfiguredCommand::Holds { all, limit } => {
+            commands::holds::list(settings, all, limit).await
+        }
+        ConfiguredCommand::Release { hold, by } => {
+            commands::holds::release(settings, &hold, by).await
         }
         ConfiguredCommand::Purge { args } => commands::purge::run(settings, &args).await,
         ConfiguredCommand::Policies { json } => commands::policies::run(settings, json).await,

@@ -295,7 +295,9 @@ pub fn lock_job(backend: Backend, job_id: &str, token: &str) -> Statement {
 }
 
 /// Advances the checkpoint and counters and renews the lease, in the batch's transaction, after
-/// [`lock_job`] (so exactly one row is affected). `skipped_locked` marks the pass. Expected
+/// [`lock_job`] (so exactly one row is affected): `batches + 1` when the batch removed or held
+/// rows (its audit row has that number), `rows_deleted + rows`, `rows_held + held`.
+/// `skipped_locked` marks the pass. Expected
 /// plan: the primary key (the row is locked already).
 #[allow(clippy::too_many_arguments)] // One statement's bound values; a struct would only rename them.
 pub fn advance_checkpoint(
@@ -303,16 +305,21 @@ pub fn advance_checkpoint(
     job_id: &str,
     token: &str,
     last_key: &KeyValue,
-    rows: u64,
-    skipped_locked: bool,
+    (rows, held): (u64, u64),
+    (skipped_locked, chain_head): (bool, Option<&str>),
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET checkpoint = ")
-        .param(SqlValue::Text(last_key.to_text()))
-        .push(", batches = batches + 1, rows_deleted = rows_deleted + ")
-        .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)));
+        .param(SqlValue::Text(last_key.to_text()));
+    write_chain_head(&mut w, chain_head);
+    w.push(", batches = batches + ")
+        .param(SqlValue::Int(i64::from(rows > 0 || held > 0)))
+        .push(", rows_deleted = rows_deleted + ")
+        .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
+        .push(", rows_held = rows_held + ")
+        .param(SqlValue::Int(i64::try_from(held).unwrap_or(i64::MAX)));
     if skipped_locked {
         w.push(", locked_rows_skipped = TRUE");
     }
@@ -332,28 +339,43 @@ pub fn count_graph_batch(
     backend: Backend,
     holder: (&str, &str),
     checkpoint: Option<&KeyValue>,
-    rows: u64,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    (rows, held): (u64, u64),
+    chain_head: Option<&str>,
+    (now, lease_until): (DateTime<Utc>, DateTime<Utc>),
 ) -> Statement {
     let (job_id, token) = holder;
     let mut w = SqlWriter::new(backend);
     w.push("UPDATE reaper_jobs SET ");
+    if let Some(head) = chain_head {
+        w.push("chain_head = ")
+            .param(SqlValue::Text(head.to_owned()))
+            .push(", ");
+    }
     if let Some(checkpoint) = checkpoint {
         w.push("checkpoint = ")
             .param(SqlValue::Text(checkpoint.to_text()))
             .push(", ");
     }
     w.push("batches = batches + ")
-        .param(SqlValue::Int(i64::from(rows > 0)))
+        .param(SqlValue::Int(i64::from(rows > 0 || held > 0)))
         .push(", rows_deleted = rows_deleted + ")
         .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
+        .push(", rows_held = rows_held + ")
+        .param(SqlValue::Int(i64::try_from(held).unwrap_or(i64::MAX)))
         .push(", lease_expires_at = ")
         .param(SqlValue::Timestamp(lease_until))
         .push(", updated_at = ")
         .param(SqlValue::Timestamp(now))
         .lease_guard(job_id, token);
     w.finish()
+}
+
+/// `, chain_head = $head` when the batch wrote an audit row.
+fn write_chain_head(w: &mut SqlWriter, chain_head: Option<&str>) {
+    if let Some(head) = chain_head {
+        w.push(", chain_head = ")
+            .param(SqlValue::Text(head.to_owned()));
+    }
 }
 
 /// Columns read back by [`rows_by_table`].
@@ -382,6 +404,25 @@ pub fn rows_by_table(backend: Backend, job_id: &str) -> Statement {
     w.finish()
 }
 
+/// Columns read back by [`held_by_table`].
+pub const HELD_BY_TABLE_COLUMNS: [&str; 2] = ["target", "rows_held"];
+
+/// Matching rows a job left in place under legal holds, per target, summed over its audit
+/// rows (targets with none left out). Expected plan: as [`rows_by_table`]'s.
+pub fn held_by_table(backend: Backend, job_id: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, ")
+        .push(match backend {
+            Backend::Postgres => "CAST(sum(rows_held) AS BIGINT)",
+            Backend::MySql => "CAST(sum(rows_held) AS SIGNED)",
+            Backend::Sqlite => "sum(rows_held)",
+        })
+        .push(" AS rows_held FROM reaper_audit WHERE job_id = ")
+        .param(text(job_id))
+        .push(" AND rows_held > 0 GROUP BY target ORDER BY target");
+    w.finish()
+}
+
 /// One audit row for one committed batch.
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
@@ -391,6 +432,12 @@ pub struct AuditEntry<'a> {
     pub batch_no: i64,
     /// The keys the batch removed, ascending.
     pub keys: &'a [KeyValue],
+    /// Matching rows the batch left in place under a legal hold.
+    pub held: u64,
+    /// The job's chain head before this row (empty for the first row).
+    pub prev_hash: &'a str,
+    /// This row's hash, of [`audit_content`] ([`crate::audit_chain`]).
+    pub row_hash: &'a str,
     /// Batch time.
     pub at: DateTime<Utc>,
 }
@@ -411,17 +458,11 @@ pub fn insert_audit_as(
     mode: &str,
     entry: &AuditEntry<'_>,
 ) -> Statement {
-    let keys_json = serde_json::to_string(entry.keys).unwrap_or_else(|_| "[]".into());
-    let first = entry
-        .keys
-        .first()
-        .map(KeyValue::to_text)
-        .unwrap_or_default();
-    let last = entry.keys.last().map(KeyValue::to_text).unwrap_or_default();
+    let (keys_json, first, last) = audit_keys(entry.keys);
     let mut w = SqlWriter::new(backend);
     w.push(
-        "INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, \
-         requested_by, reason, created_at) VALUES (",
+        "INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, \
+         deleted_keys, requested_by, reason, created_at, prev_hash, row_hash) VALUES (",
     );
     let values = [
         text(entry.job_id),
@@ -429,12 +470,15 @@ pub fn insert_audit_as(
         SqlValue::Text(target.to_owned()),
         SqlValue::Text(mode.to_owned()),
         SqlValue::Int(i64::try_from(entry.keys.len()).unwrap_or(i64::MAX)),
+        SqlValue::Int(i64::try_from(entry.held).unwrap_or(i64::MAX)),
         SqlValue::Text(first),
         SqlValue::Text(last),
         SqlValue::Text(keys_json),
         SqlValue::Text(job.requested_by.clone()),
         SqlValue::Text(job.reason.clone()),
         SqlValue::Timestamp(entry.at),
+        SqlValue::Text(entry.prev_hash.to_owned()),
+        SqlValue::Text(entry.row_hash.to_owned()),
     ];
     for (index, value) in values.into_iter().enumerate() {
         if index > 0 {
@@ -444,6 +488,40 @@ pub fn insert_audit_as(
     }
     w.push(")");
     w.finish()
+}
+
+/// The key list as an audit row stores it: JSON, first and last key (empty when none).
+fn audit_keys(keys: &[KeyValue]) -> (String, String, String) {
+    let json = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+    let first = keys.first().map(KeyValue::to_text).unwrap_or_default();
+    let last = keys.last().map(KeyValue::to_text).unwrap_or_default();
+    (json, first, last)
+}
+
+/// What the audit chain hashes for the row [`insert_audit_as`] writes: its fields as stored,
+/// after `entry.prev_hash` ([`crate::audit_chain::content`]).
+pub fn audit_content(
+    job: &ValidatedJob,
+    target: &str,
+    mode: &str,
+    entry: &AuditEntry<'_>,
+) -> String {
+    let (keys_json, first, last) = audit_keys(entry.keys);
+    let fields = crate::audit_chain::ChainFields {
+        job_id: entry.job_id,
+        batch_no: entry.batch_no,
+        target,
+        mode,
+        row_count: i64::try_from(entry.keys.len()).unwrap_or(i64::MAX),
+        rows_held: i64::try_from(entry.held).unwrap_or(i64::MAX),
+        first_key: &first,
+        last_key: &last,
+        deleted_keys: &keys_json,
+        requested_by: &job.requested_by,
+        reason: &job.reason,
+        created_at: entry.at,
+    };
+    crate::audit_chain::content(entry.prev_hash, &fields)
 }
 
 /// The end state of one run of a job, written under its lease.
@@ -933,7 +1011,7 @@ mod tests {
     #[test]
     fn claim_takes_pending_or_expired_leases_and_counts_the_attempt() {
         expect![[r#"
-            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at
+            UPDATE reaper_jobs SET state = 'running', lease_owner = $1, lease_token = $2, lease_expires_at = $3, attempts = attempts + 1, run_after = NULL, started_at = COALESCE(started_at, $4), updated_at = $5 WHERE id = $6 AND attempts < max_attempts AND (state = 'pending' OR (state = 'running' AND lease_expires_at < $7)) RETURNING id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, chain_head
             -- parameters: 'w1', 'tok', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', '2026-11-25T08:30:00+00:00', 'j1', '2026-11-25T08:30:00+00:00'"#]]
         .assert_eq(&claim(Backend::Postgres, &lease(), ClaimFrom::Queue).to_string());
         let resume = claim(Backend::Postgres, &lease(), ClaimFrom::Resume).sql;
@@ -982,7 +1060,7 @@ mod tests {
         );
         assert_eq!(
             lock_job(Backend::MySql, "j1", "tok").sql,
-            "SELECT batches FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE"
+            "SELECT batches, chain_head FROM reaper_jobs WHERE id = ? AND lease_token = ? AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE"
         );
         assert!(
             !lock_job(Backend::Sqlite, "j1", "tok")
@@ -998,20 +1076,20 @@ mod tests {
             "j1",
             "tok",
             &KeyValue::Int(42),
-            3,
-            false,
+            (3, 0),
+            (false, None),
             at(),
             at(),
         );
-        expect![[r#"UPDATE reaper_jobs SET checkpoint = ?, batches = batches + 1, rows_deleted = rows_deleted + ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'"#]]
+        expect!["UPDATE reaper_jobs SET checkpoint = ?, batches = batches + ?, rows_deleted = rows_deleted + ?, rows_held = rows_held + ?, lease_expires_at = ?, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'"]
             .assert_eq(&checkpoint.sql);
         let marked = advance_checkpoint(
             Backend::MySql,
             "j1",
             "tok",
             &KeyValue::Int(42),
-            3,
-            true,
+            (3, 0),
+            (true, Some("h")),
             at(),
             at(),
         );
@@ -1029,12 +1107,15 @@ mod tests {
                 job_id: "j1",
                 batch_no: 2,
                 keys: &keys,
+                held: 0,
+                prev_hash: "",
+                row_hash: "h",
                 at: at(),
             },
         );
         expect![[r#"
-            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            -- parameters: 'j1', 2, 'events', 'hard', 3, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00'"#]]
+            INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, prev_hash, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            -- parameters: 'j1', 2, 'events', 'hard', 3, 0, '40', '42', '[40,41,42]', 'svc', 'test', '2026-11-25 08:30:00', '', 'h'"#]]
         .assert_eq(&audit.to_string());
     }
 

@@ -18,6 +18,7 @@
 
 pub mod explain;
 pub mod graph;
+pub mod holds;
 pub mod ledger;
 pub mod migration;
 pub mod mysql;
@@ -261,15 +262,26 @@ pub(crate) fn key_param(key_type: KeyType, key: &KeyValue) -> SqlValue {
 /// mode so rows already soft-deleted are neither touched nor counted. `TRUE` when empty
 /// (an explicit `all_rows` purge).
 pub(crate) fn write_filter(w: &mut SqlWriter, job: &ValidatedJob) {
-    let mut first = true;
-    let mut and = |w: &mut SqlWriter| {
+    let mut first = !write_predicates(w, &job.predicates);
+    if let (Mode::Soft, Some(column)) = (job.mode, &job.target.soft_delete_column) {
         if !first {
             w.push(" AND ");
         }
         first = false;
-    };
-    for predicate in &job.predicates {
-        and(w);
+        w.ident(column).push(" IS NULL");
+    }
+    if first {
+        w.push("TRUE");
+    }
+}
+
+/// Writes `predicates` joined by `AND` (a job's filter, a legal hold's); false when there is
+/// none (nothing written).
+pub(crate) fn write_predicates(w: &mut SqlWriter, predicates: &[Predicate]) -> bool {
+    for (index, predicate) in predicates.iter().enumerate() {
+        if index > 0 {
+            w.push(" AND ");
+        }
         match predicate {
             Predicate::Compare { column, op, value } => {
                 w.ident(column)
@@ -296,13 +308,7 @@ pub(crate) fn write_filter(w: &mut SqlWriter, job: &ValidatedJob) {
             }
         }
     }
-    if let (Mode::Soft, Some(column)) = (job.mode, &job.target.soft_delete_column) {
-        and(w);
-        w.ident(column).push(" IS NULL");
-    }
-    if first {
-        w.push("TRUE");
-    }
+    !predicates.is_empty()
 }
 
 /// `SELECT pk FROM t WHERE <filter> [AND pk > $after] ORDER BY pk LIMIT $n`: the keys a batch
@@ -490,6 +496,8 @@ pub(crate) mod test_support {
             now: at,
             lease_until: at,
             locking,
+            held: &[],
+            count_held: true,
         }
     }
 }

@@ -10,15 +10,18 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::holds::HeldRows;
+use crate::sql::holds::{select_window, write_held};
 use crate::sql::{
-    Backend, RowLocking, SqlWriter, Statement, key_param, select_keys, write_keyset_and_filter,
+    Backend, RowLocking, SqlWriter, Statement, key_param, write_keyset_and_filter,
     write_removal_head,
 };
 use crate::validate::ValidatedJob;
 use crate::value::KeyValue;
 
 /// `SELECT pk FROM t WHERE pk > ? AND (<filter>) ORDER BY pk LIMIT ? FOR UPDATE NOWAIT` (or
-/// `SKIP LOCKED`): the batch's key window, locked. Expected plan: a range scan on `PRIMARY` from
+/// `SKIP LOCKED`): the batch's key window, locked; held rows are locked too (and left), so the
+/// range delete can be checked against the keys not held. Expected plan: a range scan on `PRIMARY` from
 /// the checkpoint, the filter applied per row, stopping at LIMIT (`type: range`, `key: PRIMARY`,
 /// no filesort).
 pub fn lock_batch(
@@ -26,9 +29,11 @@ pub fn lock_batch(
     after: Option<&KeyValue>,
     limit: u32,
     locking: RowLocking,
+    held: &[HeldRows],
 ) -> Statement {
-    // The keys `select_keys` returns, locked: the clause adds no parameter.
-    let mut statement = select_keys(Backend::MySql, job, after, limit);
+    // The keys `select_window` returns (each key's hold while one is active), locked: the
+    // clause adds no parameter.
+    let mut statement = select_window(Backend::MySql, job, after, limit, held);
     statement.sql.push_str(match locking {
         RowLocking::Direct => " FOR UPDATE NOWAIT",
         RowLocking::SkipLocked => " FOR UPDATE SKIP LOCKED",
@@ -47,6 +52,7 @@ pub fn delete_window(
     after: Option<&KeyValue>,
     last: &KeyValue,
     now: DateTime<Utc>,
+    held: &[HeldRows],
 ) -> Statement {
     let target = &job.target;
     let mut w = SqlWriter::new(Backend::MySql);
@@ -57,6 +63,10 @@ pub fn delete_window(
         .param(key_param(target.key_type, last))
         .push(" AND ");
     write_keyset_and_filter(&mut w, job, after);
+    if !held.is_empty() {
+        w.push(" AND NOT ");
+        write_held(&mut w, target, held);
+    }
     w.finish()
 }
 
@@ -84,9 +94,9 @@ mod tests {
         expect![[r#"
             SELECT CAST(`id` AS SIGNED) FROM `app`.`events` WHERE `id` > ? AND (`kind` = ?) ORDER BY `id` LIMIT ? FOR UPDATE NOWAIT
             -- parameters: 7, 'a`b', 500"#]]
-        .assert_eq(&lock_batch(&job, Some(&KeyValue::Int(7)), 500, RowLocking::Direct).to_string());
+        .assert_eq(&lock_batch(&job, Some(&KeyValue::Int(7)), 500, RowLocking::Direct, &[]).to_string());
         assert!(
-            lock_batch(&job, None, 5, RowLocking::SkipLocked)
+            lock_batch(&job, None, 5, RowLocking::SkipLocked, &[])
                 .sql
                 .ends_with("LIMIT ? FOR UPDATE SKIP LOCKED")
         );
@@ -101,10 +111,17 @@ mod tests {
             DELETE FROM `app`.`events` WHERE `id` <= ? AND `id` > ? AND (`tenant_id` = ?)
             -- parameters: 90, 10, 3"#]]
         .assert_eq(
-            &delete_window(&hard, Some(&KeyValue::Int(10)), &KeyValue::Int(90), at()).to_string(),
+            &delete_window(
+                &hard,
+                Some(&KeyValue::Int(10)),
+                &KeyValue::Int(90),
+                at(),
+                &[],
+            )
+            .to_string(),
         );
         let soft = job(&serde_json::json!({"all_rows": true, "mode": "soft"}));
-        let sql = delete_window(&soft, None, &KeyValue::Int(90), at()).sql;
+        let sql = delete_window(&soft, None, &KeyValue::Int(90), at(), &[]).sql;
         assert_eq!(
             sql,
             "UPDATE `app`.`events` SET `deleted_at` = ? WHERE `id` <= ? AND (`deleted_at` IS NULL)"

@@ -8,8 +8,8 @@
 
 use crate::catalog::Target;
 use crate::sql::postgres::{
-    BatchContext, write_audit_cte_and_result, write_lease_cte, write_lease_renewal_for_job,
-    write_summary_head,
+    BatchContext, write_audit_cte_and_result, write_chained_cte, write_held_column,
+    write_lease_cte, write_lease_renewal_for_job, write_not_held, write_summary_head,
 };
 use crate::sql::{Backend, RowLocking, SqlWriter, Statement, write_filter, write_removal_head};
 use crate::strategy::{PHYSICAL_CHECKPOINT_PREFIX, Tid};
@@ -78,7 +78,9 @@ pub fn delete_range(
     let target = &job.target;
     let mut w = SqlWriter::new(Backend::Postgres);
     write_lease_cte(&mut w, ctx);
-    w.push(", batch AS MATERIALIZED (SELECT ctid AS reaper_tid FROM ")
+    w.push(", batch AS MATERIALIZED (SELECT ctid AS reaper_tid");
+    write_held_column(&mut w, job, ctx);
+    w.push(" FROM ")
         .table(target)
         .push(" WHERE EXISTS (SELECT 1 FROM lease) AND ctid > ")
         .param(SqlValue::Text(after.to_sql_text()))
@@ -95,20 +97,23 @@ pub fn delete_range(
     write_removal_head(&mut w, job, ctx.now);
     w.push(" WHERE ctid = ANY (ARRAY(SELECT reaper_tid FROM batch)) AND (");
     write_filter(&mut w, job);
-    w.push(") RETURNING ")
+    w.push(")");
+    write_not_held(&mut w, job, ctx);
+    w.push(" RETURNING ")
         .ident(&target.primary_key)
         .push(" AS reaper_key)");
-    write_summary_head(&mut w, target.key_type);
+    write_summary_head(&mut w, target.key_type, ctx);
     w.push("(SELECT CASE WHEN count(*) >= ")
         .param(SqlValue::Int(i64::from(limit)))
         .push(" THEN max(reaper_tid) ELSE ")
         .param(SqlValue::Text(end.to_sql_text()))
         .push("::tid END FROM batch)::text AS window_end FROM removed)");
+    write_chained_cte(&mut w, job, ctx);
     w.push(", progress AS (UPDATE reaper_jobs AS j SET checkpoint = ")
         .param(SqlValue::Text(PHYSICAL_CHECKPOINT_PREFIX.to_owned()))
         .push(
-            " || s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, \
-             rows_deleted = j.rows_deleted + s.n, ",
+            " || s.window_end, batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, \
+             rows_deleted = j.rows_deleted + s.n, rows_held = j.rows_held + s.held, ",
         );
     write_lease_renewal_for_job(&mut w, ctx);
     w.push(" AND EXISTS (SELECT 1 FROM lease) RETURNING j.batches)");
@@ -203,13 +208,13 @@ mod tests {
             500,
             &ctx(RowLocking::Direct),
         );
-        expect![[r#"WITH lease AS (SELECT id FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT ctid AS reaper_tid FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND ctid > $3::tid AND ctid < $4::tid AND ("tenant_id" = $5) ORDER BY ctid LIMIT $6), removed AS (DELETE FROM "app"."events" WHERE ctid = ANY (ARRAY(SELECT reaper_tid FROM batch)) AND ("tenant_id" = $7) RETURNING "id" AS reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, (SELECT CASE WHEN count(*) >= $8 THEN max(reaper_tid) ELSE $9::tid END FROM batch)::text AS window_end FROM removed), progress AS (UPDATE reaper_jobs AS j SET checkpoint = $10 || s.window_end, batches = j.batches + CASE WHEN s.n > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, lease_expires_at = $11, updated_at = $12 FROM summary AS s WHERE j.id = $13 AND EXISTS (SELECT 1 FROM lease) RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at) SELECT $14, p.batches, $15, $16, s.n, s.first_key, s.last_key, s.deleted_keys, $17, $18, $19 FROM summary AS s, progress AS p WHERE s.n > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
+        expect![[r#"WITH lease AS (SELECT id, batches, chain_head FROM reaper_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND cancel_requested_at IS NULL FOR UPDATE), batch AS MATERIALIZED (SELECT ctid AS reaper_tid FROM "app"."events" WHERE EXISTS (SELECT 1 FROM lease) AND ctid > $3::tid AND ctid < $4::tid AND ("tenant_id" = $5) ORDER BY ctid LIMIT $6), removed AS (DELETE FROM "app"."events" WHERE ctid = ANY (ARRAY(SELECT reaper_tid FROM batch)) AND ("tenant_id" = $7) RETURNING "id" AS reaper_key), summary AS (SELECT count(*) AS n, min(reaper_key)::text AS first_key, max(reaper_key)::text AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, (SELECT count(*) FROM batch) AS selected, 0::int8 AS held, (SELECT CASE WHEN count(*) >= $8 THEN max(reaper_tid) ELSE $9::tid END FROM batch)::text AS window_end FROM removed), chained AS (SELECT encode(sha256(convert_to(concat_ws($10, COALESCE(l.chain_head, $11), $12, (l.batches + 1)::text, $13, $14, s.n::text, s.held::text, COALESCE(s.first_key, $15), COALESCE(s.last_key, $16), s.deleted_keys, $17, $18, $19), $20)), $21) AS hash, COALESCE(l.chain_head, $22) AS prev FROM summary AS s, lease AS l), progress AS (UPDATE reaper_jobs AS j SET checkpoint = $23 || s.window_end, batches = j.batches + CASE WHEN s.n > 0 OR s.held > 0 THEN 1 ELSE 0 END, rows_deleted = j.rows_deleted + s.n, rows_held = j.rows_held + s.held, chain_head = CASE WHEN s.n > 0 OR s.held > 0 THEN (SELECT hash FROM chained) ELSE j.chain_head END, lease_expires_at = $24, updated_at = $25 FROM summary AS s WHERE j.id = $26 AND EXISTS (SELECT 1 FROM lease) RETURNING j.batches), audit AS (INSERT INTO reaper_audit (job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, prev_hash, row_hash) SELECT $27, p.batches, $28, $29, s.n, s.held, COALESCE(s.first_key, $30), COALESCE(s.last_key, $31), s.deleted_keys, $32, $33, $34, c.prev, c.hash FROM summary AS s, progress AS p, chained AS c WHERE s.n > 0 OR s.held > 0) SELECT (SELECT count(*) FROM lease) AS lease_held, s.n AS row_count, s.held AS rows_held, s.first_key, s.last_key, s.selected, s.window_end FROM summary AS s"#]]
             .assert_eq(statement.sql());
         let params = statement.params();
         assert_eq!(params[2], SqlValue::Text("(10,0)".into()));
         assert_eq!(params[3], SqlValue::Text("(138,0)".into()));
         assert_eq!(params[5], SqlValue::Int(500));
-        assert_eq!(params[9], SqlValue::Text("tid:".into()));
+        assert_eq!(params[22], SqlValue::Text("tid:".into()));
     }
 
     #[test]

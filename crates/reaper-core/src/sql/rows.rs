@@ -29,14 +29,18 @@ pub trait Row {
 type Reader<R, T> = fn(&R, &'static str) -> Result<Option<T>, <R as Row>::Error>;
 
 /// Reads a column that is never NULL.
-fn required<R: Row, T>(row: &R, column: &'static str, read: Reader<R, T>) -> Result<T, R::Error> {
+pub(crate) fn required<R: Row, T>(
+    row: &R,
+    column: &'static str,
+    read: Reader<R, T>,
+) -> Result<T, R::Error> {
     read(row, column)?.ok_or_else(|| R::corrupt(column, "is NULL".into()))
 }
 
 /// Columns every job read returns ([`JobRecord::decode`] reads them by name).
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
-     batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at";
+     rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at, chain_head";
 
 /// A job's row in the ledger (`reaper_jobs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +61,8 @@ pub struct JobRecord {
     pub passes: i64,
     /// Rows deleted (or soft-deleted) so far.
     pub rows_deleted: i64,
+    /// Matching rows left in place under legal holds so far.
+    pub rows_held: i64,
     /// Batches committed so far.
     pub batches: i64,
     /// Claims that did not end cleanly, including the current one.
@@ -92,6 +98,8 @@ pub struct JobRecord {
     /// Set with `cancel_requested_at` when the stop asked for is a pause: the job's worker
     /// then leaves it `paused` instead of `cancelled`.
     pub pause_requested_at: Option<DateTime<Utc>>,
+    /// The newest audit row's hash (the head of the job's audit chain).
+    pub chain_head: Option<String>,
 }
 
 impl JobRecord {
@@ -109,6 +117,7 @@ impl JobRecord {
             checkpoint: row.text("checkpoint")?,
             passes: required(row, "passes", R::int)?,
             rows_deleted: required(row, "rows_deleted", R::int)?,
+            rows_held: required(row, "rows_held", R::int)?,
             batches: required(row, "batches", R::int)?,
             attempts: required(row, "attempts", R::int)?,
             max_attempts: required(row, "max_attempts", R::int)?,
@@ -125,6 +134,7 @@ impl JobRecord {
             cancel_requested_at: row.time("cancel_requested_at")?,
             policy: row.text("policy")?,
             pause_requested_at: row.time("pause_requested_at")?,
+            chain_head: row.text("chain_head")?,
         })
     }
 
@@ -149,7 +159,7 @@ impl JobRecord {
 }
 
 /// Columns every audit read returns ([`AuditRecord::decode`] reads them by name).
-pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, first_key, last_key, deleted_keys, requested_by, reason, created_at";
+pub const AUDIT_COLUMNS: &str = "id, job_id, batch_no, target, mode, row_count, rows_held, first_key, last_key, deleted_keys, requested_by, reason, created_at, prev_hash, row_hash";
 
 /// One committed batch, as the audit log (`reaper_audit`) records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +176,8 @@ pub struct AuditRecord {
     pub mode: String,
     /// Rows in the batch.
     pub row_count: i64,
+    /// Matching rows the batch left in place under legal holds.
+    pub rows_held: i64,
     /// Smallest key of the batch.
     pub first_key: String,
     /// Largest key of the batch.
@@ -178,6 +190,10 @@ pub struct AuditRecord {
     pub reason: String,
     /// Commit time of the batch.
     pub created_at: DateTime<Utc>,
+    /// The previous audit row's hash (empty for the first; NULL before the chain existed).
+    pub prev_hash: Option<String>,
+    /// This row's hash ([`crate::audit_chain`]).
+    pub row_hash: Option<String>,
 }
 
 impl AuditRecord {
@@ -190,12 +206,15 @@ impl AuditRecord {
             target: required(row, "target", R::text)?,
             mode: required(row, "mode", R::text)?,
             row_count: required(row, "row_count", R::int)?,
+            rows_held: required(row, "rows_held", R::int)?,
             first_key: required(row, "first_key", R::text)?,
             last_key: required(row, "last_key", R::text)?,
             deleted_keys: required(row, "deleted_keys", R::text)?,
             requested_by: required(row, "requested_by", R::text)?,
             reason: required(row, "reason", R::text)?,
             created_at: required(row, "created_at", R::time)?,
+            prev_hash: row.text("prev_hash")?,
+            row_hash: row.text("row_hash")?,
         })
     }
 }
@@ -270,12 +289,25 @@ impl BatchPoint {
     }
 }
 
-/// Column of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches.
-pub const LOCKED_JOB_COLUMNS: &str = "batches";
+/// Columns of [`lock_job`](crate::sql::ledger::lock_job): the job's committed batches and the
+/// head of its audit chain.
+pub const LOCKED_JOB_COLUMNS: &str = "batches, chain_head";
 
-/// The row of [`LOCKED_JOB_COLUMNS`]: the batches the job has committed.
-pub fn decode_locked_job<R: Row>(row: &R) -> Result<i64, R::Error> {
-    required(row, "batches", R::int)
+/// The job's row as a batch locks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedJob {
+    /// Batches committed (the batch being written is number `batches + 1`).
+    pub batches: i64,
+    /// The newest audit row's hash (empty before the first).
+    pub chain_head: String,
+}
+
+/// The row of [`LOCKED_JOB_COLUMNS`].
+pub fn decode_locked_job<R: Row>(row: &R) -> Result<LockedJob, R::Error> {
+    Ok(LockedJob {
+        batches: required(row, "batches", R::int)?,
+        chain_head: row.text("chain_head")?.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 //! Exit statuses: 0 success; 1 a failure, or a job that does not exist or is in the wrong state;
 //! 2 refused input (configuration, flags or job), nothing was deleted; 130 stopped by a signal.
 
+pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod enqueue;
+pub(crate) mod holds;
 pub(crate) mod jobs;
 pub(crate) mod migrate;
 pub(crate) mod policies;
 pub(crate) mod purge;
+pub(crate) mod receipt;
 
 use std::process::ExitCode;
 
