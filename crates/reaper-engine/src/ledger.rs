@@ -584,7 +584,12 @@ pub async fn rows_by_table(
     db: &Database,
     job_id: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::rows_by_table(db.backend(), job_id), ledger::ROWS_BY_TABLE_COLUMNS).await
+    named_counts(
+        db,
+        &ledger::rows_by_table(db.backend(), job_id),
+        ledger::ROWS_BY_TABLE_COLUMNS,
+    )
+    .await
 }
 
 /// Matching rows a job left in place under legal holds, per target, from its audit.
@@ -592,7 +597,12 @@ pub async fn held_by_table(
     db: &Database,
     job_id: &str,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::held_by_table(db.backend(), job_id), ledger::HELD_BY_TABLE_COLUMNS).await
+    named_counts(
+        db,
+        &ledger::held_by_table(db.backend(), job_id),
+        ledger::HELD_BY_TABLE_COLUMNS,
+    )
+    .await
 }
 
 /// The newest audit entries, newest first.
@@ -640,7 +650,12 @@ pub async fn count_retrying(db: &Database) -> Result<u64, EngineError> {
 pub async fn running_by_owner(
     db: &Database,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::running_by_owner(db.backend()), ledger::ROWS_BY_TABLE_COLUMNS).await
+    named_counts(
+        db,
+        &ledger::running_by_owner(db.backend()),
+        ledger::ROWS_BY_TABLE_COLUMNS,
+    )
+    .await
 }
 
 /// Rows removed per target since `since`, from the audit.
@@ -648,7 +663,12 @@ pub async fn rows_since(
     db: &Database,
     since: DateTime<Utc>,
 ) -> Result<std::collections::BTreeMap<String, u64>, EngineError> {
-    named_counts(db, &ledger::rows_since(db.backend(), since), ledger::ROWS_BY_TABLE_COLUMNS).await
+    named_counts(
+        db,
+        &ledger::rows_since(db.backend(), since),
+        ledger::ROWS_BY_TABLE_COLUMNS,
+    )
+    .await
 }
 
 /// `(name, count)` rows, read by the column names `[name, count]`, as a map.

@@ -1089,13 +1089,17 @@ async fn sqlite_timestamps_in_another_format_are_refused_at_start_up() {
 async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backend) {
     let s = Setup::new(backend, 10).await;
     let quiet = Duration::from_secs(60);
+    let started = Utc::now();
     let pending = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
     let running = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
-    let now = Utc::now();
     let lease = Duration::from_secs(600);
     s.claim(&running, "w", "t", chrono::Duration::seconds(600))
         .await
         .unwrap();
+    // Between the submission and the claim, so that each side of a threshold below is
+    // 5 s away from it even when a loaded machine takes seconds for them.
+    let now = started + (Utc::now() - started) / 2;
+    assert!(Utc::now() - started < chrono::Duration::seconds(10));
     // The ids `take_stranded` takes `seconds` after the submissions.
     let db = &s.db;
     let taken_after = move |seconds: i64| async move {
@@ -1113,14 +1117,14 @@ async fn stranded_jobs_are_found_on_both_sides_of_each_threshold(backend: Backen
         .collect::<Vec<_>>()
     };
     // Just enqueued: its message is in the queue; the live lease is respected.
-    assert!(taken_after(59).await.is_empty());
+    assert!(taken_after(55).await.is_empty());
     // Untouched past `quiet`: the pending job is taken, once; the lease is still live.
     assert_eq!(taken_after(120).await, vec![pending.clone()]);
     assert!(taken_after(121).await.is_empty());
     // The worker died: just past its lease, the running job is taken too (and the pending one
     // again, untouched for `quiet` since it was last taken).
-    assert_eq!(taken_after(601).await, vec![pending, running]);
-    assert!(taken_after(602).await.is_empty());
+    assert_eq!(taken_after(605).await, vec![pending, running]);
+    assert!(taken_after(606).await.is_empty());
 }
 
 async fn cancel_stops_a_running_job_at_a_batch_boundary(backend: Backend) {

@@ -24,7 +24,7 @@ use reaper_core::views::{
     Acted, ActionPage, ActionView, AuditPage, AuditView, Cancelled, JobPage, JobView, PolicyPage,
     Problem, Readiness, Submitted,
 };
-use reaper_engine::ledger::{self, Action, CancelOutcome};
+use reaper_engine::ledger::{self, Action};
 use reaper_engine::{EngineError, ErrorClass, holds, instruments};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;

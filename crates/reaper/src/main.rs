@@ -32,8 +32,8 @@ mod redis_connection;
 mod scheduler;
 mod settings;
 mod signals;
-mod ui;
 mod signing;
+mod ui;
 mod vacuum;
 mod worker;
 
@@ -60,6 +60,10 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
+    // TLS (Redis, PostgreSQL, MySQL) runs on rustls with ring. Name the provider for the whole
+    // process: with a second one compiled in (aws-lc-rs, which a dependency may enable), rustls
+    // cannot pick one and panics at the first TLS connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
