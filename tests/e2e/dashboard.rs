@@ -279,6 +279,10 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
     }
     shot(&browser, "jobs").await;
     browser.goto(&format!("{base}/ui")).await.unwrap();
+    // The one daemon, its workers heartbeating in the queue.
+    let daemons = text_of(&browser, ".daemons tbody").await;
+    let alive = text_of(&browser, ".daemons td:nth-child(2)").await;
+    assert_eq!(alive, "1", "{daemons}");
     shot(&browser, "overview").await;
 
     // Pause, resume, cancel: each through its confirmation page, each recorded as ann's.

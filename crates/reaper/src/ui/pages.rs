@@ -202,8 +202,60 @@ struct OverviewPage {
     retrying: u64,
     targets: Vec<TargetLine>,
     workers: &'static str,
+    daemons: Result<Vec<DaemonLine>, String>,
     queue_depth: String,
     owners: Vec<(String, u64)>,
+}
+
+/// One daemon on the overview: its worker registrations that heartbeat recently.
+struct DaemonLine {
+    name: String,
+    alive: usize,
+    last_seen: String,
+}
+
+/// A registration whose last heartbeat is older than this is not counted alive: three of
+/// apalis-sqlite's 30 s heartbeats (three of reaper's default 10 s Redis heartbeats fit too).
+const WORKER_SILENCE: chrono::Duration = chrono::Duration::seconds(90);
+
+/// Daemons no registration of which was seen for this long are left off the overview.
+const DAEMON_FORGOTTEN: chrono::Duration = chrono::Duration::hours(1);
+
+/// Worker registrations grouped per daemon: a daemon registers under its owner name, and under
+/// `NAME-rN` after its Nth rebuild of the workers (`worker::run_workers`). Newest seen first.
+fn daemons(workers: &[(String, DateTime<Utc>)], now: DateTime<Utc>) -> Vec<DaemonLine> {
+    let mut by_daemon: BTreeMap<&str, (usize, DateTime<Utc>)> = BTreeMap::new();
+    for (name, seen) in workers {
+        if now - *seen > DAEMON_FORGOTTEN {
+            continue;
+        }
+        let daemon = match name.rsplit_once("-r") {
+            Some((daemon, restarts))
+                if !restarts.is_empty() && restarts.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                daemon
+            }
+            _ => name.as_str(),
+        };
+        let entry = by_daemon.entry(daemon).or_insert((0, *seen));
+        if now - *seen <= WORKER_SILENCE {
+            entry.0 += 1;
+        }
+        entry.1 = entry.1.max(*seen);
+    }
+    let mut lines: Vec<(DateTime<Utc>, DaemonLine)> = by_daemon
+        .into_iter()
+        .map(|(name, (alive, seen))| {
+            let line = DaemonLine {
+                name: name.to_owned(),
+                alive,
+                last_seen: seen.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            };
+            (seen, line)
+        })
+        .collect();
+    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    lines.into_iter().map(|(_, line)| line).collect()
 }
 
 /// What the overview reads from the ledger.
@@ -267,6 +319,16 @@ pub(crate) async fn overview(State(state): State<Arc<ApiState>>, headers: Header
         Ok(Ok(depth)) => depth.to_string(),
         _ => "unavailable".into(),
     };
+    let listed = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        state.producer.queue.workers(),
+    )
+    .await;
+    let daemons = match listed {
+        Ok(Ok(workers)) => Ok(daemons(&workers, Utc::now())),
+        Ok(Err(error)) => Err(format!("The queue did not list its workers: {error}")),
+        Err(_) => Err("The queue did not list its workers within 1 s.".into()),
+    };
     let targets = state
         .producer
         .catalog
@@ -298,6 +360,7 @@ pub(crate) async fn overview(State(state): State<Arc<ApiState>>, headers: Header
         retrying: facts.retrying,
         targets,
         workers,
+        daemons,
         queue_depth,
         owners: facts.owners.into_iter().collect(),
     })
@@ -1001,6 +1064,34 @@ pub(crate) async fn run_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_registrations_are_counted_per_daemon_by_their_heartbeat() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ago = |seconds| now - chrono::Duration::seconds(seconds);
+        let workers = [
+            ("a-1-x".to_owned(), ago(200)),
+            ("a-1-x-r1".to_owned(), ago(5)),
+            ("b-2-y".to_owned(), ago(30)),
+            ("b-2-y-r2".to_owned(), ago(60)),
+            ("c-3-z".to_owned(), ago(100)),
+            ("old-4-w".to_owned(), ago(7_200)),
+            ("d-rx".to_owned(), ago(1)),
+        ];
+        let lines = daemons(&workers, now);
+        let shown: Vec<(&str, usize)> = lines
+            .iter()
+            .map(|line| (line.name.as_str(), line.alive))
+            .collect();
+        assert_eq!(
+            shown,
+            [("d-rx", 1), ("a-1-x", 1), ("b-2-y", 2), ("c-3-z", 0)]
+        );
+        assert_eq!(
+            lines[1].last_seen,
+            ago(5).format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        );
+    }
 
     #[test]
     fn durations_read_at_a_glance() {
