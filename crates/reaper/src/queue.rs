@@ -136,7 +136,10 @@ impl JobQueue {
             .into_iter()
             .map(|(name, seconds)| {
                 let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
-                (name, DateTime::from_timestamp(seconds, 0).unwrap_or_default())
+                (
+                    name,
+                    DateTime::from_timestamp(seconds, 0).unwrap_or_default(),
+                )
             })
             .collect())
     }

@@ -254,7 +254,7 @@ fn daemons(workers: &[(String, DateTime<Utc>)], now: DateTime<Utc>) -> Vec<Daemo
             (seen, line)
         })
         .collect();
-    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    lines.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
     lines.into_iter().map(|(_, line)| line).collect()
 }
 
