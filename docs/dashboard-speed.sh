@@ -102,7 +102,7 @@ busy_job="0190$(printf '%028x' 50)"      # 100 audit rows, like every job
 ids=$(psql -v ON_ERROR_STOP=1 -Atq "$URL" -c "SELECT string_agg(id, ',') FROM (SELECT id FROM reaper_jobs ORDER BY id DESC LIMIT 50) AS page")
 printf '%-48s %10s %10s\n' page "median ms" "max ms"
 for page in /ui /ui/jobs "/ui/jobs?state=dead" "/ui/jobs?state=paused" "/ui/jobs?target=events&before=0190$(printf '%028x' 5000)" \
-    "/ui/jobs?requested_by=svc-7" "/ui/jobs/$busy_job" "/ui/jobs/$busy_job?audit_after=50" "/ui/jobs/$busy_job/series" \
+    "/ui/jobs?requested_by=svc-7" "/ui/jobs?requested_by=svc-7&state=paused" "/ui/jobs/$busy_job" "/ui/jobs/$busy_job?audit_after=50" "/ui/jobs/$busy_job/series" \
     "/ui/live?ids=$ids" /ui/policies /ui/dead; do
   times=()
   for _ in 1 2 3 4 5; do

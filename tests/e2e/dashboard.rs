@@ -239,6 +239,12 @@ fn slow_job(tenants: &[i64], extra: Value) -> Value {
 #[tokio::test]
 async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_cannot_act() {
     let d = RedisDeployment::new(2_000, None).await;
+    // A policy the policies page counts for (disabled: it never runs here).
+    crate::retention::add_to_config(
+        &d.deployment,
+        "\n[[retention]]\nname = \"old-events\"\ntarget = \"events\"\nage_column = \"created_at\"\n\
+         max_age = \"30d\"\nschedule = \"0 3 * * *\"\nenabled = false\n",
+    );
     let _daemon = d.start(&[
         SLOW_BATCHES,
         ("REAPER_WORKER__LEASE", "60s"),
@@ -273,6 +279,10 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
     }
     shot(&browser, "jobs").await;
     browser.goto(&format!("{base}/ui")).await.unwrap();
+    // The one daemon, its workers heartbeating in the queue.
+    let daemons = text_of(&browser, ".daemons tbody").await;
+    let alive = text_of(&browser, ".daemons td:nth-child(2)").await;
+    assert_eq!(alive, "1", "{daemons}");
     shot(&browser, "overview").await;
 
     // Pause, resume, cancel: each through its confirmation page, each recorded as ann's.
@@ -345,6 +355,20 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
         .await;
     assert_eq!(retried["max_attempts"], 2, "{retried}");
     browser.goto(&format!("{base}/ui/policies")).await.unwrap();
+    // Every fixture row is older than 30 days: all that is left is the policy's backlog; its
+    // past daily windows cover ranges no fixture row falls in.
+    let backlog = text_of(&browser, ".backlog").await;
+    let left: u64 = backlog.split(' ').next().unwrap().parse().unwrap();
+    assert!(left > 1_000 && left <= 2_000, "{backlog}");
+    let mut left_in_windows = Vec::new();
+    for cell in browser
+        .find_all(Locator::Css(".windows td:nth-child(3)"))
+        .await
+        .unwrap()
+    {
+        left_in_windows.push(cell.text().await.unwrap());
+    }
+    assert_eq!(left_in_windows, ["0", "0", "0"]);
     shot(&browser, "policies").await;
     browser.set_window_size(390, 844).await.unwrap();
     browser.goto(&format!("{base}/ui/jobs")).await.unwrap();

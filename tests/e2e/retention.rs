@@ -15,7 +15,7 @@ use crate::{Deployment, config_text, run, send_signal, stderr, stdout};
 
 /// `[[retention]]` blocks appended to a deployment's config (TOML arrays of tables may follow
 /// any table).
-fn add_to_config(deployment: &Deployment, extra: &str) {
+pub(crate) fn add_to_config(deployment: &Deployment, extra: &str) {
     let mut text = std::fs::read_to_string(&deployment.config).unwrap();
     text = text.replace(
         "created_at = \"timestamp\"\n",

@@ -679,6 +679,29 @@ pub async fn count_matching(
     Ok(crate::database::query_count(db.connection(), db.backend(), &statement).await?)
 }
 
+/// The rows of a retention window's due range still in the target (`job` validated at the
+/// window's end, `from` its start minus the policy's age), counted up to `cap`.
+pub async fn count_due_in_range(
+    db: &Database,
+    job: &ValidatedJob,
+    age_column: &str,
+    from: DateTime<Utc>,
+    cap: u64,
+) -> Result<u64, EngineError> {
+    let statement = sql::retention::due_in_range(db.backend(), job, age_column, from, cap);
+    Ok(crate::database::query_count(db.connection(), db.backend(), &statement).await?)
+}
+
+/// A policy's backlog: the rows its job validated now still matches, counted up to `cap`.
+pub async fn count_backlog(
+    db: &Database,
+    job: &ValidatedJob,
+    cap: u64,
+) -> Result<u64, EngineError> {
+    let statement = sql::retention::backlog(db.backend(), job, cap);
+    Ok(crate::database::query_count(db.connection(), db.backend(), &statement).await?)
+}
+
 /// The first `limit` matching keys after `after`, without locking or writing.
 pub async fn sample_keys(
     db: &Database,

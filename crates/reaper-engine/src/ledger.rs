@@ -495,6 +495,27 @@ pub async fn list(
     .await
 }
 
+/// One page of one requester's jobs, newest first, through the requester index (see
+/// `reaper_core::sql::ledger::list_jobs_of`).
+pub async fn list_of(
+    db: &Database,
+    requester: &str,
+    state: Option<JobState>,
+    target: Option<&str>,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<JobRecord>, EngineError> {
+    let statement = ledger::list_jobs_of(
+        db.backend(),
+        Some(requester),
+        state,
+        target,
+        before_id,
+        limit,
+    );
+    all_jobs(db, &statement).await
+}
+
 /// Unfinished jobs by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnfinishedCounts {

@@ -18,6 +18,7 @@ use reaper_testkit::engine::{EngineTest as Setup, job, settings};
 reaper_testkit::on_every_backend!(
     a_paused_job_keeps_its_checkpoint_and_a_resume_finishes_it_exactly_once,
     a_cancel_withdraws_a_pause_and_a_dead_job_is_retried_from_its_checkpoint,
+    a_policy_window_and_its_backlog_are_counted_under_a_cap,
 );
 
 fn three_tenants() -> serde_json::Value {
@@ -195,5 +196,41 @@ async fn a_cancel_withdraws_a_pause_and_a_dead_job_is_retried_from_its_checkpoin
             .await
             .unwrap(),
         None
+    );
+}
+
+/// The keeping-up reads of the policies page: `events` holds `created_at` 0–99 days before
+/// 2026-01-01, each day on 30 of the 3,000 rows.
+async fn a_policy_window_and_its_backlog_are_counted_under_a_cap(backend: Backend) {
+    let s = Setup::new(backend, 3_000).await;
+    let day = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(&format!("{text}T00:00:00Z"))
+            .unwrap()
+            .to_utc()
+    };
+    let older_than_30d =
+        serde_json::json!([{"column": "created_at", "op": "older_than", "value": "30d"}]);
+    let request =
+        serde_json::from_value(job("events", older_than_30d, serde_json::json!({}))).unwrap();
+    // The window 2026-01-21 → 2026-01-31: due rows have created_at in [2025-12-22, 2026-01-01),
+    // days 1 to 10 before 2026-01-01.
+    let at_end = reaper_core::validate::validate(&request, &s.catalog, day("2026-01-31")).unwrap();
+    let from = day("2025-12-22");
+    let due =
+        |cap| reaper_engine::batch::count_due_in_range(&s.db, &at_end, "created_at", from, cap);
+    assert_eq!(due(1_000).await.unwrap(), 300);
+    assert_eq!(due(100).await.unwrap(), 100);
+    // Backlog at the window's end: days 1 to 99 before 2026-01-01.
+    assert_eq!(
+        reaper_engine::batch::count_backlog(&s.db, &at_end, 10_000_000)
+            .await
+            .unwrap(),
+        2_970
+    );
+    assert_eq!(
+        reaper_engine::batch::count_backlog(&s.db, &at_end, 7)
+            .await
+            .unwrap(),
+        7
     );
 }

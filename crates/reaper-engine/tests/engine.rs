@@ -1258,4 +1258,56 @@ async fn jobs_are_listed_newest_first_by_state_and_target_in_pages(backend: Back
     );
     let counts = ledger::unfinished_counts(&s.db).await.unwrap();
     assert_eq!((counts.pending, counts.running, counts.paused), (4, 0, 0));
+
+    // One requester's jobs, through the requester index: two requesters share their first 190
+    // characters (MySQL's indexed prefix) and are still told apart.
+    let long = "r".repeat(190);
+    let longer = format!("{long}-2");
+    let mut by = std::collections::BTreeMap::<&str, Vec<String>>::new();
+    for (tenant, requester) in [
+        (5, "ann"),
+        (6, long.as_str()),
+        (7, "ann"),
+        (8, longer.as_str()),
+    ] {
+        let request = job(
+            "events",
+            serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
+            serde_json::json!({"requested_by": requester}),
+        );
+        by.entry(requester)
+            .or_default()
+            .push(s.submit(request, 5).await);
+    }
+    let listed = |jobs: Vec<ledger::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let ann = ledger::list_of(&s.db, "ann", None, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed(ann), [by["ann"][1].clone(), by["ann"][0].clone()]);
+    let first = ledger::list_of(&s.db, "ann", None, None, None, 1)
+        .await
+        .unwrap();
+    let after = ledger::list_of(
+        &s.db,
+        "ann",
+        Some(JobState::Pending),
+        Some("events"),
+        Some(&first[0].id),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed(after), [by["ann"][0].clone()]);
+    for requester in [long.as_str(), longer.as_str()] {
+        let jobs = ledger::list_of(&s.db, requester, None, None, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(listed(jobs), by[requester]);
+    }
+    assert!(
+        ledger::list_of(&s.db, "bob", None, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

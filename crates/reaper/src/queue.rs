@@ -103,6 +103,47 @@ impl JobQueue {
         matches!(self, JobQueue::Redis(_))
     }
 
+    /// The worker registrations apalis keeps for this queue, every daemon's: name and last
+    /// heartbeat (seconds). On SQLite through apalis' listing of its `Workers` table; on Redis
+    /// straight from the `<queue>:workers` sorted set (name → heartbeat), because apalis-redis
+    /// 1.0's listing looks for each worker's metadata under another key than it writes it to
+    /// and fails on every registered worker. Registrations of stopped workers stay listed; the
+    /// reader judges them by their last heartbeat.
+    pub(crate) async fn workers(&self) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+        let listed: Vec<(String, u64)> = match self {
+            JobQueue::Sqlite { storage, .. } => {
+                use apalis::prelude::ListWorkers;
+                storage
+                    .list_workers()
+                    .await?
+                    .into_iter()
+                    .map(|worker| (worker.id, worker.last_heartbeat))
+                    .collect()
+            }
+            JobQueue::Redis(storage) => {
+                let set = storage.get_config().workers_set();
+                let mut connection = storage.clone();
+                redis::cmd("ZRANGE")
+                    .arg(set)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(connection.get_connection())
+                    .await?
+            }
+        };
+        Ok(listed
+            .into_iter()
+            .map(|(name, seconds)| {
+                let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+                (
+                    name,
+                    DateTime::from_timestamp(seconds, 0).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     /// Messages waiting in the transport, ready or scheduled (not the ones a worker holds).
     pub(crate) async fn depth(&self) -> anyhow::Result<u64> {
         match self {

@@ -674,10 +674,46 @@ pub fn list_jobs(
     before_id: Option<&str>,
     limit: u32,
 ) -> Statement {
+    list_jobs_of(backend, None, state, target, before_id, limit)
+}
+
+/// [`list_jobs`] of one requester (`requested_by` in the job's request) when given. Expected
+/// plan: the `reaper_jobs_requested_by` index (the requester's expression, then `id`)
+/// backwards from the cursor, stopping at LIMIT — on PostgreSQL and SQLite an expression
+/// index on the request's `requested_by`, on MySQL/MariaDB (no expression indexes on
+/// MariaDB) an index on the virtual column `requested_by`, a prefix, so the full value is
+/// compared too.
+pub fn list_jobs_of(
+    backend: Backend,
+    requester: Option<&str>,
+    state: Option<JobState>,
+    target: Option<&str>,
+    before_id: Option<&str>,
+    limit: u32,
+) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
         .push(JOB_COLUMNS)
         .push(" FROM reaper_jobs WHERE 1 = 1");
+    if let Some(requester) = requester {
+        match backend {
+            // The exact text of the index's expression: the planner matches it.
+            Backend::Postgres => {
+                w.push(" AND (request::jsonb ->> 'requested_by') = ")
+                    .param(text(requester));
+            }
+            Backend::Sqlite => {
+                w.push(" AND json_extract(request, '$.requested_by') = ")
+                    .param(text(requester));
+            }
+            Backend::MySql => {
+                w.push(" AND requested_by = LEFT(")
+                    .param(text(requester))
+                    .push(", 190) AND JSON_UNQUOTE(JSON_EXTRACT(request, '$.requested_by')) = ")
+                    .param(text(requester));
+            }
+        }
+    }
     if let Some(state) = state {
         w.push(" AND state = ").param(text(state.as_str()));
     }

@@ -25,6 +25,7 @@ pub mod mysql;
 pub mod physical;
 pub mod postgres;
 pub mod queue;
+pub mod retention;
 pub mod rows;
 pub mod schema;
 pub mod session;

@@ -16,8 +16,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use reaper_core::lifecycle::JobState;
-use reaper_engine::EngineError;
+use reaper_core::sql::retention as sql_retention;
 use reaper_engine::ledger::{self, Action, ActionRecord, AuditRecord, JobRecord};
+use reaper_engine::{EngineError, batch};
 use serde::Deserialize;
 
 use super::session::{self, Role, Session};
@@ -201,8 +202,60 @@ struct OverviewPage {
     retrying: u64,
     targets: Vec<TargetLine>,
     workers: &'static str,
+    daemons: Result<Vec<DaemonLine>, String>,
     queue_depth: String,
     owners: Vec<(String, u64)>,
+}
+
+/// One daemon on the overview: its worker registrations that heartbeat recently.
+struct DaemonLine {
+    name: String,
+    alive: usize,
+    last_seen: String,
+}
+
+/// A registration whose last heartbeat is older than this is not counted alive: three of
+/// apalis-sqlite's 30 s heartbeats (three of reaper's default 10 s Redis heartbeats fit too).
+const WORKER_SILENCE: chrono::Duration = chrono::Duration::seconds(90);
+
+/// Daemons no registration of which was seen for this long are left off the overview.
+const DAEMON_FORGOTTEN: chrono::Duration = chrono::Duration::hours(1);
+
+/// Worker registrations grouped per daemon: a daemon registers under its owner name, and under
+/// `NAME-rN` after its Nth rebuild of the workers (`worker::run_workers`). Newest seen first.
+fn daemons(workers: &[(String, DateTime<Utc>)], now: DateTime<Utc>) -> Vec<DaemonLine> {
+    let mut by_daemon: BTreeMap<&str, (usize, DateTime<Utc>)> = BTreeMap::new();
+    for (name, seen) in workers {
+        if now - *seen > DAEMON_FORGOTTEN {
+            continue;
+        }
+        let daemon = match name.rsplit_once("-r") {
+            Some((daemon, restarts))
+                if !restarts.is_empty() && restarts.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                daemon
+            }
+            _ => name.as_str(),
+        };
+        let entry = by_daemon.entry(daemon).or_insert((0, *seen));
+        if now - *seen <= WORKER_SILENCE {
+            entry.0 += 1;
+        }
+        entry.1 = entry.1.max(*seen);
+    }
+    let mut lines: Vec<(DateTime<Utc>, DaemonLine)> = by_daemon
+        .into_iter()
+        .map(|(name, (alive, seen))| {
+            let line = DaemonLine {
+                name: name.to_owned(),
+                alive,
+                last_seen: seen.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            };
+            (seen, line)
+        })
+        .collect();
+    lines.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
+    lines.into_iter().map(|(_, line)| line).collect()
 }
 
 /// What the overview reads from the ledger.
@@ -266,6 +319,16 @@ pub(crate) async fn overview(State(state): State<Arc<ApiState>>, headers: Header
         Ok(Ok(depth)) => depth.to_string(),
         _ => "unavailable".into(),
     };
+    let listed = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        state.producer.queue.workers(),
+    )
+    .await;
+    let daemons = match listed {
+        Ok(Ok(workers)) => Ok(daemons(&workers, Utc::now())),
+        Ok(Err(error)) => Err(format!("The queue did not list its workers: {error}")),
+        Err(_) => Err("The queue did not list its workers within 1 s.".into()),
+    };
     let targets = state
         .producer
         .catalog
@@ -297,6 +360,7 @@ pub(crate) async fn overview(State(state): State<Arc<ApiState>>, headers: Header
         retrying: facts.retrying,
         targets,
         workers,
+        daemons,
         queue_depth,
         owners: facts.owners.into_iter().collect(),
     })
@@ -415,14 +479,10 @@ struct JobsPage {
     filter: JobFilter,
     jobs: Vec<JobRow>,
     next: Option<String>,
-    note: Option<String>,
 }
 
-/// Pages of the ledger a requester filter reads at most (it filters the request's
-/// `requested_by`, which has no column and no index).
-const REQUESTER_SCAN_PAGES: u32 = 4;
-
-/// One page of jobs matching `filter`, newest first, and the cursor of the next page.
+/// One page of jobs matching `filter`, newest first, and the cursor of the next page. A
+/// requester filter walks that requester's jobs through its index.
 async fn find_jobs(
     state: &ApiState,
     filter: &JobFilter,
@@ -434,24 +494,15 @@ async fn find_jobs(
         return Ok((job.into_iter().collect(), None));
     }
     let target = Some(filter.target.trim()).filter(|target| !target.is_empty());
-    let mut before = Some(filter.before.as_str()).filter(|before| !before.is_empty());
-    let mut found = Vec::new();
-    let mut cursor = None;
-    for _ in 0..REQUESTER_SCAN_PAGES {
-        let page = ledger::list(db, wanted, target, before, PAGE).await?;
-        cursor = (page.len() == PAGE as usize)
-            .then(|| page.last().map(|job| job.id.clone()))
-            .flatten();
-        found.extend(page.into_iter().filter(|job| {
-            filter.requested_by.is_empty()
-                || job_row(job, Utc::now()).requested_by == filter.requested_by.trim()
-        }));
-        if filter.requested_by.is_empty() || found.len() >= PAGE as usize || cursor.is_none() {
-            break;
-        }
-        before = cursor.as_deref();
-    }
-    Ok((found, cursor))
+    let before = Some(filter.before.as_str()).filter(|before| !before.is_empty());
+    let page = match filter.requested_by.trim() {
+        "" => ledger::list(db, wanted, target, before, PAGE).await?,
+        requester => ledger::list_of(db, requester, wanted, target, before, PAGE).await?,
+    };
+    let cursor = (page.len() == PAGE as usize)
+        .then(|| page.last().map(|job| job.id.clone()))
+        .flatten();
+    Ok((page, cursor))
 }
 
 /// The next page's address: the filters kept, the cursor moved.
@@ -519,12 +570,6 @@ async fn listing(
     };
     let now = Utc::now();
     let base = if dead_only { "/ui/dead" } else { "/ui/jobs" };
-    let note = (!filter.requested_by.is_empty()).then(|| {
-        format!(
-            "The requester filter looks at {} jobs per page at most.",
-            REQUESTER_SCAN_PAGES * PAGE
-        )
-    });
     page(&JobsPage {
         head: head(session, if dead_only { "dead" } else { "jobs" }),
         heading: if dead_only { "Dead jobs" } else { "Jobs" },
@@ -533,7 +578,6 @@ async fn listing(
         jobs: found.iter().map(|job| job_row(job, now)).collect(),
         next: cursor.map(|cursor| next_page(base, &filter, &cursor)),
         filter,
-        note,
     })
 }
 
@@ -778,7 +822,85 @@ struct PolicyLine {
     enabled: bool,
     next: String,
     keeping_up: String,
+    windows: Vec<WindowLine>,
+    since_last: String,
+    backlog: String,
     runs: Vec<RunLine>,
+}
+
+/// One past window of a policy: what its run removed against its due range.
+struct WindowLine {
+    window: String,
+    removed: String,
+    left: String,
+}
+
+/// Past windows whose due ranges the policies page counts.
+const KEEPING_UP_WINDOWS: usize = 3;
+
+/// A capped count in words: "≥ cap" when the count stopped there.
+fn capped_count(count: u64) -> String {
+    if count >= sql_retention::COUNT_CAP {
+        format!("≥ {count}")
+    } else {
+        count.to_string()
+    }
+}
+
+/// What the policies page shows of whether retention keeps up: per past window, the rows its
+/// run removed and the rows of its due range (`age` in `[previous tick − max_age, tick −
+/// max_age)`) still present; the rows that became due since the latest tick; and the backlog
+/// (everything older than the cutoff now). Each a count on the target under
+/// [`sql_retention::COUNT_CAP`], through the index on the policy's age column.
+async fn keeping_up_counts(
+    state: &ApiState,
+    policy: &reaper_core::retention::Policy,
+    runs: &[JobRecord],
+    now: DateTime<Utc>,
+) -> Result<(Vec<WindowLine>, String, String), EngineError> {
+    let db = &state.producer.db;
+    let cap = sql_retention::COUNT_CAP;
+    let max_age = chrono::Duration::from_std(policy.max_age.as_duration()).unwrap_or_default();
+    let at = |moment: DateTime<Utc>| {
+        reaper_core::validate::validate(
+            &policy.job_request(None, reaper_core::retention::SCHEDULER),
+            &state.producer.catalog,
+            moment,
+        )
+        .map_err(EngineError::from)
+    };
+    let previous = |tick: DateTime<Utc>| policy.latest_window(tick - chrono::Duration::seconds(1));
+    let mut windows = Vec::new();
+    let mut tick = policy.latest_window(now);
+    while let Some(end) = tick.filter(|_| windows.len() < KEEPING_UP_WINDOWS) {
+        let Some(start) = previous(end) else { break };
+        let left =
+            batch::count_due_in_range(db, &at(end)?, &policy.age_column, start - max_age, cap)
+                .await?;
+        let key = policy.window_key(end);
+        let removed = runs
+            .iter()
+            .find(|run| run.idempotency_key == key)
+            .map_or_else(
+                || "no run listed".into(),
+                |run| run.rows_deleted.to_string(),
+            );
+        windows.push(WindowLine {
+            window: end.format("%Y-%m-%d %H:%M:%S").to_string(),
+            removed,
+            left: capped_count(left),
+        });
+        tick = Some(start);
+    }
+    let since_last = match policy.latest_window(now) {
+        Some(latest) => capped_count(
+            batch::count_due_in_range(db, &at(now)?, &policy.age_column, latest - max_age, cap)
+                .await?,
+        ),
+        None => "—".into(),
+    };
+    let backlog = capped_count(batch::count_backlog(db, &at(now)?, cap).await?);
+    Ok((windows, since_last, backlog))
 }
 
 #[derive(Template)]
@@ -820,6 +942,13 @@ async fn policy_line(
     policy: &reaper_core::retention::Policy,
 ) -> Result<PolicyLine, EngineError> {
     let runs = ledger::policy_jobs(&state.producer.db, &policy.name, &[], POLICY_RUNS).await?;
+    // Counts on the target may be slow on a large table: they get their own wait, and the
+    // page shows why they are missing rather than failing.
+    let counted = bounded(state, keeping_up_counts(state, policy, &runs, Utc::now())).await;
+    let (windows, since_last, backlog) = counted.unwrap_or_else(|error| {
+        let missing = format!("not counted: {error}");
+        (Vec::new(), missing.clone(), missing)
+    });
     Ok(PolicyLine {
         name: policy.name.clone(),
         target: policy.target.clone(),
@@ -837,6 +966,9 @@ async fn policy_line(
                 |next| next.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             ),
         keeping_up: keeping_up(&runs),
+        windows,
+        since_last,
+        backlog,
         runs: runs
             .iter()
             .map(|run| RunLine {
@@ -932,6 +1064,34 @@ pub(crate) async fn run_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_registrations_are_counted_per_daemon_by_their_heartbeat() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let ago = |seconds| now - chrono::Duration::seconds(seconds);
+        let workers = [
+            ("a-1-x".to_owned(), ago(200)),
+            ("a-1-x-r1".to_owned(), ago(5)),
+            ("b-2-y".to_owned(), ago(30)),
+            ("b-2-y-r2".to_owned(), ago(60)),
+            ("c-3-z".to_owned(), ago(100)),
+            ("old-4-w".to_owned(), ago(7_200)),
+            ("d-rx".to_owned(), ago(1)),
+        ];
+        let lines = daemons(&workers, now);
+        let shown: Vec<(&str, usize)> = lines
+            .iter()
+            .map(|line| (line.name.as_str(), line.alive))
+            .collect();
+        assert_eq!(
+            shown,
+            [("d-rx", 1), ("a-1-x", 1), ("b-2-y", 2), ("c-3-z", 0)]
+        );
+        assert_eq!(
+            lines[1].last_seen,
+            ago(5).format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        );
+    }
 
     #[test]
     fn durations_read_at_a_glance() {
