@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use reaper_testkit::{
     PrivateMariaDb, PrivatePostgres, PrivateRedis, Removal, SmallDisk, TableSnapshot, TestDatabase,
 };
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::{ConnectionTrait, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::Deployment;
@@ -955,6 +955,31 @@ async fn chaos_postgres_restarted_and_crashed_mid_batch_finishes_the_job_once() 
 /// ledger, filled up to its last byte while the daemon is frozen): batches fail with "database
 /// or disk is full" (SQLITE_FULL, transient), whole — nothing is removed while the disk is
 /// full; space freed, the job finishes exactly once.
+/// Freezes the daemon where it holds no SQLite write lock. A daemon stopped inside one of its
+/// queue polls would keep the write lock while frozen, and nothing else could write: then it
+/// runs a moment and is frozen again.
+async fn freeze_outside_a_write(daemon: &Daemon, test: &TestDatabase) {
+    let immediate = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    for _ in 0..20 {
+        daemon.freeze();
+        match test.conn.begin_with_options(immediate).await {
+            Ok(probe) => {
+                probe.rollback().await.unwrap();
+                return;
+            }
+            Err(error) => {
+                eprintln!("frozen inside a write ({error}); thawing it a moment");
+                daemon.signal("CONT");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    panic!("the daemon held SQLite's write lock at every freeze");
+}
+
 #[tokio::test]
 async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_finishes_the_job() {
     let disk = SmallDisk::mount(16);
@@ -966,7 +991,7 @@ async fn chaos_a_full_disk_under_sqlite_stops_whole_batches_and_freed_space_fini
     let expected = keys_of(test, &tenants).await;
     let before = test.snapshot_events().await;
     let (mut daemon, _) = daemon_of(&deployment, &[]);
-    daemon.freeze();
+    freeze_outside_a_write(&daemon, test).await;
     let id = deployment.enqueue(&erase(&tenants, 1_000));
     let filled = disk.fill();
     eprintln!("disk filled with {filled} bytes");
