@@ -42,13 +42,15 @@ fuzz_target!(|data: &[u8]| {
                         now,
                         lease_until: now,
                         locking,
+                        held: &[],
+                        count_held: false,
                     };
                     statements.push(sql::postgres::delete_batch(&job, Some(&after), 100, &ctx));
                 }
             }
             Backend::MySql => {
-                statements.push(sql::mysql::lock_batch(&job, None, 100, RowLocking::Direct));
-                statements.push(sql::mysql::delete_window(&job, None, &after, now));
+                statements.push(sql::mysql::lock_batch(&job, None, 100, RowLocking::Direct, &[]));
+                statements.push(sql::mysql::delete_window(&job, None, &after, now, &[]));
                 statements.push(sql::mysql::delete_keys(
                     &job,
                     std::slice::from_ref(&after),
