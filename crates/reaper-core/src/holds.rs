@@ -124,11 +124,7 @@ pub fn validate_hold(
     let Some(target) = catalog.get(&request.target) else {
         fail(
             "target",
-            format!(
-                "unknown target `{}`; the catalog has: {}",
-                request.target,
-                catalog.names().join(", ")
-            ),
+            crate::validate::unknown_target(catalog, &request.target),
         );
         return Err(ValidationError { errors });
     };

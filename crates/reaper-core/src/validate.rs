@@ -145,6 +145,15 @@ pub struct ValidatedJob {
     pub cascades: Vec<crate::graph::Cascade>,
 }
 
+/// The error for a target name the catalog does not declare, naming the ones it does (jobs and
+/// legal holds name their target alike).
+pub(crate) fn unknown_target(catalog: &Catalog, name: &str) -> String {
+    format!(
+        "unknown target `{name}`; the catalog has: {}",
+        catalog.names().join(", ")
+    )
+}
+
 impl ValidatedJob {
     /// Whether the job runs as a graph (steps before its own rows, or cascades to bound) rather
     /// than as one table's batches.
@@ -252,14 +261,7 @@ pub fn validate(
     }
 
     let Some(target) = catalog.get(&request.target) else {
-        fail(
-            "target",
-            format!(
-                "unknown target `{}`; the catalog has: {}",
-                request.target,
-                catalog.names().join(", ")
-            ),
-        );
+        fail("target", unknown_target(catalog, &request.target));
         return Err(ValidationError { errors });
     };
 
