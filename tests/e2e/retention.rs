@@ -728,5 +728,65 @@ async fn the_api_and_metrics_show_each_policy_s_last_run() {
         value("reaper_policy_next_run_timestamp_seconds{policy=\"never\"}"),
         0.0
     );
+
+    // Keeping up: rows that become due while the daemon runs are counted in the window they
+    // became due in, and each later window's run removes exactly what became due in it.
+    setup
+        .deployment
+        .test
+        .exec(
+            "INSERT INTO events (tenant_id, kind, created_at, payload) SELECT 3, 'view', \
+             now() - INTERVAL '1 day' + i * INTERVAL '1 second', 'due-soon' FROM generate_series(2, 8) AS i",
+        )
+        .await;
+    wait_until(Duration::from_secs(30), "the due rows removed", async || {
+        let test = &setup.deployment.test;
+        test.int("SELECT count(*) FROM events WHERE payload = 'due-soon'")
+            .await
+            == 0
+            && test
+                .int("SELECT count(*) FROM reaper_jobs WHERE policy = 'every-2s' AND state <> 'done' AND due_rows > 0")
+                .await
+                == 0
+    })
+    .await;
+    let later =
+        "FROM reaper_jobs WHERE policy = 'every-2s' AND state = 'done' AND due_rows IS NOT NULL";
+    let per_window = setup
+        .deployment
+        .test
+        .optional_strings(&format!(
+            "SELECT CAST(due_rows AS text), CAST(rows_deleted AS text), idempotency_key {later} ORDER BY idempotency_key"
+        ))
+        .await;
+    let sum = |column: usize| -> i64 {
+        per_window
+            .iter()
+            .map(|row| row[column].as_deref().unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    // The fixture's 100 rows were due long before the first window: removed, never "became due".
+    assert_eq!((sum(0), sum(1)), (7, 107), "{per_window:?}");
+    for row in per_window.iter().skip(1) {
+        assert_eq!(
+            row[0], row[1],
+            "a later window removes what became due in it: {per_window:?}"
+        );
+    }
+    let (status, body) = api.get("/v1/policies/every-2s").await;
+    assert_eq!(status, 200, "{body}");
+    let keeping_up = &body["keeping_up"];
+    assert_eq!(keeping_up["backlog"], 0, "{body}");
+    assert_eq!(keeping_up["count_cap"], 10_000_000, "{body}");
+    let windows = keeping_up["windows"].as_array().unwrap();
+    assert!(!windows.is_empty() && windows.len() <= 3, "{body}");
+    for window in windows {
+        assert_eq!(window["still_due"], 0, "{body}");
+    }
+    let (_, listed) = api.get("/v1/policies").await;
+    assert!(
+        listed["policies"][0].get("keeping_up").is_none(),
+        "{listed}"
+    );
     drop(daemon);
 }

@@ -141,6 +141,41 @@ pub struct PolicyView {
     pub last_run: Option<PolicyRunView>,
     /// When the newest successful run finished.
     pub last_success_at: Option<DateTime<Utc>>,
+    /// Whether the policy keeps up (`GET /v1/policies/{name}` only: it counts rows on the
+    /// target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeping_up: Option<KeepingUp>,
+}
+
+/// Whether a retention policy keeps up: per recent window, the rows its run removed against
+/// the rows that became due in it, and what is due now. Counts on the target stop at
+/// `count_cap`; a count equal to it means "at least".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeepingUp {
+    /// The newest windows, newest first.
+    pub windows: Vec<PolicyWindow>,
+    /// Rows that became due since the newest window's tick (the next run's share).
+    pub due_since_last_window: u64,
+    /// Rows past the policy's age now, in total.
+    pub backlog: u64,
+    /// The cap every count above stops at.
+    pub count_cap: u64,
+}
+
+/// One past window of a retention policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyWindow {
+    /// The window's tick (its job's cutoff is this minus the policy's age).
+    pub window_end: DateTime<Utc>,
+    /// The window's job, if one ran for it.
+    pub job_id: Option<String>,
+    /// Rows that job removed.
+    pub rows_removed: Option<i64>,
+    /// Rows that became due in the window, counted when its job was submitted (absent for
+    /// jobs submitted before reaper counted them).
+    pub became_due: Option<i64>,
+    /// Rows of the window's due range still in the table now.
+    pub still_due: u64,
 }
 
 /// One run of a policy.
@@ -163,6 +198,9 @@ pub struct PolicyRunView {
     /// The run stopped at `max_rows_per_run` with matching rows left for the next window.
     #[serde(default)]
     pub stopped_at_max_rows: bool,
+    /// Rows that became due in the run's window, counted when it was submitted.
+    #[serde(default)]
+    pub due_rows: Option<i64>,
 }
 
 /// The reply to `POST /v1/jobs` (`Submitted` in `docs/openapi.json`).

@@ -600,6 +600,18 @@ pub async fn audit_of_job(
         .collect()
 }
 
+/// Keeps on a retention window's job (just created by the scheduler) the rows that became due
+/// in its window; a job that has a count keeps it.
+pub async fn record_due_rows(db: &Database, id: &str, due_rows: u64) -> Result<(), EngineError> {
+    db.execute(&reaper_core::sql::retention::record_due_rows(
+        db.backend(),
+        id,
+        due_rows,
+    ))
+    .await?;
+    Ok(())
+}
+
 /// Rows a job removed per target, from its audit (a job across relations).
 pub async fn rows_by_table(
     db: &Database,

@@ -37,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddAuditChain),
             Box::new(AddPauseAndActions),
             Box::new(AddRequesterIndex),
+            Box::new(AddDueRows),
         ]
     }
 
@@ -348,6 +349,47 @@ impl MigrationTrait for AddRequesterIndex {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// `reaper_jobs.due_rows`: the rows that became due in a retention window, counted by the
+/// scheduler when it submits the window's job, so the policies page and API can set what each
+/// run removed against what became due (rows removed meanwhile by anything else are gone by
+/// the time anyone looks). A nullable column: instant on every backend.
+#[derive(Debug)]
+struct AddDueRows;
+
+impl MigrationName for AddDueRows {
+    fn name(&self) -> &str {
+        "m20261202_000023_add_due_rows"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddDueRows {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.has_column("reaper_jobs", "due_rows").await? {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("reaper_jobs")
+                    .add_column(big_integer_null("due_rows"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("reaper_jobs")
+                    .drop_column("due_rows")
+                    .to_owned(),
+            )
+            .await
     }
 }
 

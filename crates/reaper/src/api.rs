@@ -719,16 +719,25 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
             format!("no retention policy `{name}`"),
         );
     };
-    match bounded(
-        &state,
-        crate::policy_view::policy_view(&state.producer.db, policy, Utc::now()),
-    )
-    .await
-    {
+    // One policy also says whether it keeps up: counts on the target, under the same wait.
+    let read = async {
+        let now = Utc::now();
+        let db = &state.producer.db;
+        let mut view = crate::policy_view::policy_view(db, policy, now).await?;
+        let runs = ledger::policy_jobs(db, &policy.name, &[], POLICY_RUNS_COUNTED).await?;
+        let counts =
+            crate::policy_view::keeping_up(db, &state.producer.catalog, policy, &runs, now);
+        view.keeping_up = Some(counts.await?);
+        Ok::<_, EngineError>(view)
+    };
+    match bounded(&state, read).await {
         Ok(view) => axum::Json(view).into_response(),
         Err(error) => engine_problem(&error),
     }
 }
+
+/// The newest runs searched for the windows `GET /v1/policies/{name}` counts.
+const POLICY_RUNS_COUNTED: u32 = 10;
 
 /// Prometheus text format. The ledger and queue gauges are read at scrape time, each within
 /// [`PROBE_WAIT`]; when the ledger cannot be read, `reaper_ledger_up` is 0 and the series read

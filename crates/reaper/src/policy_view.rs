@@ -3,11 +3,14 @@
 //! daemon shows the same thing whichever of them ran the job.
 
 use chrono::{DateTime, Utc};
+use reaper_core::catalog::Catalog;
 use reaper_core::lifecycle::JobState;
-use reaper_core::retention::Policy;
-use reaper_core::views::{PolicyRunView, PolicyView};
+use reaper_core::retention::{self, Policy};
+use reaper_core::sql::retention::COUNT_CAP;
+use reaper_core::validate::ValidatedJob;
+use reaper_core::views::{KeepingUp, PolicyRunView, PolicyView, PolicyWindow};
 use reaper_engine::ledger::{self, JobRecord};
-use reaper_engine::{Database, EngineError, instruments};
+use reaper_engine::{Database, EngineError, batch, instruments};
 
 /// A `done` run that stopped at its `max_rows` with matching rows left (its stored summary
 /// says so).
@@ -27,6 +30,7 @@ fn run_view(job: JobRecord) -> PolicyRunView {
         created_at: job.created_at,
         finished_at: job.finished_at,
         last_error: job.last_error,
+        due_rows: job.due_rows,
     }
 }
 
@@ -64,6 +68,101 @@ pub(crate) async fn policy_view(
         interval_seconds: policy.interval(now).map(|interval| interval.as_secs_f64()),
         last_run,
         last_success_at,
+        keeping_up: None,
+    })
+}
+
+/// Past windows whose due ranges [`keeping_up`] counts.
+pub(crate) const KEEPING_UP_WINDOWS: usize = 3;
+
+/// The policy's job as validated at `moment` (its cutoff is `moment − max_age`).
+fn job_at(
+    policy: &Policy,
+    catalog: &Catalog,
+    moment: DateTime<Utc>,
+) -> Result<ValidatedJob, EngineError> {
+    reaper_core::validate::validate(
+        &policy.job_request(None, retention::SCHEDULER),
+        catalog,
+        moment,
+    )
+    .map_err(EngineError::from)
+}
+
+/// The policy's age as a signed duration.
+fn max_age(policy: &Policy) -> chrono::Duration {
+    chrono::Duration::from_std(policy.max_age.as_duration()).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The rows of the due range of the window ending at tick `end` still in the target: `age` in
+/// `[previous tick − max_age, end − max_age)`, or everything older than `end − max_age` for
+/// the policy's first tick. Counted through the age column's index, up to [`COUNT_CAP`].
+pub(crate) async fn due_in_window(
+    db: &Database,
+    catalog: &Catalog,
+    policy: &Policy,
+    end: DateTime<Utc>,
+) -> Result<u64, EngineError> {
+    let job = job_at(policy, catalog, end)?;
+    match policy.latest_window(end - chrono::Duration::seconds(1)) {
+        Some(start) => {
+            batch::count_due_in_range(
+                db,
+                &job,
+                &policy.age_column,
+                start - max_age(policy),
+                COUNT_CAP,
+            )
+            .await
+        }
+        None => batch::count_backlog(db, &job, COUNT_CAP).await,
+    }
+}
+
+/// Whether `policy` keeps up at `now`: per past window (newest first), what its run removed
+/// against what became due in it and what of it is still there; what became due since the
+/// newest tick; the backlog. `runs` are the policy's newest jobs. Several counts on the
+/// target, each under [`COUNT_CAP`].
+pub(crate) async fn keeping_up(
+    db: &Database,
+    catalog: &Catalog,
+    policy: &Policy,
+    runs: &[JobRecord],
+    now: DateTime<Utc>,
+) -> Result<KeepingUp, EngineError> {
+    let mut windows = Vec::new();
+    let mut tick = policy.latest_window(now);
+    while let Some(end) = tick.filter(|_| windows.len() < KEEPING_UP_WINDOWS) {
+        let key = policy.window_key(end);
+        let run = runs.iter().find(|run| run.idempotency_key == key);
+        windows.push(PolicyWindow {
+            window_end: end,
+            job_id: run.map(|run| run.id.clone()),
+            rows_removed: run.map(|run| run.rows_deleted),
+            became_due: run.and_then(|run| run.due_rows),
+            still_due: due_in_window(db, catalog, policy, end).await?,
+        });
+        tick = policy.latest_window(end - chrono::Duration::seconds(1));
+    }
+    let due_since_last_window = match policy.latest_window(now) {
+        Some(latest) => {
+            batch::count_due_in_range(
+                db,
+                &job_at(policy, catalog, now)?,
+                &policy.age_column,
+                latest - max_age(policy),
+                COUNT_CAP,
+            )
+            .await?
+        }
+        None => 0,
+    };
+    let backlog = batch::count_backlog(db, &job_at(policy, catalog, now)?, COUNT_CAP).await?;
+    Ok(KeepingUp {
+        windows,
+        due_since_last_window,
+        backlog,
+        count_cap: COUNT_CAP,
     })
 }
 

@@ -75,11 +75,30 @@ impl Scheduler {
         {
             return Ok(WindowJob::Skipped { previous });
         }
+        // What became due in the window, counted before its job removes any of it; a failed
+        // count leaves the job without one rather than the window without its job.
+        let due = crate::policy_view::due_in_window(
+            &self.producer.db,
+            &self.producer.catalog,
+            policy,
+            window,
+        )
+        .await
+        .inspect_err(|error| {
+            tracing::warn!(message = "Cannot count the rows that became due in a window.", policy = %policy.name, %window, %error);
+        })
+        .ok();
         let request = policy.job_request(Some(window), retention::SCHEDULER);
         let submitted = self
             .producer
             .accept(&request, "scheduler", Some(&policy.name))
             .await?;
+        if let (true, Some(due)) = (submitted.created, due)
+            && let Err(error) =
+                ledger::record_due_rows(&self.producer.db, &submitted.job.id, due).await
+        {
+            tracing::warn!(message = "Cannot record the rows that became due in a window.", policy = %policy.name, %window, %error);
+        }
         Ok(if submitted.created {
             WindowJob::Created(submitted.job)
         } else {

@@ -1,6 +1,7 @@
 //! The reads that tell whether a retention policy keeps up: how many rows of the target fall in
 //! a window's due range, and how many are still due now (the backlog). Both are counts on the
-//! target table bounded by a cap; this module must not write, order or lock anything.
+//! target table bounded by a cap — and the one ledger write that keeps a window's count on its
+//! job. This module must not write to a target table, order or lock anything.
 
 use chrono::{DateTime, Utc};
 
@@ -44,6 +45,20 @@ pub fn due_in_range(
     w.finish()
 }
 
+/// `UPDATE reaper_jobs SET due_rows = $n WHERE id = $id AND policy IS NOT NULL AND due_rows IS
+/// NULL`: records, on a window's job the scheduler just created, the rows that became due in
+/// that window ([`due_in_range`] counted before the submission). Only the first count sticks.
+/// Expected plan: the primary key.
+pub fn record_due_rows(backend: Backend, id: &str, due_rows: u64) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE reaper_jobs SET due_rows = ")
+        .param(cap_param(due_rows))
+        .push(" WHERE id = ")
+        .param(SqlValue::Text(id.to_owned()))
+        .push(" AND policy IS NOT NULL AND due_rows IS NULL");
+    w.finish()
+}
+
 /// `SELECT count(*) FROM (SELECT 1 FROM t WHERE <policy filter> LIMIT $cap) AS backlog`: the
 /// rows older than the current cutoff still present. `job` is the policy's job validated now.
 ///
@@ -81,6 +96,14 @@ mod tests {
             .assert_eq(due_in_range(Backend::MySql, &policy_job(), "created_at", at(), 10).sql());
         assert_eq!(statement.params()[1], SqlValue::Timestamp(at()));
         assert_eq!(statement.params()[2], SqlValue::Int(10));
+    }
+
+    #[test]
+    fn a_window_job_keeps_its_first_due_count() {
+        let statement = record_due_rows(Backend::Postgres, "j1", 42);
+        expect![[r#"UPDATE reaper_jobs SET due_rows = $1 WHERE id = $2 AND policy IS NOT NULL AND due_rows IS NULL"#]]
+            .assert_eq(statement.sql());
+        assert_eq!(statement.params()[0], SqlValue::Int(42));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub(crate) fn required<R: Row, T>(
 /// Columns every job read returns ([`JobRecord::decode`] reads them by name).
 pub const JOB_COLUMNS: &str = "id, idempotency_key, target, request, state, checkpoint, passes, rows_deleted, \
      rows_held, batches, attempts, max_attempts, lease_owner, lease_expires_at, run_after, last_error, result, created_at, \
-     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at, chain_head";
+     updated_at, started_at, finished_at, locked_rows_skipped, cancel_requested_at, policy, pause_requested_at, chain_head, due_rows";
 
 /// A job's row in the ledger (`reaper_jobs`).
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +100,9 @@ pub struct JobRecord {
     pub pause_requested_at: Option<DateTime<Utc>>,
     /// The newest audit row's hash (the head of the job's audit chain).
     pub chain_head: Option<String>,
+    /// For a retention window's job: the rows that became due in its window (counted, up to
+    /// [`crate::sql::retention::COUNT_CAP`], when the scheduler submitted it).
+    pub due_rows: Option<i64>,
 }
 
 impl JobRecord {
@@ -135,6 +138,7 @@ impl JobRecord {
             policy: row.text("policy")?,
             pause_requested_at: row.time("pause_requested_at")?,
             chain_head: row.text("chain_head")?,
+            due_rows: row.int("due_rows")?,
         })
     }
 

@@ -31,7 +31,8 @@ pub(crate) struct Ids {
 #[derive(Debug, Serialize)]
 struct Live {
     state: &'static str,
-    progress: u32,
+    /// Percent done; absent while the job has no estimate of its matching rows.
+    progress: Option<u32>,
     rows: i64,
     batches: i64,
     rate: String,
@@ -52,7 +53,7 @@ async fn read_live(state: &ApiState, ids: &[&str]) -> Result<BTreeMap<String, Li
             let row = job_row(job, now);
             let live = Live {
                 state: row.state,
-                progress: row.percent,
+                progress: row.known_total.then_some(row.percent),
                 rows: row.rows,
                 batches: row.batches,
                 rate: row.rate,

@@ -17,13 +17,15 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use reaper_core::lifecycle::JobState;
 use reaper_core::sql::retention as sql_retention;
+use reaper_core::views::KeepingUp;
+use reaper_engine::EngineError;
 use reaper_engine::ledger::{self, Action, ActionRecord, AuditRecord, JobRecord};
-use reaper_engine::{EngineError, batch};
 use serde::Deserialize;
 
 use super::session::{self, Role, Session};
 use crate::actions::{self, Outcome};
 use crate::api::{ApiState, bounded};
+use crate::policy_view;
 
 /// Jobs per page.
 const PAGE: u32 = 50;
@@ -828,15 +830,13 @@ struct PolicyLine {
     runs: Vec<RunLine>,
 }
 
-/// One past window of a policy: what its run removed against its due range.
+/// One past window of a policy: what its run removed against what became due in it.
 struct WindowLine {
     window: String,
     removed: String,
+    became_due: String,
     left: String,
 }
-
-/// Past windows whose due ranges the policies page counts.
-const KEEPING_UP_WINDOWS: usize = 3;
 
 /// A capped count in words: "≥ cap" when the count stopped there.
 fn capped_count(count: u64) -> String {
@@ -847,60 +847,28 @@ fn capped_count(count: u64) -> String {
     }
 }
 
-/// What the policies page shows of whether retention keeps up: per past window, the rows its
-/// run removed and the rows of its due range (`age` in `[previous tick − max_age, tick −
-/// max_age)`) still present; the rows that became due since the latest tick; and the backlog
-/// (everything older than the cutoff now). Each a count on the target under
-/// [`sql_retention::COUNT_CAP`], through the index on the policy's age column.
-async fn keeping_up_counts(
-    state: &ApiState,
-    policy: &reaper_core::retention::Policy,
-    runs: &[JobRecord],
-    now: DateTime<Utc>,
-) -> Result<(Vec<WindowLine>, String, String), EngineError> {
-    let db = &state.producer.db;
-    let cap = sql_retention::COUNT_CAP;
-    let max_age = chrono::Duration::from_std(policy.max_age.as_duration()).unwrap_or_default();
-    let at = |moment: DateTime<Utc>| {
-        reaper_core::validate::validate(
-            &policy.job_request(None, reaper_core::retention::SCHEDULER),
-            &state.producer.catalog,
-            moment,
-        )
-        .map_err(EngineError::from)
-    };
-    let previous = |tick: DateTime<Utc>| policy.latest_window(tick - chrono::Duration::seconds(1));
-    let mut windows = Vec::new();
-    let mut tick = policy.latest_window(now);
-    while let Some(end) = tick.filter(|_| windows.len() < KEEPING_UP_WINDOWS) {
-        let Some(start) = previous(end) else { break };
-        let left =
-            batch::count_due_in_range(db, &at(end)?, &policy.age_column, start - max_age, cap)
-                .await?;
-        let key = policy.window_key(end);
-        let removed = runs
-            .iter()
-            .find(|run| run.idempotency_key == key)
-            .map_or_else(
-                || "no run listed".into(),
-                |run| run.rows_deleted.to_string(),
-            );
-        windows.push(WindowLine {
-            window: end.format("%Y-%m-%d %H:%M:%S").to_string(),
-            removed,
-            left: capped_count(left),
-        });
-        tick = Some(start);
-    }
-    let since_last = match policy.latest_window(now) {
-        Some(latest) => capped_count(
-            batch::count_due_in_range(db, &at(now)?, &policy.age_column, latest - max_age, cap)
-                .await?,
-        ),
-        None => "—".into(),
-    };
-    let backlog = capped_count(batch::count_backlog(db, &at(now)?, cap).await?);
-    Ok((windows, since_last, backlog))
+/// The policies page's lines of [`policy_view::keeping_up`].
+fn keeping_up_lines(counts: &KeepingUp) -> (Vec<WindowLine>, String, String) {
+    let windows = counts
+        .windows
+        .iter()
+        .map(|window| WindowLine {
+            window: window.window_end.format("%Y-%m-%d %H:%M:%S").to_string(),
+            removed: window
+                .rows_removed
+                .map_or_else(|| "no run listed".into(), |rows| rows.to_string()),
+            became_due: window.became_due.map_or_else(
+                || "not counted".into(),
+                |rows| capped_count(u64::try_from(rows).unwrap_or(0)),
+            ),
+            left: capped_count(window.still_due),
+        })
+        .collect();
+    (
+        windows,
+        capped_count(counts.due_since_last_window),
+        capped_count(counts.backlog),
+    )
 }
 
 #[derive(Template)]
@@ -944,11 +912,25 @@ async fn policy_line(
     let runs = ledger::policy_jobs(&state.producer.db, &policy.name, &[], POLICY_RUNS).await?;
     // Counts on the target may be slow on a large table: they get their own wait, and the
     // page shows why they are missing rather than failing.
-    let counted = bounded(state, keeping_up_counts(state, policy, &runs, Utc::now())).await;
-    let (windows, since_last, backlog) = counted.unwrap_or_else(|error| {
-        let missing = format!("not counted: {error}");
-        (Vec::new(), missing.clone(), missing)
-    });
+    let counted = bounded(
+        state,
+        policy_view::keeping_up(
+            &state.producer.db,
+            &state.producer.catalog,
+            policy,
+            &runs,
+            Utc::now(),
+        ),
+    )
+    .await;
+    let (windows, since_last, backlog) =
+        counted
+            .as_ref()
+            .map(keeping_up_lines)
+            .unwrap_or_else(|error| {
+                let missing = format!("not counted: {error}");
+                (Vec::new(), missing.clone(), missing)
+            });
     Ok(PolicyLine {
         name: policy.name.clone(),
         target: policy.target.clone(),

@@ -10,8 +10,13 @@ function setField(row, name, value) {
   const field = row.querySelector('[data-field="' + name + '"]');
   if (!field || value === undefined || value === null) return;
   if (name === "progress") {
+    // A job's progress is known once it has an estimate of its matching rows; until then the
+    // bar stays hidden (an empty or full bar would say something false).
     field.value = value;
     field.textContent = value + "%";
+    field.hidden = false;
+    const note = row.querySelector('[data-field="no-estimate"]');
+    if (note) note.remove();
   } else {
     field.textContent = value;
     if (name === "state") field.className = "badge " + value;
