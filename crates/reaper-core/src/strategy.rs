@@ -249,6 +249,28 @@ pub const DEFAULT_PHYSICAL_BATCH_DURATION: Duration = Duration::from_millis(25);
 /// to stay far below the target duration on any table, and the span grows from there.
 pub const FIRST_BLOCK_SPAN: u64 = 128;
 
+/// The blocks a batch of `limit` rows fills, judged from a batch over the blocks `first` to
+/// `last` that selected `selected` matching tuples: those blocks when the limit cut it, else
+/// the span at the density it saw with a tenth to spare (a range that holds more than a batch
+/// takes is removed in two scans instead of one). `None` when it saw no matching tuple.
+pub fn blocks_for_limit(
+    first: u64,
+    last: u64,
+    span: u64,
+    selected: u64,
+    limit: u32,
+) -> Option<u64> {
+    let limit = u64::from(limit);
+    if selected >= limit {
+        return Some(last.saturating_sub(first) + 1);
+    }
+    if selected == 0 {
+        return None;
+    }
+    let at_density = span as f64 * limit as f64 / selected as f64 * 0.9;
+    Some((at_density.round() as u64).max(1))
+}
+
 impl BlockSpan {
     /// The span after a batch over `span` blocks took `elapsed`. `covered` is `Some(blocks)`
     /// when the batch reached its row limit after that many blocks: the rows, not the time,
@@ -283,6 +305,19 @@ mod tests {
             matching_rows,
             table_rows,
         })
+    }
+
+    #[test]
+    fn a_span_is_capped_by_the_blocks_one_batch_fills() {
+        // Cut by the limit after blocks 10..=14: five blocks hold a batch.
+        assert_eq!(blocks_for_limit(10, 14, 128, 100, 100), Some(5));
+        // 50 rows in 100 blocks, limit 100: 200 blocks at that density, 180 with the margin.
+        assert_eq!(blocks_for_limit(0, 99, 100, 50, 100), Some(180));
+        // Dense: 90 rows in 2 blocks, limit 100 → 2; 46 rows in a block → 2 blocks (92 rows).
+        assert_eq!(blocks_for_limit(0, 1, 2, 90, 100), Some(2));
+        assert_eq!(blocks_for_limit(0, 0, 1, 46, 100), Some(2));
+        assert_eq!(blocks_for_limit(0, 0, 1, 99, 100), Some(1));
+        assert_eq!(blocks_for_limit(0, 9, 10, 0, 100), None);
     }
 
     #[test]

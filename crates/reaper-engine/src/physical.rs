@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use reaper_core::catalog::Target;
 use reaper_core::holds::HeldRows;
+use reaper_core::sql::physical::RowBound;
 use reaper_core::sql::{Backend, RowLocking, Statement, physical, postgres};
 use reaper_core::strategy::{self, Estimate, Tid};
 use reaper_core::validate::ValidatedJob;
@@ -99,26 +100,36 @@ pub async fn estimate(db: &Database, job: &ValidatedJob) -> Result<Estimate, Eng
 }
 
 /// Runs one physical batch over the tuples after `after` and before `end`, at most `limit` rows.
-/// With [`RowLocking::Direct`], a tuple held by another transaction past `lock_timeout` rolls
-/// the attempt back and the batch reruns with `SKIP LOCKED`; the second value says which ran.
-/// A skipped tuple is the keyset sweep's.
+/// It first removes the range in one scan ([`RowBound::Guarded`]); a range that held more
+/// than `limit` matching tuples fails that statement (nothing removed) and reruns selecting the
+/// first `limit` ([`RowBound::Selected`]). With [`RowLocking::Direct`], a tuple held by another
+/// transaction past `lock_timeout` rolls the attempt back and the batch reruns with `SKIP
+/// LOCKED`; the second value says which ran. A skipped tuple is the keyset sweep's.
 pub async fn run_range_batch(
     db: &Database,
     job: &ValidatedJob,
-    (after, end): (Tid, Tid),
+    range: (Tid, Tid),
     limit: u32,
     holder: LeaseHolder<'_>,
     locking: RowLocking,
 ) -> Result<(RangeResult, RowLocking), EngineError> {
-    let attempt = |locking| {
+    let attempt = |locking, bound| {
         let now = Utc::now();
         run_range_transaction(db, job, now, move |held: &[HeldRows]| {
             // The physical pass is the job's first over its rows: it counts the held ones.
             let context = holder.batch_context(now, locking, (held, true));
-            physical::delete_range(job, after, end, limit, &context)
+            physical::delete_range(job, range, limit, bound, &context)
         })
     };
-    match attempt(locking).await {
+    let mut result = attempt(locking, RowBound::Guarded).await;
+    if matches!(&result, Err(error) if over_limit(error)) {
+        tracing::debug!(
+            message = "A block range held more matching rows than a batch takes; selecting them.",
+            limit
+        );
+        result = attempt(locking, RowBound::Selected).await;
+    }
+    match result {
         Err(EngineError::Database { error, .. })
             if locking == RowLocking::Direct
                 && database_code(&error).as_deref() == Some("55P03") =>
@@ -127,11 +138,23 @@ pub async fn run_range_batch(
                 message = "Rows are locked by other transactions; the sweep will take them."
             );
             Ok((
-                attempt(RowLocking::SkipLocked).await?,
+                attempt(RowLocking::SkipLocked, RowBound::Selected).await?,
                 RowLocking::SkipLocked,
             ))
         }
         other => Ok((other?, locking)),
+    }
+}
+
+/// The failure a [`RowBound::Guarded`] batch raises over its limit (rolled back, nothing
+/// removed): SQLSTATE 22P02 with [`physical::OVER_LIMIT_MARK`] in its message.
+fn over_limit(error: &EngineError) -> bool {
+    match error {
+        EngineError::Database { error, .. } => {
+            database_code(error).as_deref() == Some("22P02")
+                && error.to_string().contains(physical::OVER_LIMIT_MARK)
+        }
+        _ => false,
     }
 }
 
@@ -203,9 +226,9 @@ pub fn describe(job: &ValidatedJob, keyset: &str, now: chrono::DateTime<Utc>) ->
     let context = report_context(now);
     let first = physical::delete_range(
         job,
-        Tid::START,
-        Tid::block_start(strategy::FIRST_BLOCK_SPAN),
+        (Tid::START, Tid::block_start(strategy::FIRST_BLOCK_SPAN)),
         job.batch_size,
+        RowBound::Guarded,
         &context,
     );
     format!(

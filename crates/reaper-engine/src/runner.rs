@@ -705,7 +705,9 @@ impl Run<'_> {
                     .pacer
                     .book(&job.target.name, batch_started, rows, rate);
             }
-            let covered = (selected >= u64::from(limit)).then(|| next.block - after.block + 1);
+            let scanned = end.block.saturating_sub(after.block).max(1);
+            let covered =
+                strategy::blocks_for_limit(after.block, next.block, scanned, selected, limit);
             span = span_rule.next_span(span, elapsed, covered);
             let pause = job.target.throttle.pause;
             if !pause.is_zero() && !sleep_unless_stopped(pause, should_stop).await {

@@ -142,9 +142,13 @@ async fn a_large_share_is_removed_in_physical_order_in_batches_no_larger_than_th
         .map(|e| e.row_count)
         .collect();
     assert!(sizes.iter().all(|&size| size <= 100), "{sizes:?}");
+    // The span follows the density the batches see, so batches stay near the limit: at
+    // most 1.5× the batches full ones would take (ranges over it reran selecting 100).
+    let fewest = matching.len().div_ceil(100);
     assert!(
-        sizes.iter().filter(|&&size| size == 100).count() > 50,
-        "{sizes:?}"
+        sizes.len() <= fewest * 3 / 2,
+        "{} batches for {fewest}: {sizes:?}",
+        sizes.len()
     );
 }
 

@@ -158,6 +158,26 @@ pub(crate) fn write_summary_head(
     key_type: KeyType,
     ctx: &BatchContext<'_>,
 ) -> &'static str {
+    write_summary_over(w, key_type, ctx, Selection::BatchCte)
+}
+
+/// Where a batch's selected rows are counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Selection {
+    /// The `batch` CTE (selected first, then removed).
+    BatchCte,
+    /// The removed rows themselves (a statement that selects and removes in one scan; no hold
+    /// is active, so no selected row was left).
+    Removed,
+}
+
+/// [`write_summary_head`] with the selected rows counted from `selection`.
+pub(crate) fn write_summary_over(
+    w: &mut SqlWriter,
+    key_type: KeyType,
+    ctx: &BatchContext<'_>,
+    selection: Selection,
+) -> &'static str {
     // PostgreSQL (before 16) has no min/max for uuid; a uuid's order is its canonical text's.
     let (min, max) = match key_type {
         KeyType::Uuid => ("min(reaper_key::text)", "max(reaper_key::text)"),
@@ -167,13 +187,18 @@ pub(crate) fn write_summary_head(
         .push(min)
         .push(" AS first_key, ")
         .push(max)
-        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ")
-        .push("(SELECT count(*) FROM batch) AS selected, ")
-        .push(if ctx.held.is_empty() || !ctx.count_held {
+        .push(" AS last_key, COALESCE(json_agg(reaper_key ORDER BY reaper_key), '[]')::text AS deleted_keys, ");
+    match selection {
+        Selection::BatchCte => w.push("(SELECT count(*) FROM batch) AS selected, "),
+        Selection::Removed => w.push("count(*) AS selected, "),
+    };
+    w.push(
+        if ctx.held.is_empty() || !ctx.count_held || selection == Selection::Removed {
             "0::int8 AS held, "
         } else {
             "(SELECT count(*) FROM batch WHERE reaper_held) AS held, "
-        });
+        },
+    );
     max
 }
 
