@@ -11,7 +11,7 @@ use crate::daemon::{Api, Daemon, free_port};
 use crate::{Deployment, config_text, reaper, run, stderr};
 
 /// `[targets.TABLE]` keyed by an int `id`, with `batch_size` when given.
-fn target_toml(table: &str, batch_size: Option<i64>) -> String {
+pub(crate) fn target_toml(table: &str, batch_size: Option<i64>) -> String {
     let batch = batch_size.map_or(String::new(), |size| format!("batch_size = {size}\n"));
     format!(
         "[targets.{table}]\ntable = \"{table}\"\nprimary_key = \"id\"\nkey_type = \"int\"\n{batch}"
@@ -19,7 +19,7 @@ fn target_toml(table: &str, batch_size: Option<i64>) -> String {
 }
 
 /// `[[targets.PARENT.children]]`.
-fn child_toml(parent: &str, target: &str, column: &str, action: &str) -> String {
+pub(crate) fn child_toml(parent: &str, target: &str, column: &str, action: &str) -> String {
     format!(
         "[[targets.{parent}.children]]\ntarget = \"{target}\"\ncolumn = \"{column}\"\naction = \"{action}\"\n"
     )
@@ -27,7 +27,7 @@ fn child_toml(parent: &str, target: &str, column: &str, action: &str) -> String 
 
 /// users ← sessions (ON DELETE CASCADE), users ← orders (RESTRICT) ← order_items, each
 /// foreign-key column indexed.
-const SHOP_DDL: [&str; 7] = [
+pub(crate) const SHOP_DDL: [&str; 7] = [
     "CREATE TABLE users (id BIGINT PRIMARY KEY)",
     "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
      FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)",

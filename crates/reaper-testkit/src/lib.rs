@@ -13,6 +13,7 @@ mod graph;
 mod invariants;
 mod private_servers;
 mod redis_queue;
+pub mod shop;
 mod tls_servers;
 pub use graph::{GraphSnapshot, GraphTable};
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
