@@ -96,34 +96,9 @@ async fn a_purge_leaves_held_rows_and_a_job_after_their_release_deletes_them(bac
 async fn an_erasure_across_relations_keeps_held_rows_with_their_subtree_and_ancestors(
     backend: Backend,
 ) {
-    use crate::erasure_graph::{SHOP_DDL, child_toml, target_toml};
     let deployment = Deployment::new(backend, 10).await;
-    deployment.migrate();
-    for ddl in SHOP_DDL.into_iter().chain([
-        "INSERT INTO users (id) VALUES (1), (2), (3)",
-        "INSERT INTO sessions (id, user_id) VALUES (11, 1), (21, 2), (22, 2), (31, 3)",
-        "INSERT INTO orders (id, user_id) VALUES (12, 1), (23, 2), (24, 2)",
-        "INSERT INTO order_items (id, order_id) VALUES (121, 12), (231, 23), (232, 23), (241, 24)",
-    ]) {
-        deployment.test.exec(ddl).await;
-    }
-    let plain = |table: &str| target_toml(table, Some(1));
-    let child =
-        |parent: &str, target: &str, column: &str| child_toml(parent, target, column, "delete");
-    let config = [
-        std::fs::read_to_string(&deployment.config).unwrap(),
-        plain("users"),
-        "[targets.users.columns]\nid = \"int\"\n".into(),
-        child("users", "sessions", "user_id"),
-        child("users", "orders", "user_id"),
-        plain("sessions"),
-        plain("orders"),
-        child("orders", "order_items", "order_id"),
-        plain("order_items"),
-        "[targets.order_items.columns]\nid = \"int\"\n".into(),
-    ]
-    .join("\n");
-    std::fs::write(&deployment.config, config).unwrap();
+    crate::erasure_graph::small_shop(&deployment, "[targets.order_items.columns]\nid = \"int\"\n")
+        .await;
     let place = |args: &[&str]| {
         let output = run(deployment.reaper().arg("hold").args(args));
         assert!(output.status.success(), "{}", stderr(&output));
@@ -176,7 +151,12 @@ async fn an_erasure_across_relations_keeps_held_rows_with_their_subtree_and_ance
 
     let signed = crate::receipts::receipt(&deployment, &id);
     let tables = &signed["receipt"]["tables"];
-    for (table, kept) in [("users", 2), ("sessions", 1), ("orders", 1), ("order_items", 1)] {
+    for (table, kept) in [
+        ("users", 2),
+        ("sessions", 1),
+        ("orders", 1),
+        ("order_items", 1),
+    ] {
         assert_eq!(tables[table]["held"], kept, "{table}: {tables}");
         assert_eq!(tables[table]["still_matching"], 0, "{table}: {tables}");
     }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::Catalog;
 use reaper_core::receipt::{HoldNote, RECEIPT_VERSION, ReceiptBody, TableReceipt};
-use reaper_core::sql::rows::{AuditRecord, JobRecord};
 use reaper_core::sql::graph;
+use reaper_core::sql::rows::{AuditRecord, JobRecord};
 use reaper_core::validate::ValidatedJob;
 
 use crate::audit_chain::{audit_rows, hash, verify_job};

@@ -171,14 +171,7 @@ async fn a_hold_placed_while_a_job_runs_applies_to_every_batch_after_it(backend:
         panic!("{first:?}");
     };
     // Key 3 is gone already: the hold cannot bring it back; key 53 is still there.
-    holds::place(
-        &s.db,
-        &s.catalog,
-        &hold(&serde_json::json!({"keys": [3, 53]})),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    place_all(&s, [hold(&serde_json::json!({"keys": [3, 53]}))]).await;
     let mut after = last_key;
     let mut held = 0;
     loop {
@@ -206,25 +199,41 @@ async fn a_hold_placed_while_a_job_runs_applies_to_every_batch_after_it(backend:
     assert_eq!(s.job(&id).await.rows_held, 1);
 }
 
-async fn holds_that_cannot_be_read_fail_the_batch_and_nothing_is_deleted(backend: Backend) {
-    let s = EngineTest::new(backend, 100).await;
-    let before = s.snapshot().await;
-    // A stored hold whose filter the catalog no longer allows (a column since dropped from it).
+/// Stores hold `h-old` on `target` by a filter on `column`, which the catalog does not allow
+/// (a column since dropped from it), then runs `job`: it dies naming the hold. The job's id.
+async fn a_stored_hold_that_no_longer_applies_kills_the_job(
+    s: &EngineTest,
+    (target, column): (&str, &str),
+    job: serde_json::Value,
+) -> String {
     s.test
         .exec(&format!(
             "INSERT INTO reaper_holds (id, target, held_filter, reason, placed_by, placed_at) VALUES \
-             ('h-old', 'events', '{{\"all\":[{{\"column\":\"payload\",\"op\":\"eq\",\"value\":\"x\"}}]}}', \
+             ('h-old', '{target}', '{{\"all\":[{{\"column\":\"{column}\",\"op\":\"eq\",\"value\":1}}]}}', \
              'case 1', 'legal', {})",
             s.ts("2026-01-01 00:00:00")
         ))
         .await;
-    let id = s.submit(erase_tenant(4, serde_json::json!({})), 3).await;
+    let id = s.submit(job, 3).await;
     let outcome = s.run_once(&id).await;
     let RunOutcome::Dead { error } = &outcome else {
         panic!("{outcome:?}");
     };
     assert!(error.contains("legal hold h-old"), "{error}");
     assert!(error.contains("nothing was deleted"), "{error}");
+    id
+}
+
+async fn holds_that_cannot_be_read_fail_the_batch_and_nothing_is_deleted(backend: Backend) {
+    let s = EngineTest::new(backend, 100).await;
+    let before = s.snapshot().await;
+    // A stored hold whose filter the catalog no longer allows (a column since dropped from it).
+    a_stored_hold_that_no_longer_applies_kills_the_job(
+        &s,
+        ("events", "payload"),
+        erase_tenant(4, serde_json::json!({})),
+    )
+    .await;
     before.assert_untouched(&s.test).await;
 
     // The holds table unreadable: the batch fails, nothing deleted.
@@ -279,12 +288,10 @@ const REMOVED_TABLES: [GraphTable<'static>; 5] = [
 
 /// A hold on `target` (`keys` or `filter` given in `rows`).
 fn hold_on(target: &str, rows: serde_json::Value) -> HoldRequest {
-    let mut request = serde_json::json!({"target": target, "reason": format!("case {target}"),
-        "placed_by": "legal"});
-    request
-        .as_object_mut()
-        .unwrap()
-        .extend(rows.as_object().unwrap().clone());
+    let mut request = rows;
+    request["target"] = target.into();
+    request["reason"] = format!("case {target}").into();
+    request["placed_by"] = "legal".into();
     serde_json::from_value(request).unwrap()
 }
 
@@ -318,6 +325,30 @@ fn without(
         .collect()
 }
 
+/// Tenant 1's users of the 30-user shop: 1, 4, 7, … 28.
+fn tenant_1_users() -> BTreeSet<i64> {
+    (1..=30).filter(|u| u % 3 == 1).collect()
+}
+
+/// Places every hold of `requests` now.
+async fn place_all(s: &EngineTest, requests: impl IntoIterator<Item = HoldRequest>) {
+    let now = Utc::now();
+    for request in requests {
+        holds::place(&s.db, &s.catalog, &request, now)
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs job `id` for its first window only (the run stops before the next): `pending` again.
+async fn run_one_window(s: &EngineTest, id: &str) {
+    let run_settings = reaper_testkit::engine::settings();
+    let progress = run_settings.progress.clone();
+    let one_window = move || progress.batches.load(Ordering::Relaxed) >= 1;
+    let outcome = s.run_with(id, &run_settings, &one_window).await;
+    assert_eq!(outcome, RunOutcome::Continue);
+}
+
 fn ids(ids: &[i64]) -> BTreeSet<String> {
     ids.iter().map(ToString::to_string).collect()
 }
@@ -336,18 +367,19 @@ async fn graph_holds_keep_held_rows_their_subtree_and_ancestors_and_the_rest_goe
     backend: Backend,
 ) {
     let s = shop_with(backend, 30, CHILD_BATCH).await;
-    let now = Utc::now();
-    for request in [
-        hold_on("users", serde_json::json!({"keys": [4]})),
-        hold_by_filter("users", 10),
-        hold_on("orders", serde_json::json!({"keys": [191]})),
-        hold_by_filter("order_items", 711),
-        hold_on("reviews", serde_json::json!({"keys": [161]})),
-    ] {
-        holds::place(&s.db, &s.catalog, &request, now).await.unwrap();
-    }
+    place_all(
+        &s,
+        [
+            hold_on("users", serde_json::json!({"keys": [4]})),
+            hold_by_filter("users", 10),
+            hold_on("orders", serde_json::json!({"keys": [191]})),
+            hold_by_filter("order_items", 711),
+            hold_on("reviews", serde_json::json!({"keys": [161]})),
+        ],
+    )
+    .await;
     let all = state(&s).await;
-    let tenant_1: BTreeSet<i64> = (1..=30).filter(|u| u % 3 == 1).collect();
+    let tenant_1 = tenant_1_users();
     // What stays of tenant 1: users 4 and 10 whole; user 7, order 71, item 711; user 19, order
     // 191 and its items; user 16 and review 161.
     let kept = BTreeMap::from([
@@ -426,27 +458,27 @@ async fn a_hold_placed_mid_graph_job_applies_to_every_transaction_after_it(backe
     let s = shop_with(backend, 30, CHILD_BATCH).await;
     let all = state(&s).await;
     let id = s.submit(erase_tenant_1("mid"), 1).await;
-    let run_settings = reaper_testkit::engine::settings();
-    let progress = run_settings.progress.clone();
-    let one_window = move || progress.batches.load(Ordering::Relaxed) >= 1;
-    let outcome = s.run_with(&id, &run_settings, &one_window).await;
-    assert_eq!(outcome, RunOutcome::Continue);
+    run_one_window(&s, &id).await;
     assert_eq!(s.test.ids("users", "id IN (1, 4, 7)").await.len(), 0);
 
-    let now = Utc::now();
-    for request in [
-        hold_on("users", serde_json::json!({"keys": [1, 28]})),
-        hold_by_filter("order_items", 2511),
-    ] {
-        holds::place(&s.db, &s.catalog, &request, now).await.unwrap();
-    }
+    place_all(
+        &s,
+        [
+            hold_on("users", serde_json::json!({"keys": [1, 28]})),
+            hold_by_filter("order_items", 2511),
+        ],
+    )
+    .await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
-    let tenant_1: BTreeSet<i64> = (1..=30).filter(|u| u % 3 == 1).collect();
+    let tenant_1 = tenant_1_users();
     let kept = BTreeMap::from([
         ("users", ids(&[28, 25])),
         ("sessions", ids(&[281, 282])),
         ("orders", ids(&[281, 282, 251])),
-        ("order_items", ids(&[2811, 2812, 2813, 2821, 2822, 2823, 2511])),
+        (
+            "order_items",
+            ids(&[2811, 2812, 2813, 2821, 2822, 2823, 2511]),
+        ),
         ("events", ids(&[281, 282])),
         ("reviews", ids(&[281])),
     ]);
@@ -477,30 +509,18 @@ async fn graph_holds_that_cannot_be_read_fail_the_transaction_and_nothing_is_del
 ) {
     let s = shop_with(backend, 12, CHILD_BATCH).await;
     let all = state(&s).await;
-    s.test
-        .exec(&format!(
-            "INSERT INTO reaper_holds (id, target, held_filter, reason, placed_by, placed_at) VALUES \
-             ('h-old', 'order_items', '{{\"all\":[{{\"column\":\"price\",\"op\":\"eq\",\"value\":1}}]}}', \
-             'case 1', 'legal', {})",
-            s.ts("2026-01-01 00:00:00")
-        ))
-        .await;
-    let id = s.submit(erase_tenant_1("unreadable"), 3).await;
-    let outcome = s.run_once(&id).await;
-    let RunOutcome::Dead { error } = &outcome else {
-        panic!("{outcome:?}");
-    };
-    assert!(error.contains("legal hold h-old"), "{error}");
+    let id = a_stored_hold_that_no_longer_applies_kills_the_job(
+        &s,
+        ("order_items", "price"),
+        erase_tenant_1("unreadable"),
+    )
+    .await;
     assert_eq!(state(&s).await, all, "nothing removed from any table");
     assert_eq!(s.job(&id).await.batches, 0);
 
     s.test.exec("DELETE FROM reaper_holds").await;
     let other = s.submit(erase_tenant_1("renamed"), 1).await;
-    let run_settings = reaper_testkit::engine::settings();
-    let progress = run_settings.progress.clone();
-    let one_window = move || progress.batches.load(Ordering::Relaxed) >= 1;
-    let outcome = s.run_with(&other, &run_settings, &one_window).await;
-    assert_eq!(outcome, RunOutcome::Continue);
+    run_one_window(&s, &other).await;
     let after_one_window = state(&s).await;
     assert_ne!(after_one_window, all);
     let batches = s.job(&other).await.batches;
@@ -525,13 +545,14 @@ async fn graph_holds_that_cannot_be_read_fail_the_transaction_and_nothing_is_del
 /// tenant 3's 10 events, 2 of them held.
 async fn dry_runs_count_held_rows_and_max_rows_counts_only_rows_removed(backend: Backend) {
     let s = shop_with(backend, 30, CHILD_BATCH).await;
-    let now = Utc::now();
-    for request in [
-        hold_on("users", serde_json::json!({"keys": [4]})),
-        hold_by_filter("order_items", 711),
-    ] {
-        holds::place(&s.db, &s.catalog, &request, now).await.unwrap();
-    }
+    place_all(
+        &s,
+        [
+            hold_on("users", serde_json::json!({"keys": [4]})),
+            hold_by_filter("order_items", 711),
+        ],
+    )
+    .await;
     let all = state(&s).await;
     let mut dry = erase_tenant_1("dry");
     dry["dry_run"] = true.into();
@@ -541,7 +562,7 @@ async fn dry_runs_count_held_rows_and_max_rows_counts_only_rows_removed(backend:
         JobResult::DryRun(report) => report,
         other => panic!("{other:?}"),
     };
-    let tenant_1: BTreeSet<i64> = (1..=30).filter(|u| u % 3 == 1).collect();
+    let tenant_1 = tenant_1_users();
     let matching: BTreeMap<String, u64> = hanging_off(&tenant_1)
         .into_iter()
         .map(|(table, rows)| (table.to_owned(), rows.len() as u64))
@@ -579,14 +600,7 @@ async fn dry_runs_count_held_rows_and_max_rows_counts_only_rows_removed(backend:
 
     // One table: the events fixture, tenant 3 (ids 3, 13, … 93), keys 3 and 13 held.
     let e = EngineTest::new(backend, 100).await;
-    holds::place(
-        &e.db,
-        &e.catalog,
-        &hold(&serde_json::json!({"keys": [3, 13]})),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
+    place_all(&e, [hold(&serde_json::json!({"keys": [3, 13]}))]).await;
     let dry = e
         .submit(erase_tenant(3, serde_json::json!({"dry_run": true})), 1)
         .await;
@@ -604,7 +618,10 @@ async fn dry_runs_count_held_rows_and_max_rows_counts_only_rows_removed(backend:
         )
     };
     let refused = e.submit(capped(7), 1).await;
-    assert!(matches!(e.run_to_end(&refused).await, RunOutcome::Dead { .. }));
+    assert!(matches!(
+        e.run_to_end(&refused).await,
+        RunOutcome::Dead { .. }
+    ));
     let before = e.snapshot().await;
     let runs = e.submit(capped(8), 1).await;
     let expected: BTreeSet<String> = tenant_3(100).difference(&ids(&[3, 13])).cloned().collect();

@@ -23,9 +23,9 @@ use reaper_core::retention::Policy;
 use reaper_core::span::Span;
 use reaper_core::strategy::{ChoiceReason, StrategyChoice};
 use reaper_core::validate::{ValidatedJob, validate};
+use reaper_engine::Database;
 use reaper_engine::ledger::{self, ClaimFrom, JobRecord};
 use reaper_engine::runner::{self, RunOutcome, RunSettings, StopAs};
-use reaper_engine::Database;
 use serde_json::json;
 
 use crate::settings::Settings;

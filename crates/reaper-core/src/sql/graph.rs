@@ -335,8 +335,7 @@ fn root_below(job: &ValidatedJob) -> Vec<usize> {
 /// Whether a hold is active on the table of a step of `below` or of a step under one of them.
 fn held_under(job: &ValidatedJob, holds: &ActiveHolds, below: &[usize]) -> bool {
     below.iter().filter_map(|&i| job.graph.get(i)).any(|step| {
-        !holds.on(&step.target().name).is_empty()
-            || held_under(job, holds, &step.directly_below)
+        !holds.on(&step.target().name).is_empty() || held_under(job, holds, &step.directly_below)
     })
 }
 
@@ -730,5 +729,4 @@ mod tests {
         expect![[r#"SELECT count(*) FROM "users" WHERE (TRUE) AND (("id" IN (?)) OR ("id" IN (SELECT "user_id" FROM "orders" WHERE (("id" IN (SELECT "order_id" FROM "order_items" WHERE (("id" IN (?))))) IS TRUE))) IS TRUE) IS TRUE"#]]
         .assert_eq(&count_kept_roots(Backend::Sqlite, &job, Root::Filter, &holds).unwrap().sql);
     }
-
 }
