@@ -630,3 +630,96 @@ async fn dry_runs_count_held_rows_and_max_rows_counts_only_rows_removed(backend:
     let job = e.job(&runs).await;
     assert_eq!((job.rows_deleted, job.rows_held), (8, 2));
 }
+
+/// User 7's erasure is one window of six transactions: sessions, order items, orders, events,
+/// reviews, the user. While the first (sessions) is about to commit, another connection places
+/// a hold on item 711 by filter: that transaction read the holds before and removes user 7's
+/// sessions; every later one keeps item 711, its order 71 and user 7, and removes the rest.
+/// PostgreSQL and MariaDB: on SQLite the hold's write would wait for the batch's write lock (one
+/// writer), so it lands between transactions, as `a_hold_placed_mid_graph_job_…` shows.
+async fn a_hold_committed_between_two_transactions_of_a_window_applies_from_the_next(
+    backend: Backend,
+) {
+    let _scenario = fail::FailScenario::setup();
+    let s = shop_with(backend, 30, CHILD_BATCH).await;
+    let all = state(&s).await;
+    let url = s.test.url.clone();
+    let placed_at = s.ts("2026-01-01 00:00:00");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = calls.clone();
+    fail::cfg_callback("graph::before_commit", move || {
+        if counter.fetch_add(1, Ordering::SeqCst) != 0 {
+            return;
+        }
+        let (url, placed_at) = (url.clone(), placed_at.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                use sea_orm::ConnectionTrait;
+                let other = sea_orm::Database::connect(&url).await.unwrap();
+                other
+                    .execute_unprepared(&format!(
+                        "INSERT INTO reaper_holds (id, target, held_filter, reason, placed_by, \
+                         placed_at) VALUES ('mid', 'order_items', \
+                         '{{\"all\":[{{\"column\":\"id\",\"op\":\"eq\",\"value\":711}}]}}', \
+                         'case mid', 'legal', {placed_at})"
+                    ))
+                    .await
+                    .unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+    })
+    .unwrap();
+    let id = s
+        .submit(
+            job(
+                "users",
+                serde_json::json!([{"column": "id", "op": "eq", "value": 7}]),
+                serde_json::json!({}),
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    fail::cfg("graph::before_commit", "off").unwrap();
+    let mut expected = hanging_off(&BTreeSet::from([7]));
+    let kept = BTreeMap::from([
+        ("users", ids(&[7])),
+        ("orders", ids(&[71])),
+        ("order_items", ids(&[711])),
+    ]);
+    expected = without(&expected, &kept);
+    assert_eq!(state(&s).await, without(&all, &expected));
+    let summary = s
+        .job(&id)
+        .await
+        .job_result()
+        .and_then(|r| r.summary().cloned());
+    assert_eq!(
+        summary.unwrap().held,
+        counts(&[("users", 1), ("orders", 1), ("order_items", 1)])
+    );
+}
+
+mod between_transactions {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn postgres() {
+        super::a_hold_committed_between_two_transactions_of_a_window_applies_from_the_next(
+            reaper_core::sql::Backend::Postgres,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn mariadb() {
+        super::a_hold_committed_between_two_transactions_of_a_window_applies_from_the_next(
+            reaper_core::sql::Backend::MySql,
+        )
+        .await;
+    }
+}
