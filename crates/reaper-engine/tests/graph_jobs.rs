@@ -356,31 +356,13 @@ async fn children_inserted_during_the_erasure_are_removed_too(backend: Backend) 
     // Sessions of the window's 20 users are 40 rows: batches 1–6; batch 8 drains items.
     fail::cfg_callback("graph::before_commit", move || {
         if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 8 {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    use sea_orm::ConnectionTrait;
-                    let other = sea_orm::Database::connect(&url).await.unwrap();
-                    other
-                        .execute_unprepared(
-                            "INSERT INTO sessions (id, user_id) VALUES (9000001, 1)",
-                        )
-                        .await
-                        .unwrap();
-                    other
-                        .execute_unprepared(
-                            "INSERT INTO order_items (id, order_id) VALUES (9000002, 11)",
-                        )
-                        .await
-                        .unwrap();
-                });
-            })
-            .join()
-            .unwrap();
+            reaper_testkit::exec_from_another_client(
+                &url,
+                &[
+                    "INSERT INTO sessions (id, user_id) VALUES (9000001, 1)".into(),
+                    "INSERT INTO order_items (id, order_id) VALUES (9000002, 11)".into(),
+                ],
+            );
         }
     })
     .unwrap();

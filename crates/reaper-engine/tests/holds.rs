@@ -651,28 +651,15 @@ async fn a_hold_committed_between_two_transactions_of_a_window_applies_from_the_
         if counter.fetch_add(1, Ordering::SeqCst) != 0 {
             return;
         }
-        let (url, placed_at) = (url.clone(), placed_at.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                use sea_orm::ConnectionTrait;
-                let other = sea_orm::Database::connect(&url).await.unwrap();
-                other
-                    .execute_unprepared(&format!(
-                        "INSERT INTO reaper_holds (id, target, held_filter, reason, placed_by, \
-                         placed_at) VALUES ('mid', 'order_items', \
-                         '{{\"all\":[{{\"column\":\"id\",\"op\":\"eq\",\"value\":711}}]}}', \
-                         'case mid', 'legal', {placed_at})"
-                    ))
-                    .await
-                    .unwrap();
-            });
-        })
-        .join()
-        .unwrap();
+        reaper_testkit::exec_from_another_client(
+            &url,
+            &[format!(
+                "INSERT INTO reaper_holds (id, target, held_filter, reason, placed_by, placed_at) \
+                 VALUES ('mid', 'order_items', \
+                 '{{\"all\":[{{\"column\":\"id\",\"op\":\"eq\",\"value\":711}}]}}', \
+                 'case mid', 'legal', {placed_at})"
+            )],
+        );
     })
     .unwrap();
     let id = s
