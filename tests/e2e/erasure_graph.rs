@@ -187,11 +187,10 @@ async fn start_up_refuses_an_undeclared_referencing_table_then_an_unindexed_chil
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
-/// An erasure through the real binary: `enqueue` a job on `users` (the same shape as any job),
-/// `run --until-idle`, and `status` shows the per-table counts; sessions (ON DELETE CASCADE),
-/// orders and their items (RESTRICT) of the user are gone, every other row is still there.
-async fn an_erasure_through_the_binary_removes_the_user_everywhere(backend: Backend) {
-    let deployment = Deployment::new(backend, 10).await;
+/// The shop of three users (users 1–3; sessions 11, 21, 22, 31; orders 12, 23, 24; items 121,
+/// 231, 232, 241) in the migrated `deployment`, its catalog (one row per batch, `users.id`
+/// filterable) appended to the configuration with `extra`.
+pub(crate) async fn small_shop(deployment: &Deployment, extra: &str) {
     deployment.migrate();
     for ddl in SHOP_DDL.into_iter().chain([
         "INSERT INTO users (id) VALUES (1), (2), (3)",
@@ -214,9 +213,18 @@ async fn an_erasure_through_the_binary_removes_the_user_everywhere(backend: Back
         plain("orders"),
         child("orders", "order_items", "order_id"),
         plain("order_items"),
+        extra.to_owned(),
     ]
     .join("\n");
     std::fs::write(&deployment.config, config).unwrap();
+}
+
+/// An erasure through the real binary: `enqueue` a job on `users` (the same shape as any job),
+/// `run --until-idle`, and `status` shows the per-table counts; sessions (ON DELETE CASCADE),
+/// orders and their items (RESTRICT) of the user are gone, every other row is still there.
+async fn an_erasure_through_the_binary_removes_the_user_everywhere(backend: Backend) {
+    let deployment = Deployment::new(backend, 10).await;
+    small_shop(&deployment, "").await;
     let id = deployment.enqueue(&serde_json::json!({
         "target": "users", "filter": {"all": [{"column": "id", "op": "eq", "value": 2}]},
         "requested_by": "e2e", "reason": "erasure request"}));

@@ -16,7 +16,7 @@ reaper_testkit::on_every_backend!(a_receipt_is_signed_verified_and_finds_what_ch
 const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 const PUBLIC_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
-fn receipt(deployment: &Deployment, id: &str) -> serde_json::Value {
+pub(crate) fn receipt(deployment: &Deployment, id: &str) -> serde_json::Value {
     let output = run(deployment
         .reaper()
         .env("REAPER_RECEIPT_KEY", SEED)

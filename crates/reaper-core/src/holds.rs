@@ -16,6 +16,11 @@
 //! finds a stored hold it cannot apply (its filter names a column the catalog no longer allows)
 //! fails before it removes anything.
 //!
+//! **Across relations** a hold keeps more than its rows: what hangs off a held row (its
+//! subtree in the job's plan) and what a held row hangs off (its ancestors, whatever the
+//! relations' actions: the held row is left as it is, so it still refers to its parent). The
+//! conditions are written by [`crate::sql::graph`].
+//!
 //! This module owns the wire format of a hold, its validation against the catalog and the
 //! compiled form the statements exclude. It does no I/O; SQL lives in [`crate::sql::holds`].
 

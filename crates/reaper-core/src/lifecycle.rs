@@ -200,8 +200,12 @@ pub struct JobSummary {
 pub struct DryRunReport {
     /// Always true; tells readers of the result what it is.
     pub dry_run: bool,
-    /// Rows the job would delete now.
+    /// Rows of its own table the job's filter matches now, held ones included.
     pub matching_rows: u64,
+    /// How many of `matching_rows` a legal hold keeps (held, or — across relations — referred
+    /// to by a held row below); the job would remove the others.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_rows: u64,
     /// The first matching keys.
     pub sample_keys: Vec<KeyValue>,
     /// Rows per batch.
@@ -211,15 +215,24 @@ pub struct DryRunReport {
     /// The statements of one batch.
     pub sql: String,
     /// A job across relations: the rows each table of its plan would lose now (deleted,
-    /// soft-deleted or nulled), its own included. Absent for a one-table job.
+    /// soft-deleted or nulled) if no legal hold kept any, its own included. Absent for a
+    /// one-table job.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tables: std::collections::BTreeMap<String, u64>,
+    /// A job across relations: how many of each table's rows in `tables` legal holds keep
+    /// (tables with none left out).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held: std::collections::BTreeMap<String, u64>,
     /// The strategy the job would run with, why, and the estimate it would be chosen from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<StrategyChoice>,
     /// The plan guard's report on the first batch's plan, and its verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<crate::plan_guard::PlanReport>,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 #[cfg(test)]

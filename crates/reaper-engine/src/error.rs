@@ -153,21 +153,6 @@ pub enum Refusal {
         /// The accepted bound.
         bound: u64,
     },
-    /// A legal hold is active on a table of a job across relations; reaper does not yet leave
-    /// held rows in place across relations, so the job stops before the transaction that read
-    /// the hold removes anything.
-    #[error(
-        "a legal hold is active on `{table}`, a table of this job across relations from `{target}`; \
-         erasure-graph jobs do not yet leave held rows in place, so the job stopped and this \
-         transaction deleted nothing. Release the hold (reaper holds, reaper release) or erase \
-         the other rows with one-table jobs"
-    )]
-    HeldAcrossRelations {
-        /// The job's target.
-        target: String,
-        /// A table of the job with an active hold.
-        table: String,
-    },
     /// `database.url` names no backend reaper supports.
     #[error(
         "database.url: unsupported scheme in `{url}`; use postgres://, mysql:// (MySQL or MariaDB) or sqlite://"

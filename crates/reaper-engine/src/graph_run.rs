@@ -10,12 +10,22 @@
 //! that deletes rows first re-checks, under lock, that no row of the tables directly below is
 //! left for the window (one inserted meanwhile); if one is, it rolls back and the window is
 //! drained again, up to [`REDRAINS`] times.
+//!
+//! **Legal holds.** Every transaction reads the holds active on the job's tables as its first
+//! statement (unreadable: it fails, nothing removed) and its selections leave the kept rows out
+//! ([`reaper_core::sql::graph`] says which: held rows, what hangs off them, what they hang off).
+//! The kept rows are counted once per window, in the parents' transaction — the one that moves
+//! the checkpoint past the window, so a window drained again after a crash or a re-check is not
+//! counted twice —, one audit row per table with kept rows (no keys, `rows_held`) before the
+//! parents' own.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::Target;
 use reaper_core::graph::{Cascade, Effect, ResolvedStep};
+use reaper_core::holds::ActiveHolds;
+use reaper_core::sql::graph::Root;
 use reaper_core::sql::rows::LockedJob;
 use reaper_core::sql::{Backend, graph, ledger};
 use reaper_core::validate::ValidatedJob;
@@ -34,10 +44,15 @@ pub const REDRAINS: u32 = 5;
 
 /// What one transaction of the graph did.
 enum Outcome {
-    /// Wrote `rows` (with its audit row when more than 0, and its counters): commit. `cut_at`:
-    /// the parents' transaction removed its window only up to this key, to keep a database
-    /// cascade within its bound; the next batch starts after it.
-    Done { rows: u64, cut_at: Option<KeyValue> },
+    /// Wrote `rows` (with its audit row when more than 0, and its counters) and counted `held`
+    /// rows kept under legal holds: commit. `cut_at`: the parents' transaction removed its
+    /// window only up to this key, to keep a database cascade within its bound; the next batch
+    /// starts after it.
+    Done {
+        rows: u64,
+        held: u64,
+        cut_at: Option<KeyValue>,
+    },
     /// Nothing was left to remove: nothing written, roll back.
     Nothing,
     /// Rows directly below appeared since they were drained (in this child's target): roll
@@ -59,7 +74,7 @@ pub async fn run_graph_batch(
     let started = Instant::now();
     let parents = crate::batch::sample_keys(db, job, after, limit).await?;
     let Some(window_end) = parents.last().cloned() else {
-        return Ok(committed(0, 0, None, started));
+        return Ok(committed((0, 0, 0), None, started));
     };
     let mut rows = 0;
     let mut appeared = String::new();
@@ -74,9 +89,9 @@ pub async fn run_graph_batch(
             }
             other => other,
         };
-        let (removed, cut_at) = match outcome {
-            Outcome::Done { rows, cut_at } => (rows, cut_at),
-            Outcome::Nothing => (0, None),
+        let (removed, held, cut_at) = match outcome {
+            Outcome::Done { rows, held, cut_at } => (rows, held, cut_at),
+            Outcome::Nothing => (0, 0, None),
             Outcome::Refused => return Ok(BatchResult::Refused),
             Outcome::ChildrenLeft(table) => {
                 appeared = table;
@@ -88,7 +103,8 @@ pub async fn run_graph_batch(
             Some(key) => (u64::from(limit), key),
             None => (parents.len() as u64, window_end),
         };
-        return Ok(committed(rows + removed, selected, Some(last_key), started));
+        let counts = (rows + removed, held, selected);
+        return Ok(committed(counts, Some(last_key), started));
     }
     Err(EngineError::ChildrenKeptComing {
         table: appeared,
@@ -97,14 +113,13 @@ pub async fn run_graph_batch(
 }
 
 fn committed(
-    rows: u64,
-    selected: u64,
+    (rows, held, selected): (u64, u64, u64),
     last_key: Option<KeyValue>,
     started: Instant,
 ) -> BatchResult {
     BatchResult::Committed {
         rows,
-        held: 0,
+        held,
         selected,
         last_key,
         elapsed: started.elapsed(),
@@ -167,19 +182,19 @@ async fn child_batch(
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
-    refuse_held(txn, backend, job, now).await?;
+    let holds = read_holds(txn, backend, job, now).await?;
     let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let child = step.target();
-    let select = graph::select_step(backend, job, step, parents, child.batch_size);
+    let select = graph::select_step(backend, job, step, (parents, child.batch_size), &holds);
     let mut keys = read_keys(&query_all(txn, backend, &select).await?, child.key_type)?;
     if keys.is_empty() {
         return Ok(Outcome::Nothing);
     }
     if step.effect == Effect::Delete {
         let below = step.directly_below.iter().filter_map(|&i| job.graph.get(i));
-        if let Some(table) = first_with_rows(txn, backend, job, below, parents).await? {
+        if let Some(table) = first_with_rows(txn, backend, job, below, (parents, &holds)).await? {
             return Ok(Outcome::ChildrenLeft(table));
         }
         // The rest of the selection is the next child batch's.
@@ -191,6 +206,7 @@ async fn child_batch(
         mode: step.effect.as_str(),
         keys: &keys,
         checkpoint: None,
+        held: Vec::new(),
     };
     record(txn, backend, job, (holder, &locked), &what, now).await
 }
@@ -212,9 +228,9 @@ fn removal(
     })
 }
 
-/// The parents' transaction: the window's parents still matching, locked; no row of a table
-/// directly below left for them (when they are deleted); removed, audited, checkpoint moved to
-/// the end of the window.
+/// The parents' transaction: the window's parents still matching and not kept by a hold,
+/// locked; no row of a table directly below left for them (when they are deleted); removed,
+/// audited with the window's kept rows per table, checkpoint moved to the end of the window.
 async fn parent_batch(
     txn: &DatabaseTransaction,
     backend: Backend,
@@ -224,18 +240,18 @@ async fn parent_batch(
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
     let now = Utc::now();
-    refuse_held(txn, backend, job, now).await?;
+    let holds = read_holds(txn, backend, job, now).await?;
     let Some(locked) = lock_job(txn, backend, holder).await? else {
         return Ok(Outcome::Refused);
     };
-    let lock = graph::lock_parents(backend, job, parents);
+    let lock = graph::lock_parents(backend, job, parents, &holds);
     let mut keys = read_keys(&query_all(txn, backend, &lock).await?, job.target.key_type)?;
     let mut checkpoint = window_end.clone();
     let mut cut = false;
     if !keys.is_empty() {
         if job.mode == reaper_core::catalog::Mode::Hard {
             let below = job.graph.iter().filter(|s| s.links.len() == 1);
-            if let Some(table) = first_with_rows(txn, backend, job, below, &keys).await? {
+            if let Some(table) = first_with_rows(txn, backend, job, below, (&keys, &holds)).await? {
                 return Ok(Outcome::ChildrenLeft(table));
             }
             let within = within_cascade_bounds(txn, backend, job, &job.target, &keys).await?;
@@ -254,46 +270,85 @@ async fn parent_batch(
         )
         .await?;
     }
+    // The window's rows kept under holds, counted once: up to the checkpoint (a cut window's
+    // rest is the next window's).
+    let through = parents
+        .iter()
+        .position(|key| *key == checkpoint)
+        .map_or(parents, |end| &parents[..=end]);
+    let held = count_kept(txn, backend, job, Root::Keys(through), &holds).await?;
     let what = Written {
         target: &job.target.name,
         mode: job.mode.as_str(),
         keys: &keys,
         checkpoint: Some(&checkpoint),
+        held,
     };
     let outcome = record(txn, backend, job, (holder, &locked), &what, now).await?;
     Ok(match outcome {
-        Outcome::Done { rows, .. } if cut => Outcome::Done {
+        Outcome::Done { rows, held, .. } if cut => Outcome::Done {
             rows,
+            held,
             cut_at: Some(checkpoint),
         },
         other => other,
     })
 }
 
-/// The first statement of every graph transaction: the legal holds active on any table of the
-/// job. Any hold refuses the transaction before it removes anything (fail closed), as does a
-/// failure to read them.
-async fn refuse_held(
-    txn: &DatabaseTransaction,
+/// Rows kept under `holds` that hang off `parents` (or match the job's filter), per table in
+/// plan order, the job's own table last: `(table, its mode or the step's effect, rows)`, tables
+/// with none left out. A table reached by two paths is counted on each.
+async fn count_kept<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    backend: Backend,
+    job: &ValidatedJob,
+    parents: Root<'_>,
+    holds: &ActiveHolds,
+) -> Result<Vec<(String, &'static str, u64)>, EngineError> {
+    let mut kept = Vec::new();
+    if holds.is_empty() {
+        return Ok(kept);
+    }
+    let statements = job
+        .graph
+        .iter()
+        .map(|step| {
+            let statement = graph::count_kept(backend, job, step, parents, holds);
+            (&step.target().name, step.effect.as_str(), statement)
+        })
+        .chain(std::iter::once((
+            &job.target.name,
+            job.mode.as_str(),
+            graph::count_kept_roots(backend, job, parents, holds),
+        )));
+    for (table, mode, statement) in statements {
+        let Some(statement) = statement else {
+            continue;
+        };
+        let rows = query_count(conn, backend, &statement).await?;
+        if rows > 0 {
+            kept.push((table.clone(), mode, rows));
+        }
+    }
+    Ok(kept)
+}
+
+/// The first statement of every graph transaction (and the read of the counts that leave kept
+/// rows out): the legal holds active on any table of the job. A failure to read or apply them fails the transaction before it removes anything (fail
+/// closed).
+pub(crate) async fn read_holds<C: sea_orm::ConnectionTrait>(
+    conn: &C,
     backend: Backend,
     job: &ValidatedJob,
     now: DateTime<Utc>,
-) -> Result<(), EngineError> {
+) -> Result<ActiveHolds, EngineError> {
     let mut tables: Vec<&Target> = vec![&job.target];
-    tables.extend(job.graph.iter().map(ResolvedStep::target));
-    tables.dedup_by(|a, b| a.name == b.name);
-    let active = crate::holds::read_active(txn, backend, &tables, now).await?;
-    match tables
-        .iter()
-        .find(|table| !active.on(&table.name).is_empty())
-    {
-        Some(table) => Err(Refusal::HeldAcrossRelations {
-            target: job.target.name.clone(),
-            table: table.name.clone(),
+    for step in &job.graph {
+        if tables.iter().all(|table| table.name != step.target().name) {
+            tables.push(step.target());
         }
-        .into()),
-        None => Ok(()),
     }
+    crate::holds::read_active(conn, backend, &tables, now).await
 }
 
 /// How many of `keys` (rows of `table` about to be deleted, in key order) one transaction may
@@ -358,17 +413,17 @@ async fn within_cascade_bounds(
     .into())
 }
 
-/// The first of `steps` with a row left for the window (locked, so none is added under this
-/// transaction on PostgreSQL and MySQL), by target name.
+/// The first of `steps` with a row left for the window that no hold keeps (locked, so none is
+/// added under this transaction on PostgreSQL and MySQL), by target name.
 async fn first_with_rows<'s>(
     txn: &DatabaseTransaction,
     backend: Backend,
     job: &ValidatedJob,
     steps: impl Iterator<Item = &'s ResolvedStep>,
-    parents: &[KeyValue],
+    (parents, holds): (&[KeyValue], &ActiveHolds),
 ) -> Result<Option<String>, EngineError> {
     for step in steps {
-        let probe = graph::select_step(backend, job, step, parents, 1);
+        let probe = graph::select_step(backend, job, step, (parents, 1), holds);
         if !query_all(txn, backend, &probe).await?.is_empty() {
             return Ok(Some(step.target().name.clone()));
         }
@@ -376,15 +431,19 @@ async fn first_with_rows<'s>(
     Ok(None)
 }
 
-/// What one graph transaction removed, for its audit row and counters.
+/// What one graph transaction removed, for its audit rows and counters.
 struct Written<'a> {
     target: &'a str,
     mode: &'a str,
     keys: &'a [KeyValue],
     checkpoint: Option<&'a KeyValue>,
+    /// Rows kept under legal holds per table (the parents' transaction): `(table, mode, rows)`.
+    held: Vec<(String, &'static str, u64)>,
 }
 
-/// The audit row (when rows were removed) and the counters, in the batch's transaction.
+/// The audit rows — one per table with kept rows (no keys), then the removed rows' (with the
+/// kept rows of the job's own table) when there are any — chained in that order, and the
+/// counters, in the batch's transaction.
 async fn record(
     txn: &DatabaseTransaction,
     backend: Backend,
@@ -394,46 +453,100 @@ async fn record(
     now: DateTime<Utc>,
 ) -> Result<Outcome, EngineError> {
     let rows = what.keys.len() as u64;
-    let head = if rows > 0 {
-        let audited = Audited {
+    // The job's own table is counted last (see `count_kept`).
+    let kept_own = match what.held.last() {
+        Some((table, _, rows)) if table == what.target => *rows,
+        _ => 0,
+    };
+    let others = &what.held[..what.held.len() - usize::from(kept_own > 0)];
+    let audits = others
+        .iter()
+        .map(|(table, mode, held)| Audited {
+            target: table,
+            mode,
+            keys: &[],
+            held: *held,
+        })
+        .chain(std::iter::once(Audited {
             target: what.target,
             mode: what.mode,
             keys: what.keys,
-            held: 0,
+            held: kept_own,
+        }))
+        .filter(|audited| !audited.keys.is_empty() || audited.held > 0);
+    let mut chain = locked.clone();
+    let (mut audit_rows, mut held) = (0, 0);
+    for audited in audits {
+        let head = insert_chained_audit(txn, backend, job, (holder, &chain), &audited, now).await?;
+        chain = LockedJob {
+            batches: chain.batches + 1,
+            chain_head: head,
         };
-        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
-    } else {
-        None
-    };
+        audit_rows += 1;
+        held += audited.held;
+    }
     let count = ledger::count_graph_batch(
         backend,
         (holder.job_id, holder.token),
         what.checkpoint,
-        (rows, 0),
-        head.as_deref(),
+        (rows, held, audit_rows),
+        (audit_rows > 0).then_some(chain.chain_head.as_str()),
         (now, lease_until(now, holder.lease)),
     );
     update_own_job(txn, backend, &count, holder.job_id).await?;
-    Ok(Outcome::Done { rows, cut_at: None })
+    Ok(Outcome::Done {
+        rows,
+        held,
+        cut_at: None,
+    })
 }
 
-/// What the job would remove now across every table (the parents and each step's rows; a
-/// table reached by two paths counted on each), counting no further than `cap`: the `max_rows`
-/// pre-check of a graph job, whose `rows_deleted` counts every table's rows. Rows the database
-/// cascades are not counted (reaper never counts them as its own).
-pub async fn count_graph(db: &Database, job: &ValidatedJob, cap: u64) -> Result<u64, EngineError> {
-    let mut total = crate::batch::count_matching(db, job, Some(cap)).await?;
+/// What the job would remove now, counting no further than `cap`: its own table's matching
+/// rows and, across relations, every step's rows (a table reached by two paths counted on
+/// each) — rows a legal hold keeps left out, so held rows never count against `max_rows`. The
+/// `max_rows` pre-check (a graph job's `rows_deleted` counts every table's rows), the check at
+/// the cap and the end-of-pass probe. Rows the database cascades are not counted (reaper never
+/// counts them as its own).
+pub async fn count_removable(
+    db: &Database,
+    job: &ValidatedJob,
+    cap: u64,
+) -> Result<u64, EngineError> {
+    let backend = db.backend();
+    let holds = read_holds(db.connection(), backend, job, Utc::now()).await?;
+    let roots = graph::count_removable_roots(backend, job, &holds, Some(cap));
+    let mut total = query_count(db.connection(), backend, &roots).await?;
     for step in &job.graph {
         if total >= cap {
             break;
         }
-        let statement = graph::count_step(db.backend(), job, step, Some(cap - total));
-        total += query_count(db.connection(), db.backend(), &statement).await?;
+        let statement = graph::count_step(backend, job, step, Some(cap - total), &holds);
+        total += query_count(db.connection(), backend, &statement).await?;
     }
     Ok(total)
 }
 
-/// A dry run's per-table counts (empty for a one-table job) and the statements of one batch:
+/// The rows of the job's own table its filter matches now that legal holds keep, and — across
+/// relations — per table (its own included, tables with none left out), for a dry run.
+pub async fn count_held(
+    db: &Database,
+    job: &ValidatedJob,
+) -> Result<(u64, std::collections::BTreeMap<String, u64>), EngineError> {
+    let backend = db.backend();
+    let holds = read_holds(db.connection(), backend, job, Utc::now()).await?;
+    let mut tables = std::collections::BTreeMap::new();
+    for (table, _, rows) in count_kept(db.connection(), backend, job, Root::Filter, &holds).await? {
+        *tables.entry(table).or_default() += rows;
+    }
+    let own = tables.get(&job.target.name).copied().unwrap_or(0);
+    if !job.is_graph() {
+        tables.clear();
+    }
+    Ok((own, tables))
+}
+
+/// A dry run's per-table counts (empty for a one-table job; held rows included, see
+/// [`count_held`]) and the statements of one batch (as they run when no hold is active):
 /// a one-table job's batch, or a graph batch's window selection, each step's child batch and
 /// the parents' transaction.
 pub async fn describe(
@@ -457,11 +570,12 @@ pub async fn describe(
         let count = query_count(
             db.connection(),
             backend,
-            &graph::count_step(backend, job, step, None),
+            &graph::count_step(backend, job, step, None, &ActiveHolds::default()),
         )
         .await?;
         *tables.entry(step.target().name.clone()).or_default() += count;
-        let select = graph::select_step(backend, job, step, &window, step.target().batch_size);
+        let at = (&window[..], step.target().batch_size);
+        let select = graph::select_step(backend, job, step, at, &ActiveHolds::default());
         let remove = removal(
             backend,
             step,
@@ -470,7 +584,7 @@ pub async fn describe(
         )?;
         sql.push(format!("-- {}: one child batch (lease check, audit row and counters as a batch's)\n{select};\n{remove};", step.describe()));
     }
-    let lock = graph::lock_parents(backend, job, &window);
+    let lock = graph::lock_parents(backend, job, &window, &ActiveHolds::default());
     let remove =
         graph::remove_parents(backend, job, &[KeyValue::Text("<locked keys>".into())], now);
     sql.push(format!(

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use reaper_core::catalog::Catalog;
 use reaper_core::receipt::{HoldNote, RECEIPT_VERSION, ReceiptBody, TableReceipt};
+use reaper_core::sql::graph;
 use reaper_core::sql::rows::{AuditRecord, JobRecord};
-use reaper_core::sql::{graph, holds as hold_sql};
 use reaper_core::validate::ValidatedJob;
 
 use crate::audit_chain::{audit_rows, hash, verify_job};
@@ -90,22 +90,23 @@ fn tables_of(audit: &[AuditRecord]) -> BTreeMap<String, TableReceipt> {
     tables
 }
 
-/// Rows still matching now, per table: the job's own (held rows excluded) and, for a job across
-/// relations, each step's rows still hanging off the rows its filter matches.
+/// Rows still matching now, per table: the job's own and, for a job across relations, each
+/// step's rows still hanging off the rows its filter matches — rows legal holds keep excluded
+/// (held, below a held row, or, across relations, above one), as the job's batches leave them.
 async fn still_matching(
     db: &Database,
     job: &ValidatedJob,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<String, u64>, EngineError> {
     let backend = db.backend();
-    let active = crate::holds::read_active(db.connection(), backend, &[&job.target], now).await?;
-    let own = hold_sql::count_unheld(backend, job, active.on(&job.target.name));
+    let active = crate::graph_run::read_holds(db.connection(), backend, job, now).await?;
+    let own = graph::count_removable_roots(backend, job, &active, None);
     let mut counts = BTreeMap::from([(
         job.target.name.clone(),
         query_count(db.connection(), backend, &own).await?,
     )]);
     for step in &job.graph {
-        let statement = graph::count_step(backend, job, step, None);
+        let statement = graph::count_step(backend, job, step, None, &active);
         *counts.entry(step.target().name.clone()).or_default() +=
             query_count(db.connection(), backend, &statement).await?;
     }

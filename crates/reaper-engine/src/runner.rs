@@ -8,7 +8,7 @@
 //!    `older_than` cutoff never moves between retries). Invalid → `dead`, nothing deleted.
 //! 3. **Dry run**: count, sample keys, the SQL; writes nothing to the target → `done`.
 //! 4. **`max_rows` pre-check** on a fresh job: more matching rows than the cap → `dead`,
-//!    nothing deleted.
+//!    nothing deleted. Rows a legal hold keeps are not counted (the job leaves them).
 //! 5. **Batches** from the committed checkpoint. Each batch is capped so the job can never
 //!    pass `max_rows`. On PostgreSQL a batch waits at most `lock_timeout` for a row another
 //!    transaction holds; past that it reruns with `SKIP LOCKED` and the pass is marked. A batch
@@ -413,12 +413,9 @@ impl Run<'_> {
         let mut walk = Walk::resume(self.job, job, &self.settings.pacer)?;
         let mut counted = None;
         if walk.is_fresh() && !job.stop_at_max_rows {
+            // Rows a legal hold keeps are not counted: the job leaves them.
             let cap = job.max_rows + 1;
-            let matching = if job.is_graph() {
-                crate::graph_run::count_graph(self.db, job, cap).await?
-            } else {
-                batch::count_matching(self.db, job, Some(cap)).await?
-            };
+            let matching = crate::graph_run::count_removable(self.db, job, cap).await?;
             job.check_max_rows(matching).map_err(Refusal::from)?;
             counted = Some(matching);
             // The slice is for batches: it starts after the pre-check.
@@ -492,7 +489,7 @@ impl Run<'_> {
     /// refused if rows still match and it may not.
     async fn at_max_rows(&self, walk: &Walk<'_>) -> Result<RunOutcome, EngineError> {
         let job = walk.job;
-        let more = batch::count_matching(self.db, job, Some(1)).await? > 0;
+        let more = crate::graph_run::count_removable(self.db, job, 1).await? > 0;
         if more && job.stop_at_max_rows {
             tracing::info!(
                 message = "Stopped at max_rows; the matching rows left wait for a later job.",
@@ -802,7 +799,9 @@ impl Run<'_> {
         &self,
         walk: &mut Walk<'_>,
     ) -> Result<ControlFlow<RunOutcome>, EngineError> {
-        if !walk.pass_skipped_rows || batch::count_matching(self.db, walk.job, Some(1)).await? == 0
+        // Rows a legal hold keeps still match: they are not rows the pass passed over.
+        if !walk.pass_skipped_rows
+            || crate::graph_run::count_removable(self.db, walk.job, 1).await? == 0
         {
             return Ok(ControlFlow::Break(self.done(walk, false).await?));
         }
@@ -1007,6 +1006,7 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
     let matching_rows = batch::count_matching(db, job, None).await?;
     let sample_keys = batch::sample_keys(db, job, None, DRY_RUN_SAMPLE).await?;
     let (tables, sql) = crate::graph_run::describe(db, job, matching_rows, Utc::now()).await?;
+    let (held_rows, held) = crate::graph_run::count_held(db, job).await?;
     let strategy = strategy_for(db, job, None).await?;
     let plan = match job.graph.is_empty() {
         true => Some(crate::plan_check::check(db, job, &strategy).await?),
@@ -1019,11 +1019,13 @@ pub async fn dry_run(db: &Database, job: &ValidatedJob) -> Result<DryRunReport, 
     Ok(DryRunReport {
         dry_run: true,
         matching_rows,
+        held_rows,
         sample_keys,
         batch_size: job.batch_size,
         batches: matching_rows.div_ceil(u64::from(job.batch_size)),
         sql,
         tables,
+        held,
         strategy: Some(strategy),
         plan,
     })

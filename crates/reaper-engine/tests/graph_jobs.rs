@@ -1,8 +1,8 @@
-//! Jobs across relations (issue 12) against real SQLite, PostgreSQL and MariaDB, on a shop
-//! schema: users ← sessions (ON DELETE CASCADE), users ← orders (RESTRICT) ← order_items
-//! (RESTRICT), users ← events (no constraint), users ← reviews (ON DELETE SET NULL, declared
-//! `set_null`). Every test checks every table: exactly the rows hanging off the erased users
-//! are gone (or nulled), every other row is untouched, every removed row is audited exactly
+//! Jobs across relations (issue 12) against real SQLite, PostgreSQL and MariaDB, on the shop
+//! schema of `reaper_testkit::shop`: users ← sessions (ON DELETE CASCADE), users ← orders
+//! (RESTRICT) ← order_items (RESTRICT), users ← events (no constraint), users ← reviews (ON
+//! DELETE SET NULL, declared `set_null`); legal holds across relations are `holds.rs`'s. Every
+//! test checks every table: exactly the rows hanging off the erased users are gone (or nulled), every other row is untouched, every removed row is audited exactly
 //! once under its own table, no audit row holds more than its table's batch size, and the
 //! ledger's counters equal the audit's sums.
 
@@ -21,6 +21,7 @@ use reaper_engine::ledger;
 use reaper_engine::runner::RunOutcome;
 use reaper_testkit::TestDatabase;
 use reaper_testkit::engine::{EngineTest, TargetFixture, job, migrated, relation, settings};
+use reaper_testkit::shop::{hanging_off, shop_with, state};
 
 reaper_testkit::on_every_backend!(
     erasing_one_user_removes_it_everywhere_children_first,
@@ -32,150 +33,13 @@ reaper_testkit::on_every_backend!(
     soft_delete_children_follow_both_a_soft_and_a_hard_delete_of_their_parent,
     an_accepted_database_cascade_stays_within_its_bound_in_every_transaction,
     max_rows_is_checked_against_every_table_before_the_first_batch,
-    a_hold_on_any_table_of_the_graph_stops_the_job_before_it_deletes,
 );
 
 /// Child batch size of every child table unless a test says otherwise; the parents' is the job's.
 const CHILD_BATCH: u32 = 7;
-const TABLES: [&str; 5] = ["sessions", "orders", "order_items", "events", "reviews"];
 
-/// Per user `u` (ids 1..=users, tenant `u % 3`): sessions `u*10+1..2`, orders `u*10+1..2` with
-/// items `order*10+1..3`, events `u*10+1..2` and review `u*10+1`.
 async fn shop(backend: Backend, users: i64) -> EngineTest {
     shop_with(backend, users, CHILD_BATCH).await
-}
-
-async fn shop_with(backend: Backend, users: i64, child_batch: u32) -> EngineTest {
-    let test = TestDatabase::new(backend).await;
-    for ddl in [
-        "CREATE TABLE users (id BIGINT PRIMARY KEY, tenant_id BIGINT NOT NULL)",
-        "CREATE TABLE sessions (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
-         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)",
-        "CREATE TABLE orders (id BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, \
-         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE RESTRICT)",
-        "CREATE TABLE order_items (id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, \
-         FOREIGN KEY (order_id) REFERENCES orders (id) ON DELETE RESTRICT)",
-        "CREATE TABLE events (id BIGINT PRIMARY KEY, user_id BIGINT)",
-        "CREATE TABLE reviews (id BIGINT PRIMARY KEY, user_id BIGINT, \
-         FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE SET NULL)",
-        "CREATE INDEX sessions_user_id ON sessions (user_id)",
-        "CREATE INDEX orders_user_id ON orders (user_id)",
-        "CREATE INDEX order_items_order_id ON order_items (order_id)",
-        "CREATE INDEX events_user_id ON events (user_id)",
-        "CREATE INDEX reviews_user_id ON reviews (user_id)",
-    ] {
-        test.exec(ddl).await;
-    }
-    if backend == Backend::Sqlite {
-        test.exec("PRAGMA foreign_keys = ON").await;
-    }
-    let rows = |per_user: &dyn Fn(i64) -> Vec<String>| -> Vec<String> {
-        (1..=users).flat_map(per_user).collect()
-    };
-    let inserts = [
-        (
-            "users (id, tenant_id)",
-            rows(&|u| vec![format!("({u}, {})", u % 3)]),
-        ),
-        (
-            "sessions (id, user_id)",
-            rows(&|u| (1..=2).map(|k| format!("({}, {u})", u * 10 + k)).collect()),
-        ),
-        (
-            "orders (id, user_id)",
-            rows(&|u| (1..=2).map(|k| format!("({}, {u})", u * 10 + k)).collect()),
-        ),
-        (
-            "order_items (id, order_id)",
-            rows(&|u| {
-                (1..=2)
-                    .flat_map(|k| {
-                        (1..=3).map(move |i| format!("({}, {})", (u * 10 + k) * 10 + i, u * 10 + k))
-                    })
-                    .collect()
-            }),
-        ),
-        (
-            "events (id, user_id)",
-            rows(&|u| (1..=2).map(|k| format!("({}, {u})", u * 10 + k)).collect()),
-        ),
-        (
-            "reviews (id, user_id)",
-            rows(&|u| vec![format!("({}, {u})", u * 10 + 1)]),
-        ),
-    ];
-    for (table, values) in inserts {
-        for chunk in values.chunks(500) {
-            test.exec(&format!("INSERT INTO {table} VALUES {}", chunk.join(", ")))
-                .await;
-        }
-    }
-    let db = migrated(&test, Span::from_millis(50)).await;
-    EngineTest {
-        test,
-        db,
-        catalog: catalog(child_batch),
-    }
-}
-
-fn catalog(child_batch: u32) -> Catalog {
-    let child = |name: &str| Target {
-        batch_size: child_batch,
-        ..Target::fixture(name)
-    };
-    let users = Target::fixture("users")
-        .column("id", ColumnType::Int)
-        .column("tenant_id", ColumnType::Int);
-    Catalog::new([users].into_iter().chain(TABLES.map(child)))
-        .with_relations(vec![
-            relation("users", "sessions", "user_id", Action::Delete),
-            relation("users", "orders", "user_id", Action::Delete),
-            relation("orders", "order_items", "order_id", Action::Delete),
-            relation("users", "events", "user_id", Action::Delete),
-            relation("users", "reviews", "user_id", Action::SetNull),
-        ])
-        .unwrap()
-}
-
-/// Every table's ids (reviews: the ids whose user_id is still set), keyed by table.
-async fn state(s: &EngineTest) -> BTreeMap<&'static str, BTreeSet<String>> {
-    let mut tables = BTreeMap::new();
-    tables.insert("users", s.test.ids("users", "1 = 1").await);
-    for table in TABLES {
-        let condition = if table == "reviews" {
-            "user_id IS NOT NULL"
-        } else {
-            "1 = 1"
-        };
-        tables.insert(table, s.test.ids(table, condition).await);
-    }
-    tables
-}
-
-/// What erasing `erased` users must remove from each table (reviews: nulled).
-fn hanging_off(erased: &BTreeSet<i64>) -> BTreeMap<&'static str, BTreeSet<String>> {
-    let ids = |f: &dyn Fn(i64) -> Vec<i64>| -> BTreeSet<String> {
-        erased
-            .iter()
-            .flat_map(|u| f(*u))
-            .map(|id| id.to_string())
-            .collect()
-    };
-    BTreeMap::from([
-        ("users", ids(&|u| vec![u])),
-        ("sessions", ids(&|u| vec![u * 10 + 1, u * 10 + 2])),
-        ("orders", ids(&|u| vec![u * 10 + 1, u * 10 + 2])),
-        (
-            "order_items",
-            ids(&|u| {
-                (1..=2)
-                    .flat_map(|k| (1..=3).map(move |i| (u * 10 + k) * 10 + i))
-                    .collect()
-            }),
-        ),
-        ("events", ids(&|u| vec![u * 10 + 1, u * 10 + 2])),
-        ("reviews", ids(&|u| vec![u * 10 + 1])),
-    ])
 }
 
 /// The audit of `id` by table: every key once, no row over its table's batch size, the mode
@@ -492,31 +356,13 @@ async fn children_inserted_during_the_erasure_are_removed_too(backend: Backend) 
     // Sessions of the window's 20 users are 40 rows: batches 1–6; batch 8 drains items.
     fail::cfg_callback("graph::before_commit", move || {
         if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 8 {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    use sea_orm::ConnectionTrait;
-                    let other = sea_orm::Database::connect(&url).await.unwrap();
-                    other
-                        .execute_unprepared(
-                            "INSERT INTO sessions (id, user_id) VALUES (9000001, 1)",
-                        )
-                        .await
-                        .unwrap();
-                    other
-                        .execute_unprepared(
-                            "INSERT INTO order_items (id, order_id) VALUES (9000002, 11)",
-                        )
-                        .await
-                        .unwrap();
-                });
-            })
-            .join()
-            .unwrap();
+            reaper_testkit::exec_from_another_client(
+                &url,
+                &[
+                    "INSERT INTO sessions (id, user_id) VALUES (9000001, 1)".into(),
+                    "INSERT INTO order_items (id, order_id) VALUES (9000002, 11)".into(),
+                ],
+            );
         }
     })
     .unwrap();
@@ -858,41 +704,4 @@ async fn max_rows_is_checked_against_every_table_before_the_first_batch(backend:
     let id = s.submit(capped(14), 1).await;
     assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
     assert_erased(&s, &id, &before, &BTreeSet::from([7]), 100).await;
-}
-
-/// Legal holds (issue 14): a job across relations does not yet leave held rows in place, so a
-/// hold on any of its tables stops it (permanent) before the transaction that read the hold
-/// removes anything; released, a new job erases the user everywhere.
-async fn a_hold_on_any_table_of_the_graph_stops_the_job_before_it_deletes(backend: Backend) {
-    let s = shop(backend, 30).await;
-    let before = state(&s).await;
-    let request = serde_json::from_value(serde_json::json!({
-        "target": "order_items", "keys": [711], "reason": "case 3", "placed_by": "legal"
-    }))
-    .unwrap();
-    let placed = reaper_engine::holds::place(&s.db, &s.catalog, &request, Utc::now())
-        .await
-        .unwrap();
-    let id = s.submit(erase(user(7), 100), 1).await;
-    let outcome = s.run_to_end(&id).await;
-    let RunOutcome::Dead { error } = &outcome else {
-        panic!("{outcome:?}");
-    };
-    assert!(
-        error.contains("a legal hold is active on `order_items`"),
-        "{error}"
-    );
-    assert_eq!(state(&s).await, before, "nothing was deleted");
-    reaper_engine::holds::release(&s.db, &placed.id, "legal", Utc::now())
-        .await
-        .unwrap();
-    let mut again = erase(user(7), 100);
-    again["idempotency_key"] = "after-release".into();
-    let again = s.submit(again, 1).await;
-    assert_eq!(s.run_to_end(&again).await, RunOutcome::Done);
-    assert_erased(&s, &again, &before, &BTreeSet::from([7]), 100).await;
-    // Every table's audit rows chain, child batches and the parents' alike.
-    let chain = reaper_engine::audit_chain::verify_job(&s.db, &again).await;
-    let verified = chain.unwrap().unwrap().unwrap();
-    assert_eq!(verified.rows as i64, s.job(&again).await.batches);
 }

@@ -13,6 +13,7 @@ mod graph;
 mod invariants;
 mod private_servers;
 mod redis_queue;
+pub mod shop;
 mod tls_servers;
 pub use graph::{GraphSnapshot, GraphTable};
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
@@ -165,6 +166,13 @@ impl TestDatabase {
             .execute_unprepared(sql)
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
+    /// Runs `statements` on a new connection to this database from a thread of their own, and
+    /// waits for them: what another client does while the calling thread is inside a batch
+    /// transaction (a fault point's callback, which cannot await).
+    pub fn exec_from_another_client(&self, statements: &[String]) {
+        exec_from_another_client(&self.url, statements);
     }
 
     /// First column of every row, as text.
@@ -358,4 +366,29 @@ macro_rules! on_every_backend {
             $(#[tokio::test $args] async fn $name() { super::$name(reaper_core::sql::Backend::MySql).await; })*
         }
     };
+}
+
+/// [`TestDatabase::exec_from_another_client`] by URL, for callbacks that cannot borrow the
+/// database.
+pub fn exec_from_another_client(url: &str, statements: &[String]) {
+    let (url, statements) = (url.to_owned(), statements.to_vec());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the other client");
+        runtime.block_on(async move {
+            let other = sea_orm::Database::connect(&url)
+                .await
+                .expect("the other client's connection");
+            for sql in &statements {
+                other
+                    .execute_unprepared(sql)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"));
+            }
+        });
+    })
+    .join()
+    .expect("the other client's thread");
 }

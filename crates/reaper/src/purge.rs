@@ -23,9 +23,9 @@ use reaper_core::retention::Policy;
 use reaper_core::span::Span;
 use reaper_core::strategy::{ChoiceReason, StrategyChoice};
 use reaper_core::validate::{ValidatedJob, validate};
+use reaper_engine::Database;
 use reaper_engine::ledger::{self, ClaimFrom, JobRecord};
 use reaper_engine::runner::{self, RunOutcome, RunSettings, StopAs};
-use reaper_engine::{Database, batch};
 use serde_json::json;
 
 use crate::settings::Settings;
@@ -165,12 +165,18 @@ pub(crate) async fn dry_run(db: &Database, job: &ValidatedJob) -> anyhow::Result
     outln!("dry run: nothing was written");
     outln!("target:        {}", job.target.name);
     outln!("mode:          {}", job.mode);
+    // Rows under legal holds stay: they count neither as removed nor against max_rows.
+    let removable = report.matching_rows.saturating_sub(report.held_rows);
     outln!(
-        "matching rows: {}{}",
+        "matching rows: {}{}{}",
         report.matching_rows,
-        match job.check_max_rows(report.matching_rows) {
+        match report.held_rows {
+            0 => String::new(),
+            held => format!(" ({held} of them under legal holds, left in place)"),
+        },
+        match job.check_max_rows(removable) {
             Err(refusal) => format!(" (the purge would be refused: {refusal})"),
-            Ok(()) if report.matching_rows > job.max_rows => {
+            Ok(()) if removable > job.max_rows => {
                 format!(" (one run removes at most {})", job.max_rows)
             }
             Ok(()) => String::new(),
@@ -264,10 +270,10 @@ pub(crate) async fn run_foreground(
         // Counted up to one past what this run may remove, so a huge table is not counted in
         // full.
         None => {
-            batch::count_matching(
+            reaper_engine::graph_run::count_removable(
                 db,
                 &validated,
-                Some(cap.saturating_sub(already).saturating_add(1)),
+                cap.saturating_sub(already).saturating_add(1),
             )
             .await?
         }

@@ -227,22 +227,6 @@ pub fn select_window(
     w.finish()
 }
 
-/// `SELECT count(*) FROM t WHERE (<filter>) AND NOT <held>`: rows a job's filter still matches,
-/// held rows excluded (a receipt's verification). Expected plan: whatever index serves the filter.
-pub fn count_unheld(backend: Backend, job: &ValidatedJob, held: &[HeldRows]) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT count(*) FROM ")
-        .table(&job.target)
-        .push(" WHERE (");
-    crate::sql::write_filter(&mut w, job);
-    w.push(")");
-    if !held.is_empty() {
-        w.push(" AND NOT ");
-        write_held(&mut w, &job.target, held);
-    }
-    w.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use expect_test::expect;

@@ -332,14 +332,15 @@ pub fn advance_checkpoint(
 }
 
 /// Counts a committed batch of a job across relations and renews the lease, after
-/// [`lock_job`]: `batches + 1` when it removed rows (its audit row has that number),
-/// `rows_deleted + rows`, and the checkpoint only for a parent batch (`Some`: the end of the
+/// [`lock_job`]: `batches + audit_rows` (the audit rows it wrote, numbered on from `batches`:
+/// one per table it removed rows of or left rows in under a legal hold), `rows_deleted + rows`,
+/// `rows_held + held`, and the checkpoint only for a parent batch (`Some`: the end of the
 /// window of parent keys; child batches keep it where it is). Expected plan: the primary key.
 pub fn count_graph_batch(
     backend: Backend,
     holder: (&str, &str),
     checkpoint: Option<&KeyValue>,
-    (rows, held): (u64, u64),
+    (rows, held, audit_rows): (u64, u64, u64),
     chain_head: Option<&str>,
     (now, lease_until): (DateTime<Utc>, DateTime<Utc>),
 ) -> Statement {
@@ -357,7 +358,7 @@ pub fn count_graph_batch(
             .push(", ");
     }
     w.push("batches = batches + ")
-        .param(SqlValue::Int(i64::from(rows > 0 || held > 0)))
+        .param(SqlValue::Int(i64::try_from(audit_rows).unwrap_or(i64::MAX)))
         .push(", rows_deleted = rows_deleted + ")
         .param(SqlValue::Int(i64::try_from(rows).unwrap_or(i64::MAX)))
         .push(", rows_held = rows_held + ")

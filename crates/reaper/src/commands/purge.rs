@@ -53,10 +53,11 @@ async fn start(settings: &Settings, args: &PurgeArgs) -> Result<Option<PurgeEnd>
         return Ok(None);
     }
     check_ledger(&db).await?;
-    let matching = reaper_engine::batch::count_matching(
+    // Rows legal holds keep are not counted: the purge leaves them.
+    let matching = reaper_engine::graph_run::count_removable(
         &db,
         &validated,
-        Some(validated.max_rows.saturating_add(1)),
+        validated.max_rows.saturating_add(1),
     )
     .await?;
     if let Err(refusal) = validated.check_max_rows(matching) {
