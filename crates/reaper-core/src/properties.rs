@@ -15,7 +15,7 @@ use crate::lifecycle::JobState;
 use crate::retention::Policy;
 use crate::span::Span;
 use crate::sql::{self, Backend, RowLocking, SqlWriter, Statement, key_param};
-use crate::throttle::{Adaptive, RateBudget};
+use crate::throttle::{Adaptive, advance, budget_correction, budget_cost, budget_wait};
 use crate::validate::{ValidatedJob, validate};
 use crate::value::{KeyValue, SqlValue};
 
@@ -196,33 +196,35 @@ proptest! {
         prop_assert!(slower <= next, "slower batch {} > {}", slower, next);
     }
 
-    /// The rate budget: batches started as soon as the budget allows never exceed the rate —
-    /// the time line booked is the rows over the rate, and a wait is never longer than the
-    /// time still booked.
+    /// The shared rate budget: batches that book before they run, start at their slot and give
+    /// back what they did not use never run faster than the rate — the rows run before any
+    /// batch's start fit the time since the first start (a microsecond of rounding per batch).
     #[test]
-    fn the_rate_budget_books_rows_over_rate(
+    fn the_shared_rate_budget_never_runs_faster_than_the_rate(
         rate in 1u32..100_000,
-        batches in prop::collection::vec((0u64..10_000, 0u64..2_000), 1..50),
+        batches in prop::collection::vec((1u64..10_000, 0u64..=100, 0i64..2_000_000), 1..50),
     ) {
-        let mut budget = RateBudget::default();
-        let mut now = Duration::ZERO;
-        let mut rows_total = 0u64;
+        let (mut free_at, mut now, mut correction) = (0i64, 0i64, 0i64);
         let mut first_start = None;
-        for (rows, gap_ms) in batches {
-            now += Duration::from_millis(gap_ms);
-            let wait = budget.wait(now);
-            let start = now + wait;
-            prop_assert_eq!(budget.wait(start), Duration::ZERO);
-            first_start.get_or_insert(start);
-            budget.book(start, rows, rate);
-            rows_total += rows;
+        let mut rows_before = 0u64;
+        let count = batches.len() as f64;
+        for (booked, used_percent, gap_us) in batches {
+            now += gap_us;
+            let cost = budget_cost(booked, rate);
+            free_at = advance(free_at, now, correction, cost);
+            let start = now + i64::try_from(budget_wait(free_at - now, cost).as_micros()).unwrap();
+            prop_assert!(start >= now);
+            let first = *first_start.get_or_insert(start);
+            let allowed = (start - first) as f64 / 1e6 + 2e-6 * count;
+            prop_assert!(
+                rows_before as f64 / f64::from(rate) <= allowed,
+                "{} rows before {}µs", rows_before, start - first
+            );
+            let used = booked * used_percent / 100;
+            correction = budget_correction(booked, used, rate);
+            rows_before += used;
             now = start;
         }
-        // All rows were booked at the rate: the line ends no earlier than rows / rate after
-        // the first start (float rounding: a microsecond per batch at most).
-        let needed = rows_total as f64 / f64::from(rate);
-        let end = budget.wait(Duration::ZERO).as_secs_f64();
-        prop_assert!(end + 1e-3 >= first_start.unwrap().as_secs_f64() + needed, "{} < {}", end, needed);
     }
 }
 

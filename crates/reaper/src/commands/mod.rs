@@ -13,6 +13,7 @@ pub(crate) mod migrate;
 pub(crate) mod policies;
 pub(crate) mod purge;
 pub(crate) mod receipt;
+pub(crate) mod targets;
 
 use std::process::ExitCode;
 
