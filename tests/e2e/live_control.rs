@@ -292,7 +292,7 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
     );
 
     // A daemon restarted while the target is paused stays paused.
-    daemons[0].signal("-TERM");
+    daemons[0].signal("TERM");
     daemons[0].wait(Duration::from_secs(20));
     daemons[0] = start_on(&d, ports[0], &read_only);
     let shown = wait_for_target(&api, "paused after the restart", |target| {

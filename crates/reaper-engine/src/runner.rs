@@ -554,7 +554,8 @@ impl Run<'_> {
     /// `walk.effective`: while an operator has the target paused (the lease renewed, the
     /// checkpoint kept), then, on a capped target, for the batch's slot in the budget every
     /// daemon shares (booked before the batch runs, so daemons cannot all start at once; what it
-    /// does not use is given back after it).
+    /// does not use is given back after it). A pause that comes while it waits for its slot
+    /// holds it too: the pause reaches every batch that starts a refresh after it.
     async fn pace(
         &self,
         walk: &mut Walk<'_>,
@@ -565,44 +566,54 @@ impl Run<'_> {
         loop {
             let control = self.settings.pacer.control(self.db, target).await?;
             walk.effective = Effective::of(&walk.job.target.throttle, control.as_ref());
-            if !walk.effective.paused {
-                break;
+            if walk.booked.is_some() {
+                // Back from the wait for its slot: the batch goes unless a pause came meanwhile
+                // (then its slot is given back and it waits with the others).
+                if !walk.effective.paused {
+                    return Ok(Paced::Go);
+                }
+                self.settle_booking(walk, 0);
             }
-            if !told {
-                tracing::info!(
-                    message = "Target paused by an operator; the job waits at its batch boundary.",
-                    paused_by = control.as_ref().map(|c| c.changed_by.as_str())
-                );
-                told = true;
+            if walk.effective.paused {
+                if !told {
+                    tracing::info!(
+                        message = "Target paused by an operator; the job waits at its batch boundary.",
+                        paused_by = control.as_ref().map(|c| c.changed_by.as_str())
+                    );
+                    told = true;
+                }
+                if self.slice_over(walk) {
+                    return Ok(Paced::SliceOver);
+                }
+                // A refused renewal (lease lost, or a cancel or pause of the job asked): the
+                // next batch's lease check says which.
+                if !self.renew_lease(CONTROLS_REFRESH).await? {
+                    return Ok(Paced::Go);
+                }
+                if !sleep_unless_stopped(CONTROLS_REFRESH, should_stop).await {
+                    return Ok(Paced::Stop);
+                }
+                continue;
             }
-            if self.slice_over(walk) {
-                return Ok(Paced::SliceOver);
-            }
-            // A refused renewal (lease lost, or a cancel or pause of the job asked): the next
-            // batch's lease check says which.
-            if !self.renew_lease(CONTROLS_REFRESH).await? {
+            let Some(rate) = walk.effective.max_rows_per_second else {
+                return Ok(Paced::Go);
+            };
+            let rows = u64::from(walk.limit());
+            let wait = self.settings.pacer.book(self.db, target, rows, rate).await?;
+            walk.booked = Some((rows, rate));
+            if wait.is_zero() {
                 return Ok(Paced::Go);
             }
-            if !sleep_unless_stopped(CONTROLS_REFRESH, should_stop).await {
+            // Jobs sharing the target's budget can wait longer than one batch's share: keep the
+            // lease alive across the wait (a lost renewal shows in the next batch).
+            if wait >= self.settings.lease / 3 {
+                self.renew_lease(wait).await?;
+            }
+            if !sleep_unless_stopped(wait, should_stop).await {
+                self.settle_booking(walk, 0);
                 return Ok(Paced::Stop);
             }
         }
-        let Some(rate) = walk.effective.max_rows_per_second else {
-            return Ok(Paced::Go);
-        };
-        let rows = u64::from(walk.limit());
-        let wait = self.settings.pacer.book(self.db, target, rows, rate).await?;
-        walk.booked = Some((rows, rate));
-        // Jobs sharing the target's budget can wait longer than one batch's share: keep the
-        // lease alive across the wait (a lost renewal shows in the next batch).
-        if wait >= self.settings.lease / 3 {
-            self.renew_lease(wait).await?;
-        }
-        if wait.is_zero() || sleep_unless_stopped(wait, should_stop).await {
-            return Ok(Paced::Go);
-        }
-        self.settle_booking(walk, 0);
-        Ok(Paced::Stop)
     }
 
     /// Extends the lease to `extra` past a full lease from now. False: the lease is lost or the

@@ -50,16 +50,16 @@ pub(crate) enum TargetCommand {
         /// The catalog target.
         target: String,
         /// Rows per second, all daemons together (at most the configured cap).
-        #[arg(long, value_name = "N|none")]
+        #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
         max_rows_per_second: Option<String>,
         /// The largest batch (at most the configured max_batch_size).
-        #[arg(long, value_name = "N|none")]
+        #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
         max_batch_size: Option<String>,
         /// The smallest adaptive batch (adaptive targets only).
-        #[arg(long, value_name = "N|none")]
+        #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
         min_batch_size: Option<String>,
         /// The duration an adaptive batch aims at, in milliseconds (adaptive targets only).
-        #[arg(long, value_name = "MS|none")]
+        #[arg(long, value_name = "MS|none", allow_hyphen_values = true)]
         target_batch_duration_ms: Option<String>,
         /// Database-health thresholds as a JSON object of numbers above 0, or `none`.
         #[arg(long, value_name = "JSON|none")]
