@@ -163,7 +163,10 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
     let other = Api::at(ports[1]);
     let (status, shown) = api.get("/v1/targets").await;
     assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["targets"][0]["effective"]["max_rows_per_second"], 2_000);
+    assert_eq!(
+        shown["targets"][0]["effective"]["max_rows_per_second"],
+        2_000
+    );
     let mut ids = Vec::new();
     for tenant in 0..10 {
         ids.push(api.submit(&erase_tenant(tenant)).await);
@@ -196,9 +199,10 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
     );
     let samples = throttle_samples(&other).await;
     assert!(
-        samples
-            .iter()
-            .any(|line| line.starts_with("reaper_throttle_max_rows_per_second") && line.ends_with(" 400")),
+        samples.iter().any(
+            |line| line.starts_with("reaper_throttle_max_rows_per_second")
+                && line.ends_with(" 400")
+        ),
         "{samples:?}"
     );
 
@@ -210,7 +214,11 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
         json!({"speed": 3}),
     ] {
         let (status, body) = api
-            .call(reqwest::Method::PATCH, "/v1/targets/events/throttle", Some(&bad))
+            .call(
+                reqwest::Method::PATCH,
+                "/v1/targets/events/throttle",
+                Some(&bad),
+            )
             .await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -232,7 +240,10 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("unknown target `nope`"), "{body}");
     let refused = reqwest::Client::new()
-        .patch(format!("http://127.0.0.1:{}/v1/targets/events/throttle", ports[0]))
+        .patch(format!(
+            "http://127.0.0.1:{}/v1/targets/events/throttle",
+            ports[0]
+        ))
         .bearer_auth(read_only[0].1)
         .json(&json!({"max_rows_per_second": 1}))
         .send()
@@ -260,8 +271,15 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     let unchanged = wait_for_target(&api, "unchanged", |_| true).await;
-    assert_eq!(unchanged["override"]["max_rows_per_second"], 400, "{unchanged}");
-    assert_eq!(unchanged["changes"].as_array().unwrap().len(), 1, "{unchanged}");
+    assert_eq!(
+        unchanged["override"]["max_rows_per_second"], 400,
+        "{unchanged}"
+    );
+    assert_eq!(
+        unchanged["changes"].as_array().unwrap().len(),
+        1,
+        "{unchanged}"
+    );
 
     // Pause through the CLI: no batch starts on either daemon from a second after it.
     let (status, out, err) = target_cli(
@@ -285,9 +303,11 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
     );
     let samples = throttle_samples(&other).await;
     assert!(
-        samples.iter().any(|line| line.starts_with("reaper_throttle_paused")
-            && line.contains("reason=\"operator\"")
-            && line.ends_with(" 1")),
+        samples
+            .iter()
+            .any(|line| line.starts_with("reaper_throttle_paused")
+                && line.contains("reason=\"operator\"")
+                && line.ends_with(" 1")),
         "{samples:?}"
     );
 
@@ -314,14 +334,18 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
         .await;
     assert_eq!((status, &body["paused"]), (200, &json!(false)), "{body}");
     let resumed = Instant::now();
-    crate::poll_until(Duration::from_secs(3), "a batch after the resume", async || {
-        let count = audit_times(test).await.len();
-        if count > deleted_while_paused {
-            Ok(count)
-        } else {
-            Err(format!("{count} audit rows"))
-        }
-    })
+    crate::poll_until(
+        Duration::from_secs(3),
+        "a batch after the resume",
+        async || {
+            let count = audit_times(test).await.len();
+            if count > deleted_while_paused {
+                Ok(count)
+            } else {
+                Err(format!("{count} audit rows"))
+            }
+        },
+    )
     .await;
     eprintln!("first batch {:?} after the resume", resumed.elapsed());
 
@@ -329,7 +353,10 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
     let (status, out, err) = target_cli(&d, &["clear", "events", "--by", "cat"]);
     assert_eq!(status, 0, "{err}");
     let cleared: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(cleared["effective"]["max_rows_per_second"], 2_000, "{cleared}");
+    assert_eq!(
+        cleared["effective"]["max_rows_per_second"], 2_000,
+        "{cleared}"
+    );
     assert_eq!(cleared["effective"]["max_batch_size"], 1_000, "{cleared}");
     assert_eq!(cleared["override"]["max_rows_per_second"], Value::Null);
     let (status, out, _) = target_cli(&d, &["list"]);
@@ -357,10 +384,18 @@ async fn operators_lower_pause_resume_and_clear_a_target_live_on_every_daemon() 
             )
         })
         .collect();
-    let expected = [("clear", "cat"), ("resume", "bob"), ("pause", "ann"), ("set", "ops")]
-        .map(|(action, actor)| (action.to_owned(), actor.to_owned()));
+    let expected = [
+        ("clear", "cat"),
+        ("resume", "bob"),
+        ("pause", "ann"),
+        ("set", "ops"),
+    ]
+    .map(|(action, actor)| (action.to_owned(), actor.to_owned()));
     assert_eq!(history, expected, "{shown}");
-    assert_eq!(shown["changes"][3]["after"]["override"]["max_rows_per_second"], 400);
+    assert_eq!(
+        shown["changes"][3]["after"]["override"]["max_rows_per_second"],
+        400
+    );
     assert_eq!(shown["changes"][3]["reason"], "replica behind");
     assert!(shown["changes"][2]["at"].is_string());
 }

@@ -52,19 +52,39 @@ impl ThrottleOverride {
 #[serde(deny_unknown_fields)]
 pub struct ThrottlePatch {
     /// See [`ThrottleOverride::max_rows_per_second`].
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_rows_per_second: Option<Option<i64>>,
     /// See [`ThrottleOverride::max_batch_size`].
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_batch_size: Option<Option<i64>>,
     /// See [`ThrottleOverride::min_batch_size`].
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_batch_size: Option<Option<i64>>,
     /// See [`ThrottleOverride::target_batch_duration_ms`].
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_batch_duration_ms: Option<Option<i64>>,
     /// See [`ThrottleOverride::thresholds`]; replaces the whole map.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub thresholds: Option<Option<BTreeMap<String, f64>>>,
     /// Who asks (recorded with the change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,7 +207,9 @@ impl Effective {
             (configured, set) => set.or(configured),
         };
         let adaptive = throttle.adaptive.map(|configured| {
-            let max = o.max_batch_size.map_or(configured.max, |cap| cap.min(configured.max));
+            let max = o
+                .max_batch_size
+                .map_or(configured.max, |cap| cap.min(configured.max));
             Adaptive {
                 target: o
                     .target_batch_duration_ms
@@ -245,7 +267,10 @@ pub fn apply_patch(
         Some(Some(value)) => match u32::try_from(value) {
             Ok(value) if value >= 1 => Some(value),
             _ => {
-                fail(field, format!("{value} is not allowed; it must be a whole number from 1"));
+                fail(
+                    field,
+                    format!("{value} is not allowed; it must be a whole number from 1"),
+                );
                 keep
             }
         },
@@ -379,7 +404,8 @@ mod tests {
     use super::*;
 
     fn catalog(throttle: Throttle) -> Catalog {
-        let mut target = crate::sql::test_support::job(&serde_json::json!({"all_rows": true})).target;
+        let mut target =
+            crate::sql::test_support::job(&serde_json::json!({"all_rows": true})).target;
         target.max_batch_size = 10_000;
         target.throttle = throttle;
         Catalog::new([target])
@@ -410,8 +436,10 @@ mod tests {
             &catalog,
             "events",
             &ThrottleOverride::default(),
-            &patch(serde_json::json!({"max_rows_per_second": 500, "max_batch_size": 200,
-                "thresholds": {"replica_lag_seconds": 5}})),
+            &patch(
+                serde_json::json!({"max_rows_per_second": 500, "max_batch_size": 200,
+                "thresholds": {"replica_lag_seconds": 5}}),
+            ),
             LEASE,
         )
         .unwrap();
@@ -454,17 +482,28 @@ mod tests {
         };
         let above = refused(serde_json::json!({"max_rows_per_second": 5_000}));
         assert!(
-            above.contains("max_rows_per_second: 5000 is above target `events`'s configured cap (1000)"),
+            above.contains(
+                "max_rows_per_second: 5000 is above target `events`'s configured cap (1000)"
+            ),
             "{above}"
         );
         let negative = refused(serde_json::json!({"max_rows_per_second": -5}));
         assert!(negative.contains("-5 is not allowed"), "{negative}");
         let batch = refused(serde_json::json!({"max_batch_size": 20_000}));
-        assert!(batch.contains("above target `events`'s configured max_batch_size (10000)"), "{batch}");
+        assert!(
+            batch.contains("above target `events`'s configured max_batch_size (10000)"),
+            "{batch}"
+        );
         let threshold = refused(serde_json::json!({"thresholds": {"load": 0}}));
-        assert!(threshold.contains("thresholds.load: 0 is not allowed"), "{threshold}");
+        assert!(
+            threshold.contains("thresholds.load: 0 is not allowed"),
+            "{threshold}"
+        );
         let crossed = refused(serde_json::json!({"max_batch_size": 50, "min_batch_size": 80}));
-        assert!(crossed.contains("min_batch_size: 80 is above the largest batch (50)"), "{crossed}");
+        assert!(
+            crossed.contains("min_batch_size: 80 is above the largest batch (50)"),
+            "{crossed}"
+        );
         let slow = refused(serde_json::json!({"max_rows_per_second": 10}));
         assert!(slow.contains("is too low"), "{slow}");
         let empty = refused(serde_json::json!({"reason": "x"}));
@@ -477,7 +516,10 @@ mod tests {
             LEASE,
         )
         .unwrap_err();
-        assert!(unknown.to_string().contains("unknown target `nope`"), "{unknown}");
+        assert!(
+            unknown.to_string().contains("unknown target `nope`"),
+            "{unknown}"
+        );
     }
 
     #[test]
@@ -500,13 +542,19 @@ mod tests {
             LEASE,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("has no adaptive batch size"), "{error}");
+        assert!(
+            error.to_string().contains("has no adaptive batch size"),
+            "{error}"
+        );
     }
 
     #[test]
     fn the_effective_throttle_applies_the_override_and_never_exceeds_the_configuration() {
         let throttle = capped();
-        assert_eq!(Effective::of(&throttle, None).max_rows_per_second, Some(1_000));
+        assert_eq!(
+            Effective::of(&throttle, None).max_rows_per_second,
+            Some(1_000)
+        );
         let control = TargetControl {
             target: "events".into(),
             paused: true,

@@ -88,7 +88,10 @@ pub fn budget_cost(rows: u64, rows_per_second: u32) -> i64 {
 /// What the booking statement computes: the line's new end after a booking of `cost` at `now`
 /// with `correction` (the previous booking's unused part, zero or negative).
 pub fn advance(free_at: i64, now: i64, correction: i64, cost: i64) -> i64 {
-    free_at.saturating_add(correction).max(now).saturating_add(cost)
+    free_at
+        .saturating_add(correction)
+        .max(now)
+        .saturating_add(cost)
 }
 
 /// How long a batch waits after its booking returned `free_in` (the line's new end minus the
@@ -191,7 +194,10 @@ mod tests {
         // Idle time is not saved up into a burst; a give-back does not reach into the past.
         let later = free_at + 60_000_000;
         assert_eq!(advance(free_at, later, correction, cost), later + cost);
-        assert_eq!(budget_wait(advance(free_at, later, 0, cost) - later, cost), Duration::ZERO);
+        assert_eq!(
+            budget_wait(advance(free_at, later, 0, cost) - later, cost),
+            Duration::ZERO
+        );
         // Degenerate inputs stay defined.
         assert_eq!(budget_cost(0, 0), 1);
         assert_eq!(budget_correction(10, 10, 5), 0);

@@ -202,9 +202,9 @@ pub async fn book_budget(
         }
         Backend::Postgres | Backend::Sqlite => {
             let rows = db.query_all(&statement).await?;
-            let row = rows.first().ok_or_else(|| {
-                EngineError::Corrupt("the budget booking returned no row".into())
-            })?;
+            let row = rows
+                .first()
+                .ok_or_else(|| EngineError::Corrupt("the budget booking returned no row".into()))?;
             Ok(row.try_get::<i64>("", "free_in")?)
         }
     }

@@ -78,9 +78,7 @@ impl Pacer {
         rows: u64,
         rows_per_second: u32,
     ) -> Result<Duration, EngineError> {
-        let correction = unpoisoned(&self.corrections)
-            .remove(target)
-            .unwrap_or(0);
+        let correction = unpoisoned(&self.corrections).remove(target).unwrap_or(0);
         let cost = budget_cost(rows, rows_per_second);
         let free_in = crate::controls::book_budget(db, target, cost, correction).await?;
         Ok(budget_wait(free_in, cost))

@@ -577,7 +577,8 @@ impl Run<'_> {
             if walk.effective.paused {
                 if !told {
                     tracing::info!(
-                        message = "Target paused by an operator; the job waits at its batch boundary.",
+                        message =
+                            "Target paused by an operator; the job waits at its batch boundary.",
                         paused_by = control.as_ref().map(|c| c.changed_by.as_str())
                     );
                     told = true;
@@ -599,7 +600,11 @@ impl Run<'_> {
                 return Ok(Paced::Go);
             };
             let rows = u64::from(walk.limit());
-            let wait = self.settings.pacer.book(self.db, target, rows, rate).await?;
+            let wait = self
+                .settings
+                .pacer
+                .book(self.db, target, rows, rate)
+                .await?;
             walk.booked = Some((rows, rate));
             if wait.is_zero() {
                 return Ok(Paced::Go);

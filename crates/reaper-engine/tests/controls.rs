@@ -55,7 +55,12 @@ async fn bookings_take_consecutive_slots_on_the_database_clock_and_give_unused_t
     near(third, Duration::from_millis(400), tolerance, "third");
     // The third batch used nothing of its slot: giving its 200 ms back moves the next slot up.
     let fourth = book(&s, 100_000, -200_000).await;
-    near(fourth, Duration::from_millis(400), tolerance, "after a give-back");
+    near(
+        fourth,
+        Duration::from_millis(400),
+        tolerance,
+        "after a give-back",
+    );
     // Idle time is not saved up: after the line ran dry, a booking waits for nothing, even with
     // time to give back.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -140,9 +145,15 @@ async fn changes_are_recorded_and_refused_input_changes_nothing(backend: Backend
     let error = controls::pause(&s.db, &s.catalog, "nope", by("eve"))
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("unknown target `nope`"), "{error}");
+    assert!(
+        error.to_string().contains("unknown target `nope`"),
+        "{error}"
+    );
     let stored = controls::get(&s.db, "events").await.unwrap().unwrap();
-    assert_eq!(stored.overrides, set.overrides, "refused input changed nothing");
+    assert_eq!(
+        stored.overrides, set.overrides,
+        "refused input changed nothing"
+    );
     assert_eq!(stored.changed_by, "bob");
     assert_eq!(
         stored.overrides.thresholds.as_ref().unwrap()["replica_lag_seconds"],
@@ -172,7 +183,12 @@ async fn changes_are_recorded_and_refused_input_changes_nothing(backend: Backend
     assert_eq!(history[2].after["override"]["max_rows_per_second"], 500);
     assert_eq!(history[2].after["paused"], true);
     assert_eq!(history[2].reason.as_deref(), Some("load test"));
-    assert!(controls::changes(&s.db, "nope", 10).await.unwrap().is_empty());
+    assert!(
+        controls::changes(&s.db, "nope", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(controls::list(&s.db).await.unwrap().len() == 1);
 }
 

@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::lifecycle::JobState;
@@ -112,10 +112,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/targets/{name}", get(get_target))
         .route("/v1/targets/{name}/pause", post(pause_target))
         .route("/v1/targets/{name}/resume", post(resume_target))
-        .route(
-            "/v1/targets/{name}/throttle",
-            patch(set_throttle).delete(clear_throttle),
-        )
+        .route("/v1/targets/{name}/throttle", patch(set_throttle))
+        .route("/v1/targets/{name}/throttle", delete(clear_throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)

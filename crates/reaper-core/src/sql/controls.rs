@@ -33,7 +33,12 @@ fn text(value: &str) -> SqlValue {
 /// change that follows in the same transaction has a row to lock. On SQLite this first write
 /// takes the database's write lock, so the read-modify-write after it is serialised too.
 /// Expected plan: a single-row insert plus the primary-key check.
-pub fn ensure_control(backend: Backend, target: &str, actor: &str, now: DateTime<Utc>) -> Statement {
+pub fn ensure_control(
+    backend: Backend,
+    target: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("INSERT INTO reaper_target_controls (target, paused, changed_by, changed_at) VALUES (")
         .param(text(target))
@@ -220,7 +225,8 @@ pub fn decode_control<R: Row>(row: &R) -> Result<TargetControl, R::Error> {
     let number = |column: &'static str| -> Result<Option<u32>, R::Error> {
         row.int(column)?
             .map(|value| {
-                u32::try_from(value).map_err(|_| R::corrupt(column, format!("{value} is out of range")))
+                u32::try_from(value)
+                    .map_err(|_| R::corrupt(column, format!("{value} is out of range")))
             })
             .transpose()
     };
@@ -253,7 +259,8 @@ pub fn decode_change<R: Row>(row: &R) -> Result<ControlChange, R::Error> {
     Ok(ControlChange {
         target: required(row, "target", R::text)?,
         action: required(row, "action", R::text)?,
-        after: serde_json::from_str(&detail).map_err(|error| R::corrupt("detail", error.to_string()))?,
+        after: serde_json::from_str(&detail)
+            .map_err(|error| R::corrupt("detail", error.to_string()))?,
         actor: required(row, "actor", R::text)?,
         reason: row.text("reason")?,
         at: required(row, "created_at", R::time)?,
@@ -270,18 +277,41 @@ mod tests {
         assert!(pg.sql().contains("ON CONFLICT (target) DO UPDATE SET free_at = GREATEST(reaper_target_budgets.free_at + $3"), "{pg}");
         assert!(pg.sql().ends_with("AS free_in"), "{pg}");
         let lite = book_budget(Backend::Sqlite, "events", 500, -100);
-        assert!(lite.sql().contains("max(reaper_target_budgets.free_at + ?"), "{lite}");
+        assert!(
+            lite.sql().contains("max(reaper_target_budgets.free_at + ?"),
+            "{lite}"
+        );
         let my = book_budget(Backend::MySql, "events", 500, -100);
-        assert!(my.sql().contains("ON DUPLICATE KEY UPDATE free_at = LAST_INSERT_ID(GREATEST(free_at + ?"), "{my}");
+        assert!(
+            my.sql()
+                .contains("ON DUPLICATE KEY UPDATE free_at = LAST_INSERT_ID(GREATEST(free_at + ?"),
+            "{my}"
+        );
         assert!(!my.sql().contains("RETURNING"), "{my}");
         assert_eq!(my.params().len(), 4);
     }
 
     #[test]
     fn only_servers_with_row_locks_lock_the_control() {
-        assert!(get_control(Backend::Postgres, "t", true).sql().ends_with("FOR UPDATE"));
-        assert!(get_control(Backend::MySql, "t", true).sql().ends_with("FOR UPDATE"));
-        assert!(!get_control(Backend::Sqlite, "t", true).sql().contains("FOR UPDATE"));
-        assert!(!get_control(Backend::Postgres, "t", false).sql().contains("FOR UPDATE"));
+        assert!(
+            get_control(Backend::Postgres, "t", true)
+                .sql()
+                .ends_with("FOR UPDATE")
+        );
+        assert!(
+            get_control(Backend::MySql, "t", true)
+                .sql()
+                .ends_with("FOR UPDATE")
+        );
+        assert!(
+            !get_control(Backend::Sqlite, "t", true)
+                .sql()
+                .contains("FOR UPDATE")
+        );
+        assert!(
+            !get_control(Backend::Postgres, "t", false)
+                .sql()
+                .contains("FOR UPDATE")
+        );
     }
 }

@@ -103,7 +103,10 @@ pub(crate) async fn run(settings: &Settings, command: TargetCommand) -> CommandR
                 None => Err(CommandError::Invalid(
                     reaper_core::controls::check_target(catalog, &target)
                         .err()
-                        .map_or_else(|| format!("no target `{target}`"), |e| e.errors[0].message.clone()),
+                        .map_or_else(
+                            || format!("no target `{target}`"),
+                            |e| e.errors[0].message.clone(),
+                        ),
                 )),
             };
         }
