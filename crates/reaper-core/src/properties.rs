@@ -196,33 +196,36 @@ proptest! {
         prop_assert!(slower <= next, "slower batch {} > {}", slower, next);
     }
 
-    /// The shared rate budget: batches that book before they run, start at their slot and give
-    /// back what they did not use never run faster than the rate — the rows run before any
-    /// batch's start fit the time since the first start (a microsecond of rounding per batch).
+    /// The shared rate budget: batches that book before they run, start at their slot or late
+    /// and give back what they did not use never run faster than the rate — each starts at
+    /// least the rows of the one before over the rate after it (a microsecond of rounding).
     #[test]
     fn the_shared_rate_budget_never_runs_faster_than_the_rate(
         rate in 1u32..100_000,
-        batches in prop::collection::vec((1u64..10_000, 0u64..=100, 0i64..2_000_000), 1..50),
+        batches in prop::collection::vec(
+            (1u64..10_000, 0u64..=100, 0i64..2_000_000, 0u64..50_000),
+            1..50,
+        ),
     ) {
         let (mut free_at, mut now, mut correction) = (0i64, 0i64, 0i64);
-        let mut first_start = None;
-        let mut rows_before = 0u64;
-        let count = batches.len() as f64;
-        for (booked, used_percent, gap_us) in batches {
+        let mut previous: Option<(i64, u64)> = None;
+        for (booked, used_percent, gap_us, late_us) in batches {
             now += gap_us;
             let cost = budget_cost(booked, rate);
             free_at = advance(free_at, now, correction, cost);
-            let start = now + i64::try_from(budget_wait(free_at - now, cost).as_micros()).unwrap();
-            prop_assert!(start >= now);
-            let first = *first_start.get_or_insert(start);
-            let allowed = (start - first) as f64 / 1e6 + 2e-6 * count;
-            prop_assert!(
-                rows_before as f64 / f64::from(rate) <= allowed,
-                "{} rows before {}µs", rows_before, start - first
-            );
+            let slot = now + i64::try_from(budget_wait(free_at - now, cost).as_micros()).unwrap();
+            prop_assert!(slot >= now);
+            let start = slot + i64::try_from(late_us).unwrap();
+            if let Some((before, rows)) = previous {
+                let share = rows as f64 * 1e6 / f64::from(rate);
+                prop_assert!(
+                    (start - before) as f64 + 2.0 >= share,
+                    "{} rows, then a start {}µs later", rows, start - before
+                );
+            }
             let used = booked * used_percent / 100;
-            correction = budget_correction(booked, used, rate);
-            rows_before += used;
+            correction = budget_correction(booked, used, rate, Duration::from_micros(late_us));
+            previous = Some((start, used));
             now = start;
         }
     }

@@ -73,7 +73,10 @@ impl Adaptive {
 /// `free_at = max(free_at + correction, now) + cost` in one atomic statement, on the database's
 /// clock, so the daemons' clocks do not matter — and starts when its slot begins, `cost` before
 /// the line's new end. What it did not use (a short batch) is given back with its process's next
-/// booking on the target (`correction`). Idle time is not saved up into a burst.
+/// booking on the target, and how late it started after its slot (a slow wake-up) is added to
+/// it (`correction`, [`budget_correction`]): within one process batches start at least their
+/// rows' share apart, as if each had booked when it started. Idle time is not saved up into a
+/// burst.
 ///
 /// Times are microseconds. This module computes; the statement (`sql::controls::book_budget`)
 /// applies [`advance`] atomically and returns `free_in`, the line's new end minus its `now`.
@@ -86,7 +89,7 @@ pub fn budget_cost(rows: u64, rows_per_second: u32) -> i64 {
 }
 
 /// What the booking statement computes: the line's new end after a booking of `cost` at `now`
-/// with `correction` (the previous booking's unused part, zero or negative).
+/// with `correction` (the previous booking's lateness less its unused part).
 pub fn advance(free_at: i64, now: i64, correction: i64, cost: i64) -> i64 {
     free_at
         .saturating_add(correction)
@@ -100,15 +103,16 @@ pub fn budget_wait(free_in: i64, cost: i64) -> Duration {
     Duration::from_micros(u64::try_from(free_in.saturating_sub(cost)).unwrap_or(0))
 }
 
-/// The correction a batch that booked `booked` rows and removed `rows` leaves for the next
-/// booking: the part of its slot it did not use, given back (negative); a batch cannot remove
-/// more than it booked, so never positive.
-pub fn budget_correction(booked: u64, rows: u64, rows_per_second: u32) -> i64 {
+/// The correction a batch that booked `booked` rows, started `late` after its slot and removed
+/// `rows` leaves for the next booking: its lateness, less the part of its slot it did not use
+/// (a batch cannot remove more than it booked).
+pub fn budget_correction(booked: u64, rows: u64, rows_per_second: u32, late: Duration) -> i64 {
     let unused = booked.saturating_sub(rows);
+    let late = i64::try_from(late.as_micros()).unwrap_or(i64::MAX);
     if unused == 0 {
-        0
+        late
     } else {
-        -budget_cost(unused, rows_per_second)
+        late.saturating_sub(budget_cost(unused, rows_per_second))
     }
 }
 
@@ -186,8 +190,13 @@ mod tests {
             "slots of half a second each"
         );
         // A batch that removed 200 of its 1,000 rows gives 400 ms back to the next booking.
-        let correction = budget_correction(1_000, 200, 2_000);
+        let correction = budget_correction(1_000, 200, 2_000, Duration::ZERO);
         assert_eq!(correction, -400_000);
+        // One that started 30 ms late after its slot pushes the line by that much.
+        assert_eq!(
+            budget_correction(1_000, 1_000, 2_000, Duration::from_millis(30)),
+            30_000
+        );
         let before = free_at;
         free_at = advance(free_at, now, correction, cost);
         assert_eq!(free_at, before - 400_000 + cost);
@@ -200,7 +209,7 @@ mod tests {
         );
         // Degenerate inputs stay defined.
         assert_eq!(budget_cost(0, 0), 1);
-        assert_eq!(budget_correction(10, 10, 5), 0);
+        assert_eq!(budget_correction(10, 10, 5, Duration::ZERO), 0);
         assert_eq!(budget_wait(-5, 10), Duration::ZERO);
     }
 }

@@ -30,8 +30,8 @@ struct ControlCache {
 #[derive(Debug, Default)]
 pub struct Pacer {
     controls: tokio::sync::Mutex<ControlCache>,
-    /// The unused part of this process's last booking per target (µs, zero or negative),
-    /// given back with its next one.
+    /// This process's last booking per target: how late it started less what it did not use
+    /// (µs), sent with its next booking.
     corrections: Mutex<HashMap<String, i64>>,
     sizes: Mutex<HashMap<String, u32>>,
 }
@@ -84,14 +84,21 @@ impl Pacer {
         Ok(budget_wait(free_in, cost))
     }
 
-    /// A batch that booked `booked` rows removed `rows`: the difference goes back with the next
-    /// booking on `target`.
-    pub fn settle(&self, target: &str, booked: u64, rows: u64, rows_per_second: u32) {
-        let give_back = budget_correction(booked, rows, rows_per_second);
-        if give_back != 0 {
+    /// A batch that booked `booked` rows, started `late` after its slot and removed `rows`: its
+    /// lateness less its unused time goes with the next booking on `target`.
+    pub fn settle(
+        &self,
+        target: &str,
+        booked: u64,
+        rows: u64,
+        rows_per_second: u32,
+        late: Duration,
+    ) {
+        let correction = budget_correction(booked, rows, rows_per_second, late);
+        if correction != 0 {
             *unpoisoned(&self.corrections)
                 .entry(target.to_owned())
-                .or_default() += give_back;
+                .or_default() += correction;
         }
     }
 

@@ -182,6 +182,19 @@ pub struct RunReport {
     pub job: Option<JobRecord>,
 }
 
+/// A batch's booking on its target's shared budget.
+#[derive(Debug, Clone, Copy)]
+struct Booking {
+    /// The rows booked.
+    rows: u64,
+    /// At this many rows per second.
+    rate: u32,
+    /// When its slot begins (this process's clock).
+    slot: Instant,
+    /// How late after its slot the batch started.
+    late: Duration,
+}
+
 /// What [`Run::pace`] decided.
 enum Paced {
     /// The batch may start.
@@ -340,8 +353,8 @@ struct Walk<'j> {
     started: Instant,
     /// The throttle the next batch runs under (set before each batch).
     effective: Effective,
-    /// The rows the next batch booked on its target's shared budget, and at which rate.
-    booked: Option<(u64, u32)>,
+    /// What the next batch booked on its target's shared budget.
+    booked: Option<Booking>,
 }
 
 impl<'j> Walk<'j> {
@@ -566,10 +579,11 @@ impl Run<'_> {
         loop {
             let control = self.settings.pacer.control(self.db, target).await?;
             walk.effective = Effective::of(&walk.job.target.throttle, control.as_ref());
-            if walk.booked.is_some() {
+            if let Some(booking) = &mut walk.booked {
                 // Back from the wait for its slot: the batch goes unless a pause came meanwhile
                 // (then its slot is given back and it waits with the others).
                 if !walk.effective.paused {
+                    booking.late = booking.slot.elapsed();
                     return Ok(Paced::Go);
                 }
                 self.settle_booking(walk, 0);
@@ -600,12 +614,20 @@ impl Run<'_> {
                 return Ok(Paced::Go);
             };
             let rows = u64::from(walk.limit());
+            // The slot is timed from before the booking left: the database's `now` is no
+            // earlier, so a late start is never under-counted.
+            let sent = Instant::now();
             let wait = self
                 .settings
                 .pacer
                 .book(self.db, target, rows, rate)
                 .await?;
-            walk.booked = Some((rows, rate));
+            walk.booked = Some(Booking {
+                rows,
+                rate,
+                slot: sent + wait,
+                late: Duration::ZERO,
+            });
             if wait.is_zero() {
                 return Ok(Paced::Go);
             }
@@ -635,12 +657,17 @@ impl Run<'_> {
         .await
     }
 
-    /// Gives back what the batch that removed `rows` did not use of its booking.
+    /// Settles the booking of the batch that removed `rows`: what it did not use goes back,
+    /// how late it started after its slot goes forward.
     fn settle_booking(&self, walk: &mut Walk<'_>, rows: u64) {
-        if let Some((booked, rate)) = walk.booked.take() {
-            self.settings
-                .pacer
-                .settle(&walk.job.target.name, booked, rows, rate);
+        if let Some(booking) = walk.booked.take() {
+            self.settings.pacer.settle(
+                &walk.job.target.name,
+                booking.rows,
+                rows,
+                booking.rate,
+                booking.late,
+            );
         }
     }
 

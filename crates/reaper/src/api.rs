@@ -677,17 +677,10 @@ async fn get_target(State(state): State<Arc<ApiState>>, Path(name): Path<String>
 /// What a control change says about itself: who asks and why (`{"requested_by", "reason"}`,
 /// both optional).
 fn changer_from_body(body: &[u8]) -> (String, Option<String>) {
-    let reason = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|value| {
-            value
-                .get("reason")
-                .and_then(serde_json::Value::as_str)
-                .map(str::trim)
-                .filter(|reason| !reason.is_empty())
-                .map(|reason| reason.chars().take(1_000).collect())
-        });
-    (actions::actor_from_body(body), reason)
+    (
+        actions::actor_from_body(body),
+        actions::text_from_body(body, "reason", 1_000),
+    )
 }
 
 /// `POST /v1/targets/{name}/pause`: no batch of the target starts once the daemons see it

@@ -49,21 +49,8 @@ pub(crate) enum TargetCommand {
     Set {
         /// The catalog target.
         target: String,
-        /// Rows per second, all daemons together (at most the configured cap).
-        #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
-        max_rows_per_second: Option<String>,
-        /// The largest batch (at most the configured max_batch_size).
-        #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
-        max_batch_size: Option<String>,
-        /// The smallest adaptive batch (adaptive targets only).
-        #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
-        min_batch_size: Option<String>,
-        /// The duration an adaptive batch aims at, in milliseconds (adaptive targets only).
-        #[arg(long, value_name = "MS|none", allow_hyphen_values = true)]
-        target_batch_duration_ms: Option<String>,
-        /// Database-health thresholds as a JSON object of numbers above 0, or `none`.
-        #[arg(long, value_name = "JSON|none")]
-        thresholds: Option<String>,
+        #[command(flatten)]
+        values: SetArgs,
         #[command(flatten)]
         change: ChangeArgs,
     },
@@ -74,6 +61,55 @@ pub(crate) enum TargetCommand {
         #[command(flatten)]
         change: ChangeArgs,
     },
+}
+
+/// The values `reaper target set` changes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SetArgs {
+    /// Rows per second, all daemons together (at most the configured cap).
+    #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
+    max_rows_per_second: Option<String>,
+    /// The largest batch (at most the configured max_batch_size).
+    #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
+    max_batch_size: Option<String>,
+    /// The smallest adaptive batch (adaptive targets only).
+    #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
+    min_batch_size: Option<String>,
+    /// The duration an adaptive batch aims at, in milliseconds (adaptive targets only).
+    #[arg(long, value_name = "MS|none", allow_hyphen_values = true)]
+    target_batch_duration_ms: Option<String>,
+    /// Database-health thresholds as a JSON object of numbers above 0, or `none`.
+    #[arg(long, value_name = "JSON|none")]
+    thresholds: Option<String>,
+}
+
+impl SetArgs {
+    /// The change these flags ask for; a value that is no number (or `none`) is refused input.
+    fn patch(self) -> Result<ThrottlePatch, CommandError> {
+        Ok(ThrottlePatch {
+            max_rows_per_second: number("--max-rows-per-second", self.max_rows_per_second)?,
+            max_batch_size: number("--max-batch-size", self.max_batch_size)?,
+            min_batch_size: number("--min-batch-size", self.min_batch_size)?,
+            target_batch_duration_ms: number(
+                "--target-batch-duration-ms",
+                self.target_batch_duration_ms,
+            )?,
+            thresholds: self
+                .thresholds
+                .map(|text| match text.as_str() {
+                    "none" => Ok(None),
+                    json => serde_json::from_str(json).map(Some).map_err(|error| {
+                        CommandError::Invalid(format!(
+                            "--thresholds: {error}; give a JSON object of numbers, e.g. \
+                             '{{\"replica_lag_seconds\": 5}}', or none"
+                        ))
+                    }),
+                })
+                .transpose()?,
+            requested_by: None,
+            reason: None,
+        })
+    }
 }
 
 /// Who changes a target and why.
@@ -115,37 +151,9 @@ pub(crate) async fn run(settings: &Settings, command: TargetCommand) -> CommandR
         TargetCommand::Clear { target, change } => (target, Change::Clear, change),
         TargetCommand::Set {
             target,
-            max_rows_per_second,
-            max_batch_size,
-            min_batch_size,
-            target_batch_duration_ms,
-            thresholds,
+            values,
             change,
-        } => {
-            let patch = ThrottlePatch {
-                max_rows_per_second: number("--max-rows-per-second", max_rows_per_second)?,
-                max_batch_size: number("--max-batch-size", max_batch_size)?,
-                min_batch_size: number("--min-batch-size", min_batch_size)?,
-                target_batch_duration_ms: number(
-                    "--target-batch-duration-ms",
-                    target_batch_duration_ms,
-                )?,
-                thresholds: thresholds
-                    .map(|text| match text.as_str() {
-                        "none" => Ok(None),
-                        json => serde_json::from_str(json).map(Some).map_err(|error| {
-                            CommandError::Invalid(format!(
-                                "--thresholds: {error}; give a JSON object of numbers, e.g. \
-                                 '{{\"replica_lag_seconds\": 5}}', or none"
-                            ))
-                        }),
-                    })
-                    .transpose()?,
-                requested_by: None,
-                reason: None,
-            };
-            (target, Change::Set(Box::new(patch)), change)
-        }
+        } => (target, Change::Set(Box::new(values.patch()?)), change),
     };
     let actor = crate::cli::requested_by(change.by);
     let by = controls::Changer {
