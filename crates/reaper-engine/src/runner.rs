@@ -614,9 +614,6 @@ impl Run<'_> {
                 return Ok(Paced::Go);
             };
             let rows = u64::from(walk.limit());
-            // The slot is timed from before the booking left: the database's `now` is no
-            // earlier, so a late start is never under-counted.
-            let sent = Instant::now();
             let wait = self
                 .settings
                 .pacer
@@ -625,7 +622,9 @@ impl Run<'_> {
             walk.booked = Some(Booking {
                 rows,
                 rate,
-                slot: sent + wait,
+                // On this process's clock, from the reply (timing it from the request would
+                // count the round trip as lateness and slow every daemon's share of the line).
+                slot: Instant::now() + wait,
                 late: Duration::ZERO,
             });
             if wait.is_zero() {
