@@ -16,6 +16,7 @@ mod deploy;
 mod erasure_graph;
 mod holds;
 mod hostile_input;
+mod live_control;
 mod operator;
 mod outages;
 mod physical_order;

@@ -24,10 +24,12 @@
 
 use std::time::Duration;
 
+pub use reaper_core::controls::ThrottlePatch;
 pub use reaper_core::holds::{Hold, HoldRequest};
 pub use reaper_core::job::{Condition, Filter, JobRequest, Op};
 pub use reaper_core::views::{
     Acted, ActionView, AuditView, Cancelled, FieldProblem, JobView, Progress, Submitted,
+    TargetView, ThrottleValues,
 };
 use reaper_core::views::{ActionPage, AuditPage, Problem};
 
@@ -208,6 +210,76 @@ impl Client {
         self.send(
             self.http
                 .post(self.url(&format!("/v1/holds/{}/release", segment(id)))),
+        )
+        .await
+    }
+
+    /// Every catalog target with its throttle (configured, override, in force) and whether an
+    /// operator paused it.
+    pub async fn targets(&self) -> Result<Vec<TargetView>, ClientError> {
+        let page: reaper_core::views::TargetPage =
+            self.send(self.http.get(self.url("/v1/targets"))).await?;
+        Ok(page.targets)
+    }
+
+    /// One target, with its recorded changes (who, when, what), newest first.
+    pub async fn target(&self, name: &str) -> Result<TargetView, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/v1/targets/{}", segment(name)))),
+        )
+        .await
+    }
+
+    /// Pauses a target on every daemon (within a second), recorded as `by`.
+    pub async fn pause_target(&self, name: &str, by: &str) -> Result<TargetView, ClientError> {
+        self.control_target(name, "pause", by).await
+    }
+
+    /// Resumes a paused target, recorded as `by`.
+    pub async fn resume_target(&self, name: &str, by: &str) -> Result<TargetView, ClientError> {
+        self.control_target(name, "resume", by).await
+    }
+
+    /// Lowers (or with `null` fields clears) a target's throttle live; refused input changes
+    /// nothing ([`ClientError::Invalid`]).
+    pub async fn set_target_throttle(
+        &self,
+        name: &str,
+        patch: &ThrottlePatch,
+    ) -> Result<TargetView, ClientError> {
+        self.send(
+            self.http
+                .patch(self.url(&format!("/v1/targets/{}/throttle", segment(name))))
+                .json(patch),
+        )
+        .await
+    }
+
+    /// Clears a target's override: its configured throttle applies again.
+    pub async fn clear_target_throttle(
+        &self,
+        name: &str,
+        by: &str,
+    ) -> Result<TargetView, ClientError> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/targets/{}/throttle", segment(name))))
+                .json(&serde_json::json!({ "requested_by": by })),
+        )
+        .await
+    }
+
+    async fn control_target(
+        &self,
+        name: &str,
+        action: &str,
+        by: &str,
+    ) -> Result<TargetView, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/targets/{}/{action}", segment(name))))
+                .json(&serde_json::json!({ "requested_by": by })),
         )
         .await
     }

@@ -325,8 +325,8 @@ pub struct TargetConfig {
     /// Throttle: sleep this long after every batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Span>,
-    /// Throttle: at most this many rows per second from this target, all jobs of one daemon
-    /// (or one `purge`) together.
+    /// Throttle: at most this many rows per second from this target, all jobs of every daemon
+    /// (and `purge`) on the same ledger together (a budget shared through the database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows_per_second: Option<u32>,
     /// Throttle: adapt the batch size so each batch takes about this long (between

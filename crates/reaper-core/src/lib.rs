@@ -11,6 +11,7 @@
 //! - [`lifecycle`]: a job's states in the ledger and the result it ends with;
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
+//! - [`controls`]: live control of a target (pause, lowered caps) and the effective throttle;
 //! - [`receipt`]: the signed erasure receipt's document and the bytes its signature covers;
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
@@ -26,6 +27,7 @@
 pub mod audit_chain;
 pub mod catalog;
 pub mod config;
+pub mod controls;
 pub mod graph;
 pub mod holds;
 pub mod job;

@@ -15,7 +15,7 @@ use crate::lifecycle::JobState;
 use crate::retention::Policy;
 use crate::span::Span;
 use crate::sql::{self, Backend, RowLocking, SqlWriter, Statement, key_param};
-use crate::throttle::{Adaptive, RateBudget};
+use crate::throttle::{Adaptive, advance, budget_correction, budget_cost, budget_wait};
 use crate::validate::{ValidatedJob, validate};
 use crate::value::{KeyValue, SqlValue};
 
@@ -196,33 +196,38 @@ proptest! {
         prop_assert!(slower <= next, "slower batch {} > {}", slower, next);
     }
 
-    /// The rate budget: batches started as soon as the budget allows never exceed the rate —
-    /// the time line booked is the rows over the rate, and a wait is never longer than the
-    /// time still booked.
+    /// The shared rate budget: batches that book before they run, start at their slot or late
+    /// and give back what they did not use never run faster than the rate — each starts at
+    /// least the rows of the one before over the rate after it (a microsecond of rounding).
     #[test]
-    fn the_rate_budget_books_rows_over_rate(
+    fn the_shared_rate_budget_never_runs_faster_than_the_rate(
         rate in 1u32..100_000,
-        batches in prop::collection::vec((0u64..10_000, 0u64..2_000), 1..50),
+        batches in prop::collection::vec(
+            (1u64..10_000, 0u64..=100, 0i64..2_000_000, 0u64..50_000),
+            1..50,
+        ),
     ) {
-        let mut budget = RateBudget::default();
-        let mut now = Duration::ZERO;
-        let mut rows_total = 0u64;
-        let mut first_start = None;
-        for (rows, gap_ms) in batches {
-            now += Duration::from_millis(gap_ms);
-            let wait = budget.wait(now);
-            let start = now + wait;
-            prop_assert_eq!(budget.wait(start), Duration::ZERO);
-            first_start.get_or_insert(start);
-            budget.book(start, rows, rate);
-            rows_total += rows;
+        let (mut free_at, mut now, mut correction) = (0i64, 0i64, 0i64);
+        let mut previous: Option<(i64, u64)> = None;
+        for (booked, used_percent, gap_us, late_us) in batches {
+            now += gap_us;
+            let cost = budget_cost(booked, rate);
+            free_at = advance(free_at, now, correction, cost);
+            let slot = now + i64::try_from(budget_wait(free_at - now, cost).as_micros()).unwrap();
+            prop_assert!(slot >= now);
+            let start = slot + i64::try_from(late_us).unwrap();
+            if let Some((before, rows)) = previous {
+                let share = rows as f64 * 1e6 / f64::from(rate);
+                prop_assert!(
+                    (start - before) as f64 + 2.0 >= share,
+                    "{} rows, then a start {}µs later", rows, start - before
+                );
+            }
+            let used = booked * used_percent / 100;
+            correction = budget_correction(booked, used, rate, Duration::from_micros(late_us));
+            previous = Some((start, used));
             now = start;
         }
-        // All rows were booked at the rate: the line ends no earlier than rows / rate after
-        // the first start (float rounding: a microsecond per batch at most).
-        let needed = rows_total as f64 / f64::from(rate);
-        let end = budget.wait(Duration::ZERO).as_secs_f64();
-        prop_assert!(end + 1e-3 >= first_start.unwrap().as_secs_f64() + needed, "{} < {}", end, needed);
     }
 }
 

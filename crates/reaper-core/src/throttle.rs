@@ -3,7 +3,7 @@
 //! a target batch duration.
 //!
 //! Pure arithmetic: the engine measures, sleeps and keeps the state; this module only decides.
-//! Durations are inputs, never read from a clock.
+//! Durations and times are inputs, never read from a clock.
 
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use std::time::Duration;
 pub struct Throttle {
     /// Sleep this long after every committed batch.
     pub pause: Duration,
-    /// At most this many rows per second from this target, all jobs of one daemon together.
+    /// At most this many rows per second from this target, all jobs of all daemons together (see
+    /// [`budget_cost`]).
     pub max_rows_per_second: Option<u32>,
     /// Adapt the batch size toward a target duration.
     pub adaptive: Option<Adaptive>,
@@ -66,24 +67,52 @@ impl Adaptive {
     }
 }
 
-/// A rows-per-second budget shared by every job on one target (a GCRA: each batch books
-/// `rows / rate` seconds of the target's time line, and the next batch starts when the line is
-/// free). Times are offsets from any fixed origin the caller picks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateBudget {
-    free_at: Duration,
+/// A target's rows-per-second budget, shared by every job of every daemon (a GCRA): the
+/// target's time line ends at `free_at`, one row per target in the ledger database
+/// (`reaper_target_budgets`). Before it runs, a batch books the rows it asks for —
+/// `free_at = max(free_at + correction, now) + cost` in one atomic statement, on the database's
+/// clock, so the daemons' clocks do not matter — and starts when its slot begins, `cost` before
+/// the line's new end. What it did not use (a short batch) is given back with its process's next
+/// booking on the target, and how late it started after its slot (a slow wake-up) is added to
+/// it (`correction`, [`budget_correction`]): within one process batches start at least their
+/// rows' share apart, as if each had booked when it started. Idle time is not saved up into a
+/// burst.
+///
+/// Times are microseconds. This module computes; the statement (`sql::controls::book_budget`)
+/// applies [`advance`] atomically and returns `free_in`, the line's new end minus its `now`.
+///
+/// The microseconds of the line `rows` take at `rows_per_second` (at least 1).
+pub fn budget_cost(rows: u64, rows_per_second: u32) -> i64 {
+    let micros = rows as f64 * 1e6 / f64::from(rows_per_second.max(1));
+    // `as` saturates.
+    (micros.round() as i64).max(1)
 }
 
-impl RateBudget {
-    /// How long to wait before the next batch may start at `now`.
-    pub fn wait(&self, now: Duration) -> Duration {
-        self.free_at.saturating_sub(now)
-    }
+/// What the booking statement computes: the line's new end after a booking of `cost` at `now`
+/// with `correction` (the previous booking's lateness less its unused part).
+pub fn advance(free_at: i64, now: i64, correction: i64, cost: i64) -> i64 {
+    free_at
+        .saturating_add(correction)
+        .max(now)
+        .saturating_add(cost)
+}
 
-    /// Books a committed batch of `rows` rows that started at `started`.
-    pub fn book(&mut self, started: Duration, rows: u64, rows_per_second: u32) {
-        let cost = Duration::from_secs_f64(rows as f64 / f64::from(rows_per_second.max(1)));
-        self.free_at = self.free_at.max(started) + cost;
+/// How long a batch waits after its booking returned `free_in` (the line's new end minus the
+/// database's `now`): until its slot, `cost` before that end, begins.
+pub fn budget_wait(free_in: i64, cost: i64) -> Duration {
+    Duration::from_micros(u64::try_from(free_in.saturating_sub(cost)).unwrap_or(0))
+}
+
+/// The correction a batch that booked `booked` rows, started `late` after its slot and removed
+/// `rows` leaves for the next booking: its lateness, less the part of its slot it did not use
+/// (a batch cannot remove more than it booked).
+pub fn budget_correction(booked: u64, rows: u64, rows_per_second: u32, late: Duration) -> i64 {
+    let unused = booked.saturating_sub(rows);
+    let late = i64::try_from(late.as_micros()).unwrap_or(i64::MAX);
+    if unused == 0 {
+        late
+    } else {
+        late.saturating_sub(budget_cost(unused, rows_per_second))
     }
 }
 
@@ -143,26 +172,44 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_budget_spaces_batches_to_the_cap() {
-        let mut budget = RateBudget::default();
-        assert_eq!(budget.wait(Duration::ZERO), Duration::ZERO);
+    fn the_shared_budget_spaces_every_daemon_s_batches_to_the_cap() {
         // 1,000 rows at 2,000 rows/s book half a second.
-        budget.book(Duration::ZERO, 1_000, 2_000);
+        let cost = budget_cost(1_000, 2_000);
+        assert_eq!(cost, 500_000);
+        // Three daemons book at the same instant: their slots follow each other.
+        let now = 10_000_000;
+        let mut free_at = 0;
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            free_at = advance(free_at, now, 0, cost);
+            waits.push(budget_wait(free_at - now, cost));
+        }
         assert_eq!(
-            budget.wait(Duration::from_millis(100)),
-            Duration::from_millis(400)
+            waits,
+            [0, 500, 1_000].map(Duration::from_millis).to_vec(),
+            "slots of half a second each"
         );
-        // A second job on the same target queues behind the first.
-        budget.book(Duration::from_millis(100), 1_000, 2_000);
+        // A batch that removed 200 of its 1,000 rows gives 400 ms back to the next booking.
+        let correction = budget_correction(1_000, 200, 2_000, Duration::ZERO);
+        assert_eq!(correction, -400_000);
+        // One that started 30 ms late after its slot pushes the line by that much.
         assert_eq!(
-            budget.wait(Duration::from_millis(100)),
-            Duration::from_millis(900)
+            budget_correction(1_000, 1_000, 2_000, Duration::from_millis(30)),
+            30_000
         );
-        // Idle time is not saved up into a burst.
-        budget.book(Duration::from_secs(10), 1_000, 2_000);
+        let before = free_at;
+        free_at = advance(free_at, now, correction, cost);
+        assert_eq!(free_at, before - 400_000 + cost);
+        // Idle time is not saved up into a burst; a give-back does not reach into the past.
+        let later = free_at + 60_000_000;
+        assert_eq!(advance(free_at, later, correction, cost), later + cost);
         assert_eq!(
-            budget.wait(Duration::from_secs(10)),
-            Duration::from_millis(500)
+            budget_wait(advance(free_at, later, 0, cost) - later, cost),
+            Duration::ZERO
         );
+        // Degenerate inputs stay defined.
+        assert_eq!(budget_cost(0, 0), 1);
+        assert_eq!(budget_correction(10, 10, 5, Duration::ZERO), 0);
+        assert_eq!(budget_wait(-5, 10), Duration::ZERO);
     }
 }

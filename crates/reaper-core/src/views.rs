@@ -394,3 +394,86 @@ pub struct HoldPage {
     /// The holds.
     pub holds: Vec<crate::holds::Hold>,
 }
+
+/// A target's throttle values: what the configuration says, or what is in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleValues {
+    /// Rows per second from the target, all daemons together; none: no cap.
+    pub max_rows_per_second: Option<u32>,
+    /// The largest batch.
+    pub max_batch_size: u32,
+    /// The smallest adaptive batch (adaptive targets only).
+    pub min_batch_size: Option<u32>,
+    /// The duration an adaptive batch aims at, in milliseconds (adaptive targets only).
+    pub target_batch_duration_ms: Option<u64>,
+}
+
+/// A target under live control (`GET /v1/targets/{name}`, `reaper target show`): paused or
+/// not, its configured throttle, the operator's override, the throttle in force, the last
+/// change and, for one target, its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetView {
+    /// Catalog target.
+    pub name: String,
+    /// An operator paused it: no batch starts until it is resumed.
+    pub paused: bool,
+    /// The configuration's throttle.
+    pub configured: ThrottleValues,
+    /// What an operator set (null fields: the configured value applies).
+    #[serde(rename = "override")]
+    pub overrides: crate::controls::ThrottleOverride,
+    /// The throttle batches run under now.
+    pub effective: ThrottleValues,
+    /// Who made the last change (none: never changed).
+    pub changed_by: Option<String>,
+    /// When.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// Why, as they said.
+    pub reason: Option<String>,
+    /// The recorded changes, newest first (one target's view only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::controls::ControlChange>,
+}
+
+impl TargetView {
+    /// The view of `target` under `control` (none: never changed), with `changes`.
+    pub fn new(
+        target: &crate::catalog::Target,
+        control: Option<&crate::controls::TargetControl>,
+        changes: Vec<crate::controls::ControlChange>,
+    ) -> Self {
+        let throttle = &target.throttle;
+        let effective = crate::controls::Effective::of(throttle, control);
+        let values = |rate: Option<u32>,
+                      adaptive: Option<crate::throttle::Adaptive>,
+                      cap: Option<u32>| ThrottleValues {
+            max_rows_per_second: rate,
+            max_batch_size: cap.map_or(target.max_batch_size, |cap| cap.min(target.max_batch_size)),
+            min_batch_size: adaptive.map(|adaptive| adaptive.min),
+            target_batch_duration_ms: adaptive
+                .map(|adaptive| u64::try_from(adaptive.target.as_millis()).unwrap_or(u64::MAX)),
+        };
+        Self {
+            name: target.name.clone(),
+            paused: effective.paused,
+            configured: values(throttle.max_rows_per_second, throttle.adaptive, None),
+            overrides: control.map(|c| c.overrides.clone()).unwrap_or_default(),
+            effective: values(
+                effective.max_rows_per_second,
+                effective.adaptive,
+                effective.batch_cap,
+            ),
+            changed_by: control.map(|c| c.changed_by.clone()),
+            changed_at: control.map(|c| c.changed_at),
+            reason: control.and_then(|c| c.reason.clone()),
+            changes,
+        }
+    }
+}
+
+/// `GET /v1/targets`: every catalog target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetPage {
+    /// By name.
+    pub targets: Vec<TargetView>,
+}

@@ -69,8 +69,22 @@ pub const REDIS_RECONNECTS: &str = "reaper_redis_reconnects_total";
 /// Sentinel); the previous master's series drops to 0.
 pub const REDIS_MASTER: &str = "reaper_redis_master";
 
+/// Gauge, labels `target`, `reason`: 1 while the target's batches are paused for `reason`, else
+/// 0. Reason [`OPERATOR`]: an operator paused the target (API or CLI), read from the ledger's
+/// controls at scrape time.
+pub const THROTTLE_PAUSED: &str = "reaper_throttle_paused";
+/// Gauge, label `target`: the rows-per-second cap in force on the target for all daemons
+/// together (the configured one, or an operator's lower override); 0 when it has none. Read at
+/// scrape time.
+pub const THROTTLE_RATE: &str = "reaper_throttle_max_rows_per_second";
+/// The `reason` of [`THROTTLE_PAUSED`] for a pause an operator asked for.
+pub const OPERATOR: &str = "operator";
+
 /// The gauges of jobs by state, counted in the ledger at scrape time.
 const JOB_STATE_GAUGES: &[&str] = &[JOBS_PENDING, JOBS_RUNNING, JOBS_PAUSED];
+
+/// The per-target throttle gauges read from the ledger's controls at scrape time.
+const THROTTLE_GAUGES: &[&str] = &[THROTTLE_PAUSED, THROTTLE_RATE];
 
 /// The per-policy gauges read from the ledger's runs at scrape time.
 const POLICY_RUN_GAUGES: &[&str] = &[
@@ -87,7 +101,11 @@ const POLICY_SCHEDULE_GAUGES: &[&str] = &[POLICY_INTERVAL, POLICY_NEXT_RUN];
 
 /// The series read from the ledger at scrape time: left out of a scrape that cannot read it.
 pub fn ledger_derived() -> impl Iterator<Item = &'static str> {
-    JOB_STATE_GAUGES.iter().chain(POLICY_RUN_GAUGES).copied()
+    JOB_STATE_GAUGES
+        .iter()
+        .chain(POLICY_RUN_GAUGES)
+        .chain(THROTTLE_GAUGES)
+        .copied()
 }
 
 /// The producers of jobs, the `source` label of [`JOBS_ACCEPTED`] and [`JOBS_REJECTED`]: the
@@ -114,6 +132,7 @@ pub fn always() -> impl Iterator<Item = &'static str> {
     ALWAYS_BESIDES_JOB_STATES
         .iter()
         .chain(JOB_STATE_GAUGES)
+        .chain(THROTTLE_GAUGES)
         .copied()
 }
 
@@ -181,6 +200,16 @@ const GAUGE_HELP: &[Help] = &[
         "1 for the Redis master (by address) the sentinels last named to this daemon.",
     ),
     (JOBS_PENDING, None, "Jobs pending in the ledger."),
+    (
+        THROTTLE_PAUSED,
+        None,
+        "1 while the target's batches are paused for the reason (operator: paused through the API or CLI).",
+    ),
+    (
+        THROTTLE_RATE,
+        None,
+        "The rows-per-second cap in force on the target, all daemons together (0: none).",
+    ),
     (
         JOBS_RUNNING,
         None,
@@ -356,6 +385,9 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
                 .increment(0);
         }
         metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
+        metrics::gauge!(THROTTLE_PAUSED, "target" => target.to_owned(), "reason" => OPERATOR)
+            .increment(0.0);
+        metrics::gauge!(THROTTLE_RATE, "target" => target.to_owned()).increment(0.0);
     }
     metrics::counter!(REDIS_RECONNECTS).increment(0);
     for source in SOURCES.iter().copied() {
@@ -397,6 +429,15 @@ pub fn ledger_counts(counts: &crate::ledger::UnfinishedCounts) {
     metrics::gauge!(JOBS_PENDING).set(counts.pending as f64);
     metrics::gauge!(JOBS_RUNNING).set(counts.running as f64);
     metrics::gauge!(JOBS_PAUSED).set(counts.paused as f64);
+}
+
+/// A target's throttle state as the ledger's controls say (set at scrape time): paused by an
+/// operator or not, and the rows-per-second cap in force.
+pub fn throttle_state(target: &str, operator_paused: bool, max_rows_per_second: Option<u32>) {
+    metrics::gauge!(THROTTLE_PAUSED, "target" => target.to_owned(), "reason" => OPERATOR)
+        .set(if operator_paused { 1.0 } else { 0.0 });
+    metrics::gauge!(THROTTLE_RATE, "target" => target.to_owned())
+        .set(max_rows_per_second.map_or(0.0, f64::from));
 }
 
 /// Whether this scrape could read the ledger.

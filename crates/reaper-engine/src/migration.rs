@@ -6,6 +6,9 @@
 //!   entry for the same batch impossible.
 //! - `reaper_holds`: legal holds; every batch reads the active ones first in its transaction.
 //! - the audit chain: `prev_hash`/`row_hash` on each audit row, `chain_head` on the job.
+//! - `reaper_target_controls`, `reaper_target_control_changes`: live control of targets (an
+//!   operator's pause and lowered throttle, and every change to them).
+//! - `reaper_target_budgets`: each capped target's shared rows-per-second time line.
 
 use reaper_core::sql;
 use sea_orm_migration::prelude::*;
@@ -37,6 +40,8 @@ impl MigratorTrait for Migrator {
             Box::new(AddAuditChain),
             Box::new(AddPauseAndActions),
             Box::new(AddRequesterIndex),
+            Box::new(AddTargetControls),
+            Box::new(AddTargetBudgets),
             Box::new(AddDueRows),
         ]
     }
@@ -634,5 +639,124 @@ impl MigrationTrait for AddAuditChain {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Live control of targets (issue 16): `reaper_target_controls`, one row per target an operator
+/// changed (paused, lowered throttle values, health thresholds as JSON, who, when, why), read by
+/// every daemon at most every half second; and `reaper_target_control_changes`, every change
+/// (who, when, what it left), read per target through its `(target, id)` index. New tables
+/// only: no lock on a table batches write.
+#[derive(Debug)]
+struct AddTargetControls;
+
+impl MigrationName for AddTargetControls {
+    fn name(&self) -> &str {
+        "m20261202_000019_add_target_controls"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddTargetControls {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_target_controls")
+                    .if_not_exists()
+                    .col(string_len("target", 63).primary_key())
+                    .col(boolean("paused").default(false))
+                    .col(big_integer_null("max_rows_per_second"))
+                    .col(big_integer_null("max_batch_size"))
+                    .col(big_integer_null("min_batch_size"))
+                    .col(big_integer_null("target_batch_duration_ms"))
+                    .col(text_null("thresholds"))
+                    .col(text_null("reason"))
+                    .col(string_len("changed_by", 200))
+                    .col(timestamp_with_time_zone("changed_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_target_control_changes")
+                    .if_not_exists()
+                    .col(big_pk_auto("id"))
+                    .col(string_len("target", 63))
+                    .col(string_len("action", 16))
+                    .col(text("detail"))
+                    .col(string_len("actor", 200))
+                    .col(text_null("reason"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        // MySQL drops IF NOT EXISTS from CREATE INDEX (see AddPolicy).
+        if !manager
+            .has_index(
+                "reaper_target_control_changes",
+                "reaper_target_control_changes_target",
+            )
+            .await?
+        {
+            create_index(
+                manager,
+                "reaper_target_control_changes_target",
+                "reaper_target_control_changes",
+                ["target", "id"],
+                false,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["reaper_target_control_changes", "reaper_target_controls"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The shared rows-per-second budget (issue 16): `reaper_target_budgets`, one row per capped
+/// target holding the end of its time line (`free_at`, microseconds on the database's clock),
+/// advanced by every batch of every daemon before it runs (`reaper_core::throttle`).
+#[derive(Debug)]
+struct AddTargetBudgets;
+
+impl MigrationName for AddTargetBudgets {
+    fn name(&self) -> &str {
+        "m20261202_000020_add_target_budgets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddTargetBudgets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_target_budgets")
+                    .if_not_exists()
+                    .col(string_len("target", 63).primary_key())
+                    .col(big_integer("free_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("reaper_target_budgets")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -21,10 +21,14 @@
 //!    commits or rolls back first.
 //! 7. **Failures**: transient → `pending` with `run_after` (exponential backoff with jitter)
 //!    while attempts remain, else `dead`; permanent → `dead` at once. The error is kept.
-//! 8. **Throttle**: each batch waits for its target's rows-per-second budget (shared by the
-//!    process's jobs), sleeps the target's pause after it commits, and with an adaptive batch
-//!    size the next batch grows or shrinks toward the target duration. Sleeps end when the run
-//!    is asked to stop.
+//! 8. **Throttle**: each batch runs under its target's effective throttle — the configured one
+//!    with the operators' live control applied (`reaper_core::controls`, re-read at most every
+//!    [`CONTROLS_REFRESH`]). While an operator has the target paused the run waits at its batch
+//!    boundary, keeping its lease and checkpoint, until resumed (or its slice ends: it goes back
+//!    to the queue as usual). A capped target's batch books its rows on the target's budget
+//!    shared by every daemon and waits for its slot; it sleeps the target's pause after it
+//!    commits, and with an adaptive batch size the next batch grows or shrinks toward the
+//!    target duration. Sleeps end when the run is asked to stop.
 //! 9. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
 //!    check sees the request), and the job ends `cancelled` with what it had deleted.
 //! 10. **Pause**: a pause request sets the same stop mark, so it stops the same way; the job
@@ -38,6 +42,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use reaper_core::catalog::Catalog;
+use reaper_core::controls::Effective;
 use reaper_core::job::JobRequest;
 use reaper_core::lifecycle::{JobResult, JobState, JobSummary, RunNote};
 use reaper_core::plan_guard::Verdict;
@@ -54,7 +59,7 @@ use crate::batch::{self, BatchResult, LeaseHolder};
 use crate::database::Database;
 use crate::error::{EngineError, ErrorClass, Refusal};
 use crate::ledger::{self, ClaimFrom, JobRecord, Transition};
-use crate::pacing::{Pacer, sleep_unless_stopped};
+use crate::pacing::{CONTROLS_REFRESH, Pacer, sleep_unless_stopped};
 
 /// Keyset passes one job may make before rows still locked by others count as a transient
 /// failure (and the job is retried later).
@@ -81,7 +86,8 @@ pub struct RunSettings {
     pub stop_as: StopAs,
     /// Which states a run may claim a job from.
     pub claim_from: ClaimFrom,
-    /// Rows-per-second budgets per target, shared by every run of this process.
+    /// Live controls, budget bookings and adapted sizes per target, shared by every run of this
+    /// process.
     pub pacer: Arc<Pacer>,
     /// Live figures of the current run, for progress displays.
     pub progress: Arc<RunProgress>,
@@ -174,6 +180,29 @@ pub struct RunReport {
     pub batch_time: Duration,
     /// The ledger row as claimed (None when not claimed).
     pub job: Option<JobRecord>,
+}
+
+/// A batch's booking on its target's shared budget.
+#[derive(Debug, Clone, Copy)]
+struct Booking {
+    /// The rows booked.
+    rows: u64,
+    /// At this many rows per second.
+    rate: u32,
+    /// When its slot begins (this process's clock).
+    slot: Instant,
+    /// How late after its slot the batch started.
+    late: Duration,
+}
+
+/// What [`Run::pace`] decided.
+enum Paced {
+    /// The batch may start.
+    Go,
+    /// Asked to stop meanwhile.
+    Stop,
+    /// The slice ended while the target was paused.
+    SliceOver,
 }
 
 /// What a dry run reports (stored as the job's result).
@@ -322,6 +351,10 @@ struct Walk<'j> {
     batch_size: u32,
     /// Start of the run's slice.
     started: Instant,
+    /// The throttle the next batch runs under (set before each batch).
+    effective: Effective,
+    /// What the next batch booked on its target's shared budget.
+    booked: Option<Booking>,
 }
 
 impl<'j> Walk<'j> {
@@ -368,6 +401,8 @@ impl<'j> Walk<'j> {
             pass_skipped_rows: record.locked_rows_skipped,
             batch_size,
             started: Instant::now(),
+            effective: Effective::of(&job.target.throttle, None),
+            booked: None,
         })
     }
 
@@ -381,9 +416,17 @@ impl<'j> Walk<'j> {
         self.job.max_rows.saturating_sub(self.rows_deleted)
     }
 
+    /// The size the next batch asks for, within an operator's largest batch.
+    fn asked(&self) -> u32 {
+        self.effective
+            .batch_cap
+            .map_or(self.batch_size, |cap| self.batch_size.min(cap))
+    }
+
     /// What the next batch asks for: its size, never past `max_rows`.
     fn limit(&self) -> u32 {
-        u32::try_from(self.remaining().min(u64::from(self.batch_size))).unwrap_or(self.batch_size)
+        let asked = self.asked();
+        u32::try_from(self.remaining().min(u64::from(asked))).unwrap_or(asked)
     }
 
     /// The ledger's `locking` for the next batch: once a pass skipped rows, it keeps skipping.
@@ -437,7 +480,7 @@ impl Run<'_> {
             return Ok(outcome);
         }
         loop {
-            if let ControlFlow::Break(outcome) = self.before_batch(&walk, should_stop).await? {
+            if let ControlFlow::Break(outcome) = self.before_batch(&mut walk, should_stop).await? {
                 return Ok(outcome);
             }
             let Some(window_exhausted) = self.batch(&mut walk).await? else {
@@ -459,18 +502,17 @@ impl Run<'_> {
     }
 
     /// Everything that may end the run before its next batch: a stop request, the end of the
-    /// slice, the `max_rows` cap, a stop during the rows-per-second wait.
+    /// slice, the `max_rows` cap, a stop or the slice's end while the target is paused or the
+    /// batch waits for its rows-per-second slot.
     async fn before_batch(
         &self,
-        walk: &Walk<'_>,
+        walk: &mut Walk<'_>,
         should_stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<ControlFlow<RunOutcome>, EngineError> {
         if should_stop() {
             return Ok(ControlFlow::Break(self.stop().await?));
         }
-        // A foreground run has no queue to share: its slice never ends.
-        if self.settings.stop_as == StopAs::Pending && walk.started.elapsed() >= self.settings.slice
-        {
+        if self.slice_over(walk) {
             let outcome = self
                 .finish(&Transition::Continue, RunOutcome::Continue)
                 .await?;
@@ -479,10 +521,21 @@ impl Run<'_> {
         if walk.remaining() == 0 {
             return Ok(ControlFlow::Break(self.at_max_rows(walk).await?));
         }
-        if !self.wait_for_budget(walk.job, should_stop).await? {
-            return Ok(ControlFlow::Break(self.stop().await?));
-        }
-        Ok(ControlFlow::Continue(()))
+        let outcome = match self.pace(walk, should_stop).await? {
+            Paced::Go => return Ok(ControlFlow::Continue(())),
+            Paced::Stop => self.stop().await?,
+            Paced::SliceOver => {
+                self.finish(&Transition::Continue, RunOutcome::Continue)
+                    .await?
+            }
+        };
+        Ok(ControlFlow::Break(outcome))
+    }
+
+    /// The run's slice is used up (a foreground run has no queue to share: its slice never
+    /// ends).
+    fn slice_over(&self, walk: &Walk<'_>) -> bool {
+        self.settings.stop_as == StopAs::Pending && walk.started.elapsed() >= self.settings.slice
     }
 
     /// The job deleted `max_rows`: done if nothing matches any more or it may stop at its cap;
@@ -507,31 +560,111 @@ impl Run<'_> {
         self.done(walk, false).await
     }
 
-    /// Waits for the target's rows-per-second budget, if it has one. False: asked to stop
-    /// meanwhile.
-    async fn wait_for_budget(
+    /// Waits until the next batch may start, and leaves the throttle it runs under in
+    /// `walk.effective`: while an operator has the target paused (the lease renewed, the
+    /// checkpoint kept), then, on a capped target, for the batch's slot in the budget every
+    /// daemon shares (booked before the batch runs, so daemons cannot all start at once; what it
+    /// does not use is given back after it). A pause that comes while it waits for its slot
+    /// holds it too: the pause reaches every batch that starts a refresh after it.
+    async fn pace(
         &self,
-        job: &ValidatedJob,
+        walk: &mut Walk<'_>,
         should_stop: &(dyn Fn() -> bool + Sync),
-    ) -> Result<bool, EngineError> {
-        if job.target.throttle.max_rows_per_second.is_none() {
-            return Ok(true);
+    ) -> Result<Paced, EngineError> {
+        let target = &walk.job.target.name;
+        let mut told = false;
+        loop {
+            let control = self.settings.pacer.control(self.db, target).await?;
+            walk.effective = Effective::of(&walk.job.target.throttle, control.as_ref());
+            if let Some(booking) = &mut walk.booked {
+                // Back from the wait for its slot: the batch goes unless a pause came meanwhile
+                // (then its slot is given back and it waits with the others).
+                if !walk.effective.paused {
+                    booking.late = booking.slot.elapsed();
+                    return Ok(Paced::Go);
+                }
+                self.settle_booking(walk, 0);
+            }
+            if walk.effective.paused {
+                if !told {
+                    tracing::info!(
+                        message =
+                            "Target paused by an operator; the job waits at its batch boundary.",
+                        paused_by = control.as_ref().map(|c| c.changed_by.as_str())
+                    );
+                    told = true;
+                }
+                if self.slice_over(walk) {
+                    return Ok(Paced::SliceOver);
+                }
+                // A refused renewal (lease lost, or a cancel or pause of the job asked): the
+                // next batch's lease check says which.
+                if !self.renew_lease(CONTROLS_REFRESH).await? {
+                    return Ok(Paced::Go);
+                }
+                if !sleep_unless_stopped(CONTROLS_REFRESH, should_stop).await {
+                    return Ok(Paced::Stop);
+                }
+                continue;
+            }
+            let Some(rate) = walk.effective.max_rows_per_second else {
+                return Ok(Paced::Go);
+            };
+            let rows = u64::from(walk.limit());
+            let wait = self
+                .settings
+                .pacer
+                .book(self.db, target, rows, rate)
+                .await?;
+            walk.booked = Some(Booking {
+                rows,
+                rate,
+                // On this process's clock, from the reply (timing it from the request would
+                // count the round trip as lateness and slow every daemon's share of the line).
+                slot: Instant::now() + wait,
+                late: Duration::ZERO,
+            });
+            if wait.is_zero() {
+                return Ok(Paced::Go);
+            }
+            // Jobs sharing the target's budget can wait longer than one batch's share: keep the
+            // lease alive across the wait (a lost renewal shows in the next batch).
+            if wait >= self.settings.lease / 3 {
+                self.renew_lease(wait).await?;
+            }
+            if !sleep_unless_stopped(wait, should_stop).await {
+                self.settle_booking(walk, 0);
+                return Ok(Paced::Stop);
+            }
         }
-        let wait = self.settings.pacer.wait(&job.target.name);
-        // Jobs sharing the target's budget can wait longer than one batch's share: keep the
-        // lease alive across the wait (a lost renewal shows in the next batch).
-        if wait >= self.settings.lease / 3 {
-            let now = Utc::now();
-            ledger::renew_lease(
-                self.db,
-                &self.job.id,
-                self.token,
-                now,
-                batch::lease_until(now, self.settings.lease + wait),
-            )
-            .await?;
+    }
+
+    /// Extends the lease to `extra` past a full lease from now. False: the lease is lost or the
+    /// job is being stopped.
+    async fn renew_lease(&self, extra: Duration) -> Result<bool, EngineError> {
+        let now = Utc::now();
+        ledger::renew_lease(
+            self.db,
+            &self.job.id,
+            self.token,
+            now,
+            batch::lease_until(now, self.settings.lease + extra),
+        )
+        .await
+    }
+
+    /// Settles the booking of the batch that removed `rows`: what it did not use goes back,
+    /// how late it started after its slot goes forward.
+    fn settle_booking(&self, walk: &mut Walk<'_>, rows: u64) {
+        if let Some(booking) = walk.booked.take() {
+            self.settings.pacer.settle(
+                &walk.job.target.name,
+                booking.rows,
+                rows,
+                booking.rate,
+                booking.late,
+            );
         }
-        Ok(wait.is_zero() || sleep_unless_stopped(wait, should_stop).await)
     }
 
     /// Runs the next batch and books what it did. `None`: its lease check refused it.
@@ -540,7 +673,6 @@ impl Run<'_> {
     async fn batch(&mut self, walk: &mut Walk<'_>) -> Result<Option<bool>, EngineError> {
         let job = walk.job;
         let limit = walk.limit();
-        let batch_started = Instant::now();
         let holder = self.holder();
         let batch_span = self.batch_span();
         let after = walk.checkpoint.as_ref();
@@ -566,6 +698,7 @@ impl Run<'_> {
         else {
             return Ok(None);
         };
+        self.settle_booking(walk, rows);
         walk.pass_skipped_rows |= skipped_locked;
         if selected > 0 {
             tracing::debug!(
@@ -577,13 +710,8 @@ impl Run<'_> {
             self.book(rows, elapsed);
             walk.rows_deleted += rows;
             walk.checkpoint = last_key;
-            if let Some(rate) = job.target.throttle.max_rows_per_second {
-                self.settings
-                    .pacer
-                    .book(&job.target.name, batch_started, rows, rate);
-            }
             // Only a full window measures the size: a short one ends the pass.
-            if selected == u64::from(limit) && limit == walk.batch_size {
+            if selected == u64::from(limit) && limit == walk.asked() {
                 self.adapt_batch_size(walk, elapsed);
             }
         }
@@ -670,7 +798,6 @@ impl Run<'_> {
             }
             let end = Tid::block_start(after.block.saturating_add(span).min(end_block));
             let limit = walk.limit();
-            let batch_started = Instant::now();
             let holder = self.holder();
             let (result, used) = crate::physical::run_range_batch(
                 self.db,
@@ -693,15 +820,11 @@ impl Run<'_> {
                 let outcome = self.cancelled(walk.rows_deleted, walk.passes).await?;
                 return Ok(ControlFlow::Break(outcome));
             };
+            self.settle_booking(walk, rows);
             crate::instruments::batch_committed(&job.target.name, job.mode.as_str(), rows, elapsed);
             self.book(rows, elapsed);
             walk.rows_deleted += rows;
             walk.physical_after = Some(next);
-            if let Some(rate) = job.target.throttle.max_rows_per_second {
-                self.settings
-                    .pacer
-                    .book(&job.target.name, batch_started, rows, rate);
-            }
             let scanned = end.block.saturating_sub(after.block).max(1);
             let covered =
                 strategy::blocks_for_limit(after.block, next.block, scanned, selected, limit);
@@ -779,10 +902,10 @@ impl Run<'_> {
     /// With an adaptive batch size, steps the next size toward the target duration (and
     /// remembers it for the target's next run in this process).
     fn adapt_batch_size(&self, walk: &mut Walk<'_>, elapsed: Duration) {
-        let Some(adaptive) = walk.job.target.throttle.adaptive else {
+        let Some(adaptive) = walk.effective.adaptive else {
             return;
         };
-        walk.batch_size = adaptive.next_size(walk.batch_size, elapsed);
+        walk.batch_size = adaptive.next_size(walk.asked(), elapsed);
         self.settings
             .progress
             .batch_size

@@ -132,17 +132,21 @@ pub(crate) async fn run_policy(
 /// Who asked, from an action's optional JSON body `{"requested_by": "…"}`; `api` without one.
 /// Anything else in the body is ignored (an action has no other input).
 pub(crate) fn actor_from_body(body: &[u8]) -> String {
+    text_from_body(body, "requested_by", 200).unwrap_or_else(|| "api".to_owned())
+}
+
+/// The trimmed, non-empty text of `field` in a JSON object body, at most `max_chars` long.
+pub(crate) fn text_from_body(body: &[u8], field: &str, max_chars: usize) -> Option<String> {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|value| {
             value
-                .get("requested_by")
+                .get(field)
                 .and_then(serde_json::Value::as_str)
                 .map(str::trim)
-                .filter(|name| !name.is_empty())
-                .map(|name| name.chars().take(200).collect())
+                .filter(|text| !text.is_empty())
+                .map(|text| text.chars().take(max_chars).collect())
         })
-        .unwrap_or_else(|| "api".to_owned())
 }
 
 #[cfg(test)]

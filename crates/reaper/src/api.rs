@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reaper_core::lifecycle::JobState;
@@ -54,6 +54,12 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/holds"),
     ("get", "/v1/holds"),
     ("post", "/v1/holds/{id}/release"),
+    ("get", "/v1/targets"),
+    ("get", "/v1/targets/{name}"),
+    ("post", "/v1/targets/{name}/pause"),
+    ("post", "/v1/targets/{name}/resume"),
+    ("patch", "/v1/targets/{name}/throttle"),
+    ("delete", "/v1/targets/{name}/throttle"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -81,6 +87,8 @@ pub(crate) struct ApiState {
     pub(crate) ledger_wait: Duration,
     /// The dashboard's sessions and read-only token (`crate::ui`).
     pub(crate) ui: crate::ui::UiState,
+    /// `worker.lease`: a live rows-per-second cap must let one batch wait less than half of it.
+    pub(crate) worker_lease: Duration,
 }
 
 /// The whole API.
@@ -100,6 +108,12 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/policies/{name}/run", post(run_policy))
         .route("/v1/holds", post(place_hold).get(list_holds))
         .route("/v1/holds/{id}/release", post(release_hold))
+        .route("/v1/targets", get(list_targets))
+        .route("/v1/targets/{name}", get(get_target))
+        .route("/v1/targets/{name}/pause", post(pause_target))
+        .route("/v1/targets/{name}/resume", post(resume_target))
+        .route("/v1/targets/{name}/throttle", patch(set_throttle))
+        .route("/v1/targets/{name}/throttle", delete(clear_throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(jobs)
@@ -634,6 +648,124 @@ async fn release_hold(State(state): State<Arc<ApiState>>, Path(id): Path<String>
     }
 }
 
+/// `GET /v1/targets`: every catalog target with its throttle (configured, override, in force)
+/// and whether an operator paused it.
+async fn list_targets(State(state): State<Arc<ApiState>>) -> Response {
+    let listed = crate::target_view::all(&state.producer.db, &state.producer.catalog);
+    match bounded(&state, listed).await {
+        Ok(targets) => axum::Json(reaper_core::views::TargetPage { targets }).into_response(),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// `GET /v1/targets/{name}`: one target, with who changed it when and its recorded changes.
+async fn get_target(State(state): State<Arc<ApiState>>, Path(name): Path<String>) -> Response {
+    let shown = crate::target_view::one(&state.producer.db, &state.producer.catalog, &name);
+    match bounded(&state, shown).await {
+        Ok(Some(target)) => axum::Json(target).into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no target `{name}`; the catalog has: {}",
+                state.producer.catalog.names().join(", ")
+            ),
+        ),
+        Err(error) => engine_problem(&error),
+    }
+}
+
+/// What a control change says about itself: who asks and why (`{"requested_by", "reason"}`,
+/// both optional).
+fn changer_from_body(body: &[u8]) -> (String, Option<String>) {
+    (
+        actions::actor_from_body(body),
+        actions::text_from_body(body, "reason", 1_000),
+    )
+}
+
+/// `POST /v1/targets/{name}/pause`: no batch of the target starts once the daemons see it
+/// (within a second); running jobs wait at their batch boundary.
+async fn pause_target(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    control_target(&state, &name, &body, ControlCall::Pause).await
+}
+
+/// `POST /v1/targets/{name}/resume`: its batches start again within a second.
+async fn resume_target(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    control_target(&state, &name, &body, ControlCall::Resume).await
+}
+
+/// `PATCH /v1/targets/{name}/throttle`: lowers (or clears, with `null`) throttle values; 400
+/// naming the field for a value above the configuration or not above zero.
+async fn set_throttle(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let patch: reaper_core::controls::ThrottlePatch = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(error) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("invalid throttle change: {error}"),
+            );
+        }
+    };
+    control_target(&state, &name, &body, ControlCall::Set(Box::new(patch))).await
+}
+
+/// `DELETE /v1/targets/{name}/throttle`: the configured throttle applies again.
+async fn clear_throttle(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    control_target(&state, &name, &body, ControlCall::Clear).await
+}
+
+/// A control change the API makes.
+enum ControlCall {
+    Pause,
+    Resume,
+    Set(Box<reaper_core::controls::ThrottlePatch>),
+    Clear,
+}
+
+/// Makes the change for who the body names, then answers with the target as it is now.
+async fn control_target(state: &ApiState, name: &str, body: &[u8], call: ControlCall) -> Response {
+    use reaper_engine::controls;
+    let (actor, reason) = changer_from_body(body);
+    let by = controls::Changer {
+        actor: &actor,
+        reason: reason.as_deref(),
+        now: Utc::now(),
+    };
+    let (db, catalog) = (&state.producer.db, &state.producer.catalog);
+    let changed = async {
+        match &call {
+            ControlCall::Pause => controls::pause(db, catalog, name, by).await,
+            ControlCall::Resume => controls::resume(db, catalog, name, by).await,
+            ControlCall::Set(patch) => {
+                controls::set(db, catalog, name, patch, state.worker_lease, by).await
+            }
+            ControlCall::Clear => controls::clear(db, catalog, name, by).await,
+        }?;
+        crate::target_view::one(db, catalog, name).await
+    };
+    match bounded(state, changed).await {
+        Ok(Some(target)) => axum::Json(target).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no target `{name}`")),
+        Err(error) => engine_problem(&error),
+    }
+}
+
 async fn healthz() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
@@ -745,6 +877,7 @@ const POLICY_RUNS_COUNTED: u32 = 10;
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let ledger_read = async {
         crate::policy_view::record_metrics(&state.producer.db, &state.policies, Utc::now()).await?;
+        crate::target_view::record_metrics(&state.producer.db, &state.producer.catalog).await?;
         ledger::unfinished_counts(&state.producer.db).await
     };
     let (ledger_read, depth) = tokio::join!(
@@ -861,6 +994,7 @@ mod tests {
             policies,
             ledger_wait: Duration::from_secs(5),
             ui: crate::ui::UiState::default(),
+            worker_lease: Duration::from_secs(60),
         })
     }
 
@@ -1054,12 +1188,38 @@ mod tests {
         let body_for = |route: &str, job: String| {
             if route.starts_with("/v1/holds") {
                 hold.to_owned()
+            } else if route.starts_with("/v1/targets") {
+                r#"{"max_batch_size": 100, "requested_by": "t"}"#.to_owned()
             } else {
                 job
             }
         };
+        // The targets' routes name a catalog target.
+        let uri_of = |route: &str, id: &str| {
+            let name = if route.starts_with("/v1/targets") {
+                "events"
+            } else {
+                "old-events"
+            };
+            route.replace("{id}", id).replace("{name}", name)
+        };
+        for (method, route) in ROUTES
+            .iter()
+            .filter(|(_, route)| route.starts_with("/v1/targets/"))
+        {
+            let (status, body) = answer!(
+                *method,
+                *route,
+                route.replace("{name}", "nope"),
+                true,
+                body_for(route, job(9))
+            );
+            let expected = if *method == "get" { 404 } else { 400 };
+            assert_eq!(status, expected, "{method} {route}: {body}");
+            assert!(body.contains("`nope`"), "{body}");
+        }
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
-            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            let uri = uri_of(route, &id);
             answer!(*method, *route, uri, false, "{}");
             answer!(*method, *route, uri, true, body_for(route, job(9)));
         }
@@ -1287,13 +1447,13 @@ mod tests {
             .await
             .unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
-            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            let uri = uri_of(route, &id);
             answer!(*method, *route, uri, true, body_for(route, job(3)));
         }
         // No connection to be had (transient): 503 with Retry-After.
         state.producer.db.connection().close_by_ref().await.unwrap();
         for (method, route) in ROUTES.iter().filter(|(_, route)| route.starts_with("/v1/")) {
-            let uri = route.replace("{id}", &id).replace("{name}", "old-events");
+            let uri = uri_of(route, &id);
             let (status, body) = answer!(*method, *route, uri, true, body_for(route, job(4)));
             assert_eq!(status, 503, "{method} {route}: {body}");
         }

@@ -134,6 +134,13 @@ pub(crate) enum ConfiguredCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Live control of targets on every daemon: list, show, pause, resume, lower the throttle
+    /// (`set`), clear it. Daemons apply a change to the batches they start within a second;
+    /// each change is recorded with who made it.
+    Target {
+        #[command(subcommand)]
+        command: crate::commands::targets::TargetCommand,
+    },
     /// Run a retention purge now, in the foreground, without a daemon: a policy's
     /// (`--policy NAME`) or ad hoc (`--target T --older-than 30d`). Shows a progress bar;
     /// Ctrl-C stops at a batch boundary and prints how to resume.

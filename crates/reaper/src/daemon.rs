@@ -174,6 +174,7 @@ fn spawn_api(
             read_token: config.api.read_token.clone(),
             sessions: Default::default(),
         },
+        worker_lease: config.worker.lease.as_duration(),
     });
     let stop = stop.clone();
     tokio::spawn(async move {

@@ -33,6 +33,7 @@ mod scheduler;
 mod settings;
 mod signals;
 mod signing;
+mod target_view;
 mod ui;
 mod vacuum;
 mod worker;
@@ -183,6 +184,7 @@ async fn run_configured(
         ConfiguredCommand::Release { hold, by } => {
             commands::holds::release(settings, &hold, by).await
         }
+        ConfiguredCommand::Target { command } => commands::targets::run(settings, command).await,
         ConfiguredCommand::Purge { args } => commands::purge::run(settings, &args).await,
         ConfiguredCommand::Policies { json } => commands::policies::run(settings, json).await,
         ConfiguredCommand::Run { until_idle } => {

@@ -2,7 +2,7 @@
 //!
 //! Statement families live in named places: one module per backend for the batch family
 //! ([`postgres`], [`mysql`], [`sqlite`]), [`physical`] for PostgreSQL's batches over heap-block
-//! ranges, [`explain`] for the plan guard's look at a batch's plan, [`ledger`] for reaper's own tables and [`rows`] for
+//! ranges, [`controls`] for live target control and the shared rows-per-second budget, [`explain`] for the plan guard's look at a batch's plan, [`ledger`] for reaper's own tables and [`rows`] for
 //! reading their rows back (each column list beside its decoder), [`schema`] for the start-up
 //! look at the target's schema, [`session`] for per-connection and per-transaction settings,
 //! [`migration`] for the DDL the migration builder cannot express, and [`queue`] for the one
@@ -16,6 +16,7 @@
 //!
 //! This module builds statements; it never runs them.
 
+pub mod controls;
 pub mod explain;
 pub mod graph;
 pub mod holds;

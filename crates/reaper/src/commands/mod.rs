@@ -13,6 +13,7 @@ pub(crate) mod migrate;
 pub(crate) mod policies;
 pub(crate) mod purge;
 pub(crate) mod receipt;
+pub(crate) mod targets;
 
 use std::process::ExitCode;
 
@@ -135,5 +136,9 @@ pub(crate) async fn check_ledger(db: &Database) -> anyhow::Result<()> {
     reaper_engine::ledger::active(db, 1)
         .await
         .context("cannot read the ledger; did you run `reaper migrate`?")?;
+    // The newest tables: every batch reads the targets' live controls.
+    reaper_engine::controls::list(db)
+        .await
+        .context("cannot read the targets' controls; did you run `reaper migrate`?")?;
     Ok(())
 }
