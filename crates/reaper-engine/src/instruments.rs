@@ -69,6 +69,17 @@ pub const REDIS_RECONNECTS: &str = "reaper_redis_reconnects_total";
 /// Sentinel); the previous master's series drops to 0.
 pub const REDIS_MASTER: &str = "reaper_redis_master";
 
+/// Gauge, labels `target`, `reason`: 1 while the target's batches are held for that reason
+/// ([`THROTTLE_REASONS`]), as of the last check a job of the target made; else 0.
+pub const THROTTLE_PAUSED: &str = "reaper_throttle_paused";
+/// Gauge, labels `target`, `signal` (`replica_lag` in seconds, `load`, `lock_waits` in
+/// sessions): the database health signal's last reading for the target's jobs (NaN: unknown).
+pub const HEALTH_SIGNAL: &str = "reaper_health_signal";
+
+/// Why a target's batches may be held, the `reason` label of [`THROTTLE_PAUSED`]: a health
+/// signal over its threshold, or one that could not be read (`reaper_core::health::Reason`).
+pub const THROTTLE_REASONS: &[&str] = &["replica_lag", "load", "lock_waits", "unknown"];
+
 /// The gauges of jobs by state, counted in the ledger at scrape time.
 const JOB_STATE_GAUGES: &[&str] = &[JOBS_PENDING, JOBS_RUNNING, JOBS_PAUSED];
 
@@ -107,6 +118,7 @@ const ALWAYS_BESIDES_JOB_STATES: &[&str] = &[
     JOBS_REJECTED,
     LEDGER_UP,
     REDIS_RECONNECTS,
+    THROTTLE_PAUSED,
 ];
 
 /// Every metric that exists from start-up, whatever the configuration.
@@ -126,11 +138,11 @@ pub fn policy_gauges() -> impl Iterator<Item = &'static str> {
 }
 
 /// Every exported metric name (the Redis master's gauge exists once a daemon reached one
-/// through Sentinel).
+/// through Sentinel, the health signals' once `[database.health]` names one).
 pub fn all() -> impl Iterator<Item = &'static str> {
     always()
         .chain(policy_gauges())
-        .chain(std::iter::once(REDIS_MASTER))
+        .chain([REDIS_MASTER, HEALTH_SIGNAL])
 }
 
 /// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
@@ -175,6 +187,16 @@ const COUNTER_HELP: &[Help] = &[
 
 /// The gauges' help texts.
 const GAUGE_HELP: &[Help] = &[
+    (
+        THROTTLE_PAUSED,
+        None,
+        "1 while the target's batches are held for this reason, else 0.",
+    ),
+    (
+        HEALTH_SIGNAL,
+        None,
+        "The database health signal's last reading for the target (seconds of lag; sessions); NaN when unknown.",
+    ),
     (
         REDIS_MASTER,
         None,
@@ -356,6 +378,9 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
                 .increment(0);
         }
         metrics::counter!(JOB_RETRIES, "target" => target.to_owned()).increment(0);
+        for reason in THROTTLE_REASONS {
+            throttle_paused(target, reason, false);
+        }
     }
     metrics::counter!(REDIS_RECONNECTS).increment(0);
     for source in SOURCES.iter().copied() {
@@ -379,6 +404,32 @@ pub fn batch_committed(target: &str, mode: &'static str, rows: u64, elapsed: Dur
     metrics::counter!(BATCHES, "target" => target.to_owned()).increment(1);
     metrics::histogram!(BATCH_DURATION, "target" => target.to_owned())
         .record(elapsed.as_secs_f64());
+}
+
+/// Creates the health signal gauges of `signals` (the configured ones) for every target, at
+/// NaN until the first reading.
+pub fn register_health_signals<'a>(
+    targets: impl IntoIterator<Item = &'a str>,
+    signals: &[&'static str],
+) {
+    for target in targets {
+        for signal in signals {
+            health_signal(target, signal, None);
+        }
+    }
+}
+
+/// Whether `target`'s batches are held for `reason` (any word: the health reasons of
+/// [`THROTTLE_REASONS`], or another throttle's).
+pub fn throttle_paused(target: &str, reason: &str, paused: bool) {
+    metrics::gauge!(THROTTLE_PAUSED, "target" => target.to_owned(), "reason" => reason.to_owned())
+        .set(if paused { 1.0 } else { 0.0 });
+}
+
+/// A health signal's reading for `target`'s jobs; `None`: unknown (NaN).
+pub fn health_signal(target: &str, signal: &'static str, value: Option<f64>) {
+    metrics::gauge!(HEALTH_SIGNAL, "target" => target.to_owned(), "signal" => signal)
+        .set(value.unwrap_or(f64::NAN));
 }
 
 /// A job reached an end state ([`JobState::FINISHED`]).

@@ -250,7 +250,10 @@ pub(crate) async fn run_foreground(
     let stop = Arc::new(AtomicBool::new(false));
     let shown = Arc::new(std::sync::OnceLock::new());
     let signals = stop_on_signal(stop.clone(), shown.clone())?;
-    let run_settings = foreground_settings(lease);
+    let mut run_settings = foreground_settings(lease);
+    run_settings.health = Arc::new(
+        reaper_engine::health::HealthGate::connect(&settings.config.database).await?,
+    );
 
     let validated = validate(
         &serde_json::from_str(&job.request)?,
@@ -419,6 +422,18 @@ async fn run_to_end(
                 bar.suspend(|| {
                     eprintln!(
                         "transient error, retrying in {:.1}s: {error}",
+                        wait.as_secs_f64()
+                    )
+                });
+                if !reaper_engine::pacing::sleep_unless_stopped(wait, should_stop).await {
+                    break PurgeEnd::Stopped;
+                }
+            }
+            RunOutcome::Throttled { reason, run_after } => {
+                let wait = (run_after - Utc::now()).to_std().unwrap_or_default();
+                bar.suspend(|| {
+                    eprintln!(
+                        "stopped for the database's health, going on in {:.0}s: {reason}",
                         wait.as_secs_f64()
                     )
                 });
