@@ -2,8 +2,9 @@
 //! streaming replica and a MariaDB replica the tests start themselves, lag produced for real
 //! (replay paused; the replica's SQL thread held on a row lock) — batches pause while it is over
 //! the threshold, resume after, a critical level stops the job resumably, and an unreachable
-//! replica counts as exceeded; load (sessions kept busy) and lock waits a reaper batch causes
-//! (an application session blocked by a batch held open before its commit).
+//! replica counts as exceeded; load (sessions kept busy) and lock waits reaper causes (an
+//! application session blocked by a PostgreSQL batch held open before its commit; on MariaDB,
+//! where the signal knows reaper's sessions by their user, by a transaction of reaper's user).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -60,7 +61,8 @@ async fn reading(gate: &HealthGate, signal: Signal) -> Option<Reading> {
 
 /// Whether the gate, read now for `target`, holds its batches for `reason`.
 async fn holds_for(gate: &HealthGate, reason: Reason) -> bool {
-    matches!(gate.check("events").await, Verdict::Pause { reasons, .. } if reasons.contains(&reason))
+    let verdict = gate.check("events").await;
+    matches!(verdict, Verdict::Pause { reasons, .. } if reasons.contains(&reason))
 }
 
 /// Runs `id` with `settings` while `meanwhile` runs, as a worker would beside the rest of the
@@ -237,31 +239,21 @@ async fn postgres_lock_waits_a_reaper_batch_causes_pause_the_batches() {
     )
     .await;
     assert_eq!(gate.check("events").await, Verdict::Go);
-    // Job A's first batch holds its rows for 4 s before it commits; an application session
+    // Job A's first batch holds its rows for 6 s before it commits; an application session
     // waits for one of them.
-    fail::cfg("batch::before_commit", "1*sleep(4000)").unwrap();
-    let holder = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
-    let (db, catalog) = (s.db.clone(), s.catalog.clone());
-    let holder_run = tokio::spawn(async move {
-        runner::run_job(&db, &catalog, &holder, &settings(), &|| false)
-            .await
-            .unwrap()
-            .outcome
-    });
-    until("the batch holds its rows", Duration::from_secs(10), || async {
-        s.test
-            .int("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reaper' AND state = 'idle in transaction'")
-            .await
-            == 1
-    })
-    .await;
-    let url = s.test.url.clone();
+    let application = sea_orm::Database::connect(&s.test.url).await.unwrap();
+    fail::cfg("batch::before_commit", "1*sleep(6000)").unwrap();
+    let holder = s
+        .submit(erase_tenant(1, serde_json::json!({"strategy": "keyset"})), 5)
+        .await;
+    let holder_run = spawn_run_apart(&s, holder);
+    let holder_run = until_held(&s, holder_run, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reaper' \
+         AND state = 'idle in transaction' AND query LIKE 'WITH lease AS%'").await;
     let application = tokio::spawn(async move {
-        let conn = sea_orm::Database::connect(&url).await.unwrap();
-        conn.execute_unprepared("UPDATE events SET payload = 'app' WHERE id = 1")
+        application
+            .execute_unprepared("UPDATE events SET payload = 'app' WHERE id = 1")
             .await
             .unwrap();
-        Instant::now()
     });
     until("the application waits for reaper", Duration::from_secs(10), || async {
         holds_for(&gate, Reason::Over(Signal::LockWaits)).await
@@ -284,11 +276,56 @@ async fn postgres_lock_waits_a_reaper_batch_causes_pause_the_batches() {
         assert_eq!(batches(&s, &id).await, 0, "no batch while reaper blocks the application");
     })
     .await;
-    let unblocked = application.await.unwrap();
+    application.await.unwrap();
     assert_eq!(outcome, RunOutcome::Done);
-    assert!(unblocked.elapsed() < Duration::from_secs(30));
-    assert_eq!(holder_run.await.unwrap(), RunOutcome::Done);
+    assert_eq!(holder_run.join().unwrap(), RunOutcome::Done);
     assert_eq!(gate.check("events").await, Verdict::Go, "no wait left");
+}
+
+/// Waits until `held` (a count query) reads 1 or more: job A's batch holds its rows. Fails with A's
+/// outcome if its run ended first.
+async fn until_held(
+    s: &Setup,
+    run: std::thread::JoinHandle<RunOutcome>,
+    held: &str,
+) -> std::thread::JoinHandle<RunOutcome> {
+    let started = Instant::now();
+    while s.test.int(held).await < 1 {
+        if run.is_finished() {
+            panic!("job A's run ended before its batch held rows: {:?}", run.join());
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "job A's batch never held rows");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run
+}
+
+/// Runs job `id` once, without a gate, on a thread and runtime of its own with its own
+/// connections: the fault point's sleep before its commit blocks that thread only, not the
+/// test's runtime (whose I/O a blocked worker could hold up).
+fn spawn_run_apart(s: &Setup, id: String) -> std::thread::JoinHandle<RunOutcome> {
+    let (url, catalog) = (s.test.url.clone(), s.catalog.clone());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let db = reaper_engine::Database::connect(&DatabaseConfig {
+                url,
+                max_connections: 2,
+                statement_timeout: Span::from_secs(30),
+                lock_timeout: Span::from_millis(50),
+                health: None,
+            })
+            .await
+            .unwrap();
+            runner::run_job(&db, &catalog, &id, &settings(), &|| false)
+                .await
+                .unwrap()
+                .outcome
+        })
+    })
 }
 
 /// A connection to a replica's database, for the test's own reads and replication controls.
@@ -417,8 +454,7 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mariadb_load_and_lock_waits_a_reaper_batch_causes_pause_the_batches() {
-    let _scenario = fail::FailScenario::setup();
+async fn mariadb_load_and_lock_waits_on_reaper_s_user_pause_the_batches() {
     let server = PrivateMariaDb::start();
     // The application's own user: lock waits count only where reaper's user blocks another.
     server.cli(&[
@@ -467,27 +503,18 @@ async fn mariadb_load_and_lock_waits_a_reaper_batch_causes_pause_the_batches() {
     }
     assert_eq!(outcome, RunOutcome::Done, "resumed once the sessions ended");
 
-    // Lock waits: job A's batch holds its rows for 4 s; the application waits for one.
-    fail::cfg("batch::before_commit", "1*sleep(4000)").unwrap();
-    let holder = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
-    let (db, catalog) = (s.db.clone(), s.catalog.clone());
-    let holder_run = tokio::spawn(async move {
-        runner::run_job(&db, &catalog, &holder, &settings(), &|| false)
-            .await
-            .unwrap()
-            .outcome
-    });
-    // Row 2 (tenant 2) is in the first batch.
-    until("the batch holds its rows", Duration::from_secs(10), || async {
-        s.test
-            .int("SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_rows_locked > 0")
-            .await
-            == 1
-    })
-    .await;
+    // Lock waits: a session of reaper's database user holds a row in a transaction, as a
+    // batch does until it commits (on MariaDB the signal knows reaper's sessions by their
+    // user); the application waits for it.
+    let reaper_side = sea_orm::Database::connect(s.test.url.as_str()).await.unwrap();
+    let hold = reaper_side.begin().await.unwrap();
+    hold.execute_unprepared("SELECT * FROM events WHERE id = 2 FOR UPDATE")
+        .await
+        .unwrap();
+    let application = sea_orm::Database::connect(&app_url).await.unwrap();
     let application = tokio::spawn(async move {
-        let conn = sea_orm::Database::connect(&app_url).await.unwrap();
-        conn.execute_unprepared("UPDATE events SET payload = 'app' WHERE id = 2")
+        application
+            .execute_unprepared("UPDATE events SET payload = 'app' WHERE id = 2")
             .await
             .unwrap();
     });
@@ -508,9 +535,9 @@ async fn mariadb_load_and_lock_waits_a_reaper_batch_causes_pause_the_batches() {
     let outcome = run_beside(&s, &id, &with_gate, async {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
         assert_eq!(batches(&s, &id).await, 0, "no batch while reaper blocks the application");
+        hold.rollback().await.unwrap();
     })
     .await;
     application.await.unwrap();
     assert_eq!(outcome, RunOutcome::Done);
-    assert_eq!(holder_run.await.unwrap(), RunOutcome::Done);
 }

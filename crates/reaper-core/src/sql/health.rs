@@ -113,13 +113,13 @@ mod tests {
         expect!["SHOW REPLICA STATUS"].assert_eq(&mysql_replica_status().to_string());
         expect![[r#"
             SELECT count(*) AS sessions FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' AND datname = current_database() AND pid <> pg_backend_pid() AND application_name <> $1
-            -- parameters: 1"#]]
+            -- parameters: 'reaper'"#]]
         .assert_eq(&load(Backend::Postgres).to_string());
         expect!["SHOW GLOBAL STATUS LIKE 'Threads_running'"]
             .assert_eq(&load(Backend::MySql).to_string());
         expect![[r#"
             SELECT count(*) AS sessions FROM pg_stat_activity waiting WHERE waiting.wait_event_type = 'Lock' AND waiting.datname = current_database() AND waiting.application_name <> $1 AND EXISTS (SELECT 1 FROM pg_stat_activity holder WHERE holder.pid = ANY (pg_blocking_pids(waiting.pid)) AND holder.application_name = $2)
-            -- parameters: 2"#]]
+            -- parameters: 'reaper', 'reaper'"#]]
         .assert_eq(&lock_waits(Backend::Postgres).to_string());
         expect!["SELECT count(DISTINCT w.requesting_trx_id) AS sessions FROM information_schema.INNODB_LOCK_WAITS w JOIN information_schema.INNODB_TRX blocking ON blocking.trx_id = w.blocking_trx_id JOIN information_schema.PROCESSLIST holder ON holder.ID = blocking.trx_mysql_thread_id JOIN information_schema.INNODB_TRX waiting ON waiting.trx_id = w.requesting_trx_id JOIN information_schema.PROCESSLIST waiter ON waiter.ID = waiting.trx_mysql_thread_id WHERE holder.USER = SUBSTRING_INDEX(USER(), '@', 1) AND waiter.USER <> holder.USER"]
             .assert_eq(&lock_waits(Backend::MySql).to_string());
