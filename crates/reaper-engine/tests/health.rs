@@ -249,37 +249,54 @@ async fn postgres_lock_waits_a_reaper_batch_causes_pause_the_batches() {
     let holder_run = spawn_run_apart(&s, holder);
     let holder_run = until_held(&s, holder_run, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reaper' \
          AND state = 'idle in transaction' AND query LIKE 'WITH lease AS%'").await;
+    // Job B, on another table, waits while the application waits; A's commit ends it.
+    a_job_waits_while_the_application_does(&s, &gate, application, 1, async {}).await;
+    assert_eq!(holder_run.join().unwrap(), RunOutcome::Done);
+    assert_eq!(gate.check("events").await, Verdict::Go, "no wait left");
+}
+
+/// `application` updates row `row` of `events`, which reaper holds, and waits; the gate then
+/// reads one lock wait, and a job on `tokens` commits no batch while it lasts. `release` ends
+/// the hold (or nothing, when a batch's commit will); the job is then done.
+async fn a_job_waits_while_the_application_does(
+    s: &Setup,
+    gate: &Arc<HealthGate>,
+    application: sea_orm::DatabaseConnection,
+    row: i64,
+    release: impl Future<Output = ()>,
+) {
     let application = tokio::spawn(async move {
         application
-            .execute_unprepared("UPDATE events SET payload = 'app' WHERE id = 1")
+            .execute_unprepared(&format!("UPDATE events SET payload = 'app' WHERE id = {row}"))
             .await
             .unwrap();
     });
     until("the application waits for reaper", Duration::from_secs(10), || async {
-        holds_for(&gate, Reason::Over(Signal::LockWaits)).await
+        holds_for(gate, Reason::Over(Signal::LockWaits)).await
     })
     .await;
     assert_eq!(
-        reading(&gate, Signal::LockWaits).await,
+        reading(gate, Signal::LockWaits).await,
         Some(Reading::Value(1.0))
     );
-    // Job B, on another table, waits while the application waits.
     let id = s
         .submit(
-            job("tokens", serde_json::json!([{"column": "user_id", "op": "lt", "value": 50}]), serde_json::json!({})),
+            job(
+                "tokens",
+                serde_json::json!([{"column": "user_id", "op": "lt", "value": 50}]),
+                serde_json::json!({}),
+            ),
             5,
         )
         .await;
-    let with_gate = gated(&gate);
-    let outcome = run_beside(&s, &id, &with_gate, async {
+    let outcome = run_beside(s, &id, &gated(gate), async {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(batches(&s, &id).await, 0, "no batch while reaper blocks the application");
+        assert_eq!(batches(s, &id).await, 0, "no batch while reaper blocks the application");
+        release.await;
     })
     .await;
     application.await.unwrap();
     assert_eq!(outcome, RunOutcome::Done);
-    assert_eq!(holder_run.join().unwrap(), RunOutcome::Done);
-    assert_eq!(gate.check("events").await, Verdict::Go, "no wait left");
 }
 
 /// Waits until `held` (a count query) reads 1 or more: job A's batch holds its rows. Fails with A's
@@ -512,32 +529,8 @@ async fn mariadb_load_and_lock_waits_on_reaper_s_user_pause_the_batches() {
         .await
         .unwrap();
     let application = sea_orm::Database::connect(&app_url).await.unwrap();
-    let application = tokio::spawn(async move {
-        application
-            .execute_unprepared("UPDATE events SET payload = 'app' WHERE id = 2")
-            .await
-            .unwrap();
-    });
-    until("the application waits for reaper", Duration::from_secs(10), || async {
-        holds_for(&gate, Reason::Over(Signal::LockWaits)).await
-    })
-    .await;
-    assert_eq!(
-        reading(&gate, Signal::LockWaits).await,
-        Some(Reading::Value(1.0))
-    );
-    let id = s
-        .submit(
-            job("tokens", serde_json::json!([{"column": "user_id", "op": "lt", "value": 50}]), serde_json::json!({})),
-            5,
-        )
-        .await;
-    let outcome = run_beside(&s, &id, &with_gate, async {
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(batches(&s, &id).await, 0, "no batch while reaper blocks the application");
+    a_job_waits_while_the_application_does(&s, &gate, application, 2, async {
         hold.rollback().await.unwrap();
     })
     .await;
-    application.await.unwrap();
-    assert_eq!(outcome, RunOutcome::Done);
 }

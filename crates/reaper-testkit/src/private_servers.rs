@@ -60,15 +60,7 @@ impl PrivatePostgres {
     /// the start with the cluster's directory (owned by `postgres`), where it may put files
     /// the server reads (TLS certificates: `crate::tls_servers`).
     pub(crate) fn start_with(configure: impl FnOnce(&Path) -> String) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("reaper-pg-")
-            .tempdir()
-            .unwrap();
-        run_checked(Command::new("chown").arg("postgres:").arg(dir.path()));
-        let cluster = Self {
-            admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
-            dir,
-        };
+        let cluster = Self::in_new_dir("reaper-pg-");
         cluster.as_postgres(
             &postgres_bin("initdb"),
             &[
@@ -81,29 +73,35 @@ impl PrivatePostgres {
                 "--no-sync",
             ],
         );
-        let port = cluster.port().to_string();
-        let socket = cluster.dir.path().display().to_string();
         let extra = configure(cluster.dir.path());
-        let options = format!(
-            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off {extra}"
-        );
-        cluster.pg_ctl(&["start", "-o", &options]);
+        cluster.start_server(&format!("-c full_page_writes=off {extra}"));
         cluster
+    }
+
+    /// A cluster to be: a temp dir owned by `postgres` and a free port, nothing in it yet.
+    fn in_new_dir(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        run_checked(Command::new("chown").arg("postgres:").arg(dir.path()));
+        Self {
+            admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
+            dir,
+        }
+    }
+
+    /// Starts the server on its data, port and socket dir, with `extra` server options.
+    fn start_server(&self, extra: &str) {
+        let port = self.port().to_string();
+        let socket = self.dir.path().display().to_string();
+        let options =
+            format!("-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off {extra}");
+        self.pg_ctl(&["start", "-o", &options]);
     }
 
     /// A streaming replica of this cluster (`pg_basebackup -R -X stream` into a temp dir,
     /// started on a free port, hot standby): it replays what this cluster writes until a test
     /// pauses it (`SELECT pg_wal_replay_pause()` on the replica). Stopped and removed on drop.
     pub fn start_replica(&self) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("reaper-pg-replica-")
-            .tempdir()
-            .unwrap();
-        run_checked(Command::new("chown").arg("postgres:").arg(dir.path()));
-        let replica = Self {
-            admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
-            dir,
-        };
+        let replica = Self::in_new_dir("reaper-pg-replica-");
         let primary_port = self.port().to_string();
         replica.as_postgres(
             &postgres_bin("pg_basebackup"),
@@ -122,23 +120,13 @@ impl PrivatePostgres {
                 "--no-sync",
             ],
         );
-        let port = replica.port().to_string();
-        let socket = replica.dir.path().display().to_string();
-        let options = format!(
-            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off -c hot_standby=on"
-        );
-        replica.pg_ctl(&["start", "-o", &options]);
+        replica.start_server("-c hot_standby=on");
         replica
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`: `database` on this server.
     pub fn url_of(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port())
-    }
-
-    /// Stops the server (fast): a replica that no longer answers.
-    pub fn stop(&self) {
-        self.pg_ctl(&["stop", "-m", "fast"]);
     }
 
     /// `pg_ctl restart -m MODE`: `fast` ends every session and shuts down cleanly; `immediate`
