@@ -68,9 +68,16 @@ async fn a_busy_database_holds_the_batches_and_metrics_say_why() {
         }
     })
     .await;
-    assert!(metrics.contains("reaper_throttle_paused{target=\"events\",reason=\"replica_lag\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("reaper_throttle_paused{target=\"events\",reason=\"replica_lag\"} 0"),
+        "{metrics}"
+    );
     let job = api.job(&id).await;
-    assert_eq!((job["batches"].as_i64(), &job["rows_deleted"]), (Some(0), &json!(0)), "{job}");
+    assert_eq!(
+        (job["batches"].as_i64(), &job["rows_deleted"]),
+        (Some(0), &json!(0)),
+        "{job}"
+    );
 
     for task in busy {
         task.await.unwrap();

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reaper_core::catalog::Catalog;
-use reaper_core::throttle::{Adaptive, Throttle};
 use reaper_core::health::{Reading, Signal, Verdict};
+use reaper_core::throttle::{Adaptive, Throttle};
 use reaper_engine::health::HealthGate;
 use reaper_engine::runner::{self, RunOutcome};
 use sea_orm::{
@@ -1057,7 +1057,11 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
             let rate = figures.rows as f64 / figures.duration.as_secs_f64();
             println!(
                 "(d) rate {rate:.0} rows/s — rate target (≥ {GATED_RATE_TARGET} rows/s, twice the default cap) {}",
-                if rate >= f64::from(GATED_RATE_TARGET) { "MET" } else { "NOT MET" }
+                if rate >= f64::from(GATED_RATE_TARGET) {
+                    "MET"
+                } else {
+                    "NOT MET"
+                }
             );
         }
     }

@@ -1746,7 +1746,10 @@ mod tests {
             .catalog()
             .unwrap_err()
             .to_string();
-        assert!(error.contains("database.health: names no signal"), "{error}");
+        assert!(
+            error.contains("database.health: names no signal"),
+            "{error}"
+        );
     }
 
     #[test]

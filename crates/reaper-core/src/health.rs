@@ -231,11 +231,11 @@ impl Hysteresis {
 /// MySQL/MariaDB `SHOW REPLICA STATUS` as a lag reading: `Seconds_Behind_Master`, which the
 /// server leaves NULL when a replication thread is not running (then the lag is unknown, and
 /// the threads' states say why); no row at all means the server is no replica.
-pub fn mysql_replica_lag(
-    row: Option<(Option<i64>, Option<String>, Option<String>)>,
-) -> Reading {
+pub fn mysql_replica_lag(row: Option<(Option<i64>, Option<String>, Option<String>)>) -> Reading {
     match row {
-        None => Reading::Unknown("the server is not a replica (SHOW REPLICA STATUS is empty)".into()),
+        None => {
+            Reading::Unknown("the server is not a replica (SHOW REPLICA STATUS is empty)".into())
+        }
         Some((Some(seconds), _, _)) => Reading::Value(seconds.max(0) as f64),
         Some((None, io, sql)) => Reading::Unknown(format!(
             "replication is not running (Slave_IO_Running = {}, Slave_SQL_Running = {})",
@@ -367,8 +367,7 @@ mod tests {
 
     #[test]
     fn over_the_critical_level_stops_whatever_else_pauses() {
-        let verdict =
-            Hysteresis::default().judge(&rules(), &readings(Reading::Value(75.0), 20.0));
+        let verdict = Hysteresis::default().judge(&rules(), &readings(Reading::Value(75.0), 20.0));
         assert_eq!(
             verdict,
             Verdict::Stop {
@@ -405,7 +404,10 @@ mod tests {
             postgres_replica_lag(false, Some(0.0)),
             Reading::Unknown(_)
         ));
-        assert!(matches!(postgres_replica_lag(true, None), Reading::Unknown(_)));
+        assert!(matches!(
+            postgres_replica_lag(true, None),
+            Reading::Unknown(_)
+        ));
         assert_eq!(
             worst_replica([Reading::Value(1.0), Reading::Value(3.0)]),
             Reading::Value(3.0)

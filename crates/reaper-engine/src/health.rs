@@ -169,10 +169,7 @@ async fn read(db: &Database, statement: &Statement) -> Result<Vec<QueryResult>, 
     match tokio::time::timeout(READ_TIMEOUT, db.query_all(statement)).await {
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!(
-            "no answer within {}s",
-            READ_TIMEOUT.as_secs_f64()
-        )),
+        Err(_) => Err(format!("no answer within {}s", READ_TIMEOUT.as_secs_f64())),
     }
 }
 

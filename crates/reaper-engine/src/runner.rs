@@ -521,7 +521,10 @@ impl Run<'_> {
             match gate.check(&walk.job.target.name).await {
                 reaper_core::health::Verdict::Go => {
                     if let Some(at) = paused_at {
-                        tracing::info!(message = "Database health allows batches again.", paused_ms = at.elapsed().as_millis());
+                        tracing::info!(
+                            message = "Database health allows batches again.",
+                            paused_ms = at.elapsed().as_millis()
+                        );
                     }
                     return Ok(ControlFlow::Continue(()));
                 }
@@ -546,9 +549,12 @@ impl Run<'_> {
                     }
                 }
             }
-            if self.settings.stop_as == StopAs::Pending && walk.started.elapsed() >= self.settings.slice
+            if self.settings.stop_as == StopAs::Pending
+                && walk.started.elapsed() >= self.settings.slice
             {
-                let outcome = self.finish(&Transition::Continue, RunOutcome::Continue).await?;
+                let outcome = self
+                    .finish(&Transition::Continue, RunOutcome::Continue)
+                    .await?;
                 return Ok(ControlFlow::Break(outcome));
             }
             if renewed_at.elapsed() >= self.settings.lease / 3 {

@@ -95,9 +95,11 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
     let name = s.test.url.rsplit('/').next().unwrap().to_owned();
     let replica_url = replica_server.url_of(&name);
     let replica = ReplicaConnection::connect(&replica_url).await;
-    until("the replica has the fixture", Duration::from_secs(30), || async {
-        replica.events().await == 2_000
-    })
+    until(
+        "the replica has the fixture",
+        Duration::from_secs(30),
+        || async { replica.events().await == 2_000 },
+    )
     .await;
     let gate = gate(
         &s.test.url,
@@ -121,8 +123,17 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
         replica.exec("SELECT pg_wal_replay_resume()").await;
     })
     .await;
-    assert_eq!(outcome, RunOutcome::Done, "resumed once the replica caught up");
-    assert_eq!(s.test.int("SELECT count(*) FROM events WHERE tenant_id = 1").await, 0);
+    assert_eq!(
+        outcome,
+        RunOutcome::Done,
+        "resumed once the replica caught up"
+    );
+    assert_eq!(
+        s.test
+            .int("SELECT count(*) FROM events WHERE tenant_id = 1")
+            .await,
+        0
+    );
 
     // Over the critical level: the job stops for now, pending with its attempt given back.
     replica.exec("SELECT pg_wal_replay_pause()").await;
@@ -136,7 +147,10 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
     let RunOutcome::Throttled { reason, .. } = outcome else {
         panic!("stopped for the lag, not {outcome:?}")
     };
-    assert!(reason.contains("replica_lag") && reason.contains("critical level 6.0s"), "{reason}");
+    assert!(
+        reason.contains("replica_lag") && reason.contains("critical level 6.0s"),
+        "{reason}"
+    );
     let record = s.job(&id).await;
     assert_eq!(
         (record.state.as_str(), record.attempts, record.batches),
@@ -150,12 +164,17 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await; // stop_for
-    assert_eq!(s.run_with(&id, &with_gate, &|| false).await, RunOutcome::Done);
+    assert_eq!(
+        s.run_with(&id, &with_gate, &|| false).await,
+        RunOutcome::Done
+    );
     let (state, attempts, _) = s.state(&id).await;
     assert_eq!((state.as_str(), attempts), (JobState::Done.as_str(), 1));
-    until("the replica replayed the purge", Duration::from_secs(20), || async {
-        replica.events().await == s.test.int("SELECT count(*) FROM events").await
-    })
+    until(
+        "the replica replayed the purge",
+        Duration::from_secs(20),
+        || async { replica.events().await == s.test.int("SELECT count(*) FROM events").await },
+    )
     .await;
     drop(replica);
 }
@@ -183,9 +202,15 @@ async fn an_unreachable_replica_counts_as_exceeded_and_holds_every_batch() {
     let with_gate = gated(&gate);
     let started = Instant::now();
     let outcome = s
-        .run_with(&id, &with_gate, &|| started.elapsed() > Duration::from_millis(1_500))
+        .run_with(&id, &with_gate, &|| {
+            started.elapsed() > Duration::from_millis(1_500)
+        })
         .await;
-    assert_eq!(outcome, RunOutcome::Continue, "stopped while held, not failed");
+    assert_eq!(
+        outcome,
+        RunOutcome::Continue,
+        "stopped while held, not failed"
+    );
     assert_eq!(batches(&s, &id).await, 0);
     assert_eq!(with_gate.progress.rows.load(Ordering::Relaxed), 0);
     let (state, attempts, error) = s.state(&id).await;
@@ -210,23 +235,34 @@ async fn postgres_load_pauses_batches_until_the_busy_sessions_end() {
             })
         })
         .collect();
-    until("four busy sessions count", Duration::from_secs(10), || async {
-        holds_for(&gate, Reason::Over(Signal::Load)).await
-    })
+    until(
+        "four busy sessions count",
+        Duration::from_secs(10),
+        || async { holds_for(&gate, Reason::Over(Signal::Load)).await },
+    )
     .await;
     assert!(matches!(reading(&gate, Signal::Load).await, Some(Reading::Value(n)) if n >= 3.0));
     let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
     let with_gate = gated(&gate);
     let outcome = run_beside(&s, &id, &with_gate, async {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(batches(&s, &id).await, 0, "no batch while the database is busy");
+        assert_eq!(
+            batches(&s, &id).await,
+            0,
+            "no batch while the database is busy"
+        );
     })
     .await;
     for task in busy {
         task.await.unwrap();
     }
     assert_eq!(outcome, RunOutcome::Done, "resumed once the sessions ended");
-    assert_eq!(s.test.int("SELECT count(*) FROM events WHERE tenant_id = 1").await, 0);
+    assert_eq!(
+        s.test
+            .int("SELECT count(*) FROM events WHERE tenant_id = 1")
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -244,11 +280,19 @@ async fn postgres_lock_waits_a_reaper_batch_causes_pause_the_batches() {
     let application = sea_orm::Database::connect(&s.test.url).await.unwrap();
     fail::cfg("batch::before_commit", "1*sleep(6000)").unwrap();
     let holder = s
-        .submit(erase_tenant(1, serde_json::json!({"strategy": "keyset"})), 5)
+        .submit(
+            erase_tenant(1, serde_json::json!({"strategy": "keyset"})),
+            5,
+        )
         .await;
     let holder_run = spawn_run_apart(&s, holder);
-    let holder_run = until_held(&s, holder_run, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reaper' \
-         AND state = 'idle in transaction' AND query LIKE 'WITH lease AS%'").await;
+    let holder_run = until_held(
+        &s,
+        holder_run,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reaper' \
+         AND state = 'idle in transaction' AND query LIKE 'WITH lease AS%'",
+    )
+    .await;
     // Job B, on another table, waits while the application waits; A's commit ends it.
     a_job_waits_while_the_application_does(&s, &gate, application, 1, async {}).await;
     assert_eq!(holder_run.join().unwrap(), RunOutcome::Done);
@@ -267,13 +311,17 @@ async fn a_job_waits_while_the_application_does(
 ) {
     let application = tokio::spawn(async move {
         application
-            .execute_unprepared(&format!("UPDATE events SET payload = 'app' WHERE id = {row}"))
+            .execute_unprepared(&format!(
+                "UPDATE events SET payload = 'app' WHERE id = {row}"
+            ))
             .await
             .unwrap();
     });
-    until("the application waits for reaper", Duration::from_secs(10), || async {
-        holds_for(gate, Reason::Over(Signal::LockWaits)).await
-    })
+    until(
+        "the application waits for reaper",
+        Duration::from_secs(10),
+        || async { holds_for(gate, Reason::Over(Signal::LockWaits)).await },
+    )
     .await;
     assert_eq!(
         reading(gate, Signal::LockWaits).await,
@@ -291,7 +339,11 @@ async fn a_job_waits_while_the_application_does(
         .await;
     let outcome = run_beside(s, &id, &gated(gate), async {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(batches(s, &id).await, 0, "no batch while reaper blocks the application");
+        assert_eq!(
+            batches(s, &id).await,
+            0,
+            "no batch while reaper blocks the application"
+        );
         release.await;
     })
     .await;
@@ -309,9 +361,15 @@ async fn until_held(
     let started = Instant::now();
     while s.test.int(held).await < 1 {
         if run.is_finished() {
-            panic!("job A's run ended before its batch held rows: {:?}", run.join());
+            panic!(
+                "job A's run ended before its batch held rows: {:?}",
+                run.join()
+            );
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "job A's batch never held rows");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "job A's batch never held rows"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     run
@@ -395,11 +453,21 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
     .await;
     let name = s.test.url.rsplit('/').next().unwrap().to_owned();
     let replica_url = replica_server.url_of(&name);
-    until("the replica has the fixture", Duration::from_secs(30), || async {
-        ReplicaConnection::connect(&replica_url).await.events().await == 2_000
-    })
+    until(
+        "the replica has the fixture",
+        Duration::from_secs(30),
+        || async {
+            ReplicaConnection::connect(&replica_url)
+                .await
+                .events()
+                .await
+                == 2_000
+        },
+    )
     .await;
-    let replica = sea_orm::Database::connect(replica_url.as_str()).await.unwrap();
+    let replica = sea_orm::Database::connect(replica_url.as_str())
+        .await
+        .unwrap();
     let gate = gate(
         &s.test.url,
         serde_json::json!({"sample_every": "100ms", "stop_for": "1s",
@@ -421,7 +489,9 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
         }
     };
     let hold = hold_row(2).await;
-    s.test.exec("UPDATE events SET payload = 'moved' WHERE id = 2").await;
+    s.test
+        .exec("UPDATE events SET payload = 'moved' WHERE id = 2")
+        .await;
     let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
     until("the lag passes 2s", Duration::from_secs(20), || async {
         holds_for(&gate, Reason::Over(Signal::ReplicaLag)).await
@@ -434,12 +504,23 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
         hold.rollback().await.unwrap();
     })
     .await;
-    assert_eq!(outcome, RunOutcome::Done, "resumed once the replica caught up");
-    assert_eq!(s.test.int("SELECT count(*) FROM events WHERE tenant_id = 1").await, 0);
+    assert_eq!(
+        outcome,
+        RunOutcome::Done,
+        "resumed once the replica caught up"
+    );
+    assert_eq!(
+        s.test
+            .int("SELECT count(*) FROM events WHERE tenant_id = 1")
+            .await,
+        0
+    );
 
     // Over the critical level: the job stops for now, pending with its attempt given back.
     let hold = hold_row(3).await;
-    s.test.exec("UPDATE events SET payload = 'moved' WHERE id = 3").await;
+    s.test
+        .exec("UPDATE events SET payload = 'moved' WHERE id = 3")
+        .await;
     let id = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
     until("the lag passes 6s", Duration::from_secs(30), || async {
         gate.check("events").await;
@@ -460,10 +541,16 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await; // stop_for
-    assert_eq!(s.run_with(&id, &with_gate, &|| false).await, RunOutcome::Done);
+    assert_eq!(
+        s.run_with(&id, &with_gate, &|| false).await,
+        RunOutcome::Done
+    );
 
     // Replication stopped: the lag is unknown, which holds the batches too.
-    replica.execute_unprepared("STOP REPLICA SQL_THREAD").await.unwrap();
+    replica
+        .execute_unprepared("STOP REPLICA SQL_THREAD")
+        .await
+        .unwrap();
     until("the lag is unknown", Duration::from_secs(10), || async {
         holds_for(&gate, Reason::Unknown).await
     })
@@ -504,15 +591,21 @@ async fn mariadb_load_and_lock_waits_on_reaper_s_user_pause_the_batches() {
             })
         })
         .collect();
-    until("four busy sessions count", Duration::from_secs(10), || async {
-        holds_for(&gate, Reason::Over(Signal::Load)).await
-    })
+    until(
+        "four busy sessions count",
+        Duration::from_secs(10),
+        || async { holds_for(&gate, Reason::Over(Signal::Load)).await },
+    )
     .await;
     let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
     let with_gate = gated(&gate);
     let outcome = run_beside(&s, &id, &with_gate, async {
         tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(batches(&s, &id).await, 0, "no batch while the server is busy");
+        assert_eq!(
+            batches(&s, &id).await,
+            0,
+            "no batch while the server is busy"
+        );
     })
     .await;
     for task in busy {
@@ -523,7 +616,9 @@ async fn mariadb_load_and_lock_waits_on_reaper_s_user_pause_the_batches() {
     // Lock waits: a session of reaper's database user holds a row in a transaction, as a
     // batch does until it commits (on MariaDB the signal knows reaper's sessions by their
     // user); the application waits for it.
-    let reaper_side = sea_orm::Database::connect(s.test.url.as_str()).await.unwrap();
+    let reaper_side = sea_orm::Database::connect(s.test.url.as_str())
+        .await
+        .unwrap();
     let hold = reaper_side.begin().await.unwrap();
     hold.execute_unprepared("SELECT * FROM events WHERE id = 2 FOR UPDATE")
         .await

@@ -251,9 +251,8 @@ pub(crate) async fn run_foreground(
     let shown = Arc::new(std::sync::OnceLock::new());
     let signals = stop_on_signal(stop.clone(), shown.clone())?;
     let mut run_settings = foreground_settings(lease);
-    run_settings.health = Arc::new(
-        reaper_engine::health::HealthGate::connect(&settings.config.database).await?,
-    );
+    run_settings.health =
+        Arc::new(reaper_engine::health::HealthGate::connect(&settings.config.database).await?);
 
     let validated = validate(
         &serde_json::from_str(&job.request)?,

@@ -32,8 +32,7 @@ pub fn postgres_replica_lag() -> Statement {
 pub fn mysql_replica_status() -> Statement {
     let mut w = SqlWriter::new(Backend::MySql);
     w.push("SHOW REPLICA STATUS");
-    w
-        .finish()
+    w.finish()
 }
 
 /// Load: one row, `sessions`. PostgreSQL: client sessions of this database running a statement
