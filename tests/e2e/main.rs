@@ -14,6 +14,7 @@ mod dashboard;
 mod demo;
 mod deploy;
 mod erasure_graph;
+mod health;
 mod holds;
 mod hostile_input;
 mod live_control;

@@ -657,6 +657,7 @@ pub(crate) async fn submit(
         max_connections: 4,
         statement_timeout: Span::from_secs(60),
         lock_timeout: Span::from_millis(50),
+        health: None,
     })
     .await?;
     Migrator::up(db.connection(), None).await?;

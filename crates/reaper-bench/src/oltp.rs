@@ -14,8 +14,11 @@
 //! Phases, each on a freshly loaded table, each after 2 s of load that is not measured:
 //! (a) no purge, `--phase-secs` long; (b) one `DELETE … WHERE created_at < cutoff` from its
 //! start until it commits, plus 1 s; (c) reaper's `runner::run_job` with the throttle from the
-//! flags, from its start until the job is done, plus 1 s. A request counts in the phase in which
-//! it was due.
+//! flags, from its start until the job is done, plus 1 s; (d) the same with no rows-per-second
+//! cap (`--gated-max-rows-per-second`) but gated by the database's health signals (load and lock
+//! waits on the same PostgreSQL, `--health-load`, `--health-lock-waits`), printing the
+//! controller's decisions as a time series (rate, batch size, signal values, paused or not). A
+//! request counts in the phase in which it was due.
 //!
 //! The default throttle (adaptive toward 30 ms batches of 100..5,000 rows, 10 ms pause, at most
 //! 15,000 rows/s) is the fastest of the settings tried that kept every p99 within 1.5× in every
@@ -29,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reaper_core::catalog::Catalog;
+use reaper_core::health::{Reading, Signal, Verdict};
 use reaper_core::throttle::{Adaptive, Throttle};
+use reaper_engine::health::HealthGate;
 use reaper_engine::runner::{self, RunOutcome};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value,
@@ -71,10 +76,23 @@ pub(crate) struct LoadArgs {
     /// (10k, 15k, 20k, 30k, 40k), 15k is the highest that met the p99 target in every quiet run.
     #[arg(long, default_value_t = 15_000)]
     max_rows_per_second: u32,
-    /// Which phases to run: any of a (no purge), b (unbounded DELETE), c (reaper); (a) is needed
-    /// for the ratios. `ac` is the quick loop for trying throttle settings.
+    /// Which phases to run: any of a (no purge), b (unbounded DELETE), c (reaper), d (reaper
+    /// gated by health signals); (a) is needed for the ratios. `ac` is the quick loop for trying
+    /// throttle settings, `ad` for health thresholds.
     #[arg(long, default_value = "abc")]
     phases: String,
+    /// Phase (d): the rows-per-second cap under the health gate; 0: none.
+    #[arg(long, default_value_t = 0)]
+    gated_max_rows_per_second: u32,
+    /// Phase (d): pause while more sessions than this are active (`[database.health.load]`).
+    #[arg(long, default_value_t = 2)]
+    health_load: u32,
+    /// Phase (d): pause while more sessions than this wait for a lock reaper holds.
+    #[arg(long, default_value_t = 0)]
+    health_lock_waits: u32,
+    /// Phase (d): read the signals at most this often, in ms (`sample_every`).
+    #[arg(long, default_value_t = 100)]
+    health_sample_ms: u64,
     /// Also write every request (phase, type, due ms since the phase's window start, latency ms)
     /// and every reaper batch commit as it was seen (phase, "batch", ms, rows so far) to this
     /// CSV file, for plots.
@@ -121,6 +139,7 @@ enum Purge {
     None,
     Unbounded,
     Reaper,
+    Gated,
 }
 
 impl Purge {
@@ -129,8 +148,25 @@ impl Purge {
             Purge::None => "(a) no purge",
             Purge::Unbounded => "(b) unbounded DELETE",
             Purge::Reaper => "(c) reaper, throttled",
+            Purge::Gated => "(d) reaper, health-gated",
         }
     }
+
+    /// A reaper purge, throttled or gated.
+    fn is_reaper(self) -> bool {
+        matches!(self, Purge::Reaper | Purge::Gated)
+    }
+}
+
+/// One point of phase (d)'s time series: what the controller saw and did.
+#[derive(Debug, Clone)]
+struct Point {
+    at: Duration,
+    rows: u64,
+    batch_size: u32,
+    load: Option<f64>,
+    lock_waits: Option<f64>,
+    paused: bool,
 }
 
 /// One request as measured.
@@ -183,6 +219,8 @@ struct PhaseResult {
     cpu_busy: Option<f64>,
     purge_figures: Option<PurgeFigures>,
     trace: Trace,
+    /// Phase (d): the controller's decisions over time.
+    series: Vec<Point>,
 }
 
 /// What `--trace` writes.
@@ -196,8 +234,8 @@ struct Trace {
 
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.phases.contains('a') && args.phases.chars().all(|c| "abc".contains(c)),
-        "--phases: letters from `abc`, with `a` (the baseline of every ratio)"
+        args.phases.contains('a') && args.phases.chars().all(|c| "abcd".contains(c)),
+        "--phases: letters from `abcd`, with `a` (the baseline of every ratio)"
     );
     anyhow::ensure!(args.rate > 0, "--rate must be positive");
     anyhow::ensure!(args.connections > 0, "--connections must be positive");
@@ -246,6 +284,7 @@ async fn phases(args: &LoadArgs, url: &str) -> anyhow::Result<()> {
         args.rate, args.connections
     );
     println!("purge (c) throttle: {}", describe_throttle(args));
+    println!("purge (d): {}", describe_gate(args));
     println!(
         "(a fresh, vacuumed, analyzed table per phase; {} s of unmeasured load before each; (a) lasts {} s, \
          (b) and (c) from the purge's start to its end plus {} s)\n",
@@ -254,7 +293,7 @@ async fn phases(args: &LoadArgs, url: &str) -> anyhow::Result<()> {
         TAIL.as_secs()
     );
     let mut results = Vec::new();
-    for purge in [Purge::None, Purge::Unbounded, Purge::Reaper] {
+    for purge in [Purge::None, Purge::Unbounded, Purge::Reaper, Purge::Gated] {
         if !args.phases.contains(&purge.label()[1..2]) {
             continue;
         }
@@ -294,6 +333,42 @@ fn describe_throttle(args: &LoadArgs) -> String {
     format!("{adaptive}, pause {} ms, {cap}", args.pause_ms)
 }
 
+fn describe_gate(args: &LoadArgs) -> String {
+    let cap = match args.gated_max_rows_per_second {
+        0 => "no rows/s cap".to_owned(),
+        cap => format!("≤ {cap} rows/s"),
+    };
+    format!(
+        "as (c) but {cap}, gated by health: pause while active sessions > {} or sessions waiting on reaper's locks > {}, read every {} ms",
+        args.health_load, args.health_lock_waits, args.health_sample_ms
+    )
+}
+
+/// Phase (d)'s health gate on the benchmark's database.
+async fn health_gate(args: &LoadArgs, url: &str) -> anyhow::Result<HealthGate> {
+    use reaper_core::config::{DatabaseConfig, HealthConfig, SessionLimits};
+    use reaper_core::span::Span;
+    let sessions = |pause_above| SessionLimits {
+        pause_above,
+        resume_below: None,
+        stop_above: None,
+    };
+    let config = DatabaseConfig {
+        url: url.to_owned(),
+        max_connections: 1,
+        statement_timeout: Span::from_secs(60),
+        lock_timeout: Span::from_millis(50),
+        health: Some(HealthConfig {
+            sample_every: Span::from_millis(args.health_sample_ms),
+            stop_for: Span::from_secs(60),
+            replica_lag: None,
+            load: Some(sessions(args.health_load)),
+            lock_waits: Some(sessions(args.health_lock_waits)),
+        }),
+    };
+    Ok(HealthGate::connect(&config).await?)
+}
+
 fn throttle(args: &LoadArgs) -> Throttle {
     Throttle {
         pause: Duration::from_millis(args.pause_ms),
@@ -315,13 +390,18 @@ async fn phase(
 ) -> anyhow::Result<PhaseResult> {
     crate::load(conn, args.rows).await?;
     // The engine's tables and the job exist before the load starts; only the run is measured.
-    let engine = if purge == Purge::Reaper {
+    let engine = if purge.is_reaper() {
         let start = if args.target_batch_ms > 0 {
             args.start_batch.clamp(args.min_batch, args.max_batch)
         } else {
             args.max_batch
         };
-        let catalog = Catalog::new([crate::events_target(start, args.max_batch, throttle(args))]);
+        let mut throttle = throttle(args);
+        if purge == Purge::Gated {
+            throttle.max_rows_per_second =
+                (args.gated_max_rows_per_second > 0).then_some(args.gated_max_rows_per_second);
+        }
+        let catalog = Catalog::new([crate::events_target(start, args.max_batch, throttle)]);
         let (db, id) = crate::submit_purge(url, &catalog, start).await?;
         Some(Engine { db, catalog, id })
     } else {
@@ -331,7 +411,7 @@ async fn phase(
     let pools = connect_pools(url, args.connections).await?;
     let load = Load::start(&pools, args.rate, args.rows)?;
     tokio::time::sleep(WARMUP).await;
-    let window = measure(conn, args, purge, engine.as_ref()).await;
+    let window = measure(conn, (args, url), purge, engine.as_ref()).await;
     // The load stops and its connections close whether or not the purge went well.
     let samples = load.stop().await;
     for pool in pools {
@@ -392,6 +472,7 @@ async fn phase(
             samples: in_window,
             commits: window.commits,
         },
+        series: window.series,
     })
 }
 
@@ -411,13 +492,14 @@ struct Window {
     cpu_busy: Option<f64>,
     commits: Vec<(Instant, u64)>,
     purge_figures: Option<PurgeFigures>,
+    series: Vec<Point>,
 }
 
 /// The measured window of a phase, the load running: the phase's purge (or `--phase-secs` of
 /// nothing), then the tail.
 async fn measure(
     conn: &DatabaseConnection,
-    args: &LoadArgs,
+    (args, url): (&LoadArgs, &str),
     purge: Purge,
     engine: Option<&Engine>,
 ) -> anyhow::Result<Window> {
@@ -426,6 +508,7 @@ async fn measure(
     let cpu_start = cpu_times();
     let start = Instant::now();
     let mut commits = Vec::new();
+    let mut series = Vec::new();
     let purge_figures = match (purge, engine) {
         (Purge::None, _) => {
             tokio::time::sleep(Duration::from_secs(args.phase_secs)).await;
@@ -442,8 +525,12 @@ async fn measure(
                 sizes: vec![i64::try_from(figures.rows).unwrap_or(i64::MAX)],
             })
         }
-        (Purge::Reaper, Some(engine)) => {
-            let settings = crate::bench_run_settings();
+        (Purge::Reaper | Purge::Gated, Some(engine)) => {
+            let mut settings = crate::bench_run_settings();
+            if purge == Purge::Gated {
+                settings.health = Arc::new(health_gate(args, url).await?);
+            }
+            let sampler = Sampler::start(&settings, start);
             // Watches the run's progress to time each batch commit (for --trace).
             let progress = settings.progress.clone();
             let watching = Arc::new(AtomicBool::new(true));
@@ -472,6 +559,7 @@ async fn measure(
             let duration = started.elapsed();
             watching.store(false, Ordering::Relaxed);
             commits = watcher.await?;
+            series = sampler.stop().await?;
             let report = report?;
             anyhow::ensure!(
                 report.outcome == RunOutcome::Done,
@@ -487,7 +575,7 @@ async fn measure(
                 sizes: Vec::new(),
             })
         }
-        (Purge::Reaper, None) => anyhow::bail!("the engine was not prepared"),
+        (Purge::Reaper | Purge::Gated, None) => anyhow::bail!("the engine was not prepared"),
     };
     if purge != Purge::None {
         tokio::time::sleep(TAIL).await;
@@ -507,7 +595,54 @@ async fn measure(
         checkpoints: checkpoints(conn).await? - checkpoints_start,
         commits,
         purge_figures,
+        series,
     })
+}
+
+/// Samples a gated run's controller every [`Sampler::EVERY`]: rows so far, the next batch's
+/// size, the health readings, whether the batches are held.
+struct Sampler {
+    sampling: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Point>>,
+}
+
+impl Sampler {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn start(settings: &runner::RunSettings, start: Instant) -> Self {
+        let sampling = Arc::new(AtomicBool::new(true));
+        let (progress, gate) = (settings.progress.clone(), settings.health.clone());
+        let task = tokio::spawn({
+            let sampling = sampling.clone();
+            async move {
+                let mut points = Vec::new();
+                while sampling.load(Ordering::Relaxed) && !gate.is_off() {
+                    let readings = gate.last_readings().await;
+                    let value = |signal| match readings.get(&signal) {
+                        Some(Reading::Value(value)) => Some(*value),
+                        _ => None,
+                    };
+                    let paused = !matches!(gate.last_verdict().await, None | Some(Verdict::Go));
+                    points.push(Point {
+                        at: start.elapsed(),
+                        rows: progress.rows.load(Ordering::Relaxed),
+                        batch_size: progress.batch_size.load(Ordering::Relaxed),
+                        load: value(Signal::Load),
+                        lock_waits: value(Signal::LockWaits),
+                        paused,
+                    });
+                    tokio::time::sleep(Self::EVERY).await;
+                }
+                points
+            }
+        });
+        Self { sampling, task }
+    }
+
+    async fn stop(self) -> anyhow::Result<Vec<Point>> {
+        self.sampling.store(false, Ordering::Relaxed);
+        Ok(self.task.await?)
+    }
 }
 
 /// The cluster's WAL insert position, in bytes.
@@ -892,35 +1027,44 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
             }
         }
     }
+    print_series(results);
     println!();
-    let mut met = results.iter().any(|r| r.purge == Purge::Reaper);
     for result in results.iter().filter(|r| r.purge != Purge::None) {
+        let mut met = true;
         let ratios: Vec<String> = OPS
             .iter()
             .map(|&op| {
                 let ratio = ms(result.ops[op.index()].p99) / ms(baseline.ops[op.index()].p99);
-                if result.purge == Purge::Reaper && ratio > TARGET_RATIO {
-                    met = false;
-                }
+                met &= ratio <= TARGET_RATIO;
                 format!("{} {ratio:.2}×", op.name())
             })
             .collect();
+        let verdict = match (result.purge.is_reaper(), met) {
+            (false, _) => String::new(),
+            (true, met) => format!(
+                " — p99 target (≤ {TARGET_RATIO}× every type) {}",
+                if met { "MET" } else { "NOT MET" }
+            ),
+        };
         println!(
-            "p99 {} / (a): {}",
+            "p99 {} / (a): {}{verdict}",
             &result.purge.label()[..3],
             ratios.join(", ")
         );
     }
-    println!(
-        "target: during a reaper purge every request type's p99 ≤ {TARGET_RATIO}× its p99 without a purge — {}",
-        if met {
-            "MET"
-        } else if results.iter().any(|r| r.purge == Purge::Reaper) {
-            "NOT MET"
-        } else {
-            "not measured (no phase c)"
+    for result in results.iter().filter(|r| r.purge == Purge::Gated) {
+        if let Some(figures) = &result.purge_figures {
+            let rate = figures.rows as f64 / figures.duration.as_secs_f64();
+            println!(
+                "(d) rate {rate:.0} rows/s — rate target (≥ {GATED_RATE_TARGET} rows/s, twice the default cap) {}",
+                if rate >= f64::from(GATED_RATE_TARGET) {
+                    "MET"
+                } else {
+                    "NOT MET"
+                }
+            );
         }
-    );
+    }
     if results.iter().any(|r| r.checkpoints > 0) {
         println!(
             "warning: the cluster checkpointed during a measured phase (another database's DROP, or \
@@ -929,6 +1073,41 @@ fn print_report(args: &LoadArgs, results: &[PhaseResult]) {
         );
     }
     println!("throttle used: {}", describe_throttle(args));
+    if results.iter().any(|r| r.purge == Purge::Gated) {
+        println!("gate used (d): {}", describe_gate(args));
+    }
+}
+
+/// Phase (d) must purge at least this fast: twice the default cap of phase (c).
+const GATED_RATE_TARGET: u32 = 30_000;
+
+/// Phase (d)'s time series: per sample, the rate since the last one, the next batch's size, the
+/// signals and whether the gate held the batches.
+fn print_series(results: &[PhaseResult]) {
+    for result in results.iter().filter(|r| !r.series.is_empty()) {
+        println!(
+            "\n{} controller, every {} ms: t s, rows/s since the last sample, next batch size, active sessions, lock waits, held",
+            result.purge.label(),
+            Sampler::EVERY.as_millis()
+        );
+        let mut previous: Option<&Point> = None;
+        for point in &result.series {
+            let rate = previous.map_or(0.0, |before| {
+                (point.rows - before.rows) as f64 / (point.at - before.at).as_secs_f64()
+            });
+            let show = |value: Option<f64>| value.map_or("?".to_owned(), |v| format!("{v:.0}"));
+            println!(
+                "  {:>6.2} {:>8.0} {:>6} {:>4} {:>4} {}",
+                point.at.as_secs_f64(),
+                rate,
+                point.batch_size,
+                show(point.load),
+                show(point.lock_waits),
+                if point.paused { "held" } else { "" }
+            );
+            previous = Some(point);
+        }
+    }
 }
 
 #[cfg(test)]

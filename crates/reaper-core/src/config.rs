@@ -96,6 +96,10 @@ pub struct DatabaseConfig {
     /// rows instead (PostgreSQL `lock_timeout`, set on reaper's own sessions only).
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout: Span,
+    /// Throttling from the database's own health (`[database.health]`): batches pause while a
+    /// signal is over its threshold, and jobs stop for now over its critical level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
 }
 
 fn default_max_connections() -> u32 {
@@ -460,6 +464,9 @@ impl Config {
                 "database.max_connections".into(),
                 "must be at least 1".into(),
             );
+        }
+        if let Some(health) = &self.database.health {
+            check_health(&self.database.url, health, &mut fail);
         }
         if self.queue.name.trim().is_empty() {
             fail("queue.name".into(), "must not be empty".into());
@@ -1227,6 +1234,198 @@ fn check_redis_tls(queue: &QueueConfig, fail: &mut impl FnMut(String, String)) {
     }
 }
 
+/// `[database.health]`: the signals of the target database reaper watches, each optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Read the signals at most this often (default 1s); every job of the process shares the
+    /// readings, and a paused batch reads again after this long.
+    #[serde(default = "default_sample_every")]
+    pub sample_every: Span,
+    /// A job stopped at a critical level goes back to the queue, to run again after this long
+    /// (default 60s), with its checkpoint.
+    #[serde(default = "default_stop_for")]
+    pub stop_for: Span,
+    /// Replica lag, read on each replica (`[database.health.replica_lag]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_lag: Option<ReplicaLagConfig>,
+    /// Sessions doing work (PostgreSQL: active sessions of the database besides reaper's;
+    /// MySQL/MariaDB: `Threads_running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<SessionLimits>,
+    /// Sessions waiting for a lock a reaper session holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_waits: Option<SessionLimits>,
+}
+
+fn default_sample_every() -> Span {
+    Span::from_secs(1)
+}
+
+fn default_stop_for() -> Span {
+    Span::from_secs(60)
+}
+
+/// `[database.health.replica_lag]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaLagConfig {
+    /// The replicas' URLs, of the same kind as `database.url`; the lag is the slowest one's,
+    /// and one that cannot be read counts as over the threshold.
+    pub replicas: Vec<String>,
+    /// Batches pause while the lag is over this.
+    pub pause_above: Span,
+    /// Paused batches resume at this lag or less (default: 80% of `pause_above`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_below: Option<Span>,
+    /// Over this lag the job stops for now (`stop_for`); no stop when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_above: Option<Span>,
+}
+
+/// `[database.health.load]`, `[database.health.lock_waits]`: limits in sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLimits {
+    /// Batches pause while more sessions than this are counted (0: any).
+    pub pause_above: u32,
+    /// Paused batches resume at this many or fewer (default: 80% of `pause_above`, rounded down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_below: Option<u32>,
+    /// Over this many the job stops for now (`stop_for`); no stop when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_above: Option<u32>,
+}
+
+impl HealthConfig {
+    /// The pure rules of a checked configuration ([`Config::catalog`] refuses a bad one).
+    pub fn rules(&self) -> crate::health::Rules {
+        use crate::health::{Limits, Signal};
+        let seconds = |span: Span| span.as_duration().as_secs_f64();
+        let mut limits = BTreeMap::new();
+        if let Some(lag) = &self.replica_lag {
+            let mut rule = Limits::new(seconds(lag.pause_above), lag.stop_above.map(seconds));
+            if let Some(resume) = lag.resume_below {
+                rule.resume_below = seconds(resume);
+            }
+            limits.insert(Signal::ReplicaLag, rule);
+        }
+        for (signal, sessions) in [
+            (Signal::Load, &self.load),
+            (Signal::LockWaits, &self.lock_waits),
+        ] {
+            if let Some(sessions) = sessions {
+                let pause = f64::from(sessions.pause_above);
+                let rule = Limits {
+                    pause_above: pause,
+                    resume_below: sessions.resume_below.map_or(
+                        (pause * crate::health::DEFAULT_RESUME_SHARE).floor(),
+                        f64::from,
+                    ),
+                    stop_above: sessions.stop_above.map(f64::from),
+                };
+                limits.insert(signal, rule);
+            }
+        }
+        crate::health::Rules {
+            limits,
+            sample_every: self.sample_every.as_duration(),
+            stop_for: self.stop_for.as_duration(),
+        }
+    }
+}
+
+/// The database kind a URL names, by its scheme: `postgres`, `mysql` or `sqlite`.
+fn url_kind(url: &str) -> Option<&'static str> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some("postgres")
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Some("mysql")
+    } else if url.starts_with("sqlite:") {
+        Some("sqlite")
+    } else {
+        None
+    }
+}
+
+/// Checks `[database.health]` against the database it watches (`url`).
+fn check_health(url: &str, health: &HealthConfig, fail: &mut impl FnMut(String, String)) {
+    let key = |field: &str| format!("database.health.{field}");
+    let kind = url_kind(url);
+    if kind == Some("sqlite") {
+        fail(
+            key("").trim_end_matches('.').to_owned(),
+            "SQLite has no replicas, sessions or lock waits to watch; remove it".into(),
+        );
+        return;
+    }
+    if health.replica_lag.is_none() && health.load.is_none() && health.lock_waits.is_none() {
+        fail(
+            key("").trim_end_matches('.').to_owned(),
+            "names no signal: add replica_lag, load or lock_waits".into(),
+        );
+    }
+    if health.sample_every.as_duration() < std::time::Duration::from_millis(100) {
+        fail(
+            key("sample_every"),
+            format!("{} is too often; at least 100ms", health.sample_every),
+        );
+    }
+    let mut limits = |field: &str, pause: f64, resume: Option<f64>, stop: Option<f64>| {
+        if resume.is_some_and(|resume| resume > pause) {
+            fail(
+                key(&format!("{field}.resume_below")),
+                "must not be over pause_above (batches would resume while still over it)".into(),
+            );
+        }
+        if stop.is_some_and(|stop| stop <= pause) {
+            fail(
+                key(&format!("{field}.stop_above")),
+                "must be over pause_above (the critical level is the worse one)".into(),
+            );
+        }
+    };
+    if let Some(lag) = &health.replica_lag {
+        let seconds = |span: Span| span.as_duration().as_secs_f64();
+        limits(
+            "replica_lag",
+            seconds(lag.pause_above),
+            lag.resume_below.map(seconds),
+            lag.stop_above.map(seconds),
+        );
+    }
+    for (field, sessions) in [("load", &health.load), ("lock_waits", &health.lock_waits)] {
+        if let Some(sessions) = sessions {
+            limits(
+                field,
+                f64::from(sessions.pause_above),
+                sessions.resume_below.map(f64::from),
+                sessions.stop_above.map(f64::from),
+            );
+        }
+    }
+    if let Some(lag) = &health.replica_lag {
+        if lag.replicas.is_empty() {
+            fail(
+                key("replica_lag.replicas"),
+                "lists no replica; give each replica's URL".into(),
+            );
+        }
+        for (index, replica) in lag.replicas.iter().enumerate() {
+            let replica_kind = url_kind(replica);
+            if replica_kind.is_none() || replica_kind != kind {
+                fail(
+                    key(&format!("replica_lag.replicas[{index}]")),
+                    format!(
+                        "must be a URL of the same kind as database.url (`{}://…`)",
+                        kind.unwrap_or("postgres")
+                    ),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1472,6 +1671,85 @@ mod tests {
         assert_eq!(throttle.max_rows_per_second, Some(50_000));
         let adaptive = throttle.adaptive.unwrap();
         assert_eq!((adaptive.min, adaptive.max), (100, 10_000));
+    }
+
+    fn with_health(url: &str, health: &str) -> Config {
+        parse(&format!(
+            r#"{{"database": {{"url": "{url}", "health": {health}}},
+                 "queue": {{"backend": "sqlite", "url": "sqlite://q.db"}}}}"#
+        ))
+    }
+
+    #[test]
+    fn health_signals_become_rules_with_defaults() {
+        let config = with_health(
+            "postgres://db/app",
+            r#"{"replica_lag": {"replicas": ["postgres://replica/app"], "pause_above": "5s", "stop_above": "1m"},
+                "load": {"pause_above": 16}, "lock_waits": {"pause_above": 0, "stop_above": 20}}"#,
+        );
+        config.catalog().unwrap();
+        let rules = config.database.health.as_ref().unwrap().rules();
+        use crate::health::{Limits, Signal};
+        assert_eq!(
+            rules.limits.get(&Signal::ReplicaLag),
+            Some(&Limits {
+                pause_above: 5.0,
+                resume_below: 4.0,
+                stop_above: Some(60.0)
+            })
+        );
+        assert_eq!(
+            rules.limits.get(&Signal::Load),
+            Some(&Limits {
+                pause_above: 16.0,
+                resume_below: 12.0,
+                stop_above: None
+            })
+        );
+        assert_eq!(
+            rules.limits.get(&Signal::LockWaits).map(|l| l.resume_below),
+            Some(0.0)
+        );
+        assert_eq!(rules.sample_every, std::time::Duration::from_secs(1));
+        assert_eq!(rules.stop_for, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn health_problems_name_their_key() {
+        let error = with_health(
+            "mysql://db/app",
+            r#"{"sample_every": "10ms",
+                "replica_lag": {"replicas": ["postgres://replica/app"], "pause_above": "5s", "resume_below": "6s", "stop_above": "5s"},
+                "load": {"pause_above": 16, "stop_above": 8}}"#,
+        )
+        .catalog()
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "database.health.sample_every: 10ms is too often; at least 100ms",
+            "database.health.replica_lag.resume_below: must not be over pause_above",
+            "database.health.replica_lag.stop_above: must be over pause_above",
+            "database.health.load.stop_above: must be over pause_above",
+            "database.health.replica_lag.replicas[0]: must be a URL of the same kind as database.url (`mysql://…`)",
+        ] {
+            assert!(error.contains(expected), "{expected} in {error}");
+        }
+        let error = with_health("sqlite://x.db", r#"{"load": {"pause_above": 1}}"#)
+            .catalog()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("database.health: SQLite has no replicas"),
+            "{error}"
+        );
+        let error = with_health("postgres://db/app", "{}")
+            .catalog()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("database.health: names no signal"),
+            "{error}"
+        );
     }
 
     #[test]

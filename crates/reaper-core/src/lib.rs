@@ -15,6 +15,7 @@
 //! - [`receipt`]: the signed erasure receipt's document and the bytes its signature covers;
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
+//! - [`health`]: throttling from the database's health: signals, limits, go/pause/stop;
 //! - [`plan_guard`]: refusing a job whose plan would read far more rows than it removes;
 //! - [`strategy`]: key order or physical order, chosen from the database's estimate;
 //! - [`sql`]: the SQL text and bound parameters of every statement family, per backend;
@@ -29,6 +30,7 @@ pub mod catalog;
 pub mod config;
 pub mod controls;
 pub mod graph;
+pub mod health;
 pub mod holds;
 pub mod job;
 pub mod lifecycle;

@@ -58,7 +58,7 @@ impl Database {
                     .as_millis()
                     .to_string();
                 options.map_sqlx_postgres_opts(move |pg| {
-                    pg.application_name("reaper").options([
+                    pg.application_name(session::APPLICATION_NAME).options([
                         ("lock_timeout", lock_timeout.clone()),
                         (
                             "idle_in_transaction_session_timeout",
@@ -100,6 +100,34 @@ impl Database {
             }
         }
         probe(&config.url, backend).await?;
+        let connection = sea_orm::Database::connect(options).await?;
+        Ok(Self {
+            connection,
+            backend,
+            physical_order: Default::default(),
+        })
+    }
+
+    /// A pool of one connection to `url`, opened on first use and tested before each, every
+    /// connect, acquire and statement bounded by `timeout`: for the health reads
+    /// ([`crate::health`]), which must neither wait for the batches' pool nor fail start-up
+    /// when a replica is down. PostgreSQL sessions carry reaper's `application_name`.
+    pub async fn connect_lazily(url: &str, timeout: Duration) -> Result<Self, EngineError> {
+        let backend = backend_of_url(url).ok_or_else(|| Refusal::UnsupportedUrl {
+            url: redact_url(url),
+        })?;
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(1)
+            .min_connections(0)
+            .connect_timeout(timeout)
+            .acquire_timeout(timeout)
+            .connect_lazy(true)
+            .sqlx_logging(false);
+        if backend == Backend::Postgres {
+            options.statement_timeout(timeout);
+            options.map_sqlx_postgres_opts(|pg| pg.application_name(session::APPLICATION_NAME));
+        }
         let connection = sea_orm::Database::connect(options).await?;
         Ok(Self {
             connection,

@@ -69,9 +69,10 @@ pub const REDIS_RECONNECTS: &str = "reaper_redis_reconnects_total";
 /// Sentinel); the previous master's series drops to 0.
 pub const REDIS_MASTER: &str = "reaper_redis_master";
 
-/// Gauge, labels `target`, `reason`: 1 while the target's batches are paused for `reason`, else
-/// 0. Reason [`OPERATOR`]: an operator paused the target (API or CLI), read from the ledger's
-/// controls at scrape time.
+/// Gauge, labels `target`, `reason`: 1 while the target's batches are held for that reason,
+/// else 0. Reasons: [`OPERATOR`], an operator paused the target (API or CLI), read from the
+/// ledger's controls at scrape time; and [`THROTTLE_REASONS`], a health signal over its
+/// threshold or unreadable, as of the last check a job of the target made.
 pub const THROTTLE_PAUSED: &str = "reaper_throttle_paused";
 /// Gauge, label `target`: the rows-per-second cap in force on the target for all daemons
 /// together (the configured one, or an operator's lower override); 0 when it has none. Read at
@@ -79,12 +80,21 @@ pub const THROTTLE_PAUSED: &str = "reaper_throttle_paused";
 pub const THROTTLE_RATE: &str = "reaper_throttle_max_rows_per_second";
 /// The `reason` of [`THROTTLE_PAUSED`] for a pause an operator asked for.
 pub const OPERATOR: &str = "operator";
+/// Gauge, labels `target`, `signal` (`replica_lag` in seconds, `load`, `lock_waits` in
+/// sessions): the database health signal's last reading for the target's jobs (NaN: unknown).
+pub const HEALTH_SIGNAL: &str = "reaper_health_signal";
+
+/// Why the database's health holds a target's batches, the `reason` label of
+/// [`THROTTLE_PAUSED`]: a signal over its threshold, or one that could not be read
+/// (`reaper_core::health::Reason`).
+pub const THROTTLE_REASONS: &[&str] = &["replica_lag", "load", "lock_waits", "unknown"];
 
 /// The gauges of jobs by state, counted in the ledger at scrape time.
 const JOB_STATE_GAUGES: &[&str] = &[JOBS_PENDING, JOBS_RUNNING, JOBS_PAUSED];
 
-/// The per-target throttle gauges read from the ledger's controls at scrape time.
-const THROTTLE_GAUGES: &[&str] = &[THROTTLE_PAUSED, THROTTLE_RATE];
+/// The per-target throttle gauges read from the ledger's controls at scrape time only
+/// ([`THROTTLE_PAUSED`] is also set by the jobs' health checks, so it stays in every scrape).
+const THROTTLE_GAUGES: &[&str] = &[THROTTLE_RATE];
 
 /// The per-policy gauges read from the ledger's runs at scrape time.
 const POLICY_RUN_GAUGES: &[&str] = &[
@@ -125,6 +135,7 @@ const ALWAYS_BESIDES_JOB_STATES: &[&str] = &[
     JOBS_REJECTED,
     LEDGER_UP,
     REDIS_RECONNECTS,
+    THROTTLE_PAUSED,
 ];
 
 /// Every metric that exists from start-up, whatever the configuration.
@@ -145,11 +156,11 @@ pub fn policy_gauges() -> impl Iterator<Item = &'static str> {
 }
 
 /// Every exported metric name (the Redis master's gauge exists once a daemon reached one
-/// through Sentinel).
+/// through Sentinel, the health signals' once `[database.health]` names one).
 pub fn all() -> impl Iterator<Item = &'static str> {
     always()
         .chain(policy_gauges())
-        .chain(std::iter::once(REDIS_MASTER))
+        .chain([REDIS_MASTER, HEALTH_SIGNAL])
 }
 
 /// Bucket bounds of [`BATCH_DURATION`], in seconds: batches should take milliseconds; the
@@ -195,6 +206,11 @@ const COUNTER_HELP: &[Help] = &[
 /// The gauges' help texts.
 const GAUGE_HELP: &[Help] = &[
     (
+        HEALTH_SIGNAL,
+        None,
+        "The database health signal's last reading for the target (seconds of lag; sessions); NaN when unknown.",
+    ),
+    (
         REDIS_MASTER,
         None,
         "1 for the Redis master (by address) the sentinels last named to this daemon.",
@@ -203,7 +219,7 @@ const GAUGE_HELP: &[Help] = &[
     (
         THROTTLE_PAUSED,
         None,
-        "1 while the target's batches are paused for the reason (operator: paused through the API or CLI).",
+        "1 while the target's batches are held for the reason (operator: paused through the API or CLI; replica_lag, load, lock_waits, unknown: the database's health), else 0.",
     ),
     (
         THROTTLE_RATE,
@@ -388,6 +404,9 @@ pub fn register_targets<'a>(targets: impl IntoIterator<Item = &'a str>) {
         metrics::gauge!(THROTTLE_PAUSED, "target" => target.to_owned(), "reason" => OPERATOR)
             .increment(0.0);
         metrics::gauge!(THROTTLE_RATE, "target" => target.to_owned()).increment(0.0);
+        for reason in THROTTLE_REASONS {
+            throttle_paused(target, reason, false);
+        }
     }
     metrics::counter!(REDIS_RECONNECTS).increment(0);
     for source in SOURCES.iter().copied() {
@@ -411,6 +430,32 @@ pub fn batch_committed(target: &str, mode: &'static str, rows: u64, elapsed: Dur
     metrics::counter!(BATCHES, "target" => target.to_owned()).increment(1);
     metrics::histogram!(BATCH_DURATION, "target" => target.to_owned())
         .record(elapsed.as_secs_f64());
+}
+
+/// Creates the health signal gauges of `signals` (the configured ones) for every target, at
+/// NaN until the first reading.
+pub fn register_health_signals<'a>(
+    targets: impl IntoIterator<Item = &'a str>,
+    signals: &[&'static str],
+) {
+    for target in targets {
+        for signal in signals {
+            health_signal(target, signal, None);
+        }
+    }
+}
+
+/// Whether `target`'s batches are held for `reason` (any word: the health reasons of
+/// [`THROTTLE_REASONS`], or another throttle's).
+pub fn throttle_paused(target: &str, reason: &str, paused: bool) {
+    metrics::gauge!(THROTTLE_PAUSED, "target" => target.to_owned(), "reason" => reason.to_owned())
+        .set(if paused { 1.0 } else { 0.0 });
+}
+
+/// A health signal's reading for `target`'s jobs; `None`: unknown (NaN).
+pub fn health_signal(target: &str, signal: &'static str, value: Option<f64>) {
+    metrics::gauge!(HEALTH_SIGNAL, "target" => target.to_owned(), "signal" => signal)
+        .set(value.unwrap_or(f64::NAN));
 }
 
 /// A job reached an end state ([`JobState::FINISHED`]).

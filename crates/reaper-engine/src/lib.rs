@@ -3,7 +3,7 @@
 //! Owns everything that talks to the target database: connecting ([`database`]), reaper's own
 //! tables ([`migration`]), the job ledger ([`ledger`]), checking the catalog against the real
 //! schema ([`schema_check`]) and the relations against its foreign keys and indexes ([`graph_check`]), one batch transaction ([`batch`], and over heap-block ranges on PostgreSQL, [`physical`]) and running a job batch by batch
-//! under its lease ([`runner`]) after the plan guard's look at its first batch ([`plan_check`]) at the pace of its target's throttle ([`pacing`]) under the operators' live control ([`controls`]), and what it measures ([`instruments`]).
+//! under its lease ([`runner`]) after the plan guard's look at its first batch ([`plan_check`]) at the pace of its target's throttle ([`pacing`]) under the operators' live control ([`controls`]) and the database's health ([`health`]), and what it measures ([`instruments`]).
 //!
 //! It must not know about queues, HTTP, signals or configuration files: the binary wires those
 //! (its metric list names the binary's queue and producer series too, see [`instruments`]).
@@ -17,6 +17,7 @@ pub mod database;
 pub mod error;
 pub mod graph_check;
 pub mod graph_run;
+pub mod health;
 pub mod holds;
 pub mod instruments;
 pub mod ledger;

@@ -29,6 +29,10 @@
 //!    shared by every daemon and waits for its slot; it sleeps the target's pause after it
 //!    commits, and with an adaptive batch size the next batch grows or shrinks toward the
 //!    target duration. Sleeps end when the run is asked to stop.
+//!    With `[database.health]`, each batch then waits while the database's health holds it
+//!    (replica lag, load, lock waits reaper causes; [`crate::health`]), and a signal over its
+//!    critical level ends the run for now: the job goes back `pending` with its checkpoint,
+//!    not before `stop_for`, its attempt given back.
 //! 9. **Cancel**: once somebody asked, the next batch transaction refuses to run (its lease
 //!    check sees the request), and the job ends `cancelled` with what it had deleted.
 //! 10. **Pause**: a pause request sets the same stop mark, so it stops the same way; the job
@@ -58,6 +62,7 @@ use tracing::Instrument;
 use crate::batch::{self, BatchResult, LeaseHolder};
 use crate::database::Database;
 use crate::error::{EngineError, ErrorClass, Refusal};
+use crate::health::HealthGate;
 use crate::ledger::{self, ClaimFrom, JobRecord, Transition};
 use crate::pacing::{CONTROLS_REFRESH, Pacer, sleep_unless_stopped};
 
@@ -91,6 +96,8 @@ pub struct RunSettings {
     pub pacer: Arc<Pacer>,
     /// Live figures of the current run, for progress displays.
     pub progress: Arc<RunProgress>,
+    /// The database's health signals, shared by every run of this process (none by default).
+    pub health: Arc<HealthGate>,
 }
 
 impl RunSettings {
@@ -112,6 +119,7 @@ impl RunSettings {
             claim_from: ClaimFrom::Queue,
             pacer: Arc::default(),
             progress: Arc::default(),
+            health: Arc::default(),
         }
     }
 }
@@ -149,6 +157,15 @@ pub enum RunOutcome {
     RetryLater {
         /// The error.
         error: String,
+        /// Earliest next run.
+        run_after: DateTime<Utc>,
+    },
+    /// Stopped for now by the database's health (a signal over its critical level); `pending`
+    /// again with its checkpoint (`paused` under [`StopAs::Paused`]), to be re-enqueued not
+    /// before `run_after`. Not a failure: the attempt is given back.
+    Throttled {
+        /// Why, as kept in the job's last error.
+        reason: String,
         /// Earliest next run.
         run_after: DateTime<Utc>,
     },
@@ -522,7 +539,7 @@ impl Run<'_> {
             return Ok(ControlFlow::Break(self.at_max_rows(walk).await?));
         }
         let outcome = match self.pace(walk, should_stop).await? {
-            Paced::Go => return Ok(ControlFlow::Continue(())),
+            Paced::Go => return self.wait_for_health(walk, should_stop).await,
             Paced::Stop => self.stop().await?,
             Paced::SliceOver => {
                 self.finish(&Transition::Continue, RunOutcome::Continue)
@@ -536,6 +553,68 @@ impl Run<'_> {
     /// ends).
     fn slice_over(&self, walk: &Walk<'_>) -> bool {
         self.settings.stop_as == StopAs::Pending && walk.started.elapsed() >= self.settings.slice
+    }
+
+    /// Waits while the database's health holds the batches, reading it again every
+    /// `sample_every` and keeping the lease alive. Breaks when the run ends meanwhile: a stop
+    /// request, the end of the slice, or a signal over its critical level (the job then waits
+    /// `stop_for` in the queue).
+    async fn wait_for_health(
+        &self,
+        walk: &Walk<'_>,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<ControlFlow<RunOutcome>, EngineError> {
+        let gate = &self.settings.health;
+        let mut paused_at: Option<Instant> = None;
+        let mut renewed_at = Instant::now();
+        loop {
+            match gate.check(&walk.job.target.name).await {
+                reaper_core::health::Verdict::Go => {
+                    if let Some(at) = paused_at {
+                        tracing::info!(
+                            message = "Database health allows batches again.",
+                            paused_ms = at.elapsed().as_millis()
+                        );
+                    }
+                    return Ok(ControlFlow::Continue(()));
+                }
+                reaper_core::health::Verdict::Stop { why, .. } => {
+                    let run_after = batch::lease_until(Utc::now(), gate.rules().stop_for);
+                    let outcome = RunOutcome::Throttled {
+                        reason: why.clone(),
+                        run_after,
+                    };
+                    let paused = self.settings.stop_as == StopAs::Paused;
+                    let transition = Transition::Throttled {
+                        reason: &why,
+                        run_after,
+                        paused,
+                    };
+                    return Ok(ControlFlow::Break(self.finish(&transition, outcome).await?));
+                }
+                reaper_core::health::Verdict::Pause { why, .. } => {
+                    if paused_at.is_none() {
+                        tracing::info!(message = "Pausing batches for the database's health.", %why);
+                        paused_at = Some(Instant::now());
+                    }
+                }
+            }
+            if self.slice_over(walk) {
+                let outcome = self
+                    .finish(&Transition::Continue, RunOutcome::Continue)
+                    .await?;
+                return Ok(ControlFlow::Break(outcome));
+            }
+            if renewed_at.elapsed() >= self.settings.lease / 3 {
+                let now = Utc::now();
+                let until = batch::lease_until(now, self.settings.lease);
+                ledger::renew_lease(self.db, &self.job.id, self.token, now, until).await?;
+                renewed_at = Instant::now();
+            }
+            if !sleep_unless_stopped(gate.rules().sample_every, should_stop).await {
+                return Ok(ControlFlow::Break(self.stop().await?));
+            }
+        }
     }
 
     /// The job deleted `max_rows`: done if nothing matches any more or it may stop at its cap;
@@ -1106,10 +1185,14 @@ impl Run<'_> {
             RunOutcome::RetryLater { .. } => crate::instruments::job_retried(target),
             RunOutcome::Continue
             | RunOutcome::Paused
+            | RunOutcome::Throttled { .. }
             | RunOutcome::NotClaimed
             | RunOutcome::LeaseLost => {}
         }
         match outcome {
+            RunOutcome::Throttled { reason, run_after } => {
+                tracing::warn!(message = "Stopped the job for now for the database's health; it runs again later.", %reason, %run_after)
+            }
             RunOutcome::Dead { error } => tracing::error!(message = "Job is dead.", %error),
             RunOutcome::RetryLater { error, run_after } => {
                 tracing::warn!(message = "Job will be retried.", %error, %run_after)

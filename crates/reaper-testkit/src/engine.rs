@@ -120,6 +120,7 @@ pub async fn connect(test: &TestDatabase, lock_timeout: Span) -> Database {
         max_connections: 4,
         statement_timeout: Span::from_secs(30),
         lock_timeout,
+        health: None,
     })
     .await
     .unwrap()
@@ -159,7 +160,11 @@ impl EngineTest {
     }
 
     pub async fn with_lock_timeout(backend: Backend, events: u32, lock_timeout: Span) -> Self {
-        let test = TestDatabase::new(backend).await;
+        Self::on(TestDatabase::new(backend).await, events, lock_timeout).await
+    }
+
+    /// The fixtures in `test` (a database on a server of the test's own, say).
+    pub async fn on(test: TestDatabase, events: u32, lock_timeout: Span) -> Self {
         test.seed_events(events).await;
         test.seed_tokens(500).await;
         let db = migrated(&test, lock_timeout).await;

@@ -1,5 +1,6 @@
 //! Servers and disks a test owns, for faults it must not inflict on the shared services: a
-//! PostgreSQL cluster and a MariaDB server of its own (restarted, crashed) and a small tmpfs
+//! PostgreSQL cluster and a MariaDB server of its own (restarted, crashed), each with a
+//! streaming replica of its own when a test needs real replica lag, and a small tmpfs
 //! (filled up). Each is torn down on drop. They need root (the machine's test runner is root):
 //! the cluster runs as the `postgres` user through `runuser`, MariaDB as root (`--user=root`),
 //! the tmpfs is mounted. A missing binary or a refused mount fails the test loudly; nothing is
@@ -59,15 +60,7 @@ impl PrivatePostgres {
     /// the start with the cluster's directory (owned by `postgres`), where it may put files
     /// the server reads (TLS certificates: `crate::tls_servers`).
     pub(crate) fn start_with(configure: impl FnOnce(&Path) -> String) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("reaper-pg-")
-            .tempdir()
-            .unwrap();
-        run_checked(Command::new("chown").arg("postgres:").arg(dir.path()));
-        let cluster = Self {
-            admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
-            dir,
-        };
+        let cluster = Self::in_new_dir("reaper-pg-");
         cluster.as_postgres(
             &postgres_bin("initdb"),
             &[
@@ -80,14 +73,60 @@ impl PrivatePostgres {
                 "--no-sync",
             ],
         );
-        let port = cluster.port().to_string();
-        let socket = cluster.dir.path().display().to_string();
         let extra = configure(cluster.dir.path());
-        let options = format!(
-            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off {extra}"
-        );
-        cluster.pg_ctl(&["start", "-o", &options]);
+        cluster.start_server(&format!("-c full_page_writes=off {extra}"));
         cluster
+    }
+
+    /// A cluster to be: a temp dir owned by `postgres` and a free port, nothing in it yet.
+    fn in_new_dir(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        run_checked(Command::new("chown").arg("postgres:").arg(dir.path()));
+        Self {
+            admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", free_port()),
+            dir,
+        }
+    }
+
+    /// Starts the server on its data, port and socket dir, with `extra` server options.
+    fn start_server(&self, extra: &str) {
+        let port = self.port().to_string();
+        let socket = self.dir.path().display().to_string();
+        let options =
+            format!("-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off {extra}");
+        self.pg_ctl(&["start", "-o", &options]);
+    }
+
+    /// A streaming replica of this cluster (`pg_basebackup -R -X stream` into a temp dir,
+    /// started on a free port, hot standby): it replays what this cluster writes until a test
+    /// pauses it (`SELECT pg_wal_replay_pause()` on the replica). Stopped and removed on drop.
+    pub fn start_replica(&self) -> Self {
+        let replica = Self::in_new_dir("reaper-pg-replica-");
+        let primary_port = self.port().to_string();
+        replica.as_postgres(
+            &postgres_bin("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_port,
+                "-U",
+                "postgres",
+                "-D",
+                &replica.data(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        replica.start_server("-c hot_standby=on");
+        replica
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DATABASE`: `database` on this server.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port())
     }
 
     /// `pg_ctl restart -m MODE`: `fast` ends every session and shuts down cleanly; `immediate`
@@ -192,6 +231,50 @@ impl PrivateMariaDb {
             dir,
             extra,
         }
+    }
+
+    /// A server that writes a binary log (row format, server id 1), so replicas can follow it.
+    pub fn start_primary() -> Self {
+        Self::start_with(
+            ["--log-bin=binlog", "--server-id=1", "--binlog-format=ROW"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
+
+    /// A replica of this server (started with [`PrivateMariaDb::start_primary`]): a server of
+    /// its own (server id 2) replicating from this one's binary log at its current position,
+    /// so every database a test creates afterwards reaches it. Killed on drop.
+    pub fn start_replica(&self) -> Self {
+        let replica = Self::start_with(["--server-id=2", "--read-only"].map(String::from).to_vec());
+        let status = self.cli(&["-N", "-e", "SHOW MASTER STATUS"]);
+        let mut fields = status.split_whitespace();
+        let (Some(file), Some(position)) = (fields.next(), fields.next()) else {
+            panic!("the primary writes no binary log: `{status}`");
+        };
+        replica.cli(&[
+            "-e",
+            &format!(
+                "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'root',                  MASTER_LOG_FILE = '{file}', MASTER_LOG_POS = {position}; START REPLICA",
+                self.port
+            ),
+        ]);
+        replica
+    }
+
+    /// `mysql://root@127.0.0.1:PORT/DATABASE`: `database` on this server.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs the `mariadb` client as root against this server with `args`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = run_checked(
+            Command::new("mariadb")
+                .args(["-uroot", "-h127.0.0.1", &format!("-P{}", self.port)])
+                .args(args),
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Kills the server (kill -9: a crash, InnoDB recovers on start) and starts it again on

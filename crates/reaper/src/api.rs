@@ -959,6 +959,7 @@ mod tests {
             max_connections: 1,
             statement_timeout: Span::from_secs(5),
             lock_timeout: Span::from_millis(50),
+            health: None,
         })
         .await
         .unwrap();

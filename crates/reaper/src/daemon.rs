@@ -38,12 +38,16 @@ pub(crate) async fn run(
     let metrics = install_metrics(&settings.catalog, &settings.policies)?;
     let config = &settings.config;
     let queue = JobQueue::open(&config.queue).await?;
-    let state = Arc::new(WorkerState::new(
+    let mut worker_state = WorkerState::new(
         db.clone(),
         settings.catalog.clone(),
         queue.clone(),
         &config.worker,
-    ));
+    );
+    worker_state.settings.health =
+        Arc::new(reaper_engine::health::HealthGate::connect(&config.database).await?);
+    register_health_signals(settings, &worker_state.settings.health);
+    let state = Arc::new(worker_state);
     // Bind before anything runs, so a taken port stops start-up with a clear message.
     let listener = match &config.api.listen {
         Some(address) => Some(
@@ -279,6 +283,17 @@ fn install_metrics(
         policies.iter().map(|policy| policy.name.as_str()),
     );
     Ok(handle)
+}
+
+/// Creates the health signal gauges of the configured signals for every target.
+fn register_health_signals(settings: &Settings, gate: &reaper_engine::health::HealthGate) {
+    let signals: Vec<&'static str> = gate
+        .rules()
+        .limits
+        .keys()
+        .map(|signal| signal.as_str())
+        .collect();
+    reaper_engine::instruments::register_health_signals(settings.catalog.names(), &signals);
 }
 
 /// Resolves when the ledger has had no pending or running job for two polls in a row.

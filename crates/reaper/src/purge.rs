@@ -256,7 +256,9 @@ pub(crate) async fn run_foreground(
     let stop = Arc::new(AtomicBool::new(false));
     let shown = Arc::new(std::sync::OnceLock::new());
     let signals = stop_on_signal(stop.clone(), shown.clone())?;
-    let run_settings = foreground_settings(lease);
+    let mut run_settings = foreground_settings(lease);
+    run_settings.health =
+        Arc::new(reaper_engine::health::HealthGate::connect(&settings.config.database).await?);
 
     let validated = validate(
         &serde_json::from_str(&job.request)?,
@@ -405,7 +407,21 @@ fn show_progress(
     })
 }
 
-/// Runs the job (again after each slice or transient error) until it ends or stops.
+/// Says why the run stopped and when it goes on, then waits until `run_after`; false when
+/// asked to stop meanwhile.
+async fn wait_to_go_on(
+    run_after: chrono::DateTime<Utc>,
+    why: &str,
+    bar: &ProgressBar,
+    should_stop: &(dyn Fn() -> bool + Sync),
+) -> bool {
+    let wait = (run_after - Utc::now()).to_std().unwrap_or_default();
+    bar.suspend(|| eprintln!("going on in {:.1}s; {why}", wait.as_secs_f64()));
+    reaper_engine::pacing::sleep_unless_stopped(wait, should_stop).await
+}
+
+/// Runs the job (again after each slice, transient error or health stop) until it ends or
+/// stops.
 async fn run_to_end(
     db: &Database,
     catalog: &Catalog,
@@ -421,14 +437,13 @@ async fn run_to_end(
             RunOutcome::Paused => break PurgeEnd::Stopped,
             RunOutcome::Continue => continue,
             RunOutcome::RetryLater { error, run_after } => {
-                let wait = (run_after - Utc::now()).to_std().unwrap_or_default();
-                bar.suspend(|| {
-                    eprintln!(
-                        "transient error, retrying in {:.1}s: {error}",
-                        wait.as_secs_f64()
-                    )
-                });
-                if !reaper_engine::pacing::sleep_unless_stopped(wait, should_stop).await {
+                let why = format!("transient error: {error}");
+                if !wait_to_go_on(run_after, &why, bar, should_stop).await {
+                    break PurgeEnd::Stopped;
+                }
+            }
+            RunOutcome::Throttled { reason, run_after } => {
+                if !wait_to_go_on(run_after, &reason, bar, should_stop).await {
                     break PurgeEnd::Stopped;
                 }
             }

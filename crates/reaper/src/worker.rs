@@ -185,7 +185,9 @@ async fn run_and_requeue(
                 Requeue::No
             }
             RunOutcome::Continue => Requeue::Now,
-            RunOutcome::RetryLater { run_after, .. } => Requeue::At(run_after),
+            RunOutcome::RetryLater { run_after, .. } | RunOutcome::Throttled { run_after, .. } => {
+                Requeue::At(run_after)
+            }
             RunOutcome::Done
             | RunOutcome::Paused
             | RunOutcome::Dead { .. }

@@ -544,6 +544,18 @@ pub enum Transition<'a> {
         /// A foreground run's job: `paused`, so that no daemon adopts it meanwhile.
         paused: bool,
     },
+    /// Stopped for now because the database's health is over a critical level
+    /// ([`crate::health`]): back to `pending` (`paused` for a foreground run) with its
+    /// checkpoint, not before `run_after`, the reason kept as its last error. The attempt is
+    /// given back: the job did not fail.
+    Throttled {
+        /// Why, kept for status.
+        reason: &'a str,
+        /// Earliest next run.
+        run_after: DateTime<Utc>,
+        /// A foreground run's job: `paused`, so that no daemon adopts it meanwhile.
+        paused: bool,
+    },
     /// Finished: `done`, with its result (a JSON summary or dry-run report).
     Done {
         /// JSON text.
@@ -571,12 +583,13 @@ impl Transition<'_> {
     /// The state the job is left in.
     pub fn state(&self) -> JobState {
         match self {
-            Transition::Continue | Transition::RetryLater { paused: false, .. } => {
-                JobState::Pending
-            }
+            Transition::Continue
+            | Transition::RetryLater { paused: false, .. }
+            | Transition::Throttled { paused: false, .. } => JobState::Pending,
             Transition::Pause
             | Transition::PausedOnRequest
-            | Transition::RetryLater { paused: true, .. } => JobState::Paused,
+            | Transition::RetryLater { paused: true, .. }
+            | Transition::Throttled { paused: true, .. } => JobState::Paused,
             Transition::Done { .. } => JobState::Done,
             Transition::Dead { .. } => JobState::Dead,
             Transition::Cancelled { .. } => JobState::Cancelled,
@@ -607,6 +620,14 @@ pub fn transition(
         } => {
             w.push(", last_error = ")
                 .param(text(error))
+                .push(", run_after = ")
+                .param(SqlValue::Timestamp(*run_after));
+        }
+        Transition::Throttled {
+            reason, run_after, ..
+        } => {
+            w.push(", attempts = attempts - 1, last_error = ")
+                .param(text(reason))
                 .push(", run_after = ")
                 .param(SqlValue::Timestamp(*run_after));
         }
@@ -1174,6 +1195,20 @@ mod tests {
             "{}",
             cont.sql
         );
+        // A health stop gives the attempt back and keeps its reason and its time.
+        let throttled = transition(
+            Backend::Postgres,
+            "j1",
+            "tok",
+            at(),
+            &Transition::Throttled {
+                reason: "database health: replica_lag 75.0s is over its critical level 60.0s",
+                run_after: at(),
+                paused: false,
+            },
+        );
+        expect![[r#"UPDATE reaper_jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = $1, state = 'pending', attempts = attempts - 1, last_error = $2, run_after = $3 WHERE id = $4 AND lease_token = $5 AND state = 'running'"#]]
+            .assert_eq(&throttled.sql);
     }
 
     #[test]

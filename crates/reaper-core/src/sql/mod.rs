@@ -5,8 +5,8 @@
 //! ranges, [`controls`] for live target control and the shared rows-per-second budget, [`explain`] for the plan guard's look at a batch's plan, [`ledger`] for reaper's own tables and [`rows`] for
 //! reading their rows back (each column list beside its decoder), [`schema`] for the start-up
 //! look at the target's schema, [`session`] for per-connection and per-transaction settings,
-//! [`migration`] for the DDL the migration builder cannot express, and [`queue`] for the one
-//! read of the embedded queue's own table. Each function's doc says the plan it expects.
+//! [`migration`] for the DDL the migration builder cannot express, [`queue`] for the one
+//! read of the embedded queue's own table, and [`health`] for the database's health signals. Each function's doc says the plan it expects.
 //!
 //! Text reaches a statement only through [`SqlWriter`]: fixed text as `&'static str`,
 //! identifiers from the catalog quoted by [`SqlWriter::ident`], job states as the literals of
@@ -19,6 +19,7 @@
 pub mod controls;
 pub mod explain;
 pub mod graph;
+pub mod health;
 pub mod holds;
 pub mod ledger;
 pub mod migration;

@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::sql::{Backend, SqlWriter, Statement};
 use crate::value::SqlValue;
 
+/// The `application_name` of reaper's PostgreSQL sessions: how the health reads
+/// ([`crate::sql::health`]) tell reaper's sessions from the application's.
+pub const APPLICATION_NAME: &str = "reaper";
+
 /// How long a cancel request waits for the batch holding the job's ledger row (PostgreSQL),
 /// instead of the batches' short `lock_timeout`: a batch takes milliseconds to seconds.
 pub const CANCEL_LOCK_WAIT: Duration = Duration::from_secs(10);
