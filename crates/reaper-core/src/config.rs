@@ -41,6 +41,40 @@ pub struct Config {
     /// Retention policies the daemon runs on their schedules (`[[retention]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retention: Vec<RetentionConfig>,
+    /// `[archive]`: how long the rows `archive` jobs copied are kept (reaper purges them).
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+}
+
+/// `[archive]`: the built-in retention of `reaper_archive`. The daemon deletes archived rows
+/// older than `keep`, in bounded batches, every `purge_every`; a restore after that finds them
+/// gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// How long an archived row is kept (`30d` by default).
+    #[serde(default = "default_archive_keep")]
+    pub keep: Span,
+    /// How often the daemon purges expired archive rows (`1h` by default).
+    #[serde(default = "default_archive_purge_every")]
+    pub purge_every: Span,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            keep: default_archive_keep(),
+            purge_every: default_archive_purge_every(),
+        }
+    }
+}
+
+fn default_archive_keep() -> Span {
+    Span::from_secs(30 * 24 * 3600)
+}
+
+fn default_archive_purge_every() -> Span {
+    Span::from_secs(3600)
 }
 
 /// `[[retention]]`: remove rows of a target once they are older than `max_age`, on a schedule.
@@ -648,11 +682,16 @@ impl Config {
                     format!("`{column}` is not a usable identifier"),
                 ),
                 None => check(
-                    target.default_mode == Mode::Hard,
+                    target.default_mode != Mode::Soft,
                     "default_mode",
                     "`soft` needs a soft_delete_column".into(),
                 ),
             }
+            check(
+                target.default_mode != Mode::Restore,
+                "default_mode",
+                "`restore` is not a default; `reaper restore JOB` makes restore jobs".into(),
+            );
             if ok {
                 targets.push(Target {
                     name: name.clone(),

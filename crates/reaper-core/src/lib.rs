@@ -12,6 +12,7 @@
 //! - [`validate`]: checking a job against the catalog, producing a [`validate::ValidatedJob`];
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
 //! - [`receipt`]: the signed erasure receipt's document and the bytes its signature covers;
+//! - [`restore`]: which finished jobs a restore job can undo, and the restore job's request;
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
 //! - [`plan_guard`]: refusing a job whose plan would read far more rows than it removes;
@@ -34,6 +35,7 @@ pub mod plan_guard;
 #[cfg(test)]
 mod properties;
 pub mod receipt;
+pub mod restore;
 pub mod retention;
 pub mod span;
 pub mod sql;

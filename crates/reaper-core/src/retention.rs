@@ -247,6 +247,7 @@ impl Policy {
             reason,
             idempotency_key: window.map(|window| self.window_key(window)),
             strategy: None,
+            restore: None,
         }
     }
 }

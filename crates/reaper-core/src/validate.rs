@@ -265,7 +265,26 @@ pub fn validate(
         return Err(ValidationError { errors });
     };
 
-    let mode = request.mode.unwrap_or(target.default_mode);
+    let mode = match (&request.restore, request.mode) {
+        (Some(_), None) => Mode::Restore,
+        (Some(_), Some(_)) => {
+            fail(
+                "mode",
+                "a restore job has no mode of its own; it undoes its source job's".into(),
+            );
+            Mode::Restore
+        }
+        (None, Some(Mode::Restore)) => {
+            fail(
+                "mode",
+                "`restore` is not asked for by name; `reaper restore JOB` (or \
+                 POST /v1/jobs/{id}/restore) makes a restore job"
+                    .into(),
+            );
+            Mode::Restore
+        }
+        (None, mode) => mode.unwrap_or(target.default_mode),
+    };
     if mode == Mode::Soft && target.soft_delete_column.is_none() {
         fail(
             "mode",
@@ -298,7 +317,17 @@ pub fn validate(
         );
     }
 
-    if request.filter.is_empty() && !request.all_rows {
+    if mode == Mode::Restore {
+        // The source job chose the rows: a restore has no filter of its own.
+        if !request.filter.is_empty() || request.all_rows {
+            fail(
+                "filter",
+                "a restore job puts back exactly what its source job removed; it takes no \
+                 filter and no all_rows"
+                    .into(),
+            );
+        }
+    } else if request.filter.is_empty() && !request.all_rows {
         fail(
             "filter",
             format!(
@@ -344,6 +373,18 @@ pub fn validate(
     }
     let graph = catalog.resolved_plan(&target.name, mode);
     let cascades = catalog.job_cascades(&target.name, mode, &graph);
+    if mode == Mode::Archive && !(graph.is_empty() && cascades.is_empty()) {
+        return Err(ValidationError {
+            errors: vec![FieldError {
+                field: "mode".into(),
+                message: format!(
+                    "target `{}` has relations or accepted cascades; `archive` copies the rows \
+                     of a job on one table only, so use `hard` or `soft` here",
+                    target.name
+                ),
+            }],
+        });
+    }
     Ok(ValidatedJob {
         target,
         predicates,
@@ -915,7 +956,7 @@ mod tests {
         assert_eq!(
             fields_of(&serde_json::json!({
                 "target": "sessions", "requested_by": "svc", "all_rows": true,
-                "mode": "archive", "batch_size": 0
+                "mode": "purge", "batch_size": 0
             })),
             ["reason", "mode", "batch_size"]
         );

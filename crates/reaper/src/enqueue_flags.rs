@@ -107,6 +107,7 @@ impl EnqueueFlags {
             reason,
             idempotency_key: self.idempotency_key,
             strategy: None,
+            restore: None,
         };
         if problems.is_empty() {
             // Validation runs where the job is accepted and reports everything at once.

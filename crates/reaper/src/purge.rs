@@ -130,6 +130,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
         idempotency_key: None,
         strategy: None,
+        restore: None,
     })
 }
 
