@@ -323,10 +323,12 @@ mod tests {
 
     #[test]
     fn modes_parse_from_their_wire_words() {
-        for mode in [Mode::Hard, Mode::Soft] {
+        for mode in [Mode::Hard, Mode::Soft, Mode::Archive] {
             assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
         }
         let error = "Hard".parse::<Mode>().unwrap_err();
-        assert_eq!(error.to_string(), "`Hard` is not `hard` or `soft`");
+        assert_eq!(error.to_string(), "`Hard` is not `hard`, `soft` or `archive`");
+        // A restore job is made by `reaper restore`, never named.
+        assert!("restore".parse::<Mode>().is_err());
     }
 }

@@ -893,6 +893,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_restore_job_names_its_source_and_nothing_else_asks_for_mode_restore() {
+        let restore = check(job(&serde_json::json!({"restore": "j1"}))).unwrap();
+        assert_eq!(restore.mode, Mode::Restore);
+        assert!(restore.predicates.is_empty() && restore.graph.is_empty());
+        let filtered = check(job(&serde_json::json!({"restore": "j1", "all_rows": true})));
+        assert!(filtered.unwrap_err().contains("takes no filter"));
+        let moded = check(job(&serde_json::json!({"restore": "j1", "mode": "soft"})));
+        assert!(moded.unwrap_err().contains("no mode of its own"));
+        let named = check(job(&serde_json::json!({"all_rows": true, "mode": "restore"})));
+        assert!(named.unwrap_err().contains("not asked for by name"));
+        let archive = check(job(&serde_json::json!({"all_rows": true, "mode": "archive"})));
+        assert_eq!(archive.unwrap().mode, Mode::Archive);
+    }
+
     fn fields_of(job: &serde_json::Value) -> Vec<String> {
         match check_json(job, &catalog(), as_of()) {
             Ok(_) => Vec::new(),
