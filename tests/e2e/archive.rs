@@ -30,6 +30,11 @@ async fn count(deployment: &Deployment, sql: &str) -> i64 {
     deployment.test.int(&format!("SELECT count(*) {sql}")).await
 }
 
+/// The audit rows of job `id` so far.
+async fn audit_rows(deployment: &Deployment, id: &str) -> i64 {
+    count(deployment, &format!("FROM reaper_audit WHERE job_id = '{id}'")).await
+}
+
 async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged(
     backend: Backend,
 ) {
@@ -84,21 +89,16 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
     ]));
     assert!(restored.status.success(), "{}", stderr(&restored));
     let restore = stdout(&restored).trim().to_owned();
-    let audited = |deployment: &Deployment| {
-        let restore = restore.clone();
-        async move {
-            count(deployment, &format!("FROM reaper_audit WHERE job_id = '{restore}'")).await
-        }
-    };
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let env = [
         ("REAPER_API__LISTEN", listen.as_str()),
-        ("REAPER_WORKER__LEASE", "2s"),
+        ("REAPER_WORKER__LEASE", "3s"),
+        ("REAPER_WORKER__SLICE", "1s"),
     ];
     let mut daemon = Daemon::start(&deployment.config, deployment.dir.path(), port, &env);
     crate::poll_until(Duration::from_secs(60), "three restore batches", async || {
-        match audited(&deployment).await {
+        match audit_rows(&deployment, &restore).await {
             n if n >= 3 => Ok(()),
             n => Err(format!("{n} batches")),
         }
@@ -106,7 +106,7 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
     .await;
     daemon.signal("KILL");
     daemon.wait(Duration::from_secs(5));
-    let at_kill = audited(&deployment).await;
+    let at_kill = audit_rows(&deployment, &restore).await;
     assert!(at_kill < 20, "the restore finished before the kill ({at_kill} batches)");
     assert_eq!(
         count(&deployment, &format!("FROM reaper_archive WHERE job_id = '{expiring}'")).await,
@@ -114,7 +114,10 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
         "the daemon purged the expired copies at start-up"
     );
 
-    deployment.run_until_idle(&[("REAPER_WORKER__LEASE", "2s")]);
+    deployment.run_until_idle(&[
+        ("REAPER_WORKER__LEASE", "3s"),
+        ("REAPER_WORKER__SLICE", "1s"),
+    ]);
     let status = run(deployment.reaper().args(["status", &restore]));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["state"], "done", "{status}");
@@ -131,7 +134,7 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
         ))
         .await;
     assert_eq!(rows, 100);
-    assert_eq!(audited(&deployment).await, 20);
+    assert_eq!(audit_rows(&deployment, &restore).await, 20);
     let modes = test
         .strings(&format!(
             "SELECT DISTINCT mode FROM reaper_audit WHERE job_id = '{restore}'"

@@ -106,7 +106,7 @@ pub fn restore_source(source: &JobRecord, target: &Target) -> Result<RestoreSour
     let kind = reaper_core::restore::check_source(source, &request, target).map_err(|message| {
         ValidationError {
             errors: vec![FieldError {
-                field: "job".into(),
+                field: "restore".into(),
                 message,
             }],
         }
@@ -403,7 +403,7 @@ pub async fn restore_request(
     let Some(target) = catalog.get(&source.target) else {
         return Err(ValidationError {
             errors: vec![FieldError {
-                field: "job".into(),
+                field: "restore".into(),
                 message: format!(
                     "job `{source_id}`'s target `{}` is no longer in the catalog",
                     source.target
