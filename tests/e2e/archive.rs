@@ -11,7 +11,9 @@ use reaper_core::sql::Backend;
 use crate::daemon::{Daemon, free_port};
 use crate::{Deployment, config_text, run, stderr, stdout};
 
-reaper_testkit::on_every_backend!(kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged);
+reaper_testkit::on_every_backend!(
+    kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
+);
 
 /// Every `events` row outside tenants 5 and 7, every column as text, in key order.
 async fn checksum(deployment: &Deployment) -> Vec<Vec<Option<String>>> {
@@ -32,12 +34,14 @@ async fn count(deployment: &Deployment, sql: &str) -> i64 {
 
 /// The audit rows of job `id` so far.
 async fn audit_rows(deployment: &Deployment, id: &str) -> i64 {
-    count(deployment, &format!("FROM reaper_audit WHERE job_id = '{id}'")).await
+    count(
+        deployment,
+        &format!("FROM reaper_audit WHERE job_id = '{id}'"),
+    )
+    .await
 }
 
-async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged(
-    backend: Backend,
-) {
+async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged(backend: Backend) {
     let deployment = Deployment::new(backend, 1000).await;
     deployment.write_config(config_text(
         &deployment.test.url,
@@ -56,14 +60,21 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
     let expiring = archive(5, "archive");
     let hard = archive(7, "hard");
     deployment.run_until_idle(&[]);
-    assert_eq!(count(&deployment, "FROM events WHERE tenant_id IN (3, 5, 7)").await, 0);
+    assert_eq!(
+        count(&deployment, "FROM events WHERE tenant_id IN (3, 5, 7)").await,
+        0
+    );
     assert_eq!(count(&deployment, "FROM reaper_archive").await, 200);
 
     // A hard job: refused, exit status 2, nothing submitted.
     let jobs = count(&deployment, "FROM reaper_jobs").await;
     let refused = run(deployment.reaper().args(["restore", &hard]));
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
-    assert!(stderr(&refused).contains("ran in hard mode"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("ran in hard mode"),
+        "{}",
+        stderr(&refused)
+    );
     assert_eq!(count(&deployment, "FROM reaper_jobs").await, jobs);
 
     // Tenant 5's copies are old: the next daemon purges them at start-up.
@@ -97,19 +108,28 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
         ("REAPER_WORKER__SLICE", "1s"),
     ];
     let mut daemon = Daemon::start(&deployment.config, deployment.dir.path(), port, &env);
-    crate::poll_until(Duration::from_secs(60), "three restore batches", async || {
-        match audit_rows(&deployment, &restore).await {
+    crate::poll_until(
+        Duration::from_secs(60),
+        "three restore batches",
+        async || match audit_rows(&deployment, &restore).await {
             n if n >= 3 => Ok(()),
             n => Err(format!("{n} batches")),
-        }
-    })
+        },
+    )
     .await;
     daemon.signal("KILL");
     daemon.wait(Duration::from_secs(5));
     let at_kill = audit_rows(&deployment, &restore).await;
-    assert!(at_kill < 20, "the restore finished before the kill ({at_kill} batches)");
+    assert!(
+        at_kill < 20,
+        "the restore finished before the kill ({at_kill} batches)"
+    );
     assert_eq!(
-        count(&deployment, &format!("FROM reaper_archive WHERE job_id = '{expiring}'")).await,
+        count(
+            &deployment,
+            &format!("FROM reaper_archive WHERE job_id = '{expiring}'")
+        )
+        .await,
         0,
         "the daemon purged the expired copies at start-up"
     );
@@ -123,7 +143,11 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
     assert_eq!(status["state"], "done", "{status}");
     assert_eq!(status["result"]["restore"]["restored"], 100, "{status}");
     assert_eq!(status["result"]["restore"]["conflicts"], 0, "{status}");
-    assert_eq!(checksum(&deployment).await, before, "every row back, as it was");
+    assert_eq!(
+        checksum(&deployment).await,
+        before,
+        "every row back, as it was"
+    );
     assert_eq!(count(&deployment, "FROM reaper_archive").await, 0);
     // Each row restored by exactly one committed batch, each batch audited once.
     let test = &deployment.test;

@@ -327,7 +327,10 @@ mod tests {
             assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
         }
         let error = "Hard".parse::<Mode>().unwrap_err();
-        assert_eq!(error.to_string(), "`Hard` is not `hard`, `soft` or `archive`");
+        assert_eq!(
+            error.to_string(),
+            "`Hard` is not `hard`, `soft` or `archive`"
+        );
         // A restore job is made by `reaper restore`, never named.
         assert!("restore".parse::<Mode>().is_err());
     }

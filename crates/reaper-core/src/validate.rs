@@ -902,9 +902,13 @@ mod tests {
         assert!(filtered.unwrap_err().contains("takes no filter"));
         let moded = check(job(&serde_json::json!({"restore": "j1", "mode": "soft"})));
         assert!(moded.unwrap_err().contains("no mode of its own"));
-        let named = check(job(&serde_json::json!({"all_rows": true, "mode": "restore"})));
+        let named = check(job(
+            &serde_json::json!({"all_rows": true, "mode": "restore"}),
+        ));
         assert!(named.unwrap_err().contains("not asked for by name"));
-        let archive = check(job(&serde_json::json!({"all_rows": true, "mode": "archive"})));
+        let archive = check(job(
+            &serde_json::json!({"all_rows": true, "mode": "archive"}),
+        ));
         assert_eq!(archive.unwrap().mode, Mode::Archive);
     }
 

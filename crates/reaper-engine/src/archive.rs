@@ -165,7 +165,11 @@ pub async fn run_restore_batch(
             return Ok(Some((0, 0, None)));
         };
         record(&txn, backend, job, (holder, &locked), &step, now).await?;
-        Ok(Some((step.restored.len() as u64, step.conflicts, Some(step.last))))
+        Ok(Some((
+            step.restored.len() as u64,
+            step.conflicts,
+            Some(step.last),
+        )))
     }
     .await;
     Ok(
@@ -276,7 +280,12 @@ async fn restore_soft_marks(
             target.name
         ))
     })?;
-    let rows = query_all(txn, backend, &ledger::audit_of_job(backend, source, after, 1)).await?;
+    let rows = query_all(
+        txn,
+        backend,
+        &ledger::audit_of_job(backend, source, after, 1),
+    )
+    .await?;
     let Some(audit) = rows
         .first()
         .map(|row| decode(row, backend, AuditRecord::decode))
@@ -284,7 +293,8 @@ async fn restore_soft_marks(
     else {
         return Ok(None);
     };
-    let own = audit.target == target.name && audit.mode == reaper_core::catalog::Mode::Soft.as_str();
+    let own =
+        audit.target == target.name && audit.mode == reaper_core::catalog::Mode::Soft.as_str();
     let keys: Vec<KeyValue> = if own {
         serde_json::from_str(&audit.deleted_keys).map_err(|error| {
             EngineError::Corrupt(format!(

@@ -565,7 +565,9 @@ impl Run<'_> {
             }
             reaper_core::restore::SourceKind::Soft => Vec::new(),
         };
-        let mut result = self.summary(restored, self.job.passes, false, false).await?;
+        let mut result = self
+            .summary(restored, self.job.passes, false, false)
+            .await?;
         if let JobResult::Summary(summary) = &mut result {
             summary.restore = Some(reaper_core::lifecycle::RestoreReport {
                 source_job: source.job_id.clone(),

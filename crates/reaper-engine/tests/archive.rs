@@ -278,7 +278,9 @@ async fn a_hard_job_is_refused_and_nothing_changes(backend: Backend) {
         .assert_removed_exactly(&s.test, &BTreeSet::new(), reaper_testkit::Removal::Hard, 1)
         .await;
     // Unfinished jobs and unknown ones are refused too.
-    let pending = s.submit(erase_tenant(6, serde_json::json!({"mode": "soft"})), 3).await;
+    let pending = s
+        .submit(erase_tenant(6, serde_json::json!({"mode": "soft"})), 3)
+        .await;
     let unfinished = restore(&s, &pending).await.unwrap_err();
     assert!(
         unfinished.to_string().contains("only a finished job"),
@@ -323,7 +325,11 @@ async fn archive_rows_older_than_keep_are_purged_in_bounded_batches(backend: Bac
         0
     );
     assert_eq!(
-        count(&s, &format!("FROM reaper_archive WHERE job_id = '{recent}'")).await,
+        count(
+            &s,
+            &format!("FROM reaper_archive WHERE job_id = '{recent}'")
+        )
+        .await,
         30
     );
     assert_eq!(

@@ -87,7 +87,10 @@ pub(crate) async fn run(
     .await;
     reconciler.abort();
     let purge = Some(archive_purge);
-    for task in [intake, api, scheduler, vacuum, purge].into_iter().flatten() {
+    for task in [intake, api, scheduler, vacuum, purge]
+        .into_iter()
+        .flatten()
+    {
         // All stop on the same flag; none holds a transaction.
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await

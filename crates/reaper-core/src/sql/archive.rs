@@ -447,8 +447,10 @@ mod tests {
 
     #[test]
     fn the_purge_is_bounded_and_oldest_first() {
-        expect![[r#"DELETE FROM reaper_archive WHERE archived_at < ? ORDER BY archived_at LIMIT ?"#]]
-            .assert_eq(&purge_expired(Backend::MySql, at(), 500).sql);
+        expect![[
+            r#"DELETE FROM reaper_archive WHERE archived_at < ? ORDER BY archived_at LIMIT ?"#
+        ]]
+        .assert_eq(&purge_expired(Backend::MySql, at(), 500).sql);
         expect![[r#"DELETE FROM reaper_archive WHERE id IN (SELECT id FROM reaper_archive WHERE archived_at < $1 ORDER BY archived_at LIMIT $2)"#]]
             .assert_eq(&purge_expired(Backend::Postgres, at(), 500).sql);
     }
