@@ -346,29 +346,14 @@ async fn record(
     step: &Restored,
     now: DateTime<Utc>,
 ) -> Result<(), EngineError> {
-    let count = step.restored.len() as u64;
-    let head = if count > 0 || step.conflicts > 0 {
-        let audited = Audited {
-            target: &job.target.name,
-            mode: job.mode.as_str(),
-            keys: &step.restored,
-            held: step.conflicts,
-        };
-        Some(batch::insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
-    } else {
-        None
+    let audited = Audited {
+        target: &job.target.name,
+        mode: job.mode.as_str(),
+        keys: &step.restored,
+        held: step.conflicts,
     };
-    let advance = ledger::advance_checkpoint(
-        backend,
-        holder.job_id,
-        holder.token,
-        &KeyValue::Int(step.last),
-        (count, step.conflicts),
-        (false, head.as_deref()),
-        now,
-        batch::lease_until(now, holder.lease),
-    );
-    batch::update_own_job(txn, backend, &advance, holder.job_id).await
+    let at = (&KeyValue::Int(step.last), false, now);
+    batch::audit_and_advance(txn, backend, job, (holder, locked), &audited, at).await
 }
 
 /// The source's rows still archived (after its restore: the conflicts), counted, with the

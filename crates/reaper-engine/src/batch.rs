@@ -517,16 +517,37 @@ async fn record(
     // Held rows count only in the job's first pass over them (`selected` counts them always:
     // a full window is not the end of the pass).
     let held = if batch.count_held { window.held } else { 0 };
-    // A window whose rows were all held, in a pass that does not count them, writes no audit
-    // row: only the checkpoint moves.
-    let head = if count > 0 || held > 0 {
-        let audited = Audited {
-            target: &job.target.name,
-            mode: job.mode.as_str(),
-            keys: &keys,
-            held,
-        };
-        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
+    let audited = Audited {
+        target: &job.target.name,
+        mode: job.mode.as_str(),
+        keys: &keys,
+        held,
+    };
+    let at = (&last_key, skipped_locked, now);
+    audit_and_advance(txn, backend, job, (holder, locked), &audited, at).await?;
+    Ok(Some(Window {
+        rows: count,
+        held,
+        selected: count + window.held,
+        last_key: Some(last_key),
+    }))
+}
+
+/// The end of a one-table batch (and of a restore batch): its audit row, unless it removed and
+/// held nothing (a window whose rows were all held, in a pass that does not count them: only the
+/// checkpoint moves), then the checkpoint `last_key`, counters and lease, under the lease
+/// checked in this transaction.
+pub(crate) async fn audit_and_advance(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    (holder, locked): (LeaseHolder<'_>, &LockedJob),
+    audited: &Audited<'_>,
+    (last_key, skipped_locked, now): (&KeyValue, bool, DateTime<Utc>),
+) -> Result<(), EngineError> {
+    let count = audited.keys.len() as u64;
+    let head = if count > 0 || audited.held > 0 {
+        Some(insert_chained_audit(txn, backend, job, (holder, locked), audited, now).await?)
     } else {
         None
     };
@@ -534,19 +555,13 @@ async fn record(
         backend,
         holder.job_id,
         holder.token,
-        &last_key,
-        (count, held),
+        last_key,
+        (count, audited.held),
         (skipped_locked, head.as_deref()),
         now,
         lease_until(now, holder.lease),
     );
-    update_own_job(txn, backend, &advance, holder.job_id).await?;
-    Ok(Some(Window {
-        rows: count,
-        held,
-        selected: count + window.held,
-        last_key: Some(last_key),
-    }))
+    update_own_job(txn, backend, &advance, holder.job_id).await
 }
 
 /// One audit row about to be written: the table, mode (or effect), removed keys and held count.

@@ -28,6 +28,7 @@ reaper_testkit::on_every_backend!(
     a_soft_restore_clears_only_the_marks_the_job_set,
     a_hard_job_is_refused_and_nothing_changes,
     archive_rows_older_than_keep_are_purged_in_bounded_batches,
+    held_rows_are_neither_archived_nor_deleted,
 );
 
 /// `payments`: an int key, a filter column, and a column of each kind a restore must bring back
@@ -338,4 +339,36 @@ async fn archive_rows_older_than_keep_are_purged_in_bounded_batches(backend: Bac
             .unwrap(),
         0
     );
+}
+
+async fn held_rows_are_neither_archived_nor_deleted(backend: Backend) {
+    let s = EngineTest::new(backend, 100).await;
+    let hold: reaper_core::holds::HoldRequest = serde_json::from_value(serde_json::json!({
+        "target": "events", "keys": [3, 13], "reason": "case 9", "placed_by": "legal"
+    }))
+    .unwrap();
+    reaper_engine::holds::place(&s.db, &s.catalog, &hold, Utc::now())
+        .await
+        .unwrap();
+    let id = s
+        .submit(
+            erase_tenant(3, serde_json::json!({"mode": "archive", "batch_size": 4})),
+            3,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let job = s.job(&id).await;
+    assert_eq!((job.rows_deleted, job.rows_held), (8, 2));
+    let left = s.test.ids("events", "tenant_id = 3").await;
+    assert_eq!(left, BTreeSet::from(["3".to_owned(), "13".to_owned()]));
+    let archived: BTreeSet<String> = s
+        .test
+        .strings(&format!(
+            "SELECT row_key FROM reaper_archive WHERE job_id = '{id}'"
+        ))
+        .await
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<String> = (23..=93).step_by(10).map(|id| id.to_string()).collect();
+    assert_eq!(archived, expected);
 }

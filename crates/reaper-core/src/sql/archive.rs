@@ -203,6 +203,17 @@ pub fn count_archived(backend: Backend, source_job: &str) -> Statement {
 /// PostgreSQL and MySQL, so a row that exists stays until the batch commits. Expected plan:
 /// primary-key lookups.
 pub fn existing_keys(backend: Backend, target: &Target, keys: &[KeyValue]) -> Statement {
+    locked_keys(backend, target, keys, None)
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) [AND <soft mark>] [FOR UPDATE]` (no lock on SQLite, the
+/// one writer).
+fn locked_keys(
+    backend: Backend,
+    target: &Target,
+    keys: &[KeyValue],
+    soft_mark: Option<(&str, DateTime<Utc>)>,
+) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ");
     write_key_projection(&mut w, target);
@@ -211,6 +222,9 @@ pub fn existing_keys(backend: Backend, target: &Target, keys: &[KeyValue]) -> St
         .push(" WHERE ")
         .ident(&target.primary_key);
     write_in(&mut w, target.key_type, keys);
+    if let Some((column, at)) = soft_mark {
+        write_soft_mark(&mut w, column, at);
+    }
     if backend != Backend::Sqlite {
         w.push(" FOR UPDATE");
     }
@@ -318,19 +332,7 @@ pub fn soft_marked(
     keys: &[KeyValue],
     at: DateTime<Utc>,
 ) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT ");
-    write_key_projection(&mut w, target);
-    w.push(" FROM ")
-        .table(target)
-        .push(" WHERE ")
-        .ident(&target.primary_key);
-    write_in(&mut w, target.key_type, keys);
-    write_soft_mark(&mut w, column, at);
-    if backend != Backend::Sqlite {
-        w.push(" FOR UPDATE");
-    }
-    w.finish()
+    locked_keys(backend, target, keys, Some((column, at)))
 }
 
 /// `UPDATE t SET <soft column> = NULL WHERE pk IN (keys) AND <column still holds the mark of the
