@@ -89,7 +89,7 @@ pub struct RetentionConfig {
     pub age_column: String,
     /// Rows whose `age_column` is older than this are removed (`30d`, `12h`).
     pub max_age: Span,
-    /// `hard` or `soft`; the target's `default_mode` when absent.
+    /// `hard`, `soft` or `archive`; the target's `default_mode` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Cron expression, UTC: 5 fields (`min hour day month weekday`), or 6/7 with seconds first.
@@ -338,7 +338,7 @@ pub struct TargetConfig {
     /// Filterable columns: name = type (`int`, `text`, `bool`, `uuid`, `timestamp`).
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
-    /// `hard` or `soft`.
+    /// `hard`, `soft` or `archive`.
     #[serde(default = "default_mode")]
     pub default_mode: Mode,
     /// Rows per batch when a job does not say.
