@@ -73,6 +73,11 @@ pub async fn purge_expired(
     before: DateTime<Utc>,
     batch: u32,
 ) -> Result<u64, EngineError> {
+    let backend = db.backend();
+    let due = sql_archive::any_expired(backend, before);
+    if crate::database::query_count(db.connection(), backend, &due).await? == 0 {
+        return Ok(0);
+    }
     let mut purged = 0;
     loop {
         let deleted = db

@@ -24,7 +24,12 @@ pub(crate) async fn run(
         let before = Utc::now()
             .checked_sub_signed(keep)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        match reaper_engine::archive::purge_expired(&db, before, PURGE_BATCH).await {
+        // A stop ends the purge at once: each of its transactions commits or rolls back alone.
+        let purged = tokio::select! {
+            purged = reaper_engine::archive::purge_expired(&db, before, PURGE_BATCH) => purged,
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        match purged {
             Ok(0) => {}
             Ok(purged) => {
                 tracing::info!(message = "Purged expired archive rows.", purged, %before);

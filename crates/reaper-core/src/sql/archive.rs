@@ -357,6 +357,17 @@ pub fn clear_soft_mark(
     w.finish()
 }
 
+/// `SELECT count(*) FROM (SELECT 1 FROM reaper_archive WHERE archived_at < $before LIMIT 1)`:
+/// whether any archive row is due for the purge — a read, so a purge with nothing to do takes no
+/// write lock (SQLite has one writer). Expected plan: the `archived_at` index, one entry.
+pub fn any_expired(backend: Backend, before: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT count(*) FROM (SELECT 1 FROM reaper_archive WHERE archived_at < ")
+        .param(SqlValue::Timestamp(before))
+        .push(" LIMIT 1) AS expired");
+    w.finish()
+}
+
 /// Deletes at most `limit` archive rows archived before `before` (the built-in retention of
 /// `[archive] keep`), oldest first. PostgreSQL and SQLite by id from a bounded selection; MySQL
 /// with its own `DELETE … ORDER BY … LIMIT`. Expected plan: the `archived_at` index, stopping
