@@ -176,7 +176,7 @@ async fn the_api_answers_hostile_bodies_by_intent_with_every_field() {
 
     // The example: a wrong mode, a zero batch size and a missing reason.
     let mut three = erase_tenant(1, "three");
-    three["mode"] = json!("archive");
+    three["mode"] = json!("purge");
     three["batch_size"] = json!(0);
     three.as_object_mut().unwrap().remove("reason");
     let (status, body) = post(three).await;
@@ -278,7 +278,7 @@ async fn the_cli_refuses_hostile_jobs_with_every_field_and_exit_status_2() {
     );
 
     let mut three = erase_tenant(1, "three");
-    three["mode"] = json!("archive");
+    three["mode"] = json!("purge");
     three["batch_size"] = json!(0);
     three.as_object_mut().unwrap().remove("reason");
     let file = d.dir.path().join("three.json");

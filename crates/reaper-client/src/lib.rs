@@ -152,6 +152,13 @@ impl Client {
         self.act(id, "retry").await
     }
 
+    /// Undoes a finished archive or soft-delete job: submits its restore job (`outcome`
+    /// `created`; `job` is the restore job, whose summary lists the keys it did not overwrite).
+    /// A hard or unfinished job is refused ([`ClientError::Invalid`], the message says why).
+    pub async fn restore(&self, id: &str) -> Result<Acted, ClientError> {
+        self.act(id, "restore").await
+    }
+
     /// Who acted on a job, and when, newest first.
     pub async fn actions(&self, id: &str) -> Result<Vec<ActionView>, ClientError> {
         let page: ActionPage = self

@@ -21,6 +21,12 @@ pub enum Mode {
     /// Set the target's soft-delete column to the current time, leaving rows already
     /// soft-deleted alone.
     Soft,
+    /// `DELETE` the rows, each copied first (every column, as JSON) into `reaper_archive` in
+    /// the same batch transaction, so that a restore job can put them back.
+    Archive,
+    /// A restore job's mode: it puts back what an archive or soft-delete job removed. Never a
+    /// target's default, never asked for by name (`reaper restore JOB` makes such jobs).
+    Restore,
 }
 
 impl Mode {
@@ -29,6 +35,8 @@ impl Mode {
         match self {
             Mode::Hard => "hard",
             Mode::Soft => "soft",
+            Mode::Archive => "archive",
+            Mode::Restore => "restore",
         }
     }
 }
@@ -41,17 +49,18 @@ impl fmt::Display for Mode {
 
 /// A word that is not a [`Mode`] (flags such as `--mode` name themselves in front of it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not `hard` or `soft`")]
+#[error("`{0}` is not `hard`, `soft` or `archive`")]
 pub struct UnknownMode(pub String);
 
 impl std::str::FromStr for Mode {
     type Err = UnknownMode;
 
-    /// `hard` or `soft`, as on the wire.
+    /// `hard`, `soft` or `archive`, as on the wire (a restore job is made, not named).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "hard" => Ok(Mode::Hard),
             "soft" => Ok(Mode::Soft),
+            "archive" => Ok(Mode::Archive),
             other => Err(UnknownMode(other.to_owned())),
         }
     }
@@ -199,7 +208,7 @@ impl Catalog {
         mode: Mode,
         plan: &[ResolvedStep],
     ) -> Vec<graph::Cascade> {
-        let root_deletes = (mode == Mode::Hard).then_some(root);
+        let root_deletes = matches!(mode, Mode::Hard | Mode::Archive).then_some(root);
         let deleting = plan
             .iter()
             .filter(|step| step.effect == graph::Effect::Delete)
@@ -314,10 +323,15 @@ mod tests {
 
     #[test]
     fn modes_parse_from_their_wire_words() {
-        for mode in [Mode::Hard, Mode::Soft] {
+        for mode in [Mode::Hard, Mode::Soft, Mode::Archive] {
             assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
         }
         let error = "Hard".parse::<Mode>().unwrap_err();
-        assert_eq!(error.to_string(), "`Hard` is not `hard` or `soft`");
+        assert_eq!(
+            error.to_string(),
+            "`Hard` is not `hard`, `soft` or `archive`"
+        );
+        // A restore job is made by `reaper restore`, never named.
+        assert!("restore".parse::<Mode>().is_err());
     }
 }

@@ -41,6 +41,40 @@ pub struct Config {
     /// Retention policies the daemon runs on their schedules (`[[retention]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retention: Vec<RetentionConfig>,
+    /// `[archive]`: how long the rows `archive` jobs copied are kept (reaper purges them).
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+}
+
+/// `[archive]`: the built-in retention of `reaper_archive`. The daemon deletes archived rows
+/// older than `keep`, in bounded batches, every `purge_every`; a restore after that finds them
+/// gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// How long an archived row is kept (`30d` by default).
+    #[serde(default = "default_archive_keep")]
+    pub keep: Span,
+    /// How often the daemon purges expired archive rows (`1h` by default).
+    #[serde(default = "default_archive_purge_every")]
+    pub purge_every: Span,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            keep: default_archive_keep(),
+            purge_every: default_archive_purge_every(),
+        }
+    }
+}
+
+fn default_archive_keep() -> Span {
+    Span::from_secs(30 * 24 * 3600)
+}
+
+fn default_archive_purge_every() -> Span {
+    Span::from_secs(3600)
 }
 
 /// `[[retention]]`: remove rows of a target once they are older than `max_age`, on a schedule.
@@ -55,7 +89,7 @@ pub struct RetentionConfig {
     pub age_column: String,
     /// Rows whose `age_column` is older than this are removed (`30d`, `12h`).
     pub max_age: Span,
-    /// `hard` or `soft`; the target's `default_mode` when absent.
+    /// `hard`, `soft` or `archive`; the target's `default_mode` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Cron expression, UTC: 5 fields (`min hour day month weekday`), or 6/7 with seconds first.
@@ -308,7 +342,7 @@ pub struct TargetConfig {
     /// Filterable columns: name = type (`int`, `text`, `bool`, `uuid`, `timestamp`).
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnType>,
-    /// `hard` or `soft`.
+    /// `hard`, `soft` or `archive`.
     #[serde(default = "default_mode")]
     pub default_mode: Mode,
     /// Rows per batch when a job does not say.
@@ -655,11 +689,16 @@ impl Config {
                     format!("`{column}` is not a usable identifier"),
                 ),
                 None => check(
-                    target.default_mode == Mode::Hard,
+                    target.default_mode != Mode::Soft,
                     "default_mode",
                     "`soft` needs a soft_delete_column".into(),
                 ),
             }
+            check(
+                target.default_mode != Mode::Restore,
+                "default_mode",
+                "`restore` is not a default; `reaper restore JOB` makes restore jobs".into(),
+            );
             if ok {
                 targets.push(Target {
                     name: name.clone(),

@@ -133,8 +133,10 @@ impl Effect {
     /// The effect a job in `mode` has on its own target's rows.
     pub fn of_mode(mode: Mode) -> Self {
         match mode {
-            Mode::Hard => Effect::Delete,
+            Mode::Hard | Mode::Archive => Effect::Delete,
             Mode::Soft => Effect::SoftDelete,
+            // Never planned: [`plan`] gives a restore job no steps.
+            Mode::Restore => Effect::SoftDelete,
         }
     }
 
@@ -254,6 +256,10 @@ pub fn describe_path(path: &[Relation]) -> String {
 /// [`check`] (no cycle), or this would not end.
 pub fn plan(relations: &[Relation], root: &str, mode: Mode) -> Vec<Step> {
     let mut steps = Vec::new();
+    if mode == Mode::Restore {
+        // A restore puts rows back; it removes nothing below them.
+        return steps;
+    }
     descend(
         relations,
         root,

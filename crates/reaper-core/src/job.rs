@@ -37,7 +37,8 @@ pub struct JobRequest {
     /// Explicit consent to delete every row of the target (a filter-less purge).
     #[serde(default, skip_serializing_if = "is_false")]
     pub all_rows: bool,
-    /// `hard` or `soft`; the target's default when absent.
+    /// `hard`, `soft` or `archive`; the target's default when absent (`restore` for a restore
+    /// job, which `restore` makes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Rows per batch transaction; the target's default when absent, never above its cap.
@@ -64,6 +65,10 @@ pub struct JobRequest {
     /// target's choice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<crate::strategy::StrategySetting>,
+    /// A restore job: the id of the finished archive or soft-delete job whose rows it puts back
+    /// (no filter, no `all_rows`; see [`crate::restore`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -170,6 +175,7 @@ const FIELDS: &[&str] = &[
     "reason",
     "idempotency_key",
     "strategy",
+    "restore",
 ];
 
 /// The operators' wire names.
@@ -212,6 +218,7 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
         reason: String::new(),
         idempotency_key: None,
         strategy: None,
+        restore: None,
     };
     let mut kept_conditions = Vec::new();
     let Some(object) = value.as_object() else {
@@ -249,13 +256,15 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
             None => fail(name, "is required".into()),
         }
     }
-    match present("idempotency_key") {
-        None => {}
-        Some(Json::String(text)) => request.idempotency_key = Some(text.clone()),
-        Some(other) => fail(
-            "idempotency_key",
-            format!("must be a string; got {}", json_kind(other)),
-        ),
+    for (name, slot) in [
+        ("idempotency_key", &mut request.idempotency_key),
+        ("restore", &mut request.restore),
+    ] {
+        match present(name) {
+            None => {}
+            Some(Json::String(text)) => *slot = Some(text.clone()),
+            Some(other) => fail(name, format!("must be a string; got {}", json_kind(other))),
+        }
     }
     for (name, slot) in [
         ("all_rows", &mut request.all_rows),
@@ -275,7 +284,11 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
         None => {}
         Some(Json::String(text)) if text == "hard" => request.mode = Some(Mode::Hard),
         Some(Json::String(text)) if text == "soft" => request.mode = Some(Mode::Soft),
-        Some(other) => fail("mode", format!("must be \"hard\" or \"soft\"; got {other}")),
+        Some(Json::String(text)) if text == "archive" => request.mode = Some(Mode::Archive),
+        Some(other) => fail(
+            "mode",
+            format!("must be \"hard\", \"soft\" or \"archive\"; got {other}"),
+        ),
     }
     match present("strategy") {
         None => {}

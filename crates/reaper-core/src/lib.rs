@@ -13,6 +13,7 @@
 //! - [`config`]: the typed configuration schema and its validation into a [`catalog::Catalog`];
 //! - [`controls`]: live control of a target (pause, lowered caps) and the effective throttle;
 //! - [`receipt`]: the signed erasure receipt's document and the bytes its signature covers;
+//! - [`restore`]: which finished jobs a restore job can undo, and the restore job's request;
 //! - [`retention`]: retention policies and the windows of their schedules;
 //! - [`throttle`]: pacing decisions (pause, rows-per-second budget, adaptive batch size);
 //! - [`health`]: throttling from the database's health: signals, limits, go/pause/stop;
@@ -38,6 +39,7 @@ pub mod plan_guard;
 #[cfg(test)]
 mod properties;
 pub mod receipt;
+pub mod restore;
 pub mod retention;
 pub mod span;
 pub mod sql;

@@ -193,6 +193,31 @@ pub struct JobSummary {
     /// physical order could not see: moved behind its position, or inserted into passed blocks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_rows: Option<u64>,
+    /// A restore job: what it put back and what it could not (`rows_deleted` counts the rows
+    /// it restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreReport>,
+}
+
+/// What a restore job did ([`crate::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// The archive or soft-delete job it undid.
+    pub source_job: String,
+    /// Rows put back (archive) or whose soft-delete mark was cleared (soft).
+    pub restored: u64,
+    /// Rows not restored: an archived row whose key exists again (not overwritten), a
+    /// soft-deleted row whose mark was changed since (or that is gone).
+    pub conflicts: u64,
+    /// The keys of the archived rows not restored (they stay in the archive, so a later restore
+    /// can take them once the conflict is settled), at most [`RestoreReport::KEYS_SHOWN`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_keys: Vec<String>,
+}
+
+impl RestoreReport {
+    /// The most conflicting keys a report lists.
+    pub const KEYS_SHOWN: u32 = 1_000;
 }
 
 /// What a dry run reports (stored as the job's result).
@@ -279,6 +304,7 @@ mod tests {
                 held: Default::default(),
                 strategy: None,
                 sweep_rows: None,
+                restore: None,
             })
         );
         assert_eq!(summary.to_json(), old);

@@ -43,10 +43,15 @@ pub struct ReceiptBody {
 /// One table of a receipt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableReceipt {
-    /// How its rows were removed: `hard` (deleted), `soft` (soft-deleted), `set_null`.
+    /// How its rows were removed: `hard` (deleted), `soft` (soft-deleted), `set_null`,
+    /// `archive` (deleted, each copied to `reaper_archive` first).
     pub mode: String,
     /// Rows removed.
     pub removed: u64,
+    /// Of the rows removed, those copied to `reaper_archive` in their batch (archive mode; absent
+    /// otherwise): a restore can put them back until the archive's `keep` time purges them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub archived: u64,
     /// Matching rows left in place under legal holds.
     pub held: u64,
     /// SHA-256 (hex) of the removed keys: every audit row's key list of this table, in batch
@@ -56,6 +61,10 @@ pub struct TableReceipt {
     /// complete erasure). For a table the job reached through relations: the rows still hanging
     /// off the rows the job's filter matches.
     pub still_matching: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// A legal hold as a receipt names it.
@@ -108,6 +117,7 @@ mod tests {
                 TableReceipt {
                     mode: "hard".into(),
                     removed: 3,
+                    archived: 0,
                     held: 1,
                     key_digest: "ab".into(),
                     still_matching: 0,

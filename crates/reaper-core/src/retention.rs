@@ -35,7 +35,7 @@ pub struct Policy {
     pub age_column: String,
     /// Rows whose `age_column` is older than this are removed.
     pub max_age: Span,
-    /// `hard` or `soft`; the target's default when absent.
+    /// `hard`, `soft` or `archive`; the target's default when absent.
     pub mode: Option<Mode>,
     /// The schedule as written.
     pub schedule_text: String,
@@ -247,6 +247,7 @@ impl Policy {
             reason,
             idempotency_key: window.map(|window| self.window_key(window)),
             strategy: None,
+            restore: None,
         }
     }
 }

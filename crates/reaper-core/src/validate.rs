@@ -265,7 +265,26 @@ pub fn validate(
         return Err(ValidationError { errors });
     };
 
-    let mode = request.mode.unwrap_or(target.default_mode);
+    let mode = match (&request.restore, request.mode) {
+        (Some(_), None) => Mode::Restore,
+        (Some(_), Some(_)) => {
+            fail(
+                "mode",
+                "a restore job has no mode of its own; it undoes its source job's".into(),
+            );
+            Mode::Restore
+        }
+        (None, Some(Mode::Restore)) => {
+            fail(
+                "mode",
+                "`restore` is not asked for by name; `reaper restore JOB` (or \
+                 POST /v1/jobs/{id}/restore) makes a restore job"
+                    .into(),
+            );
+            Mode::Restore
+        }
+        (None, mode) => mode.unwrap_or(target.default_mode),
+    };
     if mode == Mode::Soft && target.soft_delete_column.is_none() {
         fail(
             "mode",
@@ -298,7 +317,17 @@ pub fn validate(
         );
     }
 
-    if request.filter.is_empty() && !request.all_rows {
+    if mode == Mode::Restore {
+        // The source job chose the rows: a restore has no filter of its own.
+        if !request.filter.is_empty() || request.all_rows {
+            fail(
+                "filter",
+                "a restore job puts back exactly what its source job removed; it takes no \
+                 filter and no all_rows"
+                    .into(),
+            );
+        }
+    } else if request.filter.is_empty() && !request.all_rows {
         fail(
             "filter",
             format!(
@@ -344,6 +373,18 @@ pub fn validate(
     }
     let graph = catalog.resolved_plan(&target.name, mode);
     let cascades = catalog.job_cascades(&target.name, mode, &graph);
+    if mode == Mode::Archive && !(graph.is_empty() && cascades.is_empty()) {
+        return Err(ValidationError {
+            errors: vec![FieldError {
+                field: "mode".into(),
+                message: format!(
+                    "target `{}` has relations or accepted cascades; `archive` copies the rows \
+                     of a job on one table only, so use `hard` or `soft` here",
+                    target.name
+                ),
+            }],
+        });
+    }
     Ok(ValidatedJob {
         target,
         predicates,
@@ -852,6 +893,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_restore_job_names_its_source_and_nothing_else_asks_for_mode_restore() {
+        let restore = check(job(&serde_json::json!({"restore": "j1"}))).unwrap();
+        assert_eq!(restore.mode, Mode::Restore);
+        assert!(restore.predicates.is_empty() && restore.graph.is_empty());
+        let filtered = check(job(&serde_json::json!({"restore": "j1", "all_rows": true})));
+        assert!(filtered.unwrap_err().contains("takes no filter"));
+        let moded = check(job(&serde_json::json!({"restore": "j1", "mode": "soft"})));
+        assert!(moded.unwrap_err().contains("no mode of its own"));
+        let named = check(job(
+            &serde_json::json!({"all_rows": true, "mode": "restore"}),
+        ));
+        assert!(named.unwrap_err().contains("not asked for by name"));
+        let archive = check(job(
+            &serde_json::json!({"all_rows": true, "mode": "archive"}),
+        ));
+        assert_eq!(archive.unwrap().mode, Mode::Archive);
+    }
+
     fn fields_of(job: &serde_json::Value) -> Vec<String> {
         match check_json(job, &catalog(), as_of()) {
             Ok(_) => Vec::new(),
@@ -915,7 +975,7 @@ mod tests {
         assert_eq!(
             fields_of(&serde_json::json!({
                 "target": "sessions", "requested_by": "svc", "all_rows": true,
-                "mode": "archive", "batch_size": 0
+                "mode": "purge", "batch_size": 0
             })),
             ["reason", "mode", "batch_size"]
         );

@@ -93,7 +93,7 @@ pub struct AuditView {
     pub batch_no: i64,
     /// Catalog target.
     pub target: String,
-    /// `hard` or `soft`.
+    /// `hard`, `soft`, `archive`, `restore`, or the effect on a related table (`set_null`, …).
     pub mode: String,
     /// Rows in the batch.
     pub row_count: i64,

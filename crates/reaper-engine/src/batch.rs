@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use reaper_core::catalog::KeyType;
+use reaper_core::catalog::{KeyType, Mode};
 use reaper_core::holds::HeldRows;
 use reaper_core::sql::rows::LockedJob;
 use reaper_core::sql::{self, Backend, RowLocking, holds, ledger, mysql, postgres, rows, sqlite};
@@ -275,7 +275,10 @@ async fn backend_batch(
     let held = active.on(&batch.job.target.name);
     match backend {
         Backend::Postgres => postgres_batch(txn, batch, held).await,
-        Backend::Sqlite if held.is_empty() => sqlite_batch(txn, batch).await,
+        // Archive mode copies the window's rows by key before deleting them.
+        Backend::Sqlite if held.is_empty() && batch.job.mode != Mode::Archive => {
+            sqlite_batch(txn, batch).await
+        }
         Backend::Sqlite => sqlite_held_batch(txn, batch, held).await,
         Backend::MySql => mysql_batch(txn, batch, held).await,
     }
@@ -330,8 +333,9 @@ async fn sqlite_batch(
     record(txn, Backend::Sqlite, batch, &locked, window, false).await
 }
 
-/// SQLite while a hold is active on the target: the window with each key's hold, then the
-/// keys not held removed by key (one writer at a time: none changed in between).
+/// SQLite while a hold is active on the target, or in archive mode: the window (with each key's
+/// hold), then the keys not held copied to the archive (archive mode) and removed by key (one
+/// writer at a time: none changed in between).
 async fn sqlite_held_batch(
     txn: &DatabaseTransaction,
     batch: &BatchCall<'_>,
@@ -339,11 +343,12 @@ async fn sqlite_held_batch(
 ) -> Result<Written, EngineError> {
     let select = holds::select_window(Backend::Sqlite, batch.job, batch.after, batch.limit, held);
     let Some((locked, window)) =
-        lease_then_held_window(txn, Backend::Sqlite, batch, (&select, true)).await?
+        lease_then_held_window(txn, Backend::Sqlite, batch, (&select, !held.is_empty())).await?
     else {
         return Ok(None);
     };
     if !window.removed.is_empty() {
+        archive_if_asked(txn, Backend::Sqlite, batch, &window.removed).await?;
         let remove =
             sql::graph::remove_parents(Backend::Sqlite, batch.job, &window.removed, batch.now);
         execute(txn, Backend::Sqlite, &remove).await?;
@@ -416,6 +421,7 @@ async fn mysql_batch(
     fail::fail_point!("batch::window_locked");
     // Every key is locked by this transaction, so every one not held is removed.
     if let (Some(last), false) = (&window.end, window.removed.is_empty()) {
+        archive_if_asked(txn, Backend::MySql, batch, &window.removed).await?;
         match batch.locking {
             // NOWAIT locked every matching row of the window: one range pass removes them.
             RowLocking::Direct => {
@@ -433,6 +439,20 @@ async fn mysql_batch(
     }
     let skipped_locked = batch.locking == RowLocking::SkipLocked;
     record(txn, Backend::MySql, batch, &locked, window, skipped_locked).await
+}
+
+/// In archive mode, copies the rows of `keys` (locked, about to be deleted) to the archive.
+async fn archive_if_asked(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    batch: &BatchCall<'_>,
+    keys: &[KeyValue],
+) -> Result<(), EngineError> {
+    if batch.job.mode != Mode::Archive {
+        return Ok(());
+    }
+    let at = (batch.holder.job_id, batch.now);
+    crate::archive::copy_before_delete(txn, backend, batch.job, keys, at).await
 }
 
 /// The start of the multi-statement batches (SQLite, MySQL): the lease check, then `window`,
@@ -497,16 +517,37 @@ async fn record(
     // Held rows count only in the job's first pass over them (`selected` counts them always:
     // a full window is not the end of the pass).
     let held = if batch.count_held { window.held } else { 0 };
-    // A window whose rows were all held, in a pass that does not count them, writes no audit
-    // row: only the checkpoint moves.
-    let head = if count > 0 || held > 0 {
-        let audited = Audited {
-            target: &job.target.name,
-            mode: job.mode.as_str(),
-            keys: &keys,
-            held,
-        };
-        Some(insert_chained_audit(txn, backend, job, (holder, locked), &audited, now).await?)
+    let audited = Audited {
+        target: &job.target.name,
+        mode: job.mode.as_str(),
+        keys: &keys,
+        held,
+    };
+    let at = (&last_key, skipped_locked, now);
+    audit_and_advance(txn, backend, job, (holder, locked), &audited, at).await?;
+    Ok(Some(Window {
+        rows: count,
+        held,
+        selected: count + window.held,
+        last_key: Some(last_key),
+    }))
+}
+
+/// The end of a one-table batch (and of a restore batch): its audit row, unless it removed and
+/// held nothing (a window whose rows were all held, in a pass that does not count them: only the
+/// checkpoint moves), then the checkpoint `last_key`, counters and lease, under the lease
+/// checked in this transaction.
+pub(crate) async fn audit_and_advance(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    (holder, locked): (LeaseHolder<'_>, &LockedJob),
+    audited: &Audited<'_>,
+    (last_key, skipped_locked, now): (&KeyValue, bool, DateTime<Utc>),
+) -> Result<(), EngineError> {
+    let count = audited.keys.len() as u64;
+    let head = if count > 0 || audited.held > 0 {
+        Some(insert_chained_audit(txn, backend, job, (holder, locked), audited, now).await?)
     } else {
         None
     };
@@ -514,19 +555,13 @@ async fn record(
         backend,
         holder.job_id,
         holder.token,
-        &last_key,
-        (count, held),
+        last_key,
+        (count, audited.held),
         (skipped_locked, head.as_deref()),
         now,
         lease_until(now, holder.lease),
     );
-    update_own_job(txn, backend, &advance, holder.job_id).await?;
-    Ok(Some(Window {
-        rows: count,
-        held,
-        selected: count + window.held,
-        last_key: Some(last_key),
-    }))
+    update_own_job(txn, backend, &advance, holder.job_id).await
 }
 
 /// One audit row about to be written: the table, mode (or effect), removed keys and held count.

@@ -319,6 +319,8 @@ pub enum Action {
     Retry,
     /// A retention policy's run submitted now, off its schedule ([`record_action`]).
     Run,
+    /// A restore job of this (archive or soft) job submitted ([`record_action`]).
+    Restore,
 }
 
 impl Action {
@@ -330,6 +332,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Retry => "retry",
             Action::Run => "run",
+            Action::Restore => "restore",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! SQL text comes from `reaper_core::sql`; this crate only executes it — except the DDL of
 //! reaper's own tables that sea-orm-migration's schema builder renders ([`migration`]).
 
+pub mod archive;
 pub mod audit_chain;
 pub mod batch;
 pub mod controls;

@@ -9,6 +9,7 @@
 //! - `reaper_target_controls`, `reaper_target_control_changes`: live control of targets (an
 //!   operator's pause and lowered throttle, and every change to them).
 //! - `reaper_target_budgets`: each capped target's shared rows-per-second time line.
+//! - `reaper_archive`: the rows `archive` jobs deleted, as JSON, until restored or purged.
 
 use reaper_core::sql;
 use sea_orm_migration::prelude::*;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(AddAuditChain),
             Box::new(AddPauseAndActions),
             Box::new(AddRequesterIndex),
+            Box::new(AddArchive),
             Box::new(AddTargetControls),
             Box::new(AddTargetBudgets),
             Box::new(AddDueRows),
@@ -639,6 +641,87 @@ impl MigrationTrait for AddAuditChain {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Archive mode and restore (issue 14): `reaper_archive`, one row per row an `archive` job
+/// deleted (its key as text, the whole row as JSON: `jsonb` on PostgreSQL, `LONGTEXT` on MySQL,
+/// text on SQLite), written in the batch transaction that deletes it. `(job_id, id)` serves a
+/// restore's walk through one job's rows; `archived_at` the built-in purge of old rows.
+#[derive(Debug)]
+struct AddArchive;
+
+impl MigrationName for AddArchive {
+    fn name(&self) -> &str {
+        "m20261202_000017_add_archive"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddArchive {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let row_json = match manager.get_database_backend() {
+            sea_orm::DbBackend::Postgres => ColumnDef::new("row_json")
+                .custom("jsonb")
+                .not_null()
+                .to_owned(),
+            // Whatever the database's default character set, a row's text survives.
+            sea_orm::DbBackend::MySql => ColumnDef::new("row_json")
+                .custom("LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                .not_null()
+                .to_owned(),
+            _ => text("row_json"),
+        };
+        manager
+            .create_table(
+                Table::create()
+                    .table("reaper_archive")
+                    .if_not_exists()
+                    .col(big_pk_auto("id"))
+                    .col(string_len("job_id", 64))
+                    .col(string_len("target", 63))
+                    .col(text("row_key"))
+                    .col(row_json)
+                    .col(timestamp_with_time_zone("archived_at"))
+                    .to_owned(),
+            )
+            .await?;
+        // MySQL drops IF NOT EXISTS from CREATE INDEX (see AddPolicy).
+        if !manager
+            .has_index("reaper_archive", "reaper_archive_job_id")
+            .await?
+        {
+            create_index(
+                manager,
+                "reaper_archive_job_id",
+                "reaper_archive",
+                ["job_id", "id"],
+                false,
+            )
+            .await?;
+        }
+        if !manager
+            .has_index("reaper_archive", "reaper_archive_archived_at")
+            .await?
+        {
+            manager
+                .create_index(
+                    Index::create()
+                        .if_not_exists()
+                        .name("reaper_archive_archived_at")
+                        .table("reaper_archive")
+                        .col("archived_at")
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("reaper_archive").if_exists().to_owned())
+            .await
     }
 }
 

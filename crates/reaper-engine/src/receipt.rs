@@ -53,6 +53,7 @@ fn empty_table(job: &ValidatedJob) -> TableReceipt {
     TableReceipt {
         mode: job.mode.as_str().to_owned(),
         removed: 0,
+        archived: 0,
         held: 0,
         key_digest: hash(""),
         still_matching: 0,
@@ -69,11 +70,16 @@ fn tables_of(audit: &[AuditRecord]) -> BTreeMap<String, TableReceipt> {
             .or_insert_with(|| TableReceipt {
                 mode: row.mode.clone(),
                 removed: 0,
+                archived: 0,
                 held: 0,
                 key_digest: String::new(),
                 still_matching: 0,
             });
-        table.removed += u64::try_from(row.row_count).unwrap_or(0);
+        let rows = u64::try_from(row.row_count).unwrap_or(0);
+        table.removed += rows;
+        if row.mode == reaper_core::catalog::Mode::Archive.as_str() {
+            table.archived += rows;
+        }
         table.held += u64::try_from(row.rows_held).unwrap_or(0);
         lists
             .entry(&row.target)

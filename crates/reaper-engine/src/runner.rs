@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use reaper_core::catalog::Catalog;
+use reaper_core::catalog::{Catalog, Mode};
 use reaper_core::controls::Effective;
 use reaper_core::job::JobRequest;
 use reaper_core::lifecycle::{JobResult, JobState, JobSummary, RunNote};
@@ -470,6 +470,9 @@ impl Run<'_> {
                 .finish(&Transition::Done { result: &result }, RunOutcome::Done)
                 .await;
         }
+        if job.mode == Mode::Restore {
+            return self.restore(job, should_stop).await;
+        }
         let mut walk = Walk::resume(self.job, job, &self.settings.pacer)?;
         let mut counted = None;
         if walk.is_fresh() && !job.stop_at_max_rows {
@@ -516,6 +519,123 @@ impl Run<'_> {
                 return Ok(outcome);
             }
         }
+    }
+
+    /// A restore job ([`reaper_core::restore`]): batches over its source job's archived rows
+    /// (or soft-delete batches) from its checkpoint until none is left, the end of its slice, or
+    /// a stop, cancel or pause — like any job's.
+    async fn restore(
+        &mut self,
+        job: &ValidatedJob,
+        should_stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<RunOutcome, EngineError> {
+        let source = self.restore_source(job).await?;
+        let mut after = match self.job.checkpoint.as_deref() {
+            None => 0,
+            Some(text) => text.parse::<i64>().map_err(|_| {
+                EngineError::Corrupt(format!(
+                    "job {}: its checkpoint `{text}` should be a restore position (a number)",
+                    self.job.id
+                ))
+            })?,
+        };
+        let mut restored = u64::try_from(self.job.rows_deleted).unwrap_or(0);
+        let started = Instant::now();
+        loop {
+            if should_stop() {
+                return self.stop().await;
+            }
+            if self.settings.stop_as == StopAs::Pending && started.elapsed() >= self.settings.slice
+            {
+                return self
+                    .finish(&Transition::Continue, RunOutcome::Continue)
+                    .await;
+            }
+            let result = crate::archive::run_restore_batch(
+                self.db,
+                job,
+                &source,
+                (after, job.batch_size),
+                self.holder(),
+            )
+            .instrument(self.batch_span())
+            .await?;
+            let crate::archive::RestoreBatch::Committed {
+                restored: rows,
+                last,
+                elapsed,
+                ..
+            } = result
+            else {
+                return self.cancelled(restored, self.job.passes).await;
+            };
+            let Some(last) = last else {
+                return self.restored(&source, restored).await;
+            };
+            crate::instruments::batch_committed(&job.target.name, job.mode.as_str(), rows, elapsed);
+            self.book(rows, elapsed);
+            restored += rows;
+            after = last;
+            // At the target's pace, as its deletes go.
+            let pause = job.target.throttle.pause;
+            if !pause.is_zero() && !sleep_unless_stopped(pause, should_stop).await {
+                return self.stop().await;
+            }
+        }
+    }
+
+    /// The job a restore job undoes, read from its request and the ledger.
+    async fn restore_source(
+        &self,
+        job: &ValidatedJob,
+    ) -> Result<crate::archive::RestoreSource, EngineError> {
+        let request: JobRequest = serde_json::from_str(&self.job.request).map_err(|error| {
+            EngineError::Corrupt(format!("the stored job request is unreadable: {error}"))
+        })?;
+        let source_id = request.restore.ok_or_else(|| {
+            EngineError::Corrupt(format!("restore job {} names no source job", self.job.id))
+        })?;
+        let source = ledger::get(self.db, &source_id).await?.ok_or_else(|| {
+            EngineError::Corrupt(format!("the source job {source_id} is not in the ledger"))
+        })?;
+        crate::archive::restore_source(&source, &job.target)
+    }
+
+    /// Records a restore job `done`: its summary with what it restored and the conflicts left.
+    async fn restored(
+        &self,
+        source: &crate::archive::RestoreSource,
+        restored: u64,
+    ) -> Result<RunOutcome, EngineError> {
+        let conflicts = u64::try_from(
+            ledger::get(self.db, &self.job.id)
+                .await?
+                .map_or(0, |job| job.rows_held),
+        )
+        .unwrap_or(0);
+        let conflict_keys = match source.kind {
+            reaper_core::restore::SourceKind::Archive => {
+                let shown = reaper_core::lifecycle::RestoreReport::KEYS_SHOWN;
+                crate::archive::still_archived(self.db, &source.job_id, shown)
+                    .await?
+                    .1
+            }
+            reaper_core::restore::SourceKind::Soft => Vec::new(),
+        };
+        let mut result = self
+            .summary(restored, self.job.passes, false, false)
+            .await?;
+        if let JobResult::Summary(summary) = &mut result {
+            summary.restore = Some(reaper_core::lifecycle::RestoreReport {
+                source_job: source.job_id.clone(),
+                restored,
+                conflicts,
+                conflict_keys,
+            });
+        }
+        let result = result.to_json();
+        self.finish(&Transition::Done { result: &result }, RunOutcome::Done)
+            .await
     }
 
     /// Everything that may end the run before its next batch: a stop request, the end of the
@@ -1057,6 +1177,7 @@ impl Run<'_> {
             held: ledger::held_by_table(self.db, &self.job.id).await?,
             strategy: self.note.map(|note| note.strategy),
             sweep_rows,
+            restore: None,
         }))
     }
 
@@ -1285,7 +1406,10 @@ pub async fn strategy_for(
         return Ok(choice);
     }
     let (available, estimate) = if db.backend() == Backend::Postgres {
-        let available = job.graph.is_empty() && crate::physical::available(db).await?;
+        // Archive mode copies rows in the keyset batch only.
+        let available = job.graph.is_empty()
+            && job.mode != Mode::Archive
+            && crate::physical::available(db).await?;
         (available, Some(crate::physical::estimate(db, job).await?))
     } else {
         (false, None)

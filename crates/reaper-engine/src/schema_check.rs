@@ -224,16 +224,9 @@ pub(crate) async fn table_columns(
     db: &Database,
     target: &Target,
 ) -> Result<BTreeMap<String, String>, EngineError> {
-    let rows = db
-        .query_all(&schema::table_columns(db.backend(), target))
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get::<String>("", schema::COLUMN_NAME)?,
-                row.try_get::<String>("", schema::COLUMN_TYPE)?,
-            ))
-        })
-        .collect::<Result<_, sea_orm::DbErr>>()
-        .map_err(EngineError::from)
+    let columns = crate::archive::table_columns(db.connection(), db.backend(), target).await?;
+    Ok(columns
+        .into_iter()
+        .map(|column| (column.name, column.data_type))
+        .collect())
 }

@@ -1,5 +1,6 @@
 //! What an operator may do to a job, for the HTTP API, the dashboard and the CLI alike: cancel,
-//! pause, resume, retry a dead job, run a retention policy now. Each is a ledger change recorded
+//! pause, resume, retry a dead job, restore an archive or soft-delete job, run a retention
+//! policy now. Each is a ledger change recorded
 //! with who asked (`reaper_job_actions`, in the change's transaction), then, for a job handed
 //! back to the daemons, a push onto the queue.
 //!
@@ -52,7 +53,7 @@ pub(crate) async fn act(
         Action::Pause => ledger::pause(db, id, actor, now).await?,
         Action::Resume => ledger::resume(db, id, actor, now).await?,
         Action::Retry => ledger::retry(db, id, actor, now).await?,
-        Action::Cancel | Action::Run => {
+        Action::Cancel | Action::Run | Action::Restore => {
             return Ok(Outcome::Conflict(format!(
                 "`{}` is not an action on a job",
                 action.as_str()
@@ -122,6 +123,34 @@ pub(crate) async fn run_policy(
         &submitted.job.id,
         Action::Run,
         actor,
+        "created",
+        Utc::now(),
+    )
+    .await?;
+    Ok(Outcome::Done("created", Box::new(submitted.job)))
+}
+
+/// Submits the restore job of job `id` (an archive or soft-delete job, finished) as `ask` says,
+/// recorded as a `restore` action on that job by `ask.requested_by`; `source` labels the
+/// metrics (`api`, `cli`).
+/// A job that cannot be restored is invalid input (the error says why).
+pub(crate) async fn restore(
+    producer: &Producer,
+    id: &str,
+    ask: reaper_engine::archive::RestoreAsk<'_>,
+    source: &'static str,
+) -> Result<Outcome, EngineError> {
+    let Some(request) =
+        reaper_engine::archive::restore_request(&producer.db, &producer.catalog, id, ask).await?
+    else {
+        return Ok(Outcome::NotFound(format!("no job `{id}`")));
+    };
+    let submitted = producer.accept(&request, source, None).await?;
+    ledger::record_action(
+        &producer.db,
+        id,
+        Action::Restore,
+        ask.requested_by,
         "created",
         Utc::now(),
     )

@@ -49,6 +49,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs/{id}/pause"),
     ("post", "/v1/jobs/{id}/resume"),
     ("post", "/v1/jobs/{id}/retry"),
+    ("post", "/v1/jobs/{id}/restore"),
     ("get", "/v1/jobs/{id}/actions"),
     ("post", "/v1/policies/{name}/run"),
     ("post", "/v1/holds"),
@@ -104,6 +105,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/jobs/{id}/pause", post(pause_job))
         .route("/v1/jobs/{id}/resume", post(resume_job))
         .route("/v1/jobs/{id}/retry", post(retry_job))
+        .route("/v1/jobs/{id}/restore", post(restore_job))
         .route("/v1/jobs/{id}/actions", get(job_actions))
         .route("/v1/policies/{name}/run", post(run_policy))
         .route("/v1/holds", post(place_hold).get(list_holds))
@@ -424,6 +426,25 @@ async fn retry_job(
     body: Bytes,
 ) -> Response {
     act_on_job(&state, Action::Retry, &id, &body).await
+}
+
+/// Submits the restore job of an archive or soft-delete job (201, the new job); 400 when the job
+/// cannot be restored (a hard job, an unfinished one), the message says why.
+async fn restore_job(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let actor = actions::actor_from_body(&body);
+    let ask = reaper_engine::archive::RestoreAsk {
+        requested_by: &actor,
+        ..Default::default()
+    };
+    let restored = actions::restore(&state.producer, &id, ask, "api");
+    match bounded(&state, restored).await {
+        Ok(outcome) => acted(outcome, StatusCode::CREATED),
+        Err(error) => engine_problem(&error),
+    }
 }
 
 /// Pause (200 paused, 202 stopping at the batch boundary), resume and retry (200): the job as
@@ -1391,6 +1412,45 @@ mod tests {
             ""
         );
         assert_eq!(status, 200, "{body}");
+        // Restore: unknown → 404; a pending job → 400 (the loop above); a finished soft job →
+        // 201, its restore job.
+        answer!(
+            "post",
+            "/v1/jobs/{id}/restore",
+            "/v1/jobs/no-such-job/restore",
+            true,
+            ""
+        );
+        let soft = job(8).replace(r#""reason": "r""#, r#""reason": "r", "mode": "soft""#);
+        let (_, body) = answer!("post", "/v1/jobs", "/v1/jobs", true, soft);
+        let soft = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        reaper_testkit::engine::claim(
+            &state.producer.db,
+            &soft,
+            "w",
+            "t8",
+            chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+        let done = ledger::Transition::Done { result: "{}" };
+        assert!(
+            ledger::transition(&state.producer.db, &soft, "t8", Utc::now(), &done)
+                .await
+                .unwrap()
+        );
+        let (status, body) = answer!(
+            "post",
+            "/v1/jobs/{id}/restore",
+            format!("/v1/jobs/{soft}/restore"),
+            true,
+            r#"{"requested_by": "ann"}"#
+        );
+        assert_eq!(status, 201, "{body}");
+        assert!(body.contains(r#""outcome":"created""#), "{body}");
         let (status, body) = answer!(
             "get",
             "/v1/jobs/{id}/actions",

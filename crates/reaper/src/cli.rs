@@ -110,6 +110,25 @@ pub(crate) enum ConfiguredCommand {
         /// The job id.
         job: String,
     },
+    /// Undo a finished archive or soft-delete job: submits a restore job (its id is printed)
+    /// that puts the archived rows back, every column typed (archive), or clears the soft-delete
+    /// column where it still holds the job's value (soft), in bounded batches with its own audit
+    /// (mode `restore`); resumable and cancellable like any job. A row whose key exists again is
+    /// not overwritten: `reaper status` of the restore job lists it. A hard job cannot be
+    /// restored (exit status 2).
+    Restore {
+        /// The archive or soft-delete job to undo.
+        job: String,
+        /// Why (recorded in the restore's audit rows; default: "restore of job JOB").
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who asks (default: $USER).
+        #[arg(long)]
+        requested_by: Option<String>,
+        /// Archived rows per restore batch (default: the target's batch_size).
+        #[arg(long)]
+        batch_size: Option<u32>,
+    },
     /// Place a legal hold: rows of a target (by key or by filter) that no batch of any job may
     /// remove until it is released or expires. Takes effect for every batch that begins after
     /// this command returns; prints the hold as JSON.
@@ -230,7 +249,7 @@ pub(crate) fn requested_by(given: Option<String>) -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
-/// The `--mode` flag: absent (the target's default), `hard` or `soft`.
+/// The `--mode` flag: absent (the target's default), `hard`, `soft` or `archive`.
 pub(crate) fn parse_mode(given: Option<&str>) -> Result<Option<Mode>, String> {
     given
         .map(|text| text.parse().map_err(|error| format!("--mode: {error}")))

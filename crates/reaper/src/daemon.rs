@@ -1,9 +1,9 @@
 //! `reaper run`: the daemon's wiring. It checks the catalog and the ledger, installs the metrics
 //! recorder, opens the queue, binds the API, then runs the workers beside the HTTP API, the
-//! Redis intake, the scheduler, the reconciler and the Redis vacuum until a stop signal (or,
-//! with `--until-idle`, until the ledger has no unfinished job). The workers stop first (each
+//! Redis intake, the scheduler, the reconciler, the Redis vacuum and the archive purge until a
+//! stop signal (or, with `--until-idle`, until the ledger has no unfinished job). The workers stop first (each
 //! batch in flight commits or rolls back), then the reconciler, then the intake, the API, the
-//! scheduler and the vacuum.
+//! scheduler, the vacuum and the archive purge.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,6 +70,12 @@ pub(crate) async fn run(
         .map(|redis| spawn_intake(settings, &state, redis, &stop));
     let vacuum = redis.map(|redis| spawn_vacuum(settings, redis, &stop));
     let scheduler = spawn_scheduler(settings, &state, &stop);
+    let archive_purge = tokio::spawn(crate::archive_purge::run(
+        db.clone(),
+        config.archive.keep.as_duration(),
+        config.archive.purge_every.as_duration(),
+        stop.clone(),
+    ));
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
         config.worker.reconcile_every.as_duration(),
@@ -84,7 +90,11 @@ pub(crate) async fn run(
     )
     .await;
     reconciler.abort();
-    for task in [intake, api, scheduler, vacuum].into_iter().flatten() {
+    let purge = Some(archive_purge);
+    for task in [intake, api, scheduler, vacuum, purge]
+        .into_iter()
+        .flatten()
+    {
         // All stop on the same flag; none holds a transaction.
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await

@@ -28,7 +28,8 @@ pub(crate) struct EnqueueFlags {
     /// Delete every row of the target (required when no condition is given).
     #[arg(long)]
     all_rows: bool,
-    /// `hard` or `soft`; the target's default when absent.
+    /// `hard`, `soft` or `archive` (each row copied to `reaper_archive`, `reaper restore` undoes
+    /// it); the target's default when absent.
     #[arg(long)]
     mode: Option<String>,
     /// Rows per batch.
@@ -107,6 +108,7 @@ impl EnqueueFlags {
             reason,
             idempotency_key: self.idempotency_key,
             strategy: None,
+            restore: None,
         };
         if problems.is_empty() {
             // Validation runs where the job is accepted and reports everything at once.
@@ -286,7 +288,7 @@ mod tests {
         let flags = EnqueueFlags {
             target: Some("users".into()),
             equals: vec!["id=abc".into(), "plan".into()],
-            mode: Some("archive".into()),
+            mode: Some("purge".into()),
             batch_size: Some(0),
             ..EnqueueFlags::default()
         };

@@ -17,6 +17,7 @@ macro_rules! outln {
 
 mod actions;
 mod api;
+mod archive_purge;
 mod cli;
 mod commands;
 mod daemon;
@@ -159,6 +160,12 @@ async fn run_configured(
         ConfiguredCommand::Retry { job } => {
             commands::jobs::act(settings, reaper_engine::ledger::Action::Retry, &job).await
         }
+        ConfiguredCommand::Restore {
+            job,
+            reason,
+            requested_by,
+            batch_size,
+        } => commands::jobs::restore(settings, &job, (reason, requested_by, batch_size)).await,
         ConfiguredCommand::Receipt {
             command:
                 Some(ReceiptCommand::Verify {

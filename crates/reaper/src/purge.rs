@@ -47,7 +47,7 @@ pub(crate) struct PurgeArgs {
     /// column).
     #[arg(long, requires = "target")]
     pub(crate) age_column: Option<String>,
-    /// Ad hoc: `hard` or `soft` (default: the target's default mode).
+    /// Ad hoc: `hard`, `soft` or `archive` (default: the target's default mode).
     #[arg(long, requires = "target")]
     pub(crate) mode: Option<String>,
     /// Ad hoc: rows per batch (default: the target's).
@@ -130,6 +130,7 @@ fn ad_hoc_request(args: &PurgeArgs, catalog: &Catalog) -> Result<JobRequest, Str
         reason: format!("reaper purge: {age_column} older than {age} (ad hoc)"),
         idempotency_key: None,
         strategy: None,
+        restore: None,
     })
 }
 

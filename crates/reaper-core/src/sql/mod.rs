@@ -16,6 +16,7 @@
 //!
 //! This module builds statements; it never runs them.
 
+pub mod archive;
 pub mod controls;
 pub mod explain;
 pub mod graph;

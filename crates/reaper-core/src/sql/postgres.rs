@@ -51,6 +51,8 @@ pub struct BatchContext<'a> {
 /// - `removed`: `DELETE … USING batch` (hard) or `UPDATE … SET soft_delete_column = now`
 ///   (soft), both re-checking the filter: no up-front row locks in `Direct` mode (see
 ///   [`RowLocking`]).
+/// - `archived` (archive mode): the copy of every removed row, as JSON, in `reaper_archive`
+///   ([`crate::sql::archive`]).
 /// - `summary` → `progress`: the checkpoint moves to the end of the window (even when
 ///   concurrent changes left nothing to remove in it), counters and lease are renewed, the batch
 ///   number is returned → `audit`: one row per batch that removed rows, with every key.
@@ -105,7 +107,14 @@ pub fn delete_batch(
     write_filter(&mut w, job);
     w.push(")");
     write_not_held(&mut w, job, ctx);
-    w.push(" RETURNING batch.reaper_key)");
+    w.push(" RETURNING batch.reaper_key");
+    if job.mode == Mode::Archive {
+        crate::sql::archive::write_archive_returning(&mut w);
+    }
+    w.push(")");
+    if job.mode == Mode::Archive {
+        crate::sql::archive::write_archive_cte(&mut w, job, ctx);
+    }
     let max = write_summary_head(&mut w, target.key_type, ctx);
     w.push("(SELECT ")
         .push(max)

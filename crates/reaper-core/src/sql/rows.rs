@@ -176,7 +176,7 @@ pub struct AuditRecord {
     pub batch_no: i64,
     /// Target name.
     pub target: String,
-    /// `hard` or `soft`.
+    /// `hard`, `soft`, `archive`, `restore`, or a related table's effect.
     pub mode: String,
     /// Rows in the batch.
     pub row_count: i64,

@@ -130,15 +130,50 @@ pub(crate) async fn cancel(settings: &Settings, id: &str) -> CommandResult {
     }
 }
 
-/// Pauses, resumes or retries a job (see [`crate::actions`]); a resumed or retried job goes on
-/// the queue, so this opens it.
-pub(crate) async fn act(settings: &Settings, action: ledger::Action, id: &str) -> CommandResult {
-    let producer = crate::producer::Producer {
+/// Submits the restore job of an archive or soft-delete job (see [`crate::actions::restore`])
+/// and prints its id; a job that cannot be restored is refused input (exit status 2).
+pub(crate) async fn restore(
+    settings: &Settings,
+    id: &str,
+    (reason, requested_by, batch_size): (Option<String>, Option<String>, Option<u32>),
+) -> CommandResult {
+    let producer = producer(settings).await?;
+    let actor = crate::cli::requested_by(requested_by);
+    let ask = reaper_engine::archive::RestoreAsk {
+        requested_by: &actor,
+        reason: reason.as_deref(),
+        batch_size,
+        idempotency_key: None,
+    };
+    let restored = crate::actions::restore(&producer, id, ask, "cli");
+    match restored.await {
+        Ok(crate::actions::Outcome::Done(_, job)) => {
+            outln!("{}", job.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(crate::actions::Outcome::Conflict(message)) => Err(CommandError::Conflict(message)),
+        Ok(crate::actions::Outcome::NotFound(_)) => Err(CommandError::no_job(id)),
+        Err(reaper_engine::EngineError::Invalid(error)) => {
+            Err(CommandError::Invalid(error.to_string()))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The producer the job actions need: the ledger, the catalog and the queue.
+async fn producer(settings: &Settings) -> Result<crate::producer::Producer, CommandError> {
+    Ok(crate::producer::Producer {
         db: connect(settings).await?,
         catalog: settings.catalog.clone(),
         queue: crate::queue::JobQueue::open(&settings.config.queue).await?,
         default_max_attempts: settings.config.worker.max_attempts,
-    };
+    })
+}
+
+/// Pauses, resumes or retries a job (see [`crate::actions`]); a resumed or retried job goes on
+/// the queue, so this opens it.
+pub(crate) async fn act(settings: &Settings, action: ledger::Action, id: &str) -> CommandResult {
+    let producer = producer(settings).await?;
     let actor = crate::cli::requested_by(None);
     match crate::actions::act(&producer, action, id, &actor).await? {
         crate::actions::Outcome::Done(word, job) => {

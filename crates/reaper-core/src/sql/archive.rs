@@ -1,0 +1,470 @@
+//! `reaper_archive`: the rows `archive` jobs copy before deleting them, the statements of a
+//! restore job that puts them (or a soft-delete job's rows) back, and the built-in retention
+//! that purges old copies.
+//!
+//! A copy is one row per deleted row: the job, the target, the key as text and the whole row
+//! as JSON (every column, NULLs included), written in the batch transaction that deletes it.
+//! PostgreSQL writes it in the batch statement itself (`to_jsonb` of the deleted row, see
+//! [`write_archive_cte`]); MySQL and SQLite copy the batch's locked keys with [`copy_rows`]
+//! just before deleting them by key. Binary columns are stored as hex on MySQL and SQLite
+//! (JSON holds no bytes there); PostgreSQL's `to_jsonb` writes `bytea` as `\x…` text, which
+//! `jsonb_populate_record` reads back.
+//!
+//! Column names come from the database's own catalog (`sql::schema::table_columns`), the
+//! table from the reaper catalog; both are quoted identifiers. Every value is bound.
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{KeyType, Target};
+use crate::sql::postgres::BatchContext;
+use crate::sql::rows::{Row, required};
+use crate::sql::{Backend, SqlWriter, Statement, key_param, write_key_projection};
+use crate::validate::ValidatedJob;
+use crate::value::{KeyValue, SqlValue};
+
+/// One column of a target's table as the database describes it (`sql::schema::table_columns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumn {
+    /// The column's name.
+    pub name: String,
+    /// Its type as the database names it (`information_schema.columns.data_type`; SQLite: the
+    /// declared type).
+    pub data_type: String,
+}
+
+impl TableColumn {
+    /// Bytes, which JSON cannot hold on MySQL and SQLite: archived as hex there.
+    fn is_binary(&self) -> bool {
+        let name = self.data_type.to_ascii_lowercase();
+        name.contains("blob") || name.contains("binary") || name == "bytea"
+    }
+}
+
+/// The archive row a restore reads: its id (the restore's checkpoint) and the key it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedKey {
+    /// `reaper_archive.id`.
+    pub id: i64,
+    /// The archived row's key, as text.
+    pub key: String,
+}
+
+/// Columns [`archived_keys`] returns ([`decode_archived_key`] reads them by name).
+pub const ARCHIVED_KEY_COLUMNS: &str = "id, row_key";
+
+/// Reads a row of [`ARCHIVED_KEY_COLUMNS`].
+pub fn decode_archived_key<R: Row>(row: &R) -> Result<ArchivedKey, R::Error> {
+    Ok(ArchivedKey {
+        id: required(row, "id", R::int)?,
+        key: required(row, "row_key", R::text)?,
+    })
+}
+
+/// `column IN ($1, $2, …)` over key values of `key_type`.
+fn write_in(w: &mut SqlWriter, key_type: KeyType, keys: &[KeyValue]) {
+    w.push(" IN (");
+    for (index, key) in keys.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(key_param(key_type, key));
+    }
+    w.push(")");
+}
+
+fn int_keys(ids: &[i64]) -> Vec<KeyValue> {
+    ids.iter().map(|id| KeyValue::Int(*id)).collect()
+}
+
+/// `a.id IN ($1, …)` over archive row ids.
+fn write_archive_ids(w: &mut SqlWriter, ids: &[i64]) {
+    w.push("a.id");
+    write_in(w, KeyType::Int, &int_keys(ids));
+}
+
+/// `$."name"`: the JSON path of a column's member (quotes and backslashes escaped), bound.
+fn json_path(name: &str) -> SqlValue {
+    SqlValue::Text(format!(
+        "$.\"{}\"",
+        name.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// PostgreSQL: `, archived AS (INSERT INTO reaper_archive … SELECT … FROM removed)`, the copy of
+/// every row the batch's `removed` CTE deleted (its `RETURNING` carries `to_jsonb(t.*) AS
+/// reaper_row`, see [`write_archive_returning`]). A data-modifying CTE always runs to
+/// completion, so the copy commits with the delete or not at all.
+pub(crate) fn write_archive_cte(w: &mut SqlWriter, job: &ValidatedJob, ctx: &BatchContext<'_>) {
+    w.push(
+        ", archived AS (INSERT INTO reaper_archive (job_id, target, row_key, row_json, \
+         archived_at) SELECT ",
+    )
+    .param(SqlValue::Text(ctx.job_id.to_owned()))
+    .push(", ")
+    .param(SqlValue::Text(job.target.name.clone()))
+    .push(", reaper_key::text, reaper_row, ")
+    .param(SqlValue::Timestamp(ctx.now))
+    .push(" FROM removed)");
+}
+
+/// PostgreSQL: `, to_jsonb(t.*) AS reaper_row`, the deleted row (every column) in the `removed`
+/// CTE's `RETURNING` of an archive batch.
+pub(crate) fn write_archive_returning(w: &mut SqlWriter) {
+    w.push(", to_jsonb(t.*) AS reaper_row");
+}
+
+/// MySQL and SQLite: `INSERT INTO reaper_archive (…) SELECT $job, $target, <key as text>,
+/// JSON_OBJECT('c1', c1, …), $now FROM t WHERE pk IN (keys)`: the copies of the rows the batch
+/// is about to delete by key, in its transaction (the keys are locked: MySQL `FOR UPDATE`,
+/// SQLite one writer). Expected plan: primary-key lookups.
+pub fn copy_rows(
+    backend: Backend,
+    job: &ValidatedJob,
+    columns: &[TableColumn],
+    keys: &[KeyValue],
+    (job_id, now): (&str, DateTime<Utc>),
+) -> Statement {
+    let target = &job.target;
+    let mut w = SqlWriter::new(backend);
+    w.push("INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) SELECT ")
+        .param(SqlValue::Text(job_id.to_owned()))
+        .push(", ")
+        .param(SqlValue::Text(target.name.clone()))
+        .push(", CAST(")
+        .ident(&target.primary_key)
+        .push(match backend {
+            Backend::MySql => " AS CHAR), ",
+            Backend::Postgres | Backend::Sqlite => " AS TEXT), ",
+        })
+        .push(match backend {
+            Backend::MySql => "JSON_OBJECT(",
+            Backend::Postgres | Backend::Sqlite => "json_object(",
+        });
+    for (index, column) in columns.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.param(SqlValue::Text(column.name.clone())).push(", ");
+        match (backend, column.is_binary()) {
+            (Backend::MySql, true) => {
+                w.push("HEX(").ident(&column.name).push(")");
+            }
+            // SQLite's hex(NULL) is '' — a NULL stays NULL.
+            (_, true) => {
+                w.push("CASE WHEN ")
+                    .ident(&column.name)
+                    .push(" IS NULL THEN NULL ELSE hex(")
+                    .ident(&column.name)
+                    .push(") END");
+            }
+            (_, false) => {
+                w.ident(&column.name);
+            }
+        }
+    }
+    w.push("), ")
+        .param(SqlValue::Timestamp(now))
+        .push(" FROM ")
+        .table(target)
+        .push(" WHERE ")
+        .ident(&target.primary_key);
+    write_in(&mut w, target.key_type, keys);
+    w.finish()
+}
+
+/// `SELECT id, row_key FROM reaper_archive WHERE job_id = $source AND id > $after ORDER BY id
+/// LIMIT $n`: the next archive rows of the source job a restore batch takes (its checkpoint is
+/// the last id). Expected plan: the `(job_id, id)` index, in order, stopping at LIMIT.
+pub fn archived_keys(backend: Backend, source_job: &str, after: i64, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(ARCHIVED_KEY_COLUMNS)
+        .push(" FROM reaper_archive WHERE job_id = ")
+        .param(SqlValue::Text(source_job.to_owned()))
+        .push(" AND id > ")
+        .param(SqlValue::Int(after))
+        .push(" ORDER BY id LIMIT ")
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// `SELECT count(*) FROM reaper_archive WHERE job_id = $source`: the rows of a job still in the
+/// archive (after its restore: the ones it could not put back). Expected plan: the
+/// `(job_id, id)` index.
+pub fn count_archived(backend: Backend, source_job: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT count(*) FROM reaper_archive WHERE job_id = ")
+        .param(SqlValue::Text(source_job.to_owned()));
+    w.finish()
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys)`: which of the keys exist in the target now (a restore's
+/// conflicts: such a row was inserted again and is not overwritten). Under `FOR UPDATE` on
+/// PostgreSQL and MySQL, so a row that exists stays until the batch commits. Expected plan:
+/// primary-key lookups.
+pub fn existing_keys(backend: Backend, target: &Target, keys: &[KeyValue]) -> Statement {
+    locked_keys(backend, target, keys, None)
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) [AND <soft mark>] [FOR UPDATE]` (no lock on SQLite, the
+/// one writer).
+fn locked_keys(
+    backend: Backend,
+    target: &Target,
+    keys: &[KeyValue],
+    soft_mark: Option<(&str, DateTime<Utc>)>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ");
+    write_key_projection(&mut w, target);
+    w.push(" FROM ")
+        .table(target)
+        .push(" WHERE ")
+        .ident(&target.primary_key);
+    write_in(&mut w, target.key_type, keys);
+    if let Some((column, at)) = soft_mark {
+        write_soft_mark(&mut w, column, at);
+    }
+    if backend != Backend::Sqlite {
+        w.push(" FOR UPDATE");
+    }
+    w.finish()
+}
+
+/// Puts archived rows `ids` back into the target, every column with its type:
+///
+/// - PostgreSQL: `INSERT INTO t OVERRIDING SYSTEM VALUE SELECT r.* FROM reaper_archive AS a
+///   CROSS JOIN LATERAL jsonb_populate_record(NULL::t, a.row_json) AS r WHERE a.id IN (…)`: the
+///   row type of the table reads the JSON back (identity columns keep their archived values).
+/// - MySQL: `INSERT INTO t (c…) SELECT <member of c>… FROM reaper_archive AS a WHERE a.id IN
+///   (…)`, each member unquoted text (JSON `null` → NULL, hex → `UNHEX`) assigned to its column,
+///   which converts it in strict mode (a value that does not fit fails the batch).
+/// - SQLite: the same with `json_extract` (`unhex` for binary columns).
+///
+/// The caller excluded every key that exists again. Expected plan: archive primary-key lookups.
+pub fn restore_rows(
+    backend: Backend,
+    target: &Target,
+    columns: &[TableColumn],
+    ids: &[i64],
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("INSERT INTO ").table(target);
+    if backend == Backend::Postgres {
+        w.push(" OVERRIDING SYSTEM VALUE SELECT r.* FROM reaper_archive AS a CROSS JOIN LATERAL jsonb_populate_record(NULL::")
+            .table(target)
+            .push(", a.row_json) AS r WHERE ");
+        write_archive_ids(&mut w, ids);
+        return w.finish();
+    }
+    w.push(" (");
+    for (index, column) in columns.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        w.ident(&column.name);
+    }
+    w.push(") SELECT ");
+    for (index, column) in columns.iter().enumerate() {
+        if index > 0 {
+            w.push(", ");
+        }
+        let binary = column.is_binary();
+        match backend {
+            Backend::MySql => {
+                w.push(if binary { "UNHEX(" } else { "(" })
+                    .push("CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ")
+                    .param(json_path(&column.name))
+                    .push(")) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ")
+                    .param(json_path(&column.name))
+                    .push(")) END)");
+            }
+            Backend::Postgres | Backend::Sqlite => {
+                w.push(if binary { "unhex(" } else { "(" })
+                    .push("json_extract(a.row_json, ")
+                    .param(json_path(&column.name))
+                    .push("))");
+            }
+        }
+    }
+    w.push(" FROM reaper_archive AS a WHERE ");
+    write_archive_ids(&mut w, ids);
+    w.finish()
+}
+
+/// `DELETE FROM reaper_archive WHERE id IN (ids)`: the copies of rows a restore batch put back
+/// (the copies of rows it could not put back stay, for a later restore). Expected plan: primary
+/// key lookups.
+pub fn forget_restored(backend: Backend, ids: &[i64]) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("DELETE FROM reaper_archive WHERE id");
+    write_in(&mut w, KeyType::Int, &int_keys(ids));
+    w.finish()
+}
+
+/// ` AND <soft column> = $at` (MySQL: within the second after `at`): the rows a soft-delete
+/// batch at `at` marked and that still carry its mark. MySQL's audit time is whole seconds and
+/// a `DATETIME` column rounds to its own precision, so there the mark is matched to the second.
+fn write_soft_mark(w: &mut SqlWriter, column: &str, at: DateTime<Utc>) {
+    w.push(" AND ").ident(column);
+    match w.backend {
+        Backend::MySql => {
+            w.push(" >= ")
+                .param(SqlValue::Timestamp(at))
+                .push(" AND ")
+                .ident(column)
+                .push(" <= ")
+                .param(SqlValue::Timestamp(at + chrono::Duration::seconds(1)));
+        }
+        Backend::Postgres | Backend::Sqlite => {
+            w.push(" = ").param(SqlValue::Timestamp(at));
+        }
+    }
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) AND <soft column still holds the mark of the batch at
+/// `at`>`: the rows of one soft-delete batch a restore may clear (locked until it commits on
+/// PostgreSQL and MySQL). Expected plan: primary-key lookups.
+pub fn soft_marked(
+    backend: Backend,
+    target: &Target,
+    column: &str,
+    keys: &[KeyValue],
+    at: DateTime<Utc>,
+) -> Statement {
+    locked_keys(backend, target, keys, Some((column, at)))
+}
+
+/// `UPDATE t SET <soft column> = NULL WHERE pk IN (keys) AND <column still holds the mark of the
+/// batch at `at`>`: a soft-delete undone only where nobody changed the mark since. Expected
+/// plan: primary-key lookups.
+pub fn clear_soft_mark(
+    backend: Backend,
+    target: &Target,
+    column: &str,
+    keys: &[KeyValue],
+    at: DateTime<Utc>,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE ")
+        .table(target)
+        .push(" SET ")
+        .ident(column)
+        .push(" = NULL WHERE ")
+        .ident(&target.primary_key);
+    write_in(&mut w, target.key_type, keys);
+    write_soft_mark(&mut w, column, at);
+    w.finish()
+}
+
+/// `SELECT count(*) FROM (SELECT 1 FROM reaper_archive WHERE archived_at < $before LIMIT 1)`:
+/// whether any archive row is due for the purge — a read, so a purge with nothing to do takes no
+/// write lock (SQLite has one writer). Expected plan: the `archived_at` index, one entry.
+pub fn any_expired(backend: Backend, before: DateTime<Utc>) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT count(*) FROM (SELECT 1 FROM reaper_archive WHERE archived_at < ")
+        .param(SqlValue::Timestamp(before))
+        .push(" LIMIT 1) AS expired");
+    w.finish()
+}
+
+/// Deletes at most `limit` archive rows archived before `before` (the built-in retention of
+/// `[archive] keep`), oldest first. PostgreSQL and SQLite by id from a bounded selection; MySQL
+/// with its own `DELETE … ORDER BY … LIMIT`. Expected plan: the `archived_at` index, stopping
+/// at LIMIT.
+pub fn purge_expired(backend: Backend, before: DateTime<Utc>, limit: u32) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    match backend {
+        Backend::MySql => {
+            w.push("DELETE FROM reaper_archive WHERE archived_at < ")
+                .param(SqlValue::Timestamp(before))
+                .push(" ORDER BY archived_at LIMIT ")
+                .param(SqlValue::Int(i64::from(limit)));
+        }
+        Backend::Postgres | Backend::Sqlite => {
+            w.push("DELETE FROM reaper_archive WHERE id IN (SELECT id FROM reaper_archive WHERE archived_at < ")
+                .param(SqlValue::Timestamp(before))
+                .push(" ORDER BY archived_at LIMIT ")
+                .param(SqlValue::Int(i64::from(limit)))
+                .push(")");
+        }
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::sql::test_support::{at, job};
+
+    fn columns() -> Vec<TableColumn> {
+        [("id", "bigint"), ("note", "text"), ("blob", "varbinary")]
+            .into_iter()
+            .map(|(name, data_type)| TableColumn {
+                name: name.into(),
+                data_type: data_type.into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_copied_as_json_with_bytes_as_hex_before_their_delete() {
+        let job = job(&serde_json::json!({"all_rows": true, "mode": "archive"}));
+        let keys = [KeyValue::Int(3), KeyValue::Int(9)];
+        expect![[r#"
+            INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) SELECT ?, ?, CAST(`id` AS CHAR), JSON_OBJECT(?, `id`, ?, `note`, ?, HEX(`blob`)), ? FROM `app`.`events` WHERE `id` IN (?, ?)
+            -- parameters: 'j1', 'events', 'id', 'note', 'blob', '2026-11-25T08:30:00+00:00', 3, 9"#]]
+        .assert_eq(&copy_rows(Backend::MySql, &job, &columns(), &keys, ("j1", at())).to_string());
+        let lite = copy_rows(Backend::Sqlite, &job, &columns(), &keys, ("j1", at())).sql;
+        assert!(
+            lite.contains(r#"CASE WHEN "blob" IS NULL THEN NULL ELSE hex("blob") END"#),
+            "{lite}"
+        );
+    }
+
+    #[test]
+    fn a_restore_reads_every_column_back_typed() {
+        let job = job(&serde_json::json!({"all_rows": true}));
+        expect![[r#"INSERT INTO "app"."events" OVERRIDING SYSTEM VALUE SELECT r.* FROM reaper_archive AS a CROSS JOIN LATERAL jsonb_populate_record(NULL::"app"."events", a.row_json) AS r WHERE a.id IN ($1, $2)"#]]
+            .assert_eq(&restore_rows(Backend::Postgres, &job.target, &columns(), &[4, 5]).sql);
+        expect![[r#"
+            INSERT INTO `app`.`events` (`id`, `note`, `blob`) SELECT (CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ?)) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ?)) END), (CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ?)) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ?)) END), UNHEX(CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ?)) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ?)) END) FROM reaper_archive AS a WHERE a.id IN (?)
+            -- parameters: '$."id"', '$."id"', '$."note"', '$."note"', '$."blob"', '$."blob"', 7"#]]
+        .assert_eq(&restore_rows(Backend::MySql, &job.target, &columns(), &[7]).to_string());
+        assert_eq!(
+            json_path(r#"a"b\c"#),
+            SqlValue::Text(r#"$."a\"b\\c""#.into())
+        );
+    }
+
+    #[test]
+    fn a_soft_restore_clears_only_the_jobs_own_mark() {
+        let job = job(&serde_json::json!({"all_rows": true}));
+        let keys = [KeyValue::Int(1)];
+        expect![[r#"
+            UPDATE "app"."events" SET "deleted_at" = NULL WHERE "id" IN (?) AND "deleted_at" = ?
+            -- parameters: 1, '2026-11-25 08:30:00'"#]]
+        .assert_eq(
+            &clear_soft_mark(Backend::Sqlite, &job.target, "deleted_at", &keys, at()).to_string(),
+        );
+        let mysql = clear_soft_mark(Backend::MySql, &job.target, "deleted_at", &keys, at());
+        assert!(
+            mysql
+                .to_string()
+                .ends_with("'2026-11-25T08:30:00+00:00', '2026-11-25T08:30:01+00:00'"),
+            "{mysql}"
+        );
+    }
+
+    #[test]
+    fn the_purge_is_bounded_and_oldest_first() {
+        expect![[
+            r#"DELETE FROM reaper_archive WHERE archived_at < ? ORDER BY archived_at LIMIT ?"#
+        ]]
+        .assert_eq(&purge_expired(Backend::MySql, at(), 500).sql);
+        expect![[r#"DELETE FROM reaper_archive WHERE id IN (SELECT id FROM reaper_archive WHERE archived_at < $1 ORDER BY archived_at LIMIT $2)"#]]
+            .assert_eq(&purge_expired(Backend::Postgres, at(), 500).sql);
+    }
+}
