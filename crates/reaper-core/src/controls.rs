@@ -176,7 +176,7 @@ pub struct ControlChange {
 }
 
 /// The throttle a batch runs under: the configured one with the operator's control applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Effective {
     /// Paused by an operator: no batch starts.
     pub paused: bool,
@@ -186,6 +186,8 @@ pub struct Effective {
     pub adaptive: Option<Adaptive>,
     /// No batch larger than this.
     pub batch_cap: Option<u32>,
+    /// The operator's live database-health thresholds ([`crate::health::Rules::under`]).
+    pub thresholds: BTreeMap<String, f64>,
 }
 
 impl Effective {
@@ -199,6 +201,7 @@ impl Effective {
                 max_rows_per_second: throttle.max_rows_per_second,
                 adaptive: throttle.adaptive,
                 batch_cap: None,
+                thresholds: BTreeMap::new(),
             };
         };
         let o = &control.overrides;
@@ -223,6 +226,7 @@ impl Effective {
             max_rows_per_second,
             adaptive,
             batch_cap: o.max_batch_size,
+            thresholds: o.thresholds.clone().unwrap_or_default(),
         }
     }
 }
@@ -376,7 +380,15 @@ fn check_override(target: &Target, o: &ThrottleOverride, lease: Duration) -> Vec
         }
     }
     for (name, value) in o.thresholds.iter().flatten() {
-        if !(value.is_finite() && *value > 0.0) || name.trim().is_empty() {
+        if !crate::health::THRESHOLD_NAMES.contains(&name.as_str()) {
+            fail(
+                &format!("thresholds.{name}"),
+                format!(
+                    "unknown threshold; expected one of {}",
+                    crate::health::THRESHOLD_NAMES.join(", ")
+                ),
+            );
+        } else if !(value.is_finite() && *value > 0.0) {
             fail(
                 &format!("thresholds.{name}"),
                 format!("{value} is not allowed; a threshold is a number above 0"),
@@ -438,7 +450,7 @@ mod tests {
             &ThrottleOverride::default(),
             &patch(
                 serde_json::json!({"max_rows_per_second": 500, "max_batch_size": 200,
-                "thresholds": {"replica_lag_seconds": 5}}),
+                "thresholds": {"replica_lag.pause_above": 5}}),
             ),
             LEASE,
         )
@@ -456,7 +468,7 @@ mod tests {
         assert_eq!(cleared.max_rows_per_second, None);
         assert_eq!(cleared.max_batch_size, Some(200));
         assert_eq!(
-            cleared.thresholds.unwrap()["replica_lag_seconds"],
+            cleared.thresholds.unwrap()["replica_lag.pause_above"],
             5.0,
             "kept"
         );
@@ -494,9 +506,9 @@ mod tests {
             batch.contains("above target `events`'s configured max_batch_size (10000)"),
             "{batch}"
         );
-        let threshold = refused(serde_json::json!({"thresholds": {"load": 0}}));
+        let threshold = refused(serde_json::json!({"thresholds": {"load.pause_above": 0}}));
         assert!(
-            threshold.contains("thresholds.load: 0 is not allowed"),
+            threshold.contains("thresholds.load.pause_above: 0 is not allowed"),
             "{threshold}"
         );
         let crossed = refused(serde_json::json!({"max_batch_size": 50, "min_batch_size": 80}));

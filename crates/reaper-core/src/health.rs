@@ -122,7 +122,51 @@ impl Rules {
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty()
     }
+
+    /// These rules under an operator's live `thresholds` ([`THRESHOLD_NAMES`], in the signal's
+    /// unit): each may only make a configured signal stricter. A lower `pause_above` also lowers
+    /// the resume level to its share of it; a `stop_above` lower than the configured one (or
+    /// where none is configured) applies. A threshold for a signal the database's
+    /// `[database.health]` does not read, or above the configured value, changes nothing.
+    pub fn under(&self, thresholds: &BTreeMap<String, f64>) -> Rules {
+        let mut rules = self.clone();
+        for (name, &value) in thresholds {
+            let Some((signal, level)) = name.split_once('.') else {
+                continue;
+            };
+            let Some(limits) = Signal::ALL
+                .iter()
+                .find(|candidate| candidate.as_str() == signal)
+                .and_then(|signal| rules.limits.get_mut(signal))
+            else {
+                continue;
+            };
+            match level {
+                "pause_above" if value < limits.pause_above => {
+                    limits.pause_above = value;
+                    limits.resume_below = limits.resume_below.min(value * DEFAULT_RESUME_SHARE);
+                }
+                "stop_above" if limits.stop_above.is_none_or(|stop| value < stop) => {
+                    limits.stop_above = Some(value);
+                }
+                _ => {}
+            }
+        }
+        rules
+    }
 }
+
+/// The live thresholds an operator may set on a target (`PATCH /v1/targets/{name}/throttle`,
+/// `reaper target set --thresholds`): `<signal>.pause_above` and `<signal>.stop_above`, seconds
+/// of lag or sessions ([`Rules::under`]).
+pub const THRESHOLD_NAMES: &[&str] = &[
+    "replica_lag.pause_above",
+    "replica_lag.stop_above",
+    "load.pause_above",
+    "load.stop_above",
+    "lock_waits.pause_above",
+    "lock_waits.stop_above",
+];
 
 /// One signal's reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +319,41 @@ pub fn worst_replica(readings: impl IntoIterator<Item = Reading>) -> Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_thresholds_only_make_configured_signals_stricter() {
+        let rules = Rules {
+            limits: BTreeMap::from([(Signal::Load, Limits::new(10.0, Some(40.0)))]),
+            ..Rules::default()
+        };
+        let set = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), *value))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let stricter = rules.under(&set(&[("load.pause_above", 2.0), ("load.stop_above", 5.0)]));
+        let load = stricter.limits[&Signal::Load];
+        assert_eq!(
+            (load.pause_above, load.resume_below, load.stop_above),
+            (2.0, 1.6, Some(5.0))
+        );
+        // Looser values, and signals the database does not read, change nothing.
+        let looser = rules.under(&set(&[
+            ("load.pause_above", 20.0),
+            ("load.stop_above", 90.0),
+            ("replica_lag.pause_above", 1.0),
+            ("load.resume_below", 0.5),
+        ]));
+        assert_eq!(looser, rules);
+        // The stricter rules pause where the configured ones let the batch go.
+        let readings = BTreeMap::from([(Signal::Load, Reading::Value(4.0))]);
+        assert_eq!(Hysteresis::default().judge(&rules, &readings), Verdict::Go);
+        assert!(matches!(
+            Hysteresis::default().judge(&stricter, &readings),
+            Verdict::Pause { .. }
+        ));
+    }
 
     fn rules() -> Rules {
         Rules {

@@ -131,6 +131,7 @@ mod tests {
             policy: None,
             pause_requested_at: None,
             chain_head: None,
+            due_rows: None,
         }
     }
 

@@ -145,6 +145,10 @@ pub struct PolicyView {
     /// target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keeping_up: Option<KeepingUp>,
+    /// Why `keeping_up` is missing from `GET /v1/policies/{name}`: its counts on the target
+    /// failed or took longer than the API waits (the rest of the view stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeping_up_error: Option<String>,
 }
 
 /// Whether a retention policy keeps up: per recent window, the rows its run removed against

@@ -42,6 +42,9 @@ struct Sampled {
     readings: BTreeMap<Signal, Reading>,
     hysteresis: Hysteresis,
     verdict: Option<Verdict>,
+    /// The hysteresis of each target an operator gave live thresholds (judged on the shared
+    /// readings under its own rules).
+    stricter: BTreeMap<String, Hysteresis>,
 }
 
 impl HealthGate {
@@ -85,6 +88,12 @@ impl HealthGate {
     /// The verdict on `target`'s next batch: from the shared sample, read again first when it
     /// is older than `sample_every`. Sets `target`'s throttle and signal gauges.
     pub async fn check(&self, target: &str) -> Verdict {
+        self.check_under(target, &BTreeMap::new()).await
+    }
+
+    /// [`check`](Self::check) under an operator's live `thresholds` for `target`
+    /// ([`Rules::under`]: only stricter than the configuration), judged on the same sample.
+    pub async fn check_under(&self, target: &str, thresholds: &BTreeMap<String, f64>) -> Verdict {
         if self.is_off() {
             return Verdict::Go;
         }
@@ -100,9 +109,21 @@ impl HealthGate {
                 readings,
                 hysteresis: std::mem::take(&mut sampled.hysteresis),
                 verdict: Some(verdict),
+                stricter: std::mem::take(&mut sampled.stricter),
             };
         }
-        let verdict = sampled.verdict.clone().unwrap_or(Verdict::Go);
+        let verdict = if thresholds.is_empty() {
+            sampled.verdict.clone().unwrap_or(Verdict::Go)
+        } else {
+            let rules = self.rules.under(thresholds);
+            let Sampled {
+                readings, stricter, ..
+            } = &mut *sampled;
+            stricter
+                .entry(target.to_owned())
+                .or_default()
+                .judge(&rules, readings)
+        };
         record(target, &verdict, &sampled.readings);
         verdict
     }

@@ -88,32 +88,45 @@ impl MigrationName for AddCancelRequest {
 #[async_trait::async_trait]
 impl MigrationTrait for AddCancelRequest {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager
-            .has_column("reaper_jobs", "cancel_requested_at")
-            .await?
-        {
-            return Ok(());
-        }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("reaper_jobs")
-                    .add_column(timestamp_with_time_zone_null("cancel_requested_at"))
-                    .to_owned(),
-            )
-            .await
+        add_job_column(
+            manager,
+            timestamp_with_time_zone_null("cancel_requested_at"),
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("reaper_jobs")
-                    .drop_column("cancel_requested_at")
-                    .to_owned(),
-            )
-            .await
+        drop_job_column(manager, "cancel_requested_at").await
     }
+}
+
+/// Adds `column` to `reaper_jobs` unless it is there (a migration that stopped halfway runs
+/// again).
+async fn add_job_column(manager: &SchemaManager<'_>, mut column: ColumnDef) -> Result<(), DbErr> {
+    let name = column.get_column_name();
+    if manager.has_column("reaper_jobs", &name).await? {
+        return Ok(());
+    }
+    manager
+        .alter_table(
+            Table::alter()
+                .table("reaper_jobs")
+                .add_column(&mut column)
+                .to_owned(),
+        )
+        .await
+}
+
+/// Drops `column` from `reaper_jobs`.
+async fn drop_job_column(manager: &SchemaManager<'_>, column: &'static str) -> Result<(), DbErr> {
+    manager
+        .alter_table(
+            Table::alter()
+                .table("reaper_jobs")
+                .drop_column(column)
+                .to_owned(),
+        )
+        .await
 }
 
 /// Retention: which policy submitted a job, so its runs can be listed (`reaper policies`,
@@ -209,19 +222,7 @@ impl MigrationName for AddPauseAndActions {
 #[async_trait::async_trait]
 impl MigrationTrait for AddPauseAndActions {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if !manager
-            .has_column("reaper_jobs", "pause_requested_at")
-            .await?
-        {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table("reaper_jobs")
-                        .add_column(timestamp_with_time_zone_null("pause_requested_at"))
-                        .to_owned(),
-                )
-                .await?;
-        }
+        add_job_column(manager, timestamp_with_time_zone_null("pause_requested_at")).await?;
         manager
             .create_table(
                 Table::create()
@@ -289,14 +290,7 @@ impl MigrationTrait for AddPauseAndActions {
                     .to_owned(),
             )
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("reaper_jobs")
-                    .drop_column("pause_requested_at")
-                    .to_owned(),
-            )
-            .await
+        drop_job_column(manager, "pause_requested_at").await
     }
 }
 
@@ -375,28 +369,11 @@ impl MigrationName for AddDueRows {
 #[async_trait::async_trait]
 impl MigrationTrait for AddDueRows {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.has_column("reaper_jobs", "due_rows").await? {
-            return Ok(());
-        }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("reaper_jobs")
-                    .add_column(big_integer_null("due_rows"))
-                    .to_owned(),
-            )
-            .await
+        add_job_column(manager, big_integer_null("due_rows")).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("reaper_jobs")
-                    .drop_column("due_rows")
-                    .to_owned(),
-            )
-            .await
+        drop_job_column(manager, "due_rows").await
     }
 }
 

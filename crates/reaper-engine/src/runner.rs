@@ -687,8 +687,9 @@ impl Run<'_> {
         let gate = &self.settings.health;
         let mut paused_at: Option<Instant> = None;
         let mut renewed_at = Instant::now();
+        let mut thresholds = walk.effective.thresholds.clone();
         loop {
-            match gate.check(&walk.job.target.name).await {
+            match gate.check_under(&walk.job.target.name, &thresholds).await {
                 reaper_core::health::Verdict::Go => {
                     if let Some(at) = paused_at {
                         tracing::info!(
@@ -734,6 +735,13 @@ impl Run<'_> {
             if !sleep_unless_stopped(gate.rules().sample_every, should_stop).await {
                 return Ok(ControlFlow::Break(self.stop().await?));
             }
+            // An operator's change to the target's thresholds applies while the batch waits.
+            let control = self
+                .settings
+                .pacer
+                .control(self.db, &walk.job.target.name)
+                .await?;
+            thresholds = Effective::of(&walk.job.target.throttle, control.as_ref()).thresholds;
         }
     }
 

@@ -119,7 +119,7 @@ async fn changes_are_recorded_and_refused_input_changes_nothing(backend: Backend
     assert!(paused.paused);
     let patch: ThrottlePatch = serde_json::from_value(serde_json::json!({
         "max_rows_per_second": 500, "max_batch_size": 200,
-        "thresholds": {"replica_lag_seconds": 5.5}
+        "thresholds": {"replica_lag.pause_above": 5.5}
     }))
     .unwrap();
     let set = controls::set(&s.db, &s.catalog, "events", &patch, lease, by("bob"))
@@ -156,7 +156,7 @@ async fn changes_are_recorded_and_refused_input_changes_nothing(backend: Backend
     );
     assert_eq!(stored.changed_by, "bob");
     assert_eq!(
-        stored.overrides.thresholds.as_ref().unwrap()["replica_lag_seconds"],
+        stored.overrides.thresholds.as_ref().unwrap()["replica_lag.pause_above"],
         5.5
     );
     controls::resume(&s.db, &s.catalog, "events", by("ann"))

@@ -266,6 +266,52 @@ async fn postgres_load_pauses_batches_until_the_busy_sessions_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_s_live_thresholds_make_a_configured_signal_stricter_for_one_target() {
+    let s = Setup::new(Backend::Postgres, 10).await;
+    let gate = gate(
+        &s.test.url,
+        serde_json::json!({"sample_every": "100ms", "load": {"pause_above": 50}}),
+    )
+    .await;
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            let url = s.test.url.clone();
+            tokio::spawn(async move {
+                let conn = sea_orm::Database::connect(&url).await.unwrap();
+                conn.execute_unprepared("SELECT pg_sleep(2)").await.unwrap();
+            })
+        })
+        .collect();
+    until(
+        "four busy sessions count",
+        Duration::from_secs(10),
+        || async {
+            gate.check("events").await;
+            matches!(reading(&gate, Signal::Load).await, Some(Reading::Value(n)) if n >= 3.0)
+        },
+    )
+    .await;
+    let stricter = std::collections::BTreeMap::from([("load.pause_above".to_owned(), 2.0)]);
+    let looser = std::collections::BTreeMap::from([("load.pause_above".to_owned(), 500.0)]);
+    // The configured threshold (50) lets the batches go; the operator's 2 holds them, for
+    // the target it was set on only; a looser value changes nothing.
+    assert_eq!(gate.check("events").await, Verdict::Go);
+    assert!(matches!(
+        gate.check_under("events", &stricter).await,
+        Verdict::Pause { ref reasons, .. } if reasons == &[Reason::Over(Signal::Load)]
+    ));
+    assert_eq!(gate.check_under("events", &looser).await, Verdict::Go);
+    assert_eq!(gate.check("other").await, Verdict::Go);
+    for task in busy {
+        task.await.unwrap();
+    }
+    until("the sessions ended", Duration::from_secs(10), || async {
+        gate.check_under("events", &stricter).await == Verdict::Go
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_lock_waits_a_reaper_batch_causes_pause_the_batches() {
     let _scenario = fail::FailScenario::setup();
     let s = Setup::new(Backend::Postgres, 2_000).await;

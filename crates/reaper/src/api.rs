@@ -872,21 +872,25 @@ async fn get_policy(State(state): State<Arc<ApiState>>, Path(name): Path<String>
             format!("no retention policy `{name}`"),
         );
     };
-    // One policy also says whether it keeps up: counts on the target, under the same wait.
+    let now = Utc::now();
+    let db = &state.producer.db;
     let read = async {
-        let now = Utc::now();
-        let db = &state.producer.db;
-        let mut view = crate::policy_view::policy_view(db, policy, now).await?;
+        let view = crate::policy_view::policy_view(db, policy, now).await?;
         let runs = ledger::policy_jobs(db, &policy.name, &[], POLICY_RUNS_COUNTED).await?;
-        let counts =
-            crate::policy_view::keeping_up(db, &state.producer.catalog, policy, &runs, now);
-        view.keeping_up = Some(counts.await?);
-        Ok::<_, EngineError>(view)
+        Ok::<_, EngineError>((view, runs))
     };
-    match bounded(&state, read).await {
-        Ok(view) => axum::Json(view).into_response(),
-        Err(error) => engine_problem(&error),
+    let (mut view, runs) = match bounded(&state, read).await {
+        Ok(read) => read,
+        Err(error) => return engine_problem(&error),
+    };
+    // One policy also says whether it keeps up: counts on the target, under their own wait;
+    // when they fail the view says why instead of failing.
+    let counts = crate::policy_view::keeping_up(db, &state.producer.catalog, policy, &runs, now);
+    match bounded(&state, counts).await {
+        Ok(counts) => view.keeping_up = Some(counts),
+        Err(error) => view.keeping_up_error = Some(format!("not counted: {error}")),
     }
+    axum::Json(view).into_response()
 }
 
 /// The newest runs searched for the windows `GET /v1/policies/{name}` counts.

@@ -38,16 +38,7 @@ pub(crate) async fn run(
     let metrics = install_metrics(&settings.catalog, &settings.policies)?;
     let config = &settings.config;
     let queue = JobQueue::open(&config.queue).await?;
-    let mut worker_state = WorkerState::new(
-        db.clone(),
-        settings.catalog.clone(),
-        queue.clone(),
-        &config.worker,
-    );
-    worker_state.settings.health =
-        Arc::new(reaper_engine::health::HealthGate::connect(&config.database).await?);
-    register_health_signals(settings, &worker_state.settings.health);
-    let state = Arc::new(worker_state);
+    let state = worker_state(settings, &db, &queue).await?;
     // Bind before anything runs, so a taken port stops start-up with a clear message.
     let listener = match &config.api.listen {
         Some(address) => Some(
@@ -70,12 +61,7 @@ pub(crate) async fn run(
         .map(|redis| spawn_intake(settings, &state, redis, &stop));
     let vacuum = redis.map(|redis| spawn_vacuum(settings, redis, &stop));
     let scheduler = spawn_scheduler(settings, &state, &stop);
-    let archive_purge = tokio::spawn(crate::archive_purge::run(
-        db.clone(),
-        config.archive.keep.as_duration(),
-        config.archive.purge_every.as_duration(),
-        stop.clone(),
-    ));
+    let archive_purge = spawn_archive_purge(settings, &db, &stop);
     let reconciler = tokio::spawn(worker::reconcile(
         state.clone(),
         config.worker.reconcile_every.as_duration(),
@@ -90,8 +76,7 @@ pub(crate) async fn run(
     )
     .await;
     reconciler.abort();
-    let purge = Some(archive_purge);
-    for task in [intake, api, scheduler, vacuum, purge]
+    for task in [intake, api, scheduler, vacuum, Some(archive_purge)]
         .into_iter()
         .flatten()
     {
@@ -109,6 +94,42 @@ pub(crate) async fn run(
         dead_since(&db, started).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What every worker of this daemon shares: the ledger, catalog, queue and run settings, with
+/// the database health gate `[database.health]` describes.
+async fn worker_state(
+    settings: &Settings,
+    db: &reaper_engine::Database,
+    queue: &JobQueue,
+) -> anyhow::Result<Arc<WorkerState>> {
+    let config = &settings.config;
+    let mut state = WorkerState::new(
+        db.clone(),
+        settings.catalog.clone(),
+        queue.clone(),
+        &config.worker,
+    );
+    state.settings.health =
+        Arc::new(reaper_engine::health::HealthGate::connect(&config.database).await?);
+    register_health_signals(settings, &state.settings.health);
+    Ok(Arc::new(state))
+}
+
+/// The purge of archived rows older than `archive.keep`, every `archive.purge_every`, until
+/// the daemon stops.
+fn spawn_archive_purge(
+    settings: &Settings,
+    db: &reaper_engine::Database,
+    stop: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let archive = &settings.config.archive;
+    tokio::spawn(crate::archive_purge::run(
+        db.clone(),
+        archive.keep.as_duration(),
+        archive.purge_every.as_duration(),
+        stop.clone(),
+    ))
 }
 
 /// Fails naming each job that ended `dead` since `started` (for `run --until-idle`, whose

@@ -122,6 +122,28 @@ async fn dispatch(cli: Cli, daemon_signals: Option<signals::StopSignals>) -> Com
     }
 }
 
+/// `reaper receipt JOB` makes one; `reaper receipt verify FILE` checks one.
+async fn receipt(
+    settings: &settings::Settings,
+    job: Option<String>,
+    command: Option<ReceiptCommand>,
+) -> CommandResult {
+    match (command, job) {
+        (
+            Some(ReceiptCommand::Verify {
+                file,
+                public_key,
+                database,
+            }),
+            _,
+        ) => commands::receipt::verify(settings, &file, &public_key, database).await,
+        (None, Some(job)) => commands::receipt::make(settings, &job).await,
+        (None, None) => Err(CommandError::Invalid(
+            "reaper receipt JOB, or reaper receipt verify FILE --public-key HEX".into(),
+        )),
+    }
+}
+
 async fn run_configured(
     command: ConfiguredCommand,
     settings: &settings::Settings,
@@ -166,21 +188,7 @@ async fn run_configured(
             requested_by,
             batch_size,
         } => commands::jobs::restore(settings, &job, (reason, requested_by, batch_size)).await,
-        ConfiguredCommand::Receipt {
-            command:
-                Some(ReceiptCommand::Verify {
-                    file,
-                    public_key,
-                    database,
-                }),
-            ..
-        } => commands::receipt::verify(settings, &file, &public_key, database).await,
-        ConfiguredCommand::Receipt { job: Some(job), .. } => {
-            commands::receipt::make(settings, &job).await
-        }
-        ConfiguredCommand::Receipt { .. } => Err(CommandError::Invalid(
-            "reaper receipt JOB, or reaper receipt verify FILE --public-key HEX".into(),
-        )),
+        ConfiguredCommand::Receipt { job, command } => receipt(settings, job, command).await,
         ConfiguredCommand::Audit {
             command: AuditCommand::Verify { job },
         } => commands::audit::verify(settings, &job).await,

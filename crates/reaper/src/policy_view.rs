@@ -69,6 +69,7 @@ pub(crate) async fn policy_view(
         last_run,
         last_success_at,
         keeping_up: None,
+        keeping_up_error: None,
     })
 }
 

@@ -78,7 +78,8 @@ pub(crate) struct SetArgs {
     /// The duration an adaptive batch aims at, in milliseconds (adaptive targets only).
     #[arg(long, value_name = "MS|none", allow_hyphen_values = true)]
     target_batch_duration_ms: Option<String>,
-    /// Database-health thresholds as a JSON object of numbers above 0, or `none`.
+    /// Live database-health thresholds as a JSON object, e.g. `{"load.pause_above": 4}` (names:
+    /// replica_lag, load or lock_waits, then .pause_above or .stop_above), or `none`.
     #[arg(long, value_name = "JSON|none")]
     thresholds: Option<String>,
 }
@@ -101,7 +102,7 @@ impl SetArgs {
                     json => serde_json::from_str(json).map(Some).map_err(|error| {
                         CommandError::Invalid(format!(
                             "--thresholds: {error}; give a JSON object of numbers, e.g. \
-                             '{{\"replica_lag_seconds\": 5}}', or none"
+                             '{{\"replica_lag.pause_above\": 5}}', or none"
                         ))
                     }),
                 })
