@@ -54,6 +54,43 @@ async fn until<F: Future<Output = bool>>(what: &str, limit: Duration, condition:
     }
 }
 
+/// Four sessions of `url` each running `sleep_sql` (a few seconds of real load).
+fn busy_sessions(url: &str, sleep_sql: &'static str) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let conn = sea_orm::Database::connect(&url).await.unwrap();
+                conn.execute_unprepared(sleep_sql).await.unwrap();
+            })
+        })
+        .collect()
+}
+
+/// A job erasing tenant 1 under `gate` while the `busy` sessions run: no batch in its first
+/// second, and done once they end.
+async fn no_batch_until_the_sessions_end(
+    s: &Setup,
+    gate: &Arc<HealthGate>,
+    busy: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
+    let with_gate = gated(gate);
+    let outcome = run_beside(s, &id, &with_gate, async {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(
+            batches(s, &id).await,
+            0,
+            "no batch while the database is busy"
+        );
+    })
+    .await;
+    for task in busy {
+        task.await.unwrap();
+    }
+    assert_eq!(outcome, RunOutcome::Done, "resumed once the sessions ended");
+}
+
 /// The gate's last reading of `signal`.
 async fn reading(gate: &HealthGate, signal: Signal) -> Option<Reading> {
     gate.last_readings().await.get(&signal).cloned()
@@ -226,15 +263,7 @@ async fn postgres_load_pauses_batches_until_the_busy_sessions_end() {
     )
     .await;
     assert_eq!(gate.check("events").await, Verdict::Go);
-    let busy: Vec<_> = (0..4)
-        .map(|_| {
-            let url = s.test.url.clone();
-            tokio::spawn(async move {
-                let conn = sea_orm::Database::connect(&url).await.unwrap();
-                conn.execute_unprepared("SELECT pg_sleep(3)").await.unwrap();
-            })
-        })
-        .collect();
+    let busy = busy_sessions(&s.test.url, "SELECT pg_sleep(3)");
     until(
         "four busy sessions count",
         Duration::from_secs(10),
@@ -242,21 +271,7 @@ async fn postgres_load_pauses_batches_until_the_busy_sessions_end() {
     )
     .await;
     assert!(matches!(reading(&gate, Signal::Load).await, Some(Reading::Value(n)) if n >= 3.0));
-    let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
-    let with_gate = gated(&gate);
-    let outcome = run_beside(&s, &id, &with_gate, async {
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(
-            batches(&s, &id).await,
-            0,
-            "no batch while the database is busy"
-        );
-    })
-    .await;
-    for task in busy {
-        task.await.unwrap();
-    }
-    assert_eq!(outcome, RunOutcome::Done, "resumed once the sessions ended");
+    no_batch_until_the_sessions_end(&s, &gate, busy).await;
     assert_eq!(
         s.test
             .int("SELECT count(*) FROM events WHERE tenant_id = 1")
@@ -273,15 +288,7 @@ async fn an_operator_s_live_thresholds_make_a_configured_signal_stricter_for_one
         serde_json::json!({"sample_every": "100ms", "load": {"pause_above": 50}}),
     )
     .await;
-    let busy: Vec<_> = (0..4)
-        .map(|_| {
-            let url = s.test.url.clone();
-            tokio::spawn(async move {
-                let conn = sea_orm::Database::connect(&url).await.unwrap();
-                conn.execute_unprepared("SELECT pg_sleep(2)").await.unwrap();
-            })
-        })
-        .collect();
+    let busy = busy_sessions(&s.test.url, "SELECT pg_sleep(2)");
     until(
         "four busy sessions count",
         Duration::from_secs(10),
@@ -628,36 +635,14 @@ async fn mariadb_load_and_lock_waits_on_reaper_s_user_pause_the_batches() {
     assert_eq!(gate.check("events").await, Verdict::Go);
 
     // Load: four sessions busy for 3 s.
-    let busy: Vec<_> = (0..4)
-        .map(|_| {
-            let url = app_url.clone();
-            tokio::spawn(async move {
-                let conn = sea_orm::Database::connect(&url).await.unwrap();
-                conn.execute_unprepared("SELECT SLEEP(3)").await.unwrap();
-            })
-        })
-        .collect();
+    let busy = busy_sessions(&app_url, "SELECT SLEEP(3)");
     until(
         "four busy sessions count",
         Duration::from_secs(10),
         || async { holds_for(&gate, Reason::Over(Signal::Load)).await },
     )
     .await;
-    let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
-    let with_gate = gated(&gate);
-    let outcome = run_beside(&s, &id, &with_gate, async {
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
-        assert_eq!(
-            batches(&s, &id).await,
-            0,
-            "no batch while the server is busy"
-        );
-    })
-    .await;
-    for task in busy {
-        task.await.unwrap();
-    }
-    assert_eq!(outcome, RunOutcome::Done, "resumed once the sessions ended");
+    no_batch_until_the_sessions_end(&s, &gate, busy).await;
 
     // Lock waits: a session of reaper's database user holds a row in a transaction, as a
     // batch does until it commits (on MariaDB the signal knows reaper's sessions by their
