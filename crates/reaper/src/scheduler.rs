@@ -52,6 +52,9 @@ pub(crate) enum WindowJob {
     },
 }
 
+/// The longest the scheduler waits for a window's due count before submitting its job.
+const DUE_COUNT_WAIT: Duration = Duration::from_secs(5);
+
 /// What submitting a window's job needs.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
@@ -75,19 +78,26 @@ impl Scheduler {
         {
             return Ok(WindowJob::Skipped { previous });
         }
-        // What became due in the window, counted before its job removes any of it; a failed
-        // count leaves the job without one rather than the window without its job.
-        let due = crate::policy_view::due_in_window(
+        // What became due in the window, counted before its job removes any of it. A count
+        // that fails or outlasts DUE_COUNT_WAIT (no index on the age column, a huge first
+        // window) leaves the job without one rather than the window late or without its job.
+        let count = crate::policy_view::due_in_window(
             &self.producer.db,
             &self.producer.catalog,
             policy,
             window,
-        )
-        .await
-        .inspect_err(|error| {
-            tracing::warn!(message = "Cannot count the rows that became due in a window.", policy = %policy.name, %window, %error);
-        })
-        .ok();
+        );
+        let due = match tokio::time::timeout(DUE_COUNT_WAIT, count).await {
+            Ok(Ok(due)) => Some(due),
+            Ok(Err(error)) => {
+                tracing::warn!(message = "Cannot count the rows that became due in a window.", policy = %policy.name, %window, %error);
+                None
+            }
+            Err(_) => {
+                tracing::warn!(message = "Counting the rows that became due in a window took too long; the window's job is submitted without the count.", policy = %policy.name, %window, wait = ?DUE_COUNT_WAIT);
+                None
+            }
+        };
         let request = policy.job_request(Some(window), retention::SCHEDULER);
         let submitted = self
             .producer
