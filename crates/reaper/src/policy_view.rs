@@ -90,9 +90,14 @@ fn job_at(
     .map_err(EngineError::from)
 }
 
-/// The policy's age as a signed duration.
-fn max_age(policy: &Policy) -> chrono::Duration {
-    chrono::Duration::from_std(policy.max_age.as_duration()).unwrap_or(chrono::Duration::MAX)
+/// `tick − max_age`: where the due range of the window ending at `tick` starts or ends. An age
+/// beyond chrono's range (a policy keeping rows for millennia) saturates at the earliest time
+/// instead of overflowing.
+fn cutoff_at(policy: &Policy, tick: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::Duration::from_std(policy.max_age.as_duration())
+        .ok()
+        .and_then(|age| tick.checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// The rows of the due range of the window ending at tick `end` still in the target: `age` in
@@ -111,7 +116,7 @@ pub(crate) async fn due_in_window(
                 db,
                 &job,
                 &policy.age_column,
-                start - max_age(policy),
+                cutoff_at(policy, start),
                 COUNT_CAP,
             )
             .await
@@ -145,20 +150,15 @@ pub(crate) async fn keeping_up(
         });
         tick = policy.latest_window(end - chrono::Duration::seconds(1));
     }
+    let due_now = job_at(policy, catalog, now)?;
     let due_since_last_window = match policy.latest_window(now) {
         Some(latest) => {
-            batch::count_due_in_range(
-                db,
-                &job_at(policy, catalog, now)?,
-                &policy.age_column,
-                latest - max_age(policy),
-                COUNT_CAP,
-            )
-            .await?
+            let from = cutoff_at(policy, latest);
+            batch::count_due_in_range(db, &due_now, &policy.age_column, from, COUNT_CAP).await?
         }
         None => 0,
     };
-    let backlog = batch::count_backlog(db, &job_at(policy, catalog, now)?, COUNT_CAP).await?;
+    let backlog = batch::count_backlog(db, &due_now, COUNT_CAP).await?;
     Ok(KeepingUp {
         windows,
         due_since_last_window,
