@@ -11,7 +11,7 @@ use reaper_testkit::Removal;
 use reaper_testkit::engine::assert_clean;
 use serde_json::{Value, json};
 
-use crate::daemon::{RedisDeployment, SLOW_BATCHES, erase_two_tenants};
+use crate::daemon::{RedisDeployment, erase_two_tenants};
 
 fn by(name: &str) -> Value {
     json!({ "requested_by": name })
@@ -21,14 +21,7 @@ fn by(name: &str) -> Value {
 async fn a_paused_job_keeps_its_checkpoint_until_resumed_then_finishes_exactly_once() {
     let (d, matching, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
-    let _daemon = d.start(&[
-        SLOW_BATCHES,
-        ("REAPER_WORKER__LEASE", "60s"),
-        ("REAPER_WORKER__SLICE", "30s"),
-    ]);
-    let api = d.api();
-    let id = api.submit(&erase_two_tenants()).await;
-    api.wait_mid_run(&id, 2).await;
+    let (_daemon, api, id) = d.mid_run().await;
     let (status, body) = api
         .call(
             reqwest::Method::POST,
@@ -91,25 +84,12 @@ async fn a_paused_job_keeps_its_checkpoint_until_resumed_then_finishes_exactly_o
         .assert_removed_within(test, &matching, Removal::Hard, 20)
         .await;
 
-    let (status, actions) = api.get(&format!("/v1/jobs/{id}/actions")).await;
-    assert_eq!(status, 200, "{actions}");
-    let recorded: Vec<(&str, &str, &str)> = actions["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|action| {
-            (
-                action["action"].as_str().unwrap(),
-                action["actor"].as_str().unwrap(),
-                action["outcome"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(recorded.len(), 2, "{actions}");
-    assert_eq!(recorded[0], ("resume", "bob", "pending"));
+    let recorded = api.actions(&id).await;
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(recorded[0], ["resume", "bob", "pending"]);
     assert!(
-        recorded[1] == ("pause", "ann", "stopping") || recorded[1] == ("pause", "ann", "paused"),
-        "{actions}"
+        recorded[1] == ["pause", "ann", "stopping"] || recorded[1] == ["pause", "ann", "paused"],
+        "{recorded:?}"
     );
 }
 

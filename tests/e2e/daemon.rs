@@ -128,6 +128,16 @@ impl RedisDeployment {
         Api::at(self.port)
     }
 
+    /// A daemon with [`ONE_SLOW_SLICE`] running [`erase_two_tenants`], two batches in; the
+    /// daemon, the API and the job's id.
+    pub(crate) async fn mid_run(&self) -> (Daemon, Api, String) {
+        let daemon = self.start(&ONE_SLOW_SLICE);
+        let api = self.api();
+        let id = api.submit(&erase_two_tenants()).await;
+        api.wait_mid_run(&id, 2).await;
+        (daemon, api, id)
+    }
+
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url.as_str())
             .unwrap()
@@ -374,6 +384,25 @@ impl Api {
         let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(status, 200, "{body}");
         body
+    }
+
+    /// The operator actions recorded on the job, newest first: `[action, actor, outcome]`.
+    pub(crate) async fn actions(&self, id: &str) -> Vec<[String; 3]> {
+        let (status, body) = self.get(&format!("/v1/jobs/{id}/actions")).await;
+        assert_eq!(status, 200, "{body}");
+        let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+        body["actions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no actions in {body}"))
+            .iter()
+            .map(|action| {
+                [
+                    text(&action["action"]),
+                    text(&action["actor"]),
+                    text(&action["outcome"]),
+                ]
+            })
+            .collect()
     }
 
     /// Polls the job until `until` holds for it, within `limit`; the job then.
@@ -697,6 +726,14 @@ async fn plain_redis_commands_submit_a_job_that_is_done_and_audited() {
 /// Every batch takes at least this long in these tests (a fault point), so signals land mid-job.
 pub(crate) const SLOW_BATCHES: (&str, &str) = ("FAILPOINTS", "batch::before_commit=sleep(100)");
 
+/// Slow batches in one long slice: a job stays running (no hand-over between slices) until an
+/// operator stops it.
+pub(crate) const ONE_SLOW_SLICE: [(&str, &str); 3] = [
+    SLOW_BATCHES,
+    ("REAPER_WORKER__LEASE", "60s"),
+    ("REAPER_WORKER__SLICE", "30s"),
+];
+
 /// A job on tenants 1 and 2 (200 rows) in batches of 20.
 pub(crate) fn erase_two_tenants() -> Value {
     json!({"target": "events", "filter": {"all": [{"column": "tenant_id", "op": "in", "value": [1, 2]}]}, "batch_size": 20, "requested_by": "t", "reason": "r"})
@@ -707,14 +744,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
     let (d, matching, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
     // One long slice: the job stays running (no hand-over between slices) until cancelled.
-    let _daemon = d.start(&[
-        SLOW_BATCHES,
-        ("REAPER_WORKER__LEASE", "60s"),
-        ("REAPER_WORKER__SLICE", "30s"),
-    ]);
-    let api = d.api();
-    let id = api.submit(&erase_two_tenants()).await;
-    api.wait_mid_run(&id, 2).await;
+    let (_daemon, api, id) = d.mid_run().await;
     let (status, body) = api
         .call(
             reqwest::Method::POST,

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::daemon::{Api, RedisDeployment, SLOW_BATCHES, TOKEN, free_port};
+use crate::daemon::{Api, ONE_SLOW_SLICE, RedisDeployment, TOKEN, free_port};
 
 const READ_TOKEN: &str = "read-only-token-0123456789";
 
@@ -83,6 +84,31 @@ async fn shot(browser: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// The element `locator` finds, or a panic naming what was not found.
+async fn element(browser: &Client, locator: Locator<'_>) -> Element {
+    browser
+        .find(locator)
+        .await
+        .unwrap_or_else(|error| panic!("{locator:?}: {error}"))
+}
+
+async fn click(browser: &Client, locator: Locator<'_>) {
+    element(browser, locator).await.click().await.unwrap();
+}
+
+async fn type_into(browser: &Client, locator: Locator<'_>, text: &str) {
+    element(browser, locator)
+        .await
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// The element `locator` finds once the page has it (fantoccini's wait).
+async fn wait_for(browser: &Client, locator: Locator<'_>) -> Element {
+    browser.wait().for_element(locator).await.unwrap()
+}
+
 async fn text_of(browser: &Client, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -104,27 +130,9 @@ async fn sign_in(browser: &Client, base: &str, name: &str, token: &str) {
             .path()
             .ends_with("/ui/login")
     );
-    browser
-        .find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(browser, Locator::Id("name"), name).await;
+    type_into(browser, Locator::Id("token"), token).await;
+    click(browser, Locator::Css("form button[type=submit]")).await;
     let started = Instant::now();
     while browser.find(Locator::Css("h1")).await.is_err()
         || text_of(browser, "h1").await != "Overview"
@@ -139,38 +147,20 @@ async fn sign_in(browser: &Client, base: &str, name: &str, token: &str) {
 }
 
 async fn sign_out(browser: &Client) {
-    browser
-        .find(Locator::Css(".who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("token"))
-        .await
-        .unwrap();
+    click(browser, Locator::Css(".who button")).await;
+    wait_for(browser, Locator::Id("token")).await;
 }
 
 /// Opens the job's page, follows its `action` link to the confirmation page and confirms it
 /// from the keyboard: the confirm button has the focus, Enter presses it.
 async fn act(browser: &Client, base: &str, id: &str, action: &str) {
     browser.goto(&format!("{base}/ui/jobs/{id}")).await.unwrap();
-    browser
-        .find(Locator::Css(&format!(
-            ".actions a[href$='/confirm/{action}']"
-        )))
-        .await
-        .unwrap_or_else(|error| panic!("no {action} on the job page: {error}"))
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("confirm"))
-        .await
-        .unwrap();
+    click(
+        browser,
+        Locator::Css(&format!(".actions a[href$='/confirm/{action}']")),
+    )
+    .await;
+    wait_for(browser, Locator::Id("confirm")).await;
     assert!(text_of(browser, "h1").await.contains(id));
     let focused = browser.active_element().await.unwrap();
     assert_eq!(
@@ -178,11 +168,7 @@ async fn act(browser: &Client, base: &str, id: &str, action: &str) {
         Some("confirm")
     );
     focused.send_keys("\u{e007}").await.unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Css(".job-head"))
-        .await
-        .unwrap();
+    wait_for(browser, Locator::Css(".job-head")).await;
 }
 
 /// Waits until the page shows `needle` (a form's answer after a redirect or a refusal).
@@ -245,12 +231,13 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
         "\n[[retention]]\nname = \"old-events\"\ntarget = \"events\"\nage_column = \"created_at\"\n\
          max_age = \"30d\"\nschedule = \"0 3 * * *\"\nenabled = false\n",
     );
-    let _daemon = d.start(&[
-        SLOW_BATCHES,
-        ("REAPER_WORKER__LEASE", "60s"),
-        ("REAPER_WORKER__SLICE", "30s"),
-        ("REAPER_API_READ_TOKEN", READ_TOKEN),
-    ]);
+    let _daemon = d.start(
+        &[
+            &ONE_SLOW_SLICE[..],
+            &[("REAPER_API_READ_TOKEN", READ_TOKEN)],
+        ]
+        .concat(),
+    );
     let api = d.api();
     let base = format!("http://127.0.0.1:{}", d.port);
     let driver = Driver::start();
@@ -289,11 +276,7 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
     act(&browser, &base, &id, "pause").await;
     let paused = wait_state(&api, &id, &["paused"]).await;
     browser.goto(&format!("{base}/ui/jobs/{id}")).await.unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Css(".chart rect"))
-        .await
-        .unwrap();
+    wait_for(&browser, Locator::Css(".chart rect")).await;
     shot(&browser, "job").await;
     act(&browser, &base, &id, "resume").await;
     api.wait_until(&id, "past the pause", Duration::from_secs(20), |job| {
@@ -306,21 +289,15 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
         cancelled["rows_deleted"].as_i64().unwrap() < 200,
         "{cancelled}"
     );
-    let (_, actions) = api.get(&format!("/v1/jobs/{id}/actions")).await;
-    let done: Vec<(&str, &str)> = actions["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|action| {
-            (
-                action["action"].as_str().unwrap(),
-                action["actor"].as_str().unwrap(),
-            )
-        })
+    let done: Vec<[String; 2]> = api
+        .actions(&id)
+        .await
+        .into_iter()
+        .map(|[action, actor, _]| [action, actor])
         .collect();
     assert_eq!(
         done,
-        [("cancel", "ann"), ("resume", "ann"), ("pause", "ann")]
+        [["cancel", "ann"], ["resume", "ann"], ["pause", "ann"]]
     );
 
     // A dead job (more matching rows than its max_rows), retried from the dead jobs page.
@@ -328,20 +305,13 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
     wait_state(&api, &dead, &["dead"]).await;
     browser.goto(&format!("{base}/ui/dead")).await.unwrap();
     shot(&browser, "dead").await;
-    browser
-        .find(Locator::Css(&format!(
-            "a[href='/ui/jobs/{dead}/confirm/retry']"
-        )))
+    click(
+        &browser,
+        Locator::Css(&format!("a[href='/ui/jobs/{dead}/confirm/retry']")),
+    )
+    .await;
+    wait_for(&browser, Locator::Id("confirm"))
         .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Id("confirm"))
-        .await
-        .unwrap()
         .click()
         .await
         .unwrap();

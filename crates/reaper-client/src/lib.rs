@@ -22,6 +22,7 @@
 //! types): no database driver or ORM enters a producer's build. Plain HTTP; put TLS in front
 //! (a mesh or a proxy) when the API leaves the host.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::time::Duration;
 
 pub use reaper_core::controls::ThrottlePatch;
@@ -343,16 +344,16 @@ fn error_for(status: u16, body: String) -> ClientError {
     }
 }
 
+/// RFC 3986's unreserved characters stay; every other byte is escaped.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// A job id as one path segment (ids are uuids; anything else is escaped, never a new path).
 fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(id, ESCAPED).to_string()
 }
 
 #[cfg(test)]

@@ -242,12 +242,7 @@ pub fn apply_patch(
     lease: Duration,
 ) -> Result<ThrottleOverride, ValidationError> {
     let mut errors = Vec::new();
-    let mut fail = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.to_owned(),
-            message,
-        })
-    };
+    let mut fail = |field: &str, message: String| errors.push(FieldError::new(field, message));
     let Some(target) = catalog.get(target_name) else {
         fail(
             "target",
@@ -306,12 +301,7 @@ pub fn apply_patch(
 /// adaptive values on a target without adaptive sizing, thresholds that are not above zero.
 fn check_override(target: &Target, o: &ThrottleOverride, lease: Duration) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let mut fail = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.to_owned(),
-            message,
-        })
-    };
+    let mut fail = |field: &str, message: String| errors.push(FieldError::new(field, message));
     let configured = &target.throttle;
     if let (Some(set), Some(cap)) = (o.max_rows_per_second, configured.max_rows_per_second)
         && set > cap
@@ -402,12 +392,10 @@ fn check_override(target: &Target, o: &ThrottleOverride, lease: Duration) -> Vec
 pub fn check_target(catalog: &Catalog, target: &str) -> Result<(), ValidationError> {
     match catalog.get(target) {
         Some(_) => Ok(()),
-        None => Err(ValidationError {
-            errors: vec![FieldError {
-                field: "target".into(),
-                message: crate::validate::unknown_target(catalog, target),
-            }],
-        }),
+        None => Err(ValidationError::of(
+            "target",
+            crate::validate::unknown_target(catalog, target),
+        )),
     }
 }
 

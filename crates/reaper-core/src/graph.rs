@@ -77,6 +77,27 @@ pub struct Relation {
     pub allow_unindexed: bool,
 }
 
+impl Relation {
+    /// `parent.parent_column` → `child.column` with `action`; the child column must lead an
+    /// index (`allow_unindexed` off).
+    pub fn new(
+        parent: &str,
+        child: &str,
+        column: &str,
+        parent_column: &str,
+        action: Action,
+    ) -> Self {
+        Self {
+            parent: parent.into(),
+            child: child.into(),
+            column: column.into(),
+            parent_column: parent_column.into(),
+            action,
+            allow_unindexed: false,
+        }
+    }
+}
+
 /// A database `ON DELETE CASCADE` a target accepts (`[[targets.NAME.cascades]]`): deleting a
 /// row of `parent` makes the database delete the rows of `table` whose `column` equals the
 /// row's `parent_column` — at most `max_rows_per_batch` of them in one transaction.
@@ -387,14 +408,7 @@ mod tests {
     use super::*;
 
     fn relation(parent: &str, child: &str, action: Action) -> Relation {
-        Relation {
-            parent: parent.into(),
-            child: child.into(),
-            column: format!("{parent}_id"),
-            parent_column: "id".into(),
-            action,
-            allow_unindexed: false,
-        }
+        Relation::new(parent, child, &format!("{parent}_id"), "id", action)
     }
 
     fn shop() -> Vec<Relation> {

@@ -105,12 +105,7 @@ pub fn validate_hold(
     now: DateTime<Utc>,
 ) -> Result<Hold, ValidationError> {
     let mut errors = Vec::new();
-    let mut fail = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.to_owned(),
-            message,
-        })
-    };
+    let mut fail = |field: &str, message: String| errors.push(FieldError::new(field, message));
     for (field, text) in [
         ("target", &request.target),
         ("reason", &request.reason),

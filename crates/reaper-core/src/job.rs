@@ -200,10 +200,7 @@ pub fn parse(value: &serde_json::Value) -> Parsed {
 
     let mut errors = Vec::new();
     let mut fail = |field: &str, message: String| {
-        errors.push(crate::validate::FieldError {
-            field: field.to_owned(),
-            message,
-        })
+        errors.push(crate::validate::FieldError::new(field, message))
     };
     let mut request = JobRequest {
         target: String::new(),

@@ -27,6 +27,16 @@ pub struct FieldError {
     pub message: String,
 }
 
+impl FieldError {
+    /// The problem `message` with the field at path `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
@@ -38,6 +48,15 @@ impl fmt::Display for FieldError {
 pub struct ValidationError {
     /// The problems, in field order.
     pub errors: Vec<FieldError>,
+}
+
+impl ValidationError {
+    /// A rejection for one problem with one field.
+    pub fn of(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
 }
 
 impl fmt::Display for ValidationError {
@@ -222,12 +241,7 @@ pub fn validate(
     as_of: DateTime<Utc>,
 ) -> Result<ValidatedJob, ValidationError> {
     let mut errors = Vec::new();
-    let mut fail = |field: &str, message: String| {
-        errors.push(FieldError {
-            field: field.to_owned(),
-            message,
-        })
-    };
+    let mut fail = |field: &str, message: String| errors.push(FieldError::new(field, message));
 
     // Every string a job carries ends up in the ledger, an audit row or a bound parameter.
     // PostgreSQL cannot store a NUL character in text at all, and SQLite's text functions stop
@@ -420,10 +434,10 @@ pub fn filter_predicates(
     for (index, condition) in filter.all.iter().enumerate() {
         match predicate(condition, target, as_of) {
             Ok(predicate) => predicates.push(predicate),
-            Err((suffix, message)) => errors.push(FieldError {
-                field: format!("filter.all[{index}]{suffix}"),
+            Err((suffix, message)) => errors.push(FieldError::new(
+                format!("filter.all[{index}]{suffix}"),
                 message,
-            }),
+            )),
         }
     }
     if errors.is_empty() {

@@ -135,14 +135,7 @@ pub async fn migrated(test: &TestDatabase, lock_timeout: Span) -> Database {
 
 /// The relation `parent.id` → `child.column` with `action`, on an indexed column.
 pub fn relation(parent: &str, child: &str, column: &str, action: Action) -> Relation {
-    Relation {
-        parent: parent.into(),
-        child: child.into(),
-        column: column.into(),
-        parent_column: "id".into(),
-        action,
-        allow_unindexed: false,
-    }
+    Relation::new(parent, child, column, "id", action)
 }
 
 /// A migrated test database with the `events` and `tokens` fixtures and their catalog.

@@ -6,7 +6,7 @@ use chrono::Utc;
 use reaper_core::catalog::Catalog;
 use reaper_core::job::JobRequest;
 use reaper_core::retention;
-use reaper_core::validate::{FieldError, ValidationError};
+use reaper_core::validate::ValidationError;
 use reaper_engine::ledger::{self, Submitted};
 use reaper_engine::{Database, EngineError, instruments};
 
@@ -98,15 +98,13 @@ async fn accept(
             .is_some_and(|prefix| prefix.eq_ignore_ascii_case(retention::KEY_PREFIX))
     {
         instruments::job_submitted(source, false);
-        return Err(EngineError::Invalid(ValidationError {
-            errors: vec![FieldError {
-                field: "idempotency_key".into(),
-                message: format!(
-                    "keys starting with `{}` are reserved for retention policies",
-                    retention::KEY_PREFIX
-                ),
-            }],
-        }));
+        return Err(EngineError::Invalid(ValidationError::of(
+            "idempotency_key",
+            format!(
+                "keys starting with `{}` are reserved for retention policies",
+                retention::KEY_PREFIX
+            ),
+        )));
     }
     let submitted = match ledger::submit(
         db,

@@ -183,7 +183,7 @@ pub fn count_step(
 }
 
 /// `pk IN ($1, $2, …)`, typed like the key.
-fn write_key_list(w: &mut SqlWriter, target: &Target, keys: &[KeyValue]) {
+pub(crate) fn write_key_list(w: &mut SqlWriter, target: &Target, keys: &[KeyValue]) {
     w.ident(&target.primary_key).push(" IN (");
     for (index, key) in keys.iter().enumerate() {
         if index > 0 {
@@ -519,14 +519,7 @@ mod tests {
     }
 
     fn relation(parent: &str, child: &str, column: &str, action: Action) -> Relation {
-        Relation {
-            parent: parent.into(),
-            child: child.into(),
-            column: column.into(),
-            parent_column: "id".into(),
-            action,
-            allow_unindexed: false,
-        }
+        Relation::new(parent, child, column, "id", action)
     }
 
     fn shop() -> Catalog {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::catalog::Target;
 use crate::holds::{HeldRows, Hold};
 use crate::sql::rows::{Row, required};
-use crate::sql::{Backend, SqlWriter, Statement, key_param, select_keys, write_predicates};
+use crate::sql::{Backend, SqlWriter, Statement, select_keys, write_predicates};
 use crate::validate::ValidatedJob;
 use crate::value::{KeyValue, SqlValue};
 
@@ -175,16 +175,7 @@ pub(crate) fn write_held(w: &mut SqlWriter, target: &Target, held: &[HeldRows]) 
             w.push(" OR ");
         }
         match rows {
-            HeldRows::Keys(keys) => {
-                w.ident(&target.primary_key).push(" IN (");
-                for (index, key) in keys.iter().enumerate() {
-                    if index > 0 {
-                        w.push(", ");
-                    }
-                    w.param(key_param(target.key_type, key));
-                }
-                w.push(")");
-            }
+            HeldRows::Keys(keys) => super::graph::write_key_list(w, target, keys),
             HeldRows::Filter(predicates) => {
                 w.push("(");
                 write_predicates(w, predicates);

@@ -6,12 +6,14 @@
 //! renders one template; a viewer's pages show no action, and the action handlers refuse a
 //! viewer (403) and any request without the session's anti-forgery token (403).
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
@@ -50,13 +52,24 @@ fn head(session: &Session, active: &'static str) -> Head {
     }
 }
 
-/// The request's session, or the answer to give instead: the sign-in page.
-fn signed_in(state: &ApiState, headers: &HeaderMap) -> Result<Session, Box<Response>> {
-    state
-        .ui
-        .sessions
-        .of(headers)
-        .ok_or_else(|| Box::new(Redirect::to("/ui/login").into_response()))
+/// The request's session, as an extractor: a page handler that takes it runs only for a
+/// signed-in request; any other is sent to the sign-in page.
+pub(crate) struct SignedIn(Session);
+
+impl FromRequestParts<Arc<ApiState>> for SignedIn {
+    type Rejection = Redirect;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .ui
+            .sessions
+            .of(&parts.headers)
+            .map(SignedIn)
+            .ok_or_else(|| Redirect::to("/ui/login"))
+    }
 }
 
 /// A rendered template, or a 500 naming the template problem.
@@ -303,11 +316,10 @@ fn throttle_text(throttle: &reaper_core::throttle::Throttle) -> String {
     }
 }
 
-pub(crate) async fn overview(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
+pub(crate) async fn overview(
+    State(state): State<Arc<ApiState>>,
+    SignedIn(session): SignedIn,
+) -> Response {
     let facts = match bounded(&state, overview_facts(&state)).await {
         Ok(facts) => facts,
         Err(error) => return unavailable(&error),
@@ -507,18 +519,16 @@ async fn find_jobs(
     Ok((page, cursor))
 }
 
+/// RFC 3986's unreserved characters stay; every other byte is escaped.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// The next page's address: the filters kept, the cursor moved.
 fn next_page(base: &str, filter: &JobFilter, cursor: &str) -> String {
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|byte| match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (byte as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect()
-    };
+    let encode = |text: &str| utf8_percent_encode(text, ESCAPED).to_string();
     format!(
         "{base}?state={}&target={}&requested_by={}&before={}",
         encode(&filter.state),
@@ -530,13 +540,9 @@ fn next_page(base: &str, filter: &JobFilter, cursor: &str) -> String {
 
 pub(crate) async fn jobs(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Query(filter): Query<JobFilter>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
     let wanted = match filter.state.as_str() {
         "" => None,
         word => match word.parse::<JobState>() {
@@ -549,13 +555,9 @@ pub(crate) async fn jobs(
 
 pub(crate) async fn dead(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Query(filter): Query<JobFilter>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
     listing(&state, &session, filter, Some(JobState::Dead), true).await
 }
 
@@ -636,14 +638,10 @@ async fn job_facts(state: &ApiState, id: &str, after: i64) -> Result<JobFacts, E
 
 pub(crate) async fn job(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path(id): Path<String>,
     Query(cursor): Query<AuditCursor>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
     let job = match bounded(&state, ledger::get(&state.producer.db, &id)).await {
         Ok(Some(job)) => job,
         Ok(None) => return plain(StatusCode::NOT_FOUND, format!("no job `{id}`")),
@@ -726,14 +724,9 @@ fn read_only() -> Response {
 }
 
 pub(crate) async fn confirm(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path((id, word)): Path<(String, String)>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
     if session.role != Role::Operator {
         return read_only();
     }
@@ -969,11 +962,10 @@ async fn policy_line(
     })
 }
 
-pub(crate) async fn policies(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
+pub(crate) async fn policies(
+    State(state): State<Arc<ApiState>>,
+    SignedIn(session): SignedIn,
+) -> Response {
     let mut lines = Vec::with_capacity(state.policies.len());
     for policy in &state.policies {
         match bounded(&state, policy_line(&state, policy)).await {
@@ -989,13 +981,9 @@ pub(crate) async fn policies(State(state): State<Arc<ApiState>>, headers: Header
 
 pub(crate) async fn confirm_run(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    SignedIn(session): SignedIn,
     Path(name): Path<String>,
 ) -> Response {
-    let session = match signed_in(&state, &headers) {
-        Ok(session) => session,
-        Err(answer) => return *answer,
-    };
     if session.role != Role::Operator {
         return read_only();
     }
