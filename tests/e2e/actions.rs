@@ -149,17 +149,7 @@ async fn the_cli_pauses_resumes_and_refuses_to_retry_a_live_job() {
     let test = &d.deployment.test;
     let before = test.snapshot_events().await;
     // No daemon: the job stays pending until paused.
-    let output = crate::run(d.deployment.reaper().args([
-        "enqueue",
-        "--target",
-        "events",
-        "--where",
-        "tenant_id=3",
-        "--reason",
-        "cli test",
-    ]));
-    assert!(output.status.success(), "{}", crate::stderr(&output));
-    let id = crate::stdout(&output).trim().to_owned();
+    let id = d.enqueue_tenant_3(&[]);
     let paused = crate::run(
         d.deployment
             .reaper()

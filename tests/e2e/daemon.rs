@@ -29,13 +29,7 @@ pub(crate) struct RedisDeployment {
     _queue: Option<TestQueue>,
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use reaper_testkit::free_port;
 
 impl RedisDeployment {
     pub(crate) async fn new(rows: u32, private_redis: Option<&PrivateRedis>) -> Self {
@@ -126,6 +120,20 @@ impl RedisDeployment {
 
     pub(crate) fn api(&self) -> Api {
         Api::at(self.port)
+    }
+
+    /// `reaper enqueue` of tenant 3's events with `more` flags, which must succeed; the job's id.
+    pub(crate) fn enqueue_tenant_3(&self, more: &[&str]) -> String {
+        let flags = ["enqueue", "--target", "events", "--where", "tenant_id=3"];
+        let output = crate::run(
+            self.deployment
+                .reaper()
+                .args(flags)
+                .args(["--reason", "cli test"])
+                .args(more),
+        );
+        assert!(output.status.success(), "{}", crate::stderr(&output));
+        crate::stdout(&output).trim().to_owned()
     }
 
     /// A daemon with [`ONE_SLOW_SLICE`] running [`erase_two_tenants`], two batches in; the
@@ -1176,21 +1184,12 @@ async fn the_cli_enqueues_from_flags_lists_and_cancels() {
     let d = RedisDeployment::new(500, None).await;
     let test = &d.deployment.test;
     let before = test.snapshot_events().await;
-    let output = crate::run(d.deployment.reaper().args([
-        "enqueue",
-        "--target",
-        "events",
-        "--where",
-        "tenant_id=3",
+    let id = d.enqueue_tenant_3(&[
         "--older-than",
         "created_at=1d",
-        "--reason",
-        "cli test",
         "--idempotency-key",
         "cli-3",
-    ]));
-    assert!(output.status.success(), "{}", crate::stderr(&output));
-    let id = crate::stdout(&output).trim().to_owned();
+    ]);
     let bad = crate::run(d.deployment.reaper().args([
         "enqueue",
         "--target",

@@ -129,13 +129,59 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
         Span::from_millis(50),
     )
     .await;
-    let name = s.test.url.rsplit('/').next().unwrap().to_owned();
-    let replica_url = replica_server.url_of(&name);
+    let replica_url = replica_server.url_of(database_name(&s));
     let replica = ReplicaConnection::connect(&replica_url).await;
+    let gate = lag_gate(&s, &replica_url).await;
+    // Replay paused, writes on the primary wait on the replica: real lag, growing.
+    let lag = ReplayPaused(&replica);
+    lag_pauses_then_stops_resumably(&s, &gate, &lag).await;
+    until(
+        "the replica replayed the purge",
+        Duration::from_secs(20),
+        || async { replica.events().await == s.test.int("SELECT count(*) FROM events").await },
+    )
+    .await;
+}
+
+/// PostgreSQL's lag: the replica's replay paused.
+struct ReplayPaused<'a>(&'a ReplicaConnection);
+
+impl Lagging for ReplayPaused<'_> {
+    type Held = ();
+
+    async fn fall_behind(&self, _: &Setup, _: i64) {
+        self.0.exec("SELECT pg_wal_replay_pause()").await;
+    }
+
+    async fn catch_up(&self, (): ()) {
+        self.0.exec("SELECT pg_wal_replay_resume()").await;
+    }
+}
+
+/// How a test makes its replica fall behind for real, and lets it catch up.
+trait Lagging {
+    /// What keeps the replica behind until it is given back.
+    type Held;
+
+    /// Starts the lag; `row` is an `events` row the test may touch to produce it.
+    async fn fall_behind(&self, s: &Setup, row: i64) -> Self::Held;
+
+    /// Ends the lag.
+    async fn catch_up(&self, held: Self::Held);
+}
+
+/// The database's name in the test's URL (the replica has it under the same name).
+fn database_name(s: &Setup) -> &str {
+    s.test.url.rsplit('/').next().unwrap_or_default()
+}
+
+/// Waits until the replica at `replica_url` has the fixture; a gate pausing above 2 s of lag and
+/// stopping above 6 s, in step with it.
+async fn lag_gate(s: &Setup, replica_url: &str) -> Arc<HealthGate> {
     until(
         "the replica has the fixture",
         Duration::from_secs(30),
-        || async { replica.events().await == 2_000 },
+        || async { ReplicaConnection::connect(replica_url).await.events().await == 2_000 },
     )
     .await;
     let gate = gate(
@@ -145,19 +191,24 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
     )
     .await;
     assert_eq!(gate.check("events").await, Verdict::Go, "a replica in step");
+    gate
+}
 
-    // Replay paused, writes on the primary wait on the replica: real lag, growing.
-    replica.exec("SELECT pg_wal_replay_pause()").await;
+/// What replica lag does to a job, on either backend: over the pause level no batch runs and
+/// the job resumes once the replica catches up; over the critical level the job stops for now,
+/// pending with its attempt given back, and finishes after `stop_for` once the lag is gone.
+async fn lag_pauses_then_stops_resumably(s: &Setup, gate: &Arc<HealthGate>, lag: &impl Lagging) {
+    let held = lag.fall_behind(s, 2).await;
     let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
     until("the lag passes 2s", Duration::from_secs(20), || async {
-        holds_for(&gate, Reason::Over(Signal::ReplicaLag)).await
+        holds_for(gate, Reason::Over(Signal::ReplicaLag)).await
     })
     .await;
-    let with_gate = gated(&gate);
-    let outcome = run_beside(&s, &id, &with_gate, async {
+    let with_gate = gated(gate);
+    let outcome = run_beside(s, &id, &with_gate, async {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        assert_eq!(batches(&s, &id).await, 0, "no batch while the lag is over");
-        replica.exec("SELECT pg_wal_replay_resume()").await;
+        assert_eq!(batches(s, &id).await, 0, "no batch while the lag is over");
+        lag.catch_up(held).await;
     })
     .await;
     assert_eq!(
@@ -172,12 +223,11 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
         0
     );
 
-    // Over the critical level: the job stops for now, pending with its attempt given back.
-    replica.exec("SELECT pg_wal_replay_pause()").await;
+    let held = lag.fall_behind(s, 3).await;
     let id = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
     until("the lag passes 6s", Duration::from_secs(30), || async {
         gate.check("events").await;
-        matches!(reading(&gate, Signal::ReplicaLag).await, Some(Reading::Value(lag)) if lag > 6.5)
+        matches!(reading(gate, Signal::ReplicaLag).await, Some(Reading::Value(lag)) if lag > 6.5)
     })
     .await;
     let outcome = s.run_with(&id, &with_gate, &|| false).await;
@@ -195,7 +245,7 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
     );
     assert_eq!(record.last_error.as_deref(), Some(reason.as_str()));
     assert!(record.run_after.is_some_and(|at| at > chrono::Utc::now()));
-    replica.exec("SELECT pg_wal_replay_resume()").await;
+    lag.catch_up(held).await;
     until("the replica caught up", Duration::from_secs(20), || async {
         matches!(gate.check("events").await, Verdict::Go)
     })
@@ -207,19 +257,12 @@ async fn postgres_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_sto
     );
     let (state, attempts, _) = s.state(&id).await;
     assert_eq!((state.as_str(), attempts), (JobState::Done.as_str(), 1));
-    until(
-        "the replica replayed the purge",
-        Duration::from_secs(20),
-        || async { replica.events().await == s.test.int("SELECT count(*) FROM events").await },
-    )
-    .await;
-    drop(replica);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_replica_counts_as_exceeded_and_holds_every_batch() {
     let s = Setup::new(Backend::Postgres, 500).await;
-    let name = s.test.url.rsplit('/').next().unwrap().to_owned();
+    let name = database_name(&s);
     let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = nobody.local_addr().unwrap().port();
     drop(nobody);
@@ -504,100 +547,12 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
         Span::from_millis(50),
     )
     .await;
-    let name = s.test.url.rsplit('/').next().unwrap().to_owned();
-    let replica_url = replica_server.url_of(&name);
-    until(
-        "the replica has the fixture",
-        Duration::from_secs(30),
-        || async {
-            ReplicaConnection::connect(&replica_url)
-                .await
-                .events()
-                .await
-                == 2_000
-        },
-    )
-    .await;
+    let replica_url = replica_server.url_of(database_name(&s));
+    let gate = lag_gate(&s, &replica_url).await;
     let replica = sea_orm::Database::connect(replica_url.as_str())
         .await
         .unwrap();
-    let gate = gate(
-        &s.test.url,
-        serde_json::json!({"sample_every": "100ms", "stop_for": "1s",
-            "replica_lag": {"replicas": [replica_url], "pause_above": "2s", "stop_above": "6s"}}),
-    )
-    .await;
-    assert_eq!(gate.check("events").await, Verdict::Go, "a replica in step");
-
-    // A transaction on the replica holds a row the next replicated change needs: the SQL
-    // thread waits on it while the primary goes on, and the lag grows for real.
-    let hold_row = |row: i64| {
-        let replica = replica.clone();
-        async move {
-            let hold = replica.begin().await.unwrap();
-            hold.execute_unprepared(&format!("SELECT * FROM events WHERE id = {row} FOR UPDATE"))
-                .await
-                .unwrap();
-            hold
-        }
-    };
-    let hold = hold_row(2).await;
-    s.test
-        .exec("UPDATE events SET payload = 'moved' WHERE id = 2")
-        .await;
-    let id = s.submit(erase_tenant(1, serde_json::json!({})), 5).await;
-    until("the lag passes 2s", Duration::from_secs(20), || async {
-        holds_for(&gate, Reason::Over(Signal::ReplicaLag)).await
-    })
-    .await;
-    let with_gate = gated(&gate);
-    let outcome = run_beside(&s, &id, &with_gate, async {
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        assert_eq!(batches(&s, &id).await, 0, "no batch while the lag is over");
-        hold.rollback().await.unwrap();
-    })
-    .await;
-    assert_eq!(
-        outcome,
-        RunOutcome::Done,
-        "resumed once the replica caught up"
-    );
-    assert_eq!(
-        s.test
-            .int("SELECT count(*) FROM events WHERE tenant_id = 1")
-            .await,
-        0
-    );
-
-    // Over the critical level: the job stops for now, pending with its attempt given back.
-    let hold = hold_row(3).await;
-    s.test
-        .exec("UPDATE events SET payload = 'moved' WHERE id = 3")
-        .await;
-    let id = s.submit(erase_tenant(2, serde_json::json!({})), 5).await;
-    until("the lag passes 6s", Duration::from_secs(30), || async {
-        gate.check("events").await;
-        matches!(reading(&gate, Signal::ReplicaLag).await, Some(Reading::Value(lag)) if lag > 6.5)
-    })
-    .await;
-    let outcome = s.run_with(&id, &with_gate, &|| false).await;
-    let RunOutcome::Throttled { reason, .. } = outcome else {
-        panic!("stopped for the lag, not {outcome:?}")
-    };
-    assert!(reason.contains("critical level 6.0s"), "{reason}");
-    let (state, attempts, error) = s.state(&id).await;
-    assert_eq!((state.as_str(), attempts), ("pending", 0));
-    assert_eq!(error.as_deref(), Some(reason.as_str()));
-    hold.rollback().await.unwrap();
-    until("the replica caught up", Duration::from_secs(20), || async {
-        matches!(gate.check("events").await, Verdict::Go)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await; // stop_for
-    assert_eq!(
-        s.run_with(&id, &with_gate, &|| false).await,
-        RunOutcome::Done
-    );
+    lag_pauses_then_stops_resumably(&s, &gate, &RowHeldOnReplica(&replica)).await;
 
     // Replication stopped: the lag is unknown, which holds the batches too.
     replica
@@ -608,6 +563,31 @@ async fn mariadb_replica_lag_pauses_batches_then_resumes_and_a_critical_lag_stop
         holds_for(&gate, Reason::Unknown).await
     })
     .await;
+}
+
+/// MariaDB's lag: a transaction on the replica holds a row the next replicated change needs,
+/// so the SQL thread waits on it while the primary goes on.
+struct RowHeldOnReplica<'a>(&'a sea_orm::DatabaseConnection);
+
+impl Lagging for RowHeldOnReplica<'_> {
+    type Held = sea_orm::DatabaseTransaction;
+
+    async fn fall_behind(&self, s: &Setup, row: i64) -> Self::Held {
+        let hold = self.0.begin().await.unwrap();
+        hold.execute_unprepared(&format!("SELECT * FROM events WHERE id = {row} FOR UPDATE"))
+            .await
+            .unwrap();
+        s.test
+            .exec(&format!(
+                "UPDATE events SET payload = 'moved' WHERE id = {row}"
+            ))
+            .await;
+        hold
+    }
+
+    async fn catch_up(&self, held: Self::Held) {
+        held.rollback().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

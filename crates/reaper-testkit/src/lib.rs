@@ -17,7 +17,7 @@ pub mod shop;
 mod tls_servers;
 pub use graph::{GraphSnapshot, GraphTable};
 pub use invariants::{AuditEntry, Checked, Removal, TableSnapshot, parse_time};
-pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk};
+pub use private_servers::{PrivateMariaDb, PrivatePostgres, SmallDisk, free_port};
 pub use redis_queue::{PrivateRedis, TestQueue, redis_url};
 pub use tls_servers::{
     ClientCertificates, RedisCluster, RedisSentinels, SENTINEL_MASTER, TestCertificates, TlsRedis,

@@ -33,7 +33,7 @@ pub(crate) fn run_checked(command: &mut Command) -> Output {
 }
 
 /// A free loopback port (bound, then released for the server to take).
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
