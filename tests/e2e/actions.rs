@@ -22,13 +22,7 @@ async fn a_paused_job_keeps_its_checkpoint_until_resumed_then_finishes_exactly_o
     let (d, matching, before) = RedisDeployment::prepared(2_000, None, "tenant_id IN (1, 2)").await;
     let test = &d.deployment.test;
     let (_daemon, api, id) = d.mid_run().await;
-    let (status, body) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/jobs/{id}/pause"),
-            Some(&by("ann")),
-        )
-        .await;
+    let (status, body) = api.act(&id, "pause", Some(&by("ann"))).await;
     // Usually `stopping` (202); the worker may reach its boundary before the read-back.
     assert!(
         (status == 202 && body["outcome"] == "stopping")
@@ -57,21 +51,11 @@ async fn a_paused_job_keeps_its_checkpoint_until_resumed_then_finishes_exactly_o
         .await;
     assert_eq!(checked.removed.len() as u64, deleted);
 
-    let (status, body) = api
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/pause"), None)
-        .await;
+    let (status, body) = api.act(&id, "pause", None).await;
     assert_eq!(status, 409, "{body}");
-    let (status, body) = api
-        .call(reqwest::Method::POST, &format!("/v1/jobs/{id}/retry"), None)
-        .await;
+    let (status, body) = api.act(&id, "retry", None).await;
     assert_eq!(status, 409, "{body}");
-    let (status, body) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/jobs/{id}/resume"),
-            Some(&by("bob")),
-        )
-        .await;
+    let (status, body) = api.act(&id, "resume", Some(&by("bob"))).await;
     assert_eq!(
         (status, &body["outcome"]),
         (200, &json!("pending")),
@@ -108,13 +92,7 @@ async fn a_dead_job_is_retried_from_its_checkpoint_and_the_retry_is_recorded() {
     let dead = api.wait_for(&id, "dead", Duration::from_secs(60)).await;
     let rows_before = dead["rows_deleted"].as_u64().unwrap();
     assert_eq!(rows_before, 60, "{dead}");
-    let (status, body) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/jobs/{id}/retry"),
-            Some(&by("carol")),
-        )
-        .await;
+    let (status, body) = api.act(&id, "retry", Some(&by("carol"))).await;
     assert_eq!(
         (status, &body["outcome"]),
         (200, &json!("pending")),

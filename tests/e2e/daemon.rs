@@ -394,6 +394,12 @@ impl Api {
         body
     }
 
+    /// `POST /v1/jobs/{id}/{action}` with `body`: the status and the answer.
+    pub(crate) async fn act(&self, id: &str, action: &str, body: Option<&Value>) -> (u16, Value) {
+        let path = format!("/v1/jobs/{id}/{action}");
+        self.call(reqwest::Method::POST, &path, body).await
+    }
+
     /// The operator actions recorded on the job, newest first: `[action, actor, outcome]`.
     pub(crate) async fn actions(&self, id: &str) -> Vec<[String; 3]> {
         let (status, body) = self.get(&format!("/v1/jobs/{id}/actions")).await;
@@ -753,13 +759,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
     let test = &d.deployment.test;
     // One long slice: the job stays running (no hand-over between slices) until cancelled.
     let (_daemon, api, id) = d.mid_run().await;
-    let (status, body) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/jobs/{id}/cancel"),
-            None,
-        )
-        .await;
+    let (status, body) = api.act(&id, "cancel", None).await;
     // Usually `stopping` (202); when the worker reaches its batch boundary between the cancel's
     // write and its read-back, the reply already says `cancelled` (200).
     assert!(
@@ -779,13 +779,7 @@ async fn cancel_stops_a_running_job_at_a_batch_boundary() {
         "{cancelled}"
     );
     assert_eq!(cancelled["rows_deleted"], checked.removed.len());
-    let (status, _) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/jobs/{id}/cancel"),
-            None,
-        )
-        .await;
+    let (status, _) = api.act(&id, "cancel", None).await;
     assert_eq!(status, 409);
 }
 

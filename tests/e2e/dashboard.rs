@@ -352,13 +352,7 @@ async fn an_operator_watches_pauses_resumes_cancels_and_retries_and_a_viewer_can
 
     // A forged request from another origin, with the operator's cookie: refused.
     let target = api.submit(&slow_job(&[4], json!({}))).await;
-    let (status, _) = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/jobs/{target}/pause"),
-            None,
-        )
-        .await;
+    let (status, _) = api.act(&target, "pause", None).await;
     assert!(status == 200 || status == 202);
     wait_state(&api, &target, &["paused"]).await;
     let evil = hostile_site(format!(
