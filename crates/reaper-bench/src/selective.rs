@@ -463,9 +463,10 @@ async fn engine_job(
         |choice| format!("{:?} ({:?})", choice.strategy, choice.reason),
     );
     println!(
-        "  user {user:>7}: {:>3} rows in {:>8.2} ms, {} batches, strategy {chosen}",
+        "  user {user:>7}: {:>3} rows in {:>8.2} ms ({:.2} ms inside {} batch transactions), strategy {chosen}",
         report.rows,
         ms(took),
+        ms(report.batch_time),
         report.batches
     );
     Ok(took)
