@@ -137,7 +137,8 @@ struct Servers {
 /// The PostgreSQL server a benchmark runs on.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PostgresServer {
-    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`
+    /// (`selective`: `reaper_bench_selective`).
     #[arg(
         long,
         env = "REAPER_BENCH_POSTGRES_URL",
