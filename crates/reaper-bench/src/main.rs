@@ -8,6 +8,7 @@
 //! cargo run --release -p reaper-bench -- daemon            # jobs/s through Redis, end to end
 //! cargo run --release -p reaper-bench -- load              # OLTP p99 during a purge
 //! cargo run --release -p reaper-bench -- graph             # erasures across five tables
+//! cargo run --release -p reaper-bench -- selective         # one user's erasure on 10,000,000 rows
 //! ```
 //!
 //! Data: `events(id bigserial primary key, tenant_id int, created_at timestamptz, payload text
@@ -35,6 +36,7 @@ mod daemon;
 mod graph;
 mod mariadb;
 mod oltp;
+mod selective;
 
 #[derive(Debug, Parser)]
 #[command(about = "reaper benchmarks; prints figures and ratios")]
@@ -112,6 +114,10 @@ enum Bench {
         #[command(flatten)]
         servers: Servers,
     },
+    /// One user's erasure (~50 rows, index on the user column) on a 10,000,000-row table:
+    /// per-job time with the strategy the engine chooses against a keyset walk of the primary
+    /// key, and the plans; PostgreSQL, or `--backend mariadb|sqlite`.
+    Selective(selective::SelectiveArgs),
 }
 
 /// PostgreSQL and Redis for the benchmarks that run the daemon.
@@ -131,7 +137,8 @@ struct Servers {
 /// The PostgreSQL server a benchmark runs on.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PostgresServer {
-    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`.
+    /// An admin connection; the benchmark creates (and drops) its own database `reaper_bench`
+    /// (`selective`: `reaper_bench_selective`).
     #[arg(
         long,
         env = "REAPER_BENCH_POSTGRES_URL",
@@ -202,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Bench::Load(args) => oltp::run(args).await,
+        Bench::Selective(args) => selective::run(args).await,
         Bench::Graph {
             users,
             children,
@@ -392,10 +400,14 @@ pub(crate) fn report(name: &str, figures: &Figures) {
     );
 }
 
+/// The database the benchmarks create and drop (`selective` uses its own).
+pub(crate) const BENCH_DATABASE: &str = "reaper_bench";
+
 /// Connects to `admin_url` (failing with `needed` when it cannot) and creates an empty
-/// `reaper_bench` database after `drop_statement` removed any earlier one; the admin connection.
+/// database `name` after `drop_statement` removed any earlier one; the admin connection.
 pub(crate) async fn recreate_bench_database(
     admin_url: &str,
+    name: &str,
     drop_statement: &str,
     needed: &str,
 ) -> anyhow::Result<DatabaseConnection> {
@@ -404,15 +416,22 @@ pub(crate) async fn recreate_bench_database(
         .with_context(|| needed.to_owned())?;
     admin.execute_unprepared(drop_statement).await?;
     admin
-        .execute_unprepared("CREATE DATABASE reaper_bench")
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await?;
     Ok(admin)
 }
 
 async fn create_database(admin_url: &str) -> anyhow::Result<String> {
+    create_named_database(admin_url, BENCH_DATABASE).await
+}
+
+/// Creates an empty PostgreSQL database `name` (dropping any earlier one) next to the one
+/// `admin_url` names; its URL.
+pub(crate) async fn create_named_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let admin = recreate_bench_database(
         admin_url,
-        "DROP DATABASE IF EXISTS reaper_bench WITH (FORCE)",
+        name,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         &format!("PostgreSQL is needed at {admin_url}"),
     )
     .await?;
@@ -420,23 +439,32 @@ async fn create_database(admin_url: &str) -> anyhow::Result<String> {
     let base = admin_url
         .rsplit_once('/')
         .map_or(admin_url, |(base, _)| base);
-    Ok(format!("{base}/reaper_bench"))
+    Ok(format!("{base}/{name}"))
 }
 
 async fn drop_database(admin_url: &str) -> anyhow::Result<()> {
+    drop_named_database(admin_url, BENCH_DATABASE).await
+}
+
+/// Drops the PostgreSQL database `name`, closing its sessions.
+pub(crate) async fn drop_named_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let admin = sea_orm::Database::connect(admin_url).await?;
     admin
-        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench WITH (FORCE)")
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
     Ok(())
 }
 
-async fn query_one<T: sea_orm::TryGetable>(
+/// The first column of the first row `sql` returns, on any backend.
+pub(crate) async fn query_one<T: sea_orm::TryGetable>(
     conn: &DatabaseConnection,
     sql: &str,
 ) -> anyhow::Result<T> {
     let row = conn
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()))
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            sql.to_owned(),
+        ))
         .await?
         .context("no row")?;
     Ok(row.try_get_by_index(0)?)
@@ -652,6 +680,14 @@ pub(crate) async fn submit(
     catalog: &Catalog,
     request: serde_json::Value,
 ) -> anyhow::Result<(Database, String)> {
+    let db = connect_engine(url).await?;
+    let id = submit_on(&db, catalog, request).await?;
+    Ok((db, id))
+}
+
+/// Connects the engine as the daemon would (4 connections, 60 s statement timeout, 50 ms lock
+/// timeout) and creates its tables.
+pub(crate) async fn connect_engine(url: &str) -> anyhow::Result<Database> {
     let db = Database::connect(&DatabaseConfig {
         url: url.to_owned(),
         max_connections: 4,
@@ -661,9 +697,18 @@ pub(crate) async fn submit(
     })
     .await?;
     Migrator::up(db.connection(), None).await?;
+    Ok(db)
+}
+
+/// Submits `request` to the ledger of `db` (three attempts, run by the queue); the job's id.
+pub(crate) async fn submit_on(
+    db: &Database,
+    catalog: &Catalog,
+    request: serde_json::Value,
+) -> anyhow::Result<String> {
     let request: JobRequest = serde_json::from_value(request)?;
-    let id = ledger::submit(
-        &db,
+    Ok(ledger::submit(
+        db,
         catalog,
         &request,
         3,
@@ -673,8 +718,7 @@ pub(crate) async fn submit(
     )
     .await?
     .job
-    .id;
-    Ok((db, id))
+    .id)
 }
 
 /// Resets the kernel's high-water mark of this process's RSS (Linux `clear_refs` 5).

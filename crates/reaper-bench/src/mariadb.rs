@@ -22,6 +22,7 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
     let admin_url = format!("mysql://root@{host}/mysql");
     let admin = crate::recreate_bench_database(
         &admin_url,
+        crate::BENCH_DATABASE,
         "DROP DATABASE IF EXISTS reaper_bench",
         &format!("MariaDB/MySQL is needed at {host}"),
     )
@@ -41,35 +42,7 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
     }
 
     load(&conn, rows).await?;
-    let needed_mib: f64 = scalar::<f64>(
-        &conn,
-        "SELECT CAST((data_length + index_length) / 1048576 AS DOUBLE) FROM information_schema.tables \
-         WHERE table_schema = 'reaper_bench' AND table_name = 'events'",
-    )
-    .await?;
-    let pool_mib: f64 = scalar::<f64>(
-        &conn,
-        "SELECT CAST(@@innodb_buffer_pool_size / 1048576 AS DOUBLE)",
-    )
-    .await?;
-    let restore_pool = if pool_mib < needed_mib * 1.5 {
-        let raised = ((needed_mib * 2.0 / 128.0).ceil() * 128.0) as u64;
-        conn.execute_unprepared(&format!(
-            "SET GLOBAL innodb_buffer_pool_size = {}",
-            raised * 1_048_576
-        ))
-        .await?;
-        println!(
-            "InnoDB buffer pool: {pool_mib:.0} MiB is too small for the table ({needed_mib:.0} MiB with indexes); \
-             raised to {raised} MiB for this run, restored at the end."
-        );
-        Some(pool_mib as u64)
-    } else {
-        println!(
-            "InnoDB buffer pool: {pool_mib:.0} MiB, holds the table ({needed_mib:.0} MiB with indexes)."
-        );
-        None
-    };
+    let restore_pool = fit_buffer_pool(&conn, crate::BENCH_DATABASE, "events").await?;
     println!("(a fresh, analyzed table for every run; loading is not timed)\n");
 
     let (mut unbounded, mut bulk, mut single, mut engines) =
@@ -138,17 +111,66 @@ pub(crate) async fn run(rows: u64, batch: u32, repeat: usize, host: &str) -> any
     }
     print_longest(pad, &engines, "");
 
-    if let Some(original) = restore_pool {
+    restore_buffer_pool(&conn, restore_pool).await?;
+    conn.close().await.ok();
+    admin
+        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench")
+        .await?;
+    Ok(())
+}
+
+/// Raises the InnoDB buffer pool for the run when it cannot hold `schema`.`table` (data and
+/// indexes, with room to spare), saying so; the original size in MiB, for
+/// [`restore_buffer_pool`] (`None`: unchanged).
+pub(crate) async fn fit_buffer_pool(
+    conn: &DatabaseConnection,
+    schema: &str,
+    table: &str,
+) -> anyhow::Result<Option<u64>> {
+    let needed_mib: f64 = scalar::<f64>(
+        conn,
+        &format!(
+            "SELECT CAST((data_length + index_length) / 1048576 AS DOUBLE) FROM information_schema.tables \
+             WHERE table_schema = '{schema}' AND table_name = '{table}'"
+        ),
+    )
+    .await?;
+    let pool_mib: f64 = scalar::<f64>(
+        conn,
+        "SELECT CAST(@@innodb_buffer_pool_size / 1048576 AS DOUBLE)",
+    )
+    .await?;
+    if pool_mib >= needed_mib * 1.5 {
+        println!(
+            "InnoDB buffer pool: {pool_mib:.0} MiB, holds the table ({needed_mib:.0} MiB with indexes)."
+        );
+        return Ok(None);
+    }
+    let raised = ((needed_mib * 2.0 / 128.0).ceil() * 128.0) as u64;
+    conn.execute_unprepared(&format!(
+        "SET GLOBAL innodb_buffer_pool_size = {}",
+        raised * 1_048_576
+    ))
+    .await?;
+    println!(
+        "InnoDB buffer pool: {pool_mib:.0} MiB is too small for the table ({needed_mib:.0} MiB with indexes); \
+         raised to {raised} MiB for this run, restored at the end."
+    );
+    Ok(Some(pool_mib as u64))
+}
+
+/// Puts the buffer pool back to what [`fit_buffer_pool`] found.
+pub(crate) async fn restore_buffer_pool(
+    conn: &DatabaseConnection,
+    original: Option<u64>,
+) -> anyhow::Result<()> {
+    if let Some(original) = original {
         conn.execute_unprepared(&format!(
             "SET GLOBAL innodb_buffer_pool_size = {}",
             original * 1_048_576
         ))
         .await?;
     }
-    conn.close().await.ok();
-    admin
-        .execute_unprepared("DROP DATABASE IF EXISTS reaper_bench")
-        .await?;
     Ok(())
 }
 
