@@ -200,8 +200,7 @@ async fn child_batch(
         // The rest of the selection is the next child batch's.
         keys.truncate(within_cascade_bounds(txn, backend, job, child, &keys).await?);
     }
-    let archived = job.mode == Mode::Archive;
-    if archived {
+    if job.mode == Mode::Archive {
         // The rows as they are before the step (deleted, or their column nulled).
         let at = (holder.job_id, now);
         crate::archive::copy_before_delete(txn, backend, child, &keys, at).await?;
@@ -209,15 +208,21 @@ async fn child_batch(
     execute(txn, backend, &removal(backend, step, &keys, now)?).await?;
     let what = Written {
         target: &child.name,
-        mode: match step.effect {
-            Effect::Delete if archived => Mode::Archive.as_str(),
-            effect => effect.as_str(),
-        },
+        mode: step_mode(job, step.effect),
         keys: &keys,
         checkpoint: None,
         held: Vec::new(),
     };
     record(txn, backend, job, (holder, &locked), &what, now).await
+}
+
+/// The mode a step's audit rows name: its effect, `archive` for the rows an archive job
+/// deletes (copied first).
+fn step_mode(job: &ValidatedJob, effect: Effect) -> &'static str {
+    match effect {
+        Effect::Delete if job.mode == Mode::Archive => Mode::Archive.as_str(),
+        effect => effect.as_str(),
+    }
 }
 
 /// The step's removal statement; a soft step without a `soft_delete_column` (which the
@@ -327,7 +332,7 @@ async fn count_kept<C: sea_orm::ConnectionTrait>(
         .iter()
         .map(|step| {
             let statement = graph::count_kept(backend, job, step, parents, holds);
-            (&step.target().name, step.effect.as_str(), statement)
+            (&step.target().name, step_mode(job, step.effect), statement)
         })
         .chain(std::iter::once((
             &job.target.name,

@@ -33,6 +33,7 @@ reaper_testkit::on_every_backend!(
     a_graph_is_archived_and_restored_parents_first_column_for_column_across_a_stop,
     a_graph_restore_reports_each_tables_conflicts_with_their_keys_and_restores_the_rest,
     a_soft_restore_reports_the_keys_it_left,
+    held_rows_across_relations_are_neither_archived_nor_removed,
 );
 
 /// `payments`: an int key, a filter column, and a column of each kind a restore must bring back
@@ -640,4 +641,44 @@ async fn a_soft_restore_reports_the_keys_it_left(backend: Backend) {
     assert_eq!((report.restored, report.conflicts), (17, 3));
     assert_eq!(report.conflict_keys, ["14", "54", "94"]);
     assert!(report.tables.is_empty());
+}
+
+async fn held_rows_across_relations_are_neither_archived_nor_removed(backend: Backend) {
+    let s = shop_with(backend, 12, 3).await;
+    let original = state(&s).await;
+    // Item 411 is held: it keeps its order 41 and user 4; the rest goes as without a hold.
+    let hold: reaper_core::holds::HoldRequest = serde_json::from_value(serde_json::json!({
+        "target": "order_items", "keys": [411], "reason": "case 12", "placed_by": "legal"
+    }))
+    .unwrap();
+    reaper_engine::holds::place(&s.db, &s.catalog, &hold, Utc::now())
+        .await
+        .unwrap();
+    let id = s.submit(archive_tenant(1, 2), 3).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let kept = BTreeSet::from([("users", "4"), ("orders", "41"), ("order_items", "411")]);
+    let mut removed = hanging_off(&BTreeSet::from([1, 4, 7, 10]));
+    for (table, ids) in &mut removed {
+        ids.retain(|id| !kept.contains(&(*table, id.as_str())));
+    }
+    let now = state(&s).await;
+    for (table, ids) in &original {
+        let left: BTreeSet<String> = ids.difference(&removed[table]).cloned().collect();
+        assert_eq!(now[table], left, "{table}");
+    }
+    for (table, ids) in &removed {
+        let archived: BTreeSet<String> = s
+            .test
+            .strings(&format!(
+                "SELECT row_key FROM reaper_archive WHERE job_id = '{id}' AND target = '{table}'"
+            ))
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(
+            &archived, ids,
+            "{table}: exactly the rows removed or nulled"
+        );
+    }
+    assert_eq!(s.job(&id).await.rows_held, 3);
 }
