@@ -45,6 +45,42 @@ async fn audit_rows(deployment: &Deployment, id: &str) -> i64 {
     .await
 }
 
+/// Starts a daemon (3 s lease, 1 s slices) and kills it with SIGKILL once job `restore` has
+/// written `rows` audit rows.
+async fn kill_daemon_after(deployment: &Deployment, restore: &str, rows: i64) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let env = [
+        ("REAPER_API__LISTEN", listen.as_str()),
+        ("REAPER_WORKER__LEASE", "3s"),
+        ("REAPER_WORKER__SLICE", "1s"),
+    ];
+    let mut daemon = Daemon::start(&deployment.config, deployment.dir.path(), port, &env);
+    crate::poll_until(
+        Duration::from_secs(60),
+        "restore audit rows",
+        async || match audit_rows(deployment, restore).await {
+            n if n >= rows => Ok(()),
+            n => Err(format!("{n} audit rows")),
+        },
+    )
+    .await;
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(5));
+}
+
+/// `run --until-idle` (3 s lease, 1 s slices) after a kill, then job `restore`'s status, `done`.
+fn finish(deployment: &Deployment, restore: &str) -> serde_json::Value {
+    deployment.run_until_idle(&[
+        ("REAPER_WORKER__LEASE", "3s"),
+        ("REAPER_WORKER__SLICE", "1s"),
+    ]);
+    let status = run(deployment.reaper().args(["status", restore]));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "done", "{status}");
+    status
+}
+
 async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged(backend: Backend) {
     let deployment = Deployment::new(backend, 1000).await;
     deployment.write_config(config_text(
@@ -104,25 +140,7 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
     ]));
     assert!(restored.status.success(), "{}", stderr(&restored));
     let restore = stdout(&restored).trim().to_owned();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let env = [
-        ("REAPER_API__LISTEN", listen.as_str()),
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ];
-    let mut daemon = Daemon::start(&deployment.config, deployment.dir.path(), port, &env);
-    crate::poll_until(
-        Duration::from_secs(60),
-        "three restore batches",
-        async || match audit_rows(&deployment, &restore).await {
-            n if n >= 3 => Ok(()),
-            n => Err(format!("{n} batches")),
-        },
-    )
-    .await;
-    daemon.signal("KILL");
-    daemon.wait(Duration::from_secs(5));
+    kill_daemon_after(&deployment, &restore, 3).await;
     let at_kill = audit_rows(&deployment, &restore).await;
     assert!(
         at_kill < 20,
@@ -138,13 +156,7 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
         "the daemon purged the expired copies at start-up"
     );
 
-    deployment.run_until_idle(&[
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ]);
-    let status = run(deployment.reaper().args(["status", &restore]));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["state"], "done", "{status}");
+    let status = finish(&deployment, &restore);
     assert_eq!(status["result"]["restore"]["restored"], 100, "{status}");
     assert_eq!(status["result"]["restore"]["conflicts"], 0, "{status}");
     assert_eq!(
@@ -296,36 +308,12 @@ async fn kill_9_mid_graph_restore_puts_every_row_of_every_table_back_once(backen
         .args(["restore", &archived, "--batch-size", "2"]));
     assert!(restored.status.success(), "{}", stderr(&restored));
     let restore = stdout(&restored).trim().to_owned();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let env = [
-        ("REAPER_API__LISTEN", listen.as_str()),
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ];
-    let mut daemon = Daemon::start(&deployment.config, deployment.dir.path(), port, &env);
-    crate::poll_until(
-        Duration::from_secs(60),
-        "four restore audit rows",
-        async || match audit_rows(&deployment, &restore).await {
-            n if n >= 4 => Ok(()),
-            n => Err(format!("{n} audit rows")),
-        },
-    )
-    .await;
-    daemon.signal("KILL");
-    daemon.wait(Duration::from_secs(5));
+    kill_daemon_after(&deployment, &restore, 4).await;
     let left = count(&deployment, "FROM reaper_archive").await;
     assert!(left > 0, "the restore finished before the kill");
     assert_ne!(graph_checksum(&deployment).await, before);
 
-    deployment.run_until_idle(&[
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ]);
-    let status = run(deployment.reaper().args(["status", &restore]));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["state"], "done", "{status}");
+    let status = finish(&deployment, &restore);
     assert_eq!(status["result"]["restore"]["restored"], 40, "{status}");
     assert_eq!(status["result"]["restore"]["conflicts"], 0, "{status}");
     assert_eq!(

@@ -61,10 +61,7 @@ pub(crate) async fn copy_before_delete(
     if keys.is_empty() {
         return Ok(());
     }
-    let columns = match backend {
-        Backend::Postgres => Vec::new(),
-        Backend::MySql | Backend::Sqlite => table_columns(txn, backend, target).await?,
-    };
+    let columns = columns_unless_postgres(txn, backend, target).await?;
     let copy = sql_archive::copy_rows(backend, target, &columns, keys, (job_id, now));
     let copied = execute(txn, backend, &copy).await?;
     if copied != keys.len() as u64 {
@@ -305,12 +302,8 @@ async fn restore_rows(
     target: &Target,
     keys: &[(i64, KeyValue)],
 ) -> Result<Vec<(i64, KeyValue)>, EngineError> {
-    let all: Vec<KeyValue> = keys.iter().map(|(_, key)| key.clone()).collect();
-    let existing = sql_archive::existing_keys(backend, target, &all);
-    let existing: BTreeSet<KeyValue> =
-        batch::read_keys(&query_all(txn, backend, &existing).await?, target.key_type)?
-            .into_iter()
-            .collect();
+    let existing = |all: &[KeyValue]| sql_archive::existing_keys(backend, target, all);
+    let existing = selected(txn, backend, target, keys, existing).await?;
     let absent: Vec<(i64, KeyValue)> = keys
         .iter()
         .filter(|(_, key)| !existing.contains(key))
@@ -319,11 +312,8 @@ async fn restore_rows(
     if absent.is_empty() {
         return Ok(absent);
     }
-    let columns = match backend {
-        // PostgreSQL reads the row back through the table's row type.
-        Backend::Postgres => Vec::new(),
-        Backend::MySql | Backend::Sqlite => table_columns(txn, backend, target).await?,
-    };
+    // PostgreSQL reads the row back through the table's row type.
+    let columns = columns_unless_postgres(txn, backend, target).await?;
     let insert =
         |ids: &[i64], _: &[KeyValue]| sql_archive::restore_rows(backend, target, &columns, ids);
     write_all_or_each(txn, backend, &target.name, &absent, insert).await
@@ -339,12 +329,8 @@ async fn restore_nulled(
     column: &str,
     keys: &[(i64, KeyValue)],
 ) -> Result<Vec<(i64, KeyValue)>, EngineError> {
-    let all: Vec<KeyValue> = keys.iter().map(|(_, key)| key.clone()).collect();
-    let null = sql_archive::still_null(backend, target, column, &all);
-    let null: BTreeSet<KeyValue> =
-        batch::read_keys(&query_all(txn, backend, &null).await?, target.key_type)?
-            .into_iter()
-            .collect();
+    let null = |all: &[KeyValue]| sql_archive::still_null(backend, target, column, all);
+    let null = selected(txn, backend, target, keys, null).await?;
     let pending: Vec<(i64, KeyValue)> = keys
         .iter()
         .filter(|(_, key)| null.contains(key))
@@ -353,11 +339,8 @@ async fn restore_nulled(
     if pending.is_empty() {
         return Ok(pending);
     }
-    let described = match backend {
-        Backend::Postgres => Vec::new(),
-        Backend::MySql | Backend::Sqlite => table_columns(txn, backend, target).await?,
-    };
-    let column = described
+    let column = columns_unless_postgres(txn, backend, target)
+        .await?
         .into_iter()
         .find(|described| described.name == column)
         .unwrap_or_else(|| TableColumn {
@@ -368,6 +351,35 @@ async fn restore_nulled(
         sql_archive::restore_column(backend, target, &column, (ids, keys))
     };
     write_all_or_each(txn, backend, &target.name, &pending, update).await
+}
+
+/// The keys of `target` among `keys` (archive id, key) that `statement` (over all of them)
+/// selects.
+async fn selected(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    target: &Target,
+    keys: &[(i64, KeyValue)],
+    statement: impl Fn(&[KeyValue]) -> Statement,
+) -> Result<BTreeSet<KeyValue>, EngineError> {
+    let all: Vec<KeyValue> = keys.iter().map(|(_, key)| key.clone()).collect();
+    let rows = query_all(txn, backend, &statement(&all)).await?;
+    Ok(batch::read_keys(&rows, target.key_type)?
+        .into_iter()
+        .collect())
+}
+
+/// The columns of `target`'s table on MySQL and SQLite, whose statements name them; none on
+/// PostgreSQL, whose statements go through the table's row type.
+async fn columns_unless_postgres(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    target: &Target,
+) -> Result<Vec<TableColumn>, EngineError> {
+    match backend {
+        Backend::Postgres => Ok(Vec::new()),
+        Backend::MySql | Backend::Sqlite => table_columns(txn, backend, target).await,
+    }
 }
 
 /// Runs `statement` over all `rows` (archive id, key) in a savepoint; when a foreign key or a

@@ -71,14 +71,26 @@ pub fn decode_archived_key<R: Row>(row: &R) -> Result<ArchivedKey, R::Error> {
 /// the rows that refer to it (a job deletes children before their parents). The checkpoint is
 /// the last (smallest) id. Expected plan: the `(job_id, id)` index backwards, stopping at LIMIT.
 pub fn archived_before(backend: Backend, source_job: &str, before: i64, limit: u32) -> Statement {
+    let newest_first = (" AND id < ", before, " ORDER BY id DESC LIMIT ");
+    archived_page(backend, source_job, newest_first, limit)
+}
+
+/// `SELECT id, target, row_key FROM reaper_archive WHERE job_id = $source <bound> $id ORDER BY
+/// id [DESC] LIMIT $n`.
+fn archived_page(
+    backend: Backend,
+    source_job: &str,
+    (bound, id, order): (&'static str, i64, &'static str),
+    limit: u32,
+) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ")
         .push(ARCHIVED_KEY_COLUMNS)
         .push(" FROM reaper_archive WHERE job_id = ")
         .param(SqlValue::Text(source_job.to_owned()))
-        .push(" AND id < ")
-        .param(SqlValue::Int(before))
-        .push(" ORDER BY id DESC LIMIT ")
+        .push(bound)
+        .param(SqlValue::Int(id))
+        .push(order)
         .param(SqlValue::Int(i64::from(limit)));
     w.finish()
 }
@@ -224,30 +236,13 @@ fn write_json_members(w: &mut SqlWriter, columns: &[TableColumn]) {
     }
 }
 
-/// `SELECT id, row_key FROM reaper_archive WHERE job_id = $source AND id > $after ORDER BY id
-/// LIMIT $n`: the next archive rows of the source job a restore batch takes (its checkpoint is
-/// the last id). Expected plan: the `(job_id, id)` index, in order, stopping at LIMIT.
+/// `SELECT id, target, row_key FROM reaper_archive WHERE job_id = $source AND id > $after
+/// ORDER BY id LIMIT $n`: a job's archive rows in the order it archived them (after its
+/// restore: the first keys it could not put back, reported). Expected plan: the `(job_id, id)`
+/// index, in order, stopping at LIMIT.
 pub fn archived_keys(backend: Backend, source_job: &str, after: i64, limit: u32) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT ")
-        .push(ARCHIVED_KEY_COLUMNS)
-        .push(" FROM reaper_archive WHERE job_id = ")
-        .param(SqlValue::Text(source_job.to_owned()))
-        .push(" AND id > ")
-        .param(SqlValue::Int(after))
-        .push(" ORDER BY id LIMIT ")
-        .param(SqlValue::Int(i64::from(limit)));
-    w.finish()
-}
-
-/// `SELECT count(*) FROM reaper_archive WHERE job_id = $source`: the rows of a job still in the
-/// archive (after its restore: the ones it could not put back). Expected plan: the
-/// `(job_id, id)` index.
-pub fn count_archived(backend: Backend, source_job: &str) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT count(*) FROM reaper_archive WHERE job_id = ")
-        .param(SqlValue::Text(source_job.to_owned()));
-    w.finish()
+    let oldest_first = (" AND id > ", after, " ORDER BY id LIMIT ");
+    archived_page(backend, source_job, oldest_first, limit)
 }
 
 /// `SELECT pk FROM t WHERE pk IN (keys)`: which of the keys exist in the target now (a restore's
@@ -255,16 +250,27 @@ pub fn count_archived(backend: Backend, source_job: &str) -> Statement {
 /// PostgreSQL and MySQL, so a row that exists stays until the batch commits. Expected plan:
 /// primary-key lookups.
 pub fn existing_keys(backend: Backend, target: &Target, keys: &[KeyValue]) -> Statement {
-    locked_keys(backend, target, keys, None)
+    keys_where(backend, target, keys, (Also::Exists, true))
 }
 
-/// `SELECT pk FROM t WHERE pk IN (keys) [AND <soft mark>] [FOR UPDATE]` (no lock on SQLite, the
-/// one writer).
-fn locked_keys(
+/// What else a key [`keys_where`] selects must satisfy.
+#[derive(Clone, Copy)]
+enum Also<'a> {
+    /// Nothing: the key exists.
+    Exists,
+    /// The soft-delete column holds the mark of the batch at this time.
+    SoftMark(&'a str, DateTime<Utc>),
+    /// The column is NULL.
+    Null(&'a str),
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) [AND <also>] [FOR UPDATE]` (`lock`; never on SQLite,
+/// the one writer).
+fn keys_where(
     backend: Backend,
     target: &Target,
     keys: &[KeyValue],
-    soft_mark: Option<(&str, DateTime<Utc>)>,
+    (also, lock): (Also<'_>, bool),
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ");
@@ -274,10 +280,14 @@ fn locked_keys(
         .push(" WHERE ")
         .ident(&target.primary_key);
     write_in(&mut w, target.key_type, keys);
-    if let Some((column, at)) = soft_mark {
-        write_soft_mark(&mut w, column, at);
+    match also {
+        Also::Exists => {}
+        Also::SoftMark(column, at) => write_soft_mark(&mut w, column, at),
+        Also::Null(column) => {
+            w.push(" AND ").ident(column).push(" IS NULL");
+        }
     }
-    if backend != Backend::Sqlite {
+    if lock && backend != Backend::Sqlite {
         w.push(" FOR UPDATE");
     }
     w.finish()
@@ -356,36 +366,14 @@ fn write_member(w: &mut SqlWriter, column: &TableColumn) {
 /// conflict). Locked on PostgreSQL and MySQL until the batch commits (SQLite: one writer).
 /// Expected plan: primary-key lookups.
 pub fn still_null(backend: Backend, target: &Target, column: &str, keys: &[KeyValue]) -> Statement {
-    null_keys(backend, target, column, keys, backend != Backend::Sqlite)
+    keys_where(backend, target, keys, (Also::Null(column), true))
 }
 
 /// `SELECT pk FROM t WHERE pk IN (keys) AND column IS NULL`, unlocked: the rows of a soft job's
 /// batch whose soft-delete column is clear now (the ones not listed are its restore's conflicts,
 /// reported after it). Expected plan: primary-key lookups.
 pub fn cleared(backend: Backend, target: &Target, column: &str, keys: &[KeyValue]) -> Statement {
-    null_keys(backend, target, column, keys, false)
-}
-
-fn null_keys(
-    backend: Backend,
-    target: &Target,
-    column: &str,
-    keys: &[KeyValue],
-    lock: bool,
-) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT ");
-    write_key_projection(&mut w, target);
-    w.push(" FROM ")
-        .table(target)
-        .push(" WHERE ")
-        .ident(&target.primary_key);
-    write_in(&mut w, target.key_type, keys);
-    w.push(" AND ").ident(column).push(" IS NULL");
-    if lock {
-        w.push(" FOR UPDATE");
-    }
-    w.finish()
+    keys_where(backend, target, keys, (Also::Null(column), false))
 }
 
 /// `UPDATE t AS reaper_t SET column = (SELECT <archived value> FROM reaper_archive AS a WHERE
@@ -468,7 +456,7 @@ pub fn soft_marked(
     keys: &[KeyValue],
     at: DateTime<Utc>,
 ) -> Statement {
-    locked_keys(backend, target, keys, Some((column, at)))
+    keys_where(backend, target, keys, (Also::SoftMark(column, at), true))
 }
 
 /// `UPDATE t SET <soft column> = NULL WHERE pk IN (keys) AND <column still holds the mark of the
