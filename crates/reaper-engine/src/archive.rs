@@ -1,11 +1,14 @@
 //! Archive mode and restore (statements in `reaper_core::sql::archive`): the copy of a batch's
-//! rows before MySQL and SQLite delete them by key (PostgreSQL copies them in its batch
-//! statement), one restore batch transaction, and the built-in purge of old copies.
+//! rows before MySQL and SQLite delete them by key (PostgreSQL's one-table batches copy them in
+//! their batch statement) and before every transaction of a job across relations deletes or
+//! nulls its locked rows, one restore batch transaction, and the built-in purge of old copies.
 //!
 //! A restore batch holds to the batch invariants: lease check first, then the rows, the audit
-//! row (mode `restore`) and the checkpoint, all in one transaction. It never overwrites a row:
-//! an archived row whose key exists again stays in the archive and is counted as a conflict; a
-//! soft-deleted row whose mark changed since keeps it.
+//! rows (mode `restore`, one per table) and the checkpoint, all in one transaction. It walks the
+//! archive newest first, so across relations a parent is back before what refers to it. It never
+//! overwrites a row: an archived row whose key exists again, a nulled column set since, or a row
+//! a foreign key refuses stays in the archive and is counted as a conflict; a soft-deleted row
+//! whose mark changed since keeps it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
