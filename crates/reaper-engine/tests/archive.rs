@@ -487,31 +487,61 @@ async fn a_graph_is_archived_and_restored_parents_first_column_for_column_across
     let outcome = s.run_with(&restore_id, &progress, &stop).await;
     assert_eq!(outcome, RunOutcome::Continue);
     assert_ne!(shop_checksum(&s).await, before, "stopped mid-way");
-    assert_eq!(s.run_to_end(&restore_id).await, RunOutcome::Done);
+    // Resumed from its checkpoint for three batches more, then cancelled.
+    let progress = settings();
+    let stop = || progress.progress.batches.load(Ordering::Relaxed) >= 3;
+    let outcome = s.run_with(&restore_id, &progress, &stop).await;
+    assert_eq!(outcome, RunOutcome::Continue);
+    ledger::request_cancel(&s.db, &restore_id, Utc::now())
+        .await
+        .unwrap();
+    if s.job(&restore_id).await.state != JobState::Cancelled {
+        assert_eq!(s.run_once(&restore_id).await, RunOutcome::Cancelled);
+    }
+    let cancelled = s.job(&restore_id).await;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.rows_deleted, 30, "six batches of 5");
+    assert_eq!(count(&s, "FROM reaper_archive").await, 56 - 30);
+    // A new restore puts back the rest.
+    let again = restore_in_batches(&s, &id, Some(5)).await.unwrap();
+    assert_eq!(s.run_to_end(&again).await, RunOutcome::Done);
     assert_eq!(
         shop_checksum(&s).await,
         before,
         "every row, every column back"
     );
     assert_eq!(count(&s, "FROM reaper_archive").await, 0);
-    let done = s.job(&restore_id).await;
+    let done = s.job(&again).await;
     let total: usize = erased.values().map(BTreeSet::len).sum();
-    assert_eq!((done.rows_deleted, done.rows_held), (total as i64, 0));
+    assert_eq!(total, 56);
+    assert_eq!((done.rows_deleted, done.rows_held), (26, 0));
     let report = report(&done);
-    assert_eq!((report.restored, report.conflicts), (total as u64, 0));
+    assert_eq!((report.restored, report.conflicts), (26, 0));
     assert!(report.tables.is_empty(), "{report:?}");
-    let mut restored = audited(&s, &restore_id).await;
-    restored.sort();
+    // Each row put back once, by one of the two, under its own table.
+    let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+    for job in [&restore_id, &again] {
+        for row in audited(&s, job).await {
+            let rows: u64 = row[2].as_deref().unwrap().parse().unwrap();
+            *sums.entry(row[0].clone().unwrap()).or_default() += rows;
+        }
+    }
+    let restored: Vec<Vec<Option<String>>> = sums
+        .into_iter()
+        .map(|(table, rows)| row(&[&table, "restore", &rows.to_string(), "0"]))
+        .collect();
     let expected: Vec<Vec<Option<String>>> = erased
         .iter()
         .map(|(table, ids)| row(&[table, "restore", &ids.len().to_string(), "0"]))
         .collect();
     assert_eq!(restored, expected);
-    let chain = reaper_engine::audit_chain::verify_job(&s.db, &restore_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(chain.is_ok(), "{chain:?}");
+    for job in [&restore_id, &again] {
+        let chain = reaper_engine::audit_chain::verify_job(&s.db, job)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(chain.is_ok(), "{chain:?}");
+    }
 }
 
 async fn a_graph_restore_reports_each_tables_conflicts_with_their_keys_and_restores_the_rest(
