@@ -206,11 +206,28 @@ pub struct RestoreReport {
     pub source_job: String,
     /// Rows put back (archive) or whose soft-delete mark was cleared (soft).
     pub restored: u64,
-    /// Rows not restored: an archived row whose key exists again (not overwritten), a
+    /// Rows not restored: an archived row whose key exists again (not overwritten) or that a
+    /// foreign key refuses (its parent is not there), a nulled column set since, a
     /// soft-deleted row whose mark was changed since (or that is gone).
     pub conflicts: u64,
-    /// The keys of the archived rows not restored (they stay in the archive, so a later restore
-    /// can take them once the conflict is settled), at most [`RestoreReport::KEYS_SHOWN`].
+    /// The keys of the source's own table not restored, at most [`RestoreReport::KEYS_SHOWN`]:
+    /// archived rows stay in the archive, so a later restore can take them once the conflict
+    /// is settled; a soft job's rows keep the mark they have now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflict_keys: Vec<String>,
+    /// A restore of an archive job across relations: per table with rows not restored (its own
+    /// included), how many and their keys (at most [`RestoreReport::KEYS_SHOWN`] in all).
+    /// Absent for a job on one table.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, TableConflicts>,
+}
+
+/// The rows of one table a restore did not put back ([`RestoreReport::tables`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TableConflicts {
+    /// How many (still in the archive).
+    pub conflicts: u64,
+    /// Their keys, in the order the job archived them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflict_keys: Vec<String>,
 }

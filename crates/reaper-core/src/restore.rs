@@ -5,8 +5,10 @@
 //! source; it has no filter, and runs in mode [`Mode::Restore`] (its audit rows say
 //! `restore`). It walks the source job in bounded batches under its own lease and checkpoint
 //! (an archive row id, or the source's audit batch number for a soft job), so it resumes after
-//! a crash and stops on cancel or pause like any job. A row whose key exists again is never
-//! overwritten: it is counted and reported ([`crate::lifecycle::RestoreReport`]), and the rest
+//! a crash and stops on cancel or pause like any job. An archive job across relations is
+//! restored newest copy first (parents before the rows that refer to them), its nulled columns
+//! given their values back. A row whose key exists again is never overwritten: it is counted
+//! and reported ([`crate::lifecycle::RestoreReport`], per table across relations), and the rest
 //! goes on. This module decides which jobs can be restored; the engine runs the batches.
 
 use crate::catalog::{Mode, Target};

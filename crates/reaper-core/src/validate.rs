@@ -387,15 +387,13 @@ pub fn validate(
     }
     let graph = catalog.resolved_plan(&target.name, mode);
     let cascades = catalog.job_cascades(&target.name, mode, &graph);
-    if mode == Mode::Archive && !(graph.is_empty() && cascades.is_empty()) {
+    if mode == Mode::Archive
+        && let Some(message) = archive_refusal(&target.name, &graph, &cascades)
+    {
         return Err(ValidationError {
             errors: vec![FieldError {
                 field: "mode".into(),
-                message: format!(
-                    "target `{}` has relations or accepted cascades; `archive` copies the rows \
-                     of a job on one table only, so use `hard` or `soft` here",
-                    target.name
-                ),
+                message,
             }],
         });
     }
@@ -412,6 +410,39 @@ pub fn validate(
         graph,
         cascades,
     })
+}
+
+/// Why an `archive` job on `root` cannot copy every row it would remove, if it cannot: a row
+/// the database deletes through an accepted `ON DELETE CASCADE` never passes through reaper,
+/// and a `soft_delete` child keeps its row (nothing to copy, and a restore could not tell its
+/// mark from a later one). Deleted and nulled rows of declared relations are copied.
+fn archive_refusal(
+    root: &str,
+    graph: &[crate::graph::ResolvedStep],
+    cascades: &[crate::graph::Cascade],
+) -> Option<String> {
+    if let Some(cascade) = cascades.first() {
+        return Some(format!(
+            "target `{root}`: table `{}` (column `{}`) is emptied by the database through an \
+             accepted ON DELETE CASCADE from `{}`, so `archive` cannot copy its rows; declare \
+             it as a relation instead ([[targets.{}.children]] target = \"{}\", column = \"{}\", \
+             action = \"delete\") or use `hard`",
+            cascade.table,
+            cascade.column,
+            cascade.parent,
+            cascade.parent,
+            cascade.table,
+            cascade.column
+        ));
+    }
+    let soft = graph
+        .iter()
+        .find(|step| step.effect == crate::graph::Effect::SoftDelete)?;
+    Some(format!(
+        "target `{root}`: {} is a `soft_delete` relation, which `archive` does not copy (its \
+         rows stay, soft-deleted); declare it `delete` or `set_null`, or use `soft`",
+        soft.describe()
+    ))
 }
 
 /// Why a string with a NUL character is refused.
@@ -696,6 +727,56 @@ mod tests {
                 .unwrap()
                 .graph
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn archive_crosses_delete_and_set_null_relations_but_not_cascades_or_soft_children() {
+        let mut child = catalog().get("sessions").unwrap().clone();
+        child.name = "orders".into();
+        child.soft_delete_column = Some("deleted_at".into());
+        let sessions = catalog().get("sessions").unwrap().clone();
+        let relation = |action| crate::graph::Relation {
+            parent: "sessions".into(),
+            child: "orders".into(),
+            column: "session_id".into(),
+            parent_column: "id".into(),
+            action,
+            allow_unindexed: false,
+        };
+        let job: JobRequest = serde_json::from_value(serde_json::json!({"target": "sessions",
+            "mode": "archive", "all_rows": true, "requested_by": "t", "reason": "r"}))
+        .unwrap();
+        let with = |action| {
+            Catalog::new([sessions.clone(), child.clone()])
+                .with_relations(vec![relation(action)])
+                .unwrap()
+        };
+        for action in [crate::graph::Action::Delete, crate::graph::Action::SetNull] {
+            let archive = validate(&job, &with(action), as_of()).unwrap();
+            assert_eq!(archive.graph.len(), 1);
+        }
+        let soft = validate(&job, &with(crate::graph::Action::SoftDelete), as_of())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            soft.contains("sessions → orders is a `soft_delete` relation"),
+            "{soft}"
+        );
+        let cascade = crate::graph::Cascade {
+            parent: "sessions".into(),
+            schema: None,
+            table: "devices".into(),
+            column: "session_id".into(),
+            parent_column: "id".into(),
+            max_rows_per_batch: 10,
+        };
+        let cascading = Catalog::new([sessions.clone()]).with_cascades(vec![cascade]);
+        let refused = validate(&job, &cascading, as_of()).unwrap_err().to_string();
+        assert!(
+            refused.contains("table `devices` (column `session_id`) is emptied by the database")
+                && refused.contains("declare it as a relation instead"),
+            "{refused}"
         );
     }
 

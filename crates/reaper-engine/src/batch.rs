@@ -452,7 +452,7 @@ async fn archive_if_asked(
         return Ok(());
     }
     let at = (batch.holder.job_id, batch.now);
-    crate::archive::copy_before_delete(txn, backend, batch.job, keys, at).await
+    crate::archive::copy_before_delete(txn, backend, &batch.job.target, keys, at).await
 }
 
 /// The start of the multi-statement batches (SQLite, MySQL): the lease check, then `window`,

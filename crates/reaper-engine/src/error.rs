@@ -268,6 +268,16 @@ pub fn database_code(error: &DbErr) -> Option<String> {
     }
 }
 
+/// Whether a statement was refused by a foreign key (a row refers to a parent that is not there:
+/// PostgreSQL 23503, MySQL 1452, SQLite 787) or a unique key (PostgreSQL 23505, MySQL 1062,
+/// SQLite 1555 and 2067) — what a restore leaves a row archived for, instead of failing.
+pub fn is_key_violation(error: &DbErr) -> bool {
+    matches!(
+        database_code(error).as_deref(),
+        Some("23503" | "23505" | "1452" | "1062" | "787" | "1555" | "2067")
+    )
+}
+
 /// MySQL/MariaDB error numbers that mean "try again": lock wait timeout (1205, also MariaDB's
 /// answer to `NOWAIT`), deadlock (1213), `NOWAIT` conflict (3572, MySQL), too many connections
 /// (1040), server shutting down (1053), read-only server (1290, 1836: failover), query

@@ -22,7 +22,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use reaper_core::catalog::Target;
+use reaper_core::catalog::{Mode, Target};
 use reaper_core::graph::{Cascade, Effect, ResolvedStep};
 use reaper_core::holds::ActiveHolds;
 use reaper_core::sql::graph::Root;
@@ -200,15 +200,29 @@ async fn child_batch(
         // The rest of the selection is the next child batch's.
         keys.truncate(within_cascade_bounds(txn, backend, job, child, &keys).await?);
     }
+    if job.mode == Mode::Archive {
+        // The rows as they are before the step (deleted, or their column nulled).
+        let at = (holder.job_id, now);
+        crate::archive::copy_before_delete(txn, backend, child, &keys, at).await?;
+    }
     execute(txn, backend, &removal(backend, step, &keys, now)?).await?;
     let what = Written {
         target: &child.name,
-        mode: step.effect.as_str(),
+        mode: step_mode(job, step.effect),
         keys: &keys,
         checkpoint: None,
         held: Vec::new(),
     };
     record(txn, backend, job, (holder, &locked), &what, now).await
+}
+
+/// The mode a step's audit rows name: its effect, `archive` for the rows an archive job
+/// deletes (copied first).
+fn step_mode(job: &ValidatedJob, effect: Effect) -> &'static str {
+    match effect {
+        Effect::Delete if job.mode == Mode::Archive => Mode::Archive.as_str(),
+        effect => effect.as_str(),
+    }
 }
 
 /// The step's removal statement; a soft step without a `soft_delete_column` (which the
@@ -249,7 +263,7 @@ async fn parent_batch(
     let mut checkpoint = window_end.clone();
     let mut cut = false;
     if !keys.is_empty() {
-        if job.mode == reaper_core::catalog::Mode::Hard {
+        if matches!(job.mode, Mode::Hard | Mode::Archive) {
             let below = job.graph.iter().filter(|s| s.links.len() == 1);
             if let Some(table) = first_with_rows(txn, backend, job, below, (&keys, &holds)).await? {
                 return Ok(Outcome::ChildrenLeft(table));
@@ -262,6 +276,10 @@ async fn parent_batch(
                     checkpoint = last.clone();
                 }
             }
+        }
+        if job.mode == Mode::Archive {
+            let at = (holder.job_id, now);
+            crate::archive::copy_before_delete(txn, backend, &job.target, &keys, at).await?;
         }
         execute(
             txn,
@@ -314,7 +332,7 @@ async fn count_kept<C: sea_orm::ConnectionTrait>(
         .iter()
         .map(|step| {
             let statement = graph::count_kept(backend, job, step, parents, holds);
-            (&step.target().name, step.effect.as_str(), statement)
+            (&step.target().name, step_mode(job, step.effect), statement)
         })
         .chain(std::iter::once((
             &job.target.name,

@@ -287,6 +287,7 @@ async fn run_claimed(
 ) -> Result<RunReport, EngineError> {
     let mut run = Run {
         db,
+        catalog,
         settings,
         job,
         token,
@@ -342,6 +343,8 @@ pub fn prepare(job: &JobRecord, catalog: &Catalog) -> Result<ValidatedJob, Engin
 /// One run of a claimed job: what it holds (the lease token) and what it has done so far.
 struct Run<'a> {
     db: &'a Database,
+    /// The catalog the job was validated against (a restore's tables).
+    catalog: &'a Catalog,
     settings: &'a RunSettings,
     /// The ledger row as claimed.
     job: &'a JobRecord,
@@ -530,14 +533,15 @@ impl Run<'_> {
         should_stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<RunOutcome, EngineError> {
         let source = self.restore_source(job).await?;
+        let tables = crate::archive::RestoreTables::of(self.catalog, &job.target.name);
         let mut after = match self.job.checkpoint.as_deref() {
-            None => 0,
-            Some(text) => text.parse::<i64>().map_err(|_| {
+            None => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| {
                 EngineError::Corrupt(format!(
                     "job {}: its checkpoint `{text}` should be a restore position (a number)",
                     self.job.id
                 ))
-            })?,
+            })?),
         };
         let mut restored = u64::try_from(self.job.rows_deleted).unwrap_or(0);
         let started = Instant::now();
@@ -554,7 +558,7 @@ impl Run<'_> {
             let result = crate::archive::run_restore_batch(
                 self.db,
                 job,
-                &source,
+                (&source, &tables),
                 (after, job.batch_size),
                 self.holder(),
             )
@@ -570,12 +574,12 @@ impl Run<'_> {
                 return self.cancelled(restored, self.job.passes).await;
             };
             let Some(last) = last else {
-                return self.restored(&source, restored).await;
+                return self.restored(job, &source, restored).await;
             };
             crate::instruments::batch_committed(&job.target.name, job.mode.as_str(), rows, elapsed);
             self.book(rows, elapsed);
             restored += rows;
-            after = last;
+            after = Some(last);
             // At the target's pace, as its deletes go.
             let pause = job.target.throttle.pause;
             if !pause.is_zero() && !sleep_unless_stopped(pause, should_stop).await {
@@ -601,36 +605,54 @@ impl Run<'_> {
         crate::archive::restore_source(&source, &job.target)
     }
 
-    /// Records a restore job `done`: its summary with what it restored and the conflicts left.
+    /// Records a restore job `done`: its summary with what it restored and the conflicts left
+    /// (their keys: the source's own table's, and per table across relations).
     async fn restored(
         &self,
+        job: &ValidatedJob,
         source: &crate::archive::RestoreSource,
         restored: u64,
     ) -> Result<RunOutcome, EngineError> {
+        use reaper_core::lifecycle::RestoreReport;
         let conflicts = u64::try_from(
             ledger::get(self.db, &self.job.id)
                 .await?
                 .map_or(0, |job| job.rows_held),
         )
         .unwrap_or(0);
-        let conflict_keys = match source.kind {
+        let shown = RestoreReport::KEYS_SHOWN;
+        let (conflict_keys, tables) = match source.kind {
             reaper_core::restore::SourceKind::Archive => {
-                let shown = reaper_core::lifecycle::RestoreReport::KEYS_SHOWN;
-                crate::archive::still_archived(self.db, &source.job_id, shown)
-                    .await?
-                    .1
+                let mut tables =
+                    crate::archive::still_archived(self.db, &source.job_id, shown).await?;
+                let own = tables
+                    .get(&job.target.name)
+                    .map(|table| table.conflict_keys.clone())
+                    .unwrap_or_default();
+                let root = &job.target.name;
+                if self.catalog.resolved_plan(root, Mode::Archive).is_empty() {
+                    tables.clear();
+                }
+                (own, tables)
             }
-            reaper_core::restore::SourceKind::Soft => Vec::new(),
+            reaper_core::restore::SourceKind::Soft => {
+                let limits = (conflicts, shown);
+                let keys =
+                    crate::archive::soft_not_restored(self.db, &job.target, &source.job_id, limits)
+                        .await?;
+                (keys, Default::default())
+            }
         };
         let mut result = self
             .summary(restored, self.job.passes, false, false)
             .await?;
         if let JobResult::Summary(summary) = &mut result {
-            summary.restore = Some(reaper_core::lifecycle::RestoreReport {
+            summary.restore = Some(RestoreReport {
                 source_job: source.job_id.clone(),
                 restored,
                 conflicts,
                 conflict_keys,
+                tables,
             });
         }
         let result = result.to_json();

@@ -21,6 +21,7 @@ use reaper_engine::{EngineError, ledger};
 use reaper_testkit::engine::{
     EngineTest, TargetFixture, erase_tenant, events_target, job, settings,
 };
+use reaper_testkit::shop::{hanging_off, shop_with, state};
 
 reaper_testkit::on_every_backend!(
     archived_rows_are_restored_column_for_column_across_a_stop,
@@ -29,6 +30,10 @@ reaper_testkit::on_every_backend!(
     a_hard_job_is_refused_and_nothing_changes,
     archive_rows_older_than_keep_are_purged_in_bounded_batches,
     held_rows_are_neither_archived_nor_deleted,
+    a_graph_is_archived_and_restored_parents_first_column_for_column_across_a_stop,
+    a_graph_restore_reports_each_tables_conflicts_with_their_keys_and_restores_the_rest,
+    a_soft_restore_reports_the_keys_it_left,
+    held_rows_across_relations_are_neither_archived_nor_removed,
 );
 
 /// `payments`: an int key, a filter column, and a column of each kind a restore must bring back
@@ -108,8 +113,17 @@ fn archive_group(group: i64, batch_size: u32) -> serde_json::Value {
 }
 
 async fn restore(s: &EngineTest, source: &str) -> Result<String, EngineError> {
+    restore_in_batches(s, source, None).await
+}
+
+async fn restore_in_batches(
+    s: &EngineTest,
+    source: &str,
+    batch_size: Option<u32>,
+) -> Result<String, EngineError> {
     let ask = RestoreAsk {
         requested_by: "ops",
+        batch_size,
         ..RestoreAsk::default()
     };
     let submitted = archive::submit_restore(
@@ -371,4 +385,330 @@ async fn held_rows_are_neither_archived_nor_deleted(backend: Backend) {
         .collect();
     let expected: BTreeSet<String> = (23..=93).step_by(10).map(|id| id.to_string()).collect();
     assert_eq!(archived, expected);
+}
+
+/// Every row of every shop table, every column as text (SQLite: with its storage class), in key
+/// order: equal before and after means every value came back where it was.
+async fn shop_checksum(s: &EngineTest) -> Vec<(&'static str, Vec<Vec<Option<String>>>)> {
+    let mut tables = Vec::new();
+    for (table, column) in [
+        ("users", "tenant_id"),
+        ("sessions", "user_id"),
+        ("orders", "user_id"),
+        ("order_items", "order_id"),
+        ("events", "user_id"),
+        ("reviews", "user_id"),
+    ] {
+        let text = |expr: &str| match s.test.backend {
+            Backend::Sqlite => format!("typeof({expr}) || ':' || {expr}"),
+            Backend::Postgres | Backend::MySql => s.test.as_text(expr),
+        };
+        let sql = format!(
+            "SELECT {}, {} FROM {table} ORDER BY id",
+            text("id"),
+            text(column)
+        );
+        tables.push((table, s.test.optional_strings(&sql).await));
+    }
+    tables
+}
+
+fn archive_tenant(tenant: i64, batch_size: u32) -> serde_json::Value {
+    job(
+        "users",
+        serde_json::json!([{"column": "tenant_id", "op": "eq", "value": tenant}]),
+        serde_json::json!({"mode": "archive", "batch_size": batch_size}),
+    )
+}
+
+/// The rows per table of one job's audit: `(target, mode, rows, rows left)`, summed.
+async fn audited(s: &EngineTest, id: &str) -> Vec<Vec<Option<String>>> {
+    let rows = s.test.as_text("sum(row_count)");
+    let held = s.test.as_text("sum(rows_held)");
+    s.test
+        .optional_strings(&format!(
+            "SELECT target, mode, {rows}, {held} FROM reaper_audit WHERE job_id = '{id}' \
+             GROUP BY target, mode"
+        ))
+        .await
+}
+
+fn row(values: &[&str]) -> Vec<Option<String>> {
+    values
+        .iter()
+        .map(|value| Some((*value).to_owned()))
+        .collect()
+}
+
+async fn a_graph_is_archived_and_restored_parents_first_column_for_column_across_a_stop(
+    backend: Backend,
+) {
+    let s = shop_with(backend, 12, 3).await;
+    let before = shop_checksum(&s).await;
+    let original = state(&s).await;
+    let id = s.submit(archive_tenant(1, 2), 3).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    // Users 1, 4, 7 and 10, and everything hanging off them, are gone (reviews: nulled).
+    let erased = hanging_off(&BTreeSet::from([1, 4, 7, 10]));
+    let now = state(&s).await;
+    for (table, ids) in &original {
+        let left: BTreeSet<String> = ids.difference(&erased[table]).cloned().collect();
+        assert_eq!(now[table], left, "{table}");
+    }
+    // Every row removed or nulled is in the archive, with its table, once.
+    let mut archived = s
+        .test
+        .optional_strings(&format!(
+            "SELECT target, {} FROM reaper_archive WHERE job_id = '{id}' GROUP BY target",
+            s.test.as_text("count(*)")
+        ))
+        .await;
+    archived.sort();
+    let expected: Vec<Vec<Option<String>>> = erased
+        .iter()
+        .map(|(table, ids)| row(&[table, &ids.len().to_string()]))
+        .collect();
+    assert_eq!(archived, expected);
+    // Deleted rows are audited `archive`, nulled ones `set_null`.
+    let modes = audited(&s, &id).await;
+    assert!(
+        modes.contains(&row(&["order_items", "archive", "24", "0"])),
+        "{modes:?}"
+    );
+    assert!(
+        modes.contains(&row(&["reviews", "set_null", "4", "0"])),
+        "{modes:?}"
+    );
+
+    // 56 rows, 5 per batch: stopped after its third batch, it goes on from its checkpoint.
+    let restore_id = restore_in_batches(&s, &id, Some(5)).await.unwrap();
+    let progress = settings();
+    let stop = || progress.progress.batches.load(Ordering::Relaxed) >= 3;
+    let outcome = s.run_with(&restore_id, &progress, &stop).await;
+    assert_eq!(outcome, RunOutcome::Continue);
+    assert_ne!(shop_checksum(&s).await, before, "stopped mid-way");
+    // Resumed from its checkpoint for three batches more, then cancelled.
+    let progress = settings();
+    let stop = || progress.progress.batches.load(Ordering::Relaxed) >= 3;
+    let outcome = s.run_with(&restore_id, &progress, &stop).await;
+    assert_eq!(outcome, RunOutcome::Continue);
+    ledger::request_cancel(&s.db, &restore_id, Utc::now())
+        .await
+        .unwrap();
+    if s.job(&restore_id).await.state != JobState::Cancelled {
+        assert_eq!(s.run_once(&restore_id).await, RunOutcome::Cancelled);
+    }
+    let cancelled = s.job(&restore_id).await;
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.rows_deleted, 30, "six batches of 5");
+    assert_eq!(count(&s, "FROM reaper_archive").await, 56 - 30);
+    // A new restore puts back the rest.
+    let again = restore_in_batches(&s, &id, Some(5)).await.unwrap();
+    assert_eq!(s.run_to_end(&again).await, RunOutcome::Done);
+    assert_eq!(
+        shop_checksum(&s).await,
+        before,
+        "every row, every column back"
+    );
+    assert_eq!(count(&s, "FROM reaper_archive").await, 0);
+    let done = s.job(&again).await;
+    let total: usize = erased.values().map(BTreeSet::len).sum();
+    assert_eq!(total, 56);
+    assert_eq!((done.rows_deleted, done.rows_held), (26, 0));
+    let report = report(&done);
+    assert_eq!((report.restored, report.conflicts), (26, 0));
+    assert!(report.tables.is_empty(), "{report:?}");
+    // Each row put back once, by one of the two, under its own table.
+    let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
+    for job in [&restore_id, &again] {
+        for row in audited(&s, job).await {
+            let rows: u64 = row[2].as_deref().unwrap().parse().unwrap();
+            *sums.entry(row[0].clone().unwrap()).or_default() += rows;
+        }
+    }
+    let restored: Vec<Vec<Option<String>>> = sums
+        .into_iter()
+        .map(|(table, rows)| row(&[&table, "restore", &rows.to_string(), "0"]))
+        .collect();
+    let expected: Vec<Vec<Option<String>>> = erased
+        .iter()
+        .map(|(table, ids)| row(&[table, "restore", &ids.len().to_string(), "0"]))
+        .collect();
+    assert_eq!(restored, expected);
+    for job in [&restore_id, &again] {
+        let chain = reaper_engine::audit_chain::verify_job(&s.db, job)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(chain.is_ok(), "{chain:?}");
+    }
+}
+
+async fn a_graph_restore_reports_each_tables_conflicts_with_their_keys_and_restores_the_rest(
+    backend: Backend,
+) {
+    let s = shop_with(backend, 9, 2).await;
+    let original = state(&s).await;
+    let id = s.submit(archive_tenant(1, 2), 3).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    // Meanwhile: user 4 and order 11 exist again (other rows), review 71 got a user again,
+    // and user 7's copy is gone (purged), so its sessions, orders and their items have no
+    // parent to come back to.
+    s.test
+        .exec("INSERT INTO users (id, tenant_id) VALUES (4, 9)")
+        .await;
+    s.test
+        .exec("INSERT INTO orders (id, user_id) VALUES (11, 2)")
+        .await;
+    s.test
+        .exec("UPDATE reviews SET user_id = 2 WHERE id = 71")
+        .await;
+    s.test
+        .exec(&format!(
+            "DELETE FROM reaper_archive WHERE job_id = '{id}' AND target = 'users' AND row_key = '7'"
+        ))
+        .await;
+    let restore_id = restore(&s, &id).await.unwrap();
+    assert_eq!(s.run_to_end(&restore_id).await, RunOutcome::Done);
+    let done = s.job(&restore_id).await;
+    let report = report(&done);
+    let conflicts = [
+        ("users", vec!["4"]),
+        ("sessions", vec!["71", "72"]),
+        ("orders", vec!["11", "71", "72"]),
+        (
+            "order_items",
+            vec!["711", "712", "713", "721", "722", "723"],
+        ),
+        ("reviews", vec!["71"]),
+    ];
+    let mut reported: Vec<(&str, Vec<String>)> = report
+        .tables
+        .iter()
+        .map(|(table, conflicts)| {
+            assert_eq!(conflicts.conflicts, conflicts.conflict_keys.len() as u64);
+            let mut keys = conflicts.conflict_keys.clone();
+            keys.sort_by_key(|key| key.parse::<i64>().unwrap());
+            (table.as_str(), keys)
+        })
+        .collect();
+    reported.sort_by_key(|(table, _)| conflicts.iter().position(|(t, _)| t == table));
+    let expected: Vec<(&str, Vec<String>)> = conflicts
+        .iter()
+        .map(|(table, keys)| (*table, keys.iter().map(|k| (*k).to_owned()).collect()))
+        .collect();
+    assert_eq!(reported, expected);
+    assert_eq!(report.conflicts, 13);
+    assert_eq!(done.rows_held, 13);
+    assert_eq!(report.conflict_keys, ["4"]);
+    // 42 rows archived, user 7's copy purged, 13 left.
+    assert_eq!(report.restored, 42 - 1 - 13);
+    // The rest is back; what exists again was not overwritten.
+    let now = state(&s).await;
+    let missing = BTreeSet::from([
+        ("users", "7"),
+        ("sessions", "71"),
+        ("sessions", "72"),
+        ("orders", "71"),
+        ("orders", "72"),
+        ("order_items", "711"),
+        ("order_items", "712"),
+        ("order_items", "713"),
+        ("order_items", "721"),
+        ("order_items", "722"),
+        ("order_items", "723"),
+    ]);
+    for (table, ids) in &original {
+        let expected: BTreeSet<String> = ids
+            .iter()
+            .filter(|id| !missing.contains(&(*table, id.as_str())))
+            .cloned()
+            .collect();
+        assert_eq!(now[table], expected, "{table}");
+    }
+    assert_eq!(
+        count(&s, "FROM users WHERE id = 4 AND tenant_id = 9").await,
+        1
+    );
+    assert_eq!(
+        count(&s, "FROM orders WHERE id = 11 AND user_id = 2").await,
+        1
+    );
+    assert_eq!(
+        count(&s, "FROM reviews WHERE id = 71 AND user_id = 2").await,
+        1
+    );
+    assert_eq!(
+        count(&s, "FROM reviews WHERE id = 41 AND user_id = 4").await,
+        1
+    );
+    // The rows not restored stay archived, for a later restore.
+    assert_eq!(
+        count(&s, &format!("FROM reaper_archive WHERE job_id = '{id}'")).await,
+        13
+    );
+}
+
+async fn a_soft_restore_reports_the_keys_it_left(backend: Backend) {
+    let s = EngineTest::new(backend, 200).await;
+    let id = s
+        .submit(
+            erase_tenant(4, serde_json::json!({"mode": "soft", "batch_size": 6})),
+            3,
+        )
+        .await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let later = s.ts("2027-01-01 00:00:00");
+    s.test
+        .exec(&format!(
+            "UPDATE events SET deleted_at = {later} WHERE id IN (94, 14)"
+        ))
+        .await;
+    s.test.exec("DELETE FROM events WHERE id = 54").await;
+    let restore_id = restore(&s, &id).await.unwrap();
+    assert_eq!(s.run_to_end(&restore_id).await, RunOutcome::Done);
+    let report = report(&s.job(&restore_id).await);
+    assert_eq!((report.restored, report.conflicts), (17, 3));
+    assert_eq!(report.conflict_keys, ["14", "54", "94"]);
+    assert!(report.tables.is_empty());
+}
+
+async fn held_rows_across_relations_are_neither_archived_nor_removed(backend: Backend) {
+    let s = shop_with(backend, 12, 3).await;
+    let original = state(&s).await;
+    // Item 411 is held: it keeps its order 41 and user 4; the rest goes as without a hold.
+    let hold: reaper_core::holds::HoldRequest = serde_json::from_value(serde_json::json!({
+        "target": "order_items", "keys": [411], "reason": "case 12", "placed_by": "legal"
+    }))
+    .unwrap();
+    reaper_engine::holds::place(&s.db, &s.catalog, &hold, Utc::now())
+        .await
+        .unwrap();
+    let id = s.submit(archive_tenant(1, 2), 3).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let kept = BTreeSet::from([("users", "4"), ("orders", "41"), ("order_items", "411")]);
+    let mut removed = hanging_off(&BTreeSet::from([1, 4, 7, 10]));
+    for (table, ids) in &mut removed {
+        ids.retain(|id| !kept.contains(&(*table, id.as_str())));
+    }
+    let now = state(&s).await;
+    for (table, ids) in &original {
+        let left: BTreeSet<String> = ids.difference(&removed[table]).cloned().collect();
+        assert_eq!(now[table], left, "{table}");
+    }
+    for (table, ids) in &removed {
+        let archived: BTreeSet<String> = s
+            .test
+            .strings(&format!(
+                "SELECT row_key FROM reaper_archive WHERE job_id = '{id}' AND target = '{table}'"
+            ))
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(
+            &archived, ids,
+            "{table}: exactly the rows removed or nulled"
+        );
+    }
+    assert_eq!(s.job(&id).await.rows_held, 3);
 }

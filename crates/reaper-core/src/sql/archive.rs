@@ -40,24 +40,78 @@ impl TableColumn {
     }
 }
 
-/// The archive row a restore reads: its id (the restore's checkpoint) and the key it holds.
+/// The archive row a restore reads: its id (the restore's checkpoint), the table it was
+/// removed from and the key it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedKey {
     /// `reaper_archive.id`.
     pub id: i64,
+    /// The catalog target of the row's table.
+    pub target: String,
     /// The archived row's key, as text.
     pub key: String,
 }
 
-/// Columns [`archived_keys`] returns ([`decode_archived_key`] reads them by name).
-pub const ARCHIVED_KEY_COLUMNS: &str = "id, row_key";
+/// Columns [`archived_keys`] and [`archived_before`] return ([`decode_archived_key`] reads
+/// them by name).
+pub const ARCHIVED_KEY_COLUMNS: &str = "id, target, row_key";
 
 /// Reads a row of [`ARCHIVED_KEY_COLUMNS`].
 pub fn decode_archived_key<R: Row>(row: &R) -> Result<ArchivedKey, R::Error> {
     Ok(ArchivedKey {
         id: required(row, "id", R::int)?,
+        target: required(row, "target", R::text)?,
         key: required(row, "row_key", R::text)?,
     })
+}
+
+/// `SELECT id, target, row_key FROM reaper_archive WHERE job_id = $source AND id < $before
+/// ORDER BY id DESC LIMIT $n`: the next archive rows a restore batch takes, newest first — the
+/// reverse of the order the job removed them in, so across relations a parent comes back before
+/// the rows that refer to it (a job deletes children before their parents). The checkpoint is
+/// the last (smallest) id. Expected plan: the `(job_id, id)` index backwards, stopping at LIMIT.
+pub fn archived_before(backend: Backend, source_job: &str, before: i64, limit: u32) -> Statement {
+    let newest_first = (" AND id < ", before, " ORDER BY id DESC LIMIT ");
+    archived_page(backend, source_job, newest_first, limit)
+}
+
+/// `SELECT id, target, row_key FROM reaper_archive WHERE job_id = $source <bound> $id ORDER BY
+/// id [DESC] LIMIT $n`.
+fn archived_page(
+    backend: Backend,
+    source_job: &str,
+    (bound, id, order): (&'static str, i64, &'static str),
+    limit: u32,
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT ")
+        .push(ARCHIVED_KEY_COLUMNS)
+        .push(" FROM reaper_archive WHERE job_id = ")
+        .param(SqlValue::Text(source_job.to_owned()))
+        .push(bound)
+        .param(SqlValue::Int(id))
+        .push(order)
+        .param(SqlValue::Int(i64::from(limit)));
+    w.finish()
+}
+
+/// `SELECT target, count(*) AS archived FROM reaper_archive WHERE job_id = $source GROUP BY
+/// target`: per table, the rows of a job still in the archive (after its restore: the ones it
+/// could not put back). Expected plan: the `(job_id, id)` index, the job's rows only.
+pub fn count_archived_by_table(backend: Backend, source_job: &str) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("SELECT target, count(*) AS archived FROM reaper_archive WHERE job_id = ")
+        .param(SqlValue::Text(source_job.to_owned()))
+        .push(" GROUP BY target ORDER BY target");
+    w.finish()
+}
+
+/// Reads a row of [`count_archived_by_table`]: the table and its rows.
+pub fn decode_table_count<R: Row>(row: &R) -> Result<(String, i64), R::Error> {
+    Ok((
+        required(row, "target", R::text)?,
+        required(row, "archived", R::int)?,
+    ))
 }
 
 /// `column IN ($1, $2, …)` over key values of `key_type`.
@@ -113,18 +167,19 @@ pub(crate) fn write_archive_returning(w: &mut SqlWriter) {
     w.push(", to_jsonb(t.*) AS reaper_row");
 }
 
-/// MySQL and SQLite: `INSERT INTO reaper_archive (…) SELECT $job, $target, <key as text>,
-/// JSON_OBJECT('c1', c1, …), $now FROM t WHERE pk IN (keys)`: the copies of the rows the batch
-/// is about to delete by key, in its transaction (the keys are locked: MySQL `FOR UPDATE`,
-/// SQLite one writer). Expected plan: primary-key lookups.
+/// `INSERT INTO reaper_archive (…) SELECT $job, $target, <key as text>, <row as JSON>, $now
+/// FROM t WHERE pk IN (keys)`: the copies of rows a batch is about to delete (or, across
+/// relations, to set a column of to NULL) by key, in its transaction (the keys are locked:
+/// PostgreSQL and MySQL `FOR UPDATE`, SQLite one writer). The row as JSON: PostgreSQL
+/// `to_jsonb(t.*)` (as its one-statement batches write it), MySQL and SQLite
+/// `JSON_OBJECT('c1', c1, …)` over `columns`. Expected plan: primary-key lookups.
 pub fn copy_rows(
     backend: Backend,
-    job: &ValidatedJob,
+    target: &Target,
     columns: &[TableColumn],
     keys: &[KeyValue],
     (job_id, now): (&str, DateTime<Utc>),
 ) -> Statement {
-    let target = &job.target;
     let mut w = SqlWriter::new(backend);
     w.push("INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) SELECT ")
         .param(SqlValue::Text(job_id.to_owned()))
@@ -138,8 +193,25 @@ pub fn copy_rows(
         })
         .push(match backend {
             Backend::MySql => "JSON_OBJECT(",
-            Backend::Postgres | Backend::Sqlite => "json_object(",
+            Backend::Postgres => "to_jsonb(reaper_row.*",
+            Backend::Sqlite => "json_object(",
         });
+    if backend != Backend::Postgres {
+        write_json_members(&mut w, columns);
+    }
+    w.push("), ")
+        .param(SqlValue::Timestamp(now))
+        .push(" FROM ")
+        .table(target)
+        .push(" AS reaper_row WHERE ")
+        .ident(&target.primary_key);
+    write_in(&mut w, target.key_type, keys);
+    w.finish()
+}
+
+/// `'c1', c1, 'c2', HEX(c2), …`: the members of a row's JSON object (MySQL, SQLite).
+fn write_json_members(w: &mut SqlWriter, columns: &[TableColumn]) {
+    let backend = w.backend;
     for (index, column) in columns.iter().enumerate() {
         if index > 0 {
             w.push(", ");
@@ -162,40 +234,15 @@ pub fn copy_rows(
             }
         }
     }
-    w.push("), ")
-        .param(SqlValue::Timestamp(now))
-        .push(" FROM ")
-        .table(target)
-        .push(" WHERE ")
-        .ident(&target.primary_key);
-    write_in(&mut w, target.key_type, keys);
-    w.finish()
 }
 
-/// `SELECT id, row_key FROM reaper_archive WHERE job_id = $source AND id > $after ORDER BY id
-/// LIMIT $n`: the next archive rows of the source job a restore batch takes (its checkpoint is
-/// the last id). Expected plan: the `(job_id, id)` index, in order, stopping at LIMIT.
+/// `SELECT id, target, row_key FROM reaper_archive WHERE job_id = $source AND id > $after
+/// ORDER BY id LIMIT $n`: a job's archive rows in the order it archived them (after its
+/// restore: the first keys it could not put back, reported). Expected plan: the `(job_id, id)`
+/// index, in order, stopping at LIMIT.
 pub fn archived_keys(backend: Backend, source_job: &str, after: i64, limit: u32) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT ")
-        .push(ARCHIVED_KEY_COLUMNS)
-        .push(" FROM reaper_archive WHERE job_id = ")
-        .param(SqlValue::Text(source_job.to_owned()))
-        .push(" AND id > ")
-        .param(SqlValue::Int(after))
-        .push(" ORDER BY id LIMIT ")
-        .param(SqlValue::Int(i64::from(limit)));
-    w.finish()
-}
-
-/// `SELECT count(*) FROM reaper_archive WHERE job_id = $source`: the rows of a job still in the
-/// archive (after its restore: the ones it could not put back). Expected plan: the
-/// `(job_id, id)` index.
-pub fn count_archived(backend: Backend, source_job: &str) -> Statement {
-    let mut w = SqlWriter::new(backend);
-    w.push("SELECT count(*) FROM reaper_archive WHERE job_id = ")
-        .param(SqlValue::Text(source_job.to_owned()));
-    w.finish()
+    let oldest_first = (" AND id > ", after, " ORDER BY id LIMIT ");
+    archived_page(backend, source_job, oldest_first, limit)
 }
 
 /// `SELECT pk FROM t WHERE pk IN (keys)`: which of the keys exist in the target now (a restore's
@@ -203,16 +250,27 @@ pub fn count_archived(backend: Backend, source_job: &str) -> Statement {
 /// PostgreSQL and MySQL, so a row that exists stays until the batch commits. Expected plan:
 /// primary-key lookups.
 pub fn existing_keys(backend: Backend, target: &Target, keys: &[KeyValue]) -> Statement {
-    locked_keys(backend, target, keys, None)
+    keys_where(backend, target, keys, (Also::Exists, true))
 }
 
-/// `SELECT pk FROM t WHERE pk IN (keys) [AND <soft mark>] [FOR UPDATE]` (no lock on SQLite, the
-/// one writer).
-fn locked_keys(
+/// What else a key [`keys_where`] selects must satisfy.
+#[derive(Clone, Copy)]
+enum Also<'a> {
+    /// Nothing: the key exists.
+    Exists,
+    /// The soft-delete column holds the mark of the batch at this time.
+    SoftMark(&'a str, DateTime<Utc>),
+    /// The column is NULL.
+    Null(&'a str),
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) [AND <also>] [FOR UPDATE]` (`lock`; never on SQLite,
+/// the one writer).
+fn keys_where(
     backend: Backend,
     target: &Target,
     keys: &[KeyValue],
-    soft_mark: Option<(&str, DateTime<Utc>)>,
+    (also, lock): (Also<'_>, bool),
 ) -> Statement {
     let mut w = SqlWriter::new(backend);
     w.push("SELECT ");
@@ -222,10 +280,14 @@ fn locked_keys(
         .push(" WHERE ")
         .ident(&target.primary_key);
     write_in(&mut w, target.key_type, keys);
-    if let Some((column, at)) = soft_mark {
-        write_soft_mark(&mut w, column, at);
+    match also {
+        Also::Exists => {}
+        Also::SoftMark(column, at) => write_soft_mark(&mut w, column, at),
+        Also::Null(column) => {
+            w.push(" AND ").ident(column).push(" IS NULL");
+        }
     }
-    if backend != Backend::Sqlite {
+    if lock && backend != Backend::Sqlite {
         w.push(" FOR UPDATE");
     }
     w.finish()
@@ -269,26 +331,88 @@ pub fn restore_rows(
         if index > 0 {
             w.push(", ");
         }
-        let binary = column.is_binary();
-        match backend {
-            Backend::MySql => {
-                w.push(if binary { "UNHEX(" } else { "(" })
-                    .push("CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ")
-                    .param(json_path(&column.name))
-                    .push(")) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ")
-                    .param(json_path(&column.name))
-                    .push(")) END)");
-            }
-            Backend::Postgres | Backend::Sqlite => {
-                w.push(if binary { "unhex(" } else { "(" })
-                    .push("json_extract(a.row_json, ")
-                    .param(json_path(&column.name))
-                    .push("))");
-            }
-        }
+        write_member(&mut w, column);
     }
     w.push(" FROM reaper_archive AS a WHERE ");
     write_archive_ids(&mut w, ids);
+    w.finish()
+}
+
+/// MySQL and SQLite: the archived value of `column` in `a.row_json`, as text its column
+/// converts (JSON `null` → NULL, hex → bytes for a binary column).
+fn write_member(w: &mut SqlWriter, column: &TableColumn) {
+    let binary = column.is_binary();
+    match w.backend {
+        Backend::MySql => {
+            w.push(if binary { "UNHEX(" } else { "(" })
+                .push("CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ")
+                .param(json_path(&column.name))
+                .push(")) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ")
+                .param(json_path(&column.name))
+                .push(")) END)");
+        }
+        Backend::Postgres | Backend::Sqlite => {
+            w.push(if binary { "unhex(" } else { "(" })
+                .push("json_extract(a.row_json, ")
+                .param(json_path(&column.name))
+                .push("))");
+        }
+    }
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) AND column IS NULL [FOR UPDATE]`: the rows a
+/// `set_null` step of an archive job nulled whose column is still NULL — the ones a restore may
+/// give their old value back (a row whose column was set since, or that is gone, is a
+/// conflict). Locked on PostgreSQL and MySQL until the batch commits (SQLite: one writer).
+/// Expected plan: primary-key lookups.
+pub fn still_null(backend: Backend, target: &Target, column: &str, keys: &[KeyValue]) -> Statement {
+    keys_where(backend, target, keys, (Also::Null(column), true))
+}
+
+/// `SELECT pk FROM t WHERE pk IN (keys) AND column IS NULL`, unlocked: the rows of a soft job's
+/// batch whose soft-delete column is clear now (the ones not listed are its restore's conflicts,
+/// reported after it). Expected plan: primary-key lookups.
+pub fn cleared(backend: Backend, target: &Target, column: &str, keys: &[KeyValue]) -> Statement {
+    keys_where(backend, target, keys, (Also::Null(column), false))
+}
+
+/// `UPDATE t AS reaper_t SET column = (SELECT <archived value> FROM reaper_archive AS a WHERE
+/// a.id IN (ids) AND a.row_key = CAST(reaper_t.pk AS TEXT)) WHERE pk IN (keys) AND column IS
+/// NULL`: a `set_null` step undone — each row of `keys` (locked by [`still_null`]) gets the
+/// value its archived copy (`ids`, the rows as they were before the step) holds, read typed as
+/// [`restore_rows`] reads it. Expected plan: primary-key lookups, and per row archive
+/// primary-key lookups filtered by key.
+pub fn restore_column(
+    backend: Backend,
+    target: &Target,
+    column: &TableColumn,
+    (ids, keys): (&[i64], &[KeyValue]),
+) -> Statement {
+    let mut w = SqlWriter::new(backend);
+    w.push("UPDATE ")
+        .table(target)
+        .push(" AS reaper_t SET ")
+        .ident(&column.name)
+        .push(" = (SELECT ");
+    if backend == Backend::Postgres {
+        w.push("(jsonb_populate_record(NULL::")
+            .table(target)
+            .push(", a.row_json)).")
+            .ident(&column.name);
+    } else {
+        write_member(&mut w, column);
+    }
+    w.push(" FROM reaper_archive AS a WHERE ");
+    write_archive_ids(&mut w, ids);
+    w.push(" AND a.row_key = CAST(reaper_t.")
+        .ident(&target.primary_key)
+        .push(match backend {
+            Backend::MySql => " AS CHAR)) WHERE ",
+            Backend::Postgres | Backend::Sqlite => " AS TEXT)) WHERE ",
+        })
+        .ident(&target.primary_key);
+    write_in(&mut w, target.key_type, keys);
+    w.push(" AND ").ident(&column.name).push(" IS NULL");
     w.finish()
 }
 
@@ -332,7 +456,7 @@ pub fn soft_marked(
     keys: &[KeyValue],
     at: DateTime<Utc>,
 ) -> Statement {
-    locked_keys(backend, target, keys, Some((column, at)))
+    keys_where(backend, target, keys, (Also::SoftMark(column, at), true))
 }
 
 /// `UPDATE t SET <soft column> = NULL WHERE pk IN (keys) AND <column still holds the mark of the
@@ -414,10 +538,17 @@ mod tests {
         let job = job(&serde_json::json!({"all_rows": true, "mode": "archive"}));
         let keys = [KeyValue::Int(3), KeyValue::Int(9)];
         expect![[r#"
-            INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) SELECT ?, ?, CAST(`id` AS CHAR), JSON_OBJECT(?, `id`, ?, `note`, ?, HEX(`blob`)), ? FROM `app`.`events` WHERE `id` IN (?, ?)
+            INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) SELECT ?, ?, CAST(`id` AS CHAR), JSON_OBJECT(?, `id`, ?, `note`, ?, HEX(`blob`)), ? FROM `app`.`events` AS reaper_row WHERE `id` IN (?, ?)
             -- parameters: 'j1', 'events', 'id', 'note', 'blob', '2026-11-25T08:30:00+00:00', 3, 9"#]]
-        .assert_eq(&copy_rows(Backend::MySql, &job, &columns(), &keys, ("j1", at())).to_string());
-        let lite = copy_rows(Backend::Sqlite, &job, &columns(), &keys, ("j1", at())).sql;
+        .assert_eq(&copy_rows(Backend::MySql, &job.target, &columns(), &keys, ("j1", at())).to_string());
+        let lite = copy_rows(
+            Backend::Sqlite,
+            &job.target,
+            &columns(),
+            &keys,
+            ("j1", at()),
+        )
+        .sql;
         assert!(
             lite.contains(r#"CASE WHEN "blob" IS NULL THEN NULL ELSE hex("blob") END"#),
             "{lite}"
@@ -437,6 +568,27 @@ mod tests {
             json_path(r#"a"b\c"#),
             SqlValue::Text(r#"$."a\"b\\c""#.into())
         );
+    }
+
+    #[test]
+    fn across_relations_rows_are_copied_by_key_and_a_nulled_column_gets_its_value_back() {
+        let job = job(&serde_json::json!({"all_rows": true, "mode": "archive"}));
+        let keys = [KeyValue::Int(3)];
+        expect![[r#"INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) SELECT $1, $2, CAST("id" AS TEXT), to_jsonb(reaper_row.*), $3 FROM "app"."events" AS reaper_row WHERE "id" IN ($4)"#]].assert_eq(
+            &copy_rows(Backend::Postgres, &job.target, &[], &keys, ("j1", at())).sql,
+        );
+        let column = TableColumn {
+            name: "user_id".into(),
+            data_type: "bigint".into(),
+        };
+        expect![[r#"UPDATE "app"."events" AS reaper_t SET "user_id" = (SELECT (jsonb_populate_record(NULL::"app"."events", a.row_json))."user_id" FROM reaper_archive AS a WHERE a.id IN ($1) AND a.row_key = CAST(reaper_t."id" AS TEXT)) WHERE "id" IN ($2) AND "user_id" IS NULL"#]].assert_eq(
+            &restore_column(Backend::Postgres, &job.target, &column, (&[4], &keys)).sql,
+        );
+        expect!["UPDATE `app`.`events` AS reaper_t SET `user_id` = (SELECT (CASE WHEN JSON_TYPE(JSON_EXTRACT(a.row_json, ?)) = 'NULL' THEN NULL ELSE JSON_UNQUOTE(JSON_EXTRACT(a.row_json, ?)) END) FROM reaper_archive AS a WHERE a.id IN (?) AND a.row_key = CAST(reaper_t.`id` AS CHAR)) WHERE `id` IN (?) AND `user_id` IS NULL"].assert_eq(
+            &restore_column(Backend::MySql, &job.target, &column, (&[4], &keys)).sql,
+        );
+        expect!["SELECT id, target, row_key FROM reaper_archive WHERE job_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"].assert_eq(&archived_before(Backend::Postgres, "j1", 100, 10).sql);
+        expect!["SELECT CAST(`id` AS SIGNED) FROM `app`.`events` WHERE `id` IN (?) AND `user_id` IS NULL FOR UPDATE"].assert_eq(&still_null(Backend::MySql, &job.target, "user_id", &keys).sql);
     }
 
     #[test]
