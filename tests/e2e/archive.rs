@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use reaper_core::sql::Backend;
 
-use crate::daemon::{Daemon, free_port};
 use crate::{Deployment, config_text, run, stderr, stdout};
 
 reaper_testkit::on_every_backend!(
@@ -48,14 +47,7 @@ async fn audit_rows(deployment: &Deployment, id: &str) -> i64 {
 /// Starts a daemon (3 s lease, 1 s slices) and kills it with SIGKILL once job `restore` has
 /// written `rows` audit rows.
 async fn kill_daemon_after(deployment: &Deployment, restore: &str, rows: i64) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let env = [
-        ("REAPER_API__LISTEN", listen.as_str()),
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ];
-    let mut daemon = Daemon::start(&deployment.config, deployment.dir.path(), port, &env);
+    let (mut daemon, _) = deployment.short_lease_daemon();
     crate::poll_until(
         Duration::from_secs(60),
         "restore audit rows",
@@ -67,18 +59,6 @@ async fn kill_daemon_after(deployment: &Deployment, restore: &str, rows: i64) {
     .await;
     daemon.signal("KILL");
     daemon.wait(Duration::from_secs(5));
-}
-
-/// `run --until-idle` (3 s lease, 1 s slices) after a kill, then job `restore`'s status, `done`.
-fn finish(deployment: &Deployment, restore: &str) -> serde_json::Value {
-    deployment.run_until_idle(&[
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ]);
-    let status = run(deployment.reaper().args(["status", restore]));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["state"], "done", "{status}");
-    status
 }
 
 async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged(backend: Backend) {
@@ -156,7 +136,7 @@ async fn kill_9_mid_restore_puts_every_row_back_once_and_old_archives_are_purged
         "the daemon purged the expired copies at start-up"
     );
 
-    let status = finish(&deployment, &restore);
+    let status = deployment.finish_after_kill(&restore);
     assert_eq!(status["result"]["restore"]["restored"], 100, "{status}");
     assert_eq!(status["result"]["restore"]["conflicts"], 0, "{status}");
     assert_eq!(
@@ -313,7 +293,7 @@ async fn kill_9_mid_graph_restore_puts_every_row_of_every_table_back_once(backen
     assert!(left > 0, "the restore finished before the kill");
     assert_ne!(graph_checksum(&deployment).await, before);
 
-    let status = finish(&deployment, &restore);
+    let status = deployment.finish_after_kill(&restore);
     assert_eq!(status["result"]["restore"]["restored"], 40, "{status}");
     assert_eq!(status["result"]["restore"]["conflicts"], 0, "{status}");
     assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reaper_core::sql::Backend;
 use reaper_testkit::{GraphSnapshot, GraphTable};
 
-use crate::daemon::{Api, Daemon, free_port};
+use crate::daemon::Api;
 use crate::{Deployment, config_text, reaper, run, stderr};
 
 /// `[targets.TABLE]` keyed by an int `id`, with `batch_size` when given.
@@ -508,19 +508,7 @@ async fn kill_9_mid_children_and_mid_parents_resumes_exactly_once_in_every_table
     let id = deployment.enqueue(&serde_json::json!({
         "target": "users", "filter": {"all": [{"column": "id", "op": "in", "value": [1, 3, 5, 7]}]},
         "batch_size": 1, "requested_by": "e2e", "reason": "erasure request"}));
-    let start = || {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let env = [
-            ("REAPER_API__LISTEN", listen.as_str()),
-            ("REAPER_WORKER__LEASE", "3s"),
-            ("REAPER_WORKER__SLICE", "1s"),
-        ];
-        (
-            Daemon::start(&deployment.config, deployment.dir.path(), port, &env),
-            port,
-        )
-    };
+    let start = || deployment.short_lease_daemon();
 
     let (mut daemon, port) = start();
     let counts = wait_for_audit(&deployment, &id, "mid-children", |c| {
@@ -565,13 +553,7 @@ async fn kill_9_mid_children_and_mid_parents_resumes_exactly_once_in_every_table
     let at_kill = audited_per_table(&deployment, &id).await;
     assert!(at_kill["users"] < 4, "mid-parents: {at_kill:?}");
 
-    deployment.run_until_idle(&[
-        ("REAPER_WORKER__LEASE", "3s"),
-        ("REAPER_WORKER__SLICE", "1s"),
-    ]);
-    let status = run(deployment.reaper().args(["status", &id]));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["state"], "done", "{status}");
+    let status = deployment.finish_after_kill(&id);
     let expected_counts: serde_json::Value = erased
         .iter()
         .map(|(table, rows)| (table.to_string(), serde_json::json!(rows.len())))

@@ -225,6 +225,26 @@ impl Deployment {
         id
     }
 
+    /// A daemon of this deployment with [`SHORT_LEASE`], its API on a free port: the daemon and
+    /// the port.
+    pub(crate) fn short_lease_daemon(&self) -> (daemon::Daemon, u16) {
+        let port = daemon::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let env = [&SHORT_LEASE[..], &[("REAPER_API__LISTEN", listen.as_str())]].concat();
+        let daemon = daemon::Daemon::start(&self.config, self.dir.path(), port, &env);
+        (daemon, port)
+    }
+
+    /// `run --until-idle` with [`SHORT_LEASE`] (after a kill, the killed daemon's lease runs out
+    /// soon), then job `id`'s status, which must be `done`.
+    pub(crate) fn finish_after_kill(&self, id: &str) -> serde_json::Value {
+        self.run_until_idle(&SHORT_LEASE);
+        let status = run(self.reaper().args(["status", id]));
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(status["state"], "done", "{status}");
+        status
+    }
+
     pub(crate) fn run_until_idle(&self, extra_env: &[(&str, &str)]) {
         let mut command = self.reaper();
         command
@@ -234,6 +254,13 @@ impl Deployment {
         assert!(output.status.success(), "run failed: {}", stderr(&output));
     }
 }
+
+/// Worker settings of the kill tests: a 3 s lease, so that the next daemon takes a killed one's
+/// job over soon, and 1 s slices.
+pub(crate) const SHORT_LEASE: [(&str, &str); 2] = [
+    ("REAPER_WORKER__LEASE", "3s"),
+    ("REAPER_WORKER__SLICE", "1s"),
+];
 
 pub(crate) fn config_text(database_url: &str, dir: &Path, extra_target_keys: &str) -> String {
     format!(

@@ -200,7 +200,7 @@ pub async fn run_restore_batch(
         let now = Utc::now();
         let step = match source.kind {
             SourceKind::Archive => {
-                let before = after.unwrap_or(i64::MAX);
+                let before = archive_walk_start(after);
                 restore_archived(&txn, backend, tables, (&source.job_id, before, limit)).await?
             }
             SourceKind::Soft => {
@@ -242,7 +242,8 @@ struct TableRestored {
 /// What a restore batch changed, per table in the order it changed them, and its checkpoint.
 struct Restored {
     tables: Vec<TableRestored>,
-    /// The new checkpoint.
+    /// The new checkpoint: for an archive, the last (smallest) archive id taken, negated (see
+    /// [`archive_walk_start`]); for a soft restore, the source's audit batch number.
     last: i64,
 }
 
@@ -293,8 +294,20 @@ async fn restore_archived(
     }
     Ok(Some(Restored {
         tables: restored,
-        last,
+        last: last.saturating_neg(),
     }))
+}
+
+/// Where an archive restore's newest-first walk goes on from: below the archive id its checkpoint
+/// names, negated (`-id`, so that it cannot be read as the checkpoint of the oldest-first walk
+/// of reaper versions before 2026-12-02, a plain id). Such an older checkpoint, or none, starts
+/// from the newest archived row: every row the older walk put back has left the archive, so
+/// nothing is restored twice; rows it could not put back are tried, and reported, again.
+fn archive_walk_start(checkpoint: Option<i64>) -> i64 {
+    match checkpoint {
+        Some(negated) if negated < 0 => negated.saturating_neg(),
+        _ => i64::MAX,
+    }
 }
 
 /// Inserts the archived rows `keys` (archive id, key) of `target` whose key does not exist

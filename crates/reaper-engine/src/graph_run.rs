@@ -171,6 +171,22 @@ async fn settle(
     .await
 }
 
+/// The start of every transaction of a graph job: the legal holds active now (read in it, so that
+/// a hold committed before it began applies to it; unreadable holds fail it), then the lease
+/// check. `None` when the lease check refuses.
+async fn holds_then_lease(
+    txn: &DatabaseTransaction,
+    backend: Backend,
+    job: &ValidatedJob,
+    holder: LeaseHolder<'_>,
+) -> Result<Option<(DateTime<Utc>, ActiveHolds, LockedJob)>, EngineError> {
+    let now = Utc::now();
+    let holds = read_holds(txn, backend, job, now).await?;
+    Ok(lock_job(txn, backend, holder)
+        .await?
+        .map(|locked| (now, holds, locked)))
+}
+
 /// One child batch of `step`: its next rows hanging off the window, locked, checked for rows
 /// directly below when they are deleted, removed, audited and counted.
 async fn child_batch(
@@ -181,9 +197,7 @@ async fn child_batch(
     parents: &[KeyValue],
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
-    let now = Utc::now();
-    let holds = read_holds(txn, backend, job, now).await?;
-    let Some(locked) = lock_job(txn, backend, holder).await? else {
+    let Some((now, holds, locked)) = holds_then_lease(txn, backend, job, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let child = step.target();
@@ -253,9 +267,7 @@ async fn parent_batch(
     window_end: &KeyValue,
     holder: LeaseHolder<'_>,
 ) -> Result<Outcome, EngineError> {
-    let now = Utc::now();
-    let holds = read_holds(txn, backend, job, now).await?;
-    let Some(locked) = lock_job(txn, backend, holder).await? else {
+    let Some((now, holds, locked)) = holds_then_lease(txn, backend, job, holder).await? else {
         return Ok(Outcome::Refused);
     };
     let lock = graph::lock_parents(backend, job, parents, &holds);

@@ -34,6 +34,7 @@ reaper_testkit::on_every_backend!(
     a_graph_restore_reports_each_tables_conflicts_with_their_keys_and_restores_the_rest,
     a_soft_restore_reports_the_keys_it_left,
     held_rows_across_relations_are_neither_archived_nor_removed,
+    a_restore_with_an_oldest_first_checkpoint_starts_again_from_the_newest_row,
 );
 
 /// `payments`: an int key, a filter column, and a column of each kind a restore must bring back
@@ -241,6 +242,38 @@ async fn a_restore_reports_keys_that_exist_again_and_restores_the_rest(backend: 
     assert_eq!(s.run_to_end(&again).await, RunOutcome::Done);
     assert_eq!(count(&s, "FROM payments WHERE grp = 2").await, 20);
     assert_eq!(count(&s, "FROM reaper_archive").await, 0);
+}
+
+/// A restore whose checkpoint is a plain archive id, as the oldest-first walk of reaper versions
+/// before 2026-12-02 wrote it: read as "below that id" the newest-first walk would skip every
+/// newer row; it starts again from the newest row instead, and every row comes back once.
+async fn a_restore_with_an_oldest_first_checkpoint_starts_again_from_the_newest_row(
+    backend: Backend,
+) {
+    let mut s = EngineTest::new(backend, 10).await;
+    payments(&mut s, 60).await;
+    let before = checksum(&s).await;
+    let id = s.submit(archive_group(1, 7), 3).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    assert_eq!(count(&s, "FROM reaper_archive").await, 20);
+    // As if the older walk had taken the seven oldest archive rows.
+    let seventh = s
+        .test
+        .int(&format!(
+            "SELECT id FROM reaper_archive WHERE job_id = '{id}' ORDER BY id LIMIT 1 OFFSET 6"
+        ))
+        .await;
+    let restore_id = restore(&s, &id).await.unwrap();
+    s.test
+        .exec(&format!(
+            "UPDATE reaper_jobs SET checkpoint = '{seventh}' WHERE id = '{restore_id}'"
+        ))
+        .await;
+    assert_eq!(s.run_to_end(&restore_id).await, RunOutcome::Done);
+    assert_eq!(checksum(&s).await, before, "every row back");
+    assert_eq!(count(&s, "FROM reaper_archive").await, 0);
+    let report = report(&s.job(&restore_id).await);
+    assert_eq!((report.restored, report.conflicts), (20, 0));
 }
 
 async fn a_soft_restore_clears_only_the_marks_the_job_set(backend: Backend) {
