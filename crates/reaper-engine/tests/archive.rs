@@ -39,38 +39,41 @@ reaper_testkit::on_every_backend!(
 
 /// `payments`: an int key, a filter column, and a column of each kind a restore must bring back
 /// typed: a decimal, text with quotes, a newline and a non-ASCII letter, a timestamp with
-/// microseconds, bytes — each NULL in some rows.
+/// microseconds, bytes, a double that needs all 17 significant digits — each NULL in some rows.
 async fn payments(s: &mut EngineTest, rows: u32) {
     let sql = match s.test.backend {
         Backend::Postgres => format!(
             "CREATE TABLE payments (id bigint PRIMARY KEY, grp int NOT NULL, amount numeric(12,2), \
-             note text, paid_at timestamptz, data bytea);
+             note text, paid_at timestamptz, data bytea, rate double precision);
              INSERT INTO payments SELECT i, i % 3,
                CASE WHEN i % 5 = 0 THEN NULL ELSE (i * 1.25)::numeric(12,2) END,
                CASE WHEN i % 3 = 0 THEN NULL ELSE 'note \"' || i || E'\\n' || 'é' END,
                CASE WHEN i % 4 = 0 THEN NULL ELSE TIMESTAMPTZ '2026-01-01 00:00:00.123456+00' + i * INTERVAL '1 hour' END,
-               CASE WHEN i % 6 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') END
+               CASE WHEN i % 6 = 0 THEN NULL ELSE decode(md5(i::text), 'hex') END,
+               CASE WHEN i % 7 = 0 THEN NULL ELSE i / 7.0::float8 END
              FROM generate_series(1, {rows}) AS i;"
         ),
         Backend::MySql => format!(
             "CREATE TABLE payments (id BIGINT PRIMARY KEY, grp INT NOT NULL, amount DECIMAL(12,2), \
-             note TEXT, paid_at DATETIME(6), data VARBINARY(64));
+             note TEXT, paid_at DATETIME(6), data VARBINARY(64), rate DOUBLE);
              INSERT INTO payments SELECT seq, seq % 3,
                IF(seq % 5 = 0, NULL, seq * 1.25),
                IF(seq % 3 = 0, NULL, CONCAT('note \"', seq, '\\n', 'é')),
                IF(seq % 4 = 0, NULL, TIMESTAMP '2026-01-01 00:00:00.123456' + INTERVAL seq HOUR),
-               IF(seq % 6 = 0, NULL, UNHEX(MD5(seq)))
+               IF(seq % 6 = 0, NULL, UNHEX(MD5(seq))),
+               IF(seq % 7 = 0, NULL, seq / 7e0)
              FROM seq_1_to_{rows};"
         ),
         Backend::Sqlite => format!(
             "CREATE TABLE payments (id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, amount NUMERIC, \
-             note TEXT, paid_at TEXT, data BLOB);
+             note TEXT, paid_at TEXT, data BLOB, rate REAL);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
              INSERT INTO payments SELECT i, i % 3,
                CASE WHEN i % 5 = 0 THEN NULL ELSE i * 1.25 END,
                CASE WHEN i % 3 = 0 THEN NULL ELSE 'note \"' || i || char(10) || 'é' END,
                CASE WHEN i % 4 = 0 THEN NULL ELSE strftime('%Y-%m-%d %H:%M:%f', '2026-01-01 00:00:00.123', '+' || i || ' hours') END,
-               CASE WHEN i % 6 = 0 THEN NULL ELSE CAST('b' || i AS BLOB) END
+               CASE WHEN i % 6 = 0 THEN NULL ELSE CAST('b' || i AS BLOB) END,
+               CASE WHEN i % 7 = 0 THEN NULL ELSE i / 7.0 END
              FROM n;"
         ),
     };
@@ -89,17 +92,18 @@ async fn payments(s: &mut EngineTest, rows: u32) {
 async fn checksum(s: &EngineTest) -> Vec<Vec<Option<String>>> {
     let sql = match s.test.backend {
         Backend::Postgres => {
-            "SELECT id::text, grp::text, amount::text, note, paid_at::text, encode(data, 'hex') \
-             FROM payments ORDER BY id"
+            "SELECT id::text, grp::text, amount::text, note, paid_at::text, encode(data, 'hex'), \
+             rate::text FROM payments ORDER BY id"
         }
         Backend::MySql => {
             "SELECT CAST(id AS CHAR), CAST(grp AS CHAR), CAST(amount AS CHAR), note, \
-             CAST(paid_at AS CHAR), HEX(data) FROM payments ORDER BY id"
+             CAST(paid_at AS CHAR), HEX(data), CAST(rate AS CHAR) FROM payments ORDER BY id"
         }
         Backend::Sqlite => {
             "SELECT CAST(id AS TEXT), CAST(grp AS TEXT), typeof(amount) || ':' || CAST(amount AS TEXT), \
              typeof(note) || ':' || note, typeof(paid_at) || ':' || paid_at, \
-             typeof(data) || ':' || hex(data) FROM payments ORDER BY id"
+             typeof(data) || ':' || hex(data), typeof(rate) || ':' || printf('%!.17g', rate) \
+             FROM payments ORDER BY id"
         }
     };
     s.test.optional_strings(sql).await

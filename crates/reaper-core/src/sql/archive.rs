@@ -34,6 +34,16 @@ pub struct TableColumn {
 
 impl TableColumn {
     /// Bytes, which JSON cannot hold on MySQL and SQLite: archived as hex there.
+    /// SQLite: whether the declared type gives the column INTEGER, REAL or NUMERIC affinity
+    /// (SQLite's rules, in their order), which turns numeric text into a number on insert; a
+    /// TEXT column holds no REAL, and one without a type (BLOB affinity) would keep text.
+    fn sqlite_numeric_affinity(&self) -> bool {
+        let declared = self.data_type.to_ascii_uppercase();
+        let has = |part: &str| declared.contains(part);
+        has("INT")
+            || !(has("CHAR") || has("CLOB") || has("TEXT") || has("BLOB") || declared.is_empty())
+    }
+
     fn is_binary(&self) -> bool {
         let name = self.data_type.to_ascii_lowercase();
         name.contains("blob") || name.contains("binary") || name == "bytea"
@@ -228,6 +238,18 @@ fn write_json_members(w: &mut SqlWriter, columns: &[TableColumn]) {
                     .push(" IS NULL THEN NULL ELSE hex(")
                     .ident(&column.name)
                     .push(") END");
+            }
+            // SQLite's JSON writes a REAL with 15 significant digits, which loses the last
+            // ones of most doubles: such a value is kept as text with 17 (exact), which the
+            // column's numeric affinity turns back into the same REAL on restore.
+            (Backend::Sqlite, false) if column.sqlite_numeric_affinity() => {
+                w.push("CASE WHEN typeof(")
+                    .ident(&column.name)
+                    .push(") = 'real' THEN printf('%!.17g', ")
+                    .ident(&column.name)
+                    .push(") ELSE ")
+                    .ident(&column.name)
+                    .push(" END");
             }
             (_, false) => {
                 w.ident(&column.name);
@@ -553,6 +575,44 @@ mod tests {
             lite.contains(r#"CASE WHEN "blob" IS NULL THEN NULL ELSE hex("blob") END"#),
             "{lite}"
         );
+    }
+
+    #[test]
+    fn sqlite_keeps_a_real_as_text_of_17_digits_where_the_column_turns_it_back_into_a_number() {
+        let job = job(&serde_json::json!({"all_rows": true, "mode": "archive"}));
+        let columns: Vec<TableColumn> = [
+            ("rate", "REAL"),
+            ("amount", "NUMERIC(12,2)"),
+            ("count", "BIGINT"),
+            ("label", "VARCHAR(20)"),
+            ("anything", ""),
+        ]
+        .into_iter()
+        .map(|(name, data_type)| TableColumn {
+            name: name.into(),
+            data_type: data_type.into(),
+        })
+        .collect();
+        let lite = copy_rows(
+            Backend::Sqlite,
+            &job.target,
+            &columns,
+            &[KeyValue::Int(1)],
+            ("j1", at()),
+        )
+        .sql;
+        for numeric in ["rate", "amount", "count"] {
+            let kept = format!(
+                r#"CASE WHEN typeof("{numeric}") = 'real' THEN printf('%!.17g', "{numeric}") ELSE "{numeric}" END"#
+            );
+            assert!(lite.contains(&kept), "{numeric}: {lite}");
+        }
+        for other in ["label", "anything"] {
+            assert!(
+                !lite.contains(&format!(r#"typeof("{other}")"#)),
+                "{other}: {lite}"
+            );
+        }
     }
 
     #[test]
