@@ -390,12 +390,7 @@ pub fn validate(
     if mode == Mode::Archive
         && let Some(message) = archive_refusal(&target.name, &graph, &cascades)
     {
-        return Err(ValidationError {
-            errors: vec![FieldError {
-                field: "mode".into(),
-                message,
-            }],
-        });
+        return Err(ValidationError::of("mode", message));
     }
     Ok(ValidatedJob {
         target,
@@ -425,15 +420,35 @@ fn archive_refusal(
         return Some(format!(
             "target `{root}`: table `{}` (column `{}`) is emptied by the database through an \
              accepted ON DELETE CASCADE from `{}`, so `archive` cannot copy its rows; declare \
-             it as a relation instead ([[targets.{}.children]] target = \"{}\", column = \"{}\", \
-             action = \"delete\") or use `hard`",
+             it as a relation instead (a target for table `{}`, related by a \
+             [[targets.{}.children]] entry with column = \"{}\" and action = \"delete\", in \
+             place of the [[targets.{}.cascades]] entry), or use `hard`",
             cascade.table,
             cascade.column,
             cascade.parent,
-            cascade.parent,
             cascade.table,
-            cascade.column
+            cascade.parent,
+            cascade.column,
+            cascade.parent
         ));
+    }
+    // A restore puts a nulled value back by the table's one `set_null` column; two steps that
+    // null two columns of one table could not be told apart.
+    let nulling = |step: &&crate::graph::ResolvedStep| step.effect == crate::graph::Effect::SetNull;
+    for (index, step) in graph.iter().enumerate().filter(|(_, step)| nulling(step)) {
+        if let Some(other) = graph[index + 1..]
+            .iter()
+            .filter(nulling)
+            .find(|other| other.target().name == step.target().name)
+        {
+            return Some(format!(
+                "target `{root}`: {} and {} both null columns of `{}`, and `archive` restores one \
+                 nulled column per table; use `hard`, or archive from one of the parents",
+                step.describe(),
+                other.describe(),
+                step.target().name
+            ));
+        }
     }
     let soft = graph
         .iter()
@@ -776,6 +791,37 @@ mod tests {
         assert!(
             refused.contains("table `devices` (column `session_id`) is emptied by the database")
                 && refused.contains("declare it as a relation instead"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn archive_refuses_two_set_null_relations_into_one_table() {
+        let sessions = catalog().get("sessions").unwrap().clone();
+        let mut messages = sessions.clone();
+        messages.name = "messages".into();
+        let nulling = |column: &str| {
+            crate::graph::Relation::new(
+                "sessions",
+                "messages",
+                column,
+                "id",
+                crate::graph::Action::SetNull,
+            )
+        };
+        let job: JobRequest = serde_json::from_value(serde_json::json!({"target": "sessions",
+            "mode": "archive", "all_rows": true, "requested_by": "t", "reason": "r"}))
+        .unwrap();
+        let one = Catalog::new([sessions.clone(), messages.clone()])
+            .with_relations(vec![nulling("sender_id")])
+            .unwrap();
+        assert!(validate(&job, &one, as_of()).is_ok());
+        let two = Catalog::new([sessions, messages])
+            .with_relations(vec![nulling("sender_id"), nulling("recipient_id")])
+            .unwrap();
+        let refused = validate(&job, &two, as_of()).unwrap_err().to_string();
+        assert!(
+            refused.contains("both null columns of `messages`"),
             "{refused}"
         );
     }

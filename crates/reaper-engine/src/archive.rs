@@ -277,9 +277,18 @@ async fn restore_archived(
                 ))
             })
             .collect::<Result<_, EngineError>>()?;
+        // A row the job archived twice (nulled, set again by the application, nulled again) is
+        // put back from its newest copy; one statement cannot write a key twice, and once the
+        // newest copy is back the older ones conflict with it: they stay archived, reported.
+        let mut seen = BTreeSet::new();
+        let newest: Vec<(i64, KeyValue)> = keys
+            .iter()
+            .filter(|(_, key)| seen.insert(key.clone()))
+            .cloned()
+            .collect();
         let mut put_back = match nulled {
-            None => restore_rows(txn, backend, target, &keys).await?,
-            Some(column) => restore_nulled(txn, backend, target, column, &keys).await?,
+            None => restore_rows(txn, backend, target, &newest).await?,
+            Some(column) => restore_nulled(txn, backend, target, column, &newest).await?,
         };
         if !put_back.is_empty() {
             let ids: Vec<i64> = put_back.iter().map(|(id, _)| *id).collect();

@@ -35,6 +35,7 @@ reaper_testkit::on_every_backend!(
     a_soft_restore_reports_the_keys_it_left,
     held_rows_across_relations_are_neither_archived_nor_removed,
     a_restore_with_an_oldest_first_checkpoint_starts_again_from_the_newest_row,
+    a_row_archived_twice_is_restored_once_from_its_newest_copy,
 );
 
 /// `payments`: an int key, a filter column, and a column of each kind a restore must bring back
@@ -579,6 +580,48 @@ async fn a_graph_is_archived_and_restored_parents_first_column_for_column_across
             .unwrap();
         assert!(chain.is_ok(), "{chain:?}");
     }
+}
+
+/// Every nulled review archived twice, both copies side by side (as a row nulled, set again and
+/// nulled again by one job would be), and older than the rest of the archive so that their
+/// users come back first: one restore batch reads both copies of each key in one run. Each
+/// review gets its value back once, from the newest copy; the older copies conflict with it,
+/// stay archived and are reported.
+async fn a_row_archived_twice_is_restored_once_from_its_newest_copy(backend: Backend) {
+    let s = shop_with(backend, 9, 2).await;
+    let original = shop_checksum(&s).await;
+    let id = s.submit(archive_tenant(1, 2), 3).await;
+    assert_eq!(s.run_to_end(&id).await, RunOutcome::Done);
+    let top = s.test.int("SELECT max(id) FROM reaper_archive").await;
+    let copy = |rows: &str| {
+        format!(
+            "INSERT INTO reaper_archive (job_id, target, row_key, row_json, archived_at) \
+             SELECT job_id, target, row_key, row_json, archived_at FROM reaper_archive \
+             WHERE job_id = '{id}' AND id <= {top} AND {rows} ORDER BY id"
+        )
+    };
+    let nulled = count(
+        &s,
+        &format!("FROM reaper_archive WHERE job_id = '{id}' AND target = 'reviews'"),
+    )
+    .await;
+    assert!(nulled > 0);
+    s.test.exec(&copy("target = 'reviews'")).await;
+    s.test.exec(&copy("target = 'reviews'")).await;
+    s.test.exec(&copy("target <> 'reviews'")).await;
+    s.test
+        .exec(&format!("DELETE FROM reaper_archive WHERE id <= {top}"))
+        .await;
+    let restore_id = restore_in_batches(&s, &id, Some(1_000)).await.unwrap();
+    assert_eq!(s.run_to_end(&restore_id).await, RunOutcome::Done);
+    assert_eq!(
+        shop_checksum(&s).await,
+        original,
+        "every row and value back once"
+    );
+    let report = report(&s.job(&restore_id).await);
+    assert_eq!(report.conflicts, nulled as u64);
+    assert_eq!(count(&s, "FROM reaper_archive").await, nulled);
 }
 
 async fn a_graph_restore_reports_each_tables_conflicts_with_their_keys_and_restores_the_rest(
